@@ -1,0 +1,50 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   - start the local cloud, upload the bundled sample, follow it, verify it
+#   make test   - every test (unit, integration, infrastructure, end to end)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+export CDK_DISABLE_TELEMETRY := true
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+
+.PHONY: setup cdk-cli demo test check lint typecheck bench clean
+
+setup: $(VENV)/.installed cdk-cli
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+# The pinned CDK CLI (infrastructure/package.json), installed once per lock-file change.
+cdk-cli:
+	@if [ -f infrastructure/package-lock.json ] && \
+	   ! cmp -s infrastructure/package-lock.json infrastructure/node_modules/.lock-installed; then \
+	  (cd infrastructure && npm ci --no-audit --no-fund --loglevel=error) && \
+	  cp infrastructure/package-lock.json infrastructure/node_modules/.lock-installed; \
+	fi
+
+demo: setup
+	$(BIN)/collections deploy local
+	$(BIN)/collections test-upload samples/test-image.jpg --user user123 --follow --env local
+	$(BIN)/collections verify test-image --user user123 --env local
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check src lambdas tests bench infrastructure
+	$(BIN)/ruff format --check src lambdas tests bench infrastructure || true
+
+typecheck: setup
+	$(BIN)/mypy src lambdas/shared
+
+check: lint typecheck test
+
+bench: setup
+	$(BIN)/python bench/run_all.py
+
+clean:
+	-$(BIN)/collections destroy local
+	rm -rf $(VENV) infrastructure/node_modules infrastructure/cdk.out

@@ -1,0 +1,180 @@
+"""Analyzer: `ImageProcessed` -> vision analysis -> `analyses` row -> `AnalysisComplete` event.
+
+A redelivered event for an image version that is already analyzed does not pay for a second
+model call: the stored analysis is announced again instead.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from typing import Any
+
+import vision
+from collections_core import aws, db, events, images, log, runtime, secrets
+from collections_core.config import Settings
+from collections_core.errors import ConfigurationError, TerminalError
+
+logger = log.get_logger("collections.analyzer")
+FUNCTION_KEY = "analyzer"
+REQUIRED_DETAIL = ("item_id", "user_id", "bucket", "original_key")
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return runtime.invoke(FUNCTION_KEY, event, context, _analyze_event)
+
+
+def _analyze_event(event: Any, context: Any) -> dict[str, Any]:
+    settings = Settings.from_environ()
+    detail = events.detail(event, source=settings.image_processed_source,
+                           detail_type=settings.image_processed_detail_type,
+                           required=REQUIRED_DETAIL)
+    user_id, item_id = str(detail["user_id"]), str(detail["item_id"])
+    correlation_id = detail.get("correlation_id")
+    log.bind(item_id=item_id, user_id=user_id, correlation_id=correlation_id)
+    log.event(logger, "EventBridge event received", stage="received")
+    sequencer = str(detail.get("sequencer") or "")
+
+    existing = _existing(user_id, item_id)
+    if existing and sequencer and existing["source_sequencer"] == sequencer:
+        log.event(logger, "already analyzed this version; announcing it again", outcome="duplicate")
+        _publish(settings, detail, existing["id"], existing["category"], existing["provider"],
+                 existing["model"])
+        return {"status": "duplicate", "analysis_id": existing["id"]}
+
+    started = time.perf_counter()
+    data = _download(str(detail["bucket"]), str(detail["original_key"]))
+    log.event(logger, "Image downloaded", stage="downloaded", bytes=len(data),
+              duration_ms=_ms(started))
+
+    started = time.perf_counter()
+    rendered, source = images.render_small(data, vision.MODEL_MAX_EDGE, quality=85)
+    provider, model = settings.analyzer_provider, settings.analyzer_model
+    analysis = vision.validate(_run_provider(provider, model, rendered, source, context))
+    log.event(logger, "LLM analysis complete", stage="analyzed", provider=provider, model=model,
+              category=analysis["category"], duration_ms=_ms(started))
+
+    analysis_id = _store(user_id, item_id, analysis, provider, model, detail, sequencer)
+    log.event(logger, "Analysis stored in PostgreSQL", stage="stored", analysis_id=analysis_id)
+    _publish(settings, detail, analysis_id, analysis["category"], provider, model)
+    return {"status": "analyzed", "analysis_id": analysis_id}
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
+
+
+def _remaining(context: Any) -> Any:
+    def remaining_s() -> float:
+        getter = getattr(context, "get_remaining_time_in_millis", None)
+        return getter() / 1000 if getter else 60.0
+
+    return remaining_s
+
+
+def _run_provider(provider: str, model: str, rendered: images.Rendered, source: images.Source,
+                  context: Any) -> dict[str, Any]:
+    if provider == "local":
+        from PIL import Image
+
+        with Image.open(io.BytesIO(rendered.data)) as small:
+            small.load()
+            return vision.local_analysis(small, {"width": source.width, "height": source.height,
+                                                 "camera": source.camera})
+    if provider == "anthropic":
+        key = secrets.get("ANTHROPIC_API_KEY")
+        assert key is not None
+        return vision.anthropic_analysis(rendered.data, api_key=key, model=model,
+                                         remaining_s=_remaining(context))
+    if provider == "openai":
+        key = secrets.get("OPENAI_API_KEY")
+        assert key is not None
+        return vision.openai_analysis(rendered.data, api_key=key, model=model,
+                                      remaining_s=_remaining(context))
+    raise ConfigurationError(f"unknown analyzer provider {provider!r}",
+                             hint="ANALYZER_PROVIDER is one of anthropic, openai, local")
+
+
+def _download(bucket: str, key: str) -> bytes:
+    try:
+        response = aws.client("s3").get_object(Bucket=bucket, Key=key)
+    except Exception as exc:
+        if aws.error_code(exc) in ("NoSuchKey", "NoSuchBucket", "404", "NotFound"):
+            raise TerminalError(f"s3://{bucket}/{key} does not exist") from None
+        raise aws.classify(exc, f"reading s3://{bucket}/{key}") from None
+    if int(response.get("ContentLength") or 0) > images.MAX_BYTES:
+        raise TerminalError("the image is larger than the pipeline accepts")
+    return bytes(response["Body"].read(images.MAX_BYTES + 1))
+
+
+def _existing(user_id: str, item_id: str) -> dict[str, Any] | None:
+    with db.transaction() as cur:
+        cur.execute(
+            "SELECT id, source_sequencer, category, provider, model FROM analyses"
+            " WHERE user_id = %s AND item_id = %s", (user_id, item_id))
+        row = cur.fetchone()
+    if row is None:
+        return None
+    return dict(zip(("id", "source_sequencer", "category", "provider", "model"), row,
+                    strict=True))
+
+
+_UPSERT = """
+INSERT INTO analyses (item_id, user_id, category, summary, description, tags, colors,
+                      text_content, provider, model, source_etag, source_sequencer, raw,
+                      correlation_id)
+VALUES (%(item_id)s, %(user_id)s, %(category)s, %(summary)s, %(description)s, %(tags)s,
+        %(colors)s, %(text_content)s, %(provider)s, %(model)s, %(source_etag)s,
+        %(source_sequencer)s, %(raw)s, %(correlation_id)s)
+ON CONFLICT (user_id, item_id) DO UPDATE SET
+    category = EXCLUDED.category, summary = EXCLUDED.summary,
+    description = EXCLUDED.description, tags = EXCLUDED.tags, colors = EXCLUDED.colors,
+    text_content = EXCLUDED.text_content, provider = EXCLUDED.provider, model = EXCLUDED.model,
+    source_etag = EXCLUDED.source_etag, source_sequencer = EXCLUDED.source_sequencer,
+    raw = EXCLUDED.raw, correlation_id = EXCLUDED.correlation_id, updated_at = now()
+WHERE analyses.source_sequencer <= EXCLUDED.source_sequencer
+RETURNING id
+"""
+
+
+def _store(user_id: str, item_id: str, analysis: dict[str, Any], provider: str, model: str,
+           detail: dict[str, Any], sequencer: str) -> int:
+    import psycopg
+
+    row = {
+        "item_id": item_id, "user_id": user_id, "category": analysis["category"],
+        "summary": analysis["summary"], "description": analysis["description"],
+        "tags": analysis["tags"], "colors": analysis["colors"],
+        "text_content": analysis.get("text_content"), "provider": provider, "model": model,
+        "source_etag": detail.get("etag"), "source_sequencer": sequencer,
+        "raw": json.dumps({"analysis": analysis, "prompt_version": vision.PROMPT_VERSION}),
+        "correlation_id": detail.get("correlation_id"),
+    }
+    try:
+        with db.transaction() as cur:
+            cur.execute(_UPSERT, row)
+            stored = cur.fetchone()
+            if stored is None:  # a newer version's analysis is already there
+                cur.execute("SELECT id FROM analyses WHERE user_id = %s AND item_id = %s",
+                            (user_id, item_id))
+                stored = cur.fetchone()
+    except psycopg.errors.ForeignKeyViolation:
+        raise TerminalError(f"item {user_id}/{item_id} does not exist",
+                            hint="the image processor stores the item first") from None
+    assert stored is not None
+    return int(stored[0])
+
+
+def _publish(settings: Settings, detail: dict[str, Any], analysis_id: int, category: str,
+             provider: str, model: str) -> None:
+    out = {"item_id": detail["item_id"], "user_id": detail["user_id"],
+           "analysis_id": str(analysis_id), "category": category, "provider": provider,
+           "model": model}
+    if detail.get("correlation_id"):
+        out["correlation_id"] = detail["correlation_id"]
+    aws.put_event(source=settings.analysis_complete_source,
+                  detail_type=settings.analysis_complete_detail_type, detail=out,
+                  bus=settings.event_bus)
+    log.event(logger, "EventBridge event published", stage="published",
+              detail_type=settings.analysis_complete_detail_type)

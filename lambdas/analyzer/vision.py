@@ -1,0 +1,270 @@
+"""Vision analysis providers and the schema every analysis must satisfy before it is stored.
+
+- `anthropic`: Claude through the real `anthropic` SDK, structured output forced through a tool
+  whose input schema is `ANALYSIS_SCHEMA`.
+- `openai`: optional, through the real `openai` SDK with a JSON-schema response format.
+- `local`: offline and deterministic. It describes what Pillow can measure -- size, orientation,
+  colours, brightness, EXIF, how flat or busy the image is -- and says so in its summary. It does
+  not pretend to recognise objects.
+
+Each provider's SDK is imported only when that provider is used.
+"""
+
+from __future__ import annotations
+
+import base64
+import colorsys
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+from collections_core import retry
+from collections_core.errors import ConfigurationError, TerminalError
+
+CATEGORIES = ("photo", "screenshot", "document", "illustration", "graphic", "other")
+PROMPT_VERSION = "2026-11-1"
+MODEL_MAX_EDGE = 1568  # Anthropic's recommended longest edge; larger images are downscaled
+
+ANALYSIS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "category": {"type": "string", "enum": list(CATEGORIES)},
+        "summary": {"type": "string", "minLength": 1, "maxLength": 500},
+        "description": {"type": "string", "maxLength": 4000},
+        "tags": {"type": "array", "items": {"type": "string", "maxLength": 60}, "maxItems": 25},
+        "colors": {"type": "array", "items": {"type": "string", "maxLength": 40},
+                   "maxItems": 10},
+        "text_content": {"type": ["string", "null"], "maxLength": 4000},
+        "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+    },
+    "required": ["category", "summary", "description", "tags", "colors", "confidence"],
+    "additionalProperties": False,
+}
+
+PROMPT = (
+    "Analyze this image for a personal collection. Record a category, a one-sentence summary, "
+    "a detailed description, up to 15 short lowercase tags, the dominant colour names, any "
+    "legible text (or null), and your confidence from 0 to 1. Describe only what is visible."
+)
+
+
+def validate(analysis: Any) -> dict[str, Any]:
+    """Check an analysis against ANALYSIS_SCHEMA; a TerminalError names the first problem."""
+    if not isinstance(analysis, dict):
+        raise TerminalError("the analysis is not a JSON object")
+    props = ANALYSIS_SCHEMA["properties"]
+    missing = [k for k in ANALYSIS_SCHEMA["required"] if k not in analysis]
+    if missing:
+        raise TerminalError(f"the analysis is missing {', '.join(missing)}")
+    unknown = [k for k in analysis if k not in props]
+    if unknown:
+        raise TerminalError(f"the analysis has unexpected fields: {', '.join(unknown)}")
+    for name, value in analysis.items():
+        _check_field(name, value, props[name])
+    return analysis
+
+
+def _check_field(name: str, value: Any, spec: dict[str, Any]) -> None:
+    types = spec["type"] if isinstance(spec["type"], list) else [spec["type"]]
+    checks: dict[str, Callable[[Any], bool]] = {
+        "string": lambda v: isinstance(v, str),
+        "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+        "array": lambda v: isinstance(v, list),
+        "null": lambda v: v is None,
+    }
+    if not any(checks[t](value) for t in types):
+        raise TerminalError(f"analysis field {name} should be {' or '.join(types)}")
+    if isinstance(value, str):
+        if len(value) < spec.get("minLength", 0) or len(value) > spec.get("maxLength", 10**9):
+            raise TerminalError(f"analysis field {name} has a bad length ({len(value)})")
+        if "enum" in spec and value not in spec["enum"]:
+            raise TerminalError(f"analysis field {name} is {value!r}, not one of {spec['enum']}")
+    if isinstance(value, int | float) and not isinstance(value, bool) and not (
+        spec.get("minimum", float("-inf")) <= value <= spec.get("maximum", float("inf"))
+    ):
+        raise TerminalError(f"analysis field {name} is out of range")
+    if isinstance(value, list):
+        if len(value) > spec.get("maxItems", 10**9):
+            raise TerminalError(f"analysis field {name} has too many items")
+        for item in value:
+            _check_field(f"{name}[]", item, spec["items"])
+
+
+# --------------------------------------------------------------------------- local provider
+
+_NAMED_COLOURS = {
+    "black": (0, 0, 0), "white": (255, 255, 255), "grey": (128, 128, 128),
+    "silver": (192, 192, 192), "red": (200, 30, 30), "maroon": (128, 0, 0),
+    "orange": (240, 140, 20), "yellow": (240, 220, 40), "olive": (128, 128, 0),
+    "green": (40, 160, 60), "dark green": (20, 80, 30), "teal": (0, 128, 128),
+    "sky blue": (120, 180, 235), "blue": (30, 70, 200), "navy": (0, 0, 110),
+    "purple": (128, 40, 160), "pink": (240, 150, 190), "brown": (130, 80, 40),
+    "beige": (225, 205, 165),
+}
+
+
+def _colour_name(rgb: tuple[int, int, int]) -> str:
+    return min(_NAMED_COLOURS, key=lambda n: sum(
+        (a - b) ** 2 for a, b in zip(_NAMED_COLOURS[n], rgb, strict=True)))
+
+
+def measure(image: Any) -> dict[str, Any]:
+    """What Pillow can say about an RGB image (already downscaled)."""
+    from PIL import ImageFilter, ImageStat
+
+    small = image.copy()
+    small.thumbnail((128, 128))
+    stat = ImageStat.Stat(small)
+    brightness = sum(stat.mean) / 3 / 255
+    flat = getattr(small, "get_flattened_data", None) or small.getdata
+    pixels = list(flat())
+    saturation = sum(colorsys.rgb_to_hsv(*(c / 255 for c in p))[1] for p in pixels) / len(pixels)
+    palette = small.quantize(colors=5, method=2)
+    counts = sorted(palette.getcolors() or [], reverse=True)
+    raw_palette = palette.getpalette() or []
+    colours: list[str] = []
+    for _count, index in counts:
+        rgb = tuple(raw_palette[index * 3:index * 3 + 3])
+        name = _colour_name((rgb[0], rgb[1], rgb[2])) if len(rgb) == 3 else "grey"
+        if name not in colours:
+            colours.append(name)
+    distinct = len(set(pixels)) / len(pixels)
+    edges = ImageStat.Stat(small.convert("L").filter(ImageFilter.FIND_EDGES)).mean[0] / 255
+    return {"brightness": brightness, "saturation": saturation, "colours": colours,
+            "distinct_ratio": distinct, "edge_density": edges}
+
+
+def _category(m: dict[str, Any]) -> str:
+    if m["brightness"] > 0.75 and m["saturation"] < 0.12 and m["edge_density"] > 0.04:
+        return "document"
+    if m["distinct_ratio"] < 0.15 and m["edge_density"] > 0.03:
+        return "screenshot"
+    if m["distinct_ratio"] < 0.08:
+        return "graphic"
+    return "photo"
+
+
+def local_analysis(image: Any, facts: dict[str, Any]) -> dict[str, Any]:
+    m = measure(image)
+    category = _category(m)
+    width, height = facts.get("width") or image.width, facts.get("height") or image.height
+    shape = "square" if abs(width - height) <= 0.05 * max(width, height) else (
+        "landscape" if width > height else "portrait")
+    tone = "bright" if m["brightness"] > 0.65 else "dark" if m["brightness"] < 0.3 else "balanced"
+    vivid = "vivid" if m["saturation"] > 0.45 else "muted" if m["saturation"] < 0.15 else "natural"
+    colours = m["colours"][:5]
+    camera = facts.get("camera")
+    summary = (f"A {shape} {category}, {width}x{height}, mostly {' and '.join(colours[:2])}"
+               f"{', taken with ' + camera if camera else ''}.")
+    description = (
+        f"Measured offline from the pixels (no vision model): {tone} exposure, {vivid} colour, "
+        f"edge density {m['edge_density']:.2f}, distinct-colour ratio {m['distinct_ratio']:.2f}. "
+        f"Dominant colours: {', '.join(colours)}."
+    )
+    tags = [category, shape, tone, vivid, *colours[:3]]
+    if camera:
+        tags.append("exif")
+    return {
+        "category": category, "summary": summary[:500], "description": description,
+        "tags": list(dict.fromkeys(tags)), "colors": colours, "text_content": None,
+        "confidence": 0.3,
+    }
+
+
+# --------------------------------------------------------------------------- remote providers
+
+
+def _attempt_errors(exc: Exception, provider: str) -> Exception:
+    """Map an SDK error to Retry (try again) or a terminal error."""
+    status = getattr(exc, "status_code", None)
+    name = type(exc).__name__
+    if name in ("APITimeoutError", "APIConnectionError", "Timeout", "ConnectError"):
+        return retry.Retry(f"{provider}: {name}")
+    if status in (408, 409, 429) or (isinstance(status, int) and status >= 500):
+        response = getattr(exc, "response", None)
+        after = retry.parse_retry_after(
+            response.headers.get("retry-after") if response is not None else None)
+        return retry.Retry(f"{provider} answered {status}", after)
+    if status in (401, 403):
+        return ConfigurationError(f"{provider} rejected the API key ({status})",
+                                  hint=f"check the {provider.upper()}_API_KEY secret")
+    if status is not None:
+        return TerminalError(f"{provider} refused the request ({status}): {_message(exc)}")
+    return TerminalError(f"{provider} call failed: {name}")
+
+
+def _message(exc: Exception) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return str(err["message"])[:200]
+    return str(exc)[:200]
+
+
+def anthropic_analysis(jpeg: bytes, *, api_key: str, model: str, remaining_s: Callable[[], float],
+                       base_url: str | None = None) -> dict[str, Any]:
+    import anthropic
+
+    client = anthropic.Anthropic(api_key=api_key, base_url=base_url, max_retries=0)
+    tool = {"name": "record_analysis", "description": "Record the image analysis.",
+            "input_schema": ANALYSIS_SCHEMA}
+    image_block = {"type": "image", "source": {
+        "type": "base64", "media_type": "image/jpeg",
+        "data": base64.b64encode(jpeg).decode("ascii")}}
+
+    def attempt(timeout: float) -> dict[str, Any]:
+        try:
+            message = client.with_options(timeout=timeout).messages.create(
+                model=model, max_tokens=1500, tools=[tool],  # type: ignore[list-item]
+                tool_choice={"type": "tool", "name": "record_analysis"},
+                messages=[{"role": "user", "content": [image_block,  # type: ignore[list-item]
+                                                       {"type": "text", "text": PROMPT}]}],
+            )
+        except anthropic.APIError as exc:
+            raise _attempt_errors(exc, "anthropic") from None
+        except json.JSONDecodeError:
+            raise retry.Retry("anthropic returned a body that is not JSON") from None
+        if getattr(message, "stop_reason", None) == "max_tokens":
+            raise TerminalError("anthropic's analysis was cut off (max_tokens)")
+        for block in message.content:
+            if getattr(block, "type", None) == "tool_use":
+                return dict(block.input)  # type: ignore[union-attr]
+        raise TerminalError("anthropic returned no structured analysis")
+
+    return with_budget(attempt, remaining_s)
+
+
+def openai_analysis(jpeg: bytes, *, api_key: str, model: str, remaining_s: Callable[[], float],
+                    base_url: str | None = None) -> dict[str, Any]:
+    import openai
+
+    client = openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0)
+    data_url = "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
+
+    def attempt(timeout: float) -> dict[str, Any]:
+        try:
+            response = client.with_options(timeout=timeout).chat.completions.create(
+                model=model,
+                response_format={"type": "json_schema", "json_schema": {  # type: ignore[typeddict-item]
+                    "name": "analysis", "schema": ANALYSIS_SCHEMA, "strict": False}},
+                messages=[{"role": "user", "content": [  # type: ignore[list-item, misc]
+                    {"type": "text", "text": PROMPT},
+                    {"type": "image_url", "image_url": {"url": data_url}}]}],
+            )
+        except openai.APIError as exc:
+            raise _attempt_errors(exc, "openai") from None
+        text = response.choices[0].message.content or ""
+        try:
+            return dict(json.loads(text))
+        except (json.JSONDecodeError, TypeError, ValueError):
+            raise TerminalError("openai returned an analysis that is not JSON") from None
+
+    return with_budget(attempt, remaining_s)
+
+
+def with_budget(attempt: Callable[[float], dict[str, Any]],
+                remaining_s: Callable[[], float]) -> dict[str, Any]:
+    return retry.with_budget(attempt, remaining_s=remaining_s,
+                             attempt_timeout_s=float(os.environ.get("PROVIDER_TIMEOUT_S", "60")))

@@ -1,0 +1,92 @@
+"""Embedding providers.
+
+- `voyage`: the real `voyageai` SDK. Its own retries are off (this module retries within the
+  function's remaining time) and truncation is off: an over-long text is an error, never a
+  silently shortened embedding. `VOYAGE_BASE_URL` points it elsewhere (the SDK has no variable).
+- `local`: offline and deterministic feature hashing of words and word pairs into 1024 signed
+  dimensions, L2-normalised. Texts that share words land near each other; it knows no synonyms.
+  It exists so the pipeline and `search` run with no network and no model download.
+
+Dimensions belong to the model and are stored with every vector.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+from collections.abc import Callable
+from typing import Any
+
+from collections_core import retry
+from collections_core.errors import ConfigurationError, TerminalError
+
+LOCAL_MODEL = "local-hash-v1"
+LOCAL_DIMENSIONS = 1024
+MAX_TEXT_CHARS = 32_000  # far below voyage-3.5's 32k-token context
+_TOKEN = re.compile(r"[a-z0-9]+")
+
+
+def document_text(analysis: dict[str, Any]) -> str:
+    """The text that stands for an analysed image in the vector space."""
+    parts = [
+        f"Category: {analysis['category']}",
+        f"Summary: {analysis['summary']}",
+        f"Description: {analysis.get('description') or ''}",
+        f"Tags: {', '.join(analysis.get('tags') or [])}",
+        f"Colors: {', '.join(analysis.get('colors') or [])}",
+    ]
+    if analysis.get("text_content"):
+        parts.append(f"Text: {analysis['text_content']}")
+    text = "\n".join(parts)
+    if len(text) > MAX_TEXT_CHARS:
+        raise TerminalError(f"the text to embed is {len(text)} characters; "
+                            f"the limit is {MAX_TEXT_CHARS}")
+    return text
+
+
+def local_embed(text: str, dimensions: int = LOCAL_DIMENSIONS) -> list[float]:
+    words = _TOKEN.findall(text.lower())
+    features = words + [f"{a}_{b}" for a, b in zip(words, words[1:], strict=False)]
+    vector = [0.0] * dimensions
+    for feature in features:
+        digest = hashlib.blake2b(feature.encode(), digest_size=8).digest()
+        index = int.from_bytes(digest[:4], "little") % dimensions
+        sign = 1.0 if digest[4] & 1 else -1.0
+        vector[index] += sign
+    norm = math.sqrt(sum(v * v for v in vector))
+    if norm == 0:
+        vector[0] = 1.0
+        return vector
+    return [v / norm for v in vector]
+
+
+def voyage_embed(texts: list[str], *, api_key: str, model: str, input_type: str,
+                 remaining_s: Callable[[], float]) -> list[list[float]]:
+    import voyageai
+    import voyageai.error as verr
+
+    base_url = os.environ.get("VOYAGE_BASE_URL") or None
+    timeout = float(os.environ.get("PROVIDER_TIMEOUT_S", "30"))
+
+    def attempt(attempt_timeout: float) -> list[list[float]]:
+        client = voyageai.Client(api_key=api_key, max_retries=0, timeout=attempt_timeout,
+                                 base_url=base_url)
+        try:
+            result = client.embed(texts, model=model, input_type=input_type, truncation=False)
+        except (verr.RateLimitError, verr.ServiceUnavailableError, verr.ServerError,
+                verr.Timeout, verr.APIConnectionError, verr.TryAgain) as exc:
+            raise retry.Retry(f"voyage: {type(exc).__name__}") from None
+        except verr.AuthenticationError:
+            raise ConfigurationError("voyage rejected the API key",
+                                     hint="check the VOYAGE_API_KEY secret") from None
+        except verr.VoyageError as exc:
+            raise TerminalError(f"voyage refused the request: {type(exc).__name__} "
+                                f"{getattr(exc, 'user_message', '') or ''}".strip()) from None
+        vectors = [list(map(float, v)) for v in result.embeddings]
+        if len(vectors) != len(texts):
+            raise TerminalError(f"voyage returned {len(vectors)} embeddings for {len(texts)} texts")
+        return vectors
+
+    return retry.with_budget(attempt, remaining_s=remaining_s, attempt_timeout_s=timeout)

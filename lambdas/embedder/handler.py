@@ -1,0 +1,133 @@
+"""Embedder: `AnalysisComplete` -> read the analysis -> embed -> `embeddings` row (pgvector).
+
+The analysis may not be visible yet when the event arrives (another region of the same
+transaction race, or a replica): that is retryable, not a failure. An unchanged analysis that is
+already embedded with the same model is not embedded again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from typing import Any
+
+import embedding
+from collections_core import db, events, log, runtime, secrets
+from collections_core.config import Settings
+from collections_core.errors import ConfigurationError, RetryableError, TerminalError
+
+logger = log.get_logger("collections.embedder")
+FUNCTION_KEY = "embedder"
+REQUIRED_DETAIL = ("item_id", "user_id", "analysis_id")
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return runtime.invoke(FUNCTION_KEY, event, context, _embed_event)
+
+
+def _embed_event(event: Any, context: Any) -> dict[str, Any]:
+    settings = Settings.from_environ()
+    detail = events.detail(event, source=settings.analysis_complete_source,
+                           detail_type=settings.analysis_complete_detail_type,
+                           required=REQUIRED_DETAIL)
+    user_id, item_id = str(detail["user_id"]), str(detail["item_id"])
+    log.bind(item_id=item_id, user_id=user_id, correlation_id=detail.get("correlation_id"))
+    log.event(logger, "EventBridge event received", stage="received")
+
+    analysis = _fetch_analysis(user_id, item_id)
+    log.event(logger, "Analysis fetched from database", stage="fetched",
+              analysis_id=analysis["id"])
+    text = embedding.document_text(analysis)
+    content_hash = hashlib.sha256(text.encode()).hexdigest()
+    model = settings.embedding_model
+    if _already_embedded(user_id, item_id, model, content_hash):
+        log.event(logger, "already embedded this analysis", outcome="duplicate")
+        return {"status": "duplicate"}
+
+    started = time.perf_counter()
+    vector = _embed(settings.embedding_provider, model, text, context)
+    _check_vector(vector)
+    log.event(logger, "Embedding generated", stage="embedded", model=model,
+              dimensions=len(vector), duration_ms=round((time.perf_counter() - started) * 1000, 1))
+    embedding_id = _store(user_id, item_id, analysis["id"], model, vector, content_hash,
+                          detail.get("correlation_id"))
+    log.event(logger, "Embedding stored in pgvector", stage="stored", embedding_id=embedding_id,
+              dimensions=len(vector))
+    return {"status": "embedded", "embedding_id": embedding_id, "dimensions": len(vector)}
+
+
+def _fetch_analysis(user_id: str, item_id: str) -> dict[str, Any]:
+    with db.transaction() as cur:
+        cur.execute(
+            "SELECT id, category, summary, description, tags, colors, text_content"
+            " FROM analyses WHERE user_id = %s AND item_id = %s", (user_id, item_id))
+        row = cur.fetchone()
+    if row is None:
+        raise RetryableError(f"analysis of {user_id}/{item_id} is not visible yet")
+    keys = ("id", "category", "summary", "description", "tags", "colors", "text_content")
+    return dict(zip(keys, row, strict=True))
+
+
+def _already_embedded(user_id: str, item_id: str, model: str, content_hash: str) -> bool:
+    with db.transaction() as cur:
+        cur.execute(
+            "SELECT 1 FROM embeddings WHERE user_id = %s AND item_id = %s"
+            " AND embedding_model = %s AND content_hash = %s",
+            (user_id, item_id, model, content_hash))
+        return cur.fetchone() is not None
+
+
+def _embed(provider: str, model: str, text: str, context: Any) -> list[float]:
+    if provider == "local":
+        return embedding.local_embed(text)
+    if provider == "voyage":
+        key = secrets.get("VOYAGE_API_KEY")
+        assert key is not None
+
+        def remaining_s() -> float:
+            getter = getattr(context, "get_remaining_time_in_millis", None)
+            return getter() / 1000 if getter else 60.0
+
+        return embedding.voyage_embed([text], api_key=key, model=model, input_type="document",
+                                      remaining_s=remaining_s)[0]
+    raise ConfigurationError(f"unknown embedding provider {provider!r}",
+                             hint="EMBEDDING_PROVIDER is one of voyage, local")
+
+
+def _check_vector(vector: list[float]) -> None:
+    if not vector:
+        raise TerminalError("the provider returned an empty embedding")
+    norm = math.sqrt(sum(v * v for v in vector))
+    if not math.isfinite(norm) or norm == 0:
+        raise TerminalError("the provider returned a degenerate embedding (zero or NaN norm)")
+
+
+_UPSERT = """
+INSERT INTO embeddings (item_id, user_id, analysis_id, embedding_model, embedding_dimensions,
+                        embedding, content_hash, correlation_id)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (user_id, item_id, embedding_model) DO UPDATE SET
+    analysis_id = EXCLUDED.analysis_id, embedding_dimensions = EXCLUDED.embedding_dimensions,
+    embedding = EXCLUDED.embedding, content_hash = EXCLUDED.content_hash,
+    correlation_id = EXCLUDED.correlation_id, updated_at = now()
+RETURNING id
+"""
+
+
+def _store(user_id: str, item_id: str, analysis_id: int, model: str, vector: list[float],
+           content_hash: str, correlation_id: str | None) -> int:
+    import psycopg
+    from pgvector import Vector
+
+    try:
+        with db.transaction() as cur:
+            cur.execute(_UPSERT, (item_id, user_id, analysis_id, model, len(vector),
+                                  Vector(vector), content_hash, correlation_id))
+            row = cur.fetchone()
+    except psycopg.errors.ForeignKeyViolation:
+        raise RetryableError(f"analysis {analysis_id} is not visible yet") from None
+    except psycopg.errors.CheckViolation:
+        raise TerminalError("the embedding's dimension does not match its record") from None
+    assert row is not None
+    return int(row[0])

@@ -1,0 +1,69 @@
+"""boto3 clients, created on first use and reused by the container.
+
+boto3 honours AWS_ENDPOINT_URL, which is how the same code talks to the local cloud.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from collections_core import state
+from collections_core.errors import RetryableError, TerminalError
+
+RETRYABLE_AWS_CODES = {
+    "Throttling", "ThrottlingException", "ThrottledException", "RequestLimitExceeded",
+    "TooManyRequestsException", "ServiceUnavailable", "InternalError", "InternalFailure",
+    "SlowDown", "RequestTimeout", "ProvisionedThroughputExceededException",
+}
+
+
+def client(service: str) -> Any:
+    def make() -> Any:
+        import boto3
+        from botocore.config import Config
+
+        cfg = Config(retries={"mode": "standard", "max_attempts": 3},
+                     connect_timeout=5, read_timeout=30)
+        return boto3.session.Session().client(service, config=cfg)  # type: ignore[call-overload]
+
+    return state.cached(f"aws:{service}", make)
+
+
+def error_code(exc: BaseException) -> str | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = response.get("Error", {}).get("Code")
+        return str(code) if code is not None else None
+    return None
+
+
+def classify(exc: BaseException, what: str) -> Exception:
+    """Turn a botocore error into a pipeline error with a sentence an operator can act on."""
+    code = error_code(exc)
+    if code in RETRYABLE_AWS_CODES or code is None:
+        return RetryableError(f"{what}: {code or type(exc).__name__}")
+    if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
+        return TerminalError(f"{what}: access denied", hint="check the function's IAM role")
+    return TerminalError(f"{what}: {code}")
+
+
+def put_event(*, source: str, detail_type: str, detail: dict[str, Any], bus: str) -> str:
+    """Publish one event; a partial failure (`FailedEntryCount`) is an error, never ignored."""
+    body = json.dumps(detail, separators=(",", ":"), sort_keys=True)
+    if len(body.encode()) > 200_000:
+        raise TerminalError(f"{detail_type} detail is {len(body)} bytes; EventBridge allows 256 KB")
+    try:
+        response = client("events").put_events(Entries=[{
+            "Source": source, "DetailType": detail_type, "Detail": body, "EventBusName": bus,
+        }])
+    except Exception as exc:
+        if type(exc).__module__.startswith("botocore"):
+            raise classify(exc, f"publishing {detail_type}") from exc
+        raise
+    if response.get("FailedEntryCount", 0):
+        entry = response["Entries"][0]
+        raise RetryableError(
+            f"publishing {detail_type} failed: {entry.get('ErrorCode')} {entry.get('ErrorMessage')}"
+        )
+    return str(response["Entries"][0].get("EventId", ""))

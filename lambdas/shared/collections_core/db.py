@@ -1,0 +1,88 @@
+"""PostgreSQL access: one connection per container, reused across warm invocations.
+
+Every write happens inside one transaction (`transaction()`), so an invocation either stores all
+its rows or none. Connection-level failures become `RetryableError`: the event is retried later
+rather than lost. Every statement is parameterized.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+from collections_core import log, secrets, state
+from collections_core.errors import RetryableError, TerminalError
+
+CONNECT_TIMEOUT_SECONDS = 5
+STATEMENT_TIMEOUT_MS = 15_000
+
+
+def database_url() -> str:
+    url = secrets.get("DATABASE_URL")
+    assert url is not None
+    password = urlsplit(url).password
+    if password:
+        log.register_secret(password)
+    return url
+
+
+def _connect() -> Any:
+    import psycopg
+    from pgvector.psycopg import register_vector
+
+    url = database_url()
+    try:
+        conn = psycopg.connect(
+            url,
+            connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            autocommit=False,
+            options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+            application_name=os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "collections")[:60],
+        )
+    except psycopg.OperationalError as exc:
+        raise RetryableError(f"database unreachable: {_first_line(exc)}",
+                             hint="check the database is running and reachable") from None
+    try:
+        register_vector(conn)
+        conn.commit()
+    except psycopg.ProgrammingError:
+        conn.close()
+        raise TerminalError("the database has no `vector` extension",
+                            hint="run: collections db migrate") from None
+    return conn
+
+
+def _first_line(exc: BaseException) -> str:
+    text = log.mask(str(exc)).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def connection() -> Any:
+    conn = state.cached("db", _connect)
+    if conn.closed or conn.broken:
+        state.forget("db")
+        conn = state.cached("db", _connect)
+    return conn
+
+
+@contextmanager
+def transaction() -> Iterator[Any]:
+    """Yield a cursor inside a transaction; commit on success, roll back on any error."""
+    import psycopg
+
+    conn = connection()
+    try:
+        with conn.transaction(), conn.cursor() as cur:
+            yield cur
+    except psycopg.OperationalError as exc:
+        state.forget("db")
+        try:
+            conn.close()
+        except Exception:  # noqa: S110 - the connection is already gone
+            pass
+        raise RetryableError(f"database error: {_first_line(exc)}") from None
+    except psycopg.errors.QueryCanceled as exc:
+        raise RetryableError(f"database statement timed out: {_first_line(exc)}") from None

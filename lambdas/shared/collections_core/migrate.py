@@ -1,0 +1,49 @@
+"""Schema migrations: numbered SQL files applied once each, in order, under an advisory lock.
+
+Used by `collections db migrate` and by the local cloud at start-up. Safe to run concurrently and
+repeatedly: an applied migration is recorded in `schema_migrations` in the same transaction.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+LOCK_ID = 4_242_001  # pg_advisory_xact_lock key for migrations
+
+
+def migrations() -> list[tuple[str, str]]:
+    folder = resources.files("collections_core") / "migrations"
+    files = sorted(p for p in folder.iterdir() if p.name.endswith(".sql"))
+    return [(p.name.removesuffix(".sql"), p.read_text(encoding="utf-8")) for p in files]
+
+
+def apply(conn: Any) -> list[str]:
+    """Apply pending migrations on a psycopg connection; return the versions applied."""
+    applied: list[str] = []
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_ID,))
+        cur.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        cur.execute("SELECT version FROM schema_migrations")
+        done = {row[0] for row in cur.fetchall()}
+        for version, sql in migrations():
+            if version in done:
+                continue
+            cur.execute(sql)
+            cur.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+            applied.append(version)
+    return applied
+
+
+def pending(conn: Any) -> list[str]:
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
+        row = cur.fetchone()
+        if not row or not row[0]:
+            return [v for v, _ in migrations()]
+        cur.execute("SELECT version FROM schema_migrations")
+        done = {r[0] for r in cur.fetchall()}
+    return [v for v, _ in migrations() if v not in done]

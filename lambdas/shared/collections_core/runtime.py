@@ -1,0 +1,83 @@
+"""What every handler does around its own work: bind log context, time the invocation, and
+route failures -- terminal ones to the dead-letter queue at once, retryable ones back to Lambda.
+
+Dead-letter messages use the shape of a Lambda on-failure destination record, so the handler's
+own terminal failures and Lambda's "retries exhausted" failures read the same to an operator.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from collections_core import aws, log
+from collections_core.config import Settings
+from collections_core.errors import PipelineError, RetryableError, TerminalError
+
+logger = log.get_logger("collections")
+
+
+def failure_record(*, function_name: str, request_id: str, event: Any, condition: str,
+                   error_type: str, reason: str) -> dict[str, Any]:
+    return {
+        "version": "1.0",
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+        "requestContext": {
+            "requestId": request_id,
+            "functionArn": function_name,
+            "condition": condition,
+            "approximateInvokeCount": 1,
+        },
+        "requestPayload": event,
+        "responseContext": {"statusCode": 200, "functionError": "Unhandled"},
+        "responsePayload": {"errorType": error_type, "errorMessage": log.mask(reason)},
+    }
+
+
+def dead_letter(function_key: str, event: Any, error: PipelineError, context: Any) -> None:
+    url = Settings.dlq_url_for(function_key)
+    record = failure_record(
+        function_name=getattr(context, "function_name", function_key),
+        request_id=getattr(context, "aws_request_id", str(uuid.uuid4())),
+        event=event, condition="TerminalError", error_type=type(error).__name__,
+        reason=error.reason,
+    )
+    if url is None:
+        log.event(logger, "no dead-letter queue configured; failure recorded in logs only",
+                  logging.ERROR, outcome="failed")
+        return
+    try:
+        aws.client("sqs").send_message(QueueUrl=url, MessageBody=json.dumps(record, default=str))
+    except Exception as exc:
+        # Could not park it: let Lambda retry (and its on-failure destination catch it).
+        raise RetryableError(f"sending to the dead-letter queue failed: {exc}") from None
+
+
+def invoke(function_key: str, event: Any, context: Any,
+           work: Callable[[Any, Any], dict[str, Any]]) -> dict[str, Any]:
+    log.clear()
+    log.bind(function=function_key, request_id=getattr(context, "aws_request_id", None))
+    started = time.perf_counter()
+    try:
+        result = work(event, context)
+    except TerminalError as exc:
+        log.event(logger, f"failed: {exc.reason}", logging.ERROR, outcome="failed",
+                  retryable=False, reason=exc.reason, hint=exc.hint,
+                  duration_ms=round((time.perf_counter() - started) * 1000, 1))
+        dead_letter(function_key, event, exc, context)
+        return {"status": "failed", "reason": exc.reason}
+    except RetryableError as exc:
+        log.event(logger, f"will retry: {exc.reason}", logging.WARNING, outcome="retry",
+                  retryable=True, reason=exc.reason)
+        raise
+    except Exception as exc:
+        log.event(logger, f"unexpected error: {type(exc).__name__}: {log.mask(str(exc))[:500]}",
+                  logging.ERROR, outcome="error", retryable=True)
+        raise
+    log.event(logger, "invocation complete", outcome="ok",
+              duration_ms=round((time.perf_counter() - started) * 1000, 1))
+    return result

@@ -1,0 +1,54 @@
+"""Secrets from SSM Parameter Store, decrypted once per container and masked in every log line."""
+
+from __future__ import annotations
+
+import time
+
+from collections_core import aws, log, state
+from collections_core.config import env
+from collections_core.errors import ConfigurationError, RetryableError
+
+TTL_SECONDS = 300.0
+
+
+def parameter_name(name: str) -> str:
+    return f"{env('PARAMETER_PREFIX', '/collections').rstrip('/')}/{name}"
+
+
+def get(name: str, *, required: bool = True) -> str | None:
+    """Return the secret `name` (e.g. ANTHROPIC_API_KEY), or None if optional and absent."""
+    cache: dict[str, tuple[float, str | None]] = state.cached("secrets", dict)
+    hit = cache.get(name)
+    if hit and time.monotonic() - hit[0] < TTL_SECONDS:
+        value = hit[1]
+    else:
+        value = _fetch(name)
+        cache[name] = (time.monotonic(), value)
+    if value is None and required:
+        raise ConfigurationError(
+            f"SSM parameter {parameter_name(name)} does not exist",
+            hint=f"run: collections secrets put {name}",
+        )
+    return value
+
+
+def _fetch(name: str) -> str | None:
+    full = parameter_name(name)
+    try:
+        response = aws.client("ssm").get_parameter(Name=full, WithDecryption=True)
+    except Exception as exc:
+        code = aws.error_code(exc)
+        if code == "ParameterNotFound":
+            return None
+        if code in ("AccessDeniedException", "AccessDenied"):
+            raise ConfigurationError(
+                f"access denied reading SSM parameter {full}",
+                hint="the function's role needs ssm:GetParameter on it and kms:Decrypt on its key",
+            ) from None
+        if code is not None and code not in aws.RETRYABLE_AWS_CODES:
+            raise ConfigurationError(f"reading SSM parameter {full} failed: {code}") from None
+        raise RetryableError(f"reading SSM parameter {full} failed: {code or type(exc).__name__}")\
+            from None
+    value = str(response["Parameter"]["Value"])
+    log.register_secret(value)
+    return value

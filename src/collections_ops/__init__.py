@@ -1,0 +1,3 @@
+"""collections: the operator CLI for the collections image pipeline."""
+
+__version__ = "0.1.0"

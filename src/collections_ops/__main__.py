@@ -1,0 +1,3 @@
+from collections_ops.cli.app import main
+
+main()

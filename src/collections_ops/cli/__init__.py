@@ -1,0 +1,2 @@
+"""The typer commands: parse options, get collaborators from the context, call one service,
+render the result."""

@@ -1,0 +1,309 @@
+"""`collections` — the operator CLI.
+
+Commands stay thin: options in, one service call, rendering out. Heavy modules (boto3, psycopg,
+rich tables) are imported inside commands so `collections --help` starts fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from collections_ops import errors
+from collections_ops.cli import ui
+
+app = typer.Typer(
+    name="collections",
+    help="Deploy, drive and verify the collections image pipeline — on AWS or on a local cloud.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+)
+secrets_app = typer.Typer(help="SSM SecureString secrets the functions read.",
+                          no_args_is_help=True)
+db_app = typer.Typer(help="The PostgreSQL schema.", no_args_is_help=True)
+app.add_typer(secrets_app, name="secrets")
+app.add_typer(db_app, name="db")
+
+EnvOption = Annotated[str | None, typer.Option(
+    "--env", "-e", help="Environment: local, dev or prod (default: config, else local).",
+    show_default=False)]
+ProfileOption = Annotated[str | None, typer.Option("--profile", help="AWS profile.")]
+RegionOption = Annotated[str | None, typer.Option("--region", help="AWS region.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+
+_debug = False
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+          ) -> None:
+    global _debug
+    _debug = debug or bool(os.environ.get("COLLECTIONS_DEBUG"))
+
+
+def _context(env: str | None, profile: str | None = None, region: str | None = None):  # noqa: ANN202
+    from collections_ops.context import Context
+
+    return Context(env, profile=profile, region=region)
+
+
+# --------------------------------------------------------------------------- deploy / destroy
+
+
+@app.command()
+def deploy(
+    env: Annotated[str, typer.Argument(help="Environment to deploy: local, dev or prod.")],
+) -> None:
+    """Deploy an environment. `local` starts the embedded local cloud in the background."""
+    ctx = _context(env)
+    if not ctx.is_local:
+        raise errors.CliError(f"deploying {env} needs the CDK app",
+                              "run `cdk deploy CollectionsComputeStack-" + env
+                              + "` from infrastructure/")
+    from collections_ops.localcloud import manager
+
+    ui.info("starting the local cloud…")
+    state, started = manager.start(ctx.state_dir)
+    ui.ok(("local cloud started" if started else "local cloud already running")
+          + f" at {state.endpoint_url} (state: {ctx.state_dir})")
+
+
+@app.command()
+def destroy(
+    env: Annotated[str, typer.Argument(help="Environment to destroy.")],
+) -> None:
+    """Destroy an environment. `local` stops the local cloud and deletes its state."""
+    ctx = _context(env)
+    if not ctx.is_local:
+        raise errors.CliError(f"destroying {env} needs the CDK app",
+                              "run `cdk destroy CollectionsComputeStack-" + env + "`")
+    from collections_ops.localcloud import manager
+
+    was_running = manager.stop(ctx.state_dir, remove=True)
+    ui.ok("local cloud stopped and its state removed" if was_running
+          else "local cloud was not running; state removed")
+
+
+# --------------------------------------------------------------------------- status
+
+
+@app.command()
+def status(env: EnvOption = None, as_json: JsonOption = False) -> None:
+    """Show what is deployed and whether each part is up."""
+    ctx = _context(env)
+    if not ctx.is_local:
+        raise errors.CliError("status for AWS environments is not available yet",
+                              "use `collections status --env local`")
+    from collections_ops.localcloud import manager
+
+    report = manager.status(ctx.state_dir)
+    if as_json:
+        ui.print_json(report)
+    else:
+        ui.table(f"local cloud — {report['endpoint_url']}", ["part", "up", "detail"],
+                 [[name, ui.mark(p["up"]), p["detail"]] for name, p in report["parts"].items()])
+        ui.table(None, ["resource", "name"], [
+            ["images bucket", report["buckets"]["images"]],
+            ["thumbnails bucket", report["buckets"]["thumbnails"]],
+            *[[f"function ({k})", v] for k, v in report["functions"].items()],
+            ["database", "embedded PostgreSQL (pgvector)"],
+        ])
+    if not report["up"]:
+        down = ", ".join(n for n, p in report["parts"].items() if not p["up"])
+        raise errors.NotReady(f"the local cloud is degraded: {down} down",
+                              "restart it: `collections destroy local && "
+                              "collections deploy local`")
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+def _read_secret_value(name: str, from_file: Path | None, stdin: bool) -> str:
+    if from_file is not None:
+        try:
+            return from_file.read_text()
+        except OSError as exc:
+            raise errors.NotFound(f"cannot read {from_file}: {exc.strerror}") from None
+    if stdin or not sys.stdin.isatty():
+        return sys.stdin.read()
+    return str(typer.prompt(f"Value for {name}", hide_input=True, confirmation_prompt=True))
+
+
+@secrets_app.command("put")
+def secrets_put(
+    name: Annotated[str, typer.Argument(help="Secret name, e.g. ANTHROPIC_API_KEY.")],
+    env: EnvOption = None,
+    from_file: Annotated[Path | None, typer.Option("--from-file", help="Read the value from "
+                                                   "this file.")] = None,
+    stdin: Annotated[bool, typer.Option("--stdin", help="Read the value from stdin.")] = False,
+    kms_key_id: Annotated[str | None, typer.Option("--kms-key-id", help="KMS key for the "
+                                                   "SecureString.")] = None,
+    profile: ProfileOption = None,
+    region: RegionOption = None,
+) -> None:
+    """Write a secret as an SSM SecureString. The value is read from a hidden prompt, stdin or a
+    file — never from the command line."""
+    from collections_ops.services import secrets
+
+    ctx = _context(env, profile, region)
+    value = _read_secret_value(name, from_file, stdin)
+    info = secrets.put(ctx.client("ssm"), ctx.env, name.upper(), value, kms_key_id=kms_key_id)
+    ui.ok(f"{info.parameter} written (SecureString, version {info.version}, {info.fingerprint})")
+
+
+@secrets_app.command("list")
+def secrets_list(env: EnvOption = None, as_json: JsonOption = False,
+                 profile: ProfileOption = None, region: RegionOption = None) -> None:
+    """List the pipeline's secrets, masked: presence, fingerprint, version."""
+    from dataclasses import asdict
+
+    from collections_ops.services import secrets
+
+    ctx = _context(env, profile, region)
+    infos = secrets.list_secrets(ctx.client("ssm"), ctx.env)
+    if as_json:
+        ui.print_json([asdict(i) for i in infos])
+        return
+    ui.table(f"secrets ({ctx.env.name})", ["name", "present", "required", "fingerprint",
+                                           "version", "modified"],
+             [[i.parameter, ui.mark(i.present), "yes" if i.required else "optional",
+               i.fingerprint, i.version, i.last_modified] for i in infos])
+
+
+# --------------------------------------------------------------------------- db
+
+
+@db_app.command("migrate")
+def db_migrate(env: EnvOption = None, profile: ProfileOption = None,
+               region: RegionOption = None) -> None:
+    """Apply pending schema migrations (idempotent)."""
+    from collections_ops.services import database
+
+    ctx = _context(env, profile, region)
+    applied = database.migrate(ctx.db)
+    ui.ok(f"applied {', '.join(applied)}" if applied else "schema is up to date")
+
+
+# --------------------------------------------------------------------------- test-upload
+
+
+@app.command("test-upload")
+def test_upload(
+    file: Annotated[Path, typer.Argument(help="Image to upload.", exists=True, dir_okay=False)],
+    user: Annotated[str, typer.Option("--user", "-u", help="User id: the key prefix.")]
+    = "user123",
+    name: Annotated[str | None, typer.Option("--name", help="Object name (default: the file's "
+                                             "name).")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Follow it through all stages."
+                                         )] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait when following."
+                                           )] = 120.0,
+    env: EnvOption = None,
+    as_json: JsonOption = False,
+    profile: ProfileOption = None,
+    region: RegionOption = None,
+) -> None:
+    """Upload an image to <user>/<name> and, with --follow, watch it through the pipeline."""
+    from collections_ops.services import follow as following
+
+    ctx = _context(env, profile, region)
+    up = following.upload(ctx.client("s3"), ctx.images_bucket, file, user_id=user, name=name)
+    if not as_json:
+        ui.ok(f"uploaded s3://{up.bucket}/{up.key} (correlation id {up.correlation_id})")
+    if not follow:
+        if as_json:
+            ui.print_json({"bucket": up.bucket, "key": up.key, "item_id": up.item_id,
+                           "correlation_id": up.correlation_id})
+        return
+    from collections_ops.cli.render_follow import render_follow
+
+    follower = following.Follower(ctx.client("logs"), ctx.env, up)
+    progress = render_follow(following.follow(follower, timeout_s=timeout), as_json=as_json)
+    if progress.failed:
+        stage = progress.failed
+        raise errors.CliError(f"the {stage.name} stage failed: {stage.detail}",
+                              f"see `collections logs {stage.function.key if stage.function else ''}"
+                              f" --item {up.item_id}`", exit_code=errors.ExitCode.STAGE_FAILED)
+    if not progress.complete:
+        stage = progress.current
+        raise errors.CliError(f"timed out after {timeout:.0f} s waiting for the {stage.name} stage"
+                              + (f" ({stage.detail})" if stage.detail else ""),
+                              "check the function's logs and its dead-letter queue",
+                              exit_code=errors.ExitCode.STALLED)
+
+
+# --------------------------------------------------------------------------- verify
+
+
+@app.command()
+def verify(
+    item_id: Annotated[str, typer.Argument(help="Item id: the file name without extension.")],
+    user: Annotated[str | None, typer.Option("--user", "-u", help="User id, when several "
+                                             "users have this item.")] = None,
+    env: EnvOption = None,
+    as_json: JsonOption = False,
+    profile: ProfileOption = None,
+    region: RegionOption = None,
+) -> None:
+    """Check the item, its thumbnail, its analysis and its embedding."""
+    from collections_ops.services import verify as verifying
+
+    ctx = _context(env, profile, region)
+    report = verifying.verify(ctx.db, ctx.client("s3"), item_id, user_id=user)
+    if as_json:
+        ui.print_json(report.as_dict())
+    else:
+        ui.table(f"{report.user_id or '?'}/{item_id}", ["check", "ok", "detail"],
+                 [[c.name, ui.mark(c.ok), c.detail] for c in report.checks])
+    if not report.ok:
+        failed = ", ".join(c.name for c in report.checks if not c.ok)
+        missing_item = report.item is None
+        raise errors.CliError(
+            f"verification failed: {failed}",
+            "was it uploaded to this environment? try `collections test-upload FILE --follow`"
+            if missing_item else "see `collections logs` for the stage that failed",
+            exit_code=errors.ExitCode.NOT_FOUND if missing_item
+            else errors.ExitCode.VERIFY_FAILED)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except errors.CliError as exc:
+        ui.error(exc.message, exc.hint)
+        if _debug:
+            raise
+        sys.exit(exc.exit_code)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        ui.error("interrupted", None)
+        sys.exit(130)
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(errors.ExitCode.USAGE)
+        if isinstance(exc, click.exceptions.Abort):
+            ui.error("aborted", None)
+            sys.exit(130)
+        mapped = errors.from_botocore(exc)
+        if mapped is not None and not _debug:
+            ui.error(mapped.message, mapped.hint)
+            sys.exit(mapped.exit_code)
+        if _debug:
+            raise
+        ui.error(f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                 "rerun with --debug for the traceback")
+        sys.exit(errors.ExitCode.FAILURE)

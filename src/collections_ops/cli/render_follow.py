@@ -1,0 +1,97 @@
+"""Rendering a followed upload: a live per-stage view with the functions' log lines below it on
+a terminal; one plain line per event otherwise (CI logs, pipes); JSON lines with --json."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from collections_ops.cli import ui
+from collections_ops.services.follow import LogLine, Progress, Stage
+
+COLOURS = {"processor": "cyan", "analyzer": "magenta", "embedder": "yellow"}
+ICONS = {"pending": "·", "running": "…", "done": "[green]✓[/green]", "failed": "[red]✗[/red]"}
+MAX_LINES = 12
+
+
+def _stage_table(stages: list[Stage]) -> Any:
+    from rich.table import Table
+
+    t = Table(show_edge=False, pad_edge=False, box=None)
+    for col in ("", "stage", "function", "duration", "detail"):
+        t.add_column(col)
+    for s in stages:
+        duration = f"{s.duration_ms / 1000:.2f} s" if s.duration_ms is not None else ""
+        t.add_row(ICONS[s.status], s.name, s.function.function_name("…")[15:] if s.function
+                  else "s3", duration, s.detail)
+    return t
+
+
+def _line_markup(line: LogLine) -> str:
+    from rich.markup import escape
+
+    colour = COLOURS.get(line.function_key, "white")
+    stamp = time.strftime("%H:%M:%S", time.localtime(line.timestamp / 1000))
+    level = "[red]" if line.level in ("ERROR", "CRITICAL") else ""
+    return (f"[dim]{stamp}[/dim] [{colour}]{line.function_key:<9}[/{colour}] "
+            f"{level}{escape(line.message)}{'[/red]' if level else ''}")
+
+
+def render_follow(updates: Iterator[Progress], *, as_json: bool) -> Progress:
+    if as_json:
+        return _render_json(updates)
+    if sys.stdout.isatty():
+        return _render_live(updates)
+    return _render_plain(updates)
+
+
+def _render_live(updates: Iterator[Progress]) -> Progress:
+    from rich.console import Group
+    from rich.live import Live
+    from rich.text import Text
+
+    lines: list[str] = []
+    progress: Progress | None = None
+    with Live(console=ui.console(), refresh_per_second=8, transient=False) as live:
+        for progress in updates:
+            lines.extend(_line_markup(ln) for ln in progress.new_lines)
+            del lines[:-MAX_LINES]
+            live.update(Group(_stage_table(progress.stages),
+                              Text.from_markup("\n".join(lines)) if lines else Text("")))
+    assert progress is not None
+    return progress
+
+
+def _render_plain(updates: Iterator[Progress]) -> Progress:
+    console = ui.console()
+    reported: dict[str, str] = {}
+    progress: Progress | None = None
+    for progress in updates:
+        for line in progress.new_lines:
+            console.print(_line_markup(line), soft_wrap=True)
+        for s in progress.stages:
+            if s.function and reported.get(s.name) != s.status and s.status in ("done",
+                                                                                  "failed"):
+                reported[s.name] = s.status
+                duration = f" in {s.duration_ms / 1000:.2f} s" if s.duration_ms else ""
+                console.print(f"{ICONS[s.status]} {s.name}{duration} {s.detail}".rstrip())
+    assert progress is not None
+    return progress
+
+
+def _render_json(updates: Iterator[Progress]) -> Progress:
+    progress: Progress | None = None
+    for progress in updates:
+        for line in progress.new_lines:
+            print(json.dumps({"type": "log", "function": line.function_key,
+                              "timestamp": line.timestamp, "message": line.message}))
+    assert progress is not None
+    print(json.dumps({"type": "result", "complete": progress.complete,
+                      "failed_stage": progress.failed.name if progress.failed else None,
+                      "stages": [{"name": s.name, "status": s.status,
+                                  "duration_ms": s.duration_ms, "detail": s.detail}
+                                 for s in progress.stages]}))
+    return progress

@@ -1,0 +1,143 @@
+"""The composition root: every command gets its AWS clients, database connection and console
+from here, built once from --env/--profile/--region, and never builds its own.
+
+For `local` the endpoint, region and (fake) credentials come from the running local cloud's
+state file; for other environments boto3's usual chain applies, and AWS_ENDPOINT_URL is honoured.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from collections_ops import errors, settings
+from collections_ops.pipeline import LOCAL_ACCOUNT, Environment, environment
+
+
+class Context:
+    def __init__(self, env_name: str | None = None, *, profile: str | None = None,
+                 region: str | None = None) -> None:
+        self.settings = settings.load()
+        name = env_name or self.settings.default_env
+        try:
+            self.env: Environment = environment(name)
+        except KeyError as exc:
+            raise errors.ConfigError(str(exc.args[0]),
+                                     "pass --env local, dev or prod") from None
+        self.profile = profile
+        self._region = region
+        self._clients: dict[str, Any] = {}
+
+    @property
+    def is_local(self) -> bool:
+        return self.env.is_local
+
+    @property
+    def state_dir(self) -> Path:
+        return self.settings.state_dir(self.env.name)
+
+    @cached_property
+    def local(self) -> Any:
+        """The running local cloud's state; raises NotReady when it is not running."""
+        from collections_ops.localcloud import manager
+
+        state = manager.running_state(self.state_dir)
+        if state is None:
+            raise errors.NotReady("the local cloud is not running",
+                                  "start it with `collections deploy local`")
+        return state
+
+    @cached_property
+    def session(self) -> Any:
+        import boto3
+
+        if self.is_local:
+            return boto3.session.Session(
+                aws_access_key_id="testing", aws_secret_access_key="testing",  # noqa: S106
+                aws_session_token="testing", region_name=self.local.region)  # noqa: S106
+        try:
+            return boto3.session.Session(profile_name=self.profile,
+                                         region_name=self._region or None)
+        except Exception as exc:
+            mapped = errors.from_botocore(exc)
+            if mapped:
+                raise mapped from None
+            raise
+
+    @property
+    def region(self) -> str:
+        return str(self.session.region_name or self.env.region)
+
+    def client(self, service: str) -> Any:
+        if service not in self._clients:
+            from botocore.config import Config
+
+            kwargs: dict[str, Any] = {"config": Config(retries={"mode": "standard"},
+                                                       connect_timeout=5, read_timeout=60)}
+            if self.is_local:
+                kwargs["endpoint_url"] = self.local.endpoint_url
+            elif not self.session.region_name:
+                kwargs["region_name"] = self.env.region
+            self._clients[service] = self.session.client(service, **kwargs)
+        return self._clients[service]
+
+    @cached_property
+    def account(self) -> str:
+        if self.is_local:
+            return LOCAL_ACCOUNT
+        if self.env.account:
+            return self.env.account
+        return str(self.client("sts").get_caller_identity()["Account"])
+
+    @property
+    def images_bucket(self) -> str:
+        return self.env.images_bucket(self.account)
+
+    @property
+    def thumbnails_bucket(self) -> str:
+        return self.env.thumbnails_bucket(self.account)
+
+    def database_url(self) -> str:
+        if self.is_local:
+            return str(self.local.database_url)
+        url = os.environ.get("DATABASE_URL")
+        if url:
+            return url
+        name = f"{self.env.parameter_prefix}/DATABASE_URL"
+        try:
+            response = self.client("ssm").get_parameter(Name=name, WithDecryption=True)
+        except Exception as exc:
+            if getattr(exc, "response", {}).get("Error", {}).get("Code") == "ParameterNotFound":
+                raise errors.ConfigError(f"SSM parameter {name} does not exist",
+                                         "run `collections secrets put DATABASE_URL`") from None
+            raise
+        return str(response["Parameter"]["Value"])
+
+    @cached_property
+    def db(self) -> Any:
+        import psycopg
+
+        url = self.database_url()
+        try:
+            conn = psycopg.connect(url, connect_timeout=5, autocommit=True)
+        except psycopg.OperationalError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreachable"
+            raise errors.DatabaseError(
+                f"cannot connect to the database: {_mask_url(first, url)}",
+                "check DATABASE_URL and that this machine can reach the database") from None
+        try:
+            from pgvector.psycopg import register_vector
+
+            register_vector(conn)
+        except psycopg.ProgrammingError:
+            pass  # no vector extension yet: `db migrate` creates it
+        return conn
+
+
+def _mask_url(text: str, url: str) -> str:
+    from urllib.parse import urlsplit
+
+    password = urlsplit(url).password
+    return text.replace(password, "****") if password else text

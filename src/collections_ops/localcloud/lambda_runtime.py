@@ -1,0 +1,155 @@
+"""Loading and invoking the pipeline's handlers in this process, the way Lambda would.
+
+Each function's directory and the shared code go on `sys.path`; each `handler.py` is loaded
+under a name of its own so the three can live in one interpreter. Helper modules inside the
+function directories must therefore have names unique across functions (a test checks this).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import resource
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from collections_ops import paths
+from collections_ops.pipeline import Environment, Function
+
+_loaded: dict[str, ModuleType] = {}
+_load_lock = threading.Lock()
+
+
+def load_handler(fn: Function) -> Callable[[Any, Any], Any]:
+    install_capture()  # before the handler configures logging, so it formats our records too
+    with _load_lock:
+        module = _loaded.get(fn.key)
+        if module is None:
+            for folder in (paths.shared_code_dir(), *(paths.lambda_code_dir(f.code_dir)
+                                                      for f in _all_functions())):
+                if str(folder) not in sys.path:
+                    sys.path.insert(0, str(folder))
+            module_name, _, attr = fn.handler.rpartition(".")
+            path = paths.lambda_code_dir(fn.code_dir) / f"{module_name}.py"
+            spec = importlib.util.spec_from_file_location(f"collections_fn_{fn.key}", path)
+            assert spec and spec.loader
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            _loaded[fn.key] = module
+    return getattr(module, fn.handler.rpartition(".")[2])  # type: ignore[no-any-return]
+
+
+def _all_functions() -> tuple[Function, ...]:
+    from collections_ops.pipeline import FUNCTIONS
+
+    return FUNCTIONS
+
+
+@dataclass
+class LambdaContext:
+    """The attributes of Lambda's context object that handlers use."""
+
+    function_name: str
+    memory_limit_in_mb: int
+    timeout_s: int
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    function_version: str = "$LATEST"
+    log_group_name: str = ""
+    log_stream_name: str = ""
+    invoked_function_arn: str = ""
+    _deadline: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._deadline = time.monotonic() + self.timeout_s
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+class _CaptureHandler(logging.Handler):
+    """Routes each log record to the buffer of the invocation running on the same thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.buffers: dict[int, list[tuple[int, str]]] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        buffer = self.buffers.get(record.thread or 0)
+        if buffer is None:
+            return
+        try:
+            buffer.append((int(record.created * 1000), self.format(record)))
+        except Exception:
+            self.handleError(record)
+
+
+_capture = _CaptureHandler()
+
+
+def install_capture() -> None:
+    root = logging.getLogger()
+    if _capture not in root.handlers:
+        root.addHandler(_capture)
+
+
+@dataclass
+class Invocation:
+    request_id: str
+    ok: bool
+    result: Any
+    error_type: str | None
+    error_message: str | None
+    duration_ms: float
+    log_events: list[tuple[int, str]]
+
+
+def invoke(fn: Function, env: Environment, event: Any, *, log_stream: str = "") -> Invocation:
+    """Invoke `fn`'s handler with a Lambda-shaped context; capture its log lines, START to
+    REPORT, as Lambda writes them to CloudWatch Logs."""
+    install_capture()
+    handler = load_handler(fn)
+    context = LambdaContext(function_name=fn.function_name(env.name),
+                            memory_limit_in_mb=env.memory(fn), timeout_s=env.timeout(fn),
+                            log_group_name=fn.log_group(env.name), log_stream_name=log_stream)
+    rid = context.aws_request_id
+    lines: list[tuple[int, str]] = [(_now_ms(), f"START RequestId: {rid} Version: $LATEST")]
+    thread_id = threading.get_ident()
+    _capture.buffers[thread_id] = lines
+    started = time.perf_counter()
+    ok, result, error_type, error_message = True, None, None, None
+    try:
+        result = handler(event, context)
+    except Exception as exc:
+        ok, error_type = False, type(exc).__name__
+        error_message = str(getattr(exc, "reason", None) or exc)
+        lines.append((_now_ms(), json.dumps({"errorMessage": error_message,
+                                             "errorType": error_type, "requestId": rid})))
+    finally:
+        _capture.buffers.pop(thread_id, None)
+    duration = (time.perf_counter() - started) * 1000
+    if duration > env.timeout(fn) * 1000:
+        ok, error_type = False, "Sandbox.Timedout"
+        error_message = f"Task timed out after {env.timeout(fn):.2f} seconds"
+        lines.append((_now_ms(), f"{_iso()} {rid} {error_message}"))
+    max_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    lines.append((_now_ms(), f"END RequestId: {rid}"))
+    lines.append((_now_ms(), (
+        f"REPORT RequestId: {rid}\tDuration: {duration:.2f} ms\t"
+        f"Billed Duration: {int(duration) + 1} ms\tMemory Size: {env.memory(fn)} MB\t"
+        f"Max Memory Used: {max_rss_mb} MB")))
+    return Invocation(rid, ok, result, error_type, error_message, duration, lines)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"

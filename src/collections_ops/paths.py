@@ -1,0 +1,48 @@
+"""Where the shipped parts live: the Lambda packages, the CDK app and the sample images.
+
+From a wheel they are inside the package (`_bundled/`); from a source checkout they are at the
+top of the repository.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_PACKAGE = Path(__file__).resolve().parent
+_BUNDLED = _PACKAGE / "_bundled"
+_REPO = _PACKAGE.parent.parent
+
+
+def _find(name: str) -> Path:
+    for candidate in (_BUNDLED / name, _REPO / name):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"cannot find the shipped {name!r} directory")
+
+
+def lambdas_root() -> Path:
+    return _find("lambdas")
+
+
+def infrastructure_root() -> Path:
+    return _find("infrastructure")
+
+
+def samples_root() -> Path:
+    return _find("samples")
+
+
+def lambda_code_dir(code_dir: str) -> Path:
+    return lambdas_root() / code_dir
+
+
+def shared_code_dir() -> Path:
+    return lambdas_root() / "shared"
+
+
+def add_shared_to_path() -> None:
+    """Make `collections_core` (the functions' shared code) importable by the CLI."""
+    shared = str(shared_code_dir())
+    if shared not in sys.path:
+        sys.path.insert(0, shared)

@@ -1,0 +1,346 @@
+"""The pipeline, described once.
+
+Every name an operator or a machine uses to find a piece of the pipeline -- function names, log
+groups, rule names, bucket names, queue names, SSM parameter names, stack names -- is spelled here
+and nowhere else. The CDK stacks loop over this data, the local cloud provisions itself from it,
+the CLI finds what it drives through it, and the tests assert the synthesized template against it.
+
+This module is plain data and must stay import-light: the CLI imports it at start-up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+PROJECT = "collections"
+PARAMETER_PREFIX = "/collections"
+LOCAL_ENV = "local"
+LOCAL_ACCOUNT = "123456789012"  # moto's default account id
+DEFAULT_REGION = "us-east-1"
+
+TriggerKind = Literal["s3", "eventbridge"]
+
+
+@dataclass(frozen=True)
+class Secret:
+    """An SSM SecureString the pipeline reads at cold start."""
+
+    name: str  # e.g. ANTHROPIC_API_KEY
+    description: str
+    required: bool  # required in dev/prod when the provider that needs it is selected
+    used_by: tuple[str, ...]  # function keys
+    example: str  # shape of a value, for prompts (never a real value)
+
+    def parameter_name(self, prefix: str = PARAMETER_PREFIX) -> str:
+        return f"{prefix}/{self.name}"
+
+
+@dataclass(frozen=True)
+class EventType:
+    """An EventBridge event the pipeline publishes: source, detail-type and its detail schema."""
+
+    source: str
+    detail_type: str
+    required_detail: tuple[str, ...]
+    optional_detail: tuple[str, ...] = ()
+
+    def pattern(self) -> dict[str, list[str]]:
+        return {"source": [self.source], "detail-type": [self.detail_type]}
+
+
+IMAGE_PROCESSED = EventType(
+    source="collections.imageprocessor",
+    detail_type="ImageProcessed",
+    # The guide's manual test event carries exactly these four; anything more is optional.
+    required_detail=("item_id", "user_id", "bucket", "original_key"),
+    optional_detail=(
+        "thumbnail_bucket",
+        "thumbnail_key",
+        "content_type",
+        "width",
+        "height",
+        "size_bytes",
+        "sequencer",
+        "correlation_id",
+    ),
+)
+
+ANALYSIS_COMPLETE = EventType(
+    source="collections.analyzer",
+    detail_type="AnalysisComplete",
+    required_detail=("item_id", "user_id", "analysis_id"),
+    optional_detail=("category", "provider", "model", "correlation_id"),
+)
+
+EVENT_TYPES: tuple[EventType, ...] = (IMAGE_PROCESSED, ANALYSIS_COMPLETE)
+
+
+@dataclass(frozen=True)
+class Trigger:
+    kind: TriggerKind
+    # For eventbridge triggers: the event that invokes the function and the rule's logical name.
+    event: EventType | None = None
+    rule_id: str | None = None  # e.g. "ImageProcessedRule" -> collections-<env>-ImageProcessedRule
+
+
+@dataclass(frozen=True)
+class Function:
+    key: str  # short name used on the command line: processor, analyzer, embedder
+    logical_id: str  # ImageProcessorLambda -- the guide's construct id and name suffix
+    code_dir: str  # directory under lambdas/
+    handler: str
+    description: str  # "<text> - <env>" in the guide
+    trigger: Trigger
+    secrets: tuple[str, ...]  # secret names this function may read
+    publishes: EventType | None
+    timeout_setting: str  # key in the environment settings
+    memory_setting: str
+    stage: str  # the stage an operator sees when following an upload
+
+    def function_name(self, env: str) -> str:
+        return f"{PROJECT}-{env}-{self.logical_id}"
+
+    def log_group(self, env: str) -> str:
+        return f"/aws/lambda/{self.function_name(env)}"
+
+    def role_name(self, env: str) -> str:
+        return f"{PROJECT}-{env}-{self.logical_id}Role"
+
+    def rule_name(self, env: str) -> str | None:
+        if self.trigger.rule_id is None:
+            return None
+        return f"{PROJECT}-{env}-{self.trigger.rule_id}"
+
+    def queue_name(self, env: str) -> str:
+        """Local cloud: the queue that carries this function's trigger events."""
+        return f"{PROJECT}-{env}-{self.logical_id}-events"
+
+    def dlq_name(self, env: str) -> str:
+        return f"{PROJECT}-{env}-{self.logical_id}-dlq"
+
+    def dlq_env_var(self) -> str:
+        return f"DLQ_URL_{self.key.upper()}"
+
+
+IMAGE_PROCESSOR = Function(
+    key="processor",
+    logical_id="ImageProcessorLambda",
+    code_dir="image_processor",
+    handler="handler.handler",
+    description="Image processor Lambda",
+    trigger=Trigger(kind="s3"),
+    secrets=("DATABASE_URL",),
+    publishes=IMAGE_PROCESSED,
+    timeout_setting="lambda_timeout_processor",
+    memory_setting="lambda_memory_processor",
+    stage="thumbnail",
+)
+
+ANALYZER = Function(
+    key="analyzer",
+    logical_id="AnalyzerLambda",
+    code_dir="analyzer",
+    handler="handler.handler",
+    description="Image analyzer Lambda",
+    trigger=Trigger(kind="eventbridge", event=IMAGE_PROCESSED, rule_id="ImageProcessedRule"),
+    secrets=("DATABASE_URL", "ANTHROPIC_API_KEY", "OPENAI_API_KEY", "LANGSMITH_API_KEY"),
+    publishes=ANALYSIS_COMPLETE,
+    timeout_setting="lambda_timeout_analyzer",
+    memory_setting="lambda_memory_analyzer",
+    stage="analysis",
+)
+
+EMBEDDER = Function(
+    key="embedder",
+    logical_id="EmbedderLambda",
+    code_dir="embedder",
+    handler="handler.handler",
+    description="Embedding generator Lambda",
+    trigger=Trigger(kind="eventbridge", event=ANALYSIS_COMPLETE, rule_id="AnalysisCompleteRule"),
+    secrets=("DATABASE_URL", "VOYAGE_API_KEY"),
+    publishes=None,
+    timeout_setting="lambda_timeout_embedder",
+    memory_setting="lambda_memory_embedder",
+    stage="embedding",
+)
+
+FUNCTIONS: tuple[Function, ...] = (IMAGE_PROCESSOR, ANALYZER, EMBEDDER)
+
+SECRETS: tuple[Secret, ...] = (
+    Secret("DATABASE_URL", "PostgreSQL connection string", True,
+           ("processor", "analyzer", "embedder"), "postgresql://user:password@host:5432/collections"),
+    Secret("ANTHROPIC_API_KEY", "Anthropic API key (analyzer)", True, ("analyzer",), "sk-ant-..."),
+    Secret("OPENAI_API_KEY", "OpenAI API key (optional analyzer provider)", False,
+           ("analyzer",), "sk-..."),
+    Secret("LANGSMITH_API_KEY", "LangSmith API key (optional analyzer tracing)", False,
+           ("analyzer",), "ls-..."),
+    Secret("VOYAGE_API_KEY", "Voyage AI API key (embedder)", True, ("embedder",), "pa-..."),
+)
+
+# Which secret a provider needs. A provider that is selected makes its secret required.
+PROVIDER_SECRETS: dict[str, str] = {
+    "anthropic": "ANTHROPIC_API_KEY",
+    "openai": "OPENAI_API_KEY",
+    "voyage": "VOYAGE_API_KEY",
+}
+
+
+def function(key_or_name: str) -> Function:
+    """Find a function by CLI key (`analyzer`), logical id or code directory."""
+    wanted = key_or_name.lower()
+    for fn in FUNCTIONS:
+        if wanted in (fn.key, fn.logical_id.lower(), fn.code_dir, fn.logical_id.lower()[:-6]):
+            return fn
+    raise KeyError(key_or_name)
+
+
+def secret(name: str) -> Secret:
+    for s in SECRETS:
+        if s.name == name:
+            return s
+    raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class Environment:
+    """Per-environment settings. `local` runs on the embedded cloud; the others on AWS."""
+
+    name: str
+    lambda_timeout_processor: int
+    lambda_timeout_analyzer: int
+    lambda_timeout_embedder: int
+    lambda_memory_processor: int
+    lambda_memory_analyzer: int
+    lambda_memory_embedder: int
+    log_retention_days: int
+    analyzer_provider: str  # anthropic | openai | local
+    analyzer_model: str
+    embedding_provider: str  # voyage | local
+    embedding_model: str
+    thumbnail_size: int = 512
+    thumbnail_expiry_days: int | None = None
+    reserved_concurrency: dict[str, int] = field(default_factory=dict)
+    parameter_prefix: str = PARAMETER_PREFIX
+    region: str = DEFAULT_REGION
+    account: str | None = None  # None: taken from the credentials at deploy time
+
+    def setting(self, key: str) -> int:
+        value = getattr(self, key)
+        assert isinstance(value, int)
+        return value
+
+    def timeout(self, fn: Function) -> int:
+        return self.setting(fn.timeout_setting)
+
+    def memory(self, fn: Function) -> int:
+        return self.setting(fn.memory_setting)
+
+    @property
+    def is_local(self) -> bool:
+        return self.name == LOCAL_ENV
+
+    def images_bucket(self, account: str) -> str:
+        return f"{PROJECT}-images-{self.name}-{account}"
+
+    def thumbnails_bucket(self, account: str) -> str:
+        # A bucket of its own: the processor's notification can never see a thumbnail.
+        return f"{PROJECT}-thumbnails-{self.name}-{account}"
+
+    def stack_name(self, kind: str = "Compute") -> str:
+        return f"Collections{kind}Stack-{self.name}"
+
+    def required_secrets(self) -> tuple[Secret, ...]:
+        """Secrets the functions cannot start without, given the selected providers."""
+        needed = {"DATABASE_URL"} if not self.is_local else set()
+        for provider in (self.analyzer_provider, self.embedding_provider):
+            if provider in PROVIDER_SECRETS:
+                needed.add(PROVIDER_SECRETS[provider])
+        return tuple(s for s in SECRETS if s.name in needed)
+
+
+ENVIRONMENTS: dict[str, Environment] = {
+    "local": Environment(
+        name="local",
+        lambda_timeout_processor=60,
+        lambda_timeout_analyzer=120,
+        lambda_timeout_embedder=60,
+        lambda_memory_processor=1024,
+        lambda_memory_analyzer=1024,
+        lambda_memory_embedder=512,
+        log_retention_days=7,
+        analyzer_provider="local",
+        analyzer_model="local-pillow-v1",
+        embedding_provider="local",
+        embedding_model="local-hash-v1",
+        account=LOCAL_ACCOUNT,
+    ),
+    "dev": Environment(
+        name="dev",
+        lambda_timeout_processor=60,
+        lambda_timeout_analyzer=300,
+        lambda_timeout_embedder=60,
+        lambda_memory_processor=1024,
+        lambda_memory_analyzer=1024,
+        lambda_memory_embedder=512,
+        log_retention_days=7,
+        analyzer_provider="anthropic",
+        analyzer_model="claude-sonnet-4-5",
+        embedding_provider="voyage",
+        embedding_model="voyage-3.5",
+        thumbnail_expiry_days=30,
+    ),
+    "prod": Environment(
+        name="prod",
+        lambda_timeout_processor=60,
+        lambda_timeout_analyzer=300,
+        lambda_timeout_embedder=60,
+        lambda_memory_processor=1536,
+        lambda_memory_analyzer=1024,
+        lambda_memory_embedder=512,
+        log_retention_days=30,
+        analyzer_provider="anthropic",
+        analyzer_model="claude-sonnet-4-5",
+        embedding_provider="voyage",
+        embedding_model="voyage-3.5",
+        reserved_concurrency={"processor": 10, "analyzer": 5, "embedder": 5},
+        thumbnail_expiry_days=365,
+    ),
+}
+
+
+def environment(name: str) -> Environment:
+    try:
+        return ENVIRONMENTS[name]
+    except KeyError:
+        known = ", ".join(ENVIRONMENTS)
+        raise KeyError(f"unknown environment {name!r} (known: {known})") from None
+
+
+def common_env(env: Environment, *, account: str, dlq_urls: dict[str, str] | None = None,
+               event_bus: str = "default") -> dict[str, str]:
+    """The environment every function gets (the guide's `common_env`), built from the settings.
+
+    Functions learn names from here and secrets from SSM, never from the CLI package.
+    """
+    values = {
+        "COLLECTIONS_ENV": env.name,
+        "IMAGES_BUCKET": env.images_bucket(account),
+        "THUMBNAILS_BUCKET": env.thumbnails_bucket(account),
+        "THUMBNAIL_SIZE": str(env.thumbnail_size),
+        "EVENT_BUS_NAME": event_bus,
+        "PARAMETER_PREFIX": env.parameter_prefix,
+        "ANALYZER_PROVIDER": env.analyzer_provider,
+        "ANALYZER_MODEL": env.analyzer_model,
+        "EMBEDDING_PROVIDER": env.embedding_provider,
+        "EMBEDDING_MODEL": env.embedding_model,
+        "IMAGE_PROCESSED_SOURCE": IMAGE_PROCESSED.source,
+        "IMAGE_PROCESSED_DETAIL_TYPE": IMAGE_PROCESSED.detail_type,
+        "ANALYSIS_COMPLETE_SOURCE": ANALYSIS_COMPLETE.source,
+        "ANALYSIS_COMPLETE_DETAIL_TYPE": ANALYSIS_COMPLETE.detail_type,
+        "LOG_LEVEL": "INFO",
+    }
+    for fn in FUNCTIONS:
+        if dlq_urls and fn.key in dlq_urls:
+            values[fn.dlq_env_var()] = dlq_urls[fn.key]
+    return values

@@ -1,0 +1,193 @@
+"""Uploading a test image and following it through the pipeline by its correlation id.
+
+The correlation id travels in the object's metadata and through both events; every log line a
+handler writes about the upload carries it. The follower reads the three functions' log groups
+with a CloudWatch Logs filter on that id, so it works the same against the local cloud and AWS,
+without database access. It yields updates; rendering them is the CLI's job.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from collections_ops import errors
+from collections_ops.pipeline import FUNCTIONS, Environment, Function
+
+CORRELATION_METADATA = "correlation-id"
+# The log message with which each function reports its stage done.
+DONE_MESSAGES = {
+    "processor": {"EventBridge event published"},
+    "analyzer": {"EventBridge event published"},
+    "embedder": {"Embedding stored in pgvector", "already embedded this analysis"},
+}
+
+
+@dataclass(frozen=True)
+class Upload:
+    bucket: str
+    key: str
+    user_id: str
+    item_id: str
+    correlation_id: str
+    size: int
+    started_ms: int
+
+
+def upload(s3: Any, bucket: str, path: Path, *, user_id: str, name: str | None = None,
+           now: Callable[[], float] = time.time) -> Upload:
+    if not path.is_file():
+        raise errors.NotFound(f"no such file: {path}")
+    if "/" in user_id or not user_id:
+        raise errors.CliError(f"invalid user id {user_id!r}", "a user id has no '/'")
+    filename = name or path.name
+    key = f"{user_id}/{filename}"
+    correlation_id = uuid.uuid4().hex
+    started_ms = int(now() * 1000)
+    content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+    s3.upload_file(str(path), bucket, key, ExtraArgs={
+        "Metadata": {CORRELATION_METADATA: correlation_id}, "ContentType": content_type})
+    stem = filename.rpartition(".")[0] or filename
+    return Upload(bucket, key, user_id, stem, correlation_id, path.stat().st_size, started_ms)
+
+
+@dataclass
+class Stage:
+    name: str
+    function: Function | None
+    status: str = "pending"  # pending | running | done | failed
+    started_ms: int | None = None
+    finished_ms: int | None = None
+    detail: str = ""
+
+    @property
+    def duration_ms(self) -> int | None:
+        if self.started_ms is None or self.finished_ms is None:
+            return None
+        return self.finished_ms - self.started_ms
+
+
+@dataclass(frozen=True)
+class LogLine:
+    function_key: str
+    timestamp: int
+    message: str
+    level: str
+    raw: str
+
+
+@dataclass
+class Progress:
+    stages: list[Stage]
+    new_lines: list[LogLine] = field(default_factory=list)
+
+    @property
+    def failed(self) -> Stage | None:
+        return next((s for s in self.stages if s.status == "failed"), None)
+
+    @property
+    def complete(self) -> bool:
+        return all(s.status == "done" for s in self.stages)
+
+    @property
+    def current(self) -> Stage:
+        return next((s for s in self.stages if s.status != "done"), self.stages[-1])
+
+
+class Follower:
+    """Polls the functions' log groups for lines about one correlation id."""
+
+    def __init__(self, logs: Any, env: Environment, up: Upload) -> None:
+        self._logs = logs
+        self._env = env
+        self._up = up
+        self._seen: set[str] = set()
+        self._next_start = {fn.key: up.started_ms - 1000 for fn in FUNCTIONS}
+        uploaded = Stage("uploaded", None, "done", up.started_ms, up.started_ms,
+                         f"s3://{up.bucket}/{up.key}")
+        self.progress = Progress([uploaded, *(Stage(fn.stage, fn) for fn in FUNCTIONS)])
+
+    def poll(self) -> Progress:
+        lines: list[LogLine] = []
+        for fn in FUNCTIONS:
+            lines.extend(self._read(fn))
+        lines.sort(key=lambda ln: ln.timestamp)
+        for line in lines:
+            self._apply(line)
+        self.progress.new_lines = lines
+        return self.progress
+
+    def _read(self, fn: Function) -> list[LogLine]:
+        out: list[LogLine] = []
+        kwargs: dict[str, Any] = {
+            "logGroupName": fn.log_group(self._env.name),
+            "startTime": self._next_start[fn.key],
+            "filterPattern": f'"{self._up.correlation_id}"',
+        }
+        while True:
+            try:
+                page = self._logs.filter_log_events(**kwargs)
+            except Exception as exc:
+                code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+                if code == "ResourceNotFoundException":
+                    return out  # the function has not logged anything yet
+                raise
+            for event in page.get("events", []):
+                if event["eventId"] in self._seen:
+                    continue
+                self._seen.add(event["eventId"])
+                out.append(_parse(fn.key, event))
+            token = page.get("nextToken")
+            if not token:
+                break
+            kwargs["nextToken"] = token
+        return out
+
+    def _apply(self, line: LogLine) -> None:
+        stage = next(s for s in self.progress.stages if s.function
+                     and s.function.key == line.function_key)
+        try:
+            payload = json.loads(line.raw)
+        except json.JSONDecodeError:
+            payload = {}
+        if stage.status == "pending":
+            stage.status, stage.started_ms = "running", line.timestamp
+        outcome = payload.get("outcome")
+        if outcome == "failed":
+            stage.status, stage.finished_ms = "failed", line.timestamp
+            stage.detail = str(payload.get("reason") or line.message)
+        elif outcome in ("retry", "error") and stage.status == "running":
+            stage.detail = f"retrying: {payload.get('reason') or line.message}"
+        elif line.message in DONE_MESSAGES[line.function_key] and stage.status != "failed":
+            stage.status, stage.finished_ms, stage.detail = "done", line.timestamp, ""
+
+
+def _parse(function_key: str, event: dict[str, Any]) -> LogLine:
+    raw = str(event.get("message", "")).rstrip("\n")
+    message, level = raw, "INFO"
+    try:
+        payload = json.loads(raw)
+        message = str(payload.get("message", raw))
+        level = str(payload.get("level", "INFO"))
+    except (json.JSONDecodeError, AttributeError):
+        pass
+    return LogLine(function_key, int(event.get("timestamp", 0)), message, level, raw)
+
+
+def follow(follower: Follower, *, timeout_s: float, interval_s: float = 0.25,
+           clock: Callable[[], float] = time.monotonic,
+           sleep: Callable[[float], None] = time.sleep) -> Iterator[Progress]:
+    """Yield progress until every stage is done, one fails, or `timeout_s` passes."""
+    deadline = clock() + timeout_s
+    while True:
+        progress = follower.poll()
+        yield progress
+        if progress.complete or progress.failed or clock() >= deadline:
+            return
+        sleep(interval_s)

@@ -1,0 +1,128 @@
+"""Checking what the pipeline stored for one item: the guide's three SQL checks, the thumbnail
+in S3, the analysis fields, and the stored vector against its recorded dimension and norm."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class VerifyReport:
+    item_id: str
+    user_id: str | None
+    checks: list[Check] = field(default_factory=list)
+    item: dict[str, Any] | None = None
+    analysis: dict[str, Any] | None = None
+    embedding: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(c.ok for c in self.checks)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["ok"] = self.ok
+        return out
+
+
+def _one(conn: Any, sql: str, params: tuple[Any, ...]) -> dict[str, Any] | None:
+    with conn.cursor() as cur:
+        cur.execute(sql, params)
+        rows = cur.fetchall()
+        if not rows:
+            return None
+        names = [d.name for d in cur.description]
+    return {n: _plain(v) for n, v in zip(names, rows[0], strict=True)}
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def find_items(conn: Any, item_id: str) -> list[tuple[str, str]]:
+    with conn.cursor() as cur:
+        cur.execute("SELECT user_id, id FROM items WHERE id = %s ORDER BY updated_at DESC",
+                    (item_id,))
+        return [(r[0], r[1]) for r in cur.fetchall()]
+
+
+def verify(conn: Any, s3: Any, item_id: str, *, user_id: str | None = None) -> VerifyReport:
+    matches = find_items(conn, item_id)
+    if user_id is not None:
+        matches = [m for m in matches if m[0] == user_id]
+    report = VerifyReport(item_id, user_id)
+    if not matches:
+        report.checks.append(Check("item", False, f"no row in items with id = {item_id!r}"
+                                   + (f" for user {user_id!r}" if user_id else "")))
+        return report
+    if len(matches) > 1 and user_id is None:
+        users = ", ".join(m[0] for m in matches)
+        report.checks.append(Check("item", True, f"{len(matches)} users have this item ({users});"
+                                   f" checking the newest, {matches[0][0]}; pass --user"))
+    user_id = report.user_id = matches[0][0]
+
+    item = _one(conn, "SELECT * FROM items WHERE id = %s AND user_id = %s", (item_id, user_id))
+    report.item = item
+    report.checks.append(Check("item", item is not None, "row in items" if item else "missing"))
+
+    if item and item.get("thumbnail_key"):
+        try:
+            head = s3.head_object(Bucket=item["thumbnail_bucket"], Key=item["thumbnail_key"])
+            report.checks.append(Check(
+                "thumbnail", True,
+                f"s3://{item['thumbnail_bucket']}/{item['thumbnail_key']} "
+                f"({head['ContentLength']} bytes)"))
+        except Exception as exc:
+            report.checks.append(Check("thumbnail", False, f"not found in S3 ({type(exc).__name__})"))
+    else:
+        report.checks.append(Check("thumbnail", False, "the item records no thumbnail"))
+
+    analysis = _one(conn, "SELECT id, item_id, category, summary, description, tags, provider,"
+                    " model, updated_at FROM analyses WHERE item_id = %s AND user_id = %s",
+                    (item_id, user_id))
+    report.analysis = analysis
+    if analysis is None:
+        report.checks.append(Check("analysis", False, "no row in analyses"))
+    else:
+        empty = [k for k in ("category", "summary") if not analysis.get(k)]
+        report.checks.append(Check("analysis", not empty,
+                                   f"missing {', '.join(empty)}" if empty else
+                                   f"{analysis['category']}: {analysis['summary'][:80]}"))
+
+    embedding = _one(conn, "SELECT id, item_id, embedding_model, embedding_dimensions,"
+                     " vector_dims(embedding) AS stored_dimensions,"
+                     " vector_norm(embedding) AS norm, analysis_id, updated_at"
+                     " FROM embeddings WHERE item_id = %s AND user_id = %s"
+                     " ORDER BY updated_at DESC LIMIT 1", (item_id, user_id))
+    report.embedding = embedding
+    if embedding is None:
+        report.checks.append(Check("embedding", False, "no row in embeddings"))
+    else:
+        dims_ok = embedding["stored_dimensions"] == embedding["embedding_dimensions"]
+        norm = float(embedding["norm"])
+        norm_ok = math.isfinite(norm) and 0.01 < norm < 1000
+        linked = analysis is not None and embedding["analysis_id"] == analysis["id"]
+        problems = []
+        if not dims_ok:
+            problems.append(f"stored dimension {embedding['stored_dimensions']} != "
+                            f"embedding_dimensions {embedding['embedding_dimensions']}")
+        if not norm_ok:
+            problems.append(f"norm {norm:.3g} is not sane")
+        if not linked:
+            problems.append("it does not belong to the current analysis")
+        report.checks.append(Check(
+            "embedding", not problems, "; ".join(problems) if problems else
+            f"{embedding['embedding_model']}, {embedding['stored_dimensions']} dimensions, "
+            f"norm {norm:.3f}"))
+    return report

