@@ -226,6 +226,9 @@ def anthropic_analysis(jpeg: bytes, *, api_key: str, model: str, remaining_s: Ca
             raise _attempt_errors(exc, "anthropic") from None
         except json.JSONDecodeError:
             raise retry.Retry("anthropic returned a body that is not JSON") from None
+        if not isinstance(message, anthropic.types.Message):
+            # A 200 that is not JSON (a proxy's error page) comes back as a plain string.
+            raise retry.Retry("anthropic returned a body that is not a message")
         if getattr(message, "stop_reason", None) == "max_tokens":
             raise TerminalError("anthropic's analysis was cut off (max_tokens)")
         for block in message.content:
@@ -255,6 +258,10 @@ def openai_analysis(jpeg: bytes, *, api_key: str, model: str, remaining_s: Calla
             )
         except openai.APIError as exc:
             raise _attempt_errors(exc, "openai") from None
+        except json.JSONDecodeError:
+            raise retry.Retry("openai returned a body that is not JSON") from None
+        if not hasattr(response, "choices"):
+            raise retry.Retry("openai returned a body that is not a completion")
         text = response.choices[0].message.content or ""
         try:
             return dict(json.loads(text))

@@ -75,16 +75,27 @@ def voyage_embed(texts: list[str], *, api_key: str, model: str, input_type: str,
                                  base_url=base_url)
         try:
             result = client.embed(texts, model=model, input_type=input_type, truncation=False)
+            vectors = [list(map(float, v)) for v in result.embeddings]
         except (verr.RateLimitError, verr.ServiceUnavailableError, verr.ServerError,
                 verr.Timeout, verr.APIConnectionError, verr.TryAgain) as exc:
-            raise retry.Retry(f"voyage: {type(exc).__name__}") from None
+            headers = getattr(exc, "headers", None) or {}
+            raise retry.Retry(f"voyage: {type(exc).__name__}",
+                              retry.parse_retry_after(headers.get("retry-after"))) from None
         except verr.AuthenticationError:
             raise ConfigurationError("voyage rejected the API key",
                                      hint="check the VOYAGE_API_KEY secret") from None
+        except verr.APIError as exc:
+            status = getattr(exc, "http_status", None)
+            if status in (200, 408, 409) or (isinstance(status, int) and status >= 500):
+                # A body that is not the API's JSON (a proxy page) or an unusual 5xx.
+                raise retry.Retry(f"voyage answered {status} with an unexpected body") from None
+            raise TerminalError(f"voyage refused the request ({status})") from None
         except verr.VoyageError as exc:
             raise TerminalError(f"voyage refused the request: {type(exc).__name__} "
                                 f"{getattr(exc, 'user_message', '') or ''}".strip()) from None
-        vectors = [list(map(float, v)) for v in result.embeddings]
+        except (AttributeError, KeyError, TypeError, ValueError):
+            # The SDK passes some 5xx (520, 529) and text bodies through as "success".
+            raise retry.Retry("voyage returned an unexpected response") from None
         if len(vectors) != len(texts):
             raise TerminalError(f"voyage returned {len(vectors)} embeddings for {len(texts)} texts")
         return vectors

@@ -281,9 +281,6 @@ def test_given_a_non_json_200_then_success_when_analysing_then_the_retry_succeed
     assert len(fake.messages.requests) == 2
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError, reason=(
-    "BUG vision.py anthropic_analysis: with a non-JSON content-type the anthropic SDK returns "
-    "the body as a str instead of raising, and `message.content` raises AttributeError"))
 def test_given_a_200_html_page_when_analysing_then_retryable_error(fake: FakeProviders) -> None:
     fake.messages.script(*[not_json(content_type="text/html")] * 4)
 
@@ -452,9 +449,6 @@ def test_given_voyage_returns_too_few_vectors_when_embedding_then_terminal_error
         embed(["one", "two"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG embedding.py voyage_embed: a RateLimitError is turned into Retry(...) without `after`, "
-    "so Voyage's retry-after header is ignored and the call is retried after 0.5 s"))
 def test_given_voyage_429_with_retry_after_longer_than_time_left_then_it_gives_up_at_once(
         fake: FakeProviders) -> None:
     fake.embeddings.script(rate_limited(retry_after=30))
@@ -465,10 +459,6 @@ def test_given_voyage_429_with_retry_after_longer_than_time_left_then_it_gives_u
     assert len(fake.embeddings.requests) == 1
 
 
-@pytest.mark.xfail(strict=True, raises=TerminalError, reason=(
-    "BUG embedding.py voyage_embed: the SDK reports an unparsable 200 body as a plain "
-    "voyageai.error.APIError, which the catch-all maps to TerminalError (dead-letter) instead "
-    "of a retry; vision.py retries the same fault"))
 def test_given_voyage_non_json_200_when_embedding_then_retryable_error(
         fake: FakeProviders) -> None:
     fake.embeddings.script(*[not_json()] * 4)
@@ -477,10 +467,6 @@ def test_given_voyage_non_json_200_when_embedding_then_retryable_error(
         embed(["hello"], remaining=10.0)
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError, reason=(
-    "BUG embedding.py voyage_embed: for 5xx codes other than 500/502/503/504 (e.g. 520, 529) "
-    "the voyageai SDK returns the error body as a success and `response.data` raises "
-    "AttributeError, which voyage_embed does not catch"))
 def test_given_voyage_520_when_embedding_then_retryable_error(fake: FakeProviders) -> None:
     fake.embeddings.script(*[status(520)] * 4)
 
@@ -536,9 +522,6 @@ def test_given_openai_answers_prose_when_analysing_then_terminal_error(
         openai_analyse(fake)
 
 
-@pytest.mark.xfail(strict=True, raises=json.JSONDecodeError, reason=(
-    "BUG vision.py openai_analysis: unlike anthropic_analysis it does not catch the "
-    "json.JSONDecodeError the SDK raises for a non-JSON 200 body"))
 def test_given_openai_non_json_200_when_analysing_then_retryable_error(
         fake: FakeProviders) -> None:
     fake.chat.script(*[not_json()] * 4)
@@ -548,9 +531,6 @@ def test_given_openai_non_json_200_when_analysing_then_retryable_error(
                                remaining_s=budget(10.0), base_url=fake.openai_base_url)
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError, reason=(
-    "BUG vision.py openai_analysis: with a non-JSON content-type the SDK returns the body as a "
-    "str, and `response.choices` raises AttributeError"))
 def test_given_openai_200_html_page_when_analysing_then_retryable_error(
         fake: FakeProviders) -> None:
     fake.chat.script(*[not_json(content_type="text/html")] * 4)

@@ -45,7 +45,7 @@ class Settings:
             event_bus=env("EVENT_BUS_NAME", "default"),
             parameter_prefix=env("PARAMETER_PREFIX", "/collections"),
             analyzer_provider=env("ANALYZER_PROVIDER", "anthropic"),
-            analyzer_model=env("ANALYZER_MODEL", "claude-sonnet-4-5"),
+            analyzer_model=env("ANALYZER_MODEL", "claude-sonnet-4-6"),
             embedding_provider=env("EMBEDDING_PROVIDER", "voyage"),
             embedding_model=env("EMBEDDING_MODEL", "voyage-3.5"),
             image_processed_source=env("IMAGE_PROCESSED_SOURCE", "collections.imageprocessor"),
