@@ -1,0 +1,116 @@
+"""The analyzer and embedder with their real providers' SDKs, pointed at fake provider servers
+on 127.0.0.1, inside the provisioned pipeline (moto + PostgreSQL)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests import images
+from tests.fakes.providers import FakeProviders, invalid_analysis, overloaded, rate_limited
+
+CANARY_ANTHROPIC = "sk-ant-canary-7f3e9a1b2c4d5e6f"
+CANARY_VOYAGE = "pa-canary-0a1b2c3d4e5f6789"
+
+
+@pytest.fixture
+def providers(pipeline, monkeypatch: pytest.MonkeyPatch) -> Any:
+    ssm = pipeline.client("ssm")
+    ssm.put_parameter(Name="/collections/ANTHROPIC_API_KEY", Value=CANARY_ANTHROPIC,
+                      Type="SecureString", Overwrite=True)
+    ssm.put_parameter(Name="/collections/VOYAGE_API_KEY", Value=CANARY_VOYAGE,
+                      Type="SecureString", Overwrite=True)
+    with FakeProviders() as fake:
+        monkeypatch.setenv("ANALYZER_PROVIDER", "anthropic")
+        monkeypatch.setenv("ANALYZER_MODEL", "claude-sonnet-4-6")
+        monkeypatch.setenv("EMBEDDING_PROVIDER", "voyage")
+        monkeypatch.setenv("EMBEDDING_MODEL", "voyage-3.5")
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.anthropic_base_url)
+        monkeypatch.setenv("VOYAGE_BASE_URL", fake.voyage_base_url)
+        monkeypatch.setenv("PROVIDER_TIMEOUT_S", "5")
+        yield fake
+
+
+def analyzed_rows(db: Any) -> int:
+    return int(db.execute("SELECT count(*) FROM analyses").fetchone()[0])
+
+
+def all_log_text(results: dict[str, Any]) -> str:
+    return "\n".join(msg for r in results.values() for _, msg in r.log_events)
+
+
+def test_real_providers_store_the_analysis_and_a_voyage_embedding(pipeline, db, providers):
+    results = pipeline.run_to_end("user123/kayak.jpg", images.photo(2400, 1600))
+
+    assert all(r.ok for r in results.values()), results
+    row = db.execute("SELECT category, summary, provider, model FROM analyses"
+                     " WHERE item_id = 'kayak'").fetchone()
+    assert row == ("photo", "A red kayak on a calm lake at sunrise.", "anthropic",
+                   "claude-sonnet-4-6")
+    emb = db.execute("SELECT embedding_model, embedding_dimensions, vector_dims(embedding)"
+                     " FROM embeddings WHERE item_id = 'kayak'").fetchone()
+    assert emb == ("voyage-3.5", 1024, 1024)
+    sent = providers.messages.last.body
+    image = sent["messages"][0]["content"][0]["source"]
+    assert image["media_type"] == "image/jpeg"
+    assert sent["tool_choice"] == {"type": "tool", "name": "record_analysis"}
+    # Downscaled to what the model accepts before sending.
+    import base64
+    import io
+
+    from PIL import Image
+    with Image.open(io.BytesIO(base64.b64decode(image["data"]))) as im:
+        assert max(im.size) <= 1568
+    assert providers.embeddings.last.body["truncation"] is False
+    assert providers.messages.last.api_key == CANARY_ANTHROPIC
+
+
+def test_throttling_and_overload_are_retried_within_the_invocation(pipeline, db, providers):
+    providers.messages.script(rate_limited(retry_after=0.2), overloaded())
+    results = pipeline.run_to_end("user123/busy.jpg", images.photo())
+    assert results["analyzer"].ok and results["analyzer"].result["status"] == "analyzed"
+    assert len(providers.messages.requests) == 3
+    assert analyzed_rows(db) == 1
+
+
+def test_throttling_beyond_the_time_budget_is_left_to_lambdas_retry(pipeline, db, providers):
+    providers.messages.script(rate_limited(retry_after=600))
+    pipeline.upload("user123/slow.jpg", images.photo())
+    for event in pipeline.s3_events():
+        assert pipeline.invoke("processor", event).ok
+    [event] = pipeline.receive("analyzer")
+    result = pipeline.invoke("analyzer", event)
+    assert not result.ok and result.error_type == "RetryableError"
+    assert analyzed_rows(db) == 0
+    assert pipeline.receive("analyzer", dlq=True, wait=0) == []
+
+
+def test_a_malformed_analysis_is_rejected_without_writing(pipeline, db, providers):
+    providers.messages.script(invalid_analysis())
+    results = pipeline.run_to_end("user123/odd.jpg", images.photo())
+    assert results["analyzer"].result["status"] == "failed"
+    assert "analysis" in results["analyzer"].result["reason"]
+    assert analyzed_rows(db) == 0
+    assert "embedder" not in results
+    [dead] = pipeline.receive("analyzer", dlq=True)
+    assert dead["requestPayload"]["detail"]["item_id"] == "odd"
+
+
+def test_no_secret_value_appears_in_any_log_line(pipeline, db, providers):
+    providers.messages.script(rate_limited(retry_after=0.1))
+    results = pipeline.run_to_end("user123/secret.jpg", images.photo())
+    assert all(r.ok for r in results.values())
+    text = all_log_text(results)
+    assert "RequestId" in text and "Embedding stored in pgvector" in text
+    for secret in (CANARY_ANTHROPIC, CANARY_VOYAGE, "canary"):
+        assert secret not in text
+
+
+def test_a_missing_provider_key_is_a_clear_configuration_error(pipeline, db, providers):
+    pipeline.client("ssm").delete_parameter(Name="/collections/ANTHROPIC_API_KEY")
+    results = pipeline.run_to_end("user123/nokey.jpg", images.photo())
+    result = results["analyzer"]
+    assert result.ok and result.result["status"] == "failed"
+    assert result.result["reason"] == "SSM parameter /collections/ANTHROPIC_API_KEY does not exist"
+    assert "collections secrets put ANTHROPIC_API_KEY" in all_log_text(results)
