@@ -89,6 +89,7 @@ def run(state_dir: Path) -> None:
     dispatcher = Dispatcher(session, env, resources.queue_urls, resources.dlq_urls)
     dispatcher.start()
 
+    _beat(state_dir, dispatcher)  # before "ready", so status never sees a missing heartbeat
     state = LocalState(
         pid=os.getpid(), ready=True, endpoint_url=endpoint, region=region,
         account=LOCAL_ACCOUNT, database_url=database_url, embedded_database=pg is not None,
@@ -104,11 +105,8 @@ def run(state_dir: Path) -> None:
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    heartbeat = state_dir / "heartbeat"
     while not stopping.wait(1.0):
-        beat = {"time": time.time(), "dispatcher": dispatcher.alive(),
-                "invocations": dispatcher.invocations}
-        heartbeat.write_text(json.dumps(beat))
+        _beat(state_dir, dispatcher)
 
     log.info("stopping")
     dispatcher.stop()
@@ -116,6 +114,14 @@ def run(state_dir: Path) -> None:
     if pg is not None:
         pg.cleanup()
     log.info("stopped")
+
+
+def _beat(state_dir: Path, dispatcher: Any) -> None:
+    beat = {"time": time.time(), "dispatcher": dispatcher.alive(),
+            "invocations": dispatcher.invocations}
+    tmp = state_dir / "heartbeat.tmp"
+    tmp.write_text(json.dumps(beat))
+    os.replace(tmp, state_dir / "heartbeat")
 
 
 def main() -> None:

@@ -1,0 +1,142 @@
+"""The installed `collections` CLI, driven as a subprocess against a real local cloud: the
+README's main job, the guide's SQL, secrets that never leak, and a crashed part reported."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import images
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "samples" / "test-image.jpg"
+CANARY = "sk-ant-e2e-canary-5b7c9d1e3f"
+
+
+def run(env: dict[str, str], *args: str, input: str | None = None,
+        timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "collections_ops", *args], env=env,
+                          input=input, capture_output=True, text=True, timeout=timeout,
+                          check=False)
+
+
+@pytest.fixture(scope="module")
+def cli_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    state = tmp_path_factory.mktemp("state")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update({"COLLECTIONS_STATE_DIR": str(state), "NO_COLOR": "1", "COLUMNS": "200",
+                "COLLECTIONS_ENV": "local"})
+    env.pop("DATABASE_URL", None) if os.environ.get("COLLECTIONS_E2E_EMBEDDED") else None
+    started = run(env, "deploy", "local")
+    assert started.returncode == 0, started.stderr
+    yield env
+    run(env, "destroy", "local")
+
+
+def test_deploying_twice_is_harmless(cli_env):
+    again = run(cli_env, "deploy", "local")
+    assert again.returncode == 0
+    assert "already running" in again.stdout
+
+
+def test_status_json_describes_the_local_cloud(cli_env):
+    result = run(cli_env, "status", "--env", "local", "--json")
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert status["endpoint_url"].startswith("http://127.0.0.1:")
+    assert status["region"] == "us-east-1"
+    assert status["buckets"]["images"] == "collections-images-local-123456789012"
+    assert status["database_url"].startswith("postgresql://")
+    assert status["functions"] == {
+        "processor": "collections-local-ImageProcessorLambda",
+        "analyzer": "collections-local-AnalyzerLambda",
+        "embedder": "collections-local-EmbedderLambda"}
+    assert all(part["up"] for part in status["parts"].values()), status["parts"]
+
+
+def test_the_main_job_uploads_follows_and_verifies_the_sample(cli_env):
+    upload = run(cli_env, "test-upload", str(SAMPLE), "--user", "user123", "--follow",
+                 "--timeout", "60")
+    assert upload.returncode == 0, upload.stdout + upload.stderr
+    for stage in ("thumbnail", "analysis", "embedding"):
+        assert f"✓ {stage} in" in upload.stdout
+    assert "Embedding stored in pgvector" in upload.stdout
+
+    verify = run(cli_env, "verify", "test-image", "--env", "local", "--json")
+    assert verify.returncode == 0, verify.stderr
+    report = json.loads(verify.stdout)
+    assert report["ok"] is True
+    assert report["analysis"]["category"] and report["analysis"]["summary"]
+    assert report["embedding"]["stored_dimensions"] == report["embedding"]["embedding_dimensions"]
+
+    import psycopg
+    status = json.loads(run(cli_env, "status", "--json").stdout)
+    with psycopg.connect(status["database_url"]) as conn:
+        assert conn.execute("SELECT * FROM items WHERE id = 'test-image'").fetchall()
+        assert conn.execute("SELECT id, item_id, category, summary FROM analyses"
+                            " WHERE item_id = 'test-image'").fetchall()
+        assert conn.execute("SELECT id, item_id, embedding_model, embedding_dimensions"
+                            " FROM embeddings WHERE item_id = 'test-image'").fetchall()
+
+
+def test_a_failing_stage_is_named_with_its_own_exit_code(cli_env, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(images.truncated(images.photo(1200, 900)))
+    result = run(cli_env, "test-upload", str(broken), "--follow", "--timeout", "30")
+    assert result.returncode == 7, result.stdout + result.stderr
+    assert "the thumbnail stage failed" in result.stderr
+    assert "corrupt or truncated" in result.stderr
+
+
+def test_verify_of_a_missing_item_is_a_clear_not_found(cli_env):
+    result = run(cli_env, "verify", "no-such-item")
+    assert result.returncode == 3
+    assert "no row in items with id = 'no-such-item'" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_a_secret_put_through_stdin_never_appears_in_output(cli_env):
+    put = run(cli_env, "secrets", "put", "ANTHROPIC_API_KEY", "--stdin", input=CANARY + "\n")
+    assert put.returncode == 0, put.stderr
+    listed = run(cli_env, "secrets", "list", "--json")
+    assert listed.returncode == 0
+    entry = next(s for s in json.loads(listed.stdout) if s["name"] == "ANTHROPIC_API_KEY")
+    assert entry["present"] and entry["fingerprint"].startswith("sha256:")
+    for out in (put.stdout, put.stderr, listed.stdout, listed.stderr):
+        assert CANARY not in out
+    log = Path(cli_env["COLLECTIONS_STATE_DIR"], "local", "daemon.log").read_text()
+    assert CANARY not in log
+
+
+def test_an_unknown_environment_is_a_configuration_error(cli_env):
+    result = run(cli_env, "verify", "x", "--env", "staging")
+    assert result.returncode == 10
+    assert "unknown environment 'staging'" in result.stderr
+
+
+def test_zz_a_crashed_local_cloud_is_reported_and_destroy_cleans_up(cli_env):
+    status = json.loads(run(cli_env, "status", "--json").stdout)
+    state = json.loads(Path(status["state_dir"], "state.json").read_text())
+    os.kill(state["pid"], signal.SIGKILL)
+    time.sleep(0.5)
+    result = run(cli_env, "status", "--json", timeout=30)
+    assert result.returncode == 4
+    report = json.loads(result.stdout)
+    assert report["parts"]["daemon"]["up"] is False
+    assert "degraded" in result.stderr
+
+    destroyed = run(cli_env, "destroy", "local")
+    assert destroyed.returncode == 0
+    assert not Path(status["state_dir"]).exists()
+    from collections_ops.localcloud.manager import pid_alive
+
+    assert state["pg_pid"] and not pid_alive(state["pg_pid"]), "destroy stops the orphan"
