@@ -30,17 +30,17 @@ demo: setup
 	$(BIN)/collections test-upload samples/test-image.jpg --user user123 --follow --env local
 	$(BIN)/collections verify test-image --user user123 --env local
 
-test: setup
+test: setup lint typecheck
 	$(BIN)/python -m pytest
 
 lint: setup
 	$(BIN)/ruff check src lambdas tests bench infrastructure
-	$(BIN)/ruff format --check src lambdas tests bench infrastructure || true
 
 typecheck: setup
 	$(BIN)/mypy src lambdas/shared
+	for fn in image_processor analyzer embedder; do $(BIN)/mypy lambdas/$$fn || exit 1; done
 
-check: lint typecheck test
+check: test
 
 bench: setup
 	$(BIN)/python bench/run_all.py

@@ -71,6 +71,7 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def migrated_db(database_url: str) -> str:
     import psycopg
+
     from collections_core import migrate
 
     with psycopg.connect(database_url) as conn:
@@ -152,12 +153,12 @@ def pipeline(moto_endpoint: str, migrated_db: str, db: Any,
     import urllib.request
 
     import boto3
-    from collections_core import state
 
+    from collections_core import state
     from collections_ops.localcloud.provision import provision
     from collections_ops.pipeline import LOCAL_ACCOUNT, common_env, environment
 
-    urllib.request.urlopen(urllib.request.Request(  # noqa: S310 - loopback moto
+    urllib.request.urlopen(urllib.request.Request(
         f"{moto_endpoint}/moto-api/reset", method="POST"), timeout=10).read()
     env = environment("local")
     session = boto3.session.Session(region_name="us-east-1")

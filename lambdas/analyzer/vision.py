@@ -214,14 +214,16 @@ def anthropic_analysis(jpeg: bytes, *, api_key: str, model: str, remaining_s: Ca
         "type": "base64", "media_type": "image/jpeg",
         "data": base64.b64encode(jpeg).decode("ascii")}}
 
+    request: dict[str, Any] = {
+        "model": model, "max_tokens": 1500, "tools": [tool],
+        "tool_choice": {"type": "tool", "name": "record_analysis"},
+        "messages": [{"role": "user", "content": [image_block,
+                                                  {"type": "text", "text": PROMPT}]}],
+    }
+
     def attempt(timeout: float) -> dict[str, Any]:
         try:
-            message = client.with_options(timeout=timeout).messages.create(
-                model=model, max_tokens=1500, tools=[tool],  # type: ignore[list-item]
-                tool_choice={"type": "tool", "name": "record_analysis"},
-                messages=[{"role": "user", "content": [image_block,  # type: ignore[list-item]
-                                                       {"type": "text", "text": PROMPT}]}],
-            )
+            message = client.with_options(timeout=timeout).messages.create(**request)
         except anthropic.APIError as exc:
             raise _attempt_errors(exc, "anthropic") from None
         except json.JSONDecodeError:
@@ -245,17 +247,18 @@ def openai_analysis(jpeg: bytes, *, api_key: str, model: str, remaining_s: Calla
 
     client = openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0)
     data_url = "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
+    request: dict[str, Any] = {
+        "model": model,
+        "response_format": {"type": "json_schema", "json_schema": {
+            "name": "analysis", "schema": ANALYSIS_SCHEMA, "strict": False}},
+        "messages": [{"role": "user", "content": [
+            {"type": "text", "text": PROMPT},
+            {"type": "image_url", "image_url": {"url": data_url}}]}],
+    }
 
     def attempt(timeout: float) -> dict[str, Any]:
         try:
-            response = client.with_options(timeout=timeout).chat.completions.create(
-                model=model,
-                response_format={"type": "json_schema", "json_schema": {  # type: ignore[typeddict-item]
-                    "name": "analysis", "schema": ANALYSIS_SCHEMA, "strict": False}},
-                messages=[{"role": "user", "content": [  # type: ignore[list-item, misc]
-                    {"type": "text", "text": PROMPT},
-                    {"type": "image_url", "image_url": {"url": data_url}}]}],
-            )
+            response = client.with_options(timeout=timeout).chat.completions.create(**request)
         except openai.APIError as exc:
             raise _attempt_errors(exc, "openai") from None
         except json.JSONDecodeError:

@@ -13,6 +13,7 @@ Dimensions belong to the model and are stored with every vector.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import os
 import re
@@ -48,7 +49,7 @@ def document_text(analysis: dict[str, Any]) -> str:
 
 def local_embed(text: str, dimensions: int = LOCAL_DIMENSIONS) -> list[float]:
     words = _TOKEN.findall(text.lower())
-    features = words + [f"{a}_{b}" for a, b in zip(words, words[1:], strict=False)]
+    features = words + [f"{a}_{b}" for a, b in itertools.pairwise(words)]
     vector = [0.0] * dimensions
     for feature in features:
         digest = hashlib.blake2b(feature.encode(), digest_size=8).digest()

@@ -31,7 +31,9 @@ def _file_settings() -> dict[str, Any]:
 def default_state_root() -> Path:
     # Not under $HOME: the embedded PostgreSQL, run as root, opens up every parent folder
     # of its data directory to other users.
-    return Path(os.environ.get("TMPDIR", "/tmp")) / f"collections-{os.getuid()}"
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / f"collections-{os.getuid()}"
 
 
 @dataclass(frozen=True)

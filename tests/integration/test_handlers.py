@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import threading
-from urllib.parse import unquote_plus
 from typing import Any
+from urllib.parse import unquote_plus
 
 import pytest
 

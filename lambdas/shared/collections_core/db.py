@@ -7,6 +7,7 @@ rather than lost. Every statement is parameterized.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -79,10 +80,8 @@ def transaction() -> Iterator[Any]:
             yield cur
     except psycopg.OperationalError as exc:
         state.forget("db")
-        try:
+        with contextlib.suppress(Exception):  # the connection is already gone
             conn.close()
-        except Exception:  # noqa: S110 - the connection is already gone
-            pass
         raise RetryableError(f"database error: {_first_line(exc)}") from None
     except psycopg.errors.QueryCanceled as exc:
         raise RetryableError(f"database statement timed out: {_first_line(exc)}") from None

@@ -14,7 +14,7 @@ LOCK_ID = 4_242_001  # pg_advisory_xact_lock key for migrations
 
 def migrations() -> list[tuple[str, str]]:
     folder = resources.files("collections_core") / "migrations"
-    files = sorted(p for p in folder.iterdir() if p.name.endswith(".sql"))
+    files = sorted((p for p in folder.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name)
     return [(p.name.removesuffix(".sql"), p.read_text(encoding="utf-8")) for p in files]
 
 

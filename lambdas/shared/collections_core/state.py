@@ -20,7 +20,7 @@ def cached(key: str, factory: Callable[[], T]) -> T:
     _local.store = store
     if key not in store:
         store[key] = factory()
-    return store[key]  # type: ignore[no-any-return]
+    return store[key]  # type: ignore[no-any-return,unused-ignore]
 
 
 def forget(key: str) -> None:

@@ -46,7 +46,7 @@ def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks."
     _debug = debug or bool(os.environ.get("COLLECTIONS_DEBUG"))
 
 
-def _context(env: str | None, profile: str | None = None, region: str | None = None):  # noqa: ANN202
+def _context(env: str | None, profile: str | None = None, region: str | None = None):
     from collections_ops.context import Context
 
     return Context(env, profile=profile, region=region)
@@ -226,9 +226,10 @@ def test_upload(
     progress = render_follow(following.follow(follower, timeout_s=timeout), as_json=as_json)
     if progress.failed:
         stage = progress.failed
+        key = stage.function.key if stage.function else "all"
         raise errors.CliError(f"the {stage.name} stage failed: {stage.detail}",
-                              f"see `collections logs {stage.function.key if stage.function else ''}"
-                              f" --item {up.item_id}`", exit_code=errors.ExitCode.STAGE_FAILED)
+                              f"see `collections logs {key} --item {up.item_id}`",
+                              exit_code=errors.ExitCode.STAGE_FAILED)
     if not progress.complete:
         stage = progress.current
         raise errors.CliError(f"timed out after {timeout:.0f} s waiting for the {stage.name} stage"
@@ -304,6 +305,7 @@ def main() -> None:
             sys.exit(mapped.exit_code)
         if _debug:
             raise
-        ui.error(f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        ui.error(f"unexpected {type(exc).__name__}: {first_line}",
                  "rerun with --debug for the traceback")
         sys.exit(errors.ExitCode.FAILURE)

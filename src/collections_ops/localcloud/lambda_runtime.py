@@ -36,14 +36,15 @@ def load_handler(fn: Function) -> Callable[[Any, Any], Any]:
                                                       for f in _all_functions())):
                 if str(folder) not in sys.path:
                     sys.path.insert(0, str(folder))
-            module_name, _, attr = fn.handler.rpartition(".")
+            module_name = fn.handler.rpartition(".")[0]
             path = paths.lambda_code_dir(fn.code_dir) / f"{module_name}.py"
             spec = importlib.util.spec_from_file_location(f"collections_fn_{fn.key}", path)
             assert spec and spec.loader
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
             _loaded[fn.key] = module
-    return getattr(module, fn.handler.rpartition(".")[2])  # type: ignore[no-any-return]
+    handler: Callable[[Any, Any], Any] = getattr(module, fn.handler.rpartition(".")[2])
+    return handler
 
 
 def _all_functions() -> tuple[Function, ...]:

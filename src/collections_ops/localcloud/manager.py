@@ -7,6 +7,7 @@ up, the embedded PostgreSQL it left behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -161,10 +162,8 @@ def status(state_dir: Path) -> dict[str, Any]:
     parts.append(PartStatus("aws", *_check_endpoint(state.endpoint_url)))
     parts.append(PartStatus("database", *_check_database(state.database_url)))
     beat: dict[str, Any] = {}
-    try:
+    with contextlib.suppress(OSError, json.JSONDecodeError):
         beat = json.loads((state_dir / "heartbeat").read_text())
-    except (OSError, json.JSONDecodeError):
-        pass
     fresh = bool(beat) and time.time() - float(beat.get("time", 0)) < HEARTBEAT_STALE_S
     dispatcher_up = daemon_up and fresh and bool(beat.get("dispatcher"))
     parts.append(PartStatus("dispatcher", dispatcher_up,

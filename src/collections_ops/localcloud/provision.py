@@ -6,6 +6,7 @@ Lambda target from `put_events`); the dispatcher drains those queues into the ha
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -43,10 +44,8 @@ def provision(session: Any, env: Environment, *, account: str, database_url: str
         queue_urls[fn.key] = url
         queue_arns[fn.key] = sqs.get_queue_attributes(
             QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        try:
+        with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
             logs.create_log_group(logGroupName=fn.log_group(env.name))
-        except logs.exceptions.ResourceAlreadyExistsException:
-            pass
         logs.put_retention_policy(logGroupName=fn.log_group(env.name),
                                   retentionInDays=env.log_retention_days)
 

@@ -67,5 +67,5 @@ def list_secrets(ssm: Any, env: Environment) -> list[SecretInfo]:
             spec.name, spec.parameter_name(prefix), param is not None, spec.name in required,
             fingerprint(param["Value"]) if param else None,
             int(param["Version"]) if param else None,
-            modified.isoformat() if hasattr(modified, "isoformat") else None))
+            modified.isoformat() if modified is not None else None))
     return out

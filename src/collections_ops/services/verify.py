@@ -84,7 +84,8 @@ def verify(conn: Any, s3: Any, item_id: str, *, user_id: str | None = None) -> V
                 f"s3://{item['thumbnail_bucket']}/{item['thumbnail_key']} "
                 f"({head['ContentLength']} bytes)"))
         except Exception as exc:
-            report.checks.append(Check("thumbnail", False, f"not found in S3 ({type(exc).__name__})"))
+            report.checks.append(Check("thumbnail", False,
+                                       f"not found in S3 ({type(exc).__name__})"))
     else:
         report.checks.append(Check("thumbnail", False, "the item records no thumbnail"))
 
