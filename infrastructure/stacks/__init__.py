@@ -1,0 +1,1 @@
+"""The collections CDK app: one construct per concern, composed into stacks per environment."""

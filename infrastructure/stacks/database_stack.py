@@ -1,0 +1,160 @@
+"""`CollectionsDatabaseStack-<env>` (database mode `rds` only): a private PostgreSQL 16 for
+the pipeline, reachable only from the functions' security group.
+
+RDS for PostgreSQL 16 ships pgvector; the pipeline's migrations run `CREATE EXTENSION vector`.
+The functions still read `/collections/DATABASE_URL` from SSM like in the `existing` mode --
+CloudFormation cannot write SecureString parameters, so the operator stores the URL built from
+the outputs below (`collections secrets put DATABASE_URL`).
+
+In the `existing` mode this stack is not created and the functions run outside any VPC.
+"""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_rds as rds
+from constructs import Construct
+
+from collections_ops import pipeline
+from stacks import nag
+from stacks.function import FunctionNetwork, log_retention
+from stacks.settings import Deployment
+
+DATABASE_NAME = pipeline.PROJECT
+DATABASE_USER = pipeline.PROJECT
+POSTGRES_PORT = 5432
+BACKUP_RETENTION = cdk.Duration.days(7)
+# A current 16.x minor (a bare "16" is deprecated for new instances); minor upgrades then apply
+# automatically in the maintenance window.
+POSTGRES_VERSION = rds.PostgresEngineVersion.VER_16_13
+AVAILABILITY_ZONES = 2
+
+
+class DatabaseStack(cdk.Stack):
+    @property
+    def availability_zones(self) -> list[str]:
+        # Resolved by CloudFormation (Fn::GetAZs), so synth needs no AWS credentials or
+        # context lookups and no zone name is hard-coded.
+        return [cdk.Fn.select(i, cdk.Fn.get_azs()) for i in range(AVAILABILITY_ZONES)]
+
+    def __init__(self, scope: Construct, construct_id: str, *, deployment: Deployment) -> None:
+        super().__init__(
+            scope, construct_id,
+            stack_name=deployment.stack_name("Database"),
+            env=deployment.cdk_environment,
+            description=f"collections image pipeline ({deployment.name}): network and "
+                        "PostgreSQL 16 with pgvector",
+        )
+        production = deployment.is_production
+        flow_logs = logs.LogGroup(
+            self, "FlowLogs",
+            retention=log_retention(deployment.settings.log_retention_days),
+            removal_policy=cdk.RemovalPolicy.DESTROY,
+        )
+        self.vpc = ec2.Vpc(
+            self, "Vpc",
+            max_azs=AVAILABILITY_ZONES,
+            # Functions call SSM, S3, EventBridge and the model providers' APIs on the internet.
+            nat_gateways=2 if production else 1,
+            subnet_configuration=[
+                ec2.SubnetConfiguration(name="Public", subnet_type=ec2.SubnetType.PUBLIC,
+                                        cidr_mask=24),
+                ec2.SubnetConfiguration(name="Functions",
+                                        subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS,
+                                        cidr_mask=22),
+                ec2.SubnetConfiguration(name="Database",
+                                        subnet_type=ec2.SubnetType.PRIVATE_ISOLATED,
+                                        cidr_mask=24),
+            ],
+            # Nothing is ever placed in the default security group; restricting it would need
+            # a custom-resource Lambda in this stack.
+            restrict_default_security_group=False,
+            flow_logs={"All": ec2.FlowLogOptions(
+                destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_logs),
+                traffic_type=ec2.FlowLogTrafficType.ALL,
+            )},
+        )
+        # Image downloads and thumbnail writes stay off the NAT gateway (and its per-GB cost).
+        self.vpc.add_gateway_endpoint("S3Endpoint", service=ec2.GatewayVpcEndpointAwsService.S3)
+
+        self.functions_security_group = ec2.SecurityGroup(
+            self, "FunctionsSecurityGroup", vpc=self.vpc,
+            description="collections pipeline functions", allow_all_outbound=True,
+        )
+        database_security_group = ec2.SecurityGroup(
+            self, "DatabaseSecurityGroup", vpc=self.vpc,
+            description="collections PostgreSQL: only the pipeline functions may connect",
+            allow_all_outbound=False,
+        )
+        database_security_group.add_ingress_rule(
+            self.functions_security_group, ec2.Port.tcp(POSTGRES_PORT),
+            "PostgreSQL from the pipeline functions",
+        )
+
+        engine = rds.DatabaseInstanceEngine.postgres(version=POSTGRES_VERSION)
+        self.instance = rds.DatabaseInstance(
+            self, "Database",
+            engine=engine,
+            instance_type=ec2.InstanceType.of(ec2.InstanceClass.T4G,
+                                              ec2.InstanceSize.SMALL if production
+                                              else ec2.InstanceSize.MICRO),
+            vpc=self.vpc,
+            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED),
+            security_groups=[database_security_group],
+            port=POSTGRES_PORT,
+            database_name=DATABASE_NAME,
+            credentials=rds.Credentials.from_generated_secret(DATABASE_USER),
+            parameter_group=rds.ParameterGroup(
+                self, "Parameters", engine=engine,
+                parameters={"rds.force_ssl": "1"},
+            ),
+            storage_encrypted=True,
+            allocated_storage=20,
+            max_allocated_storage=200,
+            multi_az=production,
+            deletion_protection=production,
+            backup_retention=BACKUP_RETENTION,
+            auto_minor_version_upgrade=True,
+            publicly_accessible=False,
+            removal_policy=cdk.RemovalPolicy.SNAPSHOT,
+        )
+        self.network = FunctionNetwork(vpc=self.vpc,
+                                       security_group=self.functions_security_group)
+
+        nag.acknowledge(
+            self.instance, "AwsSolutions-RDS11",
+            "Port 5432 is reachable only from the functions' security group inside a VPC with "
+            "no public path to the isolated database subnets; a non-default port would add no "
+            "protection.",
+        )
+        if self.instance.secret is not None:
+            nag.acknowledge(  # the generated secret is a child of the instance construct
+                self.instance, "AwsSolutions-SMG4",
+                "The functions read DATABASE_URL from SSM, not this secret; rotating the secret "
+                "without rewriting that parameter would break the pipeline. Rotation lands "
+                "with the rotation Lambda that updates both.",
+            )
+        if not production:
+            nag.acknowledge(
+                self.instance, "AwsSolutions-RDS3",
+                "Non-production database: a single-AZ instance is an accepted availability "
+                "trade-off for development; production runs multi-AZ.",
+            )
+            nag.acknowledge(
+                self.instance, "AwsSolutions-RDS10",
+                "Non-production database: deletion protection is off so the environment can be "
+                "torn down; removal still takes a final snapshot. Production is protected.",
+            )
+
+        cdk.CfnOutput(self, "DatabaseEndpoint", value=self.instance.db_instance_endpoint_address)
+        cdk.CfnOutput(self, "DatabasePort", value=self.instance.db_instance_endpoint_port)
+        cdk.CfnOutput(self, "DatabaseName", value=DATABASE_NAME)
+        if self.instance.secret is not None:
+            cdk.CfnOutput(
+                self, "DatabaseSecretArn", value=self.instance.secret.secret_arn,
+                description=("Username/password for DATABASE_URL: "
+                             f"postgresql://<user>:<password>@<endpoint>:<port>/{DATABASE_NAME}"
+                             "?sslmode=require -> collections secrets put DATABASE_URL"),
+            )
