@@ -3,7 +3,7 @@
 Only formats on the allow-list are opened (a PDF or EPS renamed `.jpg` is refused before any
 decoder runs); pixel counts are checked from the header before decoding, and Pillow's
 decompression-bomb warning is an error here. Thumbnails decode JPEGs at reduced size (`draft`),
-which is several times faster than a full decode for large photos.
+which saves most of the decode and resize work for large photos (figures in docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -113,6 +113,22 @@ def _camera(im: Any) -> str | None:
     return camera[:80] or None
 
 
+# A thumbnail's long edge may come out up to this much under the requested size when that lets
+# libjpeg decode at the next smaller scale (a 4000 px photo gives 500 px, not 512, at 1/8).
+DRAFT_TOLERANCE = 0.9
+
+
+def _draft(im: Any, max_edge: int) -> None:
+    """Ask libjpeg to decode at 1/8, 1/4 or 1/2 scale: the smallest whose long edge still
+    reaches DRAFT_TOLERANCE of `max_edge`. Decoding dominates the cost of a thumbnail."""
+    width, height = im.size
+    for scale in (8, 4, 2):
+        if max(width, height) / scale >= max_edge * DRAFT_TOLERANCE:
+            im.draft("RGB" if im.mode == "RGB" else None,
+                     (-(-width // scale), -(-height // scale)))
+            return
+
+
 def render_small(data: bytes, max_edge: int, *, quality: int = 82) -> tuple[Rendered, Source]:
     """Decode at reduced size, fit within `max_edge`, respect EXIF orientation, encode JPEG."""
     im = open_image(data)
@@ -127,9 +143,10 @@ def render_small(data: bytes, max_edge: int, *, quality: int = 82) -> tuple[Rend
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", _pil().DecompressionBombWarning)
-            # On a freshly opened JPEG, thumbnail() uses draft(): reduced-size decoding.
             small = im.copy() if source_format == "GIF" else im
-            small.thumbnail((max_edge, max_edge), reducing_gap=2.0)
+            if source_format == "JPEG":
+                _draft(small, max_edge)
+            small.thumbnail((max_edge, max_edge), reducing_gap=None)
             small = to_rgb(small)
     except (OSError, SyntaxError, ValueError) as exc:
         raise TerminalError(f"image data is corrupt or truncated: {exc}") from None

@@ -22,10 +22,11 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: rich's help renderer costs ~100 ms of start-up
 )
 secrets_app = typer.Typer(help="SSM SecureString secrets the functions read.",
-                          no_args_is_help=True)
-db_app = typer.Typer(help="The PostgreSQL schema.", no_args_is_help=True)
+                          no_args_is_help=True, rich_markup_mode=None)
+db_app = typer.Typer(help="The PostgreSQL schema.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(secrets_app, name="secrets")
 app.add_typer(db_app, name="db")
 
@@ -289,14 +290,14 @@ def main() -> None:
         ui.error("interrupted", None)
         sys.exit(130)
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(errors.ExitCode.USAGE)
-        if isinstance(exc, click.exceptions.Abort):
+        # typer raises the exceptions of the click copy it bundles: match them by name.
+        kinds = {c.__name__ for c in type(exc).__mro__}
+        if "Exit" in kinds:
+            sys.exit(getattr(exc, "exit_code", 0))
+        if "ClickException" in kinds:
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(getattr(exc, "exit_code", errors.ExitCode.USAGE) or errors.ExitCode.USAGE)
+        if "Abort" in kinds:
             ui.error("aborted", None)
             sys.exit(130)
         mapped = errors.from_botocore(exc)
