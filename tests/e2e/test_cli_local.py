@@ -93,7 +93,7 @@ def test_a_failing_stage_is_named_with_its_own_exit_code(cli_env, tmp_path):
     broken.write_bytes(images.truncated(images.photo(1200, 900)))
     result = run(cli_env, "test-upload", str(broken), "--follow", "--timeout", "30")
     assert result.returncode == 7, result.stdout + result.stderr
-    assert "the thumbnail stage failed" in result.stderr
+    assert "the thumbnail stage (processor) failed" in result.stderr
     assert "corrupt or truncated" in result.stderr
 
 

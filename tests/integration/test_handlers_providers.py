@@ -114,3 +114,14 @@ def test_a_missing_provider_key_is_a_clear_configuration_error(pipeline, db, pro
     assert result.ok and result.result["status"] == "failed"
     assert result.result["reason"] == "SSM parameter /collections/ANTHROPIC_API_KEY does not exist"
     assert "collections secrets put ANTHROPIC_API_KEY" in all_log_text(results)
+
+
+def test_a_key_put_after_a_failure_is_used_by_the_next_invocation(pipeline, db, providers):
+    ssm = pipeline.client("ssm")
+    ssm.delete_parameter(Name="/collections/ANTHROPIC_API_KEY")
+    first = pipeline.run_to_end("user123/later.jpg", images.photo())
+    assert first["analyzer"].result["status"] == "failed"
+    ssm.put_parameter(Name="/collections/ANTHROPIC_API_KEY", Value=CANARY_ANTHROPIC,
+                      Type="SecureString", Overwrite=True)
+    second = pipeline.run_to_end("user123/later.jpg", images.photo(seed=5))
+    assert second["analyzer"].result["status"] == "analyzed"

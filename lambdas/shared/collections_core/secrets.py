@@ -17,13 +17,16 @@ def parameter_name(name: str) -> str:
 
 def get(name: str, *, required: bool = True) -> str | None:
     """Return the secret `name` (e.g. ANTHROPIC_API_KEY), or None if optional and absent."""
-    cache: dict[str, tuple[float, str | None]] = state.cached("secrets", dict)
+    cache: dict[str, tuple[float, str]] = state.cached("secrets", dict)
     hit = cache.get(name)
     if hit and time.monotonic() - hit[0] < TTL_SECONDS:
         value = hit[1]
     else:
         value = _fetch(name)
-        cache[name] = (time.monotonic(), value)
+        if value is not None:
+            # A missing parameter is not cached: once an operator puts it, the next
+            # invocation of a warm container sees it.
+            cache[name] = (time.monotonic(), value)
     if value is None and required:
         raise ConfigurationError(
             f"SSM parameter {parameter_name(name)} does not exist",

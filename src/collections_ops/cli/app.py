@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -36,6 +36,7 @@ EnvOption = Annotated[str | None, typer.Option(
 ProfileOption = Annotated[str | None, typer.Option("--profile", help="AWS profile.")]
 RegionOption = Annotated[str | None, typer.Option("--region", help="AWS region.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+OutputOption = Annotated[str, typer.Option("--output", "-o", help="table or json.")]
 
 _debug = False
 
@@ -94,31 +95,58 @@ def destroy(
 
 
 @app.command()
-def status(env: EnvOption = None, as_json: JsonOption = False) -> None:
-    """Show what is deployed and whether each part is up."""
-    ctx = _context(env)
-    if not ctx.is_local:
-        raise errors.CliError("status for AWS environments is not available yet",
-                              "use `collections status --env local`")
-    from collections_ops.localcloud import manager
+def status(env: EnvOption = None, as_json: JsonOption = False, output: OutputOption = "table",
+           profile: ProfileOption = None, region: RegionOption = None) -> None:
+    """The guide's Step 4 in one screen: functions, rules, notification, DLQs, parameters."""
+    from collections_ops.cli import render
+    from collections_ops.services import inspect
 
-    report = manager.status(ctx.state_dir)
+    as_json = as_json or output == "json"
+    ctx = _context(env, profile, region)
+    report: dict[str, Any] = {}
+    degraded: list[str] = []
+    if ctx.is_local:
+        from collections_ops.localcloud import manager
+
+        report = manager.status(ctx.state_dir)
+        degraded = [n for n, p in report["parts"].items() if not p["up"]]
+    if not degraded:
+        deployed = inspect.gather_status(ctx.client, ctx.env, account=ctx.account,
+                                         region=ctx.region)
+        report["deployment"] = deployed.as_dict()
     if as_json:
         ui.print_json(report)
     else:
-        ui.table(f"local cloud — {report['endpoint_url']}", ["part", "up", "detail"],
-                 [[name, ui.mark(p["up"]), p["detail"]] for name, p in report["parts"].items()])
-        ui.table(None, ["resource", "name"], [
-            ["images bucket", report["buckets"]["images"]],
-            ["thumbnails bucket", report["buckets"]["thumbnails"]],
-            *[[f"function ({k})", v] for k, v in report["functions"].items()],
-            ["database", "embedded PostgreSQL (pgvector)"],
-        ])
-    if not report["up"]:
-        down = ", ".join(n for n, p in report["parts"].items() if not p["up"])
-        raise errors.NotReady(f"the local cloud is degraded: {down} down",
+        render.status(report)
+    if degraded:
+        raise errors.NotReady(f"the local cloud is degraded: {', '.join(degraded)} down",
                               "restart it: `collections destroy local && "
                               "collections deploy local`")
+
+
+@app.command()
+def doctor(env: EnvOption = None, as_json: JsonOption = False, output: OutputOption = "table",
+           profile: ProfileOption = None, region: RegionOption = None) -> None:
+    """The guide's Troubleshooting section, automated: each check passed or failed, with the fix."""
+    from dataclasses import asdict
+
+    from collections_ops.services import inspect
+
+    ctx = _context(env, profile, region)
+    findings = inspect.doctor(ctx.client, ctx.env, account=ctx.account, region=ctx.region,
+                              connect=lambda: ctx.db)
+    if as_json or output == "json":
+        ui.print_json([asdict(f) for f in findings])
+    else:
+        ui.table(f"doctor ({ctx.env.name})", ["check", "ok", "detail", "fix"],
+                 [[f.check, "[yellow]![/yellow]" if not f.ok and f.severity == "warning"
+                   else ui.mark(f.ok), f.detail, f.fix or ""] for f in findings])
+    failed = [f for f in findings if not f.ok and f.severity == "error"]
+    if failed:
+        raise errors.CliError(f"{len(failed)} check(s) failed: "
+                              f"{', '.join(f.check for f in failed)}",
+                              "apply the fixes listed above",
+                              exit_code=errors.ExitCode.VERIFY_FAILED)
 
 
 # --------------------------------------------------------------------------- secrets
@@ -176,6 +204,150 @@ def secrets_list(env: EnvOption = None, as_json: JsonOption = False,
                i.fingerprint, i.version, i.last_modified] for i in infos])
 
 
+@secrets_app.command("import")
+def secrets_import(
+    dotenv: Annotated[Path, typer.Argument(help=".env file with KEY=VALUE lines.",
+                                           exists=True, dir_okay=False)],
+    env: EnvOption = None, profile: ProfileOption = None, region: RegionOption = None,
+) -> None:
+    """Write every known secret found in a .env file (unknown keys are ignored)."""
+    from collections_ops.services import secrets
+
+    ctx = _context(env, profile, region)
+    values = secrets.parse_dotenv(dotenv.read_text())
+    if not values:
+        raise errors.CliError(f"no known secrets in {dotenv}",
+                              "expected names like ANTHROPIC_API_KEY=…")
+    for name, value in values.items():
+        info = secrets.put(ctx.client("ssm"), ctx.env, name, value)
+        ui.ok(f"{info.parameter} written (version {info.version}, {info.fingerprint})")
+
+
+@secrets_app.command("verify")
+def secrets_verify(
+    env: EnvOption = None, as_json: JsonOption = False,
+    live: Annotated[bool, typer.Option("--live", help="Also ask each provider whether it "
+                                       "accepts its key.")] = False,
+    profile: ProfileOption = None, region: RegionOption = None,
+) -> None:
+    """Check that every parameter the functions need exists and decrypts."""
+    from dataclasses import asdict
+
+    from collections_ops.services import secrets
+
+    ctx = _context(env, profile, region)
+    verdicts = secrets.verify(ctx.client("ssm"), ctx.env, live=live)
+    if as_json:
+        ui.print_json([asdict(v) for v in verdicts])
+    else:
+        ui.table(f"secrets ({ctx.env.name})", ["parameter", "ok", "required", "detail"],
+                 [[v.parameter, ui.mark(v.ok), "yes" if v.required else "optional", v.detail]
+                  for v in verdicts])
+    bad = [v.name for v in verdicts if not v.ok]
+    if bad:
+        raise errors.ConfigError(f"secrets not usable: {', '.join(bad)}",
+                                 f"collections secrets put {bad[0]} --env {ctx.env.name}")
+
+
+@secrets_app.command("rm")
+def secrets_rm(name: Annotated[str, typer.Argument(help="Secret name.")],
+               env: EnvOption = None,
+               yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+               profile: ProfileOption = None, region: RegionOption = None) -> None:
+    """Delete a secret."""
+    from collections_ops.services import secrets
+
+    ctx = _context(env, profile, region)
+    if not yes and not typer.confirm(f"Delete {name.upper()} from {ctx.env.name}?"):
+        raise typer.Abort()
+    ui.ok(f"{secrets.remove(ctx.client('ssm'), ctx.env, name.upper())} deleted")
+
+
+# --------------------------------------------------------------------------- logs and events
+
+
+@app.command()
+def logs(
+    function: Annotated[str, typer.Argument(help="processor, analyzer, embedder or all.")]
+    = "all",
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")]
+    = False,
+    since: Annotated[str, typer.Option("--since", help="How far back: 30s, 10m, 2h, 1d.")]
+    = "10m",
+    filter_text: Annotated[str | None, typer.Option("--filter", help="Only lines containing "
+                                                    "this text.")] = None,
+    item: Annotated[str | None, typer.Option("--item", help="Only lines about this item id."
+                                             )] = None,
+    env: EnvOption = None, as_json: JsonOption = False,
+    profile: ProfileOption = None, region: RegionOption = None,
+) -> None:
+    """The three functions' logs in one ordered stream, one colour per function."""
+    from collections_ops.cli import render
+    from collections_ops.services import logs as logs_service
+
+    ctx = _context(env, profile, region)
+    functions = logs_service.select_functions(function)
+    groups = logs_service.resolve_log_groups(ctx.client("lambda"), ctx.env, functions)
+    reader = logs_service.LogReader(ctx.client("logs"), groups,
+                                    start_ms=logs_service.parse_since(since), text=filter_text,
+                                    item_id=item)
+    lines = logs_service.follow(reader) if follow else iter(reader.poll())
+    try:
+        for line in lines:
+            render.log_line(line, as_json=as_json)
+    except KeyboardInterrupt:
+        pass
+
+
+events_app = typer.Typer(help="Send the pipeline's events by hand.", no_args_is_help=True,
+                         rich_markup_mode=None)
+app.add_typer(events_app, name="events")
+
+
+@events_app.command("send")
+def events_send(
+    kind: Annotated[str, typer.Argument(help="ImageProcessed, AnalysisComplete, or guide "
+                                        "(the guide's manual test event).")],
+    detail: Annotated[str | None, typer.Option("--detail", help="JSON detail (overrides the "
+                                               "generated one).")] = None,
+    item: Annotated[str, typer.Option("--item", help="Item id for the generated detail.")]
+    = "test-image",
+    user: Annotated[str, typer.Option("--user", "-u", help="User id for the generated "
+                                      "detail.")] = "user123",
+    env: EnvOption = None, as_json: JsonOption = False,
+    profile: ProfileOption = None, region: RegionOption = None,
+) -> None:
+    """Build, validate and send one event; report a failed entry."""
+    import json as _json
+
+    from collections_ops.services import events as events_service
+
+    kinds = events_service.kinds()
+    if kind not in kinds:
+        raise errors.CliError(f"unknown event kind {kind!r}", f"one of {', '.join(kinds)}",
+                              exit_code=errors.ExitCode.USAGE)
+    ctx = _context(env, profile, region)
+    if detail is not None:
+        try:
+            body = _json.loads(detail)
+        except _json.JSONDecodeError as exc:
+            raise errors.CliError(f"--detail is not JSON: {exc.msg}",
+                                  exit_code=errors.ExitCode.USAGE) from None
+    else:
+        body = events_service.sample_detail(kind, images_bucket=ctx.images_bucket,
+                                            item_id=item, user_id=user)
+    body = events_service.validate(kinds[kind], body)
+    result = events_service.send(ctx.client("events"), kinds[kind], body)
+    if as_json:
+        ui.print_json({"detail_type": result.detail_type, "source": result.source,
+                       "detail": result.detail, "event_id": result.event_id,
+                       "error": result.error})
+    if result.error:
+        raise errors.CliError(f"EventBridge rejected the event: {result.error}")
+    if not as_json:
+        ui.ok(f"sent {result.source} / {result.detail_type} (event id {result.event_id})")
+
+
 # --------------------------------------------------------------------------- db
 
 
@@ -228,7 +400,7 @@ def test_upload(
     if progress.failed:
         stage = progress.failed
         key = stage.function.key if stage.function else "all"
-        raise errors.CliError(f"the {stage.name} stage failed: {stage.detail}",
+        raise errors.CliError(f"the {stage.name} stage ({key}) failed: {stage.detail}",
                               f"see `collections logs {key} --item {up.item_id}`",
                               exit_code=errors.ExitCode.STAGE_FAILED)
     if not progress.complete:

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
 from collections_ops.cli import ui
-from collections_ops.services.follow import LogLine, Progress, Stage
+from collections_ops.cli.render import line_markup
+from collections_ops.services.follow import Progress, Stage
 
-COLOURS = {"processor": "cyan", "analyzer": "magenta", "embedder": "yellow"}
 ICONS = {"pending": "·", "running": "…", "done": "[green]✓[/green]", "failed": "[red]✗[/red]"}
 MAX_LINES = 12
 
@@ -28,16 +27,6 @@ def _stage_table(stages: list[Stage]) -> Any:
         t.add_row(ICONS[s.status], s.name, s.function.function_name("…")[15:] if s.function
                   else "s3", duration, s.detail)
     return t
-
-
-def _line_markup(line: LogLine) -> str:
-    from rich.markup import escape
-
-    colour = COLOURS.get(line.function_key, "white")
-    stamp = time.strftime("%H:%M:%S", time.localtime(line.timestamp / 1000))
-    level = "[red]" if line.level in ("ERROR", "CRITICAL") else ""
-    return (f"[dim]{stamp}[/dim] [{colour}]{line.function_key:<9}[/{colour}] "
-            f"{level}{escape(line.message)}{'[/red]' if level else ''}")
 
 
 def render_follow(updates: Iterator[Progress], *, as_json: bool) -> Progress:
@@ -57,7 +46,7 @@ def _render_live(updates: Iterator[Progress]) -> Progress:
     progress: Progress | None = None
     with Live(console=ui.console(), refresh_per_second=8, transient=False) as live:
         for progress in updates:
-            lines.extend(_line_markup(ln) for ln in progress.new_lines)
+            lines.extend(line_markup(ln) for ln in progress.new_lines)
             del lines[:-MAX_LINES]
             live.update(Group(_stage_table(progress.stages),
                               Text.from_markup("\n".join(lines)) if lines else Text("")))
@@ -71,7 +60,7 @@ def _render_plain(updates: Iterator[Progress]) -> Progress:
     progress: Progress | None = None
     for progress in updates:
         for line in progress.new_lines:
-            console.print(_line_markup(line), soft_wrap=True)
+            console.print(line_markup(line), soft_wrap=True)
         for s in progress.stages:
             if s.function and reported.get(s.name) != s.status and s.status in ("done",
                                                                                   "failed"):

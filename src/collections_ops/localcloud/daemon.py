@@ -7,6 +7,7 @@ applies the schema, provisions the pipeline's resources, starts the dispatcher, 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from collections_ops.localcloud.state import LocalState, write_state
-from collections_ops.pipeline import FUNCTIONS, LOCAL_ACCOUNT, environment
+from collections_ops.pipeline import FUNCTIONS, LOCAL_ACCOUNT, Environment, environment
 
 log = logging.getLogger("collections.localcloud")
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
@@ -56,9 +57,24 @@ def migrate(url: str) -> list[str]:
         return migrations.apply(conn)
 
 
+def local_environment() -> Environment:
+    """The `local` settings, with providers overridable for trying real ones locally:
+    COLLECTIONS_ANALYZER_PROVIDER / _MODEL and COLLECTIONS_EMBEDDING_PROVIDER / _MODEL."""
+    env = environment("local")
+    overrides = {
+        field: os.environ[var] for field, var in (
+            ("analyzer_provider", "COLLECTIONS_ANALYZER_PROVIDER"),
+            ("analyzer_model", "COLLECTIONS_ANALYZER_MODEL"),
+            ("embedding_provider", "COLLECTIONS_EMBEDDING_PROVIDER"),
+            ("embedding_model", "COLLECTIONS_EMBEDDING_MODEL"),
+        ) if os.environ.get(var)
+    }
+    return dataclasses.replace(env, **overrides) if overrides else env
+
+
 def run(state_dir: Path) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
-    env = environment("local")
+    env = local_environment()
     region = os.environ.get("AWS_DEFAULT_REGION") or env.region
     os.environ.update(FAKE_CREDENTIALS)
     os.environ["AWS_DEFAULT_REGION"] = region

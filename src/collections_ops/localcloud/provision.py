@@ -7,11 +7,15 @@ Lambda target from `put_events`); the dispatcher drains those queues into the ha
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from collections_ops.pipeline import FUNCTIONS, Environment
+from collections_ops import paths
+from collections_ops.pipeline import FUNCTIONS, Environment, Function, common_env, secret
 
 
 @dataclass(frozen=True)
@@ -20,6 +24,54 @@ class Provisioned:
     thumbnails_bucket: str
     queue_urls: dict[str, str]  # function key -> trigger queue url
     dlq_urls: dict[str, str]  # function key -> dead-letter queue url
+
+
+def _zip_dir(folder: Path) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(folder.glob("*.py")):
+            zf.write(path, path.name)
+    return buf.getvalue()
+
+
+def parameter_store_policy(env: Environment, fn: Function, *, region: str, account: str) -> str:
+    """The guide's `ParameterStorePolicy`: read exactly this function's parameters."""
+    arns = [f"arn:aws:ssm:{region}:{account}:parameter"
+            f"{secret(name).parameter_name(env.parameter_prefix)}" for name in fn.secrets]
+    return json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["ssm:GetParameter"], "Resource": arns}]})
+
+
+def _register_functions(session: Any, env: Environment, *, account: str,
+                        variables: dict[str, str]) -> None:
+    """Register the functions with the local Lambda API (moto) so `status` and `doctor` see
+    them as on AWS. Locally the dispatcher, not Lambda, invokes them."""
+    iam = session.client("iam")
+    lam = session.client("lambda")
+    trust = json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
+        "Action": "sts:AssumeRole"}]})
+    for fn in FUNCTIONS:
+        role = iam.create_role(RoleName=fn.role_name(env.name), AssumeRolePolicyDocument=trust)
+        iam.put_role_policy(RoleName=fn.role_name(env.name), PolicyName="ParameterStorePolicy",
+                            PolicyDocument=parameter_store_policy(
+                                env, fn, region=session.region_name, account=account))
+        lam.create_function(
+            FunctionName=fn.function_name(env.name), Runtime="python3.12",
+            Role=role["Role"]["Arn"], Handler=fn.handler,
+            Code={"ZipFile": _zip_dir(paths.lambda_code_dir(fn.code_dir))},
+            Timeout=env.timeout(fn), MemorySize=env.memory(fn),
+            Description=f"{fn.description} - {env.name}",
+            Environment={"Variables": variables},
+        )
+        if fn.key in env.reserved_concurrency:
+            lam.put_function_concurrency(FunctionName=fn.function_name(env.name),
+                                         ReservedConcurrentExecutions=env.reserved_concurrency[fn.key])
+        if fn.trigger.kind == "s3":
+            lam.add_permission(FunctionName=fn.function_name(env.name), StatementId="s3-invoke",
+                               Action="lambda:InvokeFunction", Principal="s3.amazonaws.com",
+                               SourceArn=f"arn:aws:s3:::{env.images_bucket(account)}",
+                               SourceAccount=account)
 
 
 def provision(session: Any, env: Environment, *, account: str, database_url: str) -> Provisioned:
@@ -71,4 +123,6 @@ def provision(session: Any, env: Environment, *, account: str, database_url: str
 
     ssm.put_parameter(Name=f"{env.parameter_prefix}/DATABASE_URL", Value=database_url,
                       Type="SecureString", Overwrite=True)
+    _register_functions(session, env, account=account,
+                        variables=common_env(env, account=account, dlq_urls=dlq_urls))
     return Provisioned(images, thumbs, queue_urls, dlq_urls)

@@ -8,7 +8,6 @@ without database access. It yields updates; rendering them is the CLI's job.
 
 from __future__ import annotations
 
-import json
 import mimetypes
 import time
 import uuid
@@ -19,6 +18,7 @@ from typing import Any
 
 from collections_ops import errors
 from collections_ops.pipeline import FUNCTIONS, Environment, Function
+from collections_ops.services.logs import LogEvent, LogReader
 
 CORRELATION_METADATA = "correlation-id"
 # The log message with which each function reports its stage done.
@@ -73,19 +73,10 @@ class Stage:
         return self.finished_ms - self.started_ms
 
 
-@dataclass(frozen=True)
-class LogLine:
-    function_key: str
-    timestamp: int
-    message: str
-    level: str
-    raw: str
-
-
 @dataclass
 class Progress:
     stages: list[Stage]
-    new_lines: list[LogLine] = field(default_factory=list)
+    new_lines: list[LogEvent] = field(default_factory=list)
 
     @property
     def failed(self) -> Stage | None:
@@ -101,83 +92,39 @@ class Progress:
 
 
 class Follower:
-    """Polls the functions' log groups for lines about one correlation id."""
+    """Reads the functions' log lines about one correlation id and tracks each stage."""
 
-    def __init__(self, logs: Any, env: Environment, up: Upload) -> None:
-        self._logs = logs
-        self._env = env
-        self._up = up
-        self._seen: set[str] = set()
-        self._next_start = {fn.key: up.started_ms - 1000 for fn in FUNCTIONS}
+    def __init__(self, logs: Any, env: Environment, up: Upload,
+                 groups: dict[str, str] | None = None) -> None:
+        self._reader = LogReader(logs, groups or {fn.key: fn.log_group(env.name)
+                                                  for fn in FUNCTIONS},
+                                 start_ms=up.started_ms - 1000, text=up.correlation_id)
         uploaded = Stage("uploaded", None, "done", up.started_ms, up.started_ms,
                          f"s3://{up.bucket}/{up.key}")
         self.progress = Progress([uploaded, *(Stage(fn.stage, fn) for fn in FUNCTIONS)])
 
     def poll(self) -> Progress:
-        lines: list[LogLine] = []
-        for fn in FUNCTIONS:
-            lines.extend(self._read(fn))
-        lines.sort(key=lambda ln: ln.timestamp)
+        lines = self._reader.poll()
         for line in lines:
             self._apply(line)
         self.progress.new_lines = lines
         return self.progress
 
-    def _read(self, fn: Function) -> list[LogLine]:
-        out: list[LogLine] = []
-        kwargs: dict[str, Any] = {
-            "logGroupName": fn.log_group(self._env.name),
-            "startTime": self._next_start[fn.key],
-            "filterPattern": f'"{self._up.correlation_id}"',
-        }
-        while True:
-            try:
-                page = self._logs.filter_log_events(**kwargs)
-            except Exception as exc:
-                code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-                if code == "ResourceNotFoundException":
-                    return out  # the function has not logged anything yet
-                raise
-            for event in page.get("events", []):
-                if event["eventId"] in self._seen:
-                    continue
-                self._seen.add(event["eventId"])
-                out.append(_parse(fn.key, event))
-            token = page.get("nextToken")
-            if not token:
-                break
-            kwargs["nextToken"] = token
-        return out
-
-    def _apply(self, line: LogLine) -> None:
+    def _apply(self, line: LogEvent) -> None:
         stage = next(s for s in self.progress.stages if s.function
                      and s.function.key == line.function_key)
-        try:
-            payload = json.loads(line.raw)
-        except json.JSONDecodeError:
-            payload = {}
+        payload = line.fields()
+        message = str(payload.get("message", line.message))
         if stage.status == "pending":
             stage.status, stage.started_ms = "running", line.timestamp
         outcome = payload.get("outcome")
         if outcome == "failed":
             stage.status, stage.finished_ms = "failed", line.timestamp
-            stage.detail = str(payload.get("reason") or line.message)
+            stage.detail = str(payload.get("reason") or message)
         elif outcome in ("retry", "error") and stage.status == "running":
-            stage.detail = f"retrying: {payload.get('reason') or line.message}"
-        elif line.message in DONE_MESSAGES[line.function_key] and stage.status != "failed":
+            stage.detail = f"retrying: {payload.get('reason') or message}"
+        elif message in DONE_MESSAGES[line.function_key] and stage.status != "failed":
             stage.status, stage.finished_ms, stage.detail = "done", line.timestamp, ""
-
-
-def _parse(function_key: str, event: dict[str, Any]) -> LogLine:
-    raw = str(event.get("message", "")).rstrip("\n")
-    message, level = raw, "INFO"
-    try:
-        payload = json.loads(raw)
-        message = str(payload.get("message", raw))
-        level = str(payload.get("level", "INFO"))
-    except (json.JSONDecodeError, AttributeError):
-        pass
-    return LogLine(function_key, int(event.get("timestamp", 0)), message, level, raw)
 
 
 def follow(follower: Follower, *, timeout_s: float, interval_s: float = 0.25,

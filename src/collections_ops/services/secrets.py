@@ -69,3 +69,100 @@ def list_secrets(ssm: Any, env: Environment) -> list[SecretInfo]:
             int(param["Version"]) if param else None,
             modified.isoformat() if modified is not None else None))
     return out
+
+
+def remove(ssm: Any, env: Environment, name: str) -> str:
+    spec = secret(name)
+    parameter = spec.parameter_name(env.parameter_prefix)
+    try:
+        ssm.delete_parameter(Name=parameter)
+    except Exception as exc:
+        if getattr(exc, "response", {}).get("Error", {}).get("Code") == "ParameterNotFound":
+            raise errors.NotFound(f"{parameter} does not exist") from None
+        raise
+    return parameter
+
+
+def parse_dotenv(text: str) -> dict[str, str]:
+    """KEY=VALUE lines (optional `export`, quotes, comments) for the pipeline's known secrets."""
+    known = {s.name for s in SECRETS}
+    values: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ").strip()
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep:
+            raise errors.CliError(f".env line {number} has no '='", "use KEY=VALUE")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        if key in known and value:
+            values[key] = value
+    return values
+
+
+@dataclass(frozen=True)
+class Verdict:
+    name: str
+    parameter: str
+    required: bool
+    ok: bool
+    detail: str
+
+
+def verify(ssm: Any, env: Environment, *, live: bool = False) -> list[Verdict]:
+    """Every parameter the deployed functions need exists and decrypts; optionally, each key
+    is accepted by its provider (`live`)."""
+    required = {s.name for s in env.required_secrets()}
+    verdicts = []
+    for spec in SECRETS:
+        parameter = spec.parameter_name(env.parameter_prefix)
+        try:
+            value = ssm.get_parameter(Name=parameter, WithDecryption=True)["Parameter"]["Value"]
+        except Exception as exc:
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+            if code != "ParameterNotFound":
+                verdicts.append(Verdict(spec.name, parameter, spec.name in required, False,
+                                        f"cannot read: {code or type(exc).__name__}"))
+                continue
+            is_required = spec.name in required
+            verdicts.append(Verdict(spec.name, parameter, is_required, not is_required,
+                                    "missing" if is_required else "not set (optional)"))
+            continue
+        detail = f"present, decrypts ({fingerprint(value)})"
+        ok = True
+        if live:
+            ok, live_detail = check_live(spec.name, value)
+            detail += f"; {live_detail}"
+        verdicts.append(Verdict(spec.name, parameter, spec.name in required, ok, detail))
+    return verdicts
+
+
+def check_live(name: str, value: str) -> tuple[bool, str]:
+    """Ask the provider whether it accepts the key. Never prints the key."""
+    try:
+        if name == "ANTHROPIC_API_KEY":
+            import anthropic
+
+            anthropic.Anthropic(api_key=value, max_retries=0, timeout=10).models.list(limit=1)
+        elif name == "OPENAI_API_KEY":
+            import openai
+
+            openai.OpenAI(api_key=value, max_retries=0, timeout=10).models.list()
+        elif name == "VOYAGE_API_KEY":
+            import os
+
+            import voyageai
+
+            voyageai.Client(api_key=value, max_retries=0, timeout=10,
+                            base_url=os.environ.get("VOYAGE_BASE_URL") or None).embed(
+                ["ping"], model="voyage-3.5", input_type="query")
+        else:
+            return True, "no live check for this secret"
+    except Exception as exc:
+        status = getattr(exc, "status_code", None) or getattr(exc, "http_status", None)
+        return False, f"rejected by the provider ({status or type(exc).__name__})"
+    return True, "accepted by the provider"

@@ -1,0 +1,330 @@
+"""The guide's Step 4 ("verify deployment") and Troubleshooting section, as data.
+
+`gather_status` reads what is deployed: functions, rules and targets, the bucket notification,
+dead-letter queue depths, parameters. `doctor` turns the troubleshooting steps into checks,
+each passed or failed with the fix. Both work the same against the local cloud and AWS: they
+only take a `client(service)` factory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from collections_ops.pipeline import FUNCTIONS, Environment, Function
+
+ClientFactory = Callable[[str], Any]
+
+
+def _code(exc: BaseException) -> str | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code"))
+    return None
+
+
+@dataclass
+class FunctionStatus:
+    key: str
+    name: str
+    exists: bool
+    state: str | None = None
+    runtime: str | None = None
+    memory: int | None = None
+    timeout: int | None = None
+    last_modified: str | None = None
+    log_group: str | None = None
+    reserved_concurrency: int | None = None
+
+
+@dataclass
+class RuleStatus:
+    name: str
+    exists: bool
+    enabled: bool = False
+    pattern: dict[str, Any] | None = None
+    targets: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StatusReport:
+    env: str
+    region: str
+    account: str
+    images_bucket: str
+    functions: list[FunctionStatus]
+    rules: list[RuleStatus]
+    notification: dict[str, Any] | None
+    dead_letter_depths: dict[str, int | None]
+    parameters: dict[str, bool]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def function_status(lam: Any, env: Environment, fn: Function) -> FunctionStatus:
+    name = fn.function_name(env.name)
+    try:
+        cfg = lam.get_function_configuration(FunctionName=name)
+    except Exception as exc:
+        if _code(exc) == "ResourceNotFoundException":
+            return FunctionStatus(fn.key, name, False)
+        raise
+    reserved = None
+    try:
+        reserved = lam.get_function_concurrency(FunctionName=name).get(
+            "ReservedConcurrentExecutions")
+    except Exception as exc:
+        if _code(exc) not in ("ResourceNotFoundException", "AccessDeniedException"):
+            raise
+    return FunctionStatus(
+        fn.key, name, True, cfg.get("State", "Active"), cfg.get("Runtime"),
+        cfg.get("MemorySize"), cfg.get("Timeout"), cfg.get("LastModified"),
+        log_group_of(cfg), reserved)
+
+
+def log_group_of(cfg: dict[str, Any]) -> str:
+    """The function's log group from its logging configuration; Lambda's default otherwise."""
+    group = (cfg.get("LoggingConfig") or {}).get("LogGroup")
+    return str(group) if group else f"/aws/lambda/{cfg['FunctionName']}"
+
+
+def rule_status(events: Any, name: str) -> RuleStatus:
+    try:
+        rule = events.describe_rule(Name=name)
+    except Exception as exc:
+        if _code(exc) == "ResourceNotFoundException":
+            return RuleStatus(name, False)
+        raise
+    targets = events.list_targets_by_rule(Rule=name).get("Targets", [])
+    pattern = json.loads(rule["EventPattern"]) if rule.get("EventPattern") else None
+    return RuleStatus(name, True, rule.get("State") == "ENABLED", pattern,
+                      [t["Arn"] for t in targets])
+
+
+def queue_depth(sqs: Any, name: str) -> int | None:
+    try:
+        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
+            "ApproximateNumberOfMessages"])["Attributes"]
+    except Exception as exc:
+        if _code(exc) in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+            return None
+        raise
+    return int(attrs.get("ApproximateNumberOfMessages", 0))
+
+
+def notification(s3: Any, bucket: str) -> dict[str, Any] | None:
+    try:
+        cfg = s3.get_bucket_notification_configuration(Bucket=bucket)
+    except Exception as exc:
+        if _code(exc) == "NoSuchBucket":
+            return None
+        raise
+    cfg.pop("ResponseMetadata", None)
+    return dict(cfg)
+
+
+def present_parameters(ssm: Any, env: Environment) -> dict[str, bool]:
+    from collections_ops.pipeline import SECRETS
+
+    names = [s.parameter_name(env.parameter_prefix) for s in SECRETS]
+    found: set[str] = set()
+    for start in range(0, len(names), 10):
+        response = ssm.get_parameters(Names=names[start:start + 10], WithDecryption=False)
+        found.update(p["Name"] for p in response.get("Parameters", []))
+    return {n: n in found for n in names}
+
+
+def gather_status(client: ClientFactory, env: Environment, *, account: str,
+                  region: str) -> StatusReport:
+    lam, events, sqs = client("lambda"), client("events"), client("sqs")
+    bucket = env.images_bucket(account)
+    return StatusReport(
+        env=env.name, region=region, account=account, images_bucket=bucket,
+        functions=[function_status(lam, env, fn) for fn in FUNCTIONS],
+        rules=[rule_status(events, name) for fn in FUNCTIONS
+               if (name := fn.rule_name(env.name)) is not None],
+        notification=notification(client("s3"), bucket),
+        dead_letter_depths={fn.dlq_name(env.name): queue_depth(sqs, fn.dlq_name(env.name))
+                            for fn in FUNCTIONS},
+        parameters=present_parameters(client("ssm"), env),
+    )
+
+
+# --------------------------------------------------------------------------- doctor
+
+
+@dataclass
+class Finding:
+    check: str
+    ok: bool
+    detail: str
+    fix: str | None = None
+    severity: str = "error"  # "warning": worth a look, but nothing is broken
+
+
+def _notification_targets(cfg: dict[str, Any]) -> list[str]:
+    targets = []
+    for key, arn_key in (("LambdaFunctionConfigurations", "LambdaFunctionArn"),
+                         ("QueueConfigurations", "QueueArn"),
+                         ("TopicConfigurations", "TopicArn")):
+        targets += [c.get(arn_key, "") for c in cfg.get(key, [])]
+    if cfg.get("EventBridgeConfiguration") is not None:
+        targets.append("eventbridge")
+    return targets
+
+
+def check_notification(status: StatusReport, env: Environment) -> Finding:
+    processor = next(f for f in FUNCTIONS if f.trigger.kind == "s3")
+    expected = (processor.queue_name(env.name) if env.is_local
+                else processor.function_name(env.name))
+    fix = (f"redeploy: `collections deploy {env.name}` (the compute stack owns the bucket "
+           "notification)")
+    if status.notification is None:
+        return Finding("bucket notification", False, f"bucket {status.images_bucket} not found",
+                       fix)
+    targets = _notification_targets(status.notification)
+    if any(t.endswith(expected) for t in targets):
+        return Finding("bucket notification", True,
+                       f"s3:ObjectCreated on {status.images_bucket} -> {expected}")
+    detail = ("no notification configured" if not targets
+              else f"notification points at {', '.join(targets)}, not {expected}")
+    return Finding("bucket notification", False, detail, fix)
+
+
+def check_invoke_permission(lam: Any, env: Environment) -> Finding:
+    processor = next(f for f in FUNCTIONS if f.trigger.kind == "s3")
+    name = processor.function_name(env.name)
+    try:
+        policy = json.loads(lam.get_policy(FunctionName=name)["Policy"])
+    except Exception as exc:
+        if _code(exc) == "ResourceNotFoundException":
+            return Finding("invoke permission", False, f"{name} has no resource policy",
+                           f"redeploy: `collections deploy {env.name}`")
+        raise
+    allowed = any(
+        (s.get("Principal") or {}).get("Service") == "s3.amazonaws.com"
+        and s.get("Effect") == "Allow" for s in policy.get("Statement", []))
+    return Finding("invoke permission", allowed,
+                   "S3 may invoke the processor" if allowed else
+                   f"S3 is not allowed to invoke {name}",
+                   None if allowed else f"redeploy: `collections deploy {env.name}`")
+
+
+def check_role_policies(iam: Any, env: Environment, *, account: str,
+                        region: str) -> list[Finding]:
+    from collections_ops.pipeline import secret
+
+    findings = []
+    for fn in FUNCTIONS:
+        role = fn.role_name(env.name)
+        try:
+            doc = iam.get_role_policy(RoleName=role, PolicyName="ParameterStorePolicy")[
+                "PolicyDocument"]
+        except Exception as exc:
+            if _code(exc) == "NoSuchEntity":
+                findings.append(Finding(f"IAM {role}", False,
+                                        "no ParameterStorePolicy on the role",
+                                        f"redeploy: `collections deploy {env.name}`"))
+                continue
+            raise
+        if isinstance(doc, str):
+            from urllib.parse import unquote
+
+            doc = json.loads(unquote(doc))
+        resources: set[str] = set()
+        for statement in doc.get("Statement", []):
+            actions = statement.get("Action", [])
+            actions = [actions] if isinstance(actions, str) else actions
+            if statement.get("Effect") == "Allow" and any(
+                    a in ("ssm:GetParameter", "ssm:GetParameters", "ssm:*") for a in actions):
+                res = statement.get("Resource", [])
+                resources.update([res] if isinstance(res, str) else res)
+        needed = [f"arn:aws:ssm:{region}:{account}:parameter"
+                  f"{secret(n).parameter_name(env.parameter_prefix)}" for n in fn.secrets]
+        missing = [n for n in needed if n not in resources]
+        findings.append(Finding(
+            f"IAM {role}", not missing,
+            "may read its parameters" if not missing else
+            f"cannot read {', '.join(m.rpartition(':parameter')[2] for m in missing)}",
+            None if not missing else f"redeploy: `collections deploy {env.name}`"))
+    return findings
+
+
+def check_parameters(status: StatusReport, env: Environment) -> list[Finding]:
+    findings = []
+    needed = {s.parameter_name(env.parameter_prefix): s for s in env.required_secrets()}
+    if env.is_local:
+        needed.setdefault(f"{env.parameter_prefix}/DATABASE_URL", None)  # type: ignore[arg-type]
+    for name, present in status.parameters.items():
+        short = name.rpartition("/")[2]
+        if name in needed:
+            findings.append(Finding(f"parameter {name}", present,
+                                    "present" if present else "missing (required)",
+                                    None if present else f"collections secrets put {short} "
+                                    f"--env {env.name}"))
+        elif not present:
+            findings.append(Finding(f"parameter {name}", True, "not set (optional)"))
+    return findings
+
+
+def check_functions_and_rules(status: StatusReport, env: Environment) -> list[Finding]:
+    findings = []
+    for f in status.functions:
+        ok = f.exists and f.state in ("Active", None)
+        findings.append(Finding(f"function {f.name}", ok,
+                                f"{f.state}, {f.runtime}, {f.memory} MB, {f.timeout} s"
+                                if f.exists else "not deployed",
+                                None if ok else f"collections deploy {env.name}"))
+    for r in status.rules:
+        ok = r.exists and r.enabled and bool(r.targets)
+        detail = ("not found" if not r.exists else "disabled" if not r.enabled
+                  else "no targets" if not r.targets else f"enabled -> {', '.join(r.targets)}")
+        fix = None if ok else (f"aws events enable-rule --name {r.name}" if r.exists
+                               and not r.enabled else f"collections deploy {env.name}")
+        findings.append(Finding(f"rule {r.name}", ok, detail, fix))
+    for queue, depth in status.dead_letter_depths.items():
+        findings.append(Finding(f"dead-letter queue {queue}", depth == 0,
+                                "missing" if depth is None else f"{depth} message(s)",
+                                None if depth == 0 else "inspect the failed events and replay "
+                                "them once fixed", "error" if depth is None else "warning"))
+    return findings
+
+
+def check_database(connect: Callable[[], Any]) -> list[Finding]:
+    from collections_ops import paths
+
+    try:
+        conn = connect()
+    except Exception as exc:
+        message = getattr(exc, "message", None) or str(exc).splitlines()[0]
+        return [Finding("database", False, message,
+                        getattr(exc, "hint", None) or "check DATABASE_URL and network access "
+                        "(the database security group must allow this client)")]
+    findings = [Finding("database", True, "reachable")]
+    row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+    findings.append(Finding("pgvector extension", row is not None,
+                            f"vector {row[0]}" if row else "not installed",
+                            None if row else "collections db migrate"))
+    paths.add_shared_to_path()
+    from collections_core import migrate
+
+    pending = migrate.pending(conn)
+    findings.append(Finding("schema", not pending,
+                            "migrated" if not pending else f"pending: {', '.join(pending)}",
+                            None if not pending else "collections db migrate"))
+    return findings
+
+
+def doctor(client: ClientFactory, env: Environment, *, account: str, region: str,
+           connect: Callable[[], Any]) -> list[Finding]:
+    status = gather_status(client, env, account=account, region=region)
+    findings = [check_notification(status, env), check_invoke_permission(client("lambda"), env)]
+    findings += check_role_policies(client("iam"), env, account=account, region=region)
+    findings += check_parameters(status, env)
+    findings += check_functions_and_rules(status, env)
+    findings += check_database(connect)
+    return findings

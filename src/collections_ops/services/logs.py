@@ -1,0 +1,156 @@
+"""Reading the three functions' CloudWatch Logs as one ordered stream.
+
+Each log group is paged to the end (no gaps across pages), every event is remembered by its
+`eventId` (no line twice), and the merged lines come out in timestamp order. Following polls
+with a short interval that backs off while nothing arrives, so a new line shows within about a
+second of being written. Filtering by item uses a server-side term filter and an exact
+client-side check on the structured line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from collections_ops import errors
+from collections_ops.pipeline import FUNCTIONS, Environment, Function
+
+_SINCE = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(text: str, *, now: float | None = None) -> int:
+    """`10m`, `2h`, `30s`, `1d` -> epoch milliseconds that long ago."""
+    match = _SINCE.match(text.strip())
+    if not match:
+        raise errors.CliError(f"cannot read --since {text!r}", "use e.g. 30s, 10m, 2h or 1d",
+                              exit_code=errors.ExitCode.USAGE)
+    seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    return int(((now if now is not None else time.time()) - seconds) * 1000)
+
+
+def select_functions(which: str) -> list[Function]:
+    if which == "all":
+        return list(FUNCTIONS)
+    from collections_ops.pipeline import function
+
+    try:
+        return [function(which)]
+    except KeyError:
+        raise errors.CliError(f"unknown function {which!r}",
+                              "one of processor, analyzer, embedder, all",
+                              exit_code=errors.ExitCode.USAGE) from None
+
+
+@dataclass(frozen=True)
+class LogEvent:
+    function_key: str
+    timestamp: int
+    message: str
+    event_id: str
+    stream: str
+
+    def fields(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.message)
+        except (json.JSONDecodeError, TypeError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+
+def resolve_log_groups(lam: Any, env: Environment, functions: list[Function]) -> dict[str, str]:
+    """Function key -> log group, from each function's logging configuration."""
+    from collections_ops.services.inspect import log_group_of
+
+    groups = {}
+    for fn in functions:
+        try:
+            cfg = lam.get_function_configuration(FunctionName=fn.function_name(env.name))
+            groups[fn.key] = log_group_of(cfg)
+        except Exception as exc:
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+            if code != "ResourceNotFoundException":
+                raise
+            groups[fn.key] = fn.log_group(env.name)  # not deployed yet: Lambda's default
+    return groups
+
+
+class LogReader:
+    def __init__(self, logs: Any, groups: dict[str, str], *, start_ms: int,
+                 text: str | None = None, item_id: str | None = None,
+                 page_size: int | None = None) -> None:
+        self._logs = logs
+        self._page_size = page_size
+        self._groups = groups
+        self._start = dict.fromkeys(groups, start_ms)
+        self._seen: set[str] = set()
+        self._text = text
+        self._item = item_id
+
+    def _pattern(self) -> str | None:
+        terms = [t for t in (self._item, self._text) if t]
+        return " ".join(f'"{t}"' for t in terms) if terms else None
+
+    def poll(self) -> list[LogEvent]:
+        """Everything new since the last poll, all groups merged in time order."""
+        out: list[LogEvent] = []
+        for key, group in self._groups.items():
+            out.extend(self._read(key, group))
+        out.sort(key=lambda e: (e.timestamp, e.event_id))
+        return out
+
+    def _read(self, key: str, group: str) -> list[LogEvent]:
+        kwargs: dict[str, Any] = {"logGroupName": group, "startTime": self._start[key]}
+        if self._page_size:
+            kwargs["limit"] = self._page_size
+        pattern = self._pattern()
+        if pattern:
+            kwargs["filterPattern"] = pattern
+        events: list[LogEvent] = []
+        newest = self._start[key]
+        while True:
+            try:
+                page = self._logs.filter_log_events(**kwargs)
+            except Exception as exc:
+                if getattr(exc, "response", {}).get("Error", {}).get("Code") == \
+                        "ResourceNotFoundException":
+                    return events
+                raise
+            for raw in page.get("events", []):
+                if raw["eventId"] in self._seen:
+                    continue
+                self._seen.add(raw["eventId"])
+                newest = max(newest, int(raw["timestamp"]))
+                event = LogEvent(key, int(raw["timestamp"]), str(raw["message"]).rstrip("\n"),
+                                 raw["eventId"], raw.get("logStreamName", ""))
+                if self._matches(event):
+                    events.append(event)
+            token = page.get("nextToken")
+            if not token:
+                break
+            kwargs["nextToken"] = token
+        # Re-read from the newest timestamp (not past it): lines written in the same
+        # millisecond after this read are still found; `_seen` drops the repeats.
+        self._start[key] = newest
+        return events
+
+    def _matches(self, event: LogEvent) -> bool:
+        if self._item is not None and event.fields().get("item_id") != self._item:
+            return False
+        return not (self._text and self._text not in event.message)
+
+
+def follow(reader: LogReader, *, stop: Callable[[], bool] = lambda: False,
+           min_interval: float = 0.25, max_interval: float = 1.0,
+           sleep: Callable[[float], None] = time.sleep) -> Iterator[LogEvent]:
+    """Yield lines as they arrive until `stop()`; back off while idle, up to `max_interval`."""
+    interval = min_interval
+    while not stop():
+        batch = reader.poll()
+        yield from batch
+        interval = min_interval if batch else min(max_interval, interval * 1.5)
+        sleep(interval)

@@ -1,0 +1,162 @@
+"""Operator commands against a local cloud whose analyzer uses the real Anthropic SDK (pointed
+at a fake server): a failing stage named, secrets that never leak, logs followed live,
+events sent by hand, and doctor finding what the guide's troubleshooting section looks for."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+
+from tests.fakes.providers import FakeProviders
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "samples" / "test-image.jpg"
+CANARY = "sk-ant-operator-canary-9d8c7b6a5f"
+
+
+def run(env: dict[str, str], *args: str, input: str | None = None,
+        timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "collections_ops", *args], env=env,
+                          input=input, capture_output=True, text=True, timeout=timeout,
+                          check=False)
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeProviders]:
+    with FakeProviders(api_key=CANARY) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def cli_env(tmp_path_factory: pytest.TempPathFactory, fake: FakeProviders
+            ) -> Iterator[dict[str, str]]:
+    state = tmp_path_factory.mktemp("operator-state")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update({"COLLECTIONS_STATE_DIR": str(state), "NO_COLOR": "1", "COLUMNS": "200",
+                "COLLECTIONS_ENV": "local", "COLLECTIONS_ANALYZER_PROVIDER": "anthropic",
+                "COLLECTIONS_ANALYZER_MODEL": "claude-sonnet-4-6",
+                "ANTHROPIC_BASE_URL": fake.anthropic_base_url, "PROVIDER_TIMEOUT_S": "5"})
+    started = run(env, "deploy", "local")
+    assert started.returncode == 0, started.stderr
+    yield env
+    run(env, "destroy", "local")
+
+
+@pytest.fixture(scope="module")
+def aws(cli_env: dict[str, str]) -> boto3.session.Session:
+    status = json.loads(run(cli_env, "status", "--json").stdout)
+    session = boto3.session.Session(aws_access_key_id="t", aws_secret_access_key="t",
+                                    region_name=status["region"])
+    session.endpoint = status["endpoint_url"]  # type: ignore[attr-defined]
+    return session
+
+
+def client(session: boto3.session.Session, name: str):
+    return session.client(name, endpoint_url=session.endpoint)  # type: ignore[attr-defined]
+
+
+def test_1_a_missing_provider_key_fails_the_analysis_stage_by_name(cli_env):
+    result = run(cli_env, "test-upload", str(SAMPLE), "--name", "nokey.jpg", "--follow",
+                 "--timeout", "30")
+    assert result.returncode == 7, result.stdout + result.stderr
+    assert "the analysis stage (analyzer) failed" in result.stderr
+    assert "/collections/ANTHROPIC_API_KEY does not exist" in result.stderr
+    assert "✓ thumbnail in" in result.stdout
+
+
+def test_2_with_the_key_put_through_stdin_the_upload_completes(cli_env, fake):
+    put = run(cli_env, "secrets", "put", "ANTHROPIC_API_KEY", input=CANARY)
+    assert put.returncode == 0, put.stderr
+    result = run(cli_env, "test-upload", str(SAMPLE), "--name", "kayak.jpg", "--follow",
+                 "--timeout", "60")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert fake.messages.last.api_key == CANARY
+    verify = json.loads(run(cli_env, "verify", "kayak", "--json").stdout)
+    assert verify["ok"] and verify["analysis"]["provider"] == "anthropic"
+
+    logs = run(cli_env, "logs", "all", "--since", "10m")
+    assert "LLM analysis complete" in logs.stdout
+    daemon_log = Path(cli_env["COLLECTIONS_STATE_DIR"], "local", "daemon.log").read_text()
+    for text in (put.stdout, put.stderr, result.stdout, result.stderr, logs.stdout, daemon_log):
+        assert CANARY not in text
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            assert CANARY.encode() not in cmdline.read_bytes()
+        except OSError:
+            continue
+
+
+def test_logs_follow_prints_a_new_line_within_two_seconds(cli_env, aws):
+    proc = subprocess.Popen([sys.executable, "-m", "collections_ops", "logs", "embedder",
+                             "--follow", "--since", "1s"], env=cli_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)  # let it start and reach its polling loop
+        logs = client(aws, "logs")
+        group = "/aws/lambda/collections-local-EmbedderLambda"
+        logs.create_log_stream(logGroupName=group, logStreamName="probe")
+        written = time.monotonic()
+        logs.put_log_events(logGroupName=group, logStreamName="probe", logEvents=[
+            {"timestamp": int(time.time() * 1000), "message": "probe line 1"}])
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        elapsed = time.monotonic() - written
+        assert "probe line 1" in line
+        assert elapsed < 2.0
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_events_send_validates_and_reports(cli_env):
+    bad = run(cli_env, "events", "send", "AnalysisComplete", "--detail", '{"item_id": "x"}')
+    assert bad.returncode == 2
+    assert "missing user_id, analysis_id" in bad.stderr
+    guide = run(cli_env, "events", "send", "guide", "--json")
+    assert guide.returncode == 0, guide.stderr
+    sent = json.loads(guide.stdout)
+    assert sent["detail"] == {"item_id": "test", "user_id": "user123", "bucket": "test",
+                              "original_key": "test.jpg"}
+    assert sent["event_id"] and sent["error"] is None
+
+
+def test_status_shows_the_deployment(cli_env):
+    status = json.loads(run(cli_env, "status", "-o", "json").stdout)
+    functions = {f["name"]: f for f in status["deployment"]["functions"]}
+    assert functions["collections-local-AnalyzerLambda"]["timeout"] == 120
+    assert all(r["enabled"] and r["targets"] for r in status["deployment"]["rules"])
+
+
+def test_z_doctor_finds_a_removed_notification_and_a_missing_parameter(cli_env, aws):
+    healthy = run(cli_env, "doctor", "--json")
+    assert healthy.returncode == 0, healthy.stdout
+    s3, ssm = client(aws, "s3"), client(aws, "ssm")
+    bucket = "collections-images-local-123456789012"
+    saved = s3.get_bucket_notification_configuration(Bucket=bucket)
+    saved.pop("ResponseMetadata", None)
+    url = ssm.get_parameter(Name="/collections/DATABASE_URL", WithDecryption=True)
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={})
+    ssm.delete_parameter(Name="/collections/DATABASE_URL")
+    try:
+        result = run(cli_env, "doctor", "--json")
+        assert result.returncode == 8
+        findings = {f["check"]: f for f in json.loads(result.stdout)}
+        assert not findings["bucket notification"]["ok"]
+        assert findings["bucket notification"]["detail"] == "no notification configured"
+        missing = findings["parameter /collections/DATABASE_URL"]
+        assert not missing["ok"]
+        assert missing["fix"] == "collections secrets put DATABASE_URL --env local"
+    finally:
+        s3.put_bucket_notification_configuration(Bucket=bucket,
+                                                 NotificationConfiguration=saved)
+        ssm.put_parameter(Name="/collections/DATABASE_URL", Type="SecureString",
+                          Value=url["Parameter"]["Value"], Overwrite=True)
