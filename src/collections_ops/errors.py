@@ -18,6 +18,7 @@ class ExitCode:
     VERIFY_FAILED = 8  # verify found missing or inconsistent data
     DATABASE = 9  # database unreachable or not migrated
     CONFIG = 10  # bad configuration / unknown environment / missing secret
+    CHANGES = 11  # `diff`: the deployed stacks differ from the app
 
 
 class CliError(Exception):

@@ -61,7 +61,7 @@ def local_environment() -> Environment:
     """The `local` settings, with providers overridable for trying real ones locally:
     COLLECTIONS_ANALYZER_PROVIDER / _MODEL and COLLECTIONS_EMBEDDING_PROVIDER / _MODEL."""
     env = environment("local")
-    overrides = {
+    overrides: dict[str, Any] = {
         field: os.environ[var] for field, var in (
             ("analyzer_provider", "COLLECTIONS_ANALYZER_PROVIDER"),
             ("analyzer_model", "COLLECTIONS_ANALYZER_MODEL"),

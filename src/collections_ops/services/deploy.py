@@ -1,0 +1,164 @@
+"""Deploying to AWS: preflight checks, then the pinned CDK CLI on the shipped CDK app.
+
+Which `cdk` runs: $COLLECTIONS_CDK, else a `cdk` on PATH (the operator's choice), else the
+pinned CLI in infrastructure/node_modules, else the pinned version installed once with `npm ci`
+into the state folder from the shipped package-lock.json. The app always runs with this
+interpreter (`--app "<python> app.py"`), so an installed `collections` needs nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from collections_ops import errors, paths
+from collections_ops.pipeline import FUNCTIONS, Environment
+
+BOOTSTRAP_VERSION_PARAMETER = "/cdk-bootstrap/hnb659fds/version"
+APPROVALS = ("never", "broadening", "any-change")
+
+
+@dataclass(frozen=True)
+class CdkInvocation:
+    argv: list[str]
+    cwd: Path
+    env: dict[str, str]
+
+
+def stacks_for(env: Environment, *, database: str = "existing") -> list[str]:
+    stacks = [env.stack_name("Compute"), env.stack_name("Monitoring")]
+    if database == "rds":
+        stacks.insert(0, env.stack_name("Database"))
+    return stacks
+
+
+def pinned_version(infra: Path) -> str:
+    data = json.loads((infra / "package.json").read_text())
+    return str(data["devDependencies"]["aws-cdk"])
+
+
+def find_cdk(infra: Path, cache_root: Path) -> list[str]:
+    override = os.environ.get("COLLECTIONS_CDK")
+    if override:
+        return override.split()
+    on_path = shutil.which("cdk")
+    if on_path:
+        return [on_path]
+    local = infra / "node_modules" / ".bin" / "cdk"
+    if local.exists():
+        return [str(local)]
+    version = pinned_version(infra)
+    cached = cache_root / f"aws-cdk-{version}"
+    binary = cached / "node_modules" / ".bin" / "cdk"
+    if not binary.exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            raise errors.ConfigError("the CDK CLI is not installed and npm is not available",
+                                     "install Node.js 20+ (npm), or set COLLECTIONS_CDK")
+        cached.mkdir(parents=True, exist_ok=True)
+        for name in ("package.json", "package-lock.json"):
+            shutil.copy2(infra / name, cached / name)
+        result = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                                cwd=cached, check=False, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise errors.CliError(f"installing the CDK CLI {version} failed: "
+                                  f"{result.stderr.strip().splitlines()[-1:]}",
+                                  "check npm's access to its registry")
+    return [str(binary)]
+
+
+def invocation(command: list[str], *, env: Environment, profile: str | None,
+               region: str | None, bundle_dir: Path | None, out_dir: Path,
+               cache_root: Path, extra_context: dict[str, str] | None = None) -> CdkInvocation:
+    infra = paths.infrastructure_root()
+    argv = [*find_cdk(infra, cache_root), *command,
+            "--app", f"{sys.executable} app.py", "--output", str(out_dir)]
+    context = {"collections:environments": env.name, **(extra_context or {})}
+    if bundle_dir is not None:
+        context["collections:bundleDir"] = str(bundle_dir)
+    for key, value in context.items():
+        argv += ["-c", f"{key}={value}"]
+    if profile:
+        argv += ["--profile", profile]
+    process_env = dict(os.environ)
+    process_env.update({"CDK_DISABLE_TELEMETRY": "true",
+                        "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20"})
+    process_env.setdefault("CDK_HOME", str(cache_root / "cdk-home"))
+    if region:
+        process_env["AWS_REGION"] = process_env["AWS_DEFAULT_REGION"] = region
+    # The app imports this package and aws-cdk-lib: run it with this interpreter's path.
+    process_env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent),
+                                           process_env.get("PATH", "")])
+    if os.environ.get("CI"):
+        argv += ["--ci", "--progress", "events"]
+    return CdkInvocation(argv, infra, process_env)
+
+
+def run(inv: CdkInvocation) -> int:
+    """Run the CDK CLI, its output streamed straight to the terminal."""
+    try:
+        return subprocess.run(inv.argv, cwd=inv.cwd, env=inv.env, check=False).returncode
+    except FileNotFoundError:
+        raise errors.ConfigError(f"cannot run {inv.argv[0]}", "install the CDK CLI: "
+                                 "`make setup` or set COLLECTIONS_CDK") from None
+
+
+# --------------------------------------------------------------------------- preflight
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str | None = None
+
+
+def preflight(client: Any, env: Environment, *, bundle_dir: Path | None) -> list[Check]:
+    """Everything `cdk deploy` would otherwise fail on halfway, checked first."""
+    checks: list[Check] = []
+    try:
+        identity = client("sts").get_caller_identity()
+        checks.append(Check("credentials", True, f"account {identity['Account']} as "
+                            f"{identity['Arn'].rpartition(':')[2]}"))
+    except Exception as exc:
+        mapped = errors.from_botocore(exc)
+        checks.append(Check("credentials", False, mapped.message if mapped else str(exc),
+                            mapped.hint if mapped else "configure AWS credentials"))
+        return checks  # nothing else can be checked
+    ssm = client("ssm")
+    region = ssm.meta.region_name
+    checks.append(Check("region", bool(region), region or "none",
+                        None if region else "pass --region or set AWS_REGION"))
+    try:
+        version = ssm.get_parameter(Name=BOOTSTRAP_VERSION_PARAMETER)["Parameter"]["Value"]
+        checks.append(Check("bootstrap", True, f"CDK bootstrap version {version}"))
+    except Exception as exc:
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+        checks.append(Check("bootstrap", False,
+                            "this account/region is not bootstrapped" if code ==
+                            "ParameterNotFound" else f"cannot read bootstrap version ({code})",
+                            f"collections bootstrap {env.name}"))
+    for spec in env.required_secrets():
+        name = spec.parameter_name(env.parameter_prefix)
+        try:
+            ssm.get_parameter(Name=name)
+            checks.append(Check(f"parameter {name}", True, "present"))
+        except Exception as exc:
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+            checks.append(Check(f"parameter {name}", False,
+                                "missing" if code == "ParameterNotFound" else str(code),
+                                f"collections secrets put {spec.name} --env {env.name}"))
+    if bundle_dir is not None:
+        missing = [fn.code_dir for fn in FUNCTIONS if not (bundle_dir / fn.code_dir).is_dir()]
+        checks.append(Check("bundles", not missing,
+                            f"built in {bundle_dir}" if not missing else
+                            f"not built: {', '.join(missing)}",
+                            None if not missing else f"collections build {env.name}"))
+    return checks

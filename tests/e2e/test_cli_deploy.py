@@ -1,0 +1,186 @@
+"""`collections deploy/diff/destroy/synth` for AWS environments: preflight against moto, the
+CDK command proven with a stand-in `cdk` on PATH that records its arguments, and a real synth
+with the pinned CDK CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+STAND_IN = """#!{python}
+import json, os, sys
+with open(os.environ["FAKE_CDK_LOG"], "a") as fh:
+    fh.write(json.dumps(sys.argv[1:]) + "\\n")
+sys.exit(int(os.environ.get("FAKE_CDK_EXIT", "0")))
+"""
+
+
+def run(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "collections_ops", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture
+def aws_env(tmp_path: Path, moto_endpoint: str) -> dict[str, str]:
+    """A CLI environment whose AWS is moto, with a profile `ops` and a stand-in `cdk`."""
+    urllib_reset(moto_endpoint)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    cdk = bindir / "cdk"
+    cdk.write_text(STAND_IN.format(python=sys.executable))
+    cdk.chmod(0o755)
+    (tmp_path / "config").write_text("[profile ops]\nregion = us-east-1\n")
+    (tmp_path / "credentials").write_text(
+        "[ops]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+    state = tmp_path / "state"
+    for code_dir in ("image_processor", "analyzer", "embedder"):
+        (state / "build" / "dev" / code_dir).mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "COLLECTIONS_"))}
+    env.update({
+        "PATH": f"{bindir}{os.pathsep}{env['PATH']}", "FAKE_CDK_LOG": str(tmp_path / "cdk.log"),
+        "AWS_CONFIG_FILE": str(tmp_path / "config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "credentials"),
+        "AWS_ENDPOINT_URL": moto_endpoint, "COLLECTIONS_STATE_DIR": str(state),
+        "NO_COLOR": "1", "COLUMNS": "200",
+    })
+    return env
+
+
+def urllib_reset(endpoint: str) -> None:
+    import urllib.request
+
+    urllib.request.urlopen(urllib.request.Request(  # noqa: S310 - loopback moto
+        f"{endpoint}/moto-api/reset", method="POST"), timeout=10).read()
+
+
+def put_parameters(endpoint: str, *names: str) -> None:
+    ssm = boto3.client("ssm", endpoint_url=endpoint, region_name="us-east-1",
+                       aws_access_key_id="t", aws_secret_access_key="t")
+    for name in names:
+        ssm.put_parameter(Name=name, Value="value-" + name.rpartition("/")[2],
+                          Type="SecureString" if name.startswith("/collections") else "String",
+                          Overwrite=True)
+
+
+def recorded(env: dict[str, str]) -> list[list[str]]:
+    log = Path(env["FAKE_CDK_LOG"])
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+READY = ("/cdk-bootstrap/hnb659fds/version", "/collections/DATABASE_URL",
+         "/collections/ANTHROPIC_API_KEY", "/collections/VOYAGE_API_KEY")
+
+
+def test_deploy_runs_the_right_cdk_command(aws_env, moto_endpoint):
+    put_parameters(moto_endpoint, *READY)
+    result = run(aws_env, "deploy", "dev", "--profile", "ops", "--skip-build", "--yes")
+    assert result.returncode == 0, result.stdout + result.stderr
+    [argv] = recorded(aws_env)
+    assert argv[:5] == ["deploy", "CollectionsComputeStack-dev", "CollectionsMonitoringStack-dev",
+                        "--require-approval", "never"]
+    assert argv[argv.index("--app") + 1] == f"{sys.executable} app.py"
+    assert argv[argv.index("--profile") + 1] == "ops"
+    contexts = [argv[i + 1] for i, a in enumerate(argv) if a == "-c"]
+    assert "collections:environments=dev" in contexts
+    assert f"collections:bundleDir={aws_env['COLLECTIONS_STATE_DIR']}/build/dev" in contexts
+    assert "✓" in result.stdout and "bootstrap" in result.stdout
+
+
+def test_deploy_all_with_an_approval_level(aws_env, moto_endpoint):
+    put_parameters(moto_endpoint, *READY)
+    result = run(aws_env, "deploy", "dev", "--all", "--require-approval", "any-change",
+                 "--profile", "ops", "--skip-build")
+    assert result.returncode == 0, result.stderr
+    [argv] = recorded(aws_env)
+    assert argv[:4] == ["deploy", "--all", "--require-approval", "any-change"]
+
+
+def test_missing_parameters_stop_the_deploy_before_cdk(aws_env, moto_endpoint):
+    put_parameters(moto_endpoint, "/cdk-bootstrap/hnb659fds/version", "/collections/DATABASE_URL")
+    result = run(aws_env, "deploy", "dev", "--profile", "ops", "--skip-build", "--yes")
+    assert result.returncode == 10
+    assert "preflight failed: parameter /collections/ANTHROPIC_API_KEY: missing" in result.stderr
+    assert "collections secrets put ANTHROPIC_API_KEY --env dev" in result.stderr
+    assert recorded(aws_env) == []
+
+
+def test_an_unbootstrapped_account_is_named(aws_env, moto_endpoint):
+    put_parameters(moto_endpoint, *READY[1:])
+    result = run(aws_env, "deploy", "dev", "--profile", "ops", "--skip-build", "--yes")
+    assert result.returncode == 10
+    assert "bootstrap" in result.stderr and "collections bootstrap dev" in result.stderr
+
+
+def test_no_credentials_is_a_sentence_not_a_traceback(aws_env):
+    env = dict(aws_env, AWS_SHARED_CREDENTIALS_FILE="/dev/null", AWS_CONFIG_FILE="/dev/null",
+               AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
+    result = run(env, "deploy", "dev", "--skip-build", "--yes")
+    assert result.returncode == 5, result.stderr
+    assert "no AWS credentials found" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_missing_profile_is_named(aws_env):
+    result = run(aws_env, "deploy", "dev", "--profile", "nope", "--skip-build")
+    assert result.returncode == 5
+    assert "nope" in result.stderr
+
+
+def test_cdk_failing_mid_deploy_is_reported(aws_env, moto_endpoint):
+    put_parameters(moto_endpoint, *READY)
+    env = dict(aws_env, FAKE_CDK_EXIT="1")
+    result = run(env, "deploy", "dev", "--profile", "ops", "--skip-build", "--yes")
+    assert result.returncode == 1
+    assert "cdk deploy failed (exit 1)" in result.stderr
+    assert "collections rollback dev" in result.stderr
+
+
+def test_diff_exit_codes_tell_changes_from_errors(aws_env):
+    assert run(aws_env, "diff", "dev", "--profile", "ops").returncode == 0
+    changed = run(dict(aws_env, FAKE_CDK_EXIT="1"), "diff", "dev", "--profile", "ops")
+    assert changed.returncode == 11
+    broken = run(dict(aws_env, FAKE_CDK_EXIT="2"), "diff", "dev", "--profile", "ops")
+    assert broken.returncode == 1
+    assert all(argv[0] == "diff" and "--fail" in argv for argv in recorded(aws_env))
+
+
+def test_destroy_and_rollback_name_the_stacks(aws_env):
+    assert run(aws_env, "destroy", "prod", "--yes", "--profile", "ops").returncode == 0
+    assert run(aws_env, "rollback", "prod", "--profile", "ops").returncode == 0
+    destroy, rollback = recorded(aws_env)
+    assert destroy[:4] == ["destroy", "CollectionsComputeStack-prod",
+                           "CollectionsMonitoringStack-prod", "--force"]
+    assert rollback[:2] == ["rollback", "CollectionsComputeStack-prod"]
+
+
+def test_an_unknown_environment_is_refused(aws_env):
+    result = run(aws_env, "deploy", "staging")
+    assert result.returncode == 10
+    assert "unknown environment 'staging'" in result.stderr
+
+
+@pytest.mark.infra
+def test_synth_runs_the_real_pinned_cdk_cli(tmp_path):
+    cdk = ROOT / "infrastructure" / "node_modules" / ".bin" / "cdk"
+    if not cdk.exists():
+        pytest.skip("the pinned CDK CLI is not installed (make setup runs npm ci)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "COLLECTIONS_"))}
+    env.update({"COLLECTIONS_STATE_DIR": str(tmp_path), "COLLECTIONS_CDK": str(cdk),
+                "CDK_HOME": str(tmp_path / "cdk-home"), "AWS_EC2_METADATA_DISABLED": "true",
+                "NO_COLOR": "1"})
+    result = run(env, "synth", "dev")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    template = json.loads((tmp_path / "cdk.out" / "dev" /
+                           "CollectionsComputeStack-dev.template.json").read_text())
+    names = {r["Properties"].get("FunctionName") for r in template["Resources"].values()
+             if r["Type"] == "AWS::Lambda::Function"}
+    assert {"collections-dev-ImageProcessorLambda", "collections-dev-AnalyzerLambda",
+            "collections-dev-EmbedderLambda"} <= names
