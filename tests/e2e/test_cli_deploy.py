@@ -57,7 +57,7 @@ def aws_env(tmp_path: Path, moto_endpoint: str) -> dict[str, str]:
 def urllib_reset(endpoint: str) -> None:
     import urllib.request
 
-    urllib.request.urlopen(urllib.request.Request(  # noqa: S310 - loopback moto
+    urllib.request.urlopen(urllib.request.Request(
         f"{endpoint}/moto-api/reset", method="POST"), timeout=10).read()
 
 
