@@ -80,3 +80,16 @@ def test_since_reads_durations():
     assert parse_since("2h", now=10_000.0) == (10_000 - 7200) * 1000
     with pytest.raises(Exception, match="cannot read --since"):
         parse_since("yesterday")
+
+
+def test_a_line_that_arrives_late_with_an_older_timestamp_is_not_lost(groups):
+    """Two containers deliver their batches independently: the older batch may land second."""
+    logs, names = groups
+    now = int(time.time() * 1000)
+    logs.create_log_stream(logGroupName=names["processor"], logStreamName="s2")
+    reader = LogReader(logs, names, start_ms=now - 60_000)
+    write(logs, names["processor"], "s1", ["newer, delivered first"], now - 1000)
+    assert [e.message for e in reader.poll()] == ["newer, delivered first"]
+    write(logs, names["processor"], "s2", ["older, delivered late"], now - 3000)
+    assert [e.message for e in reader.poll()] == ["older, delivered late"]
+    assert reader.poll() == []

@@ -512,7 +512,8 @@ def db_migrate(env: EnvOption = None, profile: ProfileOption = None,
 
 @app.command("test-upload")
 def test_upload(
-    file: Annotated[Path, typer.Argument(help="Image to upload.", exists=True, dir_okay=False)],
+    files: Annotated[list[Path], typer.Argument(help="Images to upload, or folders of them.",
+                                                exists=True)],
     user: Annotated[str, typer.Option("--user", "-u", help="User id: the key prefix.")]
     = "user123",
     name: Annotated[str | None, typer.Option("--name", help="Object name (default: the file's "
@@ -526,10 +527,17 @@ def test_upload(
     profile: ProfileOption = None,
     region: RegionOption = None,
 ) -> None:
-    """Upload an image to <user>/<name> and, with --follow, watch it through the pipeline."""
+    """Upload images to <user>/<name> and, with --follow, watch them through the pipeline."""
     from collections_ops.services import follow as following
 
     ctx = _context(env, profile, region)
+    paths_ = following.expand_paths(files)
+    if len(paths_) > 1:
+        if name is not None:
+            raise errors.CliError("--name needs exactly one file", exit_code=errors.ExitCode.USAGE)
+        _upload_many(ctx, paths_, user=user, follow=follow, timeout=timeout, as_json=as_json)
+        return
+    file = paths_[0]
     up = following.upload(ctx.client("s3"), ctx.images_bucket, file, user_id=user, name=name)
     if not as_json:
         ui.ok(f"uploaded s3://{up.bucket}/{up.key} (correlation id {up.correlation_id})")
@@ -553,6 +561,43 @@ def test_upload(
         raise errors.CliError(f"timed out after {timeout:.0f} s waiting for the {stage.name} stage"
                               + (f" ({stage.detail})" if stage.detail else ""),
                               "check the function's logs and its dead-letter queue",
+                              exit_code=errors.ExitCode.STALLED)
+
+
+def _upload_many(ctx: Any, files: list[Path], *, user: str, follow: bool, timeout: float,
+                 as_json: bool) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from collections_ops.cli.render_follow import render_batch
+    from collections_ops.services import follow as following
+
+    s3 = ctx.client("s3")
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        uploads = list(pool.map(lambda p: following.upload(s3, ctx.images_bucket, p,
+                                                           user_id=user), files))
+    if not follow:
+        rows = [{"key": u.key, "item_id": u.item_id, "correlation_id": u.correlation_id}
+                for u in uploads]
+        if as_json:
+            ui.print_json(rows)
+        else:
+            ui.ok(f"uploaded {len(uploads)} images to s3://{ctx.images_bucket}/{user}/")
+        return
+    batch = following.BatchFollower(ctx.client("logs"), ctx.env, uploads)
+    trackers = render_batch(batch.follow(timeout_s=timeout), total=len(uploads), as_json=as_json)
+    failed = [t for t in trackers if t.progress.failed]
+    stalled = [t for t in trackers if not t.finished]
+    if failed:
+        stages = sorted({t.progress.failed.name for t in failed if t.progress.failed})
+        raise errors.CliError(f"{len(failed)} of {len(trackers)} uploads failed "
+                              f"(stage: {', '.join(stages)})",
+                              "see the table above and `collections logs`",
+                              exit_code=errors.ExitCode.STAGE_FAILED)
+    if stalled:
+        stages = sorted({t.progress.current.name for t in stalled})
+        raise errors.CliError(f"{len(stalled)} of {len(trackers)} uploads did not finish in "
+                              f"{timeout:.0f} s (waiting for: {', '.join(stages)})",
+                              "check the functions' logs and dead-letter queues",
                               exit_code=errors.ExitCode.STALLED)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from collections_ops.cli import ui
 from collections_ops.cli.render import line_markup
-from collections_ops.services.follow import Progress, Stage
+from collections_ops.services.follow import Progress, Stage, Tracker
 
 ICONS = {"pending": "·", "running": "…", "done": "[green]✓[/green]", "failed": "[red]✗[/red]"}
 MAX_LINES = 12
@@ -84,3 +84,33 @@ def _render_json(updates: Iterator[Progress]) -> Progress:
                                   "duration_ms": s.duration_ms, "detail": s.detail}
                                  for s in progress.stages]}))
     return progress
+
+
+def render_batch(updates: Iterator[list[Tracker]], *, total: int, as_json: bool) -> list[Tracker]:
+    """A progress bar while many uploads flow; then one row per upload."""
+    trackers: list[Tracker] = []
+    if as_json or not sys.stdout.isatty():
+        for update in updates:
+            trackers = update
+    else:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        columns = ("[progress.description]{task.description}", BarColumn(),
+                   MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=ui.console()) as bar:
+            task = bar.add_task("embedded", total=total)
+            for trackers in updates:
+                bar.update(task, completed=sum(t.progress.complete for t in trackers))
+    rows = [{"key": t.upload.key, "status": "done" if t.progress.complete else
+             f"failed: {t.progress.failed.name}" if t.progress.failed else
+             f"waiting: {t.progress.current.name}",
+             "seconds": round((max(s.finished_ms or 0 for s in t.progress.stages)
+                               - t.upload.started_ms) / 1000, 2) if t.progress.complete else None,
+             "detail": t.progress.failed.detail if t.progress.failed else ""}
+            for t in trackers]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    else:
+        ui.table(None, ["object", "status", "seconds", "detail"],
+                 [[r["key"], r["status"], r["seconds"], r["detail"]] for r in rows])
+    return trackers

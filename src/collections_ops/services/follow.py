@@ -91,26 +91,16 @@ class Progress:
         return next((s for s in self.stages if s.status != "done"), self.stages[-1])
 
 
-class Follower:
-    """Reads the functions' log lines about one correlation id and tracks each stage."""
+class Tracker:
+    """The stages of one upload, advanced by the log lines that carry its correlation id."""
 
-    def __init__(self, logs: Any, env: Environment, up: Upload,
-                 groups: dict[str, str] | None = None) -> None:
-        self._reader = LogReader(logs, groups or {fn.key: fn.log_group(env.name)
-                                                  for fn in FUNCTIONS},
-                                 start_ms=up.started_ms - 1000, text=up.correlation_id)
+    def __init__(self, up: Upload) -> None:
+        self.upload = up
         uploaded = Stage("uploaded", None, "done", up.started_ms, up.started_ms,
                          f"s3://{up.bucket}/{up.key}")
         self.progress = Progress([uploaded, *(Stage(fn.stage, fn) for fn in FUNCTIONS)])
 
-    def poll(self) -> Progress:
-        lines = self._reader.poll()
-        for line in lines:
-            self._apply(line)
-        self.progress.new_lines = lines
-        return self.progress
-
-    def _apply(self, line: LogEvent) -> None:
+    def apply(self, line: LogEvent) -> None:
         stage = next(s for s in self.progress.stages if s.function
                      and s.function.key == line.function_key)
         payload = line.fields()
@@ -125,6 +115,78 @@ class Follower:
             stage.detail = f"retrying: {payload.get('reason') or message}"
         elif message in DONE_MESSAGES[line.function_key] and stage.status != "failed":
             stage.status, stage.finished_ms, stage.detail = "done", line.timestamp, ""
+
+    @property
+    def finished(self) -> bool:
+        return self.progress.complete or self.progress.failed is not None
+
+
+def _default_groups(env: Environment) -> dict[str, str]:
+    return {fn.key: fn.log_group(env.name) for fn in FUNCTIONS}
+
+
+class Follower:
+    """Follows one upload: reads only the log lines that mention its correlation id."""
+
+    def __init__(self, logs: Any, env: Environment, up: Upload,
+                 groups: dict[str, str] | None = None) -> None:
+        self._reader = LogReader(logs, groups or _default_groups(env),
+                                 start_ms=up.started_ms - 1000, text=up.correlation_id)
+        self.tracker = Tracker(up)
+        self.progress = self.tracker.progress
+
+    def poll(self) -> Progress:
+        lines = self._reader.poll()
+        for line in lines:
+            self.tracker.apply(line)
+        self.progress.new_lines = lines
+        return self.progress
+
+
+class BatchFollower:
+    """Follows many uploads with one reader: each line goes to the upload whose correlation
+    id it carries. Three API calls per poll, however many uploads."""
+
+    def __init__(self, logs: Any, env: Environment, uploads: list[Upload],
+                 groups: dict[str, str] | None = None) -> None:
+        start = min(u.started_ms for u in uploads) - 1000
+        self._reader = LogReader(logs, groups or _default_groups(env), start_ms=start)
+        self.trackers = {u.correlation_id: Tracker(u) for u in uploads}
+
+    def poll(self) -> list[Tracker]:
+        for line in self._reader.poll():
+            tracker = self.trackers.get(str(line.fields().get("correlation_id", "")))
+            if tracker is not None:
+                tracker.apply(line)
+        return list(self.trackers.values())
+
+    def follow(self, *, timeout_s: float, interval_s: float = 0.25,
+               clock: Callable[[], float] = time.monotonic,
+               sleep: Callable[[float], None] = time.sleep) -> Iterator[list[Tracker]]:
+        deadline = clock() + timeout_s
+        while True:
+            trackers = self.poll()
+            yield trackers
+            if all(t.finished for t in trackers) or clock() >= deadline:
+                return
+            sleep(interval_s)
+
+
+def expand_paths(inputs: list[Path]) -> list[Path]:
+    """Files as given; folders expanded to the images in them (not recursive), sorted."""
+    suffixes = {".jpg", ".jpeg", ".png", ".webp", ".gif"}
+    files: list[Path] = []
+    for path in inputs:
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir()
+                            if p.is_file() and p.suffix.lower() in suffixes)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise errors.NotFound(f"no such file or folder: {path}")
+    if not files:
+        raise errors.NotFound("no images to upload", "give image files or a folder of them")
+    return files
 
 
 def follow(follower: Follower, *, timeout_s: float, interval_s: float = 0.25,

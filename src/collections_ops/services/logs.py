@@ -1,10 +1,12 @@
 """Reading the three functions' CloudWatch Logs as one ordered stream.
 
 Each log group is paged to the end (no gaps across pages), every event is remembered by its
-`eventId` (no line twice), and the merged lines come out in timestamp order. Following polls
-with a short interval that backs off while nothing arrives, so a new line shows within about a
-second of being written. Filtering by item uses a server-side term filter and an exact
-client-side check on the structured line.
+`eventId` (no line twice), and the merged lines come out in timestamp order. Lines can reach
+CloudWatch after newer ones (each Lambda container delivers its own batch), so every poll
+re-reads a lookback window behind the newest line seen; the `eventId`s drop the repeats.
+Following polls with a short interval that backs off while nothing arrives, so a new line
+shows within about a second of being written. Filtering by item uses a server-side term
+filter and an exact client-side check on the structured line.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from collections_ops import errors
 from collections_ops.pipeline import FUNCTIONS, Environment, Function
 
+LOOKBACK_MS = 15_000  # how late a line may arrive behind a newer one and still be shown
 _SINCE = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -86,8 +89,9 @@ class LogReader:
         self._logs = logs
         self._page_size = page_size
         self._groups = groups
+        self._floor = start_ms
         self._start = dict.fromkeys(groups, start_ms)
-        self._seen: set[str] = set()
+        self._seen: dict[str, int] = {}  # eventId -> timestamp
         self._text = text
         self._item = item_id
 
@@ -123,7 +127,7 @@ class LogReader:
             for raw in page.get("events", []):
                 if raw["eventId"] in self._seen:
                     continue
-                self._seen.add(raw["eventId"])
+                self._seen[raw["eventId"]] = int(raw["timestamp"])
                 newest = max(newest, int(raw["timestamp"]))
                 event = LogEvent(key, int(raw["timestamp"]), str(raw["message"]).rstrip("\n"),
                                  raw["eventId"], raw.get("logStreamName", ""))
@@ -133,10 +137,15 @@ class LogReader:
             if not token:
                 break
             kwargs["nextToken"] = token
-        # Re-read from the newest timestamp (not past it): lines written in the same
-        # millisecond after this read are still found; `_seen` drops the repeats.
-        self._start[key] = newest
+        # Next time, re-read the lookback window: a line that arrives late with an older
+        # timestamp is still found; `_seen` drops the repeats.
+        self._start[key] = max(self._floor, newest - LOOKBACK_MS)
+        self._forget_before(min(self._start.values()))
         return events
+
+    def _forget_before(self, start_ms: int) -> None:
+        if len(self._seen) > 20_000:
+            self._seen = {k: ts for k, ts in self._seen.items() if ts >= start_ms}
 
     def _matches(self, event: LogEvent) -> bool:
         if self._item is not None and event.fields().get("item_id") != self._item:
