@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
-BENCHMARKS = ("bench_thumbnail", "bench_startup", "bench_e2e")
+BENCHMARKS = ("bench_thumbnail", "bench_startup", "bench_e2e", "bench_follow")
 
 
 def main() -> int:
