@@ -11,6 +11,7 @@ import json
 import time
 from typing import Any
 
+import tracing
 import vision
 from collections_core import aws, db, events, images, log, runtime, secrets
 from collections_core.config import Settings
@@ -51,7 +52,12 @@ def _analyze_event(event: Any, context: Any) -> dict[str, Any]:
     started = time.perf_counter()
     rendered, source = images.render_small(data, vision.MODEL_MAX_EDGE, quality=85)
     provider, model = settings.analyzer_provider, settings.analyzer_model
-    analysis = vision.validate(_run_provider(provider, model, rendered, source, context))
+    analysis = vision.validate(tracing.traced(
+        lambda: _run_provider(provider, model, rendered, source, context),
+        api_key=secrets.get("LANGSMITH_API_KEY", required=False),
+        inputs={"item_id": item_id, "user_id": user_id, "provider": provider, "model": model,
+                "image_bytes": len(rendered.data), "correlation_id": correlation_id},
+        env_name=settings.env_name))
     log.event(logger, "LLM analysis complete", stage="analyzed", provider=provider, model=model,
               category=analysis["category"], duration_ms=_ms(started))
 

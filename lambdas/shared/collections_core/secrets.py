@@ -19,6 +19,7 @@ def get(name: str, *, required: bool = True) -> str | None:
     """Return the secret `name` (e.g. ANTHROPIC_API_KEY), or None if optional and absent."""
     cache: dict[str, tuple[float, str]] = state.cached("secrets", dict)
     hit = cache.get(name)
+    value: str | None
     if hit and time.monotonic() - hit[0] < TTL_SECONDS:
         value = hit[1]
     else:
