@@ -1,0 +1,510 @@
+"""Building the Lambda bundles: each function's code, the shared `collections_core` package and
+its third-party wheels for the Lambda platform, in one directory per function.
+
+    out_dir/<code_dir>/handler.py, <helper>.py, collections_core/..., <vendored packages>
+
+The layout is what the CDK app deploys (`collections:bundleDir` / `COLLECTIONS_BUNDLE_DIR`).
+
+Third-party requirements live beside each function in `lambdas/<code_dir>/requirements.txt`.
+Lines after a `# collections-build: no-deps` comment are installed with `--no-deps`, at the
+versions pip resolves for the whole file with dependencies (so the trimmed set stays mutually
+compatible): that is how the embedder ships voyageai without the ~50 packages it declares but
+never imports on the `Client.embed` path. The file stays an ordinary pip requirements file.
+
+Wheels are installed for the target (`--platform`, `--python-version`, `--only-binary=:all:`),
+never for this machine's interpreter, and a requirement with no wheel for the target is refused
+by name. The pip step is skipped when a stamp in the bundle says it already ran for the same
+requirements, platform and Python version; the function's code is copied afresh every time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from collections_ops import paths, pipeline
+from collections_ops.errors import CliError
+
+# Lambda's limit on a function's code plus layers, unzipped: 250 MB.
+LAMBDA_UNZIPPED_LIMIT = 262_144_000
+DEFAULT_PYTHON_VERSION = "3.12"  # infrastructure/stacks/function.py: Runtime.PYTHON_3_12
+DEFAULT_PLATFORM = "manylinux2014_x86_64"
+REQUIREMENTS_FILE = "requirements.txt"
+STAMP_FILE = ".collections-build.json"
+NO_DEPS_MARKER = "# collections-build: no-deps"
+SHARED_PACKAGE = "collections_core"
+# Bump when the bundle layout or the pip step changes: every stamp is then stale.
+BUILD_FORMAT = 1
+
+PipRunner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
+
+
+class BuildError(CliError):
+    """A bundle cannot be built: a requirement has no wheel for the target, pip failed, or the
+    bundle is too large for Lambda."""
+
+
+def run_pip(args: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    """Run pip with this interpreter (and pip's own configuration: index, find-links, cert)."""
+    return subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True,
+                          check=False)
+
+
+@dataclass
+class BundleReport:
+    function: str  # key: processor, analyzer, embedder
+    code_dir: str
+    path: Path
+    size_bytes: int  # unzipped, everything in the bundle
+    file_count: int
+    cached: bool  # the pip step was skipped (stamp matched)
+    python_version: str
+    platform: str
+    packages: dict[str, str] = field(default_factory=dict)  # distribution -> version
+    # What the full resolution of the no-deps section wanted and the bundle leaves out.
+    omitted: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def size_mb(self) -> float:
+        return self.size_bytes / 1_000_000
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """A function's requirements file, split at the no-deps marker."""
+
+    text: str
+    regular: tuple[str, ...]  # requirement lines installed with their dependencies
+    no_deps: tuple[str, ...]  # requirement lines installed without
+
+    @classmethod
+    def parse(cls, text: str) -> Requirements:
+        regular: list[str] = []
+        no_deps: list[str] = []
+        target = regular
+        for raw in text.splitlines():
+            if raw.strip().lower() == NO_DEPS_MARKER:
+                target = no_deps
+                continue
+            line = raw.split(" #", 1)[0].strip()
+            if line and not line.startswith("#"):
+                target.append(line)
+        return cls(text, tuple(regular), tuple(no_deps))
+
+    @classmethod
+    def read(cls, path: Path) -> Requirements:
+        return cls.parse(path.read_text() if path.is_file() else "")
+
+
+def canonical_name(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def requirement_name(line: str) -> str:
+    match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", line)
+    if not match:
+        raise BuildError(f"cannot read a package name from the requirement {line!r}")
+    return match.group(1)
+
+
+# --------------------------------------------------------------------------------- building
+
+
+def build(env_name: str, *, out_dir: Path, python_version: str = DEFAULT_PYTHON_VERSION,
+          platform: str = DEFAULT_PLATFORM, implementation: str = "cp",
+          pip: PipRunner = run_pip,
+          functions: Iterable[pipeline.Function | str] | None = None,
+          lambdas_dir: Path | None = None, pip_args: Sequence[str] = (),
+          max_unzipped_bytes: int = LAMBDA_UNZIPPED_LIMIT,
+          jobs: int | None = None) -> list[BundleReport]:
+    """Build one bundle per function under `out_dir/<code_dir>/` and report on each.
+
+    The bundles are the same for every AWS environment (settings arrive as environment
+    variables); `env_name` is checked against the definition so a typo fails here, not at deploy.
+    `pip_args` go to every pip call (e.g. `--no-index --find-links DIR` for an offline build).
+    Functions are built `jobs` at a time (default: all at once; pip mostly waits on the index).
+    """
+    try:
+        pipeline.environment(env_name)
+    except KeyError as exc:
+        raise BuildError(str(exc.args[0])) from None
+    _target(platform)  # refuse an unsupported platform before any work
+    root = lambdas_dir if lambdas_dir is not None else paths.lambdas_root()
+    try:
+        selected = [pipeline.function(f) if isinstance(f, str) else f
+                    for f in (functions if functions is not None else pipeline.FUNCTIONS)]
+    except KeyError as exc:
+        known = ", ".join(fn.key for fn in pipeline.FUNCTIONS)
+        raise BuildError(f"unknown function {exc.args[0]!r} (known: {known})") from None
+    if len({fn.code_dir for fn in selected}) != len(selected):
+        raise BuildError("two functions share a code directory: " +
+                         ", ".join(fn.code_dir for fn in selected))
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def one(fn: pipeline.Function) -> BundleReport:
+        return _build_one(fn, root=root, out_dir=out_dir, python_version=python_version,
+                          platform=platform, implementation=implementation, pip=pip,
+                          pip_args=tuple(pip_args), max_unzipped_bytes=max_unzipped_bytes)
+
+    workers = max(1, min(jobs or len(selected), len(selected)))
+    if workers == 1:
+        return [one(fn) for fn in selected]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bundle") as pool:
+        futures = [pool.submit(one, fn) for fn in selected]
+        return [f.result() for f in futures]  # in order; the first failure is raised
+
+
+def _build_one(fn: pipeline.Function, *, root: Path, out_dir: Path, python_version: str,
+               platform: str, implementation: str, pip: PipRunner, pip_args: tuple[str, ...],
+               max_unzipped_bytes: int) -> BundleReport:
+    started = time.perf_counter()
+    source = root / fn.code_dir
+    shared = root / "shared" / SHARED_PACKAGE
+    if not (source / fn.handler.split(".")[0]).with_suffix(".py").is_file():
+        raise BuildError(f"{fn.key}: {source} has no {fn.handler.split('.')[0]}.py")
+    if not shared.is_dir():
+        raise BuildError(f"shared package {shared} does not exist")
+    requirements = Requirements.read(source / REQUIREMENTS_FILE)
+    bundle = out_dir / fn.code_dir
+    digest = _stamp_hash(requirements, platform=platform, python_version=python_version,
+                         implementation=implementation, pip_args=pip_args)
+    stamp = _read_stamp(bundle)
+    cached = stamp is not None and stamp.get("hash") == digest and _deps_intact(bundle, stamp)
+
+    if cached:
+        assert stamp is not None
+        code_files = stamp.get("code")
+        _remove_code(bundle, [str(c) for c in code_files] if isinstance(code_files, list) else [])
+        recorded = stamp.get("omitted")
+        omitted = ({str(k): str(v) for k, v in recorded.items()}
+                   if isinstance(recorded, dict) else {})
+    else:
+        if bundle.exists():
+            shutil.rmtree(bundle)
+        bundle.mkdir(parents=True)
+        omitted = _install(fn, requirements, bundle, python_version=python_version,
+                           platform=platform, implementation=implementation, pip=pip,
+                           pip_args=pip_args)
+    _strip(bundle)  # also byte-code that running from a cached bundle may have left
+    deps = sorted(p.name for p in bundle.iterdir() if p.name != STAMP_FILE)
+
+    code = _copy_code(fn, source, shared, bundle)
+    _write_stamp(bundle, {"format": BUILD_FORMAT, "hash": digest, "function": fn.key,
+                          "python_version": python_version, "platform": platform,
+                          "deps": deps, "code": code, "omitted": omitted})
+
+    size, count = bundle_size(bundle)
+    if size > max_unzipped_bytes:
+        raise BuildError(
+            f"the {fn.key} bundle is {size / 1e6:.1f} MB unzipped; Lambda allows "
+            f"{max_unzipped_bytes / 1e6:.1f} MB (largest: {_largest(bundle)})",
+            "trim the function's requirements.txt",
+        )
+    packages = check_wheel_tags(bundle, python_version=python_version, platform=platform,
+                                implementation=implementation)
+    return BundleReport(function=fn.key, code_dir=fn.code_dir, path=bundle, size_bytes=size,
+                        file_count=count, cached=cached, python_version=python_version,
+                        platform=platform,
+                        packages={name: version for name, (version, _) in packages.items()},
+                        omitted=omitted,
+                        seconds=round(time.perf_counter() - started, 2))
+
+
+def _install(fn: pipeline.Function, requirements: Requirements, bundle: Path, *,
+             python_version: str, platform: str, implementation: str, pip: PipRunner,
+             pip_args: tuple[str, ...]) -> dict[str, str]:
+    """pip into the (empty) bundle; returns what the no-deps section leaves out of the tree."""
+    if not requirements.regular and not requirements.no_deps:
+        return {}
+    common = ["install", "--target", str(bundle), "--platform", platform,
+              "--implementation", implementation, "--python-version", python_version,
+              "--only-binary=:all:", "--no-compile", "--disable-pip-version-check",
+              "--no-input", "--progress-bar", "off", *pip_args]
+    context = f"{fn.key} ({platform} / Python {python_version})"
+    with tempfile.TemporaryDirectory(prefix="collections-build-") as tmp_name:
+        tmp = Path(tmp_name)
+        if not requirements.no_deps:
+            reqs = tmp / REQUIREMENTS_FILE
+            reqs.write_text("\n".join(requirements.regular) + "\n")
+            _pip(pip, [*common, "-r", str(reqs)], platform, python_version, context)
+            return {}
+        # The whole file, resolved with dependencies but not installed: versions for everything.
+        everything = tmp / "all.txt"
+        everything.write_text("\n".join(requirements.regular + requirements.no_deps) + "\n")
+        report = tmp / "report.json"
+        _pip(pip, [*common, "--dry-run", "--ignore-installed", "--report", str(report),
+                   "-r", str(everything)], platform, python_version, context)
+        resolved = _resolution(report)
+        if requirements.regular:
+            constraints = tmp / "constraints.txt"
+            constraints.write_text("".join(f"{n}=={v}\n" for n, (v, _) in sorted(resolved.items())))
+            regular = tmp / "regular.txt"
+            regular.write_text("\n".join(requirements.regular) + "\n")
+            _pip(pip, [*common, "-c", str(constraints), "-r", str(regular)], platform,
+                 python_version, context)
+        present = set(installed_distributions(bundle))
+        wanted = []
+        for line in requirements.no_deps:
+            name = canonical_name(requirement_name(line))
+            if name in present:
+                continue  # already installed (same resolution) as a dependency of the above
+            if name not in resolved:
+                raise BuildError(f"{fn.key}: {name} is listed after {NO_DEPS_MARKER!r} but pip's "
+                                 "resolution of the file does not include it")
+            version, url = resolved[name]
+            # The exact file the resolution chose: no second look at the index.
+            wanted.append(f"{name} @ {url}" if url else f"{name}=={version}")
+        if wanted:
+            listing = tmp / "no-deps.txt"
+            listing.write_text("\n".join(wanted) + "\n")
+            _pip(pip, [*common, "--no-deps", "-r", str(listing)], platform, python_version,
+                 context)
+        installed = installed_distributions(bundle)
+        return {n: v for n, (v, _) in sorted(resolved.items()) if n not in installed}
+
+
+_NO_MATCH = re.compile(r"No matching distribution found for ([^\s;]+)")
+_NO_VERSION = re.compile(r"Could not find a version that satisfies the requirement ([^\s;]+)")
+
+
+def _pip(pip: PipRunner, args: list[str], platform: str, python_version: str,
+         context: str) -> None:
+    result = pip(args)
+    if result.returncode == 0:
+        return
+    output = f"{result.stderr or ''}\n{result.stdout or ''}"
+    match = _NO_MATCH.search(output) or _NO_VERSION.search(output)
+    if match:
+        requirement = match.group(1)
+        name = requirement_name(requirement)
+        raise BuildError(
+            f"{name} has no wheel for {platform} / Python {python_version} "
+            f"(pip: no matching distribution for {requirement}, building {context})",
+            f"pin a version of {name} that publishes a {platform} or pure-Python wheel, "
+            "or drop it from the function's requirements.txt",
+        )
+    lines = [ln for ln in output.splitlines()
+             if ln.strip() and not ln.startswith("WARNING: Location")]
+    tail = "\n".join(lines[-15:])
+    raise BuildError(f"pip failed (exit {result.returncode}) building {context}:\n{tail}")
+
+
+def _resolution(report: Path) -> dict[str, tuple[str, str | None]]:
+    """Canonical name -> (version, wheel URL) from pip's installation report."""
+    data = json.loads(report.read_text())
+    out: dict[str, tuple[str, str | None]] = {}
+    for item in data.get("install", []):
+        url = (item.get("download_info") or {}).get("url")
+        out[canonical_name(item["metadata"]["name"])] = (
+            str(item["metadata"]["version"]),
+            url if isinstance(url, str) and url.endswith(".whl") else None)
+    return out
+
+
+def _strip(bundle: Path) -> None:
+    """Remove what never runs in Lambda: byte-code caches and console-script launchers (their
+    shebang names this machine's interpreter)."""
+    for cache in list(bundle.rglob("__pycache__")):
+        shutil.rmtree(cache, ignore_errors=True)
+    scripts = bundle / "bin"
+    if scripts.is_dir() and not (scripts / "__init__.py").exists():
+        shutil.rmtree(scripts)
+
+
+def _copy_code(fn: pipeline.Function, source: Path, shared: Path, bundle: Path) -> list[str]:
+    copied: list[str] = []
+    for module in sorted(source.glob("*.py")):
+        target = bundle / module.name
+        if target.exists():
+            raise BuildError(f"{fn.key}: {module.name} collides with a vendored package's file")
+        shutil.copy2(module, target)
+        copied.append(module.name)
+    target = bundle / SHARED_PACKAGE
+    if target.exists():
+        raise BuildError(f"{fn.key}: a vendored distribution already provides {SHARED_PACKAGE}/")
+    shutil.copytree(shared, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    copied.append(SHARED_PACKAGE)
+    return copied
+
+
+def _remove_code(bundle: Path, code: Iterable[str]) -> None:
+    for name in code:
+        if not name or "/" in name or "\\" in name or name.startswith("."):
+            continue  # only ever top-level entries this module copied
+        path = bundle / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+# ------------------------------------------------------------------------------------ stamps
+
+
+def _stamp_hash(requirements: Requirements, *, platform: str, python_version: str,
+                implementation: str, pip_args: tuple[str, ...]) -> str:
+    payload = json.dumps({"format": BUILD_FORMAT, "requirements": requirements.text,
+                          "platform": platform, "python_version": python_version,
+                          "implementation": implementation, "pip_args": list(pip_args)},
+                         sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _read_stamp(bundle: Path) -> dict[str, object] | None:
+    try:
+        data = json.loads((bundle / STAMP_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _write_stamp(bundle: Path, data: dict[str, object]) -> None:
+    (bundle / STAMP_FILE).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def _deps_intact(bundle: Path, stamp: dict[str, object]) -> bool:
+    deps = stamp.get("deps")
+    return isinstance(deps, list) and all((bundle / str(d)).exists() for d in deps)
+
+
+# -------------------------------------------------------------------------------- inspection
+
+
+def bundle_size(bundle: Path) -> tuple[int, int]:
+    """(bytes, files) of a bundle, unzipped; symlinks are counted as the files they name."""
+    size = count = 0
+    for path in bundle.rglob("*"):
+        if path.is_file():
+            size += path.stat().st_size
+            count += 1
+    return size, count
+
+
+def _largest(bundle: Path, n: int = 5) -> str:
+    sizes = []
+    for entry in bundle.iterdir():
+        total = (sum(p.stat().st_size for p in entry.rglob("*") if p.is_file())
+                 if entry.is_dir() else entry.stat().st_size)
+        sizes.append((total, entry.name))
+    return ", ".join(f"{name} {total / 1e6:.1f} MB" for total, name in sorted(sizes)[::-1][:n])
+
+
+def installed_distributions(bundle: Path) -> dict[str, str]:
+    """Canonical distribution name -> version, from the bundle's *.dist-info/METADATA."""
+    out: dict[str, str] = {}
+    for info in bundle.glob("*.dist-info"):
+        name, version = _metadata(info)
+        out[canonical_name(name)] = version
+    return out
+
+
+def _metadata(info: Path) -> tuple[str, str]:
+    name = version = ""
+    metadata = info / "METADATA"
+    if metadata.is_file():
+        for line in metadata.read_text(errors="replace").splitlines():
+            if not line.strip():
+                break  # end of the headers
+            key, _, value = line.partition(":")
+            if key == "Name" and not name:
+                name = value.strip()
+            elif key == "Version" and not version:
+                version = value.strip()
+    if not name:
+        name, _, version = info.name.removesuffix(".dist-info").partition("-")
+    return name, version
+
+
+_MANYLINUX = re.compile(r"manylinux(?:_(\d+)_(\d+)|(1|2010|2014))_(\w+)")
+_LEGACY_GLIBC = {"1": (2, 5), "2010": (2, 12), "2014": (2, 17)}
+
+
+def _target(platform: str) -> tuple[tuple[int, int], str]:
+    """The glibc version and architecture a manylinux platform tag promises."""
+    match = _MANYLINUX.fullmatch(platform)
+    if not match:
+        raise BuildError(f"unsupported platform {platform!r}",
+                         "Lambda runs Linux: use a manylinux tag such as manylinux2014_x86_64")
+    major, minor, legacy, arch = match.groups()
+    glibc = _LEGACY_GLIBC[legacy] if legacy else (int(major), int(minor))
+    return glibc, arch
+
+
+def tag_compatible(tag: str, *, python_version: str = DEFAULT_PYTHON_VERSION,
+                   platform: str = DEFAULT_PLATFORM, implementation: str = "cp") -> bool:
+    """Whether one wheel tag (`cp312-cp312-manylinux_2_17_x86_64`, possibly compressed with
+    dots) can run on the target interpreter and platform."""
+    glibc, arch = _target(platform)
+    major, minor = (int(p) for p in python_version.split(".")[:2])
+    try:
+        interps, abis, plats = (part.split(".") for part in tag.strip().split("-"))
+    except ValueError:
+        return False
+    return (any(_platform_ok(p, glibc, arch) for p in plats)
+            and any(_abi_ok(i, a, major, minor, implementation)
+                    for i in interps for a in abis))
+
+
+def _platform_ok(plat: str, glibc: tuple[int, int], arch: str) -> bool:
+    if plat == "any":
+        return True
+    match = _MANYLINUX.fullmatch(plat)
+    if not match:
+        return False
+    wheel_glibc, wheel_arch = _target(plat)
+    return wheel_arch == arch and wheel_glibc <= glibc
+
+
+def _abi_ok(interp: str, abi: str, major: int, minor: int, implementation: str) -> bool:
+    match = re.fullmatch(r"(py|cp|[a-z]+)(\d)(\d*)", interp)
+    if not match:
+        return False
+    kind, i_major, i_minor = match.group(1), int(match.group(2)), match.group(3)
+    if i_major != major or (i_minor and int(i_minor) > minor):
+        return False
+    if kind not in ("py", implementation):
+        return False
+    if abi == "none":
+        return True
+    if abi == "abi3":
+        return kind == implementation
+    return kind == implementation and abi == f"{implementation}{major}{minor}" \
+        and i_minor == str(minor)
+
+
+def check_wheel_tags(bundle: Path, *, python_version: str = DEFAULT_PYTHON_VERSION,
+                     platform: str = DEFAULT_PLATFORM,
+                     implementation: str = "cp") -> dict[str, tuple[str, list[str]]]:
+    """Read every `*.dist-info/WHEEL` in a bundle and check that one of each distribution's
+    `Tag:` lines fits the target (e.g. cp312 / abi3 / none on manylinux x86_64 or any).
+
+    Returns canonical name -> (version, tags); raises BuildError naming every misfit.
+    """
+    found: dict[str, tuple[str, list[str]]] = {}
+    misfits: list[str] = []
+    for info in sorted(bundle.glob("*.dist-info")):
+        name, version = _metadata(info)
+        wheel = info / "WHEEL"
+        tags = ([line.partition(":")[2].strip()
+                 for line in wheel.read_text(errors="replace").splitlines()
+                 if line.startswith("Tag:")] if wheel.is_file() else [])
+        found[canonical_name(name)] = (version, tags)
+        if not any(tag_compatible(t, python_version=python_version, platform=platform,
+                                  implementation=implementation) for t in tags):
+            misfits.append(f"{name} {version} ({', '.join(tags) or 'no WHEEL tags'})")
+    if misfits:
+        raise BuildError(
+            f"{bundle.name}: wheels that do not run on {platform} / Python {python_version}: "
+            + "; ".join(misfits))
+    return found

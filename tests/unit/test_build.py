@@ -1,0 +1,529 @@
+"""The Lambda bundle build: real wheels for the Lambda platform from the package index, the
+trimmed voyageai set proven by calling `Client.embed` from a bundle alone, refusals by name,
+and the stamp that skips pip.
+
+The real bundles are built once per module (Python 3.12, the Lambda runtime, and 3.11, the
+interpreter here, for the import tests). The other cases build tiny offline bundles from wheels
+made in tmp, with `--no-index`.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import glob
+import hashlib
+import io
+import json
+import os
+import platform as platform_module
+import shutil
+import subprocess
+import sys
+import tarfile
+import textwrap
+import zipfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from collections_ops import paths, pipeline
+from collections_ops.services import build as b
+from tests.fakes.providers import FakeProviders, fake_embedding
+
+pytestmark = pytest.mark.timeout(600)
+
+PLATFORM = f"manylinux2014_{'aarch64' if platform_module.machine() == 'aarch64' else 'x86_64'}"
+LOCAL_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+# What each function's code path imports from its bundle, beyond its own modules.
+EXPECTED_DIRS = {
+    "processor": ("PIL", "psycopg", "psycopg_binary", "pgvector"),
+    "analyzer": ("PIL", "psycopg", "psycopg_binary", "pgvector", "anthropic", "openai",
+                 "langsmith"),
+    "embedder": ("psycopg", "psycopg_binary", "pgvector", "voyageai", "numpy", "PIL"),
+}
+# voyageai's declared dependencies that the embedder's code path never imports.
+TRIMMED_AWAY = ("tokenizers", "hf-xet", "fsspec", "langsmith", "zstandard", "orjson", "xxhash",
+                "httpx", "httpcore", "websockets", "jsonpatch", "click")
+
+
+class CountingPip:
+    """The real pip runner, counted."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def __call__(self, args: Sequence[str]) -> subprocess.CompletedProcess[str]:
+        self.calls.append(list(args))
+        return b.run_pip(args)
+
+
+@dataclasses.dataclass
+class Built:
+    out_dir: Path
+    reports: dict[str, b.BundleReport]
+    pip: CountingPip
+
+    def bundle(self, key: str) -> Path:
+        return self.reports[key].path
+
+
+def _build(out_dir: Path, python_version: str) -> Built:
+    pip = CountingPip()
+    reports = b.build("dev", out_dir=out_dir, python_version=python_version, platform=PLATFORM,
+                      pip=pip)
+    return Built(out_dir, {r.function: r for r in reports}, pip)
+
+
+@pytest.fixture(scope="module")
+def lambda_bundles(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """The three bundles as deployed: Python 3.12 on the Lambda platform."""
+    return _build(tmp_path_factory.mktemp("bundles-312"), "3.12")
+
+
+@pytest.fixture(scope="module")
+def local_bundles(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """The same bundles for this machine's Python, so they can be imported here."""
+    return _build(tmp_path_factory.mktemp(f"bundles-{LOCAL_PYTHON}"), LOCAL_PYTHON)
+
+
+# ----------------------------------------------------------------------- (1) bundle contents
+
+
+@pytest.mark.parametrize("key", ["processor", "analyzer", "embedder"])
+def test_bundle_has_code_shared_package_and_wheels_for_lambda(lambda_bundles: Built,
+                                                              key: str) -> None:
+    fn = pipeline.function(key)
+    bundle = lambda_bundles.bundle(key)
+    report = lambda_bundles.reports[key]
+    assert bundle == lambda_bundles.out_dir / fn.code_dir
+
+    for module in paths.lambda_code_dir(fn.code_dir).glob("*.py"):
+        assert (bundle / module.name).read_bytes() == module.read_bytes()
+    core = bundle / "collections_core"
+    assert (core / "__init__.py").is_file()
+    shipped_sql = sorted(p.name for p in (paths.shared_code_dir() / "collections_core"
+                                          / "migrations").glob("*.sql"))
+    assert shipped_sql and sorted(p.name for p in (core / "migrations").glob("*.sql")) == shipped_sql
+
+    for name in EXPECTED_DIRS[key]:
+        assert (bundle / name).is_dir(), f"{key}: {name}/ missing"
+    assert not (bundle / "boto3").exists() and not (bundle / "botocore").exists()
+    assert not list(bundle.rglob("__pycache__")) and not list(bundle.rglob("*.pyc"))
+    assert not (bundle / "requirements.txt").exists()
+
+    tags = b.check_wheel_tags(bundle, python_version="3.12", platform=PLATFORM)
+    assert set(tags) == set(b.installed_distributions(bundle))
+    for dist, (_version, wheel_tags) in tags.items():
+        assert any(b.tag_compatible(t, python_version="3.12", platform=PLATFORM)
+                   for t in wheel_tags), dist
+        assert not any(t.startswith("cp311-cp311") for t in wheel_tags), dist
+    compiled = [d for d, (_v, ts) in tags.items() if not any(t.endswith("-any") for t in ts)]
+    assert compiled  # Pillow / psycopg-binary at least: the platform really was targeted
+
+    assert report.size_bytes == b.bundle_size(bundle)[0] < b.LAMBDA_UNZIPPED_LIMIT
+    assert report.file_count == b.bundle_size(bundle)[1]
+    assert report.packages == {n: v for n, (v, _t) in tags.items()}
+    assert not report.cached
+
+
+def test_embedder_bundle_holds_only_the_trimmed_voyageai_set(lambda_bundles: Built) -> None:
+    installed = b.installed_distributions(lambda_bundles.bundle("embedder"))
+    assert "voyageai" in installed
+    for name in TRIMMED_AWAY:
+        assert name not in installed, name
+    requirements = b.Requirements.read(paths.lambda_code_dir("embedder") / "requirements.txt")
+    listed = {b.canonical_name(b.requirement_name(r))
+              for r in requirements.regular + requirements.no_deps}
+    # Nothing in the bundle that the file does not name, except psycopg's own dependencies.
+    assert set(installed) - listed <= {"psycopg-binary", "typing-extensions"}
+
+
+def test_bundle_sizes_are_reported(lambda_bundles: Built) -> None:
+    sizes = {k: round(r.size_mb, 1) for k, r in lambda_bundles.reports.items()}
+    print(f"\nbundle sizes (MB, unzipped, Python 3.12 / {PLATFORM}): {sizes}")
+    assert sizes["processor"] < sizes["analyzer"] < b.LAMBDA_UNZIPPED_LIMIT / 1e6
+
+
+# ------------------------------------------------------------- (2) imports from the bundle alone
+
+
+_PROBE = textwrap.dedent("""
+    import importlib.util, json, os, sys
+    bundle = sys.argv[1]
+    sys.path[:0] = [bundle]
+    import handler
+    for name in sys.argv[2].split(","):
+        if name:
+            __import__(name)
+    out = {"boto3": importlib.util.find_spec("boto3") is not None}
+    if "psycopg" in sys.modules:
+        out["psycopg_impl"] = sys.modules["psycopg"].pq.__impl__
+    if "voyageai" in sys.modules:
+        import voyageai, embedding
+        assert voyageai.Client
+        out["vector"] = embedding.voyage_embed(
+            ["a red kayak"], api_key="k", model="voyage-3.5", input_type="document",
+            remaining_s=lambda: 30.0)[0]
+    stdlib = os.path.dirname(os.__file__)
+    out["foreign"] = sorted(
+        m.__name__ for m in list(sys.modules.values())
+        if getattr(m, "__file__", None)
+        and not os.path.realpath(m.__file__).startswith((os.path.realpath(bundle), stdlib))
+        and "lib-dynload" not in m.__file__)
+    print(json.dumps(out))
+""")
+
+_IMPORTS = {
+    "processor": "PIL.Image,psycopg,pgvector.psycopg,collections_core.images",
+    "analyzer": "PIL.Image,psycopg,pgvector.psycopg,anthropic,openai,langsmith,vision,tracing",
+    "embedder": "psycopg,pgvector.psycopg,voyageai,voyageai.error,embedding",
+}
+
+
+def _import_in_isolation(python: str, bundle: Path, imports: str,
+                         fake: FakeProviders) -> dict[str, object]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env.update({"VOYAGE_BASE_URL": fake.voyage_base_url, "NO_PROXY": "127.0.0.1,localhost",
+                "PROVIDER_TIMEOUT_S": "10"})
+    proc = subprocess.run([python, "-I", "-S", "-B", "-c", _PROBE, str(bundle), imports], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _check_isolated_import(result: dict[str, object], key: str) -> None:
+    assert result["boto3"] is False  # not vendored: the handlers must not need it at import
+    assert result["foreign"] == []  # nothing came from this machine's site-packages
+    assert result["psycopg_impl"] == "binary"  # libpq from the psycopg-binary wheel
+    if key == "embedder":
+        vector = result["vector"]
+        assert isinstance(vector, list)
+        assert vector == pytest.approx(fake_embedding("a red kayak", 1024), abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def fake_providers() -> Iterator[FakeProviders]:
+    with FakeProviders() as fake:
+        yield fake
+
+
+@pytest.mark.parametrize("key", ["processor", "analyzer", "embedder"])
+def test_handler_imports_from_the_bundle_alone(local_bundles: Built, key: str,
+                                               fake_providers: FakeProviders) -> None:
+    """`python -I -S` with only the bundle on sys.path: no site-packages, no PYTHONPATH, no
+    boto3 (and -B: importing must not leave byte-code in the bundle). For the embedder, voyageai's trimmed set serves a real `Client.embed` call (against
+    the fake Voyage API on 127.0.0.1)."""
+    result = _import_in_isolation(sys.executable, local_bundles.bundle(key), _IMPORTS[key],
+                                  fake_providers)
+    _check_isolated_import(result, key)
+    if key == "embedder":
+        assert fake_providers.embeddings.requests
+
+
+def _python_312() -> str | None:
+    candidates = [shutil.which("python3.12") or "",
+                  *sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.12*/bin/python3.12")))]
+    for candidate in candidates:
+        if not candidate:
+            continue
+        probe = subprocess.run([candidate, "-I", "-S", "-c",
+                                "import sys; print(sys.version_info[:2] == (3, 12))"],
+                               capture_output=True, text=True, check=False)
+        if probe.returncode == 0 and probe.stdout.strip() == "True":
+            return candidate
+    return None
+
+
+@pytest.mark.parametrize("key", ["processor", "analyzer", "embedder"])
+def test_lambda_bundle_imports_under_python_312(lambda_bundles: Built, key: str,
+                                                fake_providers: FakeProviders) -> None:
+    """The very bundles that deploy, on a CPython 3.12 where this machine has one."""
+    python = _python_312()
+    if python is None or platform_module.machine() not in PLATFORM:
+        pytest.skip("no CPython 3.12 for this platform on this machine")
+    result = _import_in_isolation(python, lambda_bundles.bundle(key), _IMPORTS[key],
+                                  fake_providers)
+    _check_isolated_import(result, key)
+
+
+# -------------------------------------------------------- (3) the embedder against voyageai's tree
+
+
+def test_embedder_bundle_is_far_smaller_than_voyageai_full_tree(
+        lambda_bundles: Built, tmp_path: Path) -> None:
+    trimmed = lambda_bundles.reports["embedder"]
+    omitted = trimmed.omitted
+    assert {"tokenizers", "hf-xet", "langsmith", "zstandard", "fsspec"} <= set(omitted)
+    assert not set(omitted) & set(trimmed.packages)
+    # What the untrimmed tree adds: the omitted distributions (same resolution, same target).
+    extra = tmp_path / "omitted"
+    result = b.run_pip(["install", "--target", str(extra), "--platform", PLATFORM,
+                        "--implementation", "cp", "--python-version", "3.12",
+                        "--only-binary=:all:", "--no-compile", "--no-deps",
+                        *(f"{n}=={v}" for n, v in omitted.items())])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert set(b.installed_distributions(extra)) == set(omitted)
+    full_size = trimmed.size_bytes + b.bundle_size(extra)[0]
+    print(f"\nembedder: trimmed {trimmed.size_mb:.1f} MB / {len(trimmed.packages)} distributions,"
+          f" untrimmed {full_size / 1e6:.1f} MB / {len(trimmed.packages) + len(omitted)}"
+          f" (left out: {', '.join(sorted(omitted))})")
+    # numpy (~58 MB with OpenBLAS) and Pillow (~22 MB) are imported by `import voyageai` itself,
+    # so the bundle cannot go much below ~110 MB with the real SDK.
+    assert trimmed.size_bytes < 140e6
+    assert trimmed.size_bytes < 0.75 * full_size
+    assert len(omitted) >= 15
+
+
+# ------------------------------------------------------------ offline fixtures: tiny wheels
+
+
+def _wheel(wheelhouse: Path, name: str, version: str, *, requires: Sequence[str] = (),
+           tag: str = "py3-none-any", size: int = 0) -> Path:
+    dist = f"{name.replace('-', '_')}-{version}"
+    module = name.replace("-", "_")
+    files = {
+        f"{module}/__init__.py": f"VERSION = {version!r}\n",
+        f"{dist}.dist-info/METADATA": "Metadata-Version: 2.1\n"
+        f"Name: {name}\nVersion: {version}\n" + "".join(f"Requires-Dist: {r}\n" for r in requires),
+        f"{dist}.dist-info/WHEEL": f"Wheel-Version: 1.0\nGenerator: test\n"
+        f"Root-Is-Purelib: true\nTag: {tag}\n",
+    }
+    if size:
+        files[f"{module}/blob.bin"] = "x" * size
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
+        record.append(f"{path},sha256={digest.decode()},{len(text.encode())}")
+    record.append(f"{dist}.dist-info/RECORD,,")
+    files[f"{dist}.dist-info/RECORD"] = "\n".join(record) + "\n"
+    path = wheelhouse / f"{dist}-{tag}.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        for name_, text in files.items():
+            zf.writestr(name_, text)
+    return path
+
+
+def _sdist(wheelhouse: Path, name: str, version: str) -> Path:
+    path = wheelhouse / f"{name}-{version}.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        data = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
+        info = tarfile.TarInfo(f"{name}-{version}/PKG-INFO")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+@dataclasses.dataclass
+class Offline:
+    lambdas: Path
+    wheelhouse: Path
+    out: Path
+    fn: pipeline.Function
+
+    @property
+    def pip_args(self) -> tuple[str, ...]:
+        return ("--no-index", "--find-links", str(self.wheelhouse))
+
+    def requirements(self, text: str) -> None:
+        (self.lambdas / "fakefn" / "requirements.txt").write_text(textwrap.dedent(text))
+
+    def build(self, pip: b.PipRunner = b.run_pip, **kwargs: object) -> b.BundleReport:
+        options: dict[str, object] = {"platform": PLATFORM, "pip": pip,
+                                      "pip_args": self.pip_args, **kwargs}
+        [report] = b.build("dev", out_dir=self.out, functions=[self.fn], lambdas_dir=self.lambdas,
+                           **options)  # type: ignore[arg-type]
+        return report
+
+
+@pytest.fixture
+def offline(tmp_path: Path) -> Offline:
+    """A one-function lambdas/ tree and a local wheelhouse; pip never leaves the machine."""
+    lambdas = tmp_path / "lambdas"
+    (lambdas / "fakefn").mkdir(parents=True)
+    (lambdas / "fakefn" / "handler.py").write_text("def handler(event, context):\n    return 1\n")
+    (lambdas / "fakefn" / "helper.py").write_text("X = 1\n")
+    core = lambdas / "shared" / "collections_core"
+    (core / "migrations").mkdir(parents=True)
+    (core / "__init__.py").write_text("")
+    (core / "migrations" / "0001_initial.sql").write_text("SELECT 1;\n")
+    wheelhouse = tmp_path / "wheels"
+    wheelhouse.mkdir()
+    _wheel(wheelhouse, "toplib", "1.0", requires=["lightdep>=1", "heavydep"])
+    _wheel(wheelhouse, "lightdep", "1.0")
+    _wheel(wheelhouse, "lightdep", "2.0")
+    _wheel(wheelhouse, "heavydep", "1.0", size=100_000)
+    _wheel(wheelhouse, "plainlib", "1.0", requires=["lightdep<2"])
+    _sdist(wheelhouse, "sdistonly", "1.0")
+    _wheel(wheelhouse, "winonly", "1.0", tag="cp312-cp312-win_amd64")
+    fn = dataclasses.replace(pipeline.IMAGE_PROCESSOR, key="fake", code_dir="fakefn")
+    return Offline(lambdas, wheelhouse, tmp_path / "out", fn)
+
+
+# ---------------------------------------------------------------- (4) no wheel: refused by name
+
+
+@pytest.mark.parametrize("package", ["sdistonly", "winonly"])
+def test_requirement_without_a_wheel_is_refused_by_name(offline: Offline, package: str) -> None:
+    offline.requirements(f"plainlib\n{package}==1.0\n")
+    with pytest.raises(b.BuildError) as info:
+        offline.build(python_version="3.12")
+    message = str(info.value)
+    assert message.startswith(f"{package} has no wheel for {PLATFORM} / Python 3.12"), message
+    assert info.value.hint and package in info.value.hint
+
+
+def test_no_wheel_in_the_no_deps_section_is_refused_by_name(offline: Offline) -> None:
+    offline.requirements(f"plainlib\n{b.NO_DEPS_MARKER}\nsdistonly\n")
+    with pytest.raises(b.BuildError, match=f"^sdistonly has no wheel for {PLATFORM}"):
+        offline.build()
+
+
+def test_unknown_environment_and_platform_are_refused(offline: Offline) -> None:
+    with pytest.raises(b.BuildError, match="unknown environment 'staging'"):
+        b.build("staging", out_dir=offline.out)
+    with pytest.raises(b.BuildError, match="unknown function 'thumbnailer'"):
+        b.build("dev", out_dir=offline.out, functions=["thumbnailer"])
+    with pytest.raises(b.BuildError, match="unsupported platform"):
+        b.build("dev", out_dir=offline.out, platform="macosx_11_0_arm64")
+
+
+def test_bundle_over_the_size_limit_is_refused(offline: Offline) -> None:
+    offline.requirements("toplib\n")
+    with pytest.raises(b.BuildError, match=r"fake bundle is 0\.1 MB unzipped; Lambda allows "
+                                           r"0\.0 MB \(largest: heavydep"):
+        offline.build(max_unzipped_bytes=20_000)
+    assert b.LAMBDA_UNZIPPED_LIMIT == 250 * 1024 * 1024  # AWS's 250 MB: 262,144,000 bytes
+
+
+# ------------------------------------------------------------------- the no-deps section
+
+
+def test_no_deps_section_installs_only_what_is_listed_at_resolved_versions(
+        offline: Offline) -> None:
+    # toplib declares heavydep; the function only needs toplib + lightdep. plainlib (installed
+    # with its dependencies) caps lightdep below 2, and the no-deps set follows that resolution.
+    offline.requirements(f"""
+        plainlib
+        {b.NO_DEPS_MARKER}
+        # toplib imports lightdep but never heavydep
+        toplib>=1
+        lightdep
+    """)
+    report = offline.build()
+    assert report.packages == {"plainlib": "1.0", "toplib": "1.0", "lightdep": "1.0"}
+    assert not (report.path / "heavydep").exists()
+    assert (report.path / "toplib" / "__init__.py").is_file()
+
+
+def test_requirements_file_is_split_at_the_marker() -> None:
+    parsed = b.Requirements.parse(f"a>=1  # why\n\n{b.NO_DEPS_MARKER.upper()}\n# c\nb[x]<2\n")
+    assert parsed.regular == ("a>=1",)
+    assert parsed.no_deps == ("b[x]<2",)
+    embedder = b.Requirements.read(paths.lambda_code_dir("embedder") / "requirements.txt")
+    assert [b.requirement_name(r) for r in embedder.regular] == ["psycopg", "pgvector"]
+    assert embedder.no_deps[0].startswith("voyageai")
+    for name in ("processor", "analyzer"):
+        fn = pipeline.function(name)
+        parsed = b.Requirements.read(paths.lambda_code_dir(fn.code_dir) / "requirements.txt")
+        assert parsed.regular and not parsed.no_deps
+        assert all(">=" in r and "<" in r for r in parsed.regular)  # pinned to ranges
+        assert "boto3" not in {b.canonical_name(b.requirement_name(r)) for r in parsed.regular}
+
+
+# ------------------------------------------------------------------- (5) the stamp skips pip
+
+
+def test_second_build_of_the_real_bundles_skips_pip(lambda_bundles: Built) -> None:
+    assert len(lambda_bundles.pip.calls) >= 3  # the first build did run pip
+    pip = CountingPip()
+    reports = b.build("dev", out_dir=lambda_bundles.out_dir, platform=PLATFORM, pip=pip)
+    assert pip.calls == []
+    for report in reports:
+        first = lambda_bundles.reports[report.function]
+        assert report.cached
+        assert report.packages == first.packages
+        assert report.file_count == first.file_count
+        assert (report.path / "handler.py").is_file()
+        assert not list(report.path.rglob("__pycache__"))
+
+
+def test_stamp_follows_requirements_platform_python_and_code(offline: Offline) -> None:
+    offline.requirements("plainlib\n")
+    pip = CountingPip()
+    first = offline.build(pip)
+    assert not first.cached and len(pip.calls) == 1
+    assert json.loads((first.path / b.STAMP_FILE).read_text())["code"] == [
+        "handler.py", "helper.py", "collections_core"]
+
+    # Code changes are picked up without pip; a deleted module leaves the bundle.
+    (offline.lambdas / "fakefn" / "handler.py").write_text("def handler(e, c):\n    return 2\n")
+    (offline.lambdas / "fakefn" / "helper.py").unlink()
+    again = offline.build(pip)
+    assert again.cached and len(pip.calls) == 1
+    assert "return 2" in (again.path / "handler.py").read_text()
+    assert not (again.path / "helper.py").exists()
+    assert (again.path / "plainlib" / "__init__.py").is_file()
+
+    offline.build(pip, python_version=LOCAL_PYTHON)  # another Python: pip again
+    assert len(pip.calls) == 2
+    offline.requirements("plainlib\nlightdep<2\n")  # another requirements file: pip again
+    assert not offline.build(pip, python_version=LOCAL_PYTHON).cached
+    assert len(pip.calls) == 3
+
+    # A damaged bundle (a vendored package deleted) is rebuilt even though the stamp matches.
+    shutil.rmtree(offline.out / "fakefn" / "plainlib")
+    repaired = offline.build(pip, python_version=LOCAL_PYTHON)
+    assert not repaired.cached and len(pip.calls) == 4
+    assert (repaired.path / "plainlib" / "__init__.py").is_file()
+
+
+def test_a_failed_build_leaves_no_stamp_that_would_skip_pip(offline: Offline) -> None:
+    offline.requirements("sdistonly\n")
+    with pytest.raises(b.BuildError):
+        offline.build()
+    assert not (offline.out / "fakefn" / b.STAMP_FILE).exists()
+
+
+# ------------------------------------------------------------------------------- wheel tags
+
+
+@pytest.mark.parametrize(("tag", "ok"), [
+    ("py3-none-any", True),
+    ("py2.py3-none-any", True),
+    ("cp312-cp312-manylinux_2_17_x86_64", True),
+    ("cp312-cp312-manylinux2014_x86_64", True),
+    ("cp312-cp312-manylinux1_x86_64", True),
+    ("cp38-abi3-manylinux_2_17_x86_64.manylinux2014_x86_64", True),
+    ("cp312-none-any", True),
+    ("cp312-cp312-manylinux_2_28_x86_64", False),  # needs a newer glibc than manylinux2014
+    ("cp311-cp311-manylinux_2_17_x86_64", False),
+    ("cp313-abi3-manylinux_2_17_x86_64", False),
+    ("cp312-cp312-manylinux_2_17_aarch64", False),
+    ("cp312-cp312-musllinux_1_2_x86_64", False),
+    ("cp312-cp312-macosx_11_0_arm64", False),
+    ("pp310-pypy310_pp73-manylinux_2_17_x86_64", False),
+    ("py2-none-any", False),
+    ("garbage", False),
+])
+def test_tag_compatibility(tag: str, ok: bool) -> None:
+    assert b.tag_compatible(tag, python_version="3.12", platform="manylinux2014_x86_64") is ok
+
+
+def test_check_wheel_tags_names_every_misfit(tmp_path: Path) -> None:
+    for name, tag in (("good", "py3-none-any"), ("macwheel", "cp312-cp312-macosx_11_0_arm64"),
+                      ("old", "cp311-cp311-manylinux2014_x86_64")):
+        info = tmp_path / f"{name}-1.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+        (info / "WHEEL").write_text(f"Wheel-Version: 1.0\nTag: {tag}\n")
+    with pytest.raises(b.BuildError) as info_:
+        b.check_wheel_tags(tmp_path, python_version="3.12", platform="manylinux2014_x86_64")
+    message = str(info_.value)
+    assert "macwheel 1.0" in message and "old 1.0" in message and "good" not in message
+    shutil.rmtree(tmp_path / "macwheel-1.0.dist-info")
+    shutil.rmtree(tmp_path / "old-1.0.dist-info")
+    assert b.check_wheel_tags(tmp_path) == {"good": ("1.0", ["py3-none-any"])}
