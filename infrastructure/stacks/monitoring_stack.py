@@ -15,17 +15,11 @@ from constructs import Construct
 from collections_ops import pipeline
 from stacks.settings import Deployment
 
-PERIOD = cdk.Duration.seconds(300)  # the guide's period
-ERROR_THRESHOLD = 5  # the guide's: more than 5 errors in 5 minutes
-DURATION_ALARM_FRACTION = 0.8  # alarm when an invocation takes 80 % of its timeout
-
-
-def dashboard_name(env_name: str) -> str:
-    return f"{pipeline.PROJECT}-{env_name}-lambdas"  # the guide's `collections-lambdas`, per env
-
-
-def alarm_name(env_name: str, fn: pipeline.Function, kind: str) -> str:
-    return f"{pipeline.PROJECT}-{env_name}-{fn.key}-{kind}"
+PERIOD = cdk.Duration.seconds(pipeline.METRIC_PERIOD_S)
+ERROR_THRESHOLD = pipeline.ERROR_ALARM_THRESHOLD
+DURATION_ALARM_FRACTION = pipeline.DURATION_ALARM_FRACTION
+dashboard_name = pipeline.dashboard_name
+alarm_name = pipeline.alarm_name
 
 
 def lambda_metric(fn: pipeline.Function, env_name: str, metric: str,

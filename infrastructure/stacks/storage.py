@@ -14,11 +14,12 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from collections_ops import pipeline
 from stacks.settings import Deployment
 
 NONCURRENT_IMAGE_VERSION_DAYS = 90  # overwritten/deleted uploads stay recoverable this long
 ACCESS_LOG_EXPIRY_DAYS = 365
-ABORT_MULTIPART_UPLOAD_DAYS = 7
+ABORT_MULTIPART_UPLOAD_DAYS = pipeline.ABORT_MULTIPART_UPLOAD_DAYS
 
 
 def _secure_bucket_props() -> dict[str, object]:
@@ -68,7 +69,7 @@ class PipelineStorage(Construct):
         )
 
         thumbnail_rule = s3.LifecycleRule(
-            id="ExpireThumbnails",
+            id=pipeline.THUMBNAIL_EXPIRY_RULE_ID,
             expiration=(cdk.Duration.days(settings.thumbnail_expiry_days)
                         if settings.thumbnail_expiry_days else None),
             abort_incomplete_multipart_upload_after=cdk.Duration.days(

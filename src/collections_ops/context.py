@@ -99,21 +99,23 @@ class Context:
     def thumbnails_bucket(self) -> str:
         return self.env.thumbnails_bucket(self.account)
 
+    def secret_value(self, name: str) -> str:
+        """A secret from SSM (decrypted), for commands that call a provider themselves."""
+        parameter = f"{self.env.parameter_prefix}/{name}"
+        try:
+            response = self.client("ssm").get_parameter(Name=parameter, WithDecryption=True)
+        except Exception as exc:
+            if getattr(exc, "response", {}).get("Error", {}).get("Code") == "ParameterNotFound":
+                raise errors.ConfigError(f"SSM parameter {parameter} does not exist",
+                                         f"collections secrets put {name} --env "
+                                         f"{self.env.name}") from None
+            raise
+        return str(response["Parameter"]["Value"])
+
     def database_url(self) -> str:
         if self.is_local:
             return str(self.local.database_url)
-        url = os.environ.get("DATABASE_URL")
-        if url:
-            return url
-        name = f"{self.env.parameter_prefix}/DATABASE_URL"
-        try:
-            response = self.client("ssm").get_parameter(Name=name, WithDecryption=True)
-        except Exception as exc:
-            if getattr(exc, "response", {}).get("Error", {}).get("Code") == "ParameterNotFound":
-                raise errors.ConfigError(f"SSM parameter {name} does not exist",
-                                         "run `collections secrets put DATABASE_URL`") from None
-            raise
-        return str(response["Parameter"]["Value"])
+        return os.environ.get("DATABASE_URL") or self.secret_value("DATABASE_URL")
 
     @cached_property
     def db(self) -> Any:

@@ -186,6 +186,25 @@ PROVIDER_SECRETS: dict[str, str] = {
 }
 
 
+# Monitoring: the guide's dashboard and error alarm, per environment. Used by the CDK
+# monitoring stack and by `collections dashboard/alarms`, which must agree on every name.
+METRIC_PERIOD_S = 300  # the guide's period
+ERROR_ALARM_THRESHOLD = 5  # the guide's: more than 5 errors in one period
+DURATION_ALARM_FRACTION = 0.8  # alarm when an invocation takes 80 % of its timeout
+
+# Lifecycle rules the storage construct sets and `collections lifecycle` checks.
+THUMBNAIL_EXPIRY_RULE_ID = "ExpireThumbnails"
+ABORT_MULTIPART_UPLOAD_DAYS = 7
+
+
+def dashboard_name(env_name: str) -> str:
+    return f"{PROJECT}-{env_name}-lambdas"  # the guide's `collections-lambdas`, per environment
+
+
+def alarm_name(env_name: str, fn: Function, kind: str) -> str:
+    return f"{PROJECT}-{env_name}-{fn.key}-{kind}"
+
+
 def function(key_or_name: str) -> Function:
     """Find a function by CLI key (`analyzer`), logical id or code directory."""
     wanted = key_or_name.lower()

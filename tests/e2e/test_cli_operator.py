@@ -136,6 +136,23 @@ def test_status_shows_the_deployment(cli_env):
     assert all(r["enabled"] and r["targets"] for r in status["deployment"]["rules"])
 
 
+def test_operations_commands_against_the_local_cloud(cli_env):
+    assert run(cli_env, "lifecycle", "local").returncode == 0, "provisioned from the settings"
+    assert run(cli_env, "dashboard", "local").returncode == 0
+    shown = run(cli_env, "dashboard", "local", "--show", "--hours", "1", "--json")
+    assert set(json.loads(shown.stdout)) == {"processor", "analyzer", "embedder"}
+    assert run(cli_env, "alarms", "ensure", "local").returncode == 0
+    listed = json.loads(run(cli_env, "alarms", "list", "local", "--json").stdout)
+    names = {a["name"] for a in listed}
+    assert "collections-local-analyzer-errors" in names and len(names) == 12
+    tested = run(cli_env, "alarms", "test", "collections-local-analyzer-errors")
+    assert tested.returncode == 0 and "OK -> ALARM -> OK" in tested.stdout
+    drifted = run(cli_env, "concurrency", "embedder", "local", "4")
+    assert drifted.returncode == 0 and "definition says unreserved" in drifted.stdout
+    assert "unreserved" in run(cli_env, "concurrency", "embedder", "local",
+                               "--unreserve").stdout
+
+
 def test_z_doctor_finds_a_removed_notification_and_a_missing_parameter(cli_env, aws):
     healthy = run(cli_env, "doctor", "--json")
     assert healthy.returncode == 0, healthy.stdout

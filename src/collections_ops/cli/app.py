@@ -635,6 +635,236 @@ def verify(
             else errors.ExitCode.VERIFY_FAILED)
 
 
+# --------------------------------------------------------------------------- search
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What to look for, in words.")],
+    user: Annotated[str | None, typer.Option("--user", "-u", help="Only this user's items.")]
+    = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="How many results.", min=1,
+                                       max=1000)] = 10,
+    env: EnvOption = None, as_json: JsonOption = False,
+    profile: ProfileOption = None, region: RegionOption = None,
+) -> None:
+    """Semantic search over the stored embeddings, with the pipeline's own embedder."""
+    from collections_ops.services import search as searching
+
+    ctx = _context(env, profile, region)
+    provider, model = ctx.env.embedding_provider, ctx.env.embedding_model
+    api_key = None
+    if provider == "voyage":
+        api_key = os.environ.get("VOYAGE_API_KEY") or ctx.secret_value("VOYAGE_API_KEY")
+    try:
+        vector = searching.embed_query(query, provider=provider, model=model, api_key=api_key)
+        hits = searching.search(ctx.db, vector, model=model, dimensions=len(vector),
+                                user_id=user, limit=limit)
+    except ValueError as exc:
+        raise errors.CliError(str(exc), exit_code=errors.ExitCode.USAGE) from None
+    if as_json:
+        ui.print_json([h.as_dict() for h in hits])
+        return
+    if not hits:
+        ui.info(f"no embeddings of model {model} yet" + (f" for user {user}" if user else ""))
+        return
+    ui.table(f"{len(hits)} nearest to {query!r} ({model})",
+             ["similarity", "item", "user", "category", "summary"],
+             [[f"{h.similarity:.3f}", h.item_id, h.user_id, h.category, h.summary[:80]]
+              for h in hits])
+
+
+# --------------------------------------------------------------------------- operations
+
+alarms_app = typer.Typer(help="CloudWatch alarms: the guide's error alarm and more.",
+                         no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(alarms_app, name="alarms")
+
+
+@app.command()
+def dashboard(
+    env: Annotated[str, typer.Argument(help="Environment.")],
+    show: Annotated[bool, typer.Option("--show", help="Render the metrics here instead.")]
+    = False,
+    hours: Annotated[float, typer.Option("--hours", help="With --show: how far back.")] = 3,
+    as_json: JsonOption = False, profile: ProfileOption = None, region: RegionOption = None,
+) -> None:
+    """Create the guide's dashboard (plus DLQ depth and latency), or --show it in the terminal."""
+    from collections_ops.services import monitoring
+
+    ctx = _context(env, profile, region)
+    cw = ctx.client("cloudwatch")
+    if not show:
+        name = monitoring.put_dashboard(cw, ctx.env, ctx.region, account=ctx.account)
+        ui.ok(f"dashboard {name} written (the CDK monitoring stack keeps the same one)")
+        return
+    data = monitoring.show(cw, ctx.env, hours=hours)
+    if as_json:
+        ui.print_json(data)
+        return
+    rows = []
+    for key, metrics in data.items():
+        for metric, values in metrics.items():
+            present = [v for v in values if v is not None]
+            total = (f"{sum(present):g}" if metric != "Duration" else
+                     f"{max(present):.0f} ms max" if present else "")
+            rows.append([key, metric, monitoring.sparkline(values), total])
+    ui.table(f"last {hours:g} h ({ctx.env.name})", ["function", "metric", "trend", "total"], rows)
+
+
+@alarms_app.command("ensure")
+def alarms_ensure(env: Annotated[str, typer.Argument(help="Environment.")],
+                  email: Annotated[str | None, typer.Option("--email", help="Notify this "
+                                                            "address (SNS).")] = None,
+                  profile: ProfileOption = None, region: RegionOption = None) -> None:
+    """Create or update every alarm: errors, throttles, duration near timeout, DLQ depth."""
+    from collections_ops.services import monitoring
+
+    ctx = _context(env, profile, region)
+    topic = None
+    if email:
+        note = monitoring.notification_topic(ctx.client("sns"), ctx.env, email)
+        topic = note.topic_arn
+        ui.ok(f"alarms notify {email} through {note.topic_arn}")
+    names = monitoring.ensure_alarms(ctx.client("cloudwatch"), ctx.env, sns_topic_arn=topic)
+    ui.ok(f"{len(names)} alarms in place")
+
+
+@alarms_app.command("list")
+def alarms_list(env: Annotated[str, typer.Argument(help="Environment.")],
+                as_json: JsonOption = False, profile: ProfileOption = None,
+                region: RegionOption = None) -> None:
+    """The pipeline's alarms with their state, firing ones first."""
+    from dataclasses import asdict
+
+    from collections_ops.services import monitoring
+
+    ctx = _context(env, profile, region)
+    alarms = monitoring.list_alarms(ctx.client("cloudwatch"), ctx.env)
+    if as_json:
+        ui.print_json([asdict(a) for a in alarms])
+        return
+    ui.table(f"alarms ({ctx.env.name})", ["alarm", "state", "condition", "since"],
+             [[a.name, f"[red]{a.state}[/red]" if a.state == "ALARM" else a.state,
+               a.condition, a.updated] for a in alarms])
+
+
+@alarms_app.command("test")
+def alarms_test(name: Annotated[str, typer.Argument(help="Alarm name.")],
+                env: EnvOption = None, profile: ProfileOption = None,
+                region: RegionOption = None) -> None:
+    """Set an alarm to ALARM and back to OK, proving its wiring and notifications."""
+    from collections_ops.services import monitoring
+
+    ctx = _context(env, profile, region)
+    result = monitoring.test_alarm(ctx.client("cloudwatch"), name)
+    if not result.fired:
+        raise errors.CliError(f"{name} did not enter ALARM (read back {result.during})")
+    ui.ok(f"{name}: {result.before} -> {result.during} -> {result.after}; notified: "
+          f"{', '.join(result.actions) or 'no actions configured'}")
+
+
+@app.command()
+def tune(
+    function: Annotated[str, typer.Argument(help="processor, analyzer or embedder.")],
+    env: Annotated[str, typer.Argument(help="dev or prod.")],
+    payload: Annotated[Path, typer.Option("--payload", help="JSON event to invoke with.",
+                                          exists=True, dir_okay=False)],
+    strategy: Annotated[str, typer.Option("--strategy", help="cost, speed or balanced.")]
+    = "balanced",
+    memory: Annotated[str, typer.Option("--memory", help="Comma-separated sizes in MB.")]
+    = "512,1024,1536,2048,3008",
+    runs: Annotated[int, typer.Option("--runs", min=3, help="Invocations per size.")] = 5,
+    recorded: Annotated[bool, typer.Option("--recorded", help="Use the offline providers: "
+                                           "no LLM or embedding spend.")] = False,
+    apply_it: Annotated[bool, typer.Option("--apply", help="Set the recommended memory.")]
+    = False,
+    as_json: JsonOption = False, profile: ProfileOption = None, region: RegionOption = None,
+) -> None:
+    """Right-size a function's memory in the manner of AWS Lambda Power Tuning."""
+    import json as _json
+
+    from collections_ops.pipeline import function as find_function
+    from collections_ops.services import tune as tuning
+
+    ctx = _context(env, profile, region)
+    _require_aws(ctx, "tune")
+    if strategy not in ("cost", "speed", "balanced"):
+        raise errors.CliError(f"unknown strategy {strategy!r}", "cost, speed or balanced",
+                              exit_code=errors.ExitCode.USAGE)
+    fn = find_function(function)
+    lam = ctx.client("lambda")
+    invoker = tuning.LambdaInvoker(lam, fn.function_name(ctx.env.name),
+                                   _json.loads(payload.read_text()),
+                                   env_overrides=tuning.recorded_overrides() if recorded else None)
+    try:
+        result = tuning.tune(invoker, [int(m) for m in memory.split(",")], runs=runs,
+                             strategy=strategy)  # type: ignore[arg-type]
+    finally:
+        invoker.restore()
+    if as_json:
+        ui.print_json(result.table())
+    else:
+        ui.table(f"{fn.function_name(ctx.env.name)} ({strategy})",
+                 ["memory", "average", "cost / 1M", "kept", ""],
+                 [[f"{r['memory_mb']} MB", f"{r['average_ms']} ms",
+                   f"${r['cost_per_million_usd']}", f"{r['kept']}/{r['runs']}",
+                   "◀ recommended" if r["recommended"] else ""] for r in result.table()])
+        for line in tuning.chart(result):
+            ui.console().print(line, markup=False)
+    if apply_it:
+        tuning.apply(lam, fn.function_name(ctx.env.name), result.recommended.memory_mb)
+        ui.ok(f"memory set to {result.recommended.memory_mb} MB")
+
+
+@app.command()
+def concurrency(
+    function: Annotated[str, typer.Argument(help="processor, analyzer or embedder.")],
+    env: Annotated[str, typer.Argument(help="Environment.")],
+    limit: Annotated[int | None, typer.Argument(help="Reserved concurrency to set (omit to "
+                                                "show drift).")] = None,
+    unreserve: Annotated[bool, typer.Option("--unreserve", help="Remove the reservation.")]
+    = False,
+    profile: ProfileOption = None, region: RegionOption = None,
+) -> None:
+    """Reserved concurrency: show settings against what is deployed, or set it."""
+    from collections_ops.pipeline import function as find_function
+    from collections_ops.services import drift
+
+    ctx = _context(env, profile, region)
+    lam = ctx.client("lambda")
+    fn = find_function(function)
+    if limit is not None or unreserve:
+        state = drift.set_concurrency(lam, ctx.env, fn, None if unreserve else limit)
+    else:
+        state = drift.function_concurrency(lam, ctx.env, fn)
+    ui.table(None, ["function", "setting", "deployed", "state"],
+             [[state.function_name, state.expected, state.deployed,
+               state.detail if state.in_sync else f"[red]{state.detail}[/red]"]])
+
+
+@app.command()
+def lifecycle(env: Annotated[str, typer.Argument(help="Environment.")],
+              apply_it: Annotated[bool, typer.Option("--apply", help="Put the rule the "
+                                                     "settings ask for.")] = False,
+              profile: ProfileOption = None, region: RegionOption = None) -> None:
+    """The thumbnails bucket's expiry rule: settings against what is deployed."""
+    from collections_ops.services import drift
+
+    ctx = _context(env, profile, region)
+    s3 = ctx.client("s3")
+    if apply_it:
+        drift.apply_lifecycle(s3, ctx.env, ctx.account)
+    state = drift.lifecycle_drift(s3, ctx.env, ctx.account)
+    ui.table(f"lifecycle ({state.bucket})", ["rule", "setting", "deployed", "differences"],
+             [[state.rule_id, state.expected_expiry_days, state.deployed_expiry_days,
+               "; ".join(state.differences) or "none"]])
+    if not state.in_sync and not apply_it:
+        raise errors.CliError("the lifecycle rule differs from the settings",
+                              f"collections lifecycle {ctx.env.name} --apply",
+                              exit_code=errors.ExitCode.CHANGES)
+
+
 # --------------------------------------------------------------------------- entry point
 
 

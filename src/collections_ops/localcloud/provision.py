@@ -125,4 +125,7 @@ def provision(session: Any, env: Environment, *, account: str, database_url: str
                       Type="SecureString", Overwrite=True)
     _register_functions(session, env, account=account,
                         variables=common_env(env, account=account, dlq_urls=dlq_urls))
+    from collections_ops.services import drift
+
+    drift.apply_lifecycle(s3, env, account)
     return Provisioned(images, thumbs, queue_urls, dlq_urls)

@@ -1,0 +1,220 @@
+"""The guide's cost controls -- reserved concurrency and the thumbnail lifecycle rule -- compared
+with what is deployed, and set by hand when an operator must act before the next deploy.
+
+The definition (`Environment.reserved_concurrency`, `Environment.thumbnail_expiry_days`) is what
+the CDK app deploys; a value set here differs from it until the definition is changed, and the
+next `collections deploy` puts the definition's value back. The drift reports say so.
+
+The lifecycle rule is the storage stack's: rule `ExpireThumbnails` on the thumbnails bucket (a
+bucket of its own, so the rule covers the whole bucket, no prefix), expiring objects after
+`thumbnail_expiry_days` and aborting incomplete multipart uploads after 7 days. The guide's own
+command put the rule on the images bucket, which here would expire the originals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from collections_ops import errors
+from collections_ops.pipeline import (
+    ABORT_MULTIPART_UPLOAD_DAYS,
+    FUNCTIONS,
+    THUMBNAIL_EXPIRY_RULE_ID,
+    Environment,
+    Function,
+)
+
+THUMBNAIL_RULE_ID = THUMBNAIL_EXPIRY_RULE_ID
+
+
+def _code(exc: BaseException) -> str | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code"))
+    return None
+
+
+# --------------------------------------------------------------------------- concurrency
+
+
+@dataclass(frozen=True)
+class ConcurrencyDrift:
+    key: str
+    function_name: str
+    expected: int | None  # the definition's reserved concurrency; None: unreserved
+    deployed: int | None  # what Lambda has; None: unreserved
+    exists: bool = True
+
+    @property
+    def in_sync(self) -> bool:
+        return self.exists and self.expected == self.deployed
+
+    @property
+    def detail(self) -> str:
+        if not self.exists:
+            return "function not deployed"
+
+        def shown(n: int | None) -> str:
+            return "unreserved" if n is None else f"{n} reserved"
+
+        if self.in_sync:
+            return shown(self.deployed)
+        return f"deployed {shown(self.deployed)}, definition says {shown(self.expected)}"
+
+
+def function_concurrency(lam: Any, env: Environment, fn: Function) -> ConcurrencyDrift:
+    name = fn.function_name(env.name)
+    expected = env.reserved_concurrency.get(fn.key)
+    try:
+        response = lam.get_function_concurrency(FunctionName=name)
+    except Exception as exc:
+        if _code(exc) == "ResourceNotFoundException":
+            return ConcurrencyDrift(fn.key, name, expected, None, exists=False)
+        raise
+    deployed = response.get("ReservedConcurrentExecutions")
+    return ConcurrencyDrift(fn.key, name, expected, None if deployed is None else int(deployed))
+
+
+def concurrency_drift(lam: Any, env: Environment) -> list[ConcurrencyDrift]:
+    """Reserved concurrency per function: the definition's against Lambda's."""
+    return [function_concurrency(lam, env, fn) for fn in FUNCTIONS]
+
+
+def set_concurrency(lam: Any, env: Environment, fn: Function, n: int | None) -> ConcurrencyDrift:
+    """Reserve `n` concurrent executions for `fn` (0 stops it from running at all: a brake);
+    None removes the reservation. Returns the new state against the definition."""
+    name = fn.function_name(env.name)
+    if n is not None and n < 0:
+        raise errors.CliError(f"reserved concurrency must be 0 or more, not {n}",
+                              exit_code=errors.ExitCode.USAGE)
+    try:
+        if n is None:
+            lam.delete_function_concurrency(FunctionName=name)
+        else:
+            lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=n)
+    except Exception as exc:
+        code = _code(exc)
+        if code == "ResourceNotFoundException":
+            raise errors.NotFound(f"function {name} is not deployed",
+                                  f"deploy it: `collections deploy {env.name}`") from None
+        if code in ("InvalidParameterValueException", "LimitExceededException"):
+            message = getattr(exc, "response", {}).get("Error", {}).get("Message", str(exc))
+            raise errors.CliError(
+                f"Lambda refused {n} reserved executions for {name}: {message}",
+                "an account keeps at least 100 unreserved executions; lower the value or ask "
+                "for a higher concurrency quota") from None
+        raise
+    return function_concurrency(lam, env, fn)
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+def expected_thumbnail_rule(env: Environment) -> dict[str, Any]:
+    """The storage stack's thumbnail rule, in S3's API shape."""
+    rule: dict[str, Any] = {
+        "ID": THUMBNAIL_RULE_ID, "Status": "Enabled", "Filter": {"Prefix": ""},
+        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": ABORT_MULTIPART_UPLOAD_DAYS},
+    }
+    if env.thumbnail_expiry_days:
+        rule["Expiration"] = {"Days": env.thumbnail_expiry_days}
+    return rule
+
+
+@dataclass(frozen=True)
+class LifecycleDrift:
+    bucket: str
+    rule_id: str
+    expected_expiry_days: int | None
+    deployed_expiry_days: int | None
+    bucket_exists: bool
+    rule_found: bool
+    differences: list[str] = field(default_factory=list)
+
+    @property
+    def in_sync(self) -> bool:
+        return self.bucket_exists and self.rule_found and not self.differences
+
+
+def _scope(rule: dict[str, Any]) -> str:
+    """'' when the rule covers the whole bucket; otherwise what narrows it."""
+    if rule.get("Prefix"):  # the legacy top-level prefix
+        return f"prefix {rule['Prefix']!r}"
+    flt = rule.get("Filter") or {}
+    narrowing = [f"{k} {v!r}" for k, v in flt.items() if k != "Prefix" or v]
+    return ", ".join(narrowing)
+
+
+def _differences(expected: dict[str, Any], deployed: dict[str, Any]) -> list[str]:
+    found = []
+    if deployed.get("Status") != "Enabled":
+        found.append(f"rule is {deployed.get('Status', 'missing a status')}, not Enabled")
+    want = (expected.get("Expiration") or {}).get("Days")
+    have = (deployed.get("Expiration") or {}).get("Days")
+    if want != have or set(deployed.get("Expiration") or {}) - {"Days"}:
+        found.append(f"expiry: deployed {_days(have, deployed.get('Expiration'))}, "
+                     f"definition says {_days(want, None)}")
+    want_abort = expected["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"]
+    have_abort = (deployed.get("AbortIncompleteMultipartUpload") or {}).get("DaysAfterInitiation")
+    if want_abort != have_abort:
+        found.append(f"incomplete multipart uploads: deployed {_days(have_abort, None)}, "
+                     f"definition says {want_abort} days")
+    scope = _scope(deployed)
+    if scope:
+        found.append(f"rule covers only part of the bucket ({scope}), not all of it")
+    return found
+
+
+def _days(days: int | None, expiration: dict[str, Any] | None) -> str:
+    if days is not None:
+        return f"{days} days"
+    if expiration:
+        return ", ".join(f"{k} {v}" for k, v in expiration.items())
+    return "never"
+
+
+def _deployed_rules(s3: Any, bucket: str) -> list[dict[str, Any]] | None:
+    """The bucket's lifecycle rules; [] when it has none; None when the bucket does not exist."""
+    try:
+        return list(s3.get_bucket_lifecycle_configuration(Bucket=bucket).get("Rules", []))
+    except Exception as exc:
+        code = _code(exc)
+        if code == "NoSuchLifecycleConfiguration":
+            return []
+        if code == "NoSuchBucket":
+            return None
+        raise
+
+
+def lifecycle_drift(s3: Any, env: Environment, account: str) -> LifecycleDrift:
+    """The thumbnails bucket's `ExpireThumbnails` rule against `thumbnail_expiry_days`."""
+    bucket = env.thumbnails_bucket(account)
+    expected = expected_thumbnail_rule(env)
+    want = env.thumbnail_expiry_days or None
+    rules = _deployed_rules(s3, bucket)
+    if rules is None:
+        return LifecycleDrift(bucket, THUMBNAIL_RULE_ID, want, None, False, False,
+                              [f"bucket {bucket} does not exist"])
+    deployed = next((r for r in rules if r.get("ID") == THUMBNAIL_RULE_ID), None)
+    if deployed is None:
+        return LifecycleDrift(bucket, THUMBNAIL_RULE_ID, want, None, True, False,
+                              [f"no rule {THUMBNAIL_RULE_ID} on {bucket}"])
+    have = (deployed.get("Expiration") or {}).get("Days")
+    return LifecycleDrift(bucket, THUMBNAIL_RULE_ID, want, have, True, True,
+                          _differences(expected, deployed))
+
+
+def apply_lifecycle(s3: Any, env: Environment, account: str) -> LifecycleDrift:
+    """Write the definition's thumbnail rule, keeping the bucket's other rules (S3 replaces the
+    whole configuration on every put). Returns the state read back."""
+    bucket = env.thumbnails_bucket(account)
+    rules = _deployed_rules(s3, bucket)
+    if rules is None:
+        raise errors.NotReady(f"bucket {bucket} does not exist",
+                              f"deploy the pipeline first: `collections deploy {env.name}`")
+    others = [r for r in rules if r.get("ID") != THUMBNAIL_RULE_ID]
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=bucket,
+        LifecycleConfiguration={"Rules": [*others, expected_thumbnail_rule(env)]})
+    return lifecycle_drift(s3, env, account)

@@ -1,0 +1,417 @@
+"""The guide's Monitoring section, runnable from the CLI: the `collections-<env>-lambdas`
+dashboard, the per-function alarms, a terminal view of the functions' metrics, and a way to prove
+an alarm notifies someone.
+
+The CDK monitoring stack (`infrastructure/stacks/monitoring_stack.py`) deploys the same dashboard
+and the same errors / dead-letter / duration alarms on AWS; this module spells them with plain
+boto3 so the local cloud (moto) gets them too, so an operator can add what the stack does not
+(throttle alarms, an e-mail topic, the end-to-end latency widget), and so `dashboard --show`
+can read the metrics without a browser. Names and parameters here must stay equal to the stack's:
+`put_metric_alarm` on a stack-owned name replaces that alarm's definition.
+
+Every function takes the client it needs (`cw`, `sns`), built by the composition root.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from collections_ops import errors
+from collections_ops.pipeline import (
+    DURATION_ALARM_FRACTION,
+    ERROR_ALARM_THRESHOLD,
+    FUNCTIONS,
+    METRIC_PERIOD_S,
+    PROJECT,
+    Environment,
+    Function,
+    alarm_name,
+    dashboard_name,
+)
+
+PERIOD_S = METRIC_PERIOD_S
+ERROR_THRESHOLD = ERROR_ALARM_THRESHOLD
+DASHBOARD_START = "-PT3H"  # the stack's default_interval
+
+# The guide's three Lambda metrics, with the statistic its dashboard.json gives each.
+LAMBDA_METRICS: tuple[tuple[str, str], ...] = (
+    ("Invocations", "Sum"), ("Errors", "Sum"), ("Duration", "Average"))
+
+# A custom metric: upload -> embedding stored, in milliseconds, one value per item, dimension
+# Environment=<env>. Nothing emits it yet: the embedder has to publish it (an EMF line on
+# "Embedding stored"); until then the dashboard's latency widget stays empty.
+E2E_NAMESPACE = "Collections"
+E2E_METRIC = "EndToEndLatency"
+E2E_STATS = ("p50", "p90", "Maximum")
+
+ALARM_KINDS = ("errors", "throttles", "duration", "dlq-depth")
+SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
+
+
+def alarm_prefix(env_name: str) -> str:
+    return f"{PROJECT}-{env_name}-"
+
+
+def topic_name(env_name: str) -> str:
+    return f"{PROJECT}-{env_name}-alarms"
+
+
+def _code(exc: BaseException) -> str | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code"))
+    return None
+
+
+# --------------------------------------------------------------------------- dashboard
+
+
+def _function_widget(fn: Function, env_name: str, region: str, y: int) -> dict[str, Any]:
+    name = fn.function_name(env_name)
+    metrics: list[list[Any]] = []
+    for metric, stat in LAMBDA_METRICS:
+        options: dict[str, Any] = {"stat": stat}
+        if metric == "Duration":
+            options["yAxis"] = "right"  # milliseconds next to counts
+        metrics.append(["AWS/Lambda", metric, "FunctionName", name, options])
+    return {"type": "metric", "x": 0, "y": y, "width": 24, "height": 6, "properties": {
+        "view": "timeSeries", "title": f"{name} ({fn.stage})", "region": region,
+        "metrics": metrics, "period": PERIOD_S, "yAxis": {}}}
+
+
+def _dead_letter_widget(env_name: str, region: str, y: int) -> dict[str, Any]:
+    metrics = [["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName",
+                fn.dlq_name(env_name), {"label": fn.dlq_name(env_name), "stat": "Maximum"}]
+               for fn in FUNCTIONS]
+    return {"type": "metric", "x": 0, "y": y, "width": 12, "height": 6, "properties": {
+        "view": "timeSeries", "title": "Dead-letter queue depth", "region": region,
+        "metrics": metrics, "period": PERIOD_S, "yAxis": {}}}
+
+
+def _latency_widget(env_name: str, region: str, x: int, y: int) -> dict[str, Any]:
+    metrics = [[E2E_NAMESPACE, E2E_METRIC, "Environment", env_name,
+                {"stat": stat, "label": f"upload -> embedding {stat}"}] for stat in E2E_STATS]
+    return {"type": "metric", "x": x, "y": y, "width": 12, "height": 6, "properties": {
+        "view": "timeSeries", "title": "End-to-end latency (upload -> embedding stored)",
+        "region": region, "metrics": metrics, "period": PERIOD_S, "yAxis": {}}}
+
+
+def _alarm_widget(env: Environment, region: str, account: str, y: int) -> dict[str, Any]:
+    arns = [f"arn:aws:cloudwatch:{region}:{account}:alarm:{name}"
+            for name in (spec["AlarmName"] for spec in alarm_specs(env))]
+    return {"type": "alarm", "x": 0, "y": y, "width": 24, "height": 3, "properties": {
+        "title": "Alarms", "alarms": arns}}
+
+
+def dashboard_body(env: Environment, region: str, *, account: str | None = None) -> dict[str, Any]:
+    """The guide's dashboard.json, per function: Invocations and Errors (Sum), Duration (Average)
+    on the right axis, as the monitoring stack draws them; then dead-letter queue depth and the
+    end-to-end latency. With `account`, an alarm status widget too (it addresses alarms by ARN).
+    """
+    widgets = [_function_widget(fn, env.name, region, 6 * i) for i, fn in enumerate(FUNCTIONS)]
+    y = 6 * len(FUNCTIONS)
+    widgets += [_dead_letter_widget(env.name, region, y),
+                _latency_widget(env.name, region, 12, y)]
+    if account is not None:
+        widgets.append(_alarm_widget(env, region, account, y + 6))
+    return {"start": DASHBOARD_START, "widgets": widgets}
+
+
+def put_dashboard(cw: Any, env: Environment, region: str, *,
+                  account: str | None = None) -> str:
+    """Create or replace the dashboard; returns its name."""
+    name = dashboard_name(env.name)
+    response = cw.put_dashboard(DashboardName=name, DashboardBody=json.dumps(
+        dashboard_body(env, region, account=account)))
+    problems = response.get("DashboardValidationMessages") or []
+    if problems:
+        raise errors.CliError(f"CloudWatch rejected parts of dashboard {name}: "
+                              + "; ".join(str(p.get("Message")) for p in problems))
+    return name
+
+
+# --------------------------------------------------------------------------- show
+
+
+def _query_id(fn: Function, metric: str) -> str:
+    return f"{fn.key}_{metric.lower()}"  # ids start with a lower-case letter: [a-z][a-zA-Z0-9_]
+
+
+def metric_queries(env: Environment, period: int = PERIOD_S) -> list[dict[str, Any]]:
+    return [{"Id": _query_id(fn, metric), "ReturnData": True, "MetricStat": {
+        "Metric": {"Namespace": "AWS/Lambda", "MetricName": metric,
+                   "Dimensions": [{"Name": "FunctionName", "Value": fn.function_name(env.name)}]},
+        "Period": period, "Stat": stat}}
+        for fn in FUNCTIONS for metric, stat in LAMBDA_METRICS]
+
+
+def show(cw: Any, env: Environment, hours: float = 3, period: int = PERIOD_S, *,
+         now: datetime | None = None) -> dict[str, dict[str, list[float | None]]]:
+    """Invocations, Errors and Duration of every function over the last `hours`, one value per
+    `period` seconds, oldest first: {fn key: {metric: [value or None]}}.
+
+    Periods without a datapoint are None (no invocation, so no Duration either); for the Sum
+    metrics that means 0, and they are returned as 0.0.
+    """
+    if period <= 0 or period % 60:
+        raise errors.CliError(f"a period of {period} s is not a multiple of 60",
+                              exit_code=errors.ExitCode.USAGE)
+    end = _floor(now or datetime.now(UTC), period)
+    slots = max(1, math.ceil(hours * 3600 / period))
+    start = end - timedelta(seconds=slots * period)
+    series: dict[str, dict[str, list[float | None]]] = {
+        fn.key: {metric: [0.0 if stat == "Sum" else None] * slots
+                 for metric, stat in LAMBDA_METRICS} for fn in FUNCTIONS}
+    by_id = {_query_id(fn, metric): (fn.key, metric)
+             for fn in FUNCTIONS for metric, _ in LAMBDA_METRICS}
+    for result in _metric_data(cw, metric_queries(env, period), start, end):
+        key, metric = by_id[result["Id"]]
+        for ts, value in zip(result.get("Timestamps", []), result.get("Values", []), strict=True):
+            slot = int((_as_utc(ts) - start).total_seconds() // period)
+            if 0 <= slot < slots:
+                series[key][metric][slot] = float(value)
+    return series
+
+
+def _metric_data(cw: Any, queries: list[dict[str, Any]], start: datetime,
+                 end: datetime) -> Iterable[dict[str, Any]]:
+    token: str | None = None
+    while True:
+        kwargs: dict[str, Any] = {"MetricDataQueries": queries, "StartTime": start,
+                                  "EndTime": end, "ScanBy": "TimestampAscending"}
+        if token:
+            kwargs["NextToken"] = token
+        response = cw.get_metric_data(**kwargs)
+        yield from response.get("MetricDataResults", [])
+        token = response.get("NextToken")
+        if not token:
+            return
+
+
+def _floor(moment: datetime, period: int) -> datetime:
+    moment = _as_utc(moment)
+    epoch = int(moment.timestamp())
+    return datetime.fromtimestamp(epoch - epoch % period, UTC)
+
+
+def _as_utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def sparkline(values: Sequence[float | None]) -> str:
+    """One character per value, ▁ (lowest) to █ (highest); a gap (None) is a space.
+
+    All-equal values draw as ▁ (zero) or ▄ (a flat non-zero line), so a steady load is not
+    mistaken for a peak.
+    """
+    present = [v for v in values if v is not None]
+    if not present:
+        return " " * len(values)
+    low, high = min(present), max(present)
+    out = []
+    for v in values:
+        if v is None:
+            out.append(" ")
+        elif high == low:
+            out.append(SPARK_BLOCKS[0] if high == 0 else SPARK_BLOCKS[3])
+        else:
+            index = round((v - low) / (high - low) * (len(SPARK_BLOCKS) - 1))
+            out.append(SPARK_BLOCKS[index])
+    return "".join(out)
+
+
+# --------------------------------------------------------------------------- alarms
+
+
+def _lambda_dimensions(fn: Function, env_name: str) -> list[dict[str, str]]:
+    return [{"Name": "FunctionName", "Value": fn.function_name(env_name)}]
+
+
+def _tags(env_name: str) -> list[dict[str, str]]:
+    return [{"Key": "environment", "Value": env_name}, {"Key": "project", "Value": PROJECT}]
+
+
+def function_alarm_specs(env: Environment, fn: Function) -> list[dict[str, Any]]:
+    """`put_metric_alarm` arguments for one function's four alarms.
+
+    errors: the guide's alarm as written (Errors, Sum, 300 s, > 5, 1 evaluation period);
+    throttles: any throttled invocation (reserved concurrency reached);
+    duration: the slowest invocation of a period above DURATION_ALARM_FRACTION of the timeout;
+    dlq-depth: any message waiting in the function's dead-letter queue.
+    Missing data is not breaching: a function nobody invoked is healthy.
+    """
+    name = fn.function_name(env.name)
+    timeout_ms = env.timeout(fn) * 1000
+    common: dict[str, Any] = {"Period": PERIOD_S, "EvaluationPeriods": 1,
+                              "ComparisonOperator": "GreaterThanThreshold",
+                              "TreatMissingData": "notBreaching", "Tags": _tags(env.name)}
+    lambda_metric = {"Namespace": "AWS/Lambda", "Dimensions": _lambda_dimensions(fn, env.name)}
+    return [
+        {**common, **lambda_metric, "AlarmName": alarm_name(env.name, fn, "errors"),
+         "AlarmDescription": f"Alert when {name} has errors",
+         "MetricName": "Errors", "Statistic": "Sum", "Threshold": ERROR_THRESHOLD},
+        {**common, **lambda_metric, "AlarmName": alarm_name(env.name, fn, "throttles"),
+         "AlarmDescription": f"{name} invocations are throttled (reserved concurrency reached)",
+         "MetricName": "Throttles", "Statistic": "Sum", "Threshold": 0},
+        {**common, **lambda_metric, "AlarmName": alarm_name(env.name, fn, "duration"),
+         "AlarmDescription": (f"{name} invocations take more than "
+                              f"{int(DURATION_ALARM_FRACTION * 100)} % of the "
+                              f"{timeout_ms // 1000} s timeout"),
+         "MetricName": "Duration", "Statistic": "Maximum",
+         "Threshold": int(timeout_ms * DURATION_ALARM_FRACTION)},
+        {**common, "AlarmName": alarm_name(env.name, fn, "dlq-depth"),
+         "AlarmDescription": (f"Messages are waiting in {fn.dlq_name(env.name)}: "
+                              f"events {name} could not process"),
+         "Namespace": "AWS/SQS", "MetricName": "ApproximateNumberOfMessagesVisible",
+         "Dimensions": [{"Name": "QueueName", "Value": fn.dlq_name(env.name)}],
+         "Statistic": "Maximum", "Threshold": 0},
+    ]
+
+
+def alarm_specs(env: Environment) -> list[dict[str, Any]]:
+    return [spec for fn in FUNCTIONS for spec in function_alarm_specs(env, fn)]
+
+
+@dataclass(frozen=True)
+class Notification:
+    topic_arn: str
+    email: str
+    subscription: str  # the subscription ARN, or "pending confirmation"
+
+    @property
+    def pending(self) -> bool:
+        return not self.subscription.startswith("arn:")
+
+
+def notification_topic(sns: Any, env: Environment, email: str) -> Notification:
+    """The `collections-<env>-alarms` topic with `email` subscribed (idempotent). AWS mails the
+    address a confirmation link; nothing is delivered until it is followed."""
+    if "@" not in email:
+        raise errors.CliError(f"{email!r} is not an e-mail address",
+                              exit_code=errors.ExitCode.USAGE)
+    arn = str(sns.create_topic(Name=topic_name(env.name))["TopicArn"])
+    # Tagged apart: create_topic refuses an existing topic whose tags differ from the ones given.
+    sns.tag_resource(ResourceArn=arn, Tags=_tags(env.name))
+    for page in sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=arn):
+        for sub in page.get("Subscriptions", []):
+            if sub.get("Protocol") == "email" and sub.get("Endpoint") == email:
+                return Notification(arn, email, _subscription_state(sub["SubscriptionArn"]))
+    sub_arn = sns.subscribe(TopicArn=arn, Protocol="email", Endpoint=email,
+                            ReturnSubscriptionArn=True)["SubscriptionArn"]
+    return Notification(arn, email, _subscription_state(str(sub_arn)))
+
+
+def _subscription_state(arn: str) -> str:
+    # AWS lists an unconfirmed subscription as "PendingConfirmation" (or "pending confirmation").
+    return arn if arn.startswith("arn:") else "pending confirmation"
+
+
+def _existing_alarms(cw: Any, env_name: str) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for page in cw.get_paginator("describe_alarms").paginate(
+            AlarmNamePrefix=alarm_prefix(env_name), AlarmTypes=["MetricAlarm"]):
+        for alarm in page.get("MetricAlarms", []):
+            found[alarm["AlarmName"]] = alarm
+    return found
+
+
+def ensure_alarms(cw: Any, env: Environment, *, sns_topic_arn: str | None = None) -> list[str]:
+    """Create or update every function's alarms; returns their names.
+
+    With `sns_topic_arn` the topic is notified on ALARM and on the return to OK. Without it, the
+    actions an alarm already has are kept, so re-running without `--email` does not silence it.
+    """
+    existing = _existing_alarms(cw, env.name)
+    names = []
+    for spec in alarm_specs(env):
+        current = existing.get(spec["AlarmName"], {})
+        if sns_topic_arn is not None:
+            alarm_actions = sorted({*current.get("AlarmActions", []), sns_topic_arn})
+            ok_actions = sorted({*current.get("OKActions", []), sns_topic_arn})
+        else:
+            alarm_actions = list(current.get("AlarmActions", []))
+            ok_actions = list(current.get("OKActions", []))
+        cw.put_metric_alarm(**spec, ActionsEnabled=True, AlarmActions=alarm_actions,
+                            OKActions=ok_actions)
+        names.append(spec["AlarmName"])
+    return names
+
+
+@dataclass(frozen=True)
+class AlarmInfo:
+    name: str
+    state: str  # OK | ALARM | INSUFFICIENT_DATA
+    reason: str
+    updated: str | None  # ISO 8601, when the state last changed
+    metric: str  # "AWS/Lambda Errors"
+    statistic: str | None
+    comparison: str | None
+    threshold: float | None
+    actions: list[str] = field(default_factory=list)  # ALARM actions (topic ARNs)
+
+    @property
+    def condition(self) -> str:
+        symbol = {"GreaterThanThreshold": ">", "GreaterThanOrEqualToThreshold": ">=",
+                  "LessThanThreshold": "<", "LessThanOrEqualToThreshold": "<="}.get(
+            self.comparison or "", self.comparison or "?")
+        threshold = "?" if self.threshold is None else f"{self.threshold:g}"
+        return f"{self.statistic} {self.metric.rpartition(' ')[2]} {symbol} {threshold}"
+
+
+def _alarm_info(alarm: dict[str, Any]) -> AlarmInfo:
+    updated = alarm.get("StateUpdatedTimestamp")
+    return AlarmInfo(
+        name=alarm["AlarmName"], state=alarm.get("StateValue", "INSUFFICIENT_DATA"),
+        reason=alarm.get("StateReason", ""),
+        updated=_as_utc(updated).isoformat() if isinstance(updated, datetime) else None,
+        metric=f"{alarm.get('Namespace', '?')} {alarm.get('MetricName', '?')}",
+        statistic=alarm.get("Statistic") or alarm.get("ExtendedStatistic"),
+        comparison=alarm.get("ComparisonOperator"),
+        threshold=alarm.get("Threshold"), actions=list(alarm.get("AlarmActions", [])))
+
+
+def list_alarms(cw: Any, env: Environment) -> list[AlarmInfo]:
+    """Every alarm named `collections-<env>-...`, with its state, those firing first."""
+    alarms = [_alarm_info(a) for a in _existing_alarms(cw, env.name).values()]
+    order = {"ALARM": 0, "INSUFFICIENT_DATA": 1, "OK": 2}
+    return sorted(alarms, key=lambda a: (order.get(a.state, 3), a.name))
+
+
+@dataclass(frozen=True)
+class AlarmTest:
+    name: str
+    before: str  # the state before the test
+    during: str  # the state read back after setting ALARM
+    after: str  # the state read back after setting OK
+    actions: list[str]  # what was notified (the alarm's ALARM and OK actions)
+
+    @property
+    def fired(self) -> bool:
+        return self.during == "ALARM"
+
+
+def test_alarm(cw: Any, name: str) -> AlarmTest:
+    """Set the alarm to ALARM (its actions run: the topic mails its subscribers), read the state
+    back, then set it to OK. CloudWatch re-evaluates the alarm at its next period anyway, so a
+    real condition shows again within minutes."""
+    alarm = _describe_one(cw, name)
+    reason = "collections alarms test: checking that the alarm notifies"
+    cw.set_alarm_state(AlarmName=name, StateValue="ALARM", StateReason=reason)
+    during = _describe_one(cw, name)["StateValue"]
+    cw.set_alarm_state(AlarmName=name, StateValue="OK", StateReason=f"{reason} (reset)")
+    after = _describe_one(cw, name)["StateValue"]
+    actions = sorted({*alarm.get("AlarmActions", []), *alarm.get("OKActions", [])})
+    return AlarmTest(name, str(alarm["StateValue"]), str(during), str(after), actions)
+
+
+def _describe_one(cw: Any, name: str) -> dict[str, Any]:
+    alarms = cw.describe_alarms(AlarmNames=[name]).get("MetricAlarms", [])
+    if not alarms:
+        raise errors.NotFound(f"no alarm named {name}",
+                              "list them with `collections alarms ENV`")
+    return dict(alarms[0])
