@@ -88,6 +88,17 @@ def test_the_main_job_uploads_follows_and_verifies_the_sample(cli_env):
                             " FROM embeddings WHERE item_id = 'test-image'").fetchall()
 
 
+def test_search_finds_the_sample_by_what_its_analysis_says(cli_env):
+    verify = json.loads(run(cli_env, "verify", "test-image", "--json").stdout)
+    summary = verify["analysis"]["summary"]
+    result = run(cli_env, "search", summary, "--json")
+    assert result.returncode == 0, result.stderr
+    hits = json.loads(result.stdout)
+    assert hits[0]["item_id"] == "test-image" and hits[0]["similarity"] > 0.5
+    none = run(cli_env, "search", summary, "--user", "nobody", "--json")
+    assert json.loads(none.stdout) == []
+
+
 def test_a_failing_stage_is_named_with_its_own_exit_code(cli_env, tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(images.truncated(images.photo(1200, 900)))
