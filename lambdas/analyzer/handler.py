@@ -71,14 +71,6 @@ def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 1)
 
 
-def _remaining(context: Any) -> Any:
-    def remaining_s() -> float:
-        getter = getattr(context, "get_remaining_time_in_millis", None)
-        return getter() / 1000 if getter else 60.0
-
-    return remaining_s
-
-
 def _run_provider(provider: str, model: str, rendered: images.Rendered, source: images.Source,
                   context: Any) -> dict[str, Any]:
     if provider == "local":
@@ -92,12 +84,12 @@ def _run_provider(provider: str, model: str, rendered: images.Rendered, source: 
         key = secrets.get("ANTHROPIC_API_KEY")
         assert key is not None
         return vision.anthropic_analysis(rendered.data, api_key=key, model=model,
-                                         remaining_s=_remaining(context))
+                                         remaining_s=runtime.remaining_seconds(context))
     if provider == "openai":
         key = secrets.get("OPENAI_API_KEY")
         assert key is not None
         return vision.openai_analysis(rendered.data, api_key=key, model=model,
-                                      remaining_s=_remaining(context))
+                                      remaining_s=runtime.remaining_seconds(context))
     raise ConfigurationError(f"unknown analyzer provider {provider!r}",
                              hint="ANALYZER_PROVIDER is one of anthropic, openai, local")
 

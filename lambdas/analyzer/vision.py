@@ -13,7 +13,6 @@ Each provider's SDK is imported only when that provider is used.
 from __future__ import annotations
 
 import base64
-import colorsys
 import json
 import os
 from collections.abc import Callable
@@ -110,16 +109,22 @@ def _colour_name(rgb: tuple[int, int, int]) -> str:
 
 
 def measure(image: Any) -> dict[str, Any]:
-    """What Pillow can say about an RGB image (already downscaled)."""
+    """What Pillow can say about an RGB image (already downscaled).
+
+    Per-pixel figures are computed per distinct colour (`getcolors`, weighted by count) rather
+    than pixel by pixel in Python: the same values, an order of magnitude faster.
+    """
     from PIL import ImageFilter, ImageStat
 
     small = image.copy()
     small.thumbnail((128, 128))
     stat = ImageStat.Stat(small)
     brightness = sum(stat.mean) / 3 / 255
-    flat = getattr(small, "get_flattened_data", None) or small.getdata
-    pixels = list(flat())
-    saturation = sum(colorsys.rgb_to_hsv(*(c / 255 for c in p))[1] for p in pixels) / len(pixels)
+    n_pixels = small.width * small.height
+    distinct_colours: list[tuple[int, tuple[int, int, int]]] = small.getcolors(n_pixels)
+    # HSV saturation, as colorsys.rgb_to_hsv computes it: (max - min) / max, 0 for black.
+    saturation = sum(count * (max(rgb) - min(rgb)) / max(rgb)
+                     for count, rgb in distinct_colours if max(rgb)) / n_pixels
     palette = small.quantize(colors=5, method=2)
     counts = sorted(palette.getcolors() or [], reverse=True)
     raw_palette = palette.getpalette() or []
@@ -129,7 +134,7 @@ def measure(image: Any) -> dict[str, Any]:
         name = _colour_name((rgb[0], rgb[1], rgb[2])) if len(rgb) == 3 else "grey"
         if name not in colours:
             colours.append(name)
-    distinct = len(set(pixels)) / len(pixels)
+    distinct = len(distinct_colours) / n_pixels
     edges = ImageStat.Stat(small.convert("L").filter(ImageFilter.FIND_EDGES)).mean[0] / 255
     return {"brightness": brightness, "saturation": saturation, "colours": colours,
             "distinct_ratio": distinct, "edge_density": edges}

@@ -85,12 +85,8 @@ def _embed(provider: str, model: str, text: str, context: Any) -> list[float]:
         key = secrets.get("VOYAGE_API_KEY")
         assert key is not None
 
-        def remaining_s() -> float:
-            getter = getattr(context, "get_remaining_time_in_millis", None)
-            return getter() / 1000 if getter else 60.0
-
         return embedding.voyage_embed([text], api_key=key, model=model, input_type="document",
-                                      remaining_s=remaining_s)[0]
+                                      remaining_s=runtime.remaining_seconds(context))[0]
     raise ConfigurationError(f"unknown embedding provider {provider!r}",
                              hint="EMBEDDING_PROVIDER is one of voyage, local")
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import boto3
 import pytest
+
+from tests.e2e.cli import run
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,9 +24,6 @@ sys.exit(int(os.environ.get("FAKE_CDK_EXIT", "0")))
 """
 
 
-def run(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "collections_ops", *args], env=env,
-                          capture_output=True, text=True, timeout=timeout, check=False)
 
 
 @pytest.fixture

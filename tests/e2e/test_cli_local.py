@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests import images
+from tests.e2e.cli import local_env, run
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,20 +21,12 @@ SAMPLE = ROOT / "samples" / "test-image.jpg"
 CANARY = "sk-ant-e2e-canary-5b7c9d1e3f"
 
 
-def run(env: dict[str, str], *args: str, input: str | None = None,
-        timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "collections_ops", *args], env=env,
-                          input=input, capture_output=True, text=True, timeout=timeout,
-                          check=False)
 
 
 @pytest.fixture(scope="module")
 def cli_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     state = tmp_path_factory.mktemp("state")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update({"COLLECTIONS_STATE_DIR": str(state), "NO_COLOR": "1", "COLUMNS": "200",
-                "COLLECTIONS_ENV": "local"})
-    env.pop("DATABASE_URL", None) if os.environ.get("COLLECTIONS_E2E_EMBEDDED") else None
+    env = local_env(state)
     started = run(env, "deploy", "local")
     assert started.returncode == 0, started.stderr
     yield env

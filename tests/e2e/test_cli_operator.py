@@ -5,7 +5,6 @@ events sent by hand, and doctor finding what the guide's troubleshooting section
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from tests.e2e.cli import local_env, run
 from tests.fakes.providers import FakeProviders
 
 pytestmark = pytest.mark.e2e
@@ -23,11 +23,6 @@ SAMPLE = ROOT / "samples" / "test-image.jpg"
 CANARY = "sk-ant-operator-canary-9d8c7b6a5f"
 
 
-def run(env: dict[str, str], *args: str, input: str | None = None,
-        timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "collections_ops", *args], env=env,
-                          input=input, capture_output=True, text=True, timeout=timeout,
-                          check=False)
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +35,9 @@ def fake() -> Iterator[FakeProviders]:
 def cli_env(tmp_path_factory: pytest.TempPathFactory, fake: FakeProviders
             ) -> Iterator[dict[str, str]]:
     state = tmp_path_factory.mktemp("operator-state")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update({"COLLECTIONS_STATE_DIR": str(state), "NO_COLOR": "1", "COLUMNS": "200",
-                "COLLECTIONS_ENV": "local", "COLLECTIONS_ANALYZER_PROVIDER": "anthropic",
-                "COLLECTIONS_ANALYZER_MODEL": "claude-sonnet-4-6",
-                "ANTHROPIC_BASE_URL": fake.anthropic_base_url, "PROVIDER_TIMEOUT_S": "5"})
+    env = local_env(state, COLLECTIONS_ANALYZER_PROVIDER="anthropic",
+                    COLLECTIONS_ANALYZER_MODEL="claude-sonnet-4-6",
+                    ANTHROPIC_BASE_URL=fake.anthropic_base_url, PROVIDER_TIMEOUT_S="5")
     started = run(env, "deploy", "local")
     assert started.returncode == 0, started.stderr
     yield env

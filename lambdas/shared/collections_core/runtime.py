@@ -57,6 +57,16 @@ def dead_letter(function_key: str, event: Any, error: PipelineError, context: An
         raise RetryableError(f"sending to the dead-letter queue failed: {exc}") from None
 
 
+def remaining_seconds(context: Any) -> Callable[[], float]:
+    """A clock of the invocation's remaining time, for retry budgets."""
+
+    def remaining_s() -> float:
+        getter = getattr(context, "get_remaining_time_in_millis", None)
+        return getter() / 1000 if getter else 60.0
+
+    return remaining_s
+
+
 def invoke(function_key: str, event: Any, context: Any,
            work: Callable[[Any, Any], dict[str, Any]]) -> dict[str, Any]:
     log.clear()
