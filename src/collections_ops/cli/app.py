@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,7 +37,15 @@ EnvOption = Annotated[str | None, typer.Option(
 ProfileOption = Annotated[str | None, typer.Option("--profile", help="AWS profile.")]
 RegionOption = Annotated[str | None, typer.Option("--region", help="AWS region.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
-OutputOption = Annotated[str, typer.Option("--output", "-o", help="table or json.")]
+
+
+class Output(StrEnum):
+    table = "table"
+    json = "json"
+
+
+OutputOption = Annotated[Output, typer.Option("--output", "-o", help="table or json "
+                                              "(--json is short for -o json).")]
 
 _debug = False
 
@@ -92,8 +101,10 @@ def _require_aws(ctx: Any, verb: str) -> None:
 
 @app.command()
 def build(env: Annotated[str, typer.Argument(help="Environment to build for.")] = "dev",
-          as_json: JsonOption = False) -> None:
+          as_json: JsonOption = False,
+          output: OutputOption = Output.table) -> None:
     """Build each function's bundle with its dependencies vendored for the Lambda runtime."""
+    as_json = as_json or output is Output.json
     from dataclasses import asdict
 
     from collections_ops.services import build as building
@@ -240,13 +251,13 @@ def bootstrap(env: Annotated[str, typer.Argument(help="dev or prod.")],
 
 
 @app.command()
-def status(env: EnvOption = None, as_json: JsonOption = False, output: OutputOption = "table",
+def status(env: EnvOption = None, as_json: JsonOption = False, output: OutputOption = Output.table,
            profile: ProfileOption = None, region: RegionOption = None) -> None:
     """The guide's Step 4 in one screen: functions, rules, notification, DLQs, parameters."""
+    as_json = as_json or output is Output.json
     from collections_ops.cli import render
     from collections_ops.services import inspect
 
-    as_json = as_json or output == "json"
     ctx = _context(env, profile, region)
     report: dict[str, Any] = {}
     degraded: list[str] = []
@@ -270,9 +281,10 @@ def status(env: EnvOption = None, as_json: JsonOption = False, output: OutputOpt
 
 
 @app.command()
-def doctor(env: EnvOption = None, as_json: JsonOption = False, output: OutputOption = "table",
+def doctor(env: EnvOption = None, as_json: JsonOption = False, output: OutputOption = Output.table,
            profile: ProfileOption = None, region: RegionOption = None) -> None:
     """The guide's Troubleshooting section, automated: each check passed or failed, with the fix."""
+    as_json = as_json or output is Output.json
     from dataclasses import asdict
 
     from collections_ops.services import inspect
@@ -280,7 +292,7 @@ def doctor(env: EnvOption = None, as_json: JsonOption = False, output: OutputOpt
     ctx = _context(env, profile, region)
     findings = inspect.doctor(ctx.client, ctx.env, account=ctx.account, region=ctx.region,
                               connect=lambda: ctx.db)
-    if as_json or output == "json":
+    if as_json:
         ui.print_json([asdict(f) for f in findings])
     else:
         ui.table(f"doctor ({ctx.env.name})", ["check", "ok", "detail", "fix"],
@@ -332,8 +344,10 @@ def secrets_put(
 
 @secrets_app.command("list")
 def secrets_list(env: EnvOption = None, as_json: JsonOption = False,
-                 profile: ProfileOption = None, region: RegionOption = None) -> None:
+                 output: OutputOption = Output.table, profile: ProfileOption = None,
+                 region: RegionOption = None) -> None:
     """List the pipeline's secrets, masked: presence, fingerprint, version."""
+    as_json = as_json or output is Output.json
     from dataclasses import asdict
 
     from collections_ops.services import secrets
@@ -370,12 +384,13 @@ def secrets_import(
 
 @secrets_app.command("verify")
 def secrets_verify(
-    env: EnvOption = None, as_json: JsonOption = False,
+    env: EnvOption = None, as_json: JsonOption = False, output: OutputOption = Output.table,
     live: Annotated[bool, typer.Option("--live", help="Also ask each provider whether it "
                                        "accepts its key.")] = False,
     profile: ProfileOption = None, region: RegionOption = None,
 ) -> None:
     """Check that every parameter the functions need exists and decrypts."""
+    as_json = as_json or output is Output.json
     from dataclasses import asdict
 
     from collections_ops.services import secrets
@@ -423,10 +438,11 @@ def logs(
                                                     "this text.")] = None,
     item: Annotated[str | None, typer.Option("--item", help="Only lines about this item id."
                                              )] = None,
-    env: EnvOption = None, as_json: JsonOption = False,
+    env: EnvOption = None, as_json: JsonOption = False, output: OutputOption = Output.table,
     profile: ProfileOption = None, region: RegionOption = None,
 ) -> None:
     """The three functions' logs in one ordered stream, one colour per function."""
+    as_json = as_json or output is Output.json
     from collections_ops.cli import render
     from collections_ops.services import logs as logs_service
 
@@ -459,10 +475,11 @@ def events_send(
     = "test-image",
     user: Annotated[str, typer.Option("--user", "-u", help="User id for the generated "
                                       "detail.")] = "user123",
-    env: EnvOption = None, as_json: JsonOption = False,
+    env: EnvOption = None, as_json: JsonOption = False, output: OutputOption = Output.table,
     profile: ProfileOption = None, region: RegionOption = None,
 ) -> None:
     """Build, validate and send one event; report a failed entry."""
+    as_json = as_json or output is Output.json
     import json as _json
 
     from collections_ops.services import events as events_service
@@ -523,11 +540,12 @@ def test_upload(
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait when following."
                                            )] = 120.0,
     env: EnvOption = None,
-    as_json: JsonOption = False,
+    as_json: JsonOption = False, output: OutputOption = Output.table,
     profile: ProfileOption = None,
     region: RegionOption = None,
 ) -> None:
     """Upload images to <user>/<name> and, with --follow, watch them through the pipeline."""
+    as_json = as_json or output is Output.json
     from collections_ops.services import follow as following
 
     ctx = _context(env, profile, region)
@@ -610,11 +628,12 @@ def verify(
     user: Annotated[str | None, typer.Option("--user", "-u", help="User id, when several "
                                              "users have this item.")] = None,
     env: EnvOption = None,
-    as_json: JsonOption = False,
+    as_json: JsonOption = False, output: OutputOption = Output.table,
     profile: ProfileOption = None,
     region: RegionOption = None,
 ) -> None:
     """Check the item, its thumbnail, its analysis and its embedding."""
+    as_json = as_json or output is Output.json
     from collections_ops.services import verify as verifying
 
     ctx = _context(env, profile, region)
@@ -645,10 +664,11 @@ def search(
     = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many results.", min=1,
                                        max=1000)] = 10,
-    env: EnvOption = None, as_json: JsonOption = False,
+    env: EnvOption = None, as_json: JsonOption = False, output: OutputOption = Output.table,
     profile: ProfileOption = None, region: RegionOption = None,
 ) -> None:
     """Semantic search over the stored embeddings, with the pipeline's own embedder."""
+    as_json = as_json or output is Output.json
     from collections_ops.services import search as searching
 
     ctx = _context(env, profile, region)
@@ -687,9 +707,11 @@ def dashboard(
     show: Annotated[bool, typer.Option("--show", help="Render the metrics here instead.")]
     = False,
     hours: Annotated[float, typer.Option("--hours", help="With --show: how far back.")] = 3,
-    as_json: JsonOption = False, profile: ProfileOption = None, region: RegionOption = None,
+    as_json: JsonOption = False, output: OutputOption = Output.table,
+    profile: ProfileOption = None, region: RegionOption = None,
 ) -> None:
     """Create the guide's dashboard (plus DLQ depth and latency), or --show it in the terminal."""
+    as_json = as_json or output is Output.json
     from collections_ops.services import monitoring
 
     ctx = _context(env, profile, region)
@@ -732,9 +754,10 @@ def alarms_ensure(env: Annotated[str, typer.Argument(help="Environment.")],
 
 @alarms_app.command("list")
 def alarms_list(env: Annotated[str, typer.Argument(help="Environment.")],
-                as_json: JsonOption = False, profile: ProfileOption = None,
-                region: RegionOption = None) -> None:
+                as_json: JsonOption = False, output: OutputOption = Output.table,
+                profile: ProfileOption = None, region: RegionOption = None) -> None:
     """The pipeline's alarms with their state, firing ones first."""
+    as_json = as_json or output is Output.json
     from dataclasses import asdict
 
     from collections_ops.services import monitoring
@@ -779,9 +802,11 @@ def tune(
                                            "no LLM or embedding spend.")] = False,
     apply_it: Annotated[bool, typer.Option("--apply", help="Set the recommended memory.")]
     = False,
-    as_json: JsonOption = False, profile: ProfileOption = None, region: RegionOption = None,
+    as_json: JsonOption = False, output: OutputOption = Output.table,
+    profile: ProfileOption = None, region: RegionOption = None,
 ) -> None:
     """Right-size a function's memory in the manner of AWS Lambda Power Tuning."""
+    as_json = as_json or output is Output.json
     import json as _json
 
     from collections_ops.pipeline import function as find_function
