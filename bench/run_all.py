@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
-BENCHMARKS = ("bench_thumbnail", "bench_startup", "bench_e2e", "bench_follow", "bench_load", "bench_search")
+BENCHMARKS = ("bench_thumbnail", "bench_startup", "bench_e2e", "bench_follow", "bench_load",
+              "bench_search")
 
 
 def main() -> int:
