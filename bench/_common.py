@@ -8,6 +8,9 @@ import math
 import os
 import platform
 import statistics
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +62,26 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
     path = RESULTS_DIR / f"{name}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     return path
+
+
+def start_local_cloud(state_dir: Path) -> tuple[Any, float]:
+    """Start the local cloud (or use the one running there); return its state and start time."""
+    from collections_ops.localcloud import manager
+
+    t0 = time.perf_counter()
+    state, started = manager.start(state_dir)
+    if not started:
+        print(f"note: a local cloud was already running in {state_dir}; using it")
+    return state, time.perf_counter() - t0
+
+
+def destroy_local_cloud(state_root: Path) -> None:
+    """`collections destroy local`, falling back to the library call the command wraps."""
+    collections = Path(sys.executable).parent / "collections"
+    proc = subprocess.run([str(collections), "destroy", "local"], capture_output=True, text=True,
+                          env={**os.environ, "COLLECTIONS_STATE_DIR": str(state_root)},
+                          check=False, timeout=120)
+    if proc.returncode != 0:
+        from collections_ops.localcloud import manager
+
+        manager.stop(state_root / "local", remove=True)

@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from _common import REPO, median, percentile, write_result
+from _common import REPO, destroy_local_cloud, median, percentile, start_local_cloud, write_result
 
 os.environ.setdefault("COLLECTIONS_STATE_DIR", "/tmp/bench-state")
 STATE_ROOT = Path(os.environ["COLLECTIONS_STATE_DIR"])
@@ -46,24 +45,11 @@ SELECT
 
 
 def _start() -> tuple[Any, float]:
-    from collections_ops.localcloud import manager
-
-    t0 = time.perf_counter()
-    state, started = manager.start(STATE_DIR)
-    if not started:
-        print(f"note: a local cloud was already running in {STATE_DIR}; using it")
-    return state, time.perf_counter() - t0
+    return start_local_cloud(STATE_DIR)
 
 
 def _destroy() -> None:
-    collections = Path(sys.executable).parent / "collections"
-    proc = subprocess.run([str(collections), "destroy", "local"], capture_output=True, text=True,
-                          env={**os.environ, "COLLECTIONS_STATE_DIR": str(STATE_ROOT)},
-                          check=False, timeout=120)
-    if proc.returncode != 0:  # fall back to the library call the command wraps
-        from collections_ops.localcloud import manager
-
-        manager.stop(STATE_DIR, remove=True)
+    destroy_local_cloud(STATE_ROOT)
 
 
 def _measure_one(s3: Any, conn: Any, bucket: str, data: bytes, n: int) -> dict[str, Any]:

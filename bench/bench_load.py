@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from _common import write_result
+from _common import destroy_local_cloud, start_local_cloud, write_result
 
 os.environ.setdefault("COLLECTIONS_STATE_DIR", "/tmp/bench-load-state")
 STATE_ROOT = Path(os.environ["COLLECTIONS_STATE_DIR"])
@@ -34,24 +32,11 @@ USER = "user-load"
 
 
 def _start() -> tuple[Any, float]:
-    from collections_ops.localcloud import manager
-
-    t0 = time.perf_counter()
-    state, started = manager.start(STATE_DIR)
-    if not started:
-        print(f"note: a local cloud was already running in {STATE_DIR}; using it")
-    return state, time.perf_counter() - t0
+    return start_local_cloud(STATE_DIR)
 
 
 def _destroy() -> None:
-    collections = Path(sys.executable).parent / "collections"
-    proc = subprocess.run([str(collections), "destroy", "local"], capture_output=True, text=True,
-                          env={**os.environ, "COLLECTIONS_STATE_DIR": str(STATE_ROOT)},
-                          check=False, timeout=120)
-    if proc.returncode != 0:  # fall back to the library call the command wraps
-        from collections_ops.localcloud import manager
-
-        manager.stop(STATE_DIR, remove=True)
+    destroy_local_cloud(STATE_ROOT)
 
 
 def _client_factory(state: Any) -> Any:
