@@ -131,3 +131,26 @@ def test_access_denied_on_a_secret_is_a_clear_configuration_error(monkeypatch):
                        "/collections/ANTHROPIC_API_KEY") as info:
         secrets.get("ANTHROPIC_API_KEY")
     assert "kms:Decrypt" in (info.value.hint or "")
+
+
+def test_an_absent_optional_secret_is_not_looked_up_on_every_invocation(monkeypatch):
+    from botocore.exceptions import ClientError
+    from collections_core import secrets, state
+
+    calls: list[str] = []
+
+    class CountingSSM:
+        def get_parameter(self, Name: str, **_: Any) -> Any:  # noqa: N803 - boto3's name
+            calls.append(Name)
+            raise ClientError({"Error": {"Code": "ParameterNotFound", "Message": ""}},
+                              "GetParameter")
+
+    state.reset()
+    monkeypatch.setenv("PARAMETER_PREFIX", "/collections")
+    monkeypatch.setattr("collections_core.aws.client", lambda service: CountingSSM())
+    for _ in range(5):
+        assert secrets.get("LANGSMITH_API_KEY", required=False) is None
+    assert calls == ["/collections/LANGSMITH_API_KEY"]
+    monkeypatch.setattr(secrets, "ABSENT_TTL_SECONDS", 0.0)
+    secrets.get("LANGSMITH_API_KEY", required=False)
+    assert len(calls) == 2, "looked up again once the short cache expires"

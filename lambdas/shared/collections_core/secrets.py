@@ -9,6 +9,9 @@ from collections_core.config import env
 from collections_core.errors import ConfigurationError, RetryableError
 
 TTL_SECONDS = 300.0
+# An optional secret that is absent (LANGSMITH_API_KEY unset) is looked up again after this
+# long, not on every invocation: SSM's GetParameter rate is limited per account.
+ABSENT_TTL_SECONDS = 60.0
 
 
 def parameter_name(name: str) -> str:
@@ -17,16 +20,17 @@ def parameter_name(name: str) -> str:
 
 def get(name: str, *, required: bool = True) -> str | None:
     """Return the secret `name` (e.g. ANTHROPIC_API_KEY), or None if optional and absent."""
-    cache: dict[str, tuple[float, str]] = state.cached("secrets", dict)
+    cache: dict[str, tuple[float, str | None]] = state.cached("secrets", dict)
     hit = cache.get(name)
     value: str | None
-    if hit and time.monotonic() - hit[0] < TTL_SECONDS:
+    if hit and time.monotonic() - hit[0] < (TTL_SECONDS if hit[1] is not None
+                                            else ABSENT_TTL_SECONDS):
         value = hit[1]
     else:
         value = _fetch(name)
-        if value is not None:
-            # A missing parameter is not cached: once an operator puts it, the next
-            # invocation of a warm container sees it.
+        # A missing required parameter is not cached: once an operator puts it, the next
+        # invocation of a warm container sees it. A missing optional one is, briefly.
+        if value is not None or not required:
             cache[name] = (time.monotonic(), value)
     if value is None and required:
         raise ConfigurationError(
