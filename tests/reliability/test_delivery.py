@@ -135,12 +135,13 @@ def test_access_denied_on_a_secret_is_a_clear_configuration_error(monkeypatch):
 
 def test_an_absent_optional_secret_is_not_looked_up_on_every_invocation(monkeypatch):
     from botocore.exceptions import ClientError
+
     from collections_core import secrets, state
 
     calls: list[str] = []
 
     class CountingSSM:
-        def get_parameter(self, Name: str, **_: Any) -> Any:  # noqa: N803 - boto3's name
+        def get_parameter(self, Name: str, **_: Any) -> Any:
             calls.append(Name)
             raise ClientError({"Error": {"Code": "ParameterNotFound", "Message": ""}},
                               "GetParameter")
