@@ -40,7 +40,7 @@ class ComputeStack(cdk.Stack):
         for fn in pipeline.FUNCTIONS:
             target = self.functions[fn.key]
             if fn.trigger.kind == "s3":
-                self.storage.deliver_uploads_to(target.function)
+                self.storage.deliver_uploads_to(target.alias)
             elif fn.trigger.kind == "eventbridge":
                 assert fn.trigger.rule_id is not None
                 self.rules[fn.key] = PipelineEventRule(

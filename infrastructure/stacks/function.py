@@ -165,6 +165,18 @@ class PipelineFunction(Construct):
         if network is not None:
             self._allow_vpc_networking()
 
+        # Each deploy that changes the code or configuration publishes a version; the triggers
+        # invoke the `live` alias, which an operator can move back to an earlier version.
+        self.alias = lambda_.Alias(
+            self, "LiveAlias",
+            alias_name=pipeline.LIVE_ALIAS,
+            version=self.function.current_version,
+            description=f"What the triggers of {fn.function_name(env_name)} invoke",
+            retry_attempts=ASYNC_RETRY_ATTEMPTS,
+            max_event_age=ASYNC_MAX_EVENT_AGE,
+            on_failure=destinations.SqsDestination(self.dead_letter_queue),
+        )
+
         wildcard_reasons = [
             "X-Ray active tracing: xray:PutTraceSegments and xray:PutTelemetryRecords do not "
             "support resource-level permissions, so AWS requires Resource '*'.",

@@ -186,6 +186,10 @@ PROVIDER_SECRETS: dict[str, str] = {
 }
 
 
+# Every deploy publishes a version of each function; the triggers invoke this alias, so an
+# operator can point it back at the previous version (`collections rollback ENV --function F`).
+LIVE_ALIAS = "live"
+
 # Monitoring: the guide's dashboard and error alarm, per environment. Used by the CDK
 # monitoring stack and by `collections dashboard/alarms`, which must agree on every name.
 METRIC_PERIOD_S = 300  # the guide's period

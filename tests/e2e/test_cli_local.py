@@ -118,6 +118,13 @@ def test_load_test_reports_throughput_and_stage_latencies(cli_env):
     assert report["latency_s"]["end_to_end"]["p50"] > 0
 
 
+def test_versions_and_a_function_rollback_from_the_cli(cli_env):
+    listed = json.loads(run(cli_env, "versions", "embedder", "--json").stdout)
+    assert [(v["version"], v["live"]) for v in listed] == [("1", True)]
+    result = run(cli_env, "rollback", "local", "--function", "embedder")
+    assert result.returncode == 3 and "no version before 1" in result.stderr
+
+
 def test_verify_of_a_missing_item_is_a_clear_not_found(cli_env):
     result = run(cli_env, "verify", "no-such-item")
     assert result.returncode == 3

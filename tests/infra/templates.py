@@ -58,5 +58,12 @@ def inline_policy(template: Template, role: str, name: str) -> dict[str, Any]:
     raise AssertionError(f"role {role} has no inline policy {name}")
 
 
+def live_alias_id(template: Template, function_id: str) -> str:
+    """The `live` alias of a function: what its triggers invoke."""
+    alias_id, _ = the(template, "AWS::Lambda::Alias", FunctionName={"Ref": function_id},
+                      Name="live")
+    return alias_id
+
+
 def get_att_arn(logical_id: str) -> dict[str, Any]:
     return {"Fn::GetAtt": [logical_id, "Arn"]}

@@ -111,11 +111,16 @@ def test_async_failures_go_to_the_functions_own_dead_letter_queue(
     for fn in definition.FUNCTIONS:
         function_id, _ = t.function(template, fn, env_name)
         queue_id = t.dead_letter_queue_id(template, fn, env_name)
-        _, config = t.the(template, "AWS::Lambda::EventInvokeConfig",
-                          FunctionName={"Ref": function_id})
-        assert config["Properties"]["MaximumRetryAttempts"] == 2
-        assert config["Properties"]["DestinationConfig"] == {
-            "OnFailure": {"Destination": t.get_att_arn(queue_id)}}
+        # Both what the triggers invoke (the `live` alias) and a direct call of $LATEST.
+        configs = [c for c in t.resources(template, "AWS::Lambda::EventInvokeConfig").values()
+                   if c["Properties"]["FunctionName"] == {"Ref": function_id}]
+        alias_id = t.live_alias_id(template, function_id)
+        qualifiers = sorted(json.dumps(c["Properties"]["Qualifier"]) for c in configs)
+        assert len(configs) == 2 and qualifiers[0] == '"$LATEST"' and alias_id in qualifiers[1]
+        for config in configs:
+            assert config["Properties"]["MaximumRetryAttempts"] == 2
+            assert config["Properties"]["DestinationConfig"] == {
+                "OnFailure": {"Destination": t.get_att_arn(queue_id)}}
 
 
 def test_dead_letter_queues_are_encrypted_and_tls_only(existing_db_app: SynthesizedApp,
@@ -147,11 +152,12 @@ def test_eventbridge_rule_routes_the_definitions_event(existing_db_app: Synthesi
     assert props["State"] == "ENABLED"
     function_id, _ = t.function(template, fn, env_name)
     (target,) = props["Targets"]
-    assert target["Arn"] == t.get_att_arn(function_id)
+    alias_id = t.live_alias_id(template, function_id)
+    assert target["Arn"] == {"Ref": alias_id}
     assert target["DeadLetterConfig"] == {
         "Arn": t.get_att_arn(t.dead_letter_queue_id(template, fn, env_name))}
     assert target["RetryPolicy"]["MaximumRetryAttempts"] > 0
-    t.the(template, "AWS::Lambda::Permission", FunctionName=t.get_att_arn(function_id),
+    t.the(template, "AWS::Lambda::Permission", FunctionName={"Ref": alias_id},
           Principal="events.amazonaws.com", SourceArn=t.get_att_arn(rule_id))
 
 
@@ -187,10 +193,11 @@ def test_uploads_notify_the_processor_and_thumbnails_notify_nobody(
     images_name = settings.images_bucket(TEST_ACCOUNT)
 
     _, images = t.the(template, "AWS::S3::Bucket", BucketName=images_name)
+    live = {"Ref": t.live_alias_id(template, processor_id)}
     assert images["Properties"]["NotificationConfiguration"] == {"LambdaConfigurations": [
-        {"Event": "s3:ObjectCreated:*", "Function": t.get_att_arn(processor_id)}]}
+        {"Event": "s3:ObjectCreated:*", "Function": live}]}
     permission_id, _ = t.the(
-        template, "AWS::Lambda::Permission", FunctionName=t.get_att_arn(processor_id),
+        template, "AWS::Lambda::Permission", FunctionName=live,
         Principal="s3.amazonaws.com", SourceArn=f"arn:aws:s3:::{images_name}",
         SourceAccount=TEST_ACCOUNT)
     assert permission_id in t.as_list(images.get("DependsOn", []))

@@ -226,14 +226,63 @@ def destroy(
 
 
 @app.command()
-def rollback(env: Annotated[str, typer.Argument(help="dev or prod.")],
-             profile: ProfileOption = None, region: RegionOption = None) -> None:
-    """Roll a stack stuck in a failed update back to its last good state."""
+def rollback(
+    env: Annotated[str, typer.Argument(help="dev or prod.")],
+    function: Annotated[str | None, typer.Option("--function", "-f", help="Move this "
+                                                 "function's `live` alias back instead.")]
+    = None,
+    to: Annotated[str | None, typer.Option("--to", help="With --function: the version to "
+                                           "return to (default: the one before).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would change.")] = False,
+    as_json: JsonOption = False, output: OutputOption = Output.table,
+    profile: ProfileOption = None, region: RegionOption = None,
+) -> None:
+    """Roll back: a stack stuck in a failed update (CloudFormation), or with --function, the
+    function's `live` alias to an earlier published version, showing what changed."""
+    as_json = as_json or output is Output.json
     ctx = _context(env, profile, region)
+    if function is not None:
+        from collections_ops.pipeline import function as find_function
+        from collections_ops.services import versions
+
+        result = versions.roll_back(ctx.client("lambda"), ctx.env, find_function(function),
+                                    to=to, dry_run=dry_run)
+        if as_json:
+            ui.print_json(result.as_dict())
+            return
+        verb = "would move" if dry_run else "moved"
+        ui.ok(f"{result.function_name}: live {verb} from version {result.from_version} to "
+              f"{result.to_version}")
+        for change in result.changes or ["no differences in code or configuration"]:
+            ui.console().print(f"  {change}", markup=False)
+        return
     _require_aws(ctx, "rollback")
     rc = _cdk(ctx, ["rollback", ctx.env.stack_name("Compute")], bundle=False)
     if rc:
         raise errors.CliError(f"cdk rollback failed (exit {rc})", "see the CDK output above")
+
+
+@app.command("versions")
+def versions_command(
+    function: Annotated[str, typer.Argument(help="processor, analyzer or embedder.")],
+    env: EnvOption = None, as_json: JsonOption = False, output: OutputOption = Output.table,
+    profile: ProfileOption = None, region: RegionOption = None,
+) -> None:
+    """A function's published versions, and which one its triggers invoke (`live`)."""
+    as_json = as_json or output is Output.json
+    from dataclasses import asdict
+
+    from collections_ops.pipeline import function as find_function
+    from collections_ops.services import versions
+
+    ctx = _context(env, profile, region)
+    found = versions.list_versions(ctx.client("lambda"), ctx.env, find_function(function))
+    if as_json:
+        ui.print_json([asdict(v) for v in found])
+        return
+    ui.table(None, ["version", "live", "code", "memory", "timeout", "published"],
+             [[v.version, "◀ live" if v.live else "", v.code_sha256[:12], v.memory, v.timeout,
+               v.last_modified] for v in found])
 
 
 @app.command()

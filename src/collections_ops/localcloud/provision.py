@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from collections_ops import paths
-from collections_ops.pipeline import FUNCTIONS, Environment, Function, common_env, secret
+from collections_ops.pipeline import (
+    FUNCTIONS,
+    LIVE_ALIAS,
+    Environment,
+    Function,
+    common_env,
+    secret,
+)
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,9 @@ def _register_functions(session: Any, env: Environment, *, account: str,
             Description=f"{fn.description} - {env.name}",
             Environment={"Variables": variables},
         )
+        version = lam.publish_version(FunctionName=fn.function_name(env.name))["Version"]
+        lam.create_alias(FunctionName=fn.function_name(env.name), Name=LIVE_ALIAS,
+                         FunctionVersion=version)
         if fn.key in env.reserved_concurrency:
             lam.put_function_concurrency(FunctionName=fn.function_name(env.name),
                                          ReservedConcurrentExecutions=env.reserved_concurrency[fn.key])
