@@ -25,6 +25,15 @@ from collections_core.errors import ConfigurationError, TerminalError
 
 LOCAL_MODEL = "local-hash-v1"
 LOCAL_DIMENSIONS = 1024
+# Output dimensions of the models this pipeline uses by default. A vector of another length
+# from one of them is refused: stored, it would be invisible to every search of its model.
+MODEL_DIMENSIONS = {
+    LOCAL_MODEL: LOCAL_DIMENSIONS,
+    "voyage-3.5": 1024,
+    "voyage-3.5-lite": 1024,
+    "voyage-3-large": 1024,
+    "voyage-3": 1024,
+}
 MAX_TEXT_CHARS = 32_000  # far below voyage-3.5's 32k-token context
 _TOKEN = re.compile(r"[a-z0-9]+")
 

@@ -47,7 +47,7 @@ def _embed_event(event: Any, context: Any) -> dict[str, Any]:
 
     started = time.perf_counter()
     vector = _embed(settings.embedding_provider, model, text, context)
-    _check_vector(vector)
+    _check_vector(vector, model)
     log.event(logger, "Embedding generated", stage="embedded", model=model,
               dimensions=len(vector), duration_ms=round((time.perf_counter() - started) * 1000, 1))
     embedding_id = _store(user_id, item_id, analysis["id"], model, vector, content_hash,
@@ -91,9 +91,13 @@ def _embed(provider: str, model: str, text: str, context: Any) -> list[float]:
                              hint="EMBEDDING_PROVIDER is one of voyage, local")
 
 
-def _check_vector(vector: list[float]) -> None:
+def _check_vector(vector: list[float], model: str) -> None:
     if not vector:
         raise TerminalError("the provider returned an empty embedding")
+    expected = embedding.MODEL_DIMENSIONS.get(model)
+    if expected is not None and len(vector) != expected:
+        raise TerminalError(f"{model} returned a {len(vector)}-dimensional vector; "
+                            f"it makes {expected}")
     norm = math.sqrt(sum(v * v for v in vector))
     if not math.isfinite(norm) or norm == 0:
         raise TerminalError("the provider returned a degenerate embedding (zero or NaN norm)")

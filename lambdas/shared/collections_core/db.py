@@ -62,10 +62,26 @@ def _first_line(exc: BaseException) -> str:
 
 
 def connection() -> Any:
+    """The container's connection. On its first use in an invocation a cached connection is
+    checked with a round trip: one that died while the container was idle (a database restart
+    or failover) is replaced, instead of failing the invocation."""
+    import psycopg
+
     conn = state.cached("db", _connect)
     if conn.closed or conn.broken:
         state.forget("db")
         conn = state.cached("db", _connect)
+    elif not state.cached("db_checked", lambda: False):
+        try:
+            conn.execute("SELECT 1")
+            conn.rollback()
+        except psycopg.OperationalError:
+            state.forget("db")
+            with contextlib.suppress(Exception):
+                conn.close()
+            conn = state.cached("db", _connect)
+    state.forget("db_checked")
+    state.cached("db_checked", lambda: True)
     return conn
 
 

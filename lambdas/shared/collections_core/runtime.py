@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from collections_core import aws, log
+from collections_core import aws, log, state
 from collections_core.config import Settings
 from collections_core.errors import PipelineError, RetryableError, TerminalError
 
@@ -70,6 +70,7 @@ def remaining_seconds(context: Any) -> Callable[[], float]:
 def invoke(function_key: str, event: Any, context: Any,
            work: Callable[[Any, Any], dict[str, Any]]) -> dict[str, Any]:
     log.clear()
+    state.forget("db_checked")  # the database connection is checked once per invocation
     log.bind(function=function_key, request_id=getattr(context, "aws_request_id", None))
     started = time.perf_counter()
     try:
