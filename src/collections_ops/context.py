@@ -105,7 +105,7 @@ class Context:
         try:
             response = self.client("ssm").get_parameter(Name=parameter, WithDecryption=True)
         except Exception as exc:
-            if getattr(exc, "response", {}).get("Error", {}).get("Code") == "ParameterNotFound":
+            if errors.aws_error_code(exc) == "ParameterNotFound":
                 raise errors.ConfigError(f"SSM parameter {parameter} does not exist",
                                          f"collections secrets put {name} --env "
                                          f"{self.env.name}") from None

@@ -53,6 +53,15 @@ class DatabaseError(CliError):
     exit_code = ExitCode.DATABASE
 
 
+def aws_error_code(exc: BaseException) -> str | None:
+    """The error code of a botocore ClientError (`ParameterNotFound`, ...), else None."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = response.get("Error", {}).get("Code")
+        return str(code) if code is not None else None
+    return None
+
+
 def from_botocore(exc: BaseException) -> CliError | None:
     """Map the botocore errors every command can hit to a sentence, once, for all commands."""
     name = type(exc).__name__

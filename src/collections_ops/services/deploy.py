@@ -140,7 +140,7 @@ def preflight(client: Any, env: Environment, *, bundle_dir: Path | None) -> list
         version = ssm.get_parameter(Name=BOOTSTRAP_VERSION_PARAMETER)["Parameter"]["Value"]
         checks.append(Check("bootstrap", True, f"CDK bootstrap version {version}"))
     except Exception as exc:
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+        code = errors.aws_error_code(exc)
         checks.append(Check("bootstrap", False,
                             "this account/region is not bootstrapped" if code ==
                             "ParameterNotFound" else f"cannot read bootstrap version ({code})",
@@ -151,7 +151,7 @@ def preflight(client: Any, env: Environment, *, bundle_dir: Path | None) -> list
             ssm.get_parameter(Name=name)
             checks.append(Check(f"parameter {name}", True, "present"))
         except Exception as exc:
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+            code = errors.aws_error_code(exc)
             checks.append(Check(f"parameter {name}", False,
                                 "missing" if code == "ParameterNotFound" else str(code),
                                 f"collections secrets put {spec.name} --env {env.name}"))

@@ -112,11 +112,6 @@ def function_of(function_key: str) -> Function:
                               exit_code=errors.ExitCode.USAGE) from None
 
 
-def _code(exc: BaseException) -> str | None:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return str(response.get("Error", {}).get("Code"))
-    return None
 
 
 _NO_QUEUE = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
@@ -126,7 +121,7 @@ def queue_url(sqs: Any, name: str) -> str | None:
     try:
         return str(sqs.get_queue_url(QueueName=name)["QueueUrl"])
     except Exception as exc:
-        if _code(exc) in _NO_QUEUE:
+        if errors.aws_error_code(exc) in _NO_QUEUE:
             return None
         raise
 

@@ -28,11 +28,6 @@ from collections_ops.pipeline import (
 THUMBNAIL_RULE_ID = THUMBNAIL_EXPIRY_RULE_ID
 
 
-def _code(exc: BaseException) -> str | None:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return str(response.get("Error", {}).get("Code"))
-    return None
 
 
 # --------------------------------------------------------------------------- concurrency
@@ -69,7 +64,7 @@ def function_concurrency(lam: Any, env: Environment, fn: Function) -> Concurrenc
     try:
         response = lam.get_function_concurrency(FunctionName=name)
     except Exception as exc:
-        if _code(exc) == "ResourceNotFoundException":
+        if errors.aws_error_code(exc) == "ResourceNotFoundException":
             return ConcurrencyDrift(fn.key, name, expected, None, exists=False)
         raise
     deployed = response.get("ReservedConcurrentExecutions")
@@ -94,7 +89,7 @@ def set_concurrency(lam: Any, env: Environment, fn: Function, n: int | None) -> 
         else:
             lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=n)
     except Exception as exc:
-        code = _code(exc)
+        code = errors.aws_error_code(exc)
         if code == "ResourceNotFoundException":
             raise errors.NotFound(f"function {name} is not deployed",
                                   f"deploy it: `collections deploy {env.name}`") from None
@@ -179,7 +174,7 @@ def _deployed_rules(s3: Any, bucket: str) -> list[dict[str, Any]] | None:
     try:
         return list(s3.get_bucket_lifecycle_configuration(Bucket=bucket).get("Rules", []))
     except Exception as exc:
-        code = _code(exc)
+        code = errors.aws_error_code(exc)
         if code == "NoSuchLifecycleConfiguration":
             return []
         if code == "NoSuchBucket":

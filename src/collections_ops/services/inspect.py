@@ -13,16 +13,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from collections_ops import errors
 from collections_ops.pipeline import FUNCTIONS, Environment, Function
 
 ClientFactory = Callable[[str], Any]
 
 
-def _code(exc: BaseException) -> str | None:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return str(response.get("Error", {}).get("Code"))
-    return None
 
 
 @dataclass
@@ -69,7 +65,7 @@ def function_status(lam: Any, env: Environment, fn: Function) -> FunctionStatus:
     try:
         cfg = lam.get_function_configuration(FunctionName=name)
     except Exception as exc:
-        if _code(exc) == "ResourceNotFoundException":
+        if errors.aws_error_code(exc) == "ResourceNotFoundException":
             return FunctionStatus(fn.key, name, False)
         raise
     reserved = None
@@ -77,7 +73,7 @@ def function_status(lam: Any, env: Environment, fn: Function) -> FunctionStatus:
         reserved = lam.get_function_concurrency(FunctionName=name).get(
             "ReservedConcurrentExecutions")
     except Exception as exc:
-        if _code(exc) not in ("ResourceNotFoundException", "AccessDeniedException"):
+        if errors.aws_error_code(exc) not in ("ResourceNotFoundException", "AccessDeniedException"):
             raise
     return FunctionStatus(
         fn.key, name, True, cfg.get("State", "Active"), cfg.get("Runtime"),
@@ -95,7 +91,7 @@ def rule_status(events: Any, name: str) -> RuleStatus:
     try:
         rule = events.describe_rule(Name=name)
     except Exception as exc:
-        if _code(exc) == "ResourceNotFoundException":
+        if errors.aws_error_code(exc) == "ResourceNotFoundException":
             return RuleStatus(name, False)
         raise
     targets = events.list_targets_by_rule(Rule=name).get("Targets", [])
@@ -110,7 +106,8 @@ def queue_depth(sqs: Any, name: str) -> int | None:
         attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
             "ApproximateNumberOfMessages"])["Attributes"]
     except Exception as exc:
-        if _code(exc) in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+        if errors.aws_error_code(exc) in ("AWS.SimpleQueueService.NonExistentQueue",
+                                          "QueueDoesNotExist"):
             return None
         raise
     return int(attrs.get("ApproximateNumberOfMessages", 0))
@@ -120,7 +117,7 @@ def notification(s3: Any, bucket: str) -> dict[str, Any] | None:
     try:
         cfg = s3.get_bucket_notification_configuration(Bucket=bucket)
     except Exception as exc:
-        if _code(exc) == "NoSuchBucket":
+        if errors.aws_error_code(exc) == "NoSuchBucket":
             return None
         raise
     cfg.pop("ResponseMetadata", None)
@@ -201,7 +198,7 @@ def check_invoke_permission(lam: Any, env: Environment) -> Finding:
     try:
         policy = json.loads(lam.get_policy(FunctionName=name)["Policy"])
     except Exception as exc:
-        if _code(exc) == "ResourceNotFoundException":
+        if errors.aws_error_code(exc) == "ResourceNotFoundException":
             return Finding("invoke permission", False, f"{name} has no resource policy",
                            f"redeploy: `collections deploy {env.name}`")
         raise
@@ -225,7 +222,7 @@ def check_role_policies(iam: Any, env: Environment, *, account: str,
             doc = iam.get_role_policy(RoleName=role, PolicyName="ParameterStorePolicy")[
                 "PolicyDocument"]
         except Exception as exc:
-            if _code(exc) == "NoSuchEntity":
+            if errors.aws_error_code(exc) == "NoSuchEntity":
                 findings.append(Finding(f"IAM {role}", False,
                                         "no ParameterStorePolicy on the role",
                                         f"redeploy: `collections deploy {env.name}`"))

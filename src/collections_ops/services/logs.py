@@ -75,7 +75,7 @@ def resolve_log_groups(lam: Any, env: Environment, functions: list[Function]) ->
             cfg = lam.get_function_configuration(FunctionName=fn.function_name(env.name))
             groups[fn.key] = log_group_of(cfg)
         except Exception as exc:
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+            code = errors.aws_error_code(exc)
             if code != "ResourceNotFoundException":
                 raise
             groups[fn.key] = fn.log_group(env.name)  # not deployed yet: Lambda's default
@@ -120,7 +120,7 @@ class LogReader:
             try:
                 page = self._logs.filter_log_events(**kwargs)
             except Exception as exc:
-                if getattr(exc, "response", {}).get("Error", {}).get("Code") == \
+                if errors.aws_error_code(exc) == \
                         "ResourceNotFoundException":
                     return events
                 raise

@@ -61,11 +61,6 @@ def topic_name(env_name: str) -> str:
     return f"{PROJECT}-{env_name}-alarms"
 
 
-def _code(exc: BaseException) -> str | None:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return str(response.get("Error", {}).get("Code"))
-    return None
 
 
 # --------------------------------------------------------------------------- dashboard

@@ -77,7 +77,7 @@ def remove(ssm: Any, env: Environment, name: str) -> str:
     try:
         ssm.delete_parameter(Name=parameter)
     except Exception as exc:
-        if getattr(exc, "response", {}).get("Error", {}).get("Code") == "ParameterNotFound":
+        if errors.aws_error_code(exc) == "ParameterNotFound":
             raise errors.NotFound(f"{parameter} does not exist") from None
         raise
     return parameter
@@ -123,7 +123,7 @@ def verify(ssm: Any, env: Environment, *, live: bool = False) -> list[Verdict]:
         try:
             value = ssm.get_parameter(Name=parameter, WithDecryption=True)["Parameter"]["Value"]
         except Exception as exc:
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+            code = errors.aws_error_code(exc)
             if code != "ParameterNotFound":
                 verdicts.append(Verdict(spec.name, parameter, spec.name in required, False,
                                         f"cannot read: {code or type(exc).__name__}"))

@@ -205,7 +205,7 @@ def _update(lambda_client: Any, function_name: str, changes: dict[str, Any]) -> 
     try:
         lambda_client.update_function_configuration(FunctionName=function_name, **changes)
     except Exception as exc:
-        if getattr(exc, "response", {}).get("Error", {}).get("Code") == \
+        if errors.aws_error_code(exc) == \
                 "ResourceNotFoundException":
             raise errors.NotFound(f"function {function_name} does not exist") from None
         raise

@@ -38,9 +38,6 @@ class Rollback:
         return asdict(self)
 
 
-def _code(exc: BaseException) -> str | None:
-    response = getattr(exc, "response", None)
-    return str(response.get("Error", {}).get("Code")) if isinstance(response, dict) else None
 
 
 def _published(lam: Any, name: str) -> list[dict[str, Any]]:
@@ -49,7 +46,7 @@ def _published(lam: Any, name: str) -> list[dict[str, Any]]:
         for page in lam.get_paginator("list_versions_by_function").paginate(FunctionName=name):
             configs += [c for c in page["Versions"] if c["Version"] != "$LATEST"]
     except Exception as exc:
-        if _code(exc) == "ResourceNotFoundException":
+        if errors.aws_error_code(exc) == "ResourceNotFoundException":
             raise errors.NotFound(f"function {name} does not exist",
                                   "deploy the environment first") from None
         raise
@@ -60,7 +57,7 @@ def live_version(lam: Any, name: str) -> str:
     try:
         return str(lam.get_alias(FunctionName=name, Name=LIVE_ALIAS)["FunctionVersion"])
     except Exception as exc:
-        if _code(exc) == "ResourceNotFoundException":
+        if errors.aws_error_code(exc) == "ResourceNotFoundException":
             raise errors.NotFound(f"{name} has no `{LIVE_ALIAS}` alias",
                                   "redeploy with this version of the CDK app") from None
         raise
