@@ -85,7 +85,11 @@ def test_a_small_load_test_completes_with_consistent_figures(local_cloud):
     assert lat["end_to_end"].max <= report.span_s + 0.001
     for name in ("thumbnail", "analysis", "embedding"):
         handler = report.handler_s[name]
-        assert handler is not None and handler.max <= lat[name].max + 0.001
+        # A stage's latency starts at the previous stage's "published" log line, which that
+        # function writes just after put_events returns -- by then the next function may
+        # already have logged its first line. So a handler time can exceed its stage's
+        # latency by that gap (milliseconds), never by more.
+        assert handler is not None and handler.max <= lat[name].max + 0.1
 
     # Every upload really reached the database.
     with psycopg.connect(local_cloud.database_url) as conn:
