@@ -40,18 +40,9 @@ def _destroy() -> None:
 
 
 def _client_factory(state: Any) -> Any:
-    import boto3
+    from collections_ops.localcloud.state import client_factory
 
-    session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
-                                    region_name=state.region)
-    clients: dict[str, Any] = {}
-
-    def client(service: str) -> Any:
-        if service not in clients:
-            clients[service] = session.client(service, endpoint_url=state.endpoint_url)
-        return clients[service]
-
-    return client
+    return client_factory(state)
 
 
 def run(count: int, concurrency: int, warmup: int, timeout: float) -> dict[str, Any]:

@@ -43,17 +43,11 @@ def local_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 def test_a_small_load_test_completes_with_consistent_figures(local_cloud):
-    import boto3
     import psycopg
 
-    session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
-                                    region_name=local_cloud.region)
-    clients: dict[str, Any] = {}
+    from collections_ops.localcloud.state import client_factory
 
-    def client(service: str) -> Any:
-        if service not in clients:
-            clients[service] = session.client(service, endpoint_url=local_cloud.endpoint_url)
-        return clients[service]
+    client = client_factory(local_cloud)
 
     seen: list[int] = []
     report = loadtest.run_load_test(

@@ -456,3 +456,15 @@ class FakeProviders:
         return sorted([r for route in self.routes.values() for r in route.requests]
                       + self.unrouted, key=lambda r: r.at)
 
+
+
+def point_pipeline_at(fake: FakeProviders, monkeypatch: Any) -> None:
+    """Select the real providers (anthropic, voyage) and aim their SDKs at `fake`."""
+    monkeypatch.setenv("ANALYZER_PROVIDER", "anthropic")
+    monkeypatch.setenv("ANALYZER_MODEL", "claude-sonnet-4-6")
+    monkeypatch.setenv("EMBEDDING_PROVIDER", "voyage")
+    monkeypatch.setenv("EMBEDDING_MODEL", "voyage-3.5")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.anthropic_base_url)
+    monkeypatch.setenv("OPENAI_BASE_URL", fake.openai_base_url)
+    monkeypatch.setenv("VOYAGE_BASE_URL", fake.voyage_base_url)
+    monkeypatch.setenv("PROVIDER_TIMEOUT_S", "5")

@@ -8,7 +8,13 @@ from typing import Any
 import pytest
 
 from tests import images
-from tests.fakes.providers import FakeProviders, invalid_analysis, overloaded, rate_limited
+from tests.fakes.providers import (
+    FakeProviders,
+    invalid_analysis,
+    overloaded,
+    point_pipeline_at,
+    rate_limited,
+)
 
 CANARY_ANTHROPIC = "sk-ant-canary-7f3e9a1b2c4d5e6f"
 CANARY_VOYAGE = "pa-canary-0a1b2c3d4e5f6789"
@@ -22,13 +28,7 @@ def providers(pipeline, monkeypatch: pytest.MonkeyPatch) -> Any:
     ssm.put_parameter(Name="/collections/VOYAGE_API_KEY", Value=CANARY_VOYAGE,
                       Type="SecureString", Overwrite=True)
     with FakeProviders() as fake:
-        monkeypatch.setenv("ANALYZER_PROVIDER", "anthropic")
-        monkeypatch.setenv("ANALYZER_MODEL", "claude-sonnet-4-6")
-        monkeypatch.setenv("EMBEDDING_PROVIDER", "voyage")
-        monkeypatch.setenv("EMBEDDING_MODEL", "voyage-3.5")
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.anthropic_base_url)
-        monkeypatch.setenv("VOYAGE_BASE_URL", fake.voyage_base_url)
-        monkeypatch.setenv("PROVIDER_TIMEOUT_S", "5")
+        point_pipeline_at(fake, monkeypatch)
         yield fake
 
 

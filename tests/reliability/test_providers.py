@@ -24,6 +24,7 @@ from tests.fakes.providers import (
     fake_embedding,
     hang,
     ok,
+    point_pipeline_at,
 )
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(60)]
@@ -51,14 +52,7 @@ def providers(pipeline, monkeypatch: pytest.MonkeyPatch) -> Any:
                     "all_proxy"):
             monkeypatch.delenv(var, raising=False)
         monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-        monkeypatch.setenv("ANALYZER_PROVIDER", "anthropic")
-        monkeypatch.setenv("ANALYZER_MODEL", "claude-sonnet-4-6")
-        monkeypatch.setenv("EMBEDDING_PROVIDER", "voyage")
-        monkeypatch.setenv("EMBEDDING_MODEL", "voyage-3.5")
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.anthropic_base_url)
-        monkeypatch.setenv("OPENAI_BASE_URL", fake.openai_base_url)
-        monkeypatch.setenv("VOYAGE_BASE_URL", fake.voyage_base_url)
-        monkeypatch.setenv("PROVIDER_TIMEOUT_S", "5")
+        point_pipeline_at(fake, monkeypatch)
         yield fake
 
 

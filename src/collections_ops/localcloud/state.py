@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 STATE_FILE = "state.json"
 
@@ -27,6 +29,25 @@ class LocalState:
     dlq_urls: dict[str, str] = field(default_factory=dict)
     started_at: float = 0.0
     state_dir: str = ""
+
+
+def client_factory(state: LocalState) -> Callable[[str], Any]:
+    """`client(service)` for the local cloud's endpoint, each client made once (for code that
+    runs outside the CLI's composition root: benchmarks, tests)."""
+    import boto3
+
+    session = boto3.session.Session(aws_access_key_id="testing",
+                                    aws_secret_access_key="testing",  # noqa: S106 - moto
+                                    region_name=state.region)
+    clients: dict[str, Any] = {}
+
+    def client(service: str) -> Any:
+        if service not in clients:
+            clients[service] = session.client(service,  # type: ignore[call-overload]
+                                              endpoint_url=state.endpoint_url)
+        return clients[service]
+
+    return client
 
 
 def write_state(state_dir: Path, state: LocalState) -> None:
