@@ -276,6 +276,12 @@ class Dispatcher:
             self._killed(fn, message, sqs, logs)
             return None
         result = lambda_runtime.invoke(fn, self._env, event, log_stream=logs.stream)
+        # An unexpected error's text (its log line, the DLQ record's errorMessage) may quote a
+        # secret; the handlers' one masking function knows them all (on sys.path once loaded).
+        from collections_core.log import mask
+
+        result.error_message = mask(result.error_message) if result.error_message else None
+        result.log_events = [(ts, mask(line)) for ts, line in result.log_events]
         with self._count_lock:
             self.invocations += 1
         logs.add(result.log_events)
