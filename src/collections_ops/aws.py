@@ -28,13 +28,23 @@ NOT_FOUND_CODES = frozenset({
 })
 
 
+def _client_error(exc: BaseException | None) -> BaseException | None:
+    """The botocore ClientError behind `exc` (boto3's transfer errors wrap it), if any."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(getattr(exc, "response", None), dict):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
 def error_code(exc: BaseException) -> str | None:
     """The error code of a botocore ClientError (`ParameterNotFound`, ...), else None."""
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        code = response.get("Error", {}).get("Code")
-        return str(code) if code is not None else None
-    return None
+    found = _client_error(exc)
+    if found is None:
+        return None
+    code = getattr(found, "response", {}).get("Error", {}).get("Code")
+    return str(code) if code is not None else None
 
 
 def is_not_found(exc: BaseException, *codes: str) -> bool:
@@ -73,7 +83,7 @@ def translate(exc: BaseException) -> errors.CollectionsError | None:
     code = error_code(exc)
     if code is None:
         return None
-    message = str(getattr(exc, "response", {}).get("Error", {}).get("Message", ""))
+    message = str(getattr(_client_error(exc), "response", {}).get("Error", {}).get("Message", ""))
     if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
         return errors.CredentialsError(f"access denied: {message}",
                                        "the current identity lacks this permission")
@@ -81,6 +91,11 @@ def translate(exc: BaseException) -> errors.CollectionsError | None:
                 "UnrecognizedClientException", "SignatureDoesNotMatch"):
         return errors.CredentialsError("the AWS credentials are expired or invalid",
                                        "refresh them (e.g. `aws sso login`)")
+    if code in NOT_FOUND_CODES:
+        # A resource the command relies on is missing: the environment is not (fully) deployed.
+        return errors.NotReady(f"{message or code}",
+                               "is this environment deployed? `collections status` shows "
+                               "what is there")
     return None
 
 

@@ -118,6 +118,8 @@ def verify(ssm: Any, env: Environment, *, live: bool = False) -> list[Check]:
             value = aws.or_none(lambda p=parameter: ssm.get_parameter(  # type: ignore[misc]
                 Name=p, WithDecryption=True)["Parameter"]["Value"], "ParameterNotFound")
         except Exception as exc:
+            if aws.translate(exc) is not None:  # no credentials, access denied: not per secret
+                raise
             code = aws.error_code(exc) or type(exc).__name__
             checks.append(Check(parameter, False, f"cannot read: {code}", fix))
             continue

@@ -150,7 +150,11 @@ def deploy(
 
     ctx.require_credentials()
     if not skip_build:
-        build(ctx.env.name)
+        from collections_ops.services import build as building
+
+        reports = building.build(ctx.env.name, out_dir=deploying.bundle_dir_for(
+            Path(ctx.settings.state_root), ctx.env))
+        ui.info(f"built {len(reports)} bundles ({sum(r.size_mb for r in reports):.0f} MB)")
     plan = deploying.deploy(ctx.client, ctx.env, state_root=Path(ctx.settings.state_root),
                             profile=ctx.profile, region=ctx._region, all_stacks=all_stacks,
                             approval="never" if yes else require_approval, database=database)
