@@ -75,6 +75,11 @@ def from_botocore(exc: BaseException) -> CliError | None:
     if name == "EndpointConnectionError":
         return NotReady(f"cannot reach {getattr(exc, 'kwargs', {}).get('endpoint_url', 'AWS')}",
                         "for the local cloud run `collections deploy local`")
+    if name in ("ReadTimeoutError", "ConnectTimeoutError"):
+        return NotReady(f"{getattr(exc, 'kwargs', {}).get('endpoint_url', 'AWS')} did not "
+                        "answer in time",
+                        "for the local cloud: `collections status local` names the part "
+                        "not answering; `collections deploy local` restarts it")
     if name in ("TokenRetrievalError", "SSOTokenLoadError", "UnauthorizedSSOTokenError"):
         return CredentialsError("the SSO session has expired", "run `aws sso login`")
     response = getattr(exc, "response", None)
