@@ -78,6 +78,11 @@ def translate(exc: BaseException) -> errors.CollectionsError | None:
         return errors.NotReady(f"cannot reach {where}",
                                "check the network; for the local cloud run "
                                "`collections deploy local`")
+    if name == "ReadTimeoutError":
+        where = getattr(exc, "kwargs", {}).get("endpoint_url", "AWS")
+        return errors.NotReady(f"{where} did not answer in time",
+                               "for the local cloud: `collections status local` names the part "
+                               "not answering; `collections deploy local` restarts it")
     if name in ("TokenRetrievalError", "SSOTokenLoadError", "UnauthorizedSSOTokenError"):
         return errors.CredentialsError("the SSO session has expired", "run `aws sso login`")
     code = error_code(exc)

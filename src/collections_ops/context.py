@@ -77,6 +77,10 @@ class Context:
             kwargs: dict[str, Any] = {"config": Config(retries={"mode": "standard"},
                                                        connect_timeout=5, read_timeout=60)}
             if self.is_local:
+                # A frozen local part must not hang a command for minutes: give up after
+                # two tries of 10 s (the local cloud answers in milliseconds) with exit 4.
+                kwargs["config"] = Config(retries={"mode": "standard", "max_attempts": 2},
+                                          connect_timeout=3, read_timeout=10)
                 kwargs["endpoint_url"] = self.local.endpoint_url
             elif not self.session.region_name:
                 kwargs["region_name"] = self.env.region
