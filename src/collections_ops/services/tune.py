@@ -30,7 +30,7 @@ from statistics import fmean
 from typing import Any, Literal
 
 from collections_ops import errors
-from collections_ops.pipeline import LOCAL_ENV, environment
+from collections_ops.pipeline import LOCAL_ENV, Environment, Function, environment
 
 Invoker = Callable[[int], float]
 Strategy = Literal["balanced", "cost", "speed"]
@@ -199,6 +199,15 @@ def apply(lambda_client: Any, function_name: str, memory: int, *,
                               exit_code=errors.ExitCode.USAGE)
     _update(lambda_client, function_name, {"MemorySize": memory})
     return wait_for_update(lambda_client, function_name, sleep=sleep, timeout_s=timeout_s)
+
+
+def apply_live(lambda_client: Any, env: Environment, fn: Function, memory: int, *,
+               keep: int = 10, sleep: Callable[[float], None] | None = None) -> Any:
+    """Set the recommended memory where it takes effect: on a new published version that
+    `live` (what the triggers invoke) then points at. Returns a `versions.Published`."""
+    from collections_ops.services import versions
+
+    return versions.configure(lambda_client, env, fn, memory=memory, keep=keep, sleep=sleep)
 
 
 def _update(lambda_client: Any, function_name: str, changes: dict[str, Any]) -> None:

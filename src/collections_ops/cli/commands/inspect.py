@@ -1,0 +1,151 @@
+"""Looking at a deployment: status, doctor, verify, search.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any
+
+import typer
+
+from collections_ops import errors
+from collections_ops.cli import ui
+from collections_ops.cli.options import (
+    EnvOption,
+    Output,
+    OutputOption,
+    ProfileOption,
+    RegionOption,
+    context,
+)
+
+app = typer.Typer(rich_markup_mode=None)
+
+
+@app.command()
+def status(env: EnvOption = None, output: OutputOption = Output.table,
+           profile: ProfileOption = None, region: RegionOption = None) -> None:
+    """The guide's Step 4 in one screen: functions, rules, notification, DLQs, parameters."""
+    as_json = output is Output.json
+    from collections_ops.cli import render
+    from collections_ops.services import inspect
+
+    ctx = context(env, profile, region)
+    report: dict[str, Any] = {}
+    degraded: list[str] = []
+    if ctx.is_local:
+        from collections_ops.localcloud import manager
+
+        report = manager.status(ctx.state_dir)
+        degraded = [n for n, p in report["parts"].items() if not p["up"]]
+    if not degraded:
+        deployed = inspect.gather_status(ctx.client, ctx.env, account=ctx.account,
+                                         region=ctx.region)
+        report["deployment"] = deployed.as_dict()
+    if as_json:
+        ui.print_json(report)
+    else:
+        render.status(report)
+    if degraded:
+        raise errors.NotReady(f"the local cloud is degraded: {', '.join(degraded)} down",
+                              "restart it: `collections destroy local && "
+                              "collections deploy local`")
+
+
+@app.command()
+def doctor(env: EnvOption = None, output: OutputOption = Output.table,
+           profile: ProfileOption = None, region: RegionOption = None) -> None:
+    """The guide's Troubleshooting section, automated: each check passed or failed, with the fix."""
+    as_json = output is Output.json
+    from dataclasses import asdict
+
+    from collections_ops.services import inspect
+
+    ctx = context(env, profile, region)
+    findings = inspect.doctor(ctx.client, ctx.env, account=ctx.account, region=ctx.region,
+                              connect=lambda: ctx.db)
+    if as_json:
+        ui.print_json([asdict(f) for f in findings])
+    else:
+        ui.table(f"doctor ({ctx.env.name})", ["check", "ok", "detail", "fix"],
+                 [[f.check, "[yellow]![/yellow]" if not f.ok and f.severity == "warning"
+                   else ui.mark(f.ok), f.detail, f.fix or ""] for f in findings])
+    failed = [f for f in findings if not f.ok and f.severity == "error"]
+    if failed:
+        raise errors.CliError(f"{len(failed)} check(s) failed: "
+                              f"{', '.join(f.check for f in failed)}",
+                              "apply the fixes listed above",
+                              exit_code=errors.ExitCode.VERIFY_FAILED)
+
+
+
+
+@app.command()
+def verify(
+    item_id: Annotated[str, typer.Argument(help="Item id: the file name without extension.")],
+    user: Annotated[str | None, typer.Option("--user", "-u", help="User id, when several "
+                                             "users have this item.")] = None,
+    env: EnvOption = None,
+    output: OutputOption = Output.table,
+    profile: ProfileOption = None,
+    region: RegionOption = None,
+) -> None:
+    """Check the item, its thumbnail, its analysis and its embedding."""
+    as_json = output is Output.json
+    from collections_ops.services import verify as verifying
+
+    ctx = context(env, profile, region)
+    report = verifying.verify(ctx.db, ctx.client("s3"), item_id, user_id=user)
+    if as_json:
+        ui.print_json(report.as_dict())
+    else:
+        ui.table(f"{report.user_id or '?'}/{item_id}", ["check", "ok", "detail"],
+                 [[c.name, ui.mark(c.ok), c.detail] for c in report.checks])
+    if not report.ok:
+        failed = ", ".join(c.name for c in report.checks if not c.ok)
+        missing_item = report.item is None
+        raise errors.CliError(
+            f"verification failed: {failed}",
+            "was it uploaded to this environment? try `collections test-upload FILE --follow`"
+            if missing_item else "see `collections logs` for the stage that failed",
+            exit_code=errors.ExitCode.NOT_FOUND if missing_item
+            else errors.ExitCode.VERIFY_FAILED)
+
+
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What to look for, in words.")],
+    user: Annotated[str | None, typer.Option("--user", "-u", help="Only this user's items.")]
+    = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="How many results.", min=1,
+                                       max=1000)] = 10,
+    env: EnvOption = None, output: OutputOption = Output.table,
+    profile: ProfileOption = None, region: RegionOption = None,
+) -> None:
+    """Semantic search over the stored embeddings, with the pipeline's own embedder."""
+    as_json = output is Output.json
+    from collections_ops.services import search as searching
+
+    ctx = context(env, profile, region)
+    provider, model = ctx.env.embedding_provider, ctx.env.embedding_model
+    api_key = None
+    if provider == "voyage":
+        api_key = os.environ.get("VOYAGE_API_KEY") or ctx.secret_value("VOYAGE_API_KEY")
+    try:
+        vector = searching.embed_query(query, provider=provider, model=model, api_key=api_key)
+        hits = searching.search(ctx.db, vector, model=model, dimensions=len(vector),
+                                user_id=user, limit=limit)
+    except ValueError as exc:
+        raise errors.CliError(str(exc), exit_code=errors.ExitCode.USAGE) from None
+    if as_json:
+        ui.print_json([h.as_dict() for h in hits])
+        return
+    if not hits:
+        ui.info(f"no embeddings of model {model} yet" + (f" for user {user}" if user else ""))
+        return
+    ui.table(f"{len(hits)} nearest to {query!r} ({model})",
+             ["similarity", "item", "user", "category", "summary"],
+             [[f"{h.similarity:.3f}", h.item_id, h.user_id, h.category, h.summary[:80]]
+              for h in hits])

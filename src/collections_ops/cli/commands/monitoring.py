@@ -1,0 +1,112 @@
+"""The dashboard and `collections alarms …`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from collections_ops import errors
+from collections_ops.cli import ui
+from collections_ops.cli.options import (
+    EnvOption,
+    Output,
+    OutputOption,
+    ProfileOption,
+    RegionOption,
+    context,
+)
+
+app = typer.Typer(rich_markup_mode=None)
+
+
+alarms_app = typer.Typer(help="CloudWatch alarms: the guide's error alarm and more.",
+                         no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(alarms_app, name="alarms")
+
+
+@app.command()
+def dashboard(
+    env: Annotated[str, typer.Argument(help="Environment.")],
+    show: Annotated[bool, typer.Option("--show", help="Render the metrics here instead.")]
+    = False,
+    hours: Annotated[float, typer.Option("--hours", help="With --show: how far back.")] = 3,
+    output: OutputOption = Output.table,
+    profile: ProfileOption = None, region: RegionOption = None,
+) -> None:
+    """Create the guide's dashboard (plus DLQ depth and latency), or --show it in the terminal."""
+    as_json = output is Output.json
+    from collections_ops.services import monitoring
+
+    ctx = context(env, profile, region)
+    cw = ctx.client("cloudwatch")
+    if not show:
+        name = monitoring.put_dashboard(cw, ctx.env, ctx.region, account=ctx.account)
+        ui.ok(f"dashboard {name} written (the CDK monitoring stack keeps the same one)")
+        return
+    data = monitoring.show(cw, ctx.env, hours=hours)
+    if as_json:
+        ui.print_json(data)
+        return
+    rows = []
+    for key, metrics in data.items():
+        for metric, values in metrics.items():
+            present = [v for v in values if v is not None]
+            total = (f"{sum(present):g}" if metric != "Duration" else
+                     f"{max(present):.0f} ms max" if present else "")
+            rows.append([key, metric, monitoring.sparkline(values), total])
+    ui.table(f"last {hours:g} h ({ctx.env.name})", ["function", "metric", "trend", "total"], rows)
+
+
+@alarms_app.command("ensure")
+def alarms_ensure(env: Annotated[str, typer.Argument(help="Environment.")],
+                  email: Annotated[str | None, typer.Option("--email", help="Notify this "
+                                                            "address (SNS).")] = None,
+                  profile: ProfileOption = None, region: RegionOption = None) -> None:
+    """Create or update every alarm: errors, throttles, duration near timeout, DLQ depth."""
+    from collections_ops.services import monitoring
+
+    ctx = context(env, profile, region)
+    topic = None
+    if email:
+        note = monitoring.notification_topic(ctx.client("sns"), ctx.env, email)
+        topic = note.topic_arn
+        ui.ok(f"alarms notify {email} through {note.topic_arn}")
+    names = monitoring.ensure_alarms(ctx.client("cloudwatch"), ctx.env, sns_topic_arn=topic)
+    ui.ok(f"{len(names)} alarms in place")
+
+
+@alarms_app.command("list")
+def alarms_list(env: Annotated[str, typer.Argument(help="Environment.")],
+                output: OutputOption = Output.table,
+                profile: ProfileOption = None, region: RegionOption = None) -> None:
+    """The pipeline's alarms with their state, firing ones first."""
+    as_json = output is Output.json
+    from dataclasses import asdict
+
+    from collections_ops.services import monitoring
+
+    ctx = context(env, profile, region)
+    alarms = monitoring.list_alarms(ctx.client("cloudwatch"), ctx.env)
+    if as_json:
+        ui.print_json([asdict(a) for a in alarms])
+        return
+    ui.table(f"alarms ({ctx.env.name})", ["alarm", "state", "condition", "since"],
+             [[a.name, f"[red]{a.state}[/red]" if a.state == "ALARM" else a.state,
+               a.condition, a.updated] for a in alarms])
+
+
+@alarms_app.command("test")
+def alarms_test(name: Annotated[str, typer.Argument(help="Alarm name.")],
+                env: EnvOption = None, profile: ProfileOption = None,
+                region: RegionOption = None) -> None:
+    """Set an alarm to ALARM and back to OK, proving its wiring and notifications."""
+    from collections_ops.services import monitoring
+
+    ctx = context(env, profile, region)
+    result = monitoring.test_alarm(ctx.client("cloudwatch"), name)
+    if not result.fired:
+        raise errors.CliError(f"{name} did not enter ALARM (read back {result.during})")
+    ui.ok(f"{name}: {result.before} -> {result.during} -> {result.after}; notified: "
+          f"{', '.join(result.actions) or 'no actions configured'}")
