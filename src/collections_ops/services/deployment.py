@@ -197,19 +197,16 @@ def plan(env: Environment, previous: DeploymentRecord | None, *,
     else the defaults (an `existing` database, reachable without a VPC)."""
     mode = database or (previous.database if previous else "existing")
     if mode not in DATABASE_MODES:
-        raise errors.CliError(f"--database {mode!r} is not one of {', '.join(DATABASE_MODES)}",
-                              exit_code=errors.ExitCode.USAGE)
+        raise errors.UsageError(f"--database {mode!r} is not one of {', '.join(DATABASE_MODES)}")
     placement = (Placement(tuple(subnet_ids), tuple(security_group_ids))
                  if subnet_ids or security_group_ids
                  else previous.placement if previous and mode == "existing" else Placement())
     if (placement.subnet_ids and not placement.security_group_ids) or (
             placement.security_group_ids and not placement.subnet_ids):
-        raise errors.CliError("a VPC placement needs both --subnet and --security-group",
-                              exit_code=errors.ExitCode.USAGE)
+        raise errors.UsageError("a VPC placement needs both --subnet and --security-group")
     if placement.in_vpc and mode == "rds":
-        raise errors.CliError("--subnet/--security-group are for an existing database; "
-                              "--database rds creates its own network",
-                              exit_code=errors.ExitCode.USAGE)
+        raise errors.UsageError("--subnet/--security-group are for an existing database; "
+                              "--database rds creates its own network")
     if previous is not None and previous.region != env.region:
         raise errors.ConfigError(
             f"environment {env.name} was deployed to {previous.region}, but its settings now "
