@@ -15,17 +15,25 @@ T = TypeVar("T")
 _local = threading.local()
 
 
+def _store() -> dict[str, Any]:
+    # Never `getattr(...) or {}`: an empty store would be replaced by a new dict, and a factory
+    # that itself calls `cached` (a client needs the session) would then store into a dict
+    # that is no longer the thread's, so every call made a new client.
+    store: dict[str, Any] | None = getattr(_local, "store", None)
+    if store is None:
+        store = _local.store = {}
+    return store
+
+
 def cached(key: str, factory: Callable[[], T]) -> T:
-    store: dict[str, Any] = getattr(_local, "store", None) or {}
-    _local.store = store
+    store = _store()
     if key not in store:
         store[key] = factory()
     return store[key]  # type: ignore[no-any-return,unused-ignore]
 
 
 def forget(key: str) -> None:
-    store: dict[str, Any] = getattr(_local, "store", None) or {}
-    store.pop(key, None)
+    _store().pop(key, None)
 
 
 def reset() -> None:
