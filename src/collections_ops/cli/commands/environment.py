@@ -16,6 +16,7 @@ from collections_ops.cli import ui
 
 if TYPE_CHECKING:
     from collections_ops.context import Context
+    from collections_ops.services.deploy import CdkInvocation
 
 app = typer.Typer(rich_markup_mode=None)
 
@@ -46,11 +47,11 @@ def _run_cdk(ctx: Context, command: list[str], *, database: str = "existing",
     return _run(inv)
 
 
-def _run(inv: object) -> int:
+def _run(inv: CdkInvocation) -> int:
     from collections_ops.services import deploy as deploying
 
-    ui.info(f"$ {' '.join(inv.argv)}", "dim")  # type: ignore[attr-defined]
-    return deploying.run(inv)  # type: ignore[arg-type]
+    ui.info(f"$ {' '.join(inv.argv)}", "dim")
+    return deploying.run(inv)
 
 
 def _cdk_failed(verb: str, rc: int, hint: str = "see the CDK output above") -> None:
