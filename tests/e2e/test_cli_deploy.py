@@ -101,6 +101,26 @@ def test_deploy_all_with_an_approval_level(aws_env, moto_endpoint):
     assert argv[:4] == ["deploy", "--all", "--require-approval", "any-change"]
 
 
+def test_deploy_json_is_one_document_with_cdk_output_on_stderr(aws_env, moto_endpoint):
+    put_parameters(moto_endpoint, *READY)
+    result = run(aws_env, "deploy", "dev", "--profile", "ops", "--skip-build", "--yes",
+                 "-o", "json")
+    assert result.returncode == 0, result.stderr
+    checks = json.loads(result.stdout)
+    assert {c["name"] for c in checks} >= {"credentials", "region", "bootstrap"}
+    assert all(c["ok"] for c in checks)
+
+
+def test_diff_without_credentials_is_5_not_changes(aws_env):
+    env = dict(aws_env, AWS_SHARED_CREDENTIALS_FILE="/dev/null", AWS_CONFIG_FILE="/dev/null",
+               AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
+    for verb in ("diff", "destroy", "rollback", "bootstrap"):
+        result = run(env, verb, "dev")
+        assert result.returncode == 5, (verb, result.stderr)
+        assert "no AWS credentials found" in result.stderr
+    assert recorded(aws_env) == [], "the CDK CLI never ran"
+
+
 def test_missing_parameters_stop_the_deploy_before_cdk(aws_env, moto_endpoint):
     put_parameters(moto_endpoint, "/cdk-bootstrap/hnb659fds/version", "/collections/DATABASE_URL")
     result = run(aws_env, "deploy", "dev", "--profile", "ops", "--skip-build", "--yes")

@@ -38,20 +38,20 @@ def _aws(env: str | None, option: str | None, profile: str | None, region: str |
 
 
 def _run_cdk(ctx: Context, command: list[str], *, database: str = "existing",
-             bundle: bool = True) -> int:
+             bundle: bool = True, as_json: bool = False) -> int:
     from collections_ops.services import deploy as deploying
 
     inv = deploying.cdk(command, env=ctx.env, state_root=Path(ctx.settings.state_root),
                         profile=ctx.profile, region=ctx._region, database=database,
                         bundle=bundle)
-    return _run(inv)
+    return _run(inv, as_json=as_json)
 
 
-def _run(inv: CdkInvocation) -> int:
+def _run(inv: CdkInvocation, *, as_json: bool = False) -> int:
     from collections_ops.services import deploy as deploying
 
     ui.info(f"$ {' '.join(inv.argv)}", "dim")
-    return deploying.run(inv)
+    return deploying.run(inv, stdout_to_stderr=as_json)
 
 
 def _cdk_failed(verb: str, rc: int, hint: str = "see the CDK output above") -> None:
@@ -80,15 +80,21 @@ def build(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
 
 @app.command()
 def synth(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
-          database: DatabaseOption = "existing") -> None:
+          database: DatabaseOption = "existing",
+          output: opt.OutputOption = opt.Output.table) -> None:
     """Synthesize the environment's CloudFormation templates (offline: no credentials)."""
     ctx = opt.context(opt.env_name(env, env_option))
     opt.require_aws(ctx, "synth")
     from collections_ops.services import deploy as deploying
 
+    as_json = output is opt.Output.json
     _cdk_failed("synth", _run_cdk(ctx, ["synth", *deploying.stacks_for(
-        ctx.env, database=database), "--quiet"], database=database))
-    ui.ok(f"synthesized {ctx.env.name} into {Path(ctx.settings.state_root) / 'cdk.out'}")
+        ctx.env, database=database), "--quiet"], database=database, as_json=as_json))
+    out_dir = Path(ctx.settings.state_root) / "cdk.out" / ctx.env.name
+    if as_json:
+        ui.print_json({"env": ctx.env.name, "out_dir": str(out_dir)})
+    else:
+        ui.ok(f"synthesized {ctx.env.name} into {out_dir}")
 
 
 @app.command()
@@ -153,10 +159,10 @@ def deploy(
     if failed:
         first = failed[0]
         raise errors.ConfigError(f"preflight failed: {first.name}: {first.detail}", first.fix)
-    _cdk_failed("deploy", _run(plan.invocation),
+    _cdk_failed("deploy", _run(plan.invocation, as_json=output is opt.Output.json),
                 f"see the CDK output above; `collections rollback {ctx.env.name}` returns a "
                 "stack stuck in a failed update")
-    ui.ok(f"deployed {ctx.env.name}")
+    (ui.info if output is opt.Output.json else ui.ok)(f"deployed {ctx.env.name}")
 
 
 @app.command()
