@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -202,3 +203,16 @@ def test_synth_runs_the_real_pinned_cdk_cli(tmp_path):
              if r["Type"] == "AWS::Lambda::Function"}
     assert {"collections-dev-ImageProcessorLambda", "collections-dev-AnalyzerLambda",
             "collections-dev-EmbedderLambda"} <= names
+
+
+def test_without_the_infra_extra_the_cdk_commands_name_it(tmp_path):
+    # aws-cdk-lib made unimportable for this one process, as in an install without [infra]
+    probe = ("import sys; sys.modules['aws_cdk'] = None; sys.argv = ['collections', 'synth', "
+             "'prod']; from collections_ops.cli.app import main; main()")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "COLLECTIONS_"))}
+    env.update({"COLLECTIONS_STATE_DIR": str(tmp_path / "state"), "NO_COLOR": "1"})
+    result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                            text=True, check=False, timeout=120)
+    assert result.returncode == 10, result.stderr
+    assert "pip install 'collections-ops[infra]'" in result.stderr
+    assert "Traceback" not in result.stderr
