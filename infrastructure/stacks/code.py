@@ -137,7 +137,7 @@ class CodeLocator:
             asset_hash=source_hash(fn, self.lambdas_dir),
             bundling=cdk.BundlingOptions(
                 # Only used if local bundling declined, which ProjectBuild never does.
-                image=cdk.DockerImage.from_registry("public.ecr.aws/sam/build-python3.12"),
+                image=cdk.DockerImage.from_registry(f"public.ecr.aws/sam/build-{pipeline.RUNTIME}"),
                 local=ProjectBuild(fn, env_name=env_name, build_dir=build_dir,
                                    lambdas_dir=self.lambdas_dir),
             ),

@@ -114,9 +114,10 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
         outcome = "failed"
     response["function"] = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "operations")
     response["duration_ms"] = round((time.perf_counter() - started) * 1000, 1)
-    log.event(logger, f"{action}: {outcome}",
+    known = response["action"]  # never the caller's raw text
+    log.event(logger, f"{known or 'request'}: {outcome}",
               logging.INFO if response["ok"] else logging.WARNING,
-              stage="operations", outcome=outcome, action=action,
+              stage="operations", outcome=outcome, action=known,
               query=response.get("query"), duration_ms=response["duration_ms"])
     return response
 
