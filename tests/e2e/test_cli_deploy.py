@@ -14,6 +14,7 @@ import boto3
 import pytest
 
 from tests.e2e.cli import run
+from tests.infra.support import fake_bundles
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -194,7 +195,10 @@ def test_synth_runs_the_real_pinned_cdk_cli(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "COLLECTIONS_"))}
     env.update({"COLLECTIONS_STATE_DIR": str(tmp_path), "COLLECTIONS_CDK": str(cdk),
                 "CDK_HOME": str(tmp_path / "cdk-home"), "AWS_EC2_METADATA_DISABLED": "true",
-                "NO_COLOR": "1"})
+                "NO_COLOR": "1",
+                # Bundles shaped as `collections build` makes them, without pip's minutes
+                # (tests/infra/test_cdk_cli.py builds for real).
+                "COLLECTIONS_BUNDLE_DIR": str(fake_bundles(tmp_path / "bundles"))})
     result = run(env, "synth", "dev")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     template = json.loads((tmp_path / "cdk.out" / "dev" /
@@ -202,7 +206,7 @@ def test_synth_runs_the_real_pinned_cdk_cli(tmp_path):
     names = {r["Properties"].get("FunctionName") for r in template["Resources"].values()
              if r["Type"] == "AWS::Lambda::Function"}
     assert {"collections-dev-ImageProcessorLambda", "collections-dev-AnalyzerLambda",
-            "collections-dev-EmbedderLambda"} <= names
+            "collections-dev-EmbedderLambda", "collections-dev-OperationsLambda"} <= names
 
 
 def test_without_the_infra_extra_the_cdk_commands_name_it(tmp_path):

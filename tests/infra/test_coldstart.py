@@ -21,10 +21,12 @@ PYC = "__pycache__/handler.cpython-312.pyc"
 def bundled_app(tmp_path_factory: pytest.TempPathFactory) -> SynthesizedApp:
     """dev, synthesized from a bundle directory shaped as `collections build` leaves it."""
     bundles = tmp_path_factory.mktemp("bundles")
-    for fn in definition.FUNCTIONS:
+    for fn in definition.DEPLOYED_FUNCTIONS:
         code = bundles / fn.code_dir
         (code / "__pycache__").mkdir(parents=True)
         (code / "handler.py").write_text("def handler(event, context):\n    return {}\n")
+        (code / "collections_core").mkdir()
+        (code / "collections_core" / "__init__.py").write_text("")
         (code / PYC).write_bytes(b"bytecode for the runtime")
         (code / "tests").mkdir()
         (code / "tests" / "test_x.py").write_text("")
@@ -41,7 +43,7 @@ def _functions(app: SynthesizedApp) -> dict[str, dict[str, Any]]:
 
 def test_a_built_bundles_bytecode_is_in_the_code_asset(bundled_app: SynthesizedApp) -> None:
     functions = _functions(bundled_app)
-    assert len(functions) == len(definition.FUNCTIONS)
+    assert len(functions) == len(definition.DEPLOYED_FUNCTIONS)
     for name, resource in functions.items():
         asset = bundled_app.outdir / resource["Metadata"]["aws:asset:path"]
         assert (asset / "handler.py").is_file(), name
