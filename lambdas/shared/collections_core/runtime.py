@@ -86,8 +86,13 @@ def invoke(function_key: str, event: Any, context: Any,
                   retryable=True, reason=exc.reason)
         raise
     except Exception as exc:
-        log.event(logger, f"unexpected error: {type(exc).__name__}: {log.mask(str(exc))[:500]}",
+        masked = log.mask(str(exc))
+        log.event(logger, f"unexpected error: {type(exc).__name__}: {masked[:500]}",
                   logging.ERROR, outcome="error", retryable=True)
+        if masked != str(exc):
+            # What Lambda writes for an unhandled error (its log line, the on-failure record's
+            # errorMessage) is str(exc): mask it, keeping the type and the traceback.
+            exc.args = (masked,)
         raise
     log.event(logger, "invocation complete", outcome="ok",
               duration_ms=round((time.perf_counter() - started) * 1000, 1))
