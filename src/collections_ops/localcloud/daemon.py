@@ -373,6 +373,7 @@ class Supervisor:
         pause = min(10.0, 0.5 * (2 ** min(part.restarts, 5))) if quick else 0.0
         part.next_start = time.monotonic() + pause
         log.warning("%s %s; restarting it (restart %d)", part.name, why, part.restarts)
+        self._write_supervisor()  # counted before the (possibly slow) start
 
     def reload(self) -> None:
         """New handler code: start the emulator again (it publishes a version for each function

@@ -22,6 +22,7 @@ repeated computations from moto's request path (see `moto_tuning`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -542,10 +543,20 @@ class _LogBuffer:
             return
         events, self.pending, self._bytes = self.pending, [], 0
         try:
-            self._logs.put_log_events(logGroupName=self._group, logStreamName=self.stream,
-                                      logEvents=events)
+            self._put(events)
         except Exception as exc:
             log.warning("writing logs to %s failed: %s", self._group, exc)
+
+    def _put(self, events: list[dict[str, Any]]) -> None:
+        try:
+            self._logs.put_log_events(logGroupName=self._group, logStreamName=self.stream,
+                                      logEvents=events)
+        except self._logs.exceptions.ResourceNotFoundException:
+            # The emulator lost the stream (a restart before it was kept): make it again.
+            with contextlib.suppress(self._logs.exceptions.ResourceAlreadyExistsException):
+                self._logs.create_log_stream(logGroupName=self._group, logStreamName=self.stream)
+            self._logs.put_log_events(logGroupName=self._group, logStreamName=self.stream,
+                                      logEvents=events)
 
 
 # --------------------------------------------------------------------------- process
