@@ -38,7 +38,7 @@ lint: setup
 
 typecheck: setup
 	$(BIN)/mypy src lambdas/shared
-	for fn in image_processor analyzer embedder; do $(BIN)/mypy lambdas/$$fn || exit 1; done
+	for fn in image_processor analyzer embedder operations; do $(BIN)/mypy lambdas/$$fn || exit 1; done
 
 check: test
 

@@ -20,6 +20,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 import aws_cdk as cdk  # noqa: E402
+
 from stacks.application import build  # noqa: E402
 
 

@@ -22,7 +22,7 @@ from constructs import Construct
 
 from collections_ops import pipeline
 from stacks import nag
-from stacks.settings import ASSET_EXCLUDES, ConfigurationError, Deployment
+from stacks.settings import ConfigurationError, Deployment
 
 RUNTIME = lambda_.Runtime.PYTHON_3_12  # the guide's runtime; bundles are built for it
 ASYNC_RETRY_ATTEMPTS = 2
@@ -143,7 +143,7 @@ class PipelineFunction(Construct):
             description=f"{fn.description} - {env_name}",
             runtime=RUNTIME,
             handler=fn.handler,
-            code=lambda_.Code.from_asset(str(code_path), exclude=ASSET_EXCLUDES),
+            code=lambda_.Code.from_asset(str(code_path), exclude=deployment.code.excludes),
             timeout=cdk.Duration.seconds(settings.timeout(fn)),
             memory_size=settings.memory(fn),
             environment=pipeline.common_env(

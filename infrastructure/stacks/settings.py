@@ -37,6 +37,9 @@ DATABASE_MODES: tuple[DatabaseMode, ...] = ("existing", "rds")
 
 # Files that never belong in a function's code asset.
 ASSET_EXCLUDES = ["__pycache__", "*.pyc", ".mypy_cache", ".pytest_cache", "tests"]
+# A built bundle keeps its __pycache__: the bytecode compiled for the runtime's Python, without
+# which every cold start compiles each module again (/var/task is read-only).
+BUNDLE_ASSET_EXCLUDES = [".mypy_cache", ".pytest_cache", "tests"]
 
 
 class ConfigurationError(ValueError):
@@ -50,6 +53,11 @@ class CodeLocator:
 
     lambdas_dir: Path = LAMBDAS_DIR
     bundle_dir: Path | None = None
+
+    @property
+    def excludes(self) -> list[str]:
+        # Source directories hold bytecode of whatever Python ran the tests: left out.
+        return list(BUNDLE_ASSET_EXCLUDES if self.bundle_dir is not None else ASSET_EXCLUDES)
 
     def path_for(self, fn: pipeline.Function) -> Path:
         if self.bundle_dir is not None:

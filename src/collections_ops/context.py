@@ -12,7 +12,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from collections_ops import errors, settings
+from collections_ops import aws, errors, settings
 from collections_ops.pipeline import LOCAL_ACCOUNT, Environment, environment
 
 
@@ -61,7 +61,7 @@ class Context:
             return boto3.session.Session(profile_name=self.profile,
                                          region_name=self._region or None)
         except Exception as exc:
-            mapped = errors.from_botocore(exc)
+            mapped = aws.translate(exc)
             if mapped:
                 raise mapped from None
             raise
@@ -88,6 +88,26 @@ class Context:
         return self._clients[service]
 
     @cached_property
+    def aws(self) -> aws.Aws:
+        """The typed AWS access layer over this context's clients."""
+        return aws.Aws(self.client)
+
+    def require_credentials(self) -> str:
+        """The caller's account, checked before any work that needs AWS: CredentialsError
+        (no credentials, unknown profile, expired session) rather than a failure halfway."""
+        if self.is_local:
+            return LOCAL_ACCOUNT
+        try:
+            identity = self.client("sts").get_caller_identity()
+        except Exception as exc:
+            mapped = aws.translate(exc)
+            if mapped is None:
+                raise
+            raise mapped from None
+        self.__dict__["account"] = self.env.account or str(identity["Account"])
+        return str(identity["Account"])
+
+    @cached_property
     def account(self) -> str:
         if self.is_local:
             return LOCAL_ACCOUNT
@@ -106,15 +126,16 @@ class Context:
     def secret_value(self, name: str) -> str:
         """A secret from SSM (decrypted), for commands that call a provider themselves."""
         parameter = f"{self.env.parameter_prefix}/{name}"
-        try:
-            response = self.client("ssm").get_parameter(Name=parameter, WithDecryption=True)
-        except Exception as exc:
-            if errors.aws_error_code(exc) == "ParameterNotFound":
-                raise errors.ConfigError(f"SSM parameter {parameter} does not exist",
-                                         f"collections secrets put {name} --env "
-                                         f"{self.env.name}") from None
-            raise
-        return str(response["Parameter"]["Value"])
+        value = self.aws.parameter(parameter)
+        if value is None:
+            raise errors.ConfigError(f"SSM parameter {parameter} does not exist",
+                                     f"collections secrets put {name} --env {self.env.name}")
+        return value
+
+    def provider_key(self, name: str) -> str:
+        """A provider's API key for a call the CLI makes itself (e.g. `search` embedding the
+        query): the operator's environment variable wins, else the environment's secret."""
+        return os.environ.get(name) or self.secret_value(name)
 
     def database_url(self) -> str:
         if self.is_local:

@@ -19,7 +19,18 @@ LOCAL_ENV = "local"
 LOCAL_ACCOUNT = "123456789012"  # moto's default account id
 DEFAULT_REGION = "us-east-1"
 
-TriggerKind = Literal["s3", "eventbridge"]
+# `invoke`: called directly (by the CLI and by the deploy-time migration), never by an event.
+TriggerKind = Literal["s3", "eventbridge", "invoke"]
+# Where the database lives: `existing` (DATABASE_URL in SSM, optionally inside a VPC of the
+# operator's) or `rds` (a private RDS PostgreSQL created by the database stack).
+DatabaseMode = Literal["existing", "rds"]
+DATABASE_MODES: tuple[DatabaseMode, ...] = ("existing", "rds")
+
+# Spelled once, used by the stacks, the local cloud, the handlers' tests and the CLI.
+RUNTIME = "python3.12"  # the guide's runtime; the bundles are built for it
+PYTHON_VERSION = RUNTIME.removeprefix("python")
+PARAMETER_STORE_POLICY = "ParameterStorePolicy"  # the guide's troubleshooting reads it by name
+CORRELATION_METADATA = "correlation-id"  # S3 object metadata carrying an upload's correlation id
 
 
 @dataclass(frozen=True)
@@ -97,6 +108,10 @@ class Function:
     timeout_setting: str  # key in the environment settings
     memory_setting: str
     stage: str  # the stage an operator sees when following an upload
+    # What the role may touch in S3: read uploads (s3:GetObject + s3:ListBucket, so a missing
+    # key reads as 404, not 403) and write thumbnails.
+    reads_images: bool = False
+    writes_thumbnails: bool = False
 
     def function_name(self, env: str) -> str:
         return f"{PROJECT}-{env}-{self.logical_id}"
@@ -135,6 +150,8 @@ IMAGE_PROCESSOR = Function(
     timeout_setting="lambda_timeout_processor",
     memory_setting="lambda_memory_processor",
     stage="thumbnail",
+    reads_images=True,
+    writes_thumbnails=True,
 )
 
 ANALYZER = Function(
@@ -149,6 +166,8 @@ ANALYZER = Function(
     timeout_setting="lambda_timeout_analyzer",
     memory_setting="lambda_memory_analyzer",
     stage="analysis",
+    reads_images=True,
+    writes_thumbnails=False,
 )
 
 EMBEDDER = Function(
@@ -163,9 +182,36 @@ EMBEDDER = Function(
     timeout_setting="lambda_timeout_embedder",
     memory_setting="lambda_memory_embedder",
     stage="embedding",
+    reads_images=False,
+    writes_thumbnails=False,
 )
 
 FUNCTIONS: tuple[Function, ...] = (IMAGE_PROCESSOR, ANALYZER, EMBEDDER)
+
+# Not a pipeline stage: the database's in-VPC operator. It applies the migrations on every
+# deploy (a CloudFormation custom resource) and answers the CLI's database commands when the
+# database is not reachable from the operator's machine. Its request/response contract is the
+# docstring of lambdas/operations/handler.py.
+OPERATIONS = Function(
+    key="operations",
+    logical_id="OperationsLambda",
+    code_dir="operations",
+    handler="handler.handler",
+    description="Database operations Lambda",
+    trigger=Trigger(kind="invoke"),
+    secrets=("DATABASE_URL",),
+    publishes=None,
+    timeout_setting="lambda_timeout_operations",
+    memory_setting="lambda_memory_operations",
+    stage="operations",
+)
+# Every function the CDK app deploys (and `collections build` bundles).
+DEPLOYED_FUNCTIONS: tuple[Function, ...] = (*FUNCTIONS, OPERATIONS)
+
+# The operations function's closed vocabulary (lambdas/operations/handler.py; a test keeps the
+# two equal). No request can carry SQL: a query is one of these names plus typed parameters.
+OPERATIONS_ACTIONS: tuple[str, ...] = ("migrate", "status", "query")
+OPERATIONS_QUERIES: tuple[str, ...] = ("find_items", "item_rows", "search", "database_check")
 
 SECRETS: tuple[Secret, ...] = (
     Secret("DATABASE_URL", "PostgreSQL connection string", True,
@@ -209,6 +255,21 @@ def alarm_name(env_name: str, fn: Function, kind: str) -> str:
     return f"{PROJECT}-{env_name}-{fn.key}-{kind}"
 
 
+def alarm_topic_name(env_name: str) -> str:
+    """The monitoring stack's SNS topic: the action of every alarm it owns."""
+    return f"{PROJECT}-{env_name}-alarms"
+
+
+@dataclass(frozen=True)
+class VpcPlacement:
+    """Where the functions run to reach a database inside a VPC (database mode `existing`):
+    private subnets with a route to the internet (NAT) or VPC endpoints for SSM, S3 and
+    EventBridge, and security groups the database admits."""
+
+    subnet_ids: tuple[str, ...]
+    security_group_ids: tuple[str, ...]
+
+
 def function(key_or_name: str) -> Function:
     """Find a function by CLI key (`analyzer`), logical id or code directory."""
     wanted = key_or_name.lower()
@@ -243,7 +304,19 @@ class Environment:
     embedding_model: str
     thumbnail_size: int = 512
     thumbnail_expiry_days: int | None = None
+    # Reserved concurrent executions per function key. Lambda refuses a reservation that
+    # leaves the account fewer than 100 unreserved executions, and new accounts may have a
+    # limit of 10-50: every environment ships unreserved and an operator opts in (preflight
+    # compares the sum with `get_account_settings`).
     reserved_concurrency: dict[str, int] = field(default_factory=dict)
+    lambda_timeout_operations: int = 300  # a migration may build an index
+    lambda_memory_operations: int = 512
+    production: bool = False  # multi-AZ and deletion protection, retained log groups
+    database: DatabaseMode = "existing"  # the default; `--database` / CDK context override it
+    rds_proxy: bool = False  # database mode `rds`: connect through RDS Proxy (docs/operations.md)
+    database_vpc: VpcPlacement | None = None  # database mode `existing`, inside a VPC
+    versions_to_keep: int = 10  # published versions kept per function (older ones are pruned)
+    alarm_email: str | None = None  # subscribed to the alarm topic when set
     parameter_prefix: str = PARAMETER_PREFIX
     region: str = DEFAULT_REGION
     account: str | None = None  # None: taken from the credentials at deploy time
@@ -262,6 +335,10 @@ class Environment:
     @property
     def is_local(self) -> bool:
         return self.name == LOCAL_ENV
+
+    def reserved_total(self) -> int:
+        """Concurrent executions the environment reserves (preflight: account limit - 100)."""
+        return sum(self.reserved_concurrency.get(fn.key, 0) for fn in DEPLOYED_FUNCTIONS)
 
     def images_bucket(self, account: str) -> str:
         return f"{PROJECT}-images-{self.name}-{account}"
@@ -326,8 +403,8 @@ ENVIRONMENTS: dict[str, Environment] = {
         analyzer_model="claude-sonnet-4-6",
         embedding_provider="voyage",
         embedding_model="voyage-3.5",
-        reserved_concurrency={"processor": 10, "analyzer": 5, "embedder": 5},
         thumbnail_expiry_days=365,
+        production=True,
     ),
 }
 

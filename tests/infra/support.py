@@ -105,6 +105,7 @@ def synthesize(outdir: Path, *, account: str | None = TEST_ACCOUNT,
                **context: Any) -> SynthesizedApp:
     """Synthesize the app into `outdir`; `account=None` leaves the account to CloudFormation."""
     import aws_cdk as cdk
+
     from stacks.application import build
 
     error = None

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import aws_cdk as cdk
 import pytest
-from stacks import settings
-from stacks.settings import CodeLocator, ConfigurationError
 
 from collections_ops import pipeline as definition
+from stacks import settings
+from stacks.settings import CodeLocator, ConfigurationError
 from tests.infra.support import REPO
 
 pytestmark = pytest.mark.infra

@@ -172,7 +172,7 @@ def test_put_events_partial_failure_raises(moto_endpoint):
         aws.put_event(source="", detail_type="ImageProcessed", detail={"a": 1}, bus="default")
 
 
-def test_the_guides_manual_event_is_accepted_and_fails_clearly(pipeline, db):
+def test_the_guides_manual_event_is_refused_cleanly(pipeline, db):
     guide_event = {
         "version": "0", "id": "1", "source": "collections.imageprocessor",
         "detail-type": "ImageProcessed", "account": "123456789012", "time": "2026-01-01T00:00:00Z",
@@ -181,9 +181,13 @@ def test_the_guides_manual_event_is_accepted_and_fails_clearly(pipeline, db):
                    "original_key": "test.jpg"},
     }
     result = pipeline.invoke("analyzer", guide_event)
+    # A terminal refusal: the bucket it names is not this environment's images bucket.
     assert result.ok and result.result["status"] == "failed"
-    assert "s3://test/test.jpg does not exist" in result.result["reason"]
+    assert "refused: s3://test/test.jpg is not in this environment's images bucket" in \
+        result.result["reason"]
     assert counts(db, "user123", "test") == (0, 0, 0)
+    [parked] = pipeline.receive("analyzer", dlq=True, wait=0)
+    assert parked["responsePayload"]["errorType"] == "ClaimRefused"
 
 
 def test_a_malformed_event_goes_to_the_dead_letter_queue(pipeline, db):
@@ -197,3 +201,35 @@ def test_a_malformed_event_goes_to_the_dead_letter_queue(pipeline, db):
 def test_thumbnails_never_retrigger_the_processor(pipeline):
     pipeline.run_to_end("user123/loop.jpg", images.photo())
     assert pipeline.s3_events() == []
+
+
+def test_published_events_carry_the_invocations_trace_header(pipeline, monkeypatch):
+    """EventBridge passes X-Ray context to its targets only if the PutEvents entry carries it:
+    the entries moto receives from the processor and the analyzer have `TraceHeader`."""
+    from collections_core import aws
+
+    trace = "Root=1-6751f3a1-0123456789abcdef01234567;Parent=53995c3f42cd8ad8;Sampled=1"
+    monkeypatch.setenv("_X_AMZN_TRACE_ID", trace)
+    sent: list[dict[str, Any]] = []
+
+    def record(request: Any, **_: Any) -> None:  # the request as it goes on the wire
+        sent.extend(json.loads(request.body)["Entries"])
+
+    aws.client("events").meta.events.register("before-send.events.PutEvents", record)
+    results = pipeline.run_to_end("user123/traced.jpg", images.photo())
+
+    assert all(r.ok for r in results.values()) and "embedder" in results
+    assert [(e["DetailType"], e.get("TraceHeader")) for e in sent] == [
+        ("ImageProcessed", trace), ("AnalysisComplete", trace)]
+
+
+def test_without_a_trace_id_no_trace_header_is_sent(pipeline, monkeypatch):
+    from collections_core import aws
+
+    monkeypatch.delenv("_X_AMZN_TRACE_ID", raising=False)
+    sent: list[dict[str, Any]] = []
+    aws.client("events").meta.events.register(
+        "before-send.events.PutEvents",
+        lambda request, **_: sent.extend(json.loads(request.body)["Entries"]))
+    pipeline.run_to_end("user123/untraced.jpg", images.photo())
+    assert sent and all("TraceHeader" not in e for e in sent)

@@ -9,6 +9,7 @@ import json
 import urllib.request
 import zipfile
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,7 +21,9 @@ from collections_ops.services import drift, monitoring
 
 REGION = "us-east-1"
 DEV = environment("dev")
-PROD = environment("prod")
+# Environments ship unreserved (small accounts cannot reserve); an operator who reserves:
+PROD = replace(environment("prod"), reserved_concurrency={"processor": 10, "analyzer": 5,
+                                                          "embedder": 5})
 
 Clients = Callable[[str], Any]
 

@@ -48,3 +48,68 @@ def test_there_is_nothing_before_the_first_version(pipeline):
 def test_an_unknown_target_version_is_named(pipeline):
     with pytest.raises(errors.NotFound, match="has no version 7"):
         versions.roll_back(pipeline.client("lambda"), pipeline.env, ANALYZER, to="7")
+
+
+# --------------------------------------------------------------------------- taking effect
+
+
+def test_configure_publishes_and_moves_live(pipeline):
+    # GIVEN the analyzer live on version 1
+    lam = pipeline.client("lambda")
+    name = ANALYZER.function_name("local")
+    # WHEN its timeout and memory are changed
+    done = versions.configure(lam, pipeline.env, ANALYZER, timeout=600, memory=2048,
+                              sleep=lambda s: None)
+    # THEN a new version carries them, `live` points at it, and $LATEST is not what runs
+    assert (done.from_version, done.to_version) == ("1", "2")
+    live = lam.get_function_configuration(FunctionName=name, Qualifier="live")
+    assert (live["Version"], live["Timeout"], live["MemorySize"]) == ("2", 600, 2048)
+    assert "Timeout: 120 -> 600" in done.changes and "MemorySize: 1024 -> 2048" in done.changes
+    assert [v.version for v in versions.list_versions(lam, pipeline.env, ANALYZER)
+            if v.live] == ["2"]
+    # AND the version before stays, so rollback returns to the old configuration
+    back = versions.roll_back(lam, pipeline.env, ANALYZER)
+    assert back.to_version == "1" and "Timeout: 600 -> 120" in back.changes
+
+
+def test_tune_apply_moves_live_to_a_new_version(pipeline):
+    from collections_ops.services import tune
+
+    lam = pipeline.client("lambda")
+    published = tune.apply_live(lam, pipeline.env, ANALYZER, 1536, sleep=lambda s: None)
+    assert published.to_version == "2"
+    assert lam.get_alias(FunctionName=ANALYZER.function_name("local"),
+                         Name="live")["FunctionVersion"] == "2"
+    assert lam.get_function_configuration(FunctionName=ANALYZER.function_name("local"),
+                                          Qualifier="live")["MemorySize"] == 1536
+
+
+def test_configure_refuses_values_lambda_refuses(pipeline):
+    with pytest.raises(errors.CliError, match="1-900 s"):
+        versions.configure(pipeline.client("lambda"), pipeline.env, ANALYZER, timeout=901)
+    with pytest.raises(errors.CliError, match="nothing to change"):
+        versions.configure(pipeline.client("lambda"), pipeline.env, ANALYZER)
+
+
+def test_prune_keeps_the_newest_the_live_one_and_the_one_before():
+    every = [str(n) for n in range(1, 16)]
+    # live is old (rolled back to 4): 4 and 3 are kept beyond the newest ones
+    doomed = versions.prunable(every, live="4", keep=10)
+    assert "4" not in doomed and "3" not in doomed
+    assert doomed == ["1", "2", "5", "6", "7"]
+    assert versions.prunable(every[:3], live="3", keep=10) == []
+    with pytest.raises(errors.CliError, match="at least 2"):
+        versions.prunable(every, live="15", keep=1)
+
+
+def test_prune_deletes_old_versions_through_lambda(pipeline):
+    lam = pipeline.client("lambda")
+    name = ANALYZER.function_name("local")
+    for memory in (1100, 1200, 1300, 1400):
+        versions.configure(lam, pipeline.env, ANALYZER, memory=memory, keep=100,
+                           sleep=lambda s: None)
+    assert lam.get_alias(FunctionName=name, Name="live")["FunctionVersion"] == "5"
+    deleted = versions.prune(lam, pipeline.env, ANALYZER, keep=3)
+    assert deleted == ["1", "2"]
+    left = [v.version for v in versions.list_versions(lam, pipeline.env, ANALYZER)]
+    assert left == ["3", "4", "5"]

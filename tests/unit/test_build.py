@@ -111,8 +111,8 @@ def test_bundle_has_code_shared_package_and_wheels_for_lambda(lambda_bundles: Bu
     for name in EXPECTED_DIRS[key]:
         assert (bundle / name).is_dir(), f"{key}: {name}/ missing"
     assert not (bundle / "boto3").exists() and not (bundle / "botocore").exists()
-    assert not list(bundle.rglob("__pycache__")) and not list(bundle.rglob("*.pyc"))
     assert not (bundle / "requirements.txt").exists()
+    _check_bytecode(bundle, "3.12", report)
 
     tags = b.check_wheel_tags(bundle, python_version="3.12", platform=PLATFORM)
     assert set(tags) == set(b.installed_distributions(bundle))
@@ -143,8 +143,40 @@ def test_embedder_bundle_holds_only_the_trimmed_voyageai_set(lambda_bundles: Bui
 
 def test_bundle_sizes_are_reported(lambda_bundles: Built) -> None:
     sizes = {k: round(r.size_mb, 1) for k, r in lambda_bundles.reports.items()}
-    print(f"\nbundle sizes (MB, unzipped, Python 3.12 / {PLATFORM}): {sizes}")
+    bytecode = {k: round(r.bytecode_bytes / 1e6, 1) for k, r in lambda_bundles.reports.items()}
+    print(f"\nbundle sizes (MB, unzipped, Python 3.12 / {PLATFORM}): {sizes}, "
+          f"of which bytecode {bytecode}")
     assert sizes["processor"] < sizes["analyzer"] < b.LAMBDA_UNZIPPED_LIMIT / 1e6
+    # "Well under" the limit: room for the code to grow.
+    assert max(sizes.values()) < 0.8 * b.LAMBDA_UNZIPPED_LIMIT / 1e6
+
+
+def _pyc_of(path: Path, python_version: str) -> Path:
+    tag = "cpython-" + python_version.replace(".", "")
+    return path.parent / "__pycache__" / f"{path.stem}.{tag}.pyc"
+
+
+def _check_bytecode(bundle: Path, python_version: str, report: b.BundleReport) -> None:
+    """Every module has bytecode for the runtime's Python, hash-based and unchecked (the zip
+    that deploys does not keep mtimes), naming the file where Lambda will find it."""
+    import marshal
+
+    sources = [p for p in bundle.rglob("*.py") if "__pycache__" not in p.parts]
+    missing = [p for p in sources if not _pyc_of(p, python_version).is_file()]
+    assert not missing, missing[:5]
+    assert report.compiled_files == len(sources)
+    assert report.bytecode and f"CPython {python_version}." in report.bytecode
+    assert report.bytecode_bytes == sum(p.stat().st_size for p in bundle.rglob("*.pyc"))
+    # Nothing compiled for another interpreter (a local run leaves cpython-311 files).
+    tag = "cpython-" + python_version.replace(".", "")
+    assert {p.name.split(".")[-2] for p in bundle.rglob("*.pyc")} == {tag}
+    header = _pyc_of(bundle / "handler.py", python_version).read_bytes()
+    assert int.from_bytes(header[4:8], "little") == 0b01  # hash-based, source never checked
+    if python_version == LOCAL_PYTHON:
+        import importlib.util
+        assert header[:4] == importlib.util.MAGIC_NUMBER
+        code = marshal.loads(header[16:])
+        assert code.co_filename == f"{b.LAMBDA_TASK_ROOT}/handler.py"
 
 
 # ------------------------------------------------------------- (2) imports from the bundle alone
@@ -267,14 +299,17 @@ def test_embedder_bundle_is_far_smaller_than_voyageai_full_tree(
                         *(f"{n}=={v}" for n, v in omitted.items())])
     assert result.returncode == 0, result.stderr[-2000:]
     assert set(b.installed_distributions(extra)) == set(omitted)
-    full_size = trimmed.size_bytes + b.bundle_size(extra)[0]
-    print(f"\nembedder: trimmed {trimmed.size_mb:.1f} MB / {len(trimmed.packages)} distributions,"
+    # Compared without the bytecode, which the omitted set would add in proportion too.
+    source_size = trimmed.size_bytes - trimmed.bytecode_bytes
+    full_size = source_size + b.bundle_size(extra)[0]
+    print(f"\nembedder: trimmed {source_size / 1e6:.1f} MB (+ {trimmed.bytecode_bytes / 1e6:.1f} MB"
+          f" bytecode) / {len(trimmed.packages)} distributions,"
           f" untrimmed {full_size / 1e6:.1f} MB / {len(trimmed.packages) + len(omitted)}"
           f" (left out: {', '.join(sorted(omitted))})")
     # numpy (~58 MB with OpenBLAS) and Pillow (~22 MB) are imported by `import voyageai` itself,
     # so the bundle cannot go much below ~110 MB with the real SDK.
-    assert trimmed.size_bytes < 140e6
-    assert trimmed.size_bytes < 0.75 * full_size
+    assert source_size < 140e6
+    assert source_size < 0.75 * full_size
     assert len(omitted) >= 15
 
 
@@ -448,7 +483,8 @@ def test_second_build_of_the_real_bundles_skips_pip(lambda_bundles: Built) -> No
         assert report.packages == first.packages
         assert report.file_count == first.file_count
         assert (report.path / "handler.py").is_file()
-        assert not list(report.path.rglob("__pycache__"))
+        # The bytecode is made again (the code may have changed), for 3.12 only.
+        _check_bytecode(report.path, "3.12", report)
 
 
 def test_stamp_follows_requirements_platform_python_and_code(offline: Offline) -> None:
@@ -479,6 +515,84 @@ def test_stamp_follows_requirements_platform_python_and_code(offline: Offline) -
     repaired = offline.build(pip, python_version=LOCAL_PYTHON)
     assert not repaired.cached and len(pip.calls) == 4
     assert (repaired.path / "plainlib" / "__init__.py").is_file()
+
+
+# ------------------------------------------------------------- bytecode for the runtime
+
+
+def test_bytecode_is_compiled_by_an_interpreter_of_the_target_version(offline: Offline) -> None:
+    offline.requirements("plainlib\n")
+    report = offline.build(python_version=LOCAL_PYTHON)
+    _check_bytecode(report.path, LOCAL_PYTHON, report)
+    assert report.notes == []
+    # A module edited in the source is compiled afresh on the next build (unchecked-hash
+    # bytecode would otherwise keep running the old code).
+    (offline.lambdas / "fakefn" / "helper.py").write_text("X = 2\n")
+    again = offline.build(python_version=LOCAL_PYTHON)
+    assert again.cached
+    probe = subprocess.run(
+        [sys.executable, "-I", "-S", "-B", "-c",
+         f"import sys; sys.path[:0] = [{str(again.path)!r}]; import helper; print(helper.X, "
+         "helper.__cached__ is not None)"],
+        capture_output=True, text=True, check=True)
+    assert probe.stdout.split() == ["2", "True"]
+
+
+def test_bytecode_is_the_same_wherever_the_bundle_is_built(offline: Offline,
+                                                            tmp_path: Path) -> None:
+    offline.requirements("plainlib\n")
+    first = offline.build(python_version=LOCAL_PYTHON)
+    [second] = b.build("dev", out_dir=tmp_path / "elsewhere", functions=[offline.fn],
+                       lambdas_dir=offline.lambdas, platform=PLATFORM,
+                       pip_args=offline.pip_args, python_version=LOCAL_PYTHON)
+    pycs = sorted(p.relative_to(first.path) for p in first.path.rglob("*.pyc"))
+    assert pycs and pycs == sorted(p.relative_to(second.path) for p in second.path.rglob("*.pyc"))
+    for rel in pycs:
+        assert (first.path / rel).read_bytes() == (second.path / rel).read_bytes(), rel
+
+
+def test_without_an_interpreter_of_the_runtime_version_the_bundle_ships_as_source(
+        offline: Offline, caplog: pytest.LogCaptureFixture) -> None:
+    # No machine has a CPython 3.99: the build says so, how to get one, and still builds.
+    offline.requirements("plainlib\n")
+    assert b.find_interpreter("3.99") is None
+    with caplog.at_level("WARNING", logger=b.__name__):
+        report = offline.build(python_version="3.99")
+    assert (report.path / "handler.py").is_file() and (report.path / "plainlib").is_dir()
+    assert not list(report.path.rglob("*.pyc"))
+    assert report.bytecode is None and report.compiled_files == 0
+    [note] = report.notes
+    assert note.startswith("no CPython 3.99 found on this machine")
+    assert "pyenv install 3.99" in note and b.ENV_BUILD_PYTHON in note
+    assert note in caplog.text
+    # Asked not to compile: no bytecode and nothing to say.
+    quiet = offline.build(python_version=LOCAL_PYTHON, bytecode=False)
+    assert not list(quiet.path.rglob("*.pyc")) and quiet.notes == []
+
+
+def test_an_interpreter_named_explicitly_must_be_of_the_runtime_version(
+        offline: Offline, monkeypatch: pytest.MonkeyPatch) -> None:
+    offline.requirements("plainlib\n")
+    with pytest.raises(b.BuildError, match=r"CPython 3\.\d+\.\d+; the bundles' bytecode must "
+                                           r"be compiled by CPython 3\.99"):
+        offline.build(python_version="3.99", compile_python=sys.executable)
+    monkeypatch.setenv(b.ENV_BUILD_PYTHON, str(offline.lambdas / "no-such-python"))
+    with pytest.raises(b.BuildError, match="not a runnable CPython"):
+        offline.build(python_version=LOCAL_PYTHON)
+    monkeypatch.setenv(b.ENV_BUILD_PYTHON, sys.executable)
+    report = offline.build(python_version=LOCAL_PYTHON)
+    assert report.bytecode == f"CPython {platform_module.python_version()} at {sys.executable}"
+
+
+def test_a_module_that_does_not_compile_is_named_and_shipped_as_source(offline: Offline) -> None:
+    offline.requirements("plainlib\n")
+    (offline.lambdas / "fakefn" / "legacy.py").write_text("print 'python 2'\n")
+    report = offline.build(python_version=LOCAL_PYTHON)
+    assert (report.path / "legacy.py").is_file()
+    assert not _pyc_of(report.path / "legacy.py", LOCAL_PYTHON).exists()
+    assert _pyc_of(report.path / "handler.py", LOCAL_PYTHON).is_file()
+    [note] = report.notes
+    assert "1 module(s) do not compile" in note and "legacy.py" in note
 
 
 def test_a_failed_build_leaves_no_stamp_that_would_skip_pip(offline: Offline) -> None:

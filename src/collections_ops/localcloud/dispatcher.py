@@ -451,6 +451,12 @@ class Dispatcher:
             result = lambda_runtime.invoke(fn, self._env, event, log_stream=logs.stream)
         finally:
             concurrency.release(token)
+        # An unexpected error's text (its log line, the DLQ record's errorMessage) may quote a
+        # secret; the handlers' one masking function knows them all (on sys.path once loaded).
+        from collections_core.log import mask
+
+        result.error_message = mask(result.error_message) if result.error_message else None
+        result.log_events = [(ts, mask(line)) for ts, line in result.log_events]
         self._metrics.invoked(fn, ok=result.ok, duration_ms=result.duration_ms,
                               concurrent=running)
         with self._count_lock:

@@ -48,9 +48,9 @@ def load_handler(fn: Function) -> Callable[[Any, Any], Any]:
 
 
 def _all_functions() -> tuple[Function, ...]:
-    from collections_ops.pipeline import FUNCTIONS
+    from collections_ops.pipeline import DEPLOYED_FUNCTIONS
 
-    return FUNCTIONS
+    return DEPLOYED_FUNCTIONS
 
 
 @dataclass

@@ -315,7 +315,8 @@ def _check_database(url: str) -> tuple[bool, str]:
 
     try:
         with psycopg.connect(url, connect_timeout=int(PROBE_TIMEOUT_S)) as conn:
-            conn.execute(f"SET statement_timeout = {int(PROBE_TIMEOUT_S * 1000)}")
+            conn.execute("SELECT set_config('statement_timeout', %s, false)",
+                         (str(int(PROBE_TIMEOUT_S * 1000)),))
             row = conn.execute(
                 "SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
         return True, f"pgvector {row[0]}" if row else "up, no vector extension"

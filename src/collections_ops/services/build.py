@@ -15,12 +15,24 @@ Wheels are installed for the target (`--platform`, `--python-version`, `--only-b
 never for this machine's interpreter, and a requirement with no wheel for the target is refused
 by name. The pip step is skipped when a stamp in the bundle says it already ran for the same
 requirements, platform and Python version; the function's code is copied afresh every time.
+
+Every bundle then gets bytecode for the runtime's Python. Lambda's `/var/task` is read-only, so
+an interpreter that finds no `__pycache__` compiles every module it imports on every cold start
+(seconds for anthropic or voyageai; figures in docs/benchmarks.md). Bytecode is only valid for
+the interpreter version that wrote it, so it is compiled by a CPython of the runtime's version
+found on this machine (`COLLECTIONS_BUILD_PYTHON`, `pythonX.Y` on PATH, pyenv, uv), never by the
+Python running the build. The `.pyc` files use unchecked-hash invalidation: a timestamp-checked
+`.pyc` is rejected when the source's mtime differs from the one recorded, and the deployment
+zip does not keep build-time mtimes. When no such interpreter exists the bundle is still built,
+without bytecode, and the report says so and how to get one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import re
 import shutil
 import subprocess
@@ -45,6 +57,12 @@ NO_DEPS_MARKER = "# collections-build: no-deps"
 SHARED_PACKAGE = "collections_core"
 # Bump when the bundle layout or the pip step changes: every stamp is then stale.
 BUILD_FORMAT = 1
+# An interpreter to compile the bundles' bytecode with (its version must be the runtime's).
+ENV_BUILD_PYTHON = "COLLECTIONS_BUILD_PYTHON"
+# Where the bundle's code lives on Lambda: the file names recorded in the bytecode.
+LAMBDA_TASK_ROOT = "/var/task"
+
+logger = logging.getLogger(__name__)
 
 PipRunner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
 
@@ -74,6 +92,11 @@ class BundleReport:
     # What the full resolution of the no-deps section wanted and the bundle leaves out.
     omitted: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    # Who compiled the bytecode ("CPython 3.12.1 at /path"), or None when the bundle has none.
+    bytecode: str | None = None
+    compiled_files: int = 0
+    bytecode_bytes: int = 0  # of size_bytes, what the bytecode takes
+    notes: list[str] = field(default_factory=list)  # what an operator should know or do
 
     @property
     def size_mb(self) -> float:
@@ -127,13 +150,16 @@ def build(env_name: str, *, out_dir: Path, python_version: str = DEFAULT_PYTHON_
           functions: Iterable[pipeline.Function | str] | None = None,
           lambdas_dir: Path | None = None, pip_args: Sequence[str] = (),
           max_unzipped_bytes: int = LAMBDA_UNZIPPED_LIMIT,
-          jobs: int | None = None) -> list[BundleReport]:
+          jobs: int | None = None, bytecode: bool = True,
+          compile_python: str | Path | None = None) -> list[BundleReport]:
     """Build one bundle per function under `out_dir/<code_dir>/` and report on each.
 
     The bundles are the same for every AWS environment (settings arrive as environment
     variables); `env_name` is checked against the definition so a typo fails here, not at deploy.
     `pip_args` go to every pip call (e.g. `--no-index --find-links DIR` for an offline build).
     Functions are built `jobs` at a time (default: all at once; pip mostly waits on the index).
+    Bytecode is compiled by `compile_python`, or by an interpreter of `python_version` found on
+    this machine (`find_interpreter`); `bytecode=False` leaves it out.
     """
     try:
         pipeline.environment(env_name)
@@ -150,12 +176,22 @@ def build(env_name: str, *, out_dir: Path, python_version: str = DEFAULT_PYTHON_
     if len({fn.code_dir for fn in selected}) != len(selected):
         raise BuildError("two functions share a code directory: " +
                          ", ".join(fn.code_dir for fn in selected))
+    compiler: Interpreter | None = None
+    notes: list[str] = []
+    if bytecode:
+        compiler = find_interpreter(python_version, explicit=compile_python)
+        if compiler is None:
+            notes.append(missing_interpreter_note(python_version))
+            logger.warning(notes[-1])
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def one(fn: pipeline.Function) -> BundleReport:
-        return _build_one(fn, root=root, out_dir=out_dir, python_version=python_version,
-                          platform=platform, implementation=implementation, pip=pip,
-                          pip_args=tuple(pip_args), max_unzipped_bytes=max_unzipped_bytes)
+        report = _build_one(fn, root=root, out_dir=out_dir, python_version=python_version,
+                            platform=platform, implementation=implementation, pip=pip,
+                            pip_args=tuple(pip_args), max_unzipped_bytes=max_unzipped_bytes,
+                            compiler=compiler)
+        report.notes[:0] = notes
+        return report
 
     workers = max(1, min(jobs or len(selected), len(selected)))
     if workers == 1:
@@ -167,7 +203,7 @@ def build(env_name: str, *, out_dir: Path, python_version: str = DEFAULT_PYTHON_
 
 def _build_one(fn: pipeline.Function, *, root: Path, out_dir: Path, python_version: str,
                platform: str, implementation: str, pip: PipRunner, pip_args: tuple[str, ...],
-               max_unzipped_bytes: int) -> BundleReport:
+               max_unzipped_bytes: int, compiler: Interpreter | None) -> BundleReport:
     started = time.perf_counter()
     source = root / fn.code_dir
     shared = root / "shared" / SHARED_PACKAGE
@@ -203,6 +239,8 @@ def _build_one(fn: pipeline.Function, *, root: Path, out_dir: Path, python_versi
     _write_stamp(bundle, {"format": BUILD_FORMAT, "hash": digest, "function": fn.key,
                           "python_version": python_version, "platform": platform,
                           "deps": deps, "code": code, "omitted": omitted})
+    compiled, notes = (compile_bundle(bundle, compiler, python_version=python_version)
+                       if compiler is not None else (0, []))
 
     size, count = bundle_size(bundle)
     if size > max_unzipped_bytes:
@@ -218,7 +256,10 @@ def _build_one(fn: pipeline.Function, *, root: Path, out_dir: Path, python_versi
                         platform=platform,
                         packages={name: version for name, (version, _) in packages.items()},
                         omitted=omitted,
-                        seconds=round(time.perf_counter() - started, 2))
+                        seconds=round(time.perf_counter() - started, 2),
+                        bytecode=compiler.label if compiler is not None and compiled else None,
+                        compiled_files=compiled, notes=notes,
+                        bytecode_bytes=sum(p.stat().st_size for p in bundle.rglob("*.pyc")))
 
 
 def _install(fn: pipeline.Function, requirements: Requirements, bundle: Path, *,
@@ -347,6 +388,151 @@ def _remove_code(bundle: Path, code: Iterable[str]) -> None:
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
+
+
+# ---------------------------------------------------------------------------------- bytecode
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    """A CPython that can compile bytecode for the runtime."""
+
+    path: str
+    version: str  # full version, e.g. 3.12.1
+
+    @property
+    def label(self) -> str:
+        return f"CPython {self.version} at {self.path}"
+
+
+def _probe(candidate: str) -> Interpreter | None:
+    try:
+        result = subprocess.run(
+            [candidate, "-I", "-S", "-c",
+             "import platform, sys; print(sys.implementation.name, platform.python_version())"],
+            capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    name, _, version = result.stdout.strip().partition(" ")
+    if result.returncode != 0 or name != "cpython" or not version:
+        return None
+    return Interpreter(path=candidate, version=version)
+
+
+def _minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
+
+
+def _version_key(path: Path, python_version: str) -> tuple[int, ...]:
+    # pyenv/uv directory names start with the full version: newest patch release first.
+    match = re.search(re.escape(python_version) + r"\.(\d+)", str(path))
+    return (int(match.group(1)),) if match else (-1,)
+
+
+def interpreter_candidates(python_version: str) -> list[str]:
+    """Where a CPython of `python_version` may be on this machine, most specific first."""
+    exe = f"python{python_version}"
+    found: list[str] = []
+    if _minor(".".join(str(p) for p in sys.version_info[:3])) == python_version:
+        found.append(sys.executable)
+    on_path = shutil.which(exe)
+    if on_path:
+        found.append(on_path)
+    pyenv_root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+    uv_root = Path(os.environ.get("UV_PYTHON_INSTALL_DIR")
+                   or Path.home() / ".local" / "share" / "uv" / "python")
+    for pattern_root, pattern in ((pyenv_root / "versions", f"{python_version}.*/bin/{exe}"),
+                                  (uv_root, f"cpython-{python_version}.*/bin/{exe}")):
+        matches = list(pattern_root.glob(pattern))
+        found.extend(str(p) for p in sorted(matches, key=lambda p: _version_key(p, python_version),
+                                            reverse=True))
+    found.extend(f"{d}/{exe}" for d in ("/usr/local/bin", "/usr/bin"))
+    unique: list[str] = []
+    for candidate in found:
+        if candidate not in unique:
+            unique.append(candidate)
+    return unique
+
+
+def find_interpreter(python_version: str, *,
+                     explicit: str | Path | None = None) -> Interpreter | None:
+    """A CPython of `python_version` (`3.12`) on this machine: `explicit`, else
+    `$COLLECTIONS_BUILD_PYTHON`, else the first candidate that runs and has that version.
+    An interpreter asked for by name that is not of that version is an error, not a skip."""
+    asked = str(explicit) if explicit is not None else os.environ.get(ENV_BUILD_PYTHON) or None
+    if asked is not None:
+        found = _probe(asked)
+        if found is None or _minor(found.version) != python_version:
+            what = f"CPython {found.version}" if found else "not a runnable CPython"
+            raise BuildError(
+                f"{asked} ({ENV_BUILD_PYTHON if explicit is None else 'compile_python'}) is "
+                f"{what}; the bundles' bytecode must be compiled by CPython {python_version}",
+                f"point it at a python{python_version}, or unset it to search this machine")
+        return found
+    for candidate in interpreter_candidates(python_version):
+        found = _probe(candidate)
+        if found is not None and _minor(found.version) == python_version:
+            return found
+    return None
+
+
+def missing_interpreter_note(python_version: str) -> str:
+    return (f"no CPython {python_version} found on this machine: the bundles have no bytecode, "
+            "so every cold start compiles each module it imports (seconds for the analyzer). "
+            f"Install one (`pyenv install {python_version}`, `uv python install "
+            f"{python_version}` or the distribution's python{python_version}) or set "
+            f"{ENV_BUILD_PYTHON} to one, then build again.")
+
+
+# Run by the runtime-version interpreter: compile everything, report what did not compile.
+_COMPILE_SCRIPT = """
+import compileall, importlib.util, json, os, py_compile, sys
+bundle, ddir, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])
+compileall.compile_dir(bundle, ddir=ddir, quiet=2, workers=workers,
+                       invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+compiled, failed = 0, []
+for root, dirs, files in os.walk(bundle):
+    dirs[:] = [d for d in dirs if d != "__pycache__"]
+    for name in files:
+        if name.endswith(".py"):
+            path = os.path.join(root, name)
+            if os.path.exists(importlib.util.cache_from_source(path)):
+                compiled += 1
+            else:
+                failed.append(os.path.relpath(path, bundle))
+print(json.dumps({"compiled": compiled, "failed": sorted(failed)}))
+"""
+
+
+def compile_bundle(bundle: Path, interpreter: Interpreter, *,
+                   python_version: str) -> tuple[int, list[str]]:
+    """Compile every module of `bundle` with `interpreter`; returns (files compiled, notes).
+
+    File names in the bytecode are the ones on Lambda (`/var/task/...`), so the same bundle
+    built in two places is byte-for-byte the same asset. A module that does not compile under
+    the runtime (a Python 2 example shipped in a wheel) is left as source and named in a note:
+    importing it would fail on Lambda too.
+    """
+    if _minor(interpreter.version) != python_version:
+        raise BuildError(f"{interpreter.label} cannot compile bytecode for Python "
+                         f"{python_version}")
+    workers = max(1, min(4, os.cpu_count() or 1))
+    result = subprocess.run(
+        [interpreter.path, "-I", "-S", "-c", _COMPILE_SCRIPT, str(bundle), LAMBDA_TASK_ROOT,
+         str(workers)],
+        capture_output=True, text=True, check=False, timeout=1800)
+    try:
+        summary = json.loads(result.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise BuildError(f"compiling {bundle.name} with {interpreter.label} failed "
+                         f"(exit {result.returncode}): {result.stderr.strip()[-1500:]}") from None
+    failed = [str(f) for f in summary.get("failed", [])]
+    notes = []
+    if failed:
+        shown = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
+        notes.append(f"{bundle.name}: {len(failed)} module(s) do not compile under Python "
+                     f"{interpreter.version} and ship as source only: {shown}")
+    return int(summary.get("compiled", 0)), notes
 
 
 # ------------------------------------------------------------------------------------ stamps

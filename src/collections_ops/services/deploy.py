@@ -15,10 +15,14 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from collections_ops import errors, paths
-from collections_ops.pipeline import FUNCTIONS, Environment
+from collections_ops.checks import Check
+from collections_ops.pipeline import FUNCTIONS, Environment, Secret
+
+if TYPE_CHECKING:
+    from collections_ops.services.deployment import DeploymentRecord
 
 BOOTSTRAP_VERSION_PARAMETER = "/cdk-bootstrap/hnb659fds/version"
 APPROVALS = ("never", "broadening", "any-change")
@@ -100,6 +104,49 @@ def invocation(command: list[str], *, env: Environment, profile: str | None,
     return CdkInvocation(argv, infra, process_env)
 
 
+def cdk(command: list[str], *, env: Environment, state_root: Path, profile: str | None,
+        region: str | None, database: str = "existing", bundle: bool = True) -> CdkInvocation:
+    """The CDK command for an environment, with this install's state folders. The CDK app
+    imports aws-cdk-lib: without the `[infra]` extra, say so before running anything."""
+    import importlib.util
+
+    if importlib.util.find_spec("aws_cdk") is None:
+        raise errors.MissingExtra("the CDK app needs the `infra` extra (aws-cdk-lib is not "
+                                  "installed)", "pip install 'collections-ops[infra]'")
+    bundle_dir = bundle_dir_for(state_root, env)
+    return invocation(command, env=env, profile=profile, region=region,
+                      bundle_dir=bundle_dir if bundle and bundle_dir.is_dir() else None,
+                      out_dir=state_root / "cdk.out" / env.name, cache_root=state_root / "tools",
+                      extra_context={"collections:database": database})
+
+
+def bundle_dir_for(state_root: Path, env: Environment) -> Path:
+    return state_root / "build" / env.name
+
+
+@dataclass(frozen=True)
+class DeployPlan:
+    """What `deploy` found before running CDK, and the CDK command it would run."""
+
+    checks: list[Check]
+    invocation: CdkInvocation
+
+
+def deploy(client: Any, env: Environment, *, state_root: Path, profile: str | None,
+           region: str | None, all_stacks: bool, approval: str,
+           database: str = "existing") -> DeployPlan:
+    """Preflight checks plus the `cdk deploy` invocation; the caller shows the checks and runs
+    the invocation only when none failed."""
+    if approval not in APPROVALS:
+        raise errors.UsageError(f"--require-approval {approval!r} is not one of "
+                                f"{', '.join(APPROVALS)}")
+    checks = preflight(client, env, bundle_dir=bundle_dir_for(state_root, env))
+    targets = ["--all"] if all_stacks else stacks_for(env, database=database)
+    inv = cdk(["deploy", *targets, "--require-approval", approval], env=env,
+              state_root=state_root, profile=profile, region=region, database=database)
+    return DeployPlan(checks, inv)
+
+
 def run(inv: CdkInvocation) -> int:
     """Run the CDK CLI, its output streamed straight to the terminal."""
     try:
@@ -112,30 +159,106 @@ def run(inv: CdkInvocation) -> int:
 # --------------------------------------------------------------------------- preflight
 
 
-@dataclass
-class Check:
-    name: str
-    ok: bool
-    detail: str
-    fix: str | None = None
+UNRESERVED_MINIMUM = 100  # Lambda keeps this many executions unreserved in every account
 
 
-def preflight(client: Any, env: Environment, *, bundle_dir: Path | None) -> list[Check]:
-    """Everything `cdk deploy` would otherwise fail on halfway, checked first."""
-    checks: list[Check] = []
+def check_credentials(client: Any) -> Check:
     try:
         identity = client("sts").get_caller_identity()
-        checks.append(Check("credentials", True, f"account {identity['Account']} as "
-                            f"{identity['Arn'].rpartition(':')[2]}"))
     except Exception as exc:
         mapped = errors.from_botocore(exc)
-        checks.append(Check("credentials", False, mapped.message if mapped else str(exc),
-                            mapped.hint if mapped else "configure AWS credentials"))
+        return Check("credentials", False, mapped.message if mapped else str(exc),
+                     mapped.hint if mapped else "configure AWS credentials")
+    return Check("credentials", True, f"account {identity['Account']} as "
+                 f"{identity['Arn'].rpartition(':')[2]}")
+
+
+def require_credentials(client: Any) -> Check:
+    """Stop before anything is built or synthesized when AWS would refuse us anyway."""
+    check = check_credentials(client)
+    if not check.ok:
+        raise errors.CredentialsError(check.detail, check.fix)
+    return check
+
+
+def check_region(client: Any, record: DeploymentRecord) -> Check:
+    region = client("ssm").meta.region_name
+    if not region:
+        return Check("region", False, "none", "pass --region or set AWS_REGION")
+    if region != record.region:
+        return Check("region", False, f"the CLI talks to {region}, the stacks of "
+                     f"{record.env} are in {record.region}",
+                     f"drop --region, or pass --region {record.region}")
+    return Check("region", True, region)
+
+
+def unreserved_after(account_settings: dict[str, Any], current: dict[str, int],
+                     wanted: dict[str, int]) -> tuple[int, int]:
+    """(account limit, unreserved executions once `wanted` replaces `current`).
+
+    `current`: what the environment's functions reserve now (a redeploy replaces it, so it
+    does not count against the new reservation)."""
+    limit = account_settings["AccountLimit"]
+    total = int(limit["ConcurrentExecutions"])
+    unreserved = int(limit["UnreservedConcurrentExecutions"])
+    others = total - unreserved - sum(current.values())
+    return total, total - others - sum(wanted.values())
+
+
+def check_concurrency(lam: Any, env: Environment) -> Check:
+    wanted = dict(env.reserved_concurrency)
+    if not wanted:
+        return Check("account concurrency", True, "no reserved concurrency in the settings")
+    try:
+        account_settings = lam.get_account_settings()
+    except Exception as exc:
+        if errors.from_botocore(exc) is not None:
+            raise
+        return Check("account concurrency", False,
+                     f"cannot read the account's Lambda settings ({errors.aws_error_code(exc)})",
+                     "allow lambda:GetAccountSettings to the deploying identity")
+    current: dict[str, int] = {}
+    for fn in FUNCTIONS:
+        try:
+            reserved = lam.get_function_concurrency(FunctionName=fn.function_name(env.name)
+                                                    ).get("ReservedConcurrentExecutions")
+        except Exception as exc:
+            if errors.aws_error_code(exc) != "ResourceNotFoundException":
+                raise
+            reserved = None
+        if reserved is not None:
+            current[fn.key] = int(reserved)
+    total, left = unreserved_after(account_settings, current, wanted)
+    asked = sum(wanted.values())
+    if left < UNRESERVED_MINIMUM:
+        return Check("account concurrency", False,
+                     f"reserving {asked} of the account's {total} concurrent executions leaves "
+                     f"{left} unreserved; Lambda requires at least {UNRESERVED_MINIMUM}",
+                     "request a higher 'Concurrent executions' quota (Service Quotas), or lower "
+                     f"reserved_concurrency in the {env.name} settings")
+    return Check("account concurrency", True,
+                 f"reserving {asked} of {total} leaves {left} unreserved")
+
+
+def required_parameters(env: Environment, record: DeploymentRecord) -> tuple[Secret, ...]:
+    """With `--database rds` the functions read the RDS-generated secret: no DATABASE_URL."""
+    needed = env.required_secrets()
+    if record.database == "rds":
+        needed = tuple(s for s in needed if s.name != "DATABASE_URL")
+    return needed
+
+
+def preflight(client: Any, env: Environment, *, bundle_dir: Path | None,
+              record: DeploymentRecord | None = None) -> list[Check]:
+    """Everything `cdk deploy` would otherwise fail on halfway, checked first."""
+    from collections_ops.services import deployment
+
+    record = record or deployment.plan(env, None)
+    checks = [check_credentials(client)]
+    if not checks[0].ok:
         return checks  # nothing else can be checked
+    checks.append(check_region(client, record))
     ssm = client("ssm")
-    region = ssm.meta.region_name
-    checks.append(Check("region", bool(region), region or "none",
-                        None if region else "pass --region or set AWS_REGION"))
     try:
         version = ssm.get_parameter(Name=BOOTSTRAP_VERSION_PARAMETER)["Parameter"]["Value"]
         checks.append(Check("bootstrap", True, f"CDK bootstrap version {version}"))
@@ -145,7 +268,7 @@ def preflight(client: Any, env: Environment, *, bundle_dir: Path | None) -> list
                             "this account/region is not bootstrapped" if code ==
                             "ParameterNotFound" else f"cannot read bootstrap version ({code})",
                             f"collections bootstrap {env.name}"))
-    for spec in env.required_secrets():
+    for spec in required_parameters(env, record):
         name = spec.parameter_name(env.parameter_prefix)
         try:
             ssm.get_parameter(Name=name)
@@ -155,6 +278,7 @@ def preflight(client: Any, env: Environment, *, bundle_dir: Path | None) -> list
             checks.append(Check(f"parameter {name}", False,
                                 "missing" if code == "ParameterNotFound" else str(code),
                                 f"collections secrets put {spec.name} --env {env.name}"))
+    checks.append(check_concurrency(client("lambda"), env))
     if bundle_dir is not None:
         missing = [fn.code_dir for fn in FUNCTIONS if not (bundle_dir / fn.code_dir).is_dir()]
         checks.append(Check("bundles", not missing,

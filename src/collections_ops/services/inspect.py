@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from collections_ops import errors
-from collections_ops.pipeline import FUNCTIONS, Environment, Function
+from collections_ops.checks import Check
+from collections_ops.pipeline import FUNCTIONS, LIVE_ALIAS, Environment, Function
 
 ClientFactory = Callable[[str], Any]
 
@@ -154,13 +155,7 @@ def gather_status(client: ClientFactory, env: Environment, *, account: str,
 # --------------------------------------------------------------------------- doctor
 
 
-@dataclass
-class Finding:
-    check: str
-    ok: bool
-    detail: str
-    fix: str | None = None
-    severity: str = "error"  # "warning": worth a look, but nothing is broken
+Finding = Check  # doctor's findings are the shared check type
 
 
 def _notification_targets(cfg: dict[str, Any]) -> list[str]:
@@ -174,17 +169,30 @@ def _notification_targets(cfg: dict[str, Any]) -> list[str]:
     return targets
 
 
+def alias_arn(fn: Function, env: Environment, *, account: str, region: str) -> str:
+    """What the triggers invoke on AWS: the `live` alias, never the bare function."""
+    return (f"arn:aws:lambda:{region}:{account}:function:{fn.function_name(env.name)}"
+            f":{LIVE_ALIAS}")
+
+
+def expected_target(fn: Function, env: Environment, *, account: str, region: str) -> str:
+    """The ARN a trigger of `fn` must name: locally its queue (the dispatcher invokes the
+    handler), on AWS the function's `live` alias."""
+    if env.is_local:
+        return f"arn:aws:sqs:{region}:{account}:{fn.queue_name(env.name)}"
+    return alias_arn(fn, env, account=account, region=region)
+
+
 def check_notification(status: StatusReport, env: Environment) -> Finding:
     processor = next(f for f in FUNCTIONS if f.trigger.kind == "s3")
-    expected = (processor.queue_name(env.name) if env.is_local
-                else processor.function_name(env.name))
+    expected = expected_target(processor, env, account=status.account, region=status.region)
     fix = (f"redeploy: `collections deploy {env.name}` (the compute stack owns the bucket "
            "notification)")
     if status.notification is None:
         return Finding("bucket notification", False, f"bucket {status.images_bucket} not found",
                        fix)
     targets = _notification_targets(status.notification)
-    if any(t.endswith(expected) for t in targets):
+    if expected in targets:
         return Finding("bucket notification", True,
                        f"s3:ObjectCreated on {status.images_bucket} -> {expected}")
     detail = ("no notification configured" if not targets
@@ -192,23 +200,41 @@ def check_notification(status: StatusReport, env: Environment) -> Finding:
     return Finding("bucket notification", False, detail, fix)
 
 
-def check_invoke_permission(lam: Any, env: Environment) -> Finding:
-    processor = next(f for f in FUNCTIONS if f.trigger.kind == "s3")
-    name = processor.function_name(env.name)
+def _s3_may_invoke(policy: dict[str, Any]) -> bool:
+    return any((s.get("Principal") or {}).get("Service") == "s3.amazonaws.com"
+               and s.get("Effect") == "Allow" for s in policy.get("Statement", []))
+
+
+def _policy(lam: Any, name: str, qualifier: str | None) -> dict[str, Any] | None:
+    kwargs = {"FunctionName": name, **({"Qualifier": qualifier} if qualifier else {})}
     try:
-        policy = json.loads(lam.get_policy(FunctionName=name)["Policy"])
+        return dict(json.loads(lam.get_policy(**kwargs)["Policy"]))
     except Exception as exc:
         if errors.aws_error_code(exc) == "ResourceNotFoundException":
-            return Finding("invoke permission", False, f"{name} has no resource policy",
-                           f"redeploy: `collections deploy {env.name}`")
+            return None
         raise
-    allowed = any(
-        (s.get("Principal") or {}).get("Service") == "s3.amazonaws.com"
-        and s.get("Effect") == "Allow" for s in policy.get("Statement", []))
-    return Finding("invoke permission", allowed,
-                   "S3 may invoke the processor" if allowed else
-                   f"S3 is not allowed to invoke {name}",
-                   None if allowed else f"redeploy: `collections deploy {env.name}`")
+
+
+def check_invoke_permission(lam: Any, env: Environment) -> Finding:
+    """S3 invokes the `live` alias, so the permission must be on the alias (a resource policy
+    on the unqualified function does not cover it: `get-policy --qualifier live`)."""
+    processor = next(f for f in FUNCTIONS if f.trigger.kind == "s3")
+    name = processor.function_name(env.name)
+    fix = f"redeploy: `collections deploy {env.name}`"
+    on_alias = _policy(lam, name, LIVE_ALIAS)
+    if on_alias is not None and _s3_may_invoke(on_alias):
+        return Finding("invoke permission", True, f"S3 may invoke {name}:{LIVE_ALIAS}")
+    on_function = _policy(lam, name, None)
+    if on_function is not None and _s3_may_invoke(on_function):
+        if env.is_local:  # the dispatcher, not S3, invokes the handler locally
+            return Finding("invoke permission", True, f"S3 may invoke {name}")
+        return Finding("invoke permission", False,
+                       f"S3 may invoke {name}, but the notification invokes "
+                       f"{name}:{LIVE_ALIAS}, which has no such permission", fix)
+    if on_alias is None and on_function is None:
+        return Finding("invoke permission", False, f"{name} has no resource policy", fix)
+    return Finding("invoke permission", False,
+                   f"S3 is not allowed to invoke {name}:{LIVE_ALIAS}", fix)
 
 
 def check_role_policies(iam: Any, env: Environment, *, account: str,
@@ -276,10 +302,16 @@ def check_functions_and_rules(status: StatusReport, env: Environment) -> list[Fi
                                 f"{f.state}, {f.runtime}, {f.memory} MB, {f.timeout} s"
                                 if f.exists else "not deployed",
                                 None if ok else f"collections deploy {env.name}"))
+    triggered = {fn.rule_name(env.name): fn for fn in FUNCTIONS}
     for r in status.rules:
-        ok = r.exists and r.enabled and bool(r.targets)
+        expected = expected_target(triggered[r.name], env, account=status.account,
+                                   region=status.region) if r.name in triggered else None
+        aimed = expected is None or expected in r.targets
+        ok = r.exists and r.enabled and bool(r.targets) and aimed
         detail = ("not found" if not r.exists else "disabled" if not r.enabled
-                  else "no targets" if not r.targets else f"enabled -> {', '.join(r.targets)}")
+                  else "no targets" if not r.targets
+                  else f"targets {', '.join(r.targets)}, not {expected}" if not aimed
+                  else f"enabled -> {', '.join(r.targets)}")
         fix = None if ok else (f"aws events enable-rule --name {r.name}" if r.exists
                                and not r.enabled else f"collections deploy {env.name}")
         findings.append(Finding(f"rule {r.name}", ok, detail, fix))

@@ -30,7 +30,7 @@ from statistics import fmean
 from typing import Any, Literal
 
 from collections_ops import errors
-from collections_ops.pipeline import LOCAL_ENV, environment
+from collections_ops.pipeline import LOCAL_ENV, Environment, Function, environment
 
 Invoker = Callable[[int], float]
 Strategy = Literal["balanced", "cost", "speed"]
@@ -129,20 +129,17 @@ def tune(invoker: Invoker, memory_sizes: Sequence[int] = DEFAULT_MEMORY_SIZES, r
     `price_per_gb_s` defaults to the price of `arch`.
     """
     if strategy not in STRATEGIES:
-        raise errors.CliError(f"unknown strategy {strategy!r}",
-                              f"use one of {', '.join(STRATEGIES)}",
-                              exit_code=errors.ExitCode.USAGE)
+        raise errors.UsageError(f"unknown strategy {strategy!r}",
+                              f"use one of {', '.join(STRATEGIES)}")
     if arch not in PRICE_PER_GB_S:
-        raise errors.CliError(f"unknown architecture {arch!r}",
-                              f"use one of {', '.join(PRICE_PER_GB_S)}",
-                              exit_code=errors.ExitCode.USAGE)
+        raise errors.UsageError(f"unknown architecture {arch!r}",
+                              f"use one of {', '.join(PRICE_PER_GB_S)}")
     sizes = sorted(set(memory_sizes))
     bad = [m for m in sizes if not MIN_MEMORY_MB <= m <= MAX_MEMORY_MB]
     if not sizes or bad or runs < 1:
-        raise errors.CliError(
+        raise errors.UsageError(
             "nothing to measure" if not sizes or runs < 1 else
-            f"Lambda memory is {MIN_MEMORY_MB}-{MAX_MEMORY_MB} MB, not {bad}",
-            exit_code=errors.ExitCode.USAGE)
+            f"Lambda memory is {MIN_MEMORY_MB}-{MAX_MEMORY_MB} MB, not {bad}")
     if not 0 <= balanced_weight <= 1:
         raise ValueError("balanced_weight must be in [0, 1]")
     price = PRICE_PER_GB_S[arch] if price_per_gb_s is None else price_per_gb_s
@@ -195,10 +192,19 @@ def apply(lambda_client: Any, function_name: str, memory: int, *,
     `lambda_memory_<fn>` in the environment's settings to keep it.
     """
     if not MIN_MEMORY_MB <= memory <= MAX_MEMORY_MB:
-        raise errors.CliError(f"Lambda memory is {MIN_MEMORY_MB}-{MAX_MEMORY_MB} MB, not {memory}",
-                              exit_code=errors.ExitCode.USAGE)
+        raise errors.UsageError(f"Lambda memory is {MIN_MEMORY_MB}-{MAX_MEMORY_MB} MB, "
+                                f"not {memory}")
     _update(lambda_client, function_name, {"MemorySize": memory})
     return wait_for_update(lambda_client, function_name, sleep=sleep, timeout_s=timeout_s)
+
+
+def apply_live(lambda_client: Any, env: Environment, fn: Function, memory: int, *,
+               keep: int = 10, sleep: Callable[[float], None] | None = None) -> Any:
+    """Set the recommended memory where it takes effect: on a new published version that
+    `live` (what the triggers invoke) then points at. Returns a `versions.Published`."""
+    from collections_ops.services import versions
+
+    return versions.configure(lambda_client, env, fn, memory=memory, keep=keep, sleep=sleep)
 
 
 def _update(lambda_client: Any, function_name: str, changes: dict[str, Any]) -> None:

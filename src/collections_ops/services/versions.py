@@ -1,12 +1,22 @@
 """Function versions and the `live` alias the triggers invoke: list them, show what changed
-between two, and move the alias back (`collections rollback ENV --function F`).
+between two, move the alias back (`collections rollback ENV --function F`), and make a
+configuration change take effect (`collections configure`, `tune --apply`, `concurrency`).
 
-This is the fast way back after a bad deploy: it does not touch CloudFormation, and the
+Rolling back is the fast way back after a bad deploy: it does not touch CloudFormation, and the
 next `collections deploy` moves `live` to the new version again.
+
+Why configuration changes publish: `update-function-configuration` changes `$LATEST` only, and
+the triggers invoke `live`, a published version whose configuration is immutable. So a change
+is made on `$LATEST`, waited for (`LastUpdateStatus`: the next call is refused while an update
+is in progress, and a version published too early carries the old configuration), published,
+and `live` is moved to the new version. Versions are retained across deploys (the stack keeps
+them); `prune` deletes the oldest beyond the environment's keep setting, never the live one nor
+the one before it (the rollback target).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -14,6 +24,7 @@ from collections_ops import errors
 from collections_ops.pipeline import LIVE_ALIAS, Environment, Function
 
 COMPARED = ("CodeSha256", "Runtime", "Handler", "MemorySize", "Timeout", "Description")
+DEFAULT_KEEP = 10  # published versions kept per function when the settings say nothing
 
 
 @dataclass(frozen=True)
@@ -102,3 +113,136 @@ def roll_back(lam: Any, env: Environment, fn: Function, *, to: str | None = None
     if not dry_run and to != current:
         lam.update_alias(FunctionName=name, Name=LIVE_ALIAS, FunctionVersion=to)
     return result
+
+
+# --------------------------------------------------------------------------- publishing
+
+
+@dataclass
+class Published:
+    function_name: str
+    from_version: str | None  # what `live` ran before (None: there was no alias)
+    to_version: str
+    changes: list[str] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _missing(name: str, env: Environment) -> errors.NotFound:
+    return errors.NotFound(f"function {name} does not exist",
+                           f"deploy it: `collections deploy {env.name}`")
+
+
+def publish_live(lam: Any, env: Environment, fn: Function, *,
+                 changes: dict[str, Any] | None = None, description: str = "",
+                 keep: int = DEFAULT_KEEP, sleep: Callable[[float], None] | None = None,
+                 timeout_s: float = 120) -> Published:
+    """Apply `changes` to `$LATEST` (if any), publish it, point `live` at it, prune old ones.
+
+    The previous live version stays published: `collections rollback ENV --function F`
+    returns to it.
+    """
+    from collections_ops.services import tune
+
+    name = fn.function_name(env.name)
+    waits: dict[str, Any] = {"timeout_s": timeout_s, **({"sleep": sleep} if sleep else {})}
+    try:
+        before = tune.wait_for_update(lam, name, **waits)  # a deploy may still be updating
+        if changes:
+            lam.update_function_configuration(FunctionName=name, **changes)
+            tune.wait_for_update(lam, name, **waits)
+        new = lam.publish_version(FunctionName=name, Description=description,
+                                  CodeSha256=before["CodeSha256"])
+    except Exception as exc:
+        if errors.aws_error_code(exc) == "ResourceNotFoundException":
+            raise _missing(name, env) from None
+        raise
+    version = str(new["Version"])
+    previous: str | None = None
+    old_config: dict[str, Any] = before
+    try:
+        previous = live_version(lam, name)
+        old_config = dict(lam.get_function_configuration(FunctionName=name,
+                                                         Qualifier=previous))
+    except errors.NotFound:
+        previous = None
+    if previous is None:
+        lam.create_alias(FunctionName=name, Name=LIVE_ALIAS, FunctionVersion=version)
+    elif previous != version:
+        lam.update_alias(FunctionName=name, Name=LIVE_ALIAS, FunctionVersion=version)
+    result = Published(name, previous, version, changes_between(old_config, dict(new)))
+    result.pruned = prune(lam, env, fn, keep=keep)
+    return result
+
+
+def prunable(versions: list[str], *, live: str | None, keep: int) -> list[str]:
+    """The versions to delete: the oldest beyond `keep`, never `live` nor the one before it."""
+    if keep < 2:
+        raise errors.UsageError(f"keep at least 2 versions (the live one and the one before), "
+                              f"not {keep}")
+    ordered = sorted(versions, key=int)
+    protected = set()
+    if live is not None:
+        protected.add(live)
+        earlier = [v for v in ordered if int(v) < int(live)]
+        if earlier:
+            protected.add(earlier[-1])
+    excess = len(ordered) - keep
+    return [v for v in ordered if v not in protected][:max(0, excess)]
+
+
+def prune(lam: Any, env: Environment, fn: Function, *, keep: int = DEFAULT_KEEP) -> list[str]:
+    """Delete the oldest published versions beyond `keep`; returns the versions deleted."""
+    name = fn.function_name(env.name)
+    published = [c["Version"] for c in _published(lam, name)]
+    try:
+        live: str | None = live_version(lam, name)
+    except errors.NotFound:
+        live = None
+    doomed = prunable(published, live=live, keep=keep)
+    deleted = []
+    for version in doomed:
+        try:
+            lam.delete_function(FunctionName=name, Qualifier=version)
+        except Exception as exc:
+            # A version another alias (or an event source mapping) still uses is refused:
+            # it stays, and the next prune tries again.
+            if errors.aws_error_code(exc) in ("ResourceConflictException",
+                                              "ResourceNotFoundException"):
+                continue
+            raise
+        deleted.append(version)
+    return deleted
+
+
+MAX_TIMEOUT_S = 900  # Lambda's limit
+
+
+def configure(lam: Any, env: Environment, fn: Function, *, timeout: int | None = None,
+              memory: int | None = None, keep: int = DEFAULT_KEEP,
+              sleep: Callable[[float], None] | None = None) -> Published:
+    """The guide's "Increase timeout" (`update-function-configuration --timeout/--memory-size`)
+    in a form that takes effect: change, publish, move `live`.
+
+    The next `collections deploy` puts the definition's values back; change the environment's
+    settings to keep them.
+    """
+    from collections_ops.services.tune import MAX_MEMORY_MB, MIN_MEMORY_MB
+
+    changes: dict[str, Any] = {}
+    if timeout is not None:
+        if not 1 <= timeout <= MAX_TIMEOUT_S:
+            raise errors.UsageError(f"Lambda timeout is 1-{MAX_TIMEOUT_S} s, not {timeout}")
+        changes["Timeout"] = timeout
+    if memory is not None:
+        if not MIN_MEMORY_MB <= memory <= MAX_MEMORY_MB:
+            raise errors.UsageError(f"Lambda memory is {MIN_MEMORY_MB}-{MAX_MEMORY_MB} MB, not "
+                                  f"{memory}")
+        changes["MemorySize"] = memory
+    if not changes:
+        raise errors.UsageError("nothing to change", "pass --timeout and/or --memory")
+    described = ", ".join(f"{k} {v}" for k, v in changes.items())
+    return publish_live(lam, env, fn, changes=changes, keep=keep, sleep=sleep,
+                        description=f"collections configure: {described}")

@@ -1,0 +1,162 @@
+"""The database's in-VPC operator: migrations on every deploy, and the CLI's database commands
+when the database is reachable only from inside its VPC.
+
+A private database (database mode `rds`, or `existing` inside a VPC) admits connections only
+from the functions' security group, so `collections db migrate`, `db status`, `verify`,
+`search` and `doctor` cannot connect from the operator's machine. They invoke this function
+instead (`collections-<env>-OperationsLambda`, synchronously: `InvocationType=RequestResponse`),
+and CloudFormation invokes it as a custom resource on every deploy that changes the code or the
+schema, so the schema is applied before the pipeline's `live` aliases move.
+
+The vocabulary is closed: an action, and for `query` one of a few named, read-only queries with
+typed parameters. No request can carry SQL.
+
+Request (the Lambda payload, JSON):
+
+    {"action": "migrate"}
+    {"action": "status"}
+    {"action": "query", "query": "<name>", "params": {...}}
+
+Queries and their parameters (unknown parameters are refused):
+
+    find_items      {"item_id": str}
+                    -> [{"user_id": str, "id": str}, ...]  newest first (verify picks the user)
+    item_rows       {"item_id": str, "user_id": str}
+                    -> {"item": {...} | null, "analysis": {...} | null,
+                        "embedding": {...} | null}  -- the rows `collections verify` checks,
+                       with the same columns as its direct SQL (embedding: stored_dimensions,
+                       norm; never the vector itself)
+    search          {"vector": [float, ...], "model": str, "dimensions": int,
+                     "user_id": str | null = null, "limit": int = 10, "ef_search": int = 100,
+                     "exact": bool = false}
+                    -> [{"item_id", "user_id", "category", "summary", "distance"}, ...]
+                       nearest first (the CLI embeds the query text; the vector travels here)
+    database_check  {}
+                    -> {"reachable": true, "vector": "<extversion>" | null,
+                        "pending": ["0003_...", ...]}  -- the doctor's database checks
+
+Response (always a JSON object; the function never raises for a request it can answer):
+
+    {"ok": true, "action": "...", ["query": "...",] "result": <see above>,
+     "function": "<function name>", "duration_ms": float}
+      migrate -> result {"applied": [versions applied now], "pending": []}
+      status  -> result {"applied": [{"version": str, "applied_at": iso8601}, ...],
+                         "pending": [str, ...],
+                         "tables": {"items": int, "analyses": int, "embeddings": int},
+                         "indexes": {"<index name>": bytes, ...},
+                         "database": {"server_version": str, "vector": str | null}}
+
+    {"ok": false, "action": "..." | null, "error": "one sentence", "hint": "what to do" | null,
+     "kind": "usage" | "unreachable" | "failed", "function": "...", "duration_ms": float}
+      usage       the request is not in the vocabulary (the CLI's bug or a forged call)
+      unreachable the database could not be reached (retry later; check the security groups)
+      failed      the database answered with an error (a failed migration, a missing table)
+
+A CloudFormation custom-resource event (`RequestType` + `ResponseURL`) runs `migrate` on
+Create and Update and does nothing on Delete; the outcome goes to the ResponseURL, and a failed
+migration fails the deploy with the error as its reason.
+
+The database URL is `DATABASE_SECRET_ARN` (the RDS-generated secret: no hand-written URL on the
+first deploy; `DATABASE_HOST` names an RDS Proxy endpoint when one is used) or else the
+`DATABASE_URL` SSM parameter. Each invocation opens its own connection and closes it: calls are
+rare, and an idle container must not hold one of a small instance's ~100 connections.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import cfn_response
+import queries
+from collections_core import log
+from collections_core.errors import PipelineError, RetryableError
+
+logger = log.get_logger("collections.operations")
+
+ACTIONS = ("migrate", "status", "query")
+QUERIES = tuple(queries.QUERIES)
+
+
+class UsageError(Exception):
+    """The request is outside the vocabulary."""
+
+
+def handler(event: Any, context: Any) -> dict[str, Any]:
+    log.clear()
+    log.bind(function="operations", request_id=getattr(context, "aws_request_id", None))
+    if cfn_response.is_custom_resource_event(event):
+        return cfn_response.handle(event, context, migrate=lambda: run("migrate", None, {}))
+    started = time.perf_counter()
+    action = event.get("action") if isinstance(event, dict) else None
+    try:
+        action, query, params = parse(event)
+        result = run(action, query, params)
+        response: dict[str, Any] = {"ok": True, "action": action, "result": result}
+        if query is not None:
+            response["query"] = query
+        outcome = "ok"
+    except UsageError as exc:
+        response = failure(action, str(exc), "usage",
+                           f"actions: {', '.join(ACTIONS)}; queries: {', '.join(QUERIES)}")
+        outcome = "refused"
+    except RetryableError as exc:
+        response = failure(action, exc.reason, "unreachable", exc.hint or
+                           "check that the database is running and admits this function's "
+                           "security group")
+        outcome = "retry"
+    except PipelineError as exc:
+        response = failure(action, exc.reason, "failed", exc.hint)
+        outcome = "failed"
+    response["function"] = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "operations")
+    response["duration_ms"] = round((time.perf_counter() - started) * 1000, 1)
+    log.event(logger, f"{action}: {outcome}",
+              logging.INFO if response["ok"] else logging.WARNING,
+              stage="operations", outcome=outcome, action=action,
+              query=response.get("query"), duration_ms=response["duration_ms"])
+    return response
+
+
+def failure(action: Any, error: str, kind: str, hint: str | None) -> dict[str, Any]:
+    return {"ok": False, "action": action if action in ACTIONS else None,
+            "error": log.mask(error), "hint": hint, "kind": kind}
+
+
+def parse(event: Any) -> tuple[str, str | None, dict[str, Any]]:
+    if not isinstance(event, dict):
+        raise UsageError("the request must be a JSON object")
+    unknown = set(event) - {"action", "query", "params"}
+    if unknown:
+        raise UsageError(f"unknown request fields: {', '.join(sorted(map(str, unknown)))}")
+    action = event.get("action")
+    if action not in ACTIONS:
+        raise UsageError(f"unknown action {str(action)[:40]!r}")
+    params = event.get("params", {})
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise UsageError("params must be a JSON object")
+    if action != "query":
+        if "query" in event or params:
+            raise UsageError(f"{action} takes no query and no params")
+        return action, None, {}
+    query = event.get("query")
+    if query not in queries.QUERIES:
+        raise UsageError(f"unknown query {str(query)[:40]!r}")
+    try:
+        checked = queries.QUERIES[query].check(params)
+    except ValueError as exc:
+        raise UsageError(f"{query}: {exc}") from None
+    return action, query, checked
+
+
+def run(action: str, query: str | None, params: dict[str, Any]) -> Any:
+    with queries.connect(for_migration=action == "migrate") as conn:
+        if action == "migrate":
+            return queries.migrate(conn)
+        if action == "status":
+            return queries.status(conn)
+        assert query is not None
+        return queries.QUERIES[query].run(conn, params)

@@ -1,0 +1,349 @@
+"""What the operations function may do to the database: apply the migrations, report the
+schema's status, and a closed set of read-only named queries.
+
+Every statement is static text with bound parameters; parameters are checked for type and
+range before any connection is made. Read-only queries run in a transaction that is rolled
+back, with a statement timeout, so a query can neither write nor hold the database for long.
+
+`search` keeps the statements of the CLI's direct route (services/search.py of the CLI package):
+the HNSW query repeats the partial index's expression and predicate, a user with few rows is
+answered exactly, and settings are transaction-local. tests/unit/test_operations.py compares the
+two routes' answers on the same database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from collections_core import aws, log, secrets
+from collections_core import migrate as migrations
+from collections_core.errors import ConfigurationError, RetryableError, TerminalError
+
+CONNECT_TIMEOUT_SECONDS = 10
+QUERY_TIMEOUT_MS = 15_000
+MAX_TEXT = 1024  # item and user ids are S3 key parts: at most 1024 bytes
+MAX_LIMIT = 1000
+MAX_DIMENSIONS = 16_000
+EXACT_SCAN_MAX_ROWS = 1000
+TABLES = ("items", "analyses", "embeddings")
+# Written out, not assembled: no SQL text in this package is built at run time.
+_COUNT_ROWS = {
+    "items": "SELECT count(*) FROM items",
+    "analyses": "SELECT count(*) FROM analyses",
+    "embeddings": "SELECT count(*) FROM embeddings",
+}
+
+
+# ------------------------------------------------------------------------------ connection
+
+
+def database_url() -> str:
+    """The RDS-generated secret when the stack names one, else the DATABASE_URL parameter."""
+    arn = os.environ.get("DATABASE_SECRET_ARN")
+    if not arn:
+        url = secrets.get("DATABASE_URL")
+        assert url is not None
+        return url
+    try:
+        value = aws.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
+    except Exception as exc:
+        raise aws.classify(exc, "reading the database secret") from None
+    try:
+        secret = json.loads(value)
+        user, password = str(secret["username"]), str(secret["password"])
+        host = os.environ.get("DATABASE_HOST") or str(secret["host"])
+        port, name = int(secret.get("port", 5432)), str(secret.get("dbname", "postgres"))
+    except (ValueError, KeyError, TypeError):
+        raise ConfigurationError("the database secret is not an RDS credentials secret "
+                                 "(username, password, host, port, dbname)") from None
+    log.register_secret(password)
+    # Percent-encoded, a host may also be a socket directory (libpq reads both).
+    return (f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@"
+            f"{quote(host, safe='')}:{port}/"
+            f"{quote(name, safe='')}?sslmode=require")
+
+
+@contextlib.contextmanager
+def connect(*, for_migration: bool = False) -> Iterator[Any]:
+    import psycopg
+
+    url = database_url()
+    password = _password(url)
+    if password:
+        log.register_secret(password)
+    # A migration may build an index: it is bounded by the function's timeout, not this one.
+    options = "" if for_migration else f"-c statement_timeout={QUERY_TIMEOUT_MS}"
+    try:
+        conn = psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_SECONDS, autocommit=True,
+                               options=options, application_name="collections-operations")
+    except psycopg.OperationalError as exc:
+        raise RetryableError(f"database unreachable: {_first_line(exc)}") from None
+    try:
+        yield conn
+    except psycopg.OperationalError as exc:
+        raise RetryableError(f"database connection lost: {_first_line(exc)}") from None
+    except psycopg.Error as exc:
+        raise TerminalError(f"database error: {_first_line(exc)}") from None
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()
+
+
+def _password(url: str) -> str | None:
+    from urllib.parse import unquote, urlsplit
+
+    password = urlsplit(url).password
+    return unquote(password) if password else None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = log.mask(str(exc)).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+# -------------------------------------------------------------------------------- actions
+
+
+def migrate(conn: Any) -> dict[str, Any]:
+    """Apply pending migrations under collections_core's advisory lock (one transaction)."""
+    applied = migrations.apply(conn)  # its own transaction, autocommit or not
+    return {"applied": applied, "pending": migrations.pending(conn)}
+
+
+def status(conn: Any) -> dict[str, Any]:
+    with _read_only(conn) as cur:
+        cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
+        row = cur.fetchone()
+        applied: list[dict[str, Any]] = []
+        if row and row[0]:
+            cur.execute("SELECT version, applied_at FROM schema_migrations ORDER BY version")
+            applied = [{"version": r[0], "applied_at": r[1].isoformat()} for r in cur.fetchall()]
+        tables: dict[str, int | None] = {}
+        for table in TABLES:  # names from this module, never from a request
+            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
+            exists = cur.fetchone()
+            if exists and exists[0]:
+                cur.execute(_COUNT_ROWS[table])
+                counted = cur.fetchone()
+                tables[table] = int(counted[0]) if counted else 0
+            else:
+                tables[table] = None
+        cur.execute("SELECT indexrelid::regclass::text, pg_relation_size(indexrelid)"
+                    " FROM pg_index WHERE indrelid = ANY(ARRAY(SELECT to_regclass(t)"
+                    " FROM unnest(%s::text[]) AS t)) ORDER BY 1", (list(TABLES),))
+        indexes = {str(r[0]): int(r[1]) for r in cur.fetchall()}
+        cur.execute("SELECT current_setting('server_version'),"
+                    " (SELECT extversion FROM pg_extension WHERE extname = 'vector')")
+        server = cur.fetchone()
+    pending = migrations.pending(conn)
+    return {"applied": applied, "pending": pending, "tables": tables, "indexes": indexes,
+            "database": {"server_version": server[0] if server else None,
+                         "vector": server[1] if server else None}}
+
+
+@contextlib.contextmanager
+def _read_only(conn: Any) -> Iterator[Any]:
+    with conn.transaction(force_rollback=True), conn.cursor() as cur:
+        cur.execute("SET TRANSACTION READ ONLY")
+        yield cur
+
+
+# ------------------------------------------------------------------------- named queries
+
+
+def _text(params: dict[str, Any], name: str, *, optional: bool = False) -> str | None:
+    value = params.get(name)
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not value or len(value.encode()) > MAX_TEXT:
+        raise ValueError(f"{name} must be a non-empty string of at most {MAX_TEXT} bytes")
+    return value
+
+
+def _int(params: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
+    value = params.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be an integer from {low} to {high}")
+    return value
+
+
+def _only(params: dict[str, Any], allowed: set[str]) -> None:
+    unknown = set(params) - allowed
+    if unknown:
+        raise ValueError(f"unknown parameters: {', '.join(sorted(map(str, unknown)))}")
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if type(value).__name__ == "Decimal":
+        return float(value)
+    return value
+
+
+def _rows(cur: Any) -> list[dict[str, Any]]:
+    names = [d.name for d in cur.description]
+    return [{n: _plain(v) for n, v in zip(names, row, strict=True)} for row in cur.fetchall()]
+
+
+def _check_find_items(params: dict[str, Any]) -> dict[str, Any]:
+    _only(params, {"item_id"})
+    return {"item_id": _text(params, "item_id")}
+
+
+def _find_items(conn: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
+    with _read_only(conn) as cur:
+        cur.execute("SELECT user_id, id FROM items WHERE id = %s ORDER BY updated_at DESC",
+                    (params["item_id"],))
+        return _rows(cur)
+
+
+def _check_item_rows(params: dict[str, Any]) -> dict[str, Any]:
+    _only(params, {"item_id", "user_id"})
+    return {"item_id": _text(params, "item_id"), "user_id": _text(params, "user_id")}
+
+
+ITEM_SQL = "SELECT * FROM items WHERE id = %s AND user_id = %s"
+ANALYSIS_SQL = ("SELECT id, item_id, category, summary, description, tags, provider,"
+                " model, updated_at FROM analyses WHERE item_id = %s AND user_id = %s")
+EMBEDDING_SQL = ("SELECT id, item_id, embedding_model, embedding_dimensions,"
+                 " vector_dims(embedding) AS stored_dimensions,"
+                 " vector_norm(embedding) AS norm, analysis_id, updated_at"
+                 " FROM embeddings WHERE item_id = %s AND user_id = %s"
+                 " ORDER BY updated_at DESC LIMIT 1")
+
+
+def _item_rows(conn: Any, params: dict[str, Any]) -> dict[str, Any]:
+    key = (params["item_id"], params["user_id"])
+    out: dict[str, Any] = {}
+    with _read_only(conn) as cur:
+        for name, sql in (("item", ITEM_SQL), ("analysis", ANALYSIS_SQL),
+                          ("embedding", EMBEDDING_SQL)):
+            cur.execute(sql, key)
+            rows = _rows(cur)
+            out[name] = rows[0] if rows else None
+    return out
+
+
+def _check_search(params: dict[str, Any]) -> dict[str, Any]:
+    _only(params, {"vector", "model", "dimensions", "user_id", "limit", "ef_search", "exact"})
+    dimensions = _int(params, "dimensions", 0, 1, MAX_DIMENSIONS)
+    vector = params.get("vector")
+    if (not isinstance(vector, list) or len(vector) != dimensions
+            or not all(isinstance(x, int | float) and not isinstance(x, bool)
+                       and math.isfinite(x) for x in vector)):
+        raise ValueError(f"vector must be a list of {dimensions} finite numbers")
+    exact = params.get("exact", False)
+    if not isinstance(exact, bool):
+        raise ValueError("exact must be true or false")
+    return {"vector": [float(x) for x in vector], "model": _text(params, "model"),
+            "dimensions": dimensions, "user_id": _text(params, "user_id", optional=True),
+            "limit": _int(params, "limit", 10, 1, MAX_LIMIT),
+            "ef_search": _int(params, "ef_search", 100, 1, MAX_LIMIT), "exact": exact}
+
+
+_NEAREST = """
+WITH nearest AS MATERIALIZED (
+    SELECT e.item_id, e.user_id, e.analysis_id, {distance} AS distance
+    FROM embeddings e
+    WHERE {where}
+    ORDER BY {distance}
+    LIMIT %(limit)s
+)
+SELECT n.item_id, n.user_id, a.category, a.summary, n.distance
+FROM nearest n JOIN analyses a ON a.id = n.analysis_id
+ORDER BY n.distance, n.user_id, n.item_id
+"""
+_HNSW_DISTANCE = "e.embedding::vector(1024) <=> %(q)s::vector(1024)"
+_EXACT_DISTANCE = "e.embedding <=> %(q)s::vector"
+_HNSW_WHERE = "e.embedding_dimensions = 1024 AND e.embedding_model = %(model)s"
+_EXACT_WHERE = "e.embedding_dimensions = %(dimensions)s AND e.embedding_model = %(model)s"
+_USER = " AND e.user_id = %(user_id)s"
+HNSW_DIMENSIONS = 1024  # migrations/0002_hnsw.sql: embeddings_hnsw_1024
+
+
+def search_sql(*, approximate: bool, filtered: bool) -> str:
+    where = (_HNSW_WHERE if approximate else _EXACT_WHERE) + (_USER if filtered else "")
+    return _NEAREST.format(distance=_HNSW_DISTANCE if approximate else _EXACT_DISTANCE,
+                           where=where)
+
+
+_SETTINGS = ("SELECT set_config('hnsw.ef_search', %s, true),"
+             " set_config('hnsw.iterative_scan', %s, true),"
+             " set_config('enable_seqscan', 'off', true),"
+             " set_config('enable_bitmapscan', 'off', true),"
+             " set_config('enable_sort', 'off', true)")
+_DEFAULTS = ("SET LOCAL enable_seqscan TO DEFAULT; SET LOCAL enable_bitmapscan TO DEFAULT;"
+             " SET LOCAL enable_sort TO DEFAULT")
+_USER_ROWS = ("SELECT count(*) FROM (SELECT 1 FROM embeddings WHERE user_id = %s"
+              " AND embedding_model = %s AND embedding_dimensions = %s LIMIT %s) AS capped")
+
+
+def _search(conn: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
+    import numpy as np
+    from pgvector.psycopg import register_vector
+
+    try:
+        register_vector(conn)
+    except Exception:
+        raise TerminalError("the database has no `vector` extension",
+                            hint="run: collections db migrate") from None
+    args = {"q": np.asarray(params["vector"], dtype=np.float32), "model": params["model"],
+            "limit": params["limit"], "dimensions": params["dimensions"],
+            "user_id": params["user_id"]}
+    filtered = params["user_id"] is not None
+    approximate = not params["exact"] and params["dimensions"] == HNSW_DIMENSIONS
+    with _read_only(conn) as cur:
+        if approximate and filtered:
+            cur.execute(_USER_ROWS, (params["user_id"], params["model"], params["dimensions"],
+                                     EXACT_SCAN_MAX_ROWS), prepare=False)
+            row = cur.fetchone()
+            approximate = row is not None and row[0] >= EXACT_SCAN_MAX_ROWS
+        if approximate:
+            cur.execute(_SETTINGS, (str(max(params["ef_search"], params["limit"])),
+                                    "relaxed_order" if filtered else "off"), prepare=False)
+        cur.execute(search_sql(approximate=approximate, filtered=filtered), args,
+                    prepare=False)
+        rows = cur.fetchall()
+        if approximate and filtered and len(rows) < params["limit"]:
+            cur.execute(_DEFAULTS, prepare=False)
+            cur.execute(search_sql(approximate=False, filtered=True), args, prepare=False)
+            rows = cur.fetchall()
+    return [{"item_id": r[0], "user_id": r[1], "category": r[2], "summary": r[3],
+             "distance": float(r[4])} for r in rows]
+
+
+def _check_database_check(params: dict[str, Any]) -> dict[str, Any]:
+    _only(params, set())
+    return {}
+
+
+def _database_check(conn: Any, params: dict[str, Any]) -> dict[str, Any]:
+    with _read_only(conn) as cur:
+        cur.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+        row = cur.fetchone()
+    return {"reachable": True, "vector": row[0] if row else None,
+            "pending": migrations.pending(conn)}
+
+
+@dataclass(frozen=True)
+class NamedQuery:
+    check: Callable[[dict[str, Any]], dict[str, Any]]  # raises ValueError
+    run: Callable[[Any, dict[str, Any]], Any]
+
+
+QUERIES: dict[str, NamedQuery] = {
+    "find_items": NamedQuery(_check_find_items, _find_items),
+    "item_rows": NamedQuery(_check_item_rows, _item_rows),
+    "search": NamedQuery(_check_search, _search),
+    "database_check": NamedQuery(_check_database_check, _database_check),
+}

@@ -1,0 +1,102 @@
+"""`collections dlq …`: the dead-letter queues — list, decode, replay.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from collections_ops import errors
+from collections_ops.cli import ui
+from collections_ops.cli.options import (
+    EnvOption,
+    FunctionArg,
+    Output,
+    OutputOption,
+    ProfileOption,
+    RegionOption,
+    context,
+)
+
+app = typer.Typer(help="Dead-letter queues: list, decode, replay.", no_args_is_help=True,
+                  rich_markup_mode=None)
+
+
+
+
+@app.command("list")
+def dlq_list(env: EnvOption = None, output: OutputOption = Output.table,
+             profile: ProfileOption = None, region: RegionOption = None) -> None:
+    """Each function's dead-letter queue with its depth and the age of its oldest message."""
+    as_json = output is Output.json
+    from collections_ops.services import dlq
+
+    ctx = context(env, profile, region)
+    queues = dlq.list_queues(ctx.client("sqs"), ctx.env)
+    if as_json:
+        ui.print_json([q.as_dict() for q in queues])
+        return
+    ui.table(f"dead-letter queues ({ctx.env.name})", ["stage", "queue", "depth", "oldest"],
+             [[q.stage, q.queue_name, ui.red("missing") if q.url is None else q.depth,
+               f"{q.oldest_age_s:.0f} s" if q.oldest_age_s is not None else ""]
+              for q in queues])
+
+
+@app.command("show")
+def dlq_show(function: FunctionArg, env: EnvOption = None,
+             limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=100)] = 10,
+             output: OutputOption = Output.table,
+             profile: ProfileOption = None, region: RegionOption = None) -> None:
+    """Decode the failed events: which stage, which item, the error. Nothing is removed."""
+    as_json = output is Output.json
+    from collections_ops.services import dlq
+
+    ctx = context(env, profile, region)
+    failed = dlq.peek(ctx.client("sqs"), ctx.env, function, limit=limit)
+    if as_json:
+        ui.print_json([f.as_dict() for f in failed])
+        return
+    ui.table(f"{len(failed)} failed event(s) for {function}",
+             ["item", "user", "condition", "error", "attempts"],
+             [[f.item_id or f.key, f.user_id, f.condition, f.error_message, f.attempts]
+              for f in failed], ids=(0, 1))
+
+
+@app.command("redrive")
+def dlq_redrive(
+    function: FunctionArg, env: EnvOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be replayed.")]
+    = False,
+    rate: Annotated[float, typer.Option("--rate", help="Replays per second, at most.")] = 5.0,
+    max_messages: Annotated[int | None, typer.Option("--max", help="Replay at most this "
+                                                     "many.")] = None,
+    keep_going: Annotated[bool, typer.Option("--keep-going", help="Go on after a failed "
+                                             "replay.")] = False,
+    output: OutputOption = Output.table,
+    profile: ProfileOption = None, region: RegionOption = None,
+) -> None:
+    """Replay failed events to their function or rule; each dead letter is removed only after
+    its replay is accepted."""
+    as_json = output is Output.json
+    from collections_ops.services import dlq
+
+    ctx = context(env, profile, region)
+
+    def show(outcome: Any) -> None:
+        if not as_json:
+            ui.info(f"{outcome.status:>12}  {outcome.stage}  {outcome.user_id}/{outcome.item_id}"
+                    f"  {outcome.detail}".rstrip())
+
+    report = dlq.redrive(ctx.client, ctx.env, function, dry_run=dry_run, rate_per_s=rate,
+                         max_messages=max_messages, keep_going=keep_going, on_outcome=show)
+    if as_json:
+        ui.print_json(report.as_dict())
+    else:
+        ui.ok(f"{'would replay' if dry_run else 'replayed'} "
+              f"{report.would_replay if dry_run else report.replayed}, failed {report.failed}, "
+              f"skipped {report.skipped}")
+    if report.failed:
+        raise errors.CollectionsError(f"{report.failed} replay(s) failed; those events are "
+                                      "still in the dead-letter queue",
+                                      "fix the cause, then redrive again")

@@ -1,0 +1,237 @@
+"""Commands whose subject is an environment: build, synth, diff, deploy, destroy, rollback,
+bootstrap. The environment is the first argument or --env. `local` runs the embedded cloud;
+dev/prod run the pinned CDK CLI, after the credentials are checked (exit 5 before any build).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from collections_ops import errors
+from collections_ops.cli import ui
+from collections_ops.cli.options import (
+    EnvArgument,
+    EnvOption,
+    FunctionKey,
+    Output,
+    OutputOption,
+    ProfileOption,
+    RegionOption,
+    context,
+    env_name,
+    require_aws,
+)
+
+if TYPE_CHECKING:
+    from collections_ops.context import Context
+
+app = typer.Typer(rich_markup_mode=None)
+
+ApprovalOption = Annotated[str, typer.Option(
+    "--require-approval", help="never, broadening or any-change (CDK's approval level).")]
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask; same as "
+                                         "--require-approval never.")]
+DatabaseOption = Annotated[str, typer.Option("--database", help="existing (DATABASE_URL in "
+                                             "SSM) or rds (a private RDS PostgreSQL).")]
+
+
+def _aws(env: str | None, option: str | None, profile: str | None, region: str | None,
+         verb: str) -> Context:
+    """The context of an AWS environment whose credentials were checked (before any work)."""
+    ctx = context(env_name(env, option), profile, region)
+    require_aws(ctx, verb)
+    ctx.require_credentials()
+    return ctx
+
+
+def _run_cdk(ctx: Context, command: list[str], *, database: str = "existing",
+             bundle: bool = True) -> int:
+    from collections_ops.services import deploy as deploying
+
+    inv = deploying.cdk(command, env=ctx.env, state_root=Path(ctx.settings.state_root),
+                        profile=ctx.profile, region=ctx._region, database=database,
+                        bundle=bundle)
+    return _run(inv)
+
+
+def _run(inv: object) -> int:
+    from collections_ops.services import deploy as deploying
+
+    ui.info(f"$ {' '.join(inv.argv)}", "dim")  # type: ignore[attr-defined]
+    return deploying.run(inv)  # type: ignore[arg-type]
+
+
+def _cdk_failed(verb: str, rc: int, hint: str = "see the CDK output above") -> None:
+    if rc:
+        raise errors.CollectionsError(f"cdk {verb} failed (exit {rc})", hint)
+
+
+@app.command()
+def build(env: EnvArgument = None, env_option: EnvOption = None,
+          output: OutputOption = Output.table) -> None:
+    """Build each function's bundle with its dependencies vendored for the Lambda runtime."""
+    from dataclasses import asdict
+
+    from collections_ops.services import build as building
+    from collections_ops.services import deploy as deploying
+
+    ctx = context(env_name(env, env_option))
+    out_dir = deploying.bundle_dir_for(Path(ctx.settings.state_root), ctx.env)
+    reports = building.build(ctx.env.name, out_dir=out_dir)
+    if output is Output.json:
+        ui.print_json([asdict(r) for r in reports])
+        return
+    ui.table(f"bundles ({ctx.env.name}) in {out_dir}", ["function", "size", "files"],
+             [[r.function, f"{r.size_mb:.1f} MB", r.file_count] for r in reports])
+
+
+@app.command()
+def synth(env: EnvArgument = None, env_option: EnvOption = None,
+          database: DatabaseOption = "existing") -> None:
+    """Synthesize the environment's CloudFormation templates (offline: no credentials)."""
+    ctx = context(env_name(env, env_option))
+    require_aws(ctx, "synth")
+    from collections_ops.services import deploy as deploying
+
+    _cdk_failed("synth", _run_cdk(ctx, ["synth", *deploying.stacks_for(
+        ctx.env, database=database), "--quiet"], database=database))
+    ui.ok(f"synthesized {ctx.env.name} into {Path(ctx.settings.state_root) / 'cdk.out'}")
+
+
+@app.command()
+def diff(env: EnvArgument = None, env_option: EnvOption = None,
+         database: DatabaseOption = "existing", profile: ProfileOption = None,
+         region: RegionOption = None) -> None:
+    """Show what a deploy would change. Exit 0: no changes; 11: changes; 5: no credentials;
+    other: error."""
+    ctx = _aws(env, env_option, profile, region, "diff")
+    from collections_ops.services import deploy as deploying
+
+    rc = _run_cdk(ctx, ["diff", *deploying.stacks_for(ctx.env, database=database), "--fail"],
+                  database=database)
+    if rc == 1:
+        raise errors.Changes("the deployed stacks differ from the app")
+    _cdk_failed("diff", rc)
+
+
+@app.command()
+def deploy(
+    env: EnvArgument = None, env_option: EnvOption = None,
+    all_stacks: Annotated[bool, typer.Option("--all", help="Every stack of the app.")] = False,
+    require_approval: ApprovalOption = "broadening",
+    yes: YesOption = False,
+    database: DatabaseOption = "existing",
+    skip_build: Annotated[bool, typer.Option("--skip-build", help="Deploy the bundles "
+                                             "already built.")] = False,
+    output: OutputOption = Output.table,
+    profile: ProfileOption = None,
+    region: RegionOption = None,
+) -> None:
+    """Deploy an environment. `local` starts the embedded local cloud in the background;
+    dev/prod check credentials, build the bundles, run preflight checks and `cdk deploy`."""
+    ctx = context(env_name(env, env_option), profile, region)
+    if ctx.is_local:
+        from collections_ops.localcloud import manager
+
+        ui.info("starting the local cloud…")
+        state, started = manager.start(ctx.state_dir)
+        message = "local cloud started" if started else "local cloud already running"
+        if output is Output.json:
+            ui.print_json({"env": ctx.env.name, "started": started,
+                           "endpoint_url": state.endpoint_url, "state_dir": str(ctx.state_dir)})
+        else:
+            ui.ok(f"{message} at {state.endpoint_url} (state: {ctx.state_dir})")
+        return
+    from collections_ops.cli import render
+    from collections_ops.services import deploy as deploying
+
+    ctx.require_credentials()
+    if not skip_build:
+        from collections_ops.services import build as building
+
+        reports = building.build(ctx.env.name, out_dir=deploying.bundle_dir_for(
+            Path(ctx.settings.state_root), ctx.env))
+        ui.info(f"built {len(reports)} bundles ({sum(r.size_mb for r in reports):.0f} MB)")
+    plan = deploying.deploy(ctx.client, ctx.env, state_root=Path(ctx.settings.state_root),
+                            profile=ctx.profile, region=ctx._region, all_stacks=all_stacks,
+                            approval="never" if yes else require_approval, database=database)
+    failed = render.checks(f"preflight ({ctx.env.name})", plan.checks,
+                           as_json=output is Output.json)
+    if failed:
+        first = failed[0]
+        raise errors.ConfigError(f"preflight failed: {first.name}: {first.detail}", first.fix)
+    _cdk_failed("deploy", _run(plan.invocation),
+                f"see the CDK output above; `collections rollback {ctx.env.name}` returns a "
+                "stack stuck in a failed update")
+    ui.ok(f"deployed {ctx.env.name}")
+
+
+@app.command()
+def destroy(
+    env: EnvArgument = None, env_option: EnvOption = None,
+    yes: YesOption = False, database: DatabaseOption = "existing",
+    profile: ProfileOption = None, region: RegionOption = None,
+) -> None:
+    """Destroy an environment. `local` stops the local cloud and deletes its state."""
+    ctx = context(env_name(env, env_option), profile, region)
+    if ctx.is_local:
+        from collections_ops.localcloud import manager
+
+        was_running = manager.stop(ctx.state_dir, remove=True)
+        ui.ok("local cloud stopped and its state removed" if was_running
+              else "local cloud was not running; state removed")
+        return
+    from collections_ops.services import deploy as deploying
+
+    ctx.require_credentials()
+    command = ["destroy", *deploying.stacks_for(ctx.env, database=database)]
+    _cdk_failed("destroy", _run_cdk(ctx, [*command, *(["--force"] if yes else [])],
+                                    database=database, bundle=False))
+
+
+@app.command()
+def rollback(
+    env: EnvArgument = None, env_option: EnvOption = None,
+    function: Annotated[FunctionKey | None, typer.Option(
+        "--function", metavar="FUNCTION",
+        help="Move this function's `live` alias back instead.")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="With --function: the version to "
+                                           "return to (default: the one before).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would change.")] = False,
+    output: OutputOption = Output.table,
+    profile: ProfileOption = None, region: RegionOption = None,
+) -> None:
+    """Roll back: a stack stuck in a failed update (CloudFormation), or with --function, the
+    function's `live` alias to an earlier published version, showing what changed."""
+    ctx = context(env_name(env, env_option), profile, region)
+    ctx.require_credentials()
+    if function is None:
+        require_aws(ctx, "rollback")
+        _cdk_failed("rollback", _run_cdk(ctx, ["rollback", ctx.env.stack_name("Compute")],
+                                         bundle=False))
+        return
+    from collections_ops.pipeline import function as find_function
+    from collections_ops.services import versions
+
+    result = versions.roll_back(ctx.client("lambda"), ctx.env, find_function(function),
+                                to=to, dry_run=dry_run)
+    if output is Output.json:
+        ui.print_json(result.as_dict())
+        return
+    verb = "would move" if dry_run else "moved"
+    ui.ok(f"{result.function_name}: live {verb} from version {result.from_version} to "
+          f"{result.to_version}")
+    for change in result.changes or ["no differences in code or configuration"]:
+        ui.line(f"  {change}")
+
+
+@app.command()
+def bootstrap(env: EnvArgument = None, env_option: EnvOption = None,
+              profile: ProfileOption = None, region: RegionOption = None) -> None:
+    """Prepare the account and region for CDK deployments (`cdk bootstrap`)."""
+    ctx = _aws(env, env_option, profile, region, "bootstrap")
+    _cdk_failed("bootstrap", _run_cdk(ctx, ["bootstrap", f"aws://{ctx.account}/{ctx.region}"],
+                                      bundle=False))

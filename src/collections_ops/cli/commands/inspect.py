@@ -1,0 +1,126 @@
+"""Looking at a deployment: status, doctor (the environment is their subject: first argument
+or --env), verify and search."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from collections_ops import errors
+from collections_ops.cli import ui
+from collections_ops.cli.options import (
+    EnvArgument,
+    EnvOption,
+    Output,
+    OutputOption,
+    ProfileOption,
+    RegionOption,
+    context,
+    env_name,
+)
+
+app = typer.Typer(rich_markup_mode=None)
+
+
+@app.command()
+def status(env: EnvArgument = None, env_option: EnvOption = None,
+           output: OutputOption = Output.table,
+           profile: ProfileOption = None, region: RegionOption = None) -> None:
+    """The guide's Step 4 in one screen: functions, rules, notification, DLQs, parameters."""
+    from collections_ops.cli import render
+    from collections_ops.services import inspect
+
+    ctx = context(env_name(env, env_option), profile, region)
+    report: dict[str, Any] = {}
+    degraded: list[str] = []
+    if ctx.is_local:
+        from collections_ops.localcloud import manager
+
+        report = manager.status(ctx.state_dir)
+        degraded = [n for n, p in report["parts"].items() if not p["up"]]
+    if not degraded:
+        deployed = inspect.gather_status(ctx.client, ctx.env, account=ctx.account,
+                                         region=ctx.region)
+        report["deployment"] = deployed.as_dict()
+    if output is Output.json:
+        ui.print_json(report)
+    else:
+        render.status(report)
+    if degraded:
+        raise errors.NotReady(f"the local cloud is degraded: {', '.join(degraded)} down",
+                              "restart it: `collections destroy local && "
+                              "collections deploy local`")
+
+
+@app.command()
+def doctor(env: EnvArgument = None, env_option: EnvOption = None,
+           output: OutputOption = Output.table,
+           profile: ProfileOption = None, region: RegionOption = None) -> None:
+    """The guide's Troubleshooting section, automated: each check passed or failed, with the fix."""
+    from collections_ops.cli import render
+    from collections_ops.services import inspect
+
+    ctx = context(env_name(env, env_option), profile, region)
+    findings = inspect.doctor(ctx.client, ctx.env, account=ctx.account, region=ctx.region,
+                              connect=lambda: ctx.db)
+    failed = render.checks(f"doctor ({ctx.env.name})", findings, as_json=output is Output.json)
+    if failed:
+        raise errors.VerifyFailed(f"{len(failed)} check(s) failed: "
+                                  f"{', '.join(f.name for f in failed)}",
+                                  "apply the fixes listed above")
+
+
+@app.command()
+def verify(
+    item_id: Annotated[str, typer.Argument(help="Item id: the file name without extension.")],
+    user: Annotated[str | None, typer.Option("--user", "-u", help="User id, when several "
+                                             "users have this item.")] = None,
+    env: EnvOption = None, output: OutputOption = Output.table,
+    profile: ProfileOption = None, region: RegionOption = None,
+) -> None:
+    """Check the item, its thumbnail, its analysis and its embedding."""
+    from collections_ops.cli import render
+    from collections_ops.services import verify as verifying
+
+    ctx = context(env, profile, region)
+    report = verifying.verify(ctx.db, ctx.client("s3"), item_id, user_id=user)
+    if output is Output.json:
+        ui.print_json(report.as_dict())
+    else:
+        render.checks(f"{report.user_id or '?'}/{item_id}", report.checks, as_json=False)
+    verifying.raise_for_failure(report)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What to look for, in words.")],
+    user: Annotated[str | None, typer.Option("--user", "-u", help="Only this user's items.")]
+    = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="How many results.", min=1,
+                                       max=1000)] = 10,
+    env: EnvOption = None, output: OutputOption = Output.table,
+    profile: ProfileOption = None, region: RegionOption = None,
+) -> None:
+    """Semantic search over the stored embeddings, with the pipeline's own embedder."""
+    from collections_ops.services import search as searching
+
+    ctx = context(env, profile, region)
+    provider, model = ctx.env.embedding_provider, ctx.env.embedding_model
+    api_key = ctx.provider_key("VOYAGE_API_KEY") if provider == "voyage" else None
+    try:
+        vector = searching.embed_query(query, provider=provider, model=model, api_key=api_key)
+        hits = searching.search(ctx.db, vector, model=model, dimensions=len(vector),
+                                user_id=user, limit=limit)
+    except ValueError as exc:
+        raise errors.UsageError(str(exc)) from None
+    if output is Output.json:
+        ui.print_json([h.as_dict() for h in hits])
+        return
+    if not hits:
+        ui.info(f"no embeddings of model {model} yet" + (f" for user {user}" if user else ""))
+        return
+    ui.table(f"{len(hits)} nearest to {query!r} ({model})",
+             ["similarity", "item", "user", "category", "summary"],
+             [[f"{h.similarity:.3f}", h.item_id, h.user_id, h.category, h.summary[:80]]
+              for h in hits], ids=(1, 2))

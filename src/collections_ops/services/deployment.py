@@ -1,0 +1,254 @@
+"""The deployment record: what was deployed to an environment, as opposed to what the definition
+allows -- the database mode, the region and account, and for a database inside a VPC, where the
+functions are placed.
+
+Why a record: these are the operator's choices at deploy time (`--database rds`, `--subnet`),
+and every later command must make the same ones. Without it, `deploy dev` after
+`deploy dev --database rds` synthesizes functions outside the VPC, `destroy dev` leaves the
+database stack behind, and a CLI whose profile says eu-west-1 talks to an empty region while the
+stacks live in us-east-1.
+
+Where it lives, and why two places:
+- in the account, as the SSM String parameter `<prefix>/deployment/<env>` in the environment's
+  region: every machine and CI job that deploys the environment sees the same facts (the state
+  folder of one laptop is not where an account's facts belong);
+- a copy in the state folder (`<state>/<env>/deployment.json`): commands read it without an AWS
+  call, and the region is known before any client is built.
+`deploy` writes both; a command reads the local copy, else the account's (and caches it).
+The parameter is outside `get_parameters_by_path(<prefix>, Recursive=False)`, so it never shows
+among the secrets, and it holds no secret.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from collections_ops import errors
+from collections_ops.pipeline import Environment
+
+DatabaseMode = Literal["existing", "rds"]
+DATABASE_MODES: tuple[DatabaseMode, ...] = ("existing", "rds")
+RECORD_FILE = "deployment.json"
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the functions run for an `existing` database inside a VPC (empty: no VPC)."""
+
+    subnet_ids: tuple[str, ...] = ()
+    security_group_ids: tuple[str, ...] = ()
+
+    @property
+    def in_vpc(self) -> bool:
+        return bool(self.subnet_ids)
+
+
+@dataclass(frozen=True)
+class DeploymentRecord:
+    env: str
+    database: DatabaseMode
+    region: str
+    account: str | None = None
+    placement: Placement = field(default_factory=Placement)
+    deployed_at: str | None = None
+    version: int = SCHEMA_VERSION
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["placement"] = {k: list(v) for k, v in out["placement"].items()}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DeploymentRecord:
+        """Parse a stored record; anything malformed is a configuration error, not a crash."""
+        try:
+            database = str(data["database"])
+            if database not in DATABASE_MODES:
+                raise ValueError(f"database mode {database!r}")
+            placement = data.get("placement") or {}
+            return cls(
+                env=str(data["env"]), database=cast(DatabaseMode, database),
+                region=str(data["region"]),
+                account=str(data["account"]) if data.get("account") else None,
+                placement=Placement(
+                    tuple(str(s) for s in placement.get("subnet_ids") or ()),
+                    tuple(str(s) for s in placement.get("security_group_ids") or ())),
+                deployed_at=str(data["deployed_at"]) if data.get("deployed_at") else None,
+                version=int(data.get("version", SCHEMA_VERSION)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise errors.ConfigError(f"the deployment record is malformed ({exc})",
+                                     "redeploy the environment to rewrite it") from None
+
+
+def parameter_name(env: Environment) -> str:
+    return f"{env.parameter_prefix}/deployment/{env.name}"
+
+
+def record_path(state_dir: Path) -> Path:
+    return state_dir / RECORD_FILE
+
+
+# --------------------------------------------------------------------------- storage
+
+
+def load(state_dir: Path) -> DeploymentRecord | None:
+    path = record_path(state_dir)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        raise errors.ConfigError(f"{path} is not JSON",
+                                 "delete it and redeploy, or restore it") from None
+    return DeploymentRecord.from_dict(data)
+
+
+def save(state_dir: Path, record: DeploymentRecord) -> Path:
+    """Write the local copy atomically (a crash never leaves half a record)."""
+    path = record_path(state_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record.as_dict(), indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def forget(state_dir: Path) -> None:
+    record_path(state_dir).unlink(missing_ok=True)
+
+
+def fetch(ssm: Any, env: Environment) -> DeploymentRecord | None:
+    """The account's record (None when the environment was never deployed by this CLI)."""
+    try:
+        value = ssm.get_parameter(Name=parameter_name(env))["Parameter"]["Value"]
+    except Exception as exc:
+        if errors.aws_error_code(exc) == "ParameterNotFound":
+            return None
+        raise
+    try:
+        return DeploymentRecord.from_dict(json.loads(value))
+    except json.JSONDecodeError:
+        raise errors.ConfigError(f"SSM parameter {parameter_name(env)} is not JSON",
+                                 f"redeploy: `collections deploy {env.name}`") from None
+
+
+def publish(ssm: Any, env: Environment, record: DeploymentRecord) -> None:
+    ssm.put_parameter(Name=parameter_name(env), Type="String", Overwrite=True,
+                      Value=json.dumps(record.as_dict(), separators=(",", ":")),
+                      Description=f"collections: what is deployed to {env.name} "
+                      "(written by `collections deploy`)")
+
+
+def unpublish(ssm: Any, env: Environment) -> None:
+    try:
+        ssm.delete_parameter(Name=parameter_name(env))
+    except Exception as exc:
+        if errors.aws_error_code(exc) != "ParameterNotFound":
+            raise
+
+
+def current(state_dir: Path, env: Environment, *, ssm: Any | None = None
+            ) -> DeploymentRecord | None:
+    """The environment's record: the local copy, else the account's (cached locally)."""
+    record = load(state_dir)
+    if record is not None or ssm is None:
+        return record
+    record = fetch(ssm, env)
+    if record is not None:
+        save(state_dir, record)
+    return record
+
+
+# --------------------------------------------------------------------------- decisions
+
+
+def region_for(env: Environment, record: DeploymentRecord | None, *,
+               requested: str | None) -> str:
+    """The region every command of this environment talks to: where its stacks are.
+
+    The stacks are pinned to the definition's region; a `--region` that names another one is an
+    error naming both (talking to the wrong region finds nothing, or writes secrets nobody reads).
+    A profile's or AWS_REGION's default does not count: the environment decides.
+    """
+    region = record.region if record is not None else env.region
+    if requested and requested != region:
+        where = "was deployed to" if record is not None else "is defined in"
+        raise errors.ConfigError(
+            f"--region {requested} does not match environment {env.name}, which {where} "
+            f"{region}", f"drop --region (commands use {region}), or change the region in the "
+            "environment's settings and redeploy")
+    return region
+
+
+def plan(env: Environment, previous: DeploymentRecord | None, *,
+         database: str | None = None, subnet_ids: Sequence[str] = (),
+         security_group_ids: Sequence[str] = (), region: str | None = None,
+         account: str | None = None) -> DeploymentRecord:
+    """The record a deploy is about to make: the options given, else what was deployed before,
+    else the defaults (an `existing` database, reachable without a VPC)."""
+    mode = database or (previous.database if previous else "existing")
+    if mode not in DATABASE_MODES:
+        raise errors.UsageError(f"--database {mode!r} is not one of {', '.join(DATABASE_MODES)}")
+    placement = (Placement(tuple(subnet_ids), tuple(security_group_ids))
+                 if subnet_ids or security_group_ids
+                 else previous.placement if previous and mode == "existing" else Placement())
+    if (placement.subnet_ids and not placement.security_group_ids) or (
+            placement.security_group_ids and not placement.subnet_ids):
+        raise errors.UsageError("a VPC placement needs both --subnet and --security-group")
+    if placement.in_vpc and mode == "rds":
+        raise errors.UsageError("--subnet/--security-group are for an existing database; "
+                              "--database rds creates its own network")
+    if previous is not None and previous.region != env.region:
+        raise errors.ConfigError(
+            f"environment {env.name} was deployed to {previous.region}, but its settings now "
+            f"say {env.region}", f"destroy it in {previous.region} first "
+            f"(`collections destroy {env.name}`), then deploy to {env.region}")
+    return DeploymentRecord(env=env.name, database=cast(DatabaseMode, mode),
+                            region=region_for(env, previous, requested=region),
+                            account=account or env.account, placement=placement)
+
+
+def stamped(record: DeploymentRecord) -> DeploymentRecord:
+    return replace(record, deployed_at=datetime.now(UTC).isoformat(timespec="seconds"))
+
+
+def cdk_context(record: DeploymentRecord) -> dict[str, str]:
+    """The CDK context that makes the app synthesize this record."""
+    context: dict[str, str] = {"collections:database": record.database}
+    if record.placement.in_vpc:
+        context["collections:subnetIds"] = ",".join(record.placement.subnet_ids)
+        context["collections:securityGroupIds"] = ",".join(record.placement.security_group_ids)
+    return context
+
+
+def changes(previous: DeploymentRecord | None, planned: DeploymentRecord) -> list[str]:
+    """What a deploy changes in the record, in words (shown before `cdk deploy` runs)."""
+    if previous is None:
+        return [f"first deploy by this CLI: database {planned.database}, region "
+                f"{planned.region}"]
+    out = []
+    if previous.database != planned.database:
+        out.append(f"database: {previous.database} -> {planned.database}"
+                   + (" (the database stack is kept; `collections destroy` removes it)"
+                      if previous.database == "rds" else ""))
+    if previous.placement != planned.placement:
+        out.append(f"VPC placement: {_shown(previous.placement)} -> {_shown(planned.placement)}")
+    if previous.region != planned.region:
+        out.append(f"region: {previous.region} -> {planned.region}")
+    return out
+
+
+def _shown(placement: Placement) -> str:
+    if not placement.in_vpc:
+        return "none"
+    return (f"subnets {', '.join(placement.subnet_ids)}, security groups "
+            f"{', '.join(placement.security_group_ids)}")

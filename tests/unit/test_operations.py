@@ -1,0 +1,338 @@
+"""The operations function (lambdas/operations): its closed vocabulary, migrations under the
+advisory lock, the schema's status, the CLI's read-only queries and the deploy-time custom
+resource -- against the real PostgreSQL with pgvector, SSM and Secrets Manager on moto, and a
+real HTTP server standing in for CloudFormation's ResponseURL."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import boto3
+import pytest
+
+from collections_ops import pipeline
+from collections_ops.localcloud import lambda_runtime
+from tests.images import photo
+
+OPERATIONS = pipeline.OPERATIONS
+LOCAL = pipeline.environment("local")
+
+
+@pytest.fixture(autouse=True)
+def _function_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment the stack (and the local cloud) gives every function, ops included."""
+    for key, value in pipeline.common_env(LOCAL, account=pipeline.LOCAL_ACCOUNT).items():
+        monkeypatch.setenv(key, value)
+
+
+def invoke(event: Any) -> dict[str, Any]:
+    from collections_core import state
+
+    state.reset()  # a fresh container: no cached secret or client from another test
+    result = lambda_runtime.invoke(OPERATIONS, LOCAL, event)
+    assert result.ok, result.error_message
+    assert isinstance(result.result, dict)
+    return result.result
+
+
+def _reset_moto(endpoint: str) -> None:
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"),
+                           timeout=10).read()
+
+
+def _put_database_url(url: str) -> None:
+    boto3.client("ssm", region_name="us-east-1").put_parameter(
+        Name=f"{pipeline.PARAMETER_PREFIX}/DATABASE_URL", Value=url, Type="SecureString",
+        Overwrite=True)
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return parts._replace(path=f"/{name}").geturl()
+
+
+@pytest.fixture
+def fresh_db(database_url: str, moto_endpoint: str) -> Iterator[str]:
+    """An empty database of its own on the session's server, named by DATABASE_URL in SSM."""
+    import psycopg
+
+    name = f"ops_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = _with_database(database_url, name)
+    _reset_moto(moto_endpoint)
+    _put_database_url(url)
+    yield url
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _versions() -> list[str]:
+    from collections_core import migrate
+
+    return [v for v, _ in migrate.migrations()]
+
+
+# ------------------------------------------------------------------------------ vocabulary
+
+
+def test_vocabulary_is_the_definitions() -> None:
+    handler = lambda_runtime.load_handler(OPERATIONS)
+    module = handler.__globals__
+    assert module["ACTIONS"] == pipeline.OPERATIONS_ACTIONS
+    assert module["QUERIES"] == pipeline.OPERATIONS_QUERIES
+
+
+def test_helper_modules_of_every_deployed_function_have_unique_names() -> None:
+    """The local cloud loads every function, the operations one included, in one interpreter."""
+    seen: dict[str, str] = {}
+    for fn in pipeline.DEPLOYED_FUNCTIONS:
+        for path in (Path(pipeline.__file__).parents[2] / "lambdas" / fn.code_dir).glob("*.py"):
+            if path.name != "handler.py":
+                assert path.stem not in seen, f"{path.stem}: {seen.get(path.stem)} and {fn.key}"
+                seen[path.stem] = fn.key
+
+
+@pytest.mark.parametrize("event", [
+    "migrate",
+    {"action": "DROP TABLE items"},
+    {"action": "query", "query": "sql", "params": {"sql": "SELECT 1"}},
+    {"action": "query", "query": "find_items", "params": {"item_id": "x", "sql": "SELECT 1"}},
+    {"action": "query", "query": "find_items", "params": {"item_id": 7}},
+    {"action": "query", "query": "find_items", "params": {"item_id": "x" * 1025}},
+    {"action": "query", "query": "item_rows", "params": {"item_id": "x"}},
+    {"action": "query", "query": "search", "params": {"vector": [0.1, 0.2], "model": "m",
+                                                      "dimensions": 3}},
+    {"action": "query", "query": "search", "params": {"vector": [1.0], "model": "m",
+                                                      "dimensions": 1, "limit": 10**6}},
+    {"action": "query", "query": "search", "params": {"vector": ["1"], "model": "m",
+                                                      "dimensions": 1}},
+    {"action": "migrate", "params": {"version": "0001_initial"}},
+    {"action": "status", "sql": "SELECT 1"},
+], ids=lambda e: json.dumps(e)[:60])
+def test_anything_outside_the_vocabulary_is_refused_before_connecting(
+        event: Any, moto_endpoint: str) -> None:
+    _reset_moto(moto_endpoint)  # no DATABASE_URL at all: a refusal must not need it
+    response = invoke(event)
+    assert response["ok"] is False
+    assert response["kind"] == "usage"
+    assert "queries: find_items" in response["hint"]
+
+
+# ---------------------------------------------------------------------- migrate and status
+
+
+def test_status_of_an_empty_database_lists_every_migration_as_pending(fresh_db: str) -> None:
+    response = invoke({"action": "status"})
+    assert response["ok"] is True, response
+    status = response["result"]
+    assert status["applied"] == []
+    assert status["pending"] == _versions()
+    assert status["tables"] == {"items": None, "analyses": None, "embeddings": None}
+
+
+def test_migrate_applies_once_and_status_reports_it(fresh_db: str) -> None:
+    first = invoke({"action": "migrate"})
+    assert first["ok"] is True, first
+    assert first["result"] == {"applied": _versions(), "pending": []}
+    again = invoke({"action": "migrate"})
+    assert again["result"] == {"applied": [], "pending": []}
+
+    status = invoke({"action": "status"})["result"]
+    assert [a["version"] for a in status["applied"]] == _versions()
+    assert status["pending"] == []
+    assert status["tables"] == {"items": 0, "analyses": 0, "embeddings": 0}
+    assert "embeddings_hnsw_1024" in status["indexes"]
+    assert all(isinstance(size, int) and size > 0 for size in status["indexes"].values())
+    assert status["database"]["vector"]
+
+
+def test_concurrent_migrations_apply_each_version_exactly_once(fresh_db: str) -> None:
+    # GIVEN two deploys' migrations racing (a retried custom resource, an operator's migrate)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(lambda _: lambda_runtime.invoke(
+            OPERATIONS, LOCAL, {"action": "migrate"}).result, range(3)))
+    # THEN the advisory lock serializes them: every version is applied by exactly one
+    applied = [v for r in results for v in r["result"]["applied"]]
+    assert sorted(applied) == sorted(_versions())
+    assert all(r["ok"] for r in results)
+
+
+def test_unreachable_database_is_reported_without_its_password(moto_endpoint: str) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    _reset_moto(moto_endpoint)
+    _put_database_url(f"postgresql://collections:s3cret-pass@127.0.0.1:{port}/collections")
+    response = invoke({"action": "status"})
+    assert (response["ok"], response["kind"]) == (False, "unreachable")
+    assert "database unreachable" in response["error"]
+    assert "s3cret-pass" not in json.dumps(response)
+
+
+def test_the_rds_generated_secret_is_read_directly(fresh_db: str, database_url: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN the RDS-generated secret (JSON credentials) and no DATABASE_URL parameter at all
+    boto3.client("ssm", region_name="us-east-1").delete_parameter(
+        Name=f"{pipeline.PARAMETER_PREFIX}/DATABASE_URL")
+    parts = urlsplit(fresh_db)
+    socket_dir = parse_qs(parts.query)["host"][0]
+    (socket_file,) = Path(socket_dir).glob(".s.PGSQL.*[0-9]")
+    secret = boto3.client("secretsmanager", region_name="us-east-1").create_secret(
+        Name=f"collections-test-{uuid.uuid4().hex[:8]}",
+        SecretString=json.dumps({"username": parts.username, "password": "rds-generated-pw",
+                                 "engine": "postgres", "host": socket_dir,
+                                 "port": int(socket_file.name.rsplit(".", 1)[1]),
+                                 "dbname": parts.path.lstrip("/")}))
+    monkeypatch.setenv("DATABASE_SECRET_ARN", secret["ARN"])
+    # WHEN the function migrates
+    response = invoke({"action": "migrate"})
+    # THEN it connected with the secret's credentials
+    assert response["ok"] is True, response
+    assert response["result"]["applied"] == _versions()
+
+
+# ------------------------------------------------------------------------- named queries
+
+
+def test_verify_rows_are_the_direct_routes(pipeline: Any, db: Any) -> None:
+    from collections_ops.services import verify
+
+    pipeline.run_to_end("user123/test-image.jpg", photo())
+    direct = verify.verify(db, pipeline.client("s3"), "test-image")
+
+    found = invoke({"action": "query", "query": "find_items",
+                    "params": {"item_id": "test-image"}})
+    assert found["ok"] is True, found
+    assert found["result"] == [{"user_id": "user123", "id": "test-image"}]
+    rows = invoke({"action": "query", "query": "item_rows",
+                   "params": {"item_id": "test-image", "user_id": "user123"}})["result"]
+    assert rows["item"] == direct.item
+    assert rows["analysis"] == direct.analysis
+    assert rows["embedding"] == direct.embedding
+    json.dumps(rows)  # the whole answer is plain JSON
+
+
+@pytest.mark.parametrize("user_id", [None, "user123"])
+def test_search_answers_as_the_direct_route(pipeline: Any, db: Any,
+                                            user_id: str | None) -> None:
+    from collections_ops.services import search
+
+    for name, seed in (("a", 1), ("b", 2), ("c", 3)):
+        pipeline.run_to_end(f"user123/{name}.jpg", photo(seed=seed))
+    settings = pipeline.env
+    vector = search.embed_query("a photo", provider=settings.embedding_provider,
+                                model=settings.embedding_model)
+    direct = search.search(db, vector, model=settings.embedding_model,
+                           dimensions=len(vector), user_id=user_id, limit=2)
+    response = invoke({"action": "query", "query": "search", "params": {
+        "vector": vector, "model": settings.embedding_model, "dimensions": len(vector),
+        "user_id": user_id, "limit": 2}})
+    assert response["ok"] is True, response
+    assert [(h["item_id"], h["user_id"]) for h in response["result"]] == \
+        [(h.item_id, h.user_id) for h in direct]
+    for remote, local in zip(response["result"], direct, strict=True):
+        assert remote["distance"] == pytest.approx(local.distance, abs=1e-5)
+
+
+def test_database_check_is_the_doctors(pipeline: Any) -> None:
+    response = invoke({"action": "query", "query": "database_check"})
+    assert response["ok"] is True, response
+    assert response["result"]["reachable"] is True
+    assert response["result"]["vector"]
+    assert response["result"]["pending"] == []
+
+
+# -------------------------------------------------------------- deploy-time custom resource
+
+
+class _ResponseUrl:
+    """CloudFormation's side of a custom resource: a URL that receives one PUT."""
+
+    def __init__(self) -> None:
+        received: list[dict[str, Any]] = []
+        self.received = received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_PUT(self) -> None:
+                length = int(self.headers["Content-Length"])
+                received.append({"content_type": self.headers.get("Content-Type"),
+                                 "body": json.loads(self.rfile.read(length))})
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/response?sig=x"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def response_url() -> Iterator[_ResponseUrl]:
+    server = _ResponseUrl()
+    yield server
+    server.close()
+
+
+def _cfn_event(request: str, url: str, **extra: Any) -> dict[str, Any]:
+    return {"RequestType": request, "ResponseURL": url, "RequestId": str(uuid.uuid4()),
+            "StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/S/1",
+            "LogicalResourceId": "SchemaMigration", "ResourceType": "Custom::SchemaMigration",
+            "ResourceProperties": {"ServiceToken": "arn", "MigrationsHash": "h"}, **extra}
+
+
+def test_deploy_time_migration_reports_success_to_cloudformation(
+        fresh_db: str, response_url: _ResponseUrl) -> None:
+    invoke(_cfn_event("Create", response_url.url))
+    invoke(_cfn_event("Update", response_url.url, PhysicalResourceId="p-1"))
+    (created, updated) = response_url.received
+    assert created["body"]["Status"] == "SUCCESS"
+    assert created["body"]["Data"] == {"Applied": ",".join(_versions())}
+    assert created["content_type"] == ""  # as the pre-signed URL was signed
+    assert updated["body"]["Status"] == "SUCCESS"
+    assert updated["body"]["Data"] == {"Applied": "none"}
+    assert updated["body"]["PhysicalResourceId"] == "p-1"  # never replaced
+    assert invoke({"action": "status"})["result"]["pending"] == []
+
+
+def test_a_failed_migration_fails_the_deploy_with_the_error(
+        fresh_db: str, response_url: _ResponseUrl) -> None:
+    import psycopg
+
+    # GIVEN a database where the first migration cannot run (a table of that name that is
+    # not a table)
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("CREATE VIEW items AS SELECT 1 AS id")
+    invoke(_cfn_event("Create", response_url.url))
+    (answer,) = response_url.received
+    assert answer["body"]["Status"] == "FAILED"
+    assert answer["body"]["Reason"].startswith("migration failed: database error:")
+    assert "items" in answer["body"]["Reason"]
+    # and nothing was half-applied
+    assert invoke({"action": "status"})["result"]["applied"] == []
+
+
+def test_removing_the_resource_leaves_the_schema(moto_endpoint: str,
+                                                 response_url: _ResponseUrl) -> None:
+    _reset_moto(moto_endpoint)  # no database at all: Delete must not need one
+    invoke(_cfn_event("Delete", response_url.url, PhysicalResourceId="p-1"))
+    (answer,) = response_url.received
+    assert answer["body"]["Status"] == "SUCCESS"
