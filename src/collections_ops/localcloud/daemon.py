@@ -400,17 +400,18 @@ class Supervisor:
     def _check_emulator(self, *, probe: bool) -> None:
         child = self.emulator
         code = child.exited()
+        why = f"exited ({code})"
         if code is None and probe:
             up, _ = probe_endpoint(self.endpoint)
             child.failures = 0 if up else child.failures + 1
             if child.failures >= 3 and time.time() - child.started_at > 30:
-                child.kill()
+                child.kill(signal.SIGKILL)
+                child.kill(signal.SIGCONT)  # a stopped process dies only once continued
                 child.proc.wait(5)
-                code = -9
-                child.last_exit = "stopped answering"
+                code, why = -9, "stopped answering"
         if code is None or not self._due(child):
             return
-        self._restarted(child, f"exited ({code})" if code != -9 else "was killed")
+        self._restarted(child, why)
         child.start()
         self._wait_for_emulator()
         self._put_database_url()

@@ -261,6 +261,23 @@ def stop(state_dir: Path, *, remove: bool) -> bool:
     return was_running
 
 
+def data_summary(state_dir: Path) -> str:
+    """What `destroy local` would delete, in words ("" when there is nothing)."""
+    from collections_ops.localcloud.store import STORE_DIR
+
+    store = state_dir / STORE_DIR
+    objects = len(list(store.glob("s3/*/*.json")))
+    messages = len(list(store.glob("sqs/*/*.json")))
+    parts = []
+    if objects:
+        parts.append(f"{objects} S3 object{'s' if objects != 1 else ''}")
+    if messages:
+        parts.append(f"{messages} queued message{'s' if messages != 1 else ''}")
+    if (state_dir / "pgdata" / "PG_VERSION").exists():
+        parts.append("the PostgreSQL database")
+    return ", ".join(parts)
+
+
 def _terminate(pid: int, timeout: float) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGCONT)  # a stopped (frozen) process cannot act on SIGTERM
