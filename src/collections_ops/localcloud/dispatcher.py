@@ -255,11 +255,15 @@ class _Metrics:
                                      "Minimum": float(min(values)),
                                      "Maximum": float(max(values))}}
                 for name, metrics in stats.items() for metric, values in metrics.items()]
-        for start in range(0, len(data), 20):
-            try:
+        try:
+            for start in range(0, len(data), 20):
                 self._cw.put_metric_data(Namespace="AWS/Lambda", MetricData=data[start:start + 20])
-            except Exception as exc:
-                log.warning("publishing AWS/Lambda metrics failed: %s", exc)
+        except Exception as exc:  # the emulator restarting: keep them for the next flush
+            log.warning("publishing AWS/Lambda metrics failed (kept for the next try): %s", exc)
+            with self._lock:
+                for name, metrics in stats.items():
+                    for metric, values in metrics.items():
+                        self._stats.setdefault(name, {}).setdefault(metric, []).extend(values)
 
 
 class Dispatcher:
