@@ -80,6 +80,10 @@ def verify(conn: Any, s3: Any, item_id: str, *, user_id: str | None = None) -> V
                 f"s3://{item['thumbnail_bucket']}/{item['thumbnail_key']} "
                 f"({head['ContentLength']} bytes)"))
         except Exception as exc:
+            # S3 not answering is not a missing thumbnail: say so, with exit 4.
+            unreachable = errors.from_botocore(exc)
+            if isinstance(unreachable, errors.NotReady):
+                raise unreachable from None
             report.checks.append(Check("thumbnail", False,
                                        f"not found in S3 ({type(exc).__name__})"))
     else:

@@ -5,6 +5,7 @@ dev/prod run the pinned CDK CLI, after the credentials are checked (exit 5 befor
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -176,6 +177,11 @@ def destroy(
     if ctx.is_local:
         from collections_ops.localcloud import manager
 
+        held = manager.data_summary(ctx.state_dir)
+        # Asks at a terminal; a script (no terminal) destroys as before, as it always did.
+        if held and not yes and sys.stdin.isatty() and not typer.confirm(
+                f"Delete the local cloud's data ({held}) in {ctx.state_dir}?"):
+            raise typer.Abort()
         was_running = manager.stop(ctx.state_dir, remove=True)
         ui.ok("local cloud stopped and its state removed" if was_running
               else "local cloud was not running; state removed")

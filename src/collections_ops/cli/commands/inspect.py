@@ -40,8 +40,8 @@ def status(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
         render.status(report)
     if degraded:
         raise errors.NotReady(f"the local cloud is degraded: {', '.join(degraded)} down",
-                              "restart it: `collections destroy local && "
-                              "collections deploy local`")
+                              "repair it: `collections deploy local` restarts what is down "
+                              "and keeps the data")
 
 
 @app.command()
