@@ -137,11 +137,16 @@ class PipelineFunction(Construct):
         )
 
         code_path = deployment.code.path_for(fn)
+        deployment.code.check_architecture(fn, deployment.architecture)
         self.function = lambda_.Function(
             self, "Function",
             function_name=fn.function_name(env_name),
             description=f"{fn.description} - {env_name}",
             runtime=RUNTIME,
+            architecture=(lambda_.Architecture.ARM_64 if deployment.architecture == "arm64"
+                          else lambda_.Architecture.X86_64),
+            snap_start=(lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if deployment.snapstart
+                        else None),
             handler=fn.handler,
             code=lambda_.Code.from_asset(str(code_path), exclude=deployment.code.excludes),
             timeout=cdk.Duration.seconds(settings.timeout(fn)),
@@ -164,6 +169,11 @@ class PipelineFunction(Construct):
         )
         if network is not None:
             self._allow_vpc_networking()
+        if deployment.snapstart:
+            cdk.Annotations.of(self.function).acknowledge_warning(
+                "@aws-cdk/aws-lambda:snapStartRequirePublish",
+                "SnapStart applies to published versions: every deploy that changes the function "
+                "publishes one (current_version) and the triggers invoke the `live` alias on it.")
 
         # Each deploy that changes the code or configuration publishes a version; the triggers
         # invoke the `live` alias, which an operator can move back to an earlier version.

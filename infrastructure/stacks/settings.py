@@ -28,6 +28,8 @@ CONTEXT_ACCOUNT = "collections:account"  # account id for every environment of t
 CONTEXT_ENVIRONMENTS = "collections:environments"  # "dev,prod" (default: every AWS environment)
 CONTEXT_DATABASE = "collections:database"  # "existing" (default) or "rds"
 CONTEXT_BUNDLE_DIR = "collections:bundleDir"  # built bundles: <dir>/<code_dir>/
+CONTEXT_SNAPSTART = "collections:snapstart"  # "true" / "false" (default: the definition's)
+CONTEXT_ARCHITECTURE = "collections:architecture"  # x86_64 / arm64 (default: the definition's)
 ENV_BUNDLE_DIR = "COLLECTIONS_BUNDLE_DIR"  # same as CONTEXT_BUNDLE_DIR, for build scripts
 
 PRODUCTION_ENVIRONMENT = "prod"
@@ -53,6 +55,20 @@ class CodeLocator:
 
     lambdas_dir: Path = LAMBDAS_DIR
     bundle_dir: Path | None = None
+
+    def check_architecture(self, fn: pipeline.Function,
+                           architecture: pipeline.Architecture) -> None:
+        """A bundle's compiled wheels run on one architecture: refuse to deploy x86_64 wheels
+        to an arm64 function (it would fail at import on its first invocation)."""
+        if self.bundle_dir is None:
+            return
+        from collections_ops.services import build
+
+        built_for = build.bundle_architecture(self.bundle_dir / fn.code_dir)
+        if built_for is not None and built_for != architecture:
+            raise ConfigurationError(
+                f"the {fn.key} bundle in {self.bundle_dir} was built for {built_for}, but the "
+                f"function runs on {architecture} (rebuild: collections build <env>)")
 
     @property
     def excludes(self) -> list[str]:
@@ -83,6 +99,8 @@ class Deployment:
     account: str | None  # None: CloudFormation's AWS::AccountId at deploy time
     database: DatabaseMode
     code: CodeLocator
+    snapstart: bool = False  # SnapStart on published versions (what the `live` alias runs)
+    architecture: pipeline.Architecture = "x86_64"
 
     @property
     def name(self) -> str:
@@ -135,6 +153,23 @@ def database_mode(node: Node, settings: pipeline.Environment) -> DatabaseMode:
     return cast(DatabaseMode, value)
 
 
+def snapstart(node: Node, settings: pipeline.Environment) -> bool:
+    value = _context(node, CONTEXT_SNAPSTART)
+    if value is None:
+        return settings.snapstart
+    if value.lower() not in ("true", "false"):
+        raise ConfigurationError(f"{CONTEXT_SNAPSTART}={value!r}: choose true or false")
+    return value.lower() == "true"
+
+
+def architecture(node: Node, settings: pipeline.Environment) -> pipeline.Architecture:
+    value = _context(node, CONTEXT_ARCHITECTURE) or settings.architecture
+    if value not in pipeline.ARCHITECTURES:
+        raise ConfigurationError(f"architecture {value!r}: choose one of "
+                                 f"{', '.join(pipeline.ARCHITECTURES)}")
+    return cast(pipeline.Architecture, value)
+
+
 def code_locator(node: Node) -> CodeLocator:
     bundle = _context(node, CONTEXT_BUNDLE_DIR) or os.environ.get(ENV_BUNDLE_DIR) or None
     if bundle is None:
@@ -169,5 +204,7 @@ def deployments(node: Node) -> list[Deployment]:
         account = (account_override or settings.account
                    or os.environ.get("CDK_DEFAULT_ACCOUNT") or None)
         result.append(Deployment(settings=settings, account=account,
-                                 database=database_mode(node, settings), code=code))
+                                 database=database_mode(node, settings), code=code,
+                                 snapstart=snapstart(node, settings),
+                                 architecture=architecture(node, settings)))
     return result
