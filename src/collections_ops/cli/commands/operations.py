@@ -1,5 +1,5 @@
 """Operating the functions: versions, memory tuning, reserved concurrency, the thumbnails'
-lifecycle rule, load tests.
+lifecycle rule, load tests, cost.
 """
 
 from __future__ import annotations
@@ -186,3 +186,37 @@ def load_test(
     if report.stalled:
         raise errors.CliError(f"{report.stalled} upload(s) did not finish: {report.stalls}",
                               exit_code=errors.ExitCode.STALLED)
+
+
+@app.command()
+def cost(env: Annotated[str, typer.Argument(help="Environment (local: priced as if deployed).")],
+         since: Annotated[str, typer.Option("--since", help="Window, e.g. 1h or 7d.")] = "7d",
+         prices: Annotated[Path | None, typer.Option(
+             "--prices", help="JSON price table overriding the built-in one.", exists=True,
+             dir_okay=False)] = None,
+         output: OutputOption = Output.table,
+         profile: ProfileOption = None, region: RegionOption = None) -> None:
+    """What an image costs, by stage: billed Lambda time (REPORT lines) and model tokens."""
+    from collections_ops.services import cost as costing
+    from collections_ops.services.logs import parse_since
+
+    ctx = context(env, profile, region)
+    table = costing.Prices.load(prices) if prices else costing.PRICES
+    report = costing.collect(ctx.client("logs"), ctx.env, since_ms=parse_since(since),
+                             prices=table)
+    if output is Output.json:
+        ui.print_json(report.as_dict())
+        return
+    per_image = report.per_image_usd
+    ui.table(f"cost ({ctx.env.name}, {since}, {report.architecture}, prices as of "
+             f"{report.prices_as_of}): {report.images} images",
+             ["stage", "invocations", "GB-s", "Lambda", "tokens in/out", "tokens", "total"],
+             [[s.stage, s.invocations, f"{s.gb_seconds:.3f}", f"${s.lambda_usd:.6f}",
+               f"{s.input_tokens}/{s.output_tokens}",
+               "-" if s.tokens_usd is None else f"${s.tokens_usd:.6f}", f"${s.total_usd:.6f}"]
+              for s in report.stages]
+             + [["total", "", "", "", "", "", f"${report.total_usd:.6f}"],
+                ["per image", "", "", "", "", "",
+                 "-" if per_image is None else f"${per_image:.6f}"]])
+    for note in report.notes:
+        ui.info(note)
