@@ -121,6 +121,7 @@ class PipelineFunction(Construct):
             inline_policies=policies,
         )
 
+        deployment.code.check_architecture(fn, deployment.architecture)
         environment = pipeline.common_env(
             settings, account=deployment.account_or_token,
             dlq_urls=({fn.key: self.dead_letter_queue.queue_url}
@@ -147,6 +148,10 @@ class PipelineFunction(Construct):
             function_name=fn.function_name(env_name),
             description=f"{fn.description} - {env_name}",
             runtime=RUNTIME,
+            architecture=(lambda_.Architecture.ARM_64 if deployment.architecture == "arm64"
+                          else lambda_.Architecture.X86_64),
+            snap_start=(lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if deployment.snapstart
+                        else None),
             handler=fn.handler,
             code=deployment.code.code_for(fn, env_name=env_name),
             timeout=cdk.Duration.seconds(settings.timeout(fn)),
@@ -175,6 +180,11 @@ class PipelineFunction(Construct):
         in_vpc = network is not None or placement is not None
         if in_vpc:
             self._allow_vpc_networking()
+        if deployment.snapstart:
+            cdk.Annotations.of(self.function).acknowledge_warning(
+                "@aws-cdk/aws-lambda:snapStartRequirePublish",
+                "SnapStart applies to published versions: every deploy that changes the function "
+                "publishes one (current_version) and the triggers invoke the `live` alias on it.")
 
         self.alias: lambda_.Alias | None = None
         if not self.invoked_directly:

@@ -33,6 +33,8 @@ CONTEXT_SUBNET_IDS = "collections:subnetIds"
 CONTEXT_SECURITY_GROUP_IDS = "collections:securityGroupIds"
 CONTEXT_ALARM_EMAIL = "collections:alarmEmail"  # subscribed to the alarm topic
 CONTEXT_RDS_PROXY = "collections:rdsProxy"  # "true": connect through RDS Proxy (mode rds)
+CONTEXT_SNAPSTART = "collections:snapstart"  # "true" / "false" (default: the definition's)
+CONTEXT_ARCHITECTURE = "collections:architecture"  # x86_64 / arm64 (default: the definition's)
 ENV_BUNDLE_DIR = "COLLECTIONS_BUNDLE_DIR"  # same as CONTEXT_BUNDLE_DIR, for build scripts
 
 DATABASE_MODES = pipeline.DATABASE_MODES
@@ -52,6 +54,8 @@ class Deployment:
     code: CodeLocator
     # Mode `existing` only: the VPC placement that reaches the operator's database.
     database_vpc: pipeline.VpcPlacement | None = None
+    snapstart: bool = False  # SnapStart on published versions (what the `live` alias runs)
+    architecture: pipeline.Architecture = "x86_64"
 
     @property
     def name(self) -> str:
@@ -107,6 +111,23 @@ def _path(value: str | None) -> Path | None:
         return None
     path = Path(value)
     return path if path.is_absolute() else (INFRASTRUCTURE_DIR / path).resolve()
+
+
+def snapstart(node: Node, settings: pipeline.Environment) -> bool:
+    value = _context(node, CONTEXT_SNAPSTART)
+    if value is None:
+        return settings.snapstart
+    if value.lower() not in ("true", "false"):
+        raise ConfigurationError(f"{CONTEXT_SNAPSTART}={value!r}: choose true or false")
+    return value.lower() == "true"
+
+
+def architecture(node: Node, settings: pipeline.Environment) -> pipeline.Architecture:
+    value = _context(node, CONTEXT_ARCHITECTURE) or settings.architecture
+    if value not in pipeline.ARCHITECTURES:
+        raise ConfigurationError(f"architecture {value!r}: choose one of "
+                                 f"{', '.join(pipeline.ARCHITECTURES)}")
+    return cast(pipeline.Architecture, value)
 
 
 def code_locator(node: Node) -> CodeLocator:
@@ -179,5 +200,7 @@ def deployments(node: Node) -> list[Deployment]:
                    or os.environ.get("CDK_DEFAULT_ACCOUNT") or None)
         mode = database_mode(node, settings)
         result.append(Deployment(settings=settings, account=account, database=mode, code=code,
-                                 database_vpc=database_vpc(node, settings, mode)))
+                                 database_vpc=database_vpc(node, settings, mode),
+                                 snapstart=snapstart(node, settings),
+                                 architecture=architecture(node, settings)))
     return result

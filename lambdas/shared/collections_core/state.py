@@ -16,11 +16,10 @@ _local = threading.local()
 
 
 def _store() -> dict[str, Any]:
-    # Never `getattr(...) or {}`: an empty store would be replaced by a new dict, and a factory
-    # that itself calls `cached` (a client needs the session) would then store into a dict
-    # that is no longer the thread's, so every call made a new client.
     store: dict[str, Any] | None = getattr(_local, "store", None)
     if store is None:
+        # Not `or {}`: an empty store is falsy, and a factory that itself caches something
+        # (the connection reads a secret) would swap in a new dict and lose its own entry.
         store = _local.store = {}
     return store
 
@@ -28,8 +27,15 @@ def _store() -> dict[str, Any]:
 def cached(key: str, factory: Callable[[], T]) -> T:
     store = _store()
     if key not in store:
-        store[key] = factory()
+        value = factory()
+        store = _store()
+        store.setdefault(key, value)
     return store[key]  # type: ignore[no-any-return,unused-ignore]
+
+
+def peek(key: str) -> Any:
+    """The cached value, or None; never creates it."""
+    return _store().get(key)
 
 
 def forget(key: str) -> None:

@@ -75,8 +75,14 @@ def build(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
     if output is opt.Output.json:
         ui.print_json([asdict(r) for r in reports])
         return
-    ui.table(f"bundles ({ctx.env.name}) in {out_dir}", ["function", "size", "files"],
-             [[r.function, f"{r.size_mb:.1f} MB", r.file_count] for r in reports])
+    ui.table(f"bundles ({ctx.env.name}) in {out_dir}",
+             ["function", "size", "files", "platform", "bytecode"],
+             [[r.function, f"{r.size_mb:.1f} MB", r.file_count, r.platform,
+               f"{r.bytecode_bytes / 1e6:.1f} MB ({r.bytecode.split(' at ')[0]})"
+               if r.bytecode else "none"]
+              for r in reports])
+    for note in dict.fromkeys(n for r in reports for n in r.notes):
+        ui.info(note)
 
 
 @app.command()
