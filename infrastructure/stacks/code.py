@@ -61,9 +61,12 @@ def how_to_build(env_name: str) -> str:
             f"{env_name}`, or pass `-c collections:bundleDir=<dir>` with bundles built by it")
 
 
-def source_hash(fn: pipeline.Function, lambdas_dir: Path = LAMBDAS_DIR) -> str:
-    """What a bundle is made of: the function's files, the shared package, the target."""
-    digest = hashlib.sha256(f"{BUNDLE_RECIPE}:{pipeline.PYTHON_VERSION}".encode())
+def source_hash(fn: pipeline.Function, lambdas_dir: Path = LAMBDAS_DIR,
+                architecture: pipeline.Architecture = "x86_64") -> str:
+    """What a bundle is made of: the function's files, the shared package, the target
+    (Python version and architecture: the wheels differ)."""
+    digest = hashlib.sha256(
+        f"{BUNDLE_RECIPE}:{pipeline.PYTHON_VERSION}:{architecture}".encode())
     for root in (lambdas_dir / fn.code_dir, lambdas_dir / "shared" / SHARED_PACKAGE):
         for path in sorted(p for p in root.rglob("*") if p.is_file()
                            and "__pycache__" not in p.parts and p.suffix != ".pyc"):
@@ -77,18 +80,21 @@ class ProjectBuild:
     """CDK local bundling that runs the project's build for one function."""
 
     def __init__(self, fn: pipeline.Function, *, env_name: str, build_dir: Path,
-                 lambdas_dir: Path = LAMBDAS_DIR) -> None:
+                 lambdas_dir: Path = LAMBDAS_DIR,
+                 architecture: pipeline.Architecture = "x86_64") -> None:
         self.fn = fn
         self.env_name = env_name
         self.build_dir = build_dir
         self.lambdas_dir = lambdas_dir
+        self.architecture = architecture
 
     def try_bundle(self, output_dir: str, *, image: Any = None, **_: Any) -> bool:
         from collections_ops.services import build
 
         try:
             (report,) = build.build(self.env_name, out_dir=self.build_dir, functions=[self.fn],
-                                    lambdas_dir=self.lambdas_dir)
+                                    lambdas_dir=self.lambdas_dir,
+                                    platform=build.PLATFORMS[self.architecture])
         except Exception as exc:
             message = getattr(exc, "message", None) or str(exc)
             message = _ANSI.sub("", message).strip()
@@ -128,22 +134,24 @@ class CodeLocator:
 
     def check_architecture(self, fn: pipeline.Function,
                            architecture: pipeline.Architecture) -> None:
-        """A bundle's compiled wheels run on one architecture: refuse to deploy x86_64 wheels
-        to an arm64 function (it would fail at import on its first invocation)."""
+        """A prebuilt bundle's compiled wheels run on one architecture: refuse to deploy
+        x86_64 wheels to an arm64 function (it would fail at import on its first invocation)."""
         prebuilt = self.path_for(fn)
         if prebuilt is None:
-            return  # built at synth, for the environment's architecture
+            return
         from collections_ops.services import build
 
         built_for = build.bundle_architecture(prebuilt)
         if built_for is not None and built_for != architecture:
             raise BundleError(
-                f"the {fn.key} bundle in {self.bundle_dir} was built for {built_for}, but the "
+                f"the {fn.key} bundle in {prebuilt.parent} was built for {built_for}, but the "
                 f"function runs on {architecture} (rebuild: collections build <env>)")
 
-    def code_for(self, fn: pipeline.Function, *, env_name: str) -> lambda_.Code:
+    def code_for(self, fn: pipeline.Function, *, env_name: str,
+                 architecture: pipeline.Architecture = "x86_64") -> lambda_.Code:
         prebuilt = self.path_for(fn)
         if prebuilt is not None:
+            self.check_architecture(fn, architecture)
             return lambda_.Code.from_asset(str(prebuilt), exclude=BUNDLE_ASSET_EXCLUDES)
         source = self.lambdas_dir / fn.code_dir
         if not source.is_dir():
@@ -152,12 +160,12 @@ class CodeLocator:
         return lambda_.Code.from_asset(
             str(source),
             asset_hash_type=cdk.AssetHashType.CUSTOM,
-            asset_hash=source_hash(fn, self.lambdas_dir),
+            asset_hash=source_hash(fn, self.lambdas_dir, architecture),
             bundling=cdk.BundlingOptions(
                 # Only used if local bundling declined, which ProjectBuild never does.
                 image=cdk.DockerImage.from_registry(f"public.ecr.aws/sam/build-{pipeline.RUNTIME}"),
                 local=ProjectBuild(fn, env_name=env_name, build_dir=build_dir,
-                                   lambdas_dir=self.lambdas_dir),
+                                   lambdas_dir=self.lambdas_dir, architecture=architecture),
             ),
         )
 

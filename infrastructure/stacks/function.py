@@ -34,7 +34,8 @@ from collections_ops import pipeline
 from stacks import nag
 from stacks.settings import ConfigurationError, Deployment
 
-# Named from the definition; SnapStart supports Python from 3.12 (the definition's runtime).
+# SnapStart is offered for the Python runtimes from python3.12 on (the definition's runtime);
+# CDK's own Runtime.PYTHON_3_12 says so, a Runtime built from the name must say it too.
 RUNTIME = lambda_.Runtime(pipeline.RUNTIME, lambda_.RuntimeFamily.PYTHON,
                           supports_snap_start=True)
 ASYNC_RETRY_ATTEMPTS = 2
@@ -93,6 +94,7 @@ class PipelineFunction(Construct):
         env_name = deployment.name
         # Called synchronously (the CLI, the deploy-time migration): no async failure path.
         self.invoked_directly = fn.trigger.kind == "invoke"
+        self.snapstart = deployment.snapstart and not self.invoked_directly
         self.dead_letter_queue: sqs.Queue | None = (
             None if self.invoked_directly else self._dead_letter_queue(env_name))
 
@@ -123,7 +125,6 @@ class PipelineFunction(Construct):
             inline_policies=policies,
         )
 
-        deployment.code.check_architecture(fn, deployment.architecture)
         environment = pipeline.common_env(
             settings, account=deployment.account_or_token,
             dlq_urls=({fn.key: self.dead_letter_queue.queue_url}
@@ -152,12 +153,13 @@ class PipelineFunction(Construct):
             runtime=RUNTIME,
             architecture=(lambda_.Architecture.ARM_64 if deployment.architecture == "arm64"
                           else lambda_.Architecture.X86_64),
-            # SnapStart restores published versions only: the operations function is invoked
-            # unqualified ($LATEST), so it would never use a snapshot.
-            snap_start=(lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS
-                        if deployment.snapstart and not self.invoked_directly else None),
+            # SnapStart restores published versions only: the operations function, invoked
+            # directly on $LATEST, would gain nothing (and cfn-lint W2530 says so).
+            snap_start=(lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if self.snapstart
+                        else None),
             handler=fn.handler,
-            code=deployment.code.code_for(fn, env_name=env_name),
+            code=deployment.code.code_for(fn, env_name=env_name,
+                                          architecture=deployment.architecture),
             timeout=cdk.Duration.seconds(settings.timeout(fn)),
             memory_size=settings.memory(fn),
             environment=environment,
@@ -184,7 +186,7 @@ class PipelineFunction(Construct):
         in_vpc = network is not None or placement is not None
         if in_vpc:
             self._allow_vpc_networking()
-        if deployment.snapstart and not self.invoked_directly:
+        if self.snapstart:
             cdk.Annotations.of(self.function).acknowledge_warning(
                 "@aws-cdk/aws-lambda:snapStartRequirePublish",
                 "SnapStart applies to published versions: every deploy that changes the function "

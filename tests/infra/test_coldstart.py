@@ -85,15 +85,15 @@ def test_bytecode_in_a_source_directory_stays_out_of_the_asset(
 def test_snapstart_and_arm64_on_every_function(snapstart_arm_app: SynthesizedApp) -> None:
     functions = _functions(snapstart_arm_app)
     assert set(functions) >= {fn.function_name("dev") for fn in definition.FUNCTIONS}
-    pipeline_functions = {fn.function_name("dev") for fn in definition.FUNCTIONS}
-    for name, resource in functions.items():
-        props = resource["Properties"]
-        if name in pipeline_functions:
-            assert props["SnapStart"] == {"ApplyOn": "PublishedVersions"}, name
-        else:  # the operations function is invoked unqualified: no version to snapshot
-            assert "SnapStart" not in props, name
-        assert props["Architectures"] == ["arm64"], name
-        assert props["Runtime"] == "python3.12", name
+    for fn in definition.DEPLOYED_FUNCTIONS:
+        props = functions[fn.function_name("dev")]["Properties"]
+        assert props["Architectures"] == ["arm64"], fn.key
+        assert props["Runtime"] == "python3.12", fn.key
+        if fn.trigger.kind == "invoke":
+            # Invoked directly on $LATEST (no published version): nothing to restore.
+            assert "SnapStart" not in props, fn.key
+        else:
+            assert props["SnapStart"] == {"ApplyOn": "PublishedVersions"}, fn.key
     # SnapStart applies to published versions only: the `live` alias must point at one.
     resources = snapstart_arm_app.template_json("dev", "Compute")["Resources"]
     aliases = [r for r in resources.values() if r["Type"] == "AWS::Lambda::Alias"]
@@ -137,3 +137,16 @@ def test_bad_cold_start_settings_are_refused(key: str, value: str, message: str)
 
     with pytest.raises(ConfigurationError, match=message):
         settings.deployments(cdk.App(context={key: value}).node)
+
+
+def test_the_synths_own_build_follows_the_architecture() -> None:
+    """Local bundling builds for the deployment's architecture, and an asset built for one is
+    never reused for the other (the architecture is part of its hash)."""
+    from stacks.code import ProjectBuild, source_hash
+
+    fn = definition.IMAGE_PROCESSOR
+    assert source_hash(fn, architecture="arm64") != source_hash(fn, architecture="x86_64")
+    assert source_hash(fn) == source_hash(fn, architecture="x86_64")
+    bundler = ProjectBuild(fn, env_name="dev", build_dir=Path("/nonexistent"),
+                           architecture="arm64")
+    assert build.PLATFORMS[bundler.architecture] == "manylinux2014_aarch64"
