@@ -147,8 +147,13 @@ def snapshot(client_factory: ClientFactory, conn: Any, *, images_bucket: str,
     read_at = clock()
     s3 = client_factory("s3")
     prefix = f"{user_id}/" if user_id is not None else ""
-    thumbnails = list_objects(s3, thumbnails_bucket, prefix=prefix)
-    originals = list_objects(s3, images_bucket, prefix=prefix)
+    # The two listings at once: S3 (or moto) answers one while this process parses the other.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        listed = pool.map(lambda bucket: list_objects(s3, bucket, prefix=prefix),
+                          (thumbnails_bucket, images_bucket))
+        thumbnails, originals = list(listed)
     items, analyses, embeddings = read_rows(conn, user_id=user_id)
     return Snapshot(originals, thumbnails, items, analyses, embeddings, read_at)
 
@@ -638,7 +643,9 @@ def reconcile(client_factory: ClientFactory, conn: Any, env: Environment, *, acc
                                       fix_actions, images_bucket=images, account=account,
                                       region=region)
         last = settle(report.redrives, lambda: scan()[1], timeout_s=timeout_s, sleep=sleep)
-        orphans = [i.key for i in last if i.kind == ORPHAN_THUMBNAIL]
+        # Only what the first scan judged (old enough) and no re-driven item claimed since.
+        first = {i.key for i in found if i.kind == ORPHAN_THUMBNAIL}
+        orphans = [i.key for i in last if i.kind == ORPHAN_THUMBNAIL and i.key in first]
         fix_actions.delete_thumbnails(orphans)
         report.removed_thumbnails = orphans
         report.remaining = scan()[1] if orphans else last
