@@ -62,6 +62,11 @@ def test_reconcile_fix_finishes_broken_items_and_a_second_run_finds_none(cli_env
                       "item-without-analysis": 2, "analysis-without-embedding": 2,
                       "orphan-thumbnail": 1}
 
+    table = run(cli_env, "reconcile", "local", "-u", USER, "--min-age", "0")
+    assert table.returncode == 8 and "collections reconcile local --fix" in table.stderr
+    for kind in counts:
+        assert kind in table.stdout
+
     # WHEN reconcile --fix runs THEN each is re-driven once, from its stage, and resolved
     fixed = run(cli_env, "reconcile", "local", "-u", USER, "--min-age", "0", "--fix",
                 "--timeout", "120", "-o", "json")
