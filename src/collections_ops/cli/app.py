@@ -23,6 +23,7 @@ from collections_ops.cli.commands import (
     monitoring,
     operations,
     pipeline,
+    reconcile,
     secrets,
 )
 from collections_ops.cli.options import RootGroup
@@ -42,6 +43,7 @@ app.add_typer(pipeline.app)
 app.add_typer(operations.app)
 app.add_typer(cost.app)
 app.add_typer(monitoring.app)
+app.add_typer(reconcile.app)
 app.add_typer(secrets.app, name="secrets")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(db.app, name="db")
