@@ -63,7 +63,7 @@ def doctor(env: EnvOption = None, output: OutputOption = Output.table,
 
     ctx = context(env, profile, region)
     findings = inspect.doctor(ctx.client, ctx.env, account=ctx.account, region=ctx.region,
-                              connect=lambda: ctx.db)
+                              route=lambda: ctx.data_route)
     if as_json:
         ui.print_json([asdict(f) for f in findings])
     else:
@@ -95,9 +95,13 @@ def verify(
     from collections_ops.services import verify as verifying
 
     ctx = context(env, profile, region)
-    report = verifying.verify(ctx.db, ctx.client("s3"), item_id, user_id=user)
+    route = ctx.data_route
+    ui.info(f"route: {route.description}")
+    report = verifying.check(ctx.client("s3"), item_id, user_id=user,
+                             find=lambda: route.find_items(item_id),
+                             rows=lambda owner: route.item_rows(item_id, owner))
     if as_json:
-        ui.print_json(report.as_dict())
+        ui.print_json({**report.as_dict(), "route": route.kind})
     else:
         ui.table(f"{report.user_id or '?'}/{item_id}", ["check", "ok", "detail"],
                  [[c.name, ui.mark(c.ok), c.detail] for c in report.checks])
@@ -135,8 +139,10 @@ def search(
         api_key = os.environ.get("VOYAGE_API_KEY") or ctx.secret_value("VOYAGE_API_KEY")
     try:
         vector = searching.embed_query(query, provider=provider, model=model, api_key=api_key)
-        hits = searching.search(ctx.db, vector, model=model, dimensions=len(vector),
-                                user_id=user, limit=limit)
+        route = ctx.data_route
+        ui.info(f"route: {route.description}")
+        hits = route.search(vector, model=model, dimensions=len(vector), user_id=user,
+                            limit=limit)
     except ValueError as exc:
         raise errors.CliError(str(exc), exit_code=errors.ExitCode.USAGE) from None
     if as_json:
