@@ -113,3 +113,34 @@ def test_prune_deletes_old_versions_through_lambda(pipeline):
     assert deleted == ["1", "2"]
     left = [v.version for v in versions.list_versions(lam, pipeline.env, ANALYZER)]
     assert left == ["3", "4", "5"]
+
+
+def _stack_with_versions(published: dict[str, str]):
+    """CloudFormation as AWS answers for the compute stack (moto's CloudFormation gives an
+    `AWS::Lambda::Version` no physical id and has no `AWS::Lambda::Alias`)."""
+    import boto3
+    from botocore.stub import Stubber
+
+    cfn = boto3.client("cloudformation", region_name="us-east-1")
+    stub = Stubber(cfn)
+    stub.add_response("list_stack_resources", {"StackResourceSummaries": [
+        {"LogicalResourceId": f"V{n}", "ResourceType": "AWS::Lambda::Version",
+         "PhysicalResourceId": f"arn:aws:lambda:us-east-1:123456789012:function:{name}:{v}",
+         "LastUpdatedTimestamp": "2026-01-01T00:00:00Z", "ResourceStatus": "CREATE_COMPLETE"}
+        for n, (name, v) in enumerate(published.items())]})
+    stub.activate()
+    return cfn
+
+
+def test_an_alias_moved_outside_the_stack_is_drift(pipeline):
+    from collections_ops.services import drift
+
+    lam = pipeline.client("lambda")
+    name = ANALYZER.function_name("local")
+    versions.configure(lam, pipeline.env, ANALYZER, memory=2048, sleep=lambda s: None)
+    [moved] = drift.alias_drift(_stack_with_versions({name: "1"}), lam, pipeline.env)
+    assert not moved.in_sync
+    assert moved.detail == (f"{name}: live runs version 2, the stack's is 1 (moved outside "
+                            "CloudFormation; a deploy moves it back)")
+    [same] = drift.alias_drift(_stack_with_versions({name: "2"}), lam, pipeline.env)
+    assert same.in_sync

@@ -129,6 +129,8 @@ UNRESERVED_MINIMUM = 100  # Lambda keeps this many executions unreserved in ever
 def check_credentials(client: Any) -> Check:
     try:
         identity = client("sts").get_caller_identity()
+    except errors.CliError:
+        raise  # a configuration error (e.g. the region) is not a credentials one
     except Exception as exc:
         mapped = errors.from_botocore(exc)
         return Check("credentials", False, mapped.message if mapped else str(exc),
