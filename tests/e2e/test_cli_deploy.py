@@ -249,3 +249,20 @@ def test_the_profiles_region_does_not_send_commands_elsewhere(aws_env, moto_endp
     assert result.returncode == 0, result.stdout + result.stderr
     [argv] = recorded(aws_env)
     assert argv[0] == "deploy"
+
+
+def test_configure_takes_effect_on_live_and_versions_shows_it(aws_env, moto_endpoint):
+    from tests.integration.test_doctor_aws import aws_shaped_dev
+
+    aws_shaped_dev(boto3.session.Session(region_name="us-east-1"))
+    result = run(aws_env, "configure", "analyzer", "--env", "dev", "--timeout", "600",
+                 "--profile", "ops")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "live moved from version 1 to 2" in result.stdout
+    lam = boto3.client("lambda", region_name="us-east-1")
+    live = lam.get_function_configuration(FunctionName="collections-dev-AnalyzerLambda",
+                                          Qualifier="live")
+    assert (live["Version"], live["Timeout"]) == ("2", 600)
+    shown = json.loads(run(aws_env, "versions", "analyzer", "--env", "dev", "-o", "json",
+                           "--profile", "ops").stdout)
+    assert [(v["version"], v["live"]) for v in shown] == [("1", False), ("2", True)]
