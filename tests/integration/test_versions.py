@@ -144,3 +144,12 @@ def test_an_alias_moved_outside_the_stack_is_drift(pipeline):
                             "CloudFormation; a deploy moves it back)")
     [same] = drift.alias_drift(_stack_with_versions({name: "2"}), lam, pipeline.env)
     assert same.in_sync
+
+
+def test_after_a_deploy_every_function_is_pruned_and_missing_ones_skipped(pipeline):
+    lam = pipeline.client("lambda")
+    for memory in (1100, 1200, 1300):
+        versions.configure(lam, pipeline.env, ANALYZER, memory=memory, keep=100,
+                           sleep=lambda s: None)
+    pruned = versions.prune_all(lam, pipeline.env, keep=2)  # no operations function locally
+    assert pruned == {ANALYZER.function_name("local"): ["1", "2"]}

@@ -190,6 +190,12 @@ def deploy(
     stamped = deployment.stamped(record)
     deployment.save(ctx.state_dir, stamped)
     deployment.publish(ctx.client("ssm"), ctx.env, stamped)
+    from collections_ops.services import versions
+
+    for name, deleted in versions.prune_all(ctx.client("lambda"), ctx.env,
+                                            keep=ctx.env.versions_to_keep).items():
+        ui.info(f"{name}: pruned versions {', '.join(deleted)} "
+                f"(keeping {ctx.env.versions_to_keep})")
     ui.ok(f"deployed {ctx.env.name} (database {record.database}, {record.region})")
 
 
