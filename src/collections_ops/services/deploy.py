@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from collections_ops import errors, paths
-from collections_ops.pipeline import FUNCTIONS, Environment, Secret
+from collections_ops.pipeline import DEPLOYED_FUNCTIONS, FUNCTIONS, Environment, Secret
 
 if TYPE_CHECKING:
     from collections_ops.services.deployment import DeploymentRecord
@@ -184,7 +184,7 @@ def check_concurrency(lam: Any, env: Environment) -> Check:
                      f"cannot read the account's Lambda settings ({errors.aws_error_code(exc)})",
                      "allow lambda:GetAccountSettings to the deploying identity")
     current: dict[str, int] = {}
-    for fn in FUNCTIONS:
+    for fn in DEPLOYED_FUNCTIONS:
         try:
             reserved = lam.get_function_concurrency(FunctionName=fn.function_name(env.name)
                                                     ).get("ReservedConcurrentExecutions")
