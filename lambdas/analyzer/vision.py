@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from collections_core import retry
+from collections_core import retry, text
 from collections_core.errors import ConfigurationError, TerminalError
 
 CATEGORIES = ("photo", "screenshot", "document", "illustration", "graphic", "other")
@@ -48,10 +48,33 @@ PROMPT = (
 )
 
 
+_MULTILINE_FIELDS = ("description", "text_content")
+
+
+def _cleaned(analysis: dict[str, Any]) -> dict[str, Any]:
+    """A model's strings are untrusted text (it reads text in the image, EXIF included):
+    control and invisible format characters are dropped before the length checks, so nothing
+    unprintable is stored, logged or embedded. Lengths are then checked, not truncated."""
+    out: dict[str, Any] = {}
+    for name, value in analysis.items():
+        keep = name in _MULTILINE_FIELDS
+        if isinstance(value, str):
+            out[name] = text.clean(value, max_chars=100_000, keep_newlines=keep)
+        elif isinstance(value, list):
+            out[name] = [text.clean(v, max_chars=100_000) if isinstance(v, str) else v
+                         for v in value]
+        else:
+            out[name] = value
+    return out
+
+
 def validate(analysis: Any) -> dict[str, Any]:
     """Check an analysis against ANALYSIS_SCHEMA; a TerminalError names the first problem."""
     if not isinstance(analysis, dict):
         raise TerminalError("the analysis is not a JSON object")
+    cleaned = _cleaned(analysis)
+    if cleaned != analysis:
+        analysis = cleaned
     props = ANALYSIS_SCHEMA["properties"]
     missing = [k for k in ANALYSIS_SCHEMA["required"] if k not in analysis]
     if missing:
@@ -159,9 +182,10 @@ def local_analysis(image: Any, facts: dict[str, Any]) -> dict[str, Any]:
     tone = "bright" if m["brightness"] > 0.65 else "dark" if m["brightness"] < 0.3 else "balanced"
     vivid = "vivid" if m["saturation"] > 0.45 else "muted" if m["saturation"] < 0.15 else "natural"
     colours = m["colours"][:5]
-    camera = facts.get("camera")
+    # EXIF is whatever the file says: cleaned, bounded, and quoted as a claim, not a fact.
+    camera = text.clean(facts["camera"], max_chars=64) if facts.get("camera") else None
     summary = (f"A {shape} {category}, {width}x{height}, mostly {' and '.join(colours[:2])}"
-               f"{', taken with ' + camera if camera else ''}.")
+               f"{', camera reported by EXIF: ' + json.dumps(camera) if camera else ''}.")
     description = (
         f"Measured offline from the pixels (no vision model): {tone} exposure, {vivid} colour, "
         f"edge density {m['edge_density']:.2f}, distinct-colour ratio {m['distinct_ratio']:.2f}. "

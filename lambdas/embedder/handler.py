@@ -1,5 +1,10 @@
 """Embedder: `AnalysisComplete` -> read the analysis -> embed -> `embeddings` row (pgvector).
 
+The event's claim is checked before anything is paid for: the item (user_id, item_id) must
+exist and the analysis it names must be that item's analysis. What is embedded is read from the
+database, never taken from the event; anything that does not match is a terminal refusal
+(`ClaimRefused`), with no provider call and no write.
+
 The analysis may not be visible yet when the event arrives (another region of the same
 transaction race, or a replica): that is retryable, not a failure. An unchanged analysis that is
 already embedded with the same model is not embedded again.
@@ -15,7 +20,12 @@ from typing import Any
 import embedding
 from collections_core import db, events, log, runtime, secrets
 from collections_core.config import Settings
-from collections_core.errors import ConfigurationError, RetryableError, TerminalError
+from collections_core.errors import (
+    ClaimRefused,
+    ConfigurationError,
+    RetryableError,
+    TerminalError,
+)
 
 logger = log.get_logger("collections.embedder")
 FUNCTION_KEY = "embedder"
@@ -31,11 +41,12 @@ def _embed_event(event: Any, context: Any) -> dict[str, Any]:
     detail = events.detail(event, source=settings.analysis_complete_source,
                            detail_type=settings.analysis_complete_detail_type,
                            required=REQUIRED_DETAIL)
-    user_id, item_id = str(detail["user_id"]), str(detail["item_id"])
-    log.bind(item_id=item_id, user_id=user_id, correlation_id=detail.get("correlation_id"))
+    user_id, item_id = events.user_id(detail["user_id"]), events.item_id(str(detail["item_id"]))
+    log.bind(item_id=item_id, user_id=user_id)
     log.event(logger, "EventBridge event received", stage="received")
 
-    analysis = _fetch_analysis(user_id, item_id)
+    analysis = _fetch_analysis(user_id, item_id, _claimed_analysis_id(detail["analysis_id"]))
+    log.bind(correlation_id=analysis["correlation_id"])
     log.event(logger, "Analysis fetched from database", stage="fetched",
               analysis_id=analysis["id"])
     text = embedding.document_text(analysis)
@@ -51,22 +62,41 @@ def _embed_event(event: Any, context: Any) -> dict[str, Any]:
     log.event(logger, "Embedding generated", stage="embedded", model=model,
               dimensions=len(vector), duration_ms=round((time.perf_counter() - started) * 1000, 1))
     embedding_id = _store(user_id, item_id, analysis["id"], model, vector, content_hash,
-                          detail.get("correlation_id"))
+                          analysis["correlation_id"])
     log.event(logger, "Embedding stored in pgvector", stage="stored", embedding_id=embedding_id,
               dimensions=len(vector))
     return {"status": "embedded", "embedding_id": embedding_id, "dimensions": len(vector)}
 
 
-def _fetch_analysis(user_id: str, item_id: str) -> dict[str, Any]:
+def _claimed_analysis_id(value: Any) -> int:
+    text = str(value)
+    if isinstance(value, bool) or not text.isdigit() or len(text) > events.MAX_NUMBER_ID_CHARS:
+        raise ClaimRefused("refused: the analysis id is not a number")
+    return int(text)
+
+
+def _fetch_analysis(user_id: str, item_id: str, claimed_id: int) -> dict[str, Any]:
+    """The item's analysis, if it is the one the event names."""
+    keys = ("id", "category", "summary", "description", "tags", "colors", "text_content",
+            "correlation_id")
     with db.transaction() as cur:
         cur.execute(
-            "SELECT id, category, summary, description, tags, colors, text_content"
-            " FROM analyses WHERE user_id = %s AND item_id = %s", (user_id, item_id))
+            "SELECT a.id, a.category, a.summary, a.description, a.tags, a.colors,"
+            " a.text_content, a.correlation_id, i.id IS NOT NULL"
+            " FROM (SELECT 1) AS one"
+            " LEFT JOIN items i ON i.user_id = %s AND i.id = %s"
+            " LEFT JOIN analyses a ON a.user_id = i.user_id AND a.item_id = i.id",
+            (user_id, item_id))
         row = cur.fetchone()
-    if row is None:
+    assert row is not None
+    if not row[-1]:
+        raise ClaimRefused(f"refused: there is no item {user_id}/{item_id}")
+    if row[0] is None:
         raise RetryableError(f"analysis of {user_id}/{item_id} is not visible yet")
-    keys = ("id", "category", "summary", "description", "tags", "colors", "text_content")
-    return dict(zip(keys, row, strict=True))
+    if int(row[0]) != claimed_id:
+        raise ClaimRefused(f"refused: analysis {claimed_id} is not the analysis of item "
+                           f"{user_id}/{item_id}")
+    return dict(zip(keys, row[:-1], strict=True))
 
 
 def _already_embedded(user_id: str, item_id: str, model: str, content_hash: str) -> bool:

@@ -3,6 +3,12 @@
 Thumbnails go to a bucket of their own, which has no notification, so a thumbnail can never
 trigger this function. Each S3 record is handled on its own: one bad upload in a batch does not
 hold back the others.
+
+Order of work, so that a failure leaves nothing behind: everything that can be refused (the
+bucket, the key, the sequencer, the correlation id, the image itself) is checked and the
+thumbnail rendered in memory before any write; then the row is stored, which also decides the
+item's id (one object, one row: see `events.item_candidates`); only then is the thumbnail put,
+under the id the row holds. A stale version writes neither row nor thumbnail.
 """
 
 from __future__ import annotations
@@ -11,9 +17,9 @@ import logging
 import time
 from typing import Any
 
-from collections_core import aws, db, events, images, log, runtime
+from collections_core import aws, db, events, images, log, runtime, text
 from collections_core.config import Settings
-from collections_core.errors import TerminalError
+from collections_core.errors import RetryableError, TerminalError
 
 logger = log.get_logger("collections.processor")
 FUNCTION_KEY = "processor"
@@ -55,49 +61,58 @@ def _record_of(event: dict[str, Any], obj: events.S3Object) -> Any:
 
 def sequencer_key(sequencer: str) -> str:
     """S3 sequencers are hexadecimal values of varying length: compare them numerically."""
-    return sequencer.upper().rjust(32, "0") if sequencer else ""
+    return events.sequencer_key(sequencer)
+
+
+def thumbnail_key_for(user_id: str, item_id: str) -> str:
+    return f"{user_id}/{item_id}.jpg"
 
 
 def process_object(obj: events.S3Object, settings: Settings) -> dict[str, Any]:
-    user_id, item_id = events.item_identity(obj.key)
-    log.bind(item_id=item_id, user_id=user_id)
+    if obj.bucket != settings.images_bucket:
+        raise TerminalError(f"s3://{obj.bucket}/{obj.key} is not in this environment's images "
+                            f"bucket ({settings.images_bucket})")
+    user_id, candidates = events.item_candidates(obj.key)
+    log.bind(user_id=user_id, key=obj.key)
     sequencer = sequencer_key(obj.sequencer)
-    if _is_stale(user_id, item_id, sequencer):
+    known = _known(user_id, obj.key)
+    if known is not None and sequencer and known[1] > sequencer:
+        log.bind(item_id=known[0])
         log.event(logger, "skipped: a newer version of this object was already processed",
                   stage="thumbnail", outcome="stale")
         return {"key": obj.key, "status": "stale"}
 
     started = time.perf_counter()
     data, metadata, etag = _download(obj)
-    correlation_id = metadata.get(CORRELATION_METADATA)
+    correlation_id = events.correlation_id(metadata.get(CORRELATION_METADATA))
     log.bind(correlation_id=correlation_id)
     log.event(logger, "Image downloaded", stage="downloaded", bytes=len(data),
               duration_ms=_ms(started))
 
     started = time.perf_counter()
     thumb, source = images.render_small(data, settings.thumbnail_size)
-    thumbnail_key = f"{user_id}/{item_id}.jpg"
-    _put_thumbnail(settings.thumbnails_bucket, thumbnail_key, thumb.data, correlation_id)
-    log.event(logger, "Thumbnail created", stage="thumbnail", width=thumb.width,
-              height=thumb.height, thumbnail_key=thumbnail_key, duration_ms=_ms(started))
-
-    row = {
-        "id": item_id, "user_id": user_id, "bucket": obj.bucket, "original_key": obj.key,
-        "thumbnail_bucket": settings.thumbnails_bucket, "thumbnail_key": thumbnail_key,
+    row: dict[str, Any] = {
+        "user_id": user_id, "bucket": obj.bucket, "original_key": obj.key,
+        "thumbnail_bucket": settings.thumbnails_bucket,
         "content_type": source.content_type, "width": source.width,
         "height": source.height, "size_bytes": len(data), "etag": etag, "sequencer": sequencer,
         "correlation_id": correlation_id,
     }
-    if not _upsert_item(row):
+    item_id = _claim(row, [known[0]] if known else candidates)
+    if item_id is None:
         log.event(logger, "skipped: a newer version was stored meanwhile", outcome="stale")
         return {"key": obj.key, "status": "stale"}
+    log.bind(item_id=item_id)
+    thumbnail_key = thumbnail_key_for(user_id, item_id)
+    _put_thumbnail(settings.thumbnails_bucket, thumbnail_key, thumb.data, correlation_id)
+    log.event(logger, "Thumbnail created", stage="thumbnail", width=thumb.width,
+              height=thumb.height, thumbnail_key=thumbnail_key, duration_ms=_ms(started))
 
     detail = {k: v for k, v in row.items() if k not in ("id", "etag")}
     detail["item_id"] = item_id
-    detail["thumbnail_key"] = thumbnail_key
     aws.put_event(source=settings.image_processed_source,
                   detail_type=settings.image_processed_detail_type,
-                  detail={k: v for k, v in detail.items() if v is not None},
+                  detail={k: v for k, v in detail.items() if v not in (None, "")},
                   bus=settings.event_bus)
     log.event(logger, "EventBridge event published", stage="published",
               detail_type=settings.image_processed_detail_type)
@@ -124,7 +139,10 @@ def _download(obj: events.S3Object) -> tuple[bytes, dict[str, str], str | None]:
         raise TerminalError(f"the object is {length} bytes; the limit is {images.MAX_BYTES}")
     data = response["Body"].read(images.MAX_BYTES + 1)
     metadata = {k.lower(): v for k, v in (response.get("Metadata") or {}).items()}
-    return data, metadata, response.get("ETag")
+    etag = response.get("ETag")
+    if etag is not None:
+        etag = text.identifier(etag, what="the ETag", max_chars=events.MAX_SHORT_FIELD_CHARS)
+    return data, metadata, etag
 
 
 def _put_thumbnail(bucket: str, key: str, data: bytes, correlation_id: str | None) -> None:
@@ -136,14 +154,13 @@ def _put_thumbnail(bucket: str, key: str, data: bytes, correlation_id: str | Non
         raise aws.classify(exc, f"writing thumbnail s3://{bucket}/{key}") from None
 
 
-def _is_stale(user_id: str, item_id: str, sequencer: str) -> bool:
-    if not sequencer:
-        return False
+def _known(user_id: str, original_key: str) -> tuple[str, str] | None:
+    """The id and stored sequencer of the row this object already has, if any."""
     with db.transaction() as cur:
-        cur.execute("SELECT sequencer FROM items WHERE user_id = %s AND id = %s",
-                    (user_id, item_id))
+        cur.execute("SELECT id, sequencer FROM items WHERE user_id = %s AND original_key = %s",
+                    (user_id, original_key))
         row = cur.fetchone()
-    return bool(row and row[0] and row[0] > sequencer)
+    return (str(row[0]), str(row[1] or "")) if row else None
 
 
 _UPSERT = """
@@ -153,19 +170,38 @@ VALUES (%(id)s, %(user_id)s, %(bucket)s, %(original_key)s, %(thumbnail_bucket)s,
         %(thumbnail_key)s, %(content_type)s, %(width)s, %(height)s, %(size_bytes)s, %(etag)s,
         %(sequencer)s, %(correlation_id)s)
 ON CONFLICT (user_id, id) DO UPDATE SET
-    bucket = EXCLUDED.bucket, original_key = EXCLUDED.original_key,
+    bucket = EXCLUDED.bucket,
     thumbnail_bucket = EXCLUDED.thumbnail_bucket, thumbnail_key = EXCLUDED.thumbnail_key,
     content_type = EXCLUDED.content_type, width = EXCLUDED.width, height = EXCLUDED.height,
     size_bytes = EXCLUDED.size_bytes, etag = EXCLUDED.etag, sequencer = EXCLUDED.sequencer,
     correlation_id = COALESCE(EXCLUDED.correlation_id, items.correlation_id),
     status = 'processed', updated_at = now()
-WHERE items.sequencer <= EXCLUDED.sequencer
+WHERE items.original_key = EXCLUDED.original_key AND items.sequencer <= EXCLUDED.sequencer
 RETURNING id
 """
 
 
-def _upsert_item(row: dict[str, Any]) -> bool:
-    """Insert or update the item; False when a newer version is already stored."""
-    with db.transaction() as cur:
-        cur.execute(_UPSERT, row)
-        return cur.fetchone() is not None
+def _claim(row: dict[str, Any], candidates: list[str]) -> str | None:
+    """Store the row under the first id no other object holds; return that id, or None when a
+    newer version of this object is stored already. `row` gains its id and thumbnail key."""
+    import psycopg
+
+    for item_id in candidates:
+        row.update(id=item_id, thumbnail_key=thumbnail_key_for(row["user_id"], item_id))
+        try:
+            with db.transaction() as cur:
+                cur.execute(_UPSERT, row)
+                if cur.fetchone() is not None:
+                    return item_id
+                cur.execute("SELECT original_key FROM items WHERE user_id = %s AND id = %s",
+                            (row["user_id"], item_id))
+                holder = cur.fetchone()
+        except psycopg.errors.UniqueViolation:
+            # Another delivery of this very object stored it meanwhile, under another id.
+            raise RetryableError("this object was stored concurrently; trying again") from None
+        if holder is not None and holder[0] == row["original_key"]:
+            return None  # this object's own row, with a newer sequencer
+        log.event(logger, f"id {item_id!r} belongs to another object of this user",
+                  outcome="collision", item_id=item_id)
+    raise TerminalError(f"no free item id for {row['original_key']!r}",
+                        hint="rename the object")

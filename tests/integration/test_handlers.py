@@ -172,7 +172,7 @@ def test_put_events_partial_failure_raises(moto_endpoint):
         aws.put_event(source="", detail_type="ImageProcessed", detail={"a": 1}, bus="default")
 
 
-def test_the_guides_manual_event_is_accepted_and_fails_clearly(pipeline, db):
+def test_the_guides_manual_event_is_refused_cleanly(pipeline, db):
     guide_event = {
         "version": "0", "id": "1", "source": "collections.imageprocessor",
         "detail-type": "ImageProcessed", "account": "123456789012", "time": "2026-01-01T00:00:00Z",
@@ -181,9 +181,13 @@ def test_the_guides_manual_event_is_accepted_and_fails_clearly(pipeline, db):
                    "original_key": "test.jpg"},
     }
     result = pipeline.invoke("analyzer", guide_event)
+    # A terminal refusal: the bucket it names is not this environment's images bucket.
     assert result.ok and result.result["status"] == "failed"
-    assert "s3://test/test.jpg does not exist" in result.result["reason"]
+    assert "refused: s3://test/test.jpg is not in this environment's images bucket" in \
+        result.result["reason"]
     assert counts(db, "user123", "test") == (0, 0, 0)
+    [parked] = pipeline.receive("analyzer", dlq=True, wait=0)
+    assert parked["responsePayload"]["errorType"] == "ClaimRefused"
 
 
 def test_a_malformed_event_goes_to_the_dead_letter_queue(pipeline, db):

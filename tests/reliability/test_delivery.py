@@ -91,6 +91,9 @@ def test_heic_is_refused_clearly(pipeline, db):
 
 
 def test_the_embedder_retries_while_the_analysis_is_not_visible(pipeline, db):
+    # GIVEN an item whose analysis is not visible yet
+    db.execute("INSERT INTO items (id, user_id, bucket, original_key) VALUES"
+               " ('later', 'user123', %s, 'user123/later.jpg')", (pipeline.images_bucket,))
     early = {"source": "collections.analyzer", "detail-type": "AnalysisComplete",
              "detail": {"item_id": "later", "user_id": "user123", "analysis_id": "1"}}
     result = pipeline.invoke("embedder", early)

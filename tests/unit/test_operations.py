@@ -27,6 +27,13 @@ OPERATIONS = pipeline.OPERATIONS
 LOCAL = pipeline.environment("local")
 
 
+@pytest.fixture(autouse=True)
+def _function_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment the stack (and the local cloud) gives every function, ops included."""
+    for key, value in pipeline.common_env(LOCAL, account=pipeline.LOCAL_ACCOUNT).items():
+        monkeypatch.setenv(key, value)
+
+
 def invoke(event: Any) -> dict[str, Any]:
     from collections_core import state
 

@@ -6,6 +6,7 @@ boto3 honours AWS_ENDPOINT_URL, which is how the same code talks to the local cl
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from collections_core import state
@@ -48,15 +49,36 @@ def classify(exc: BaseException, what: str) -> Exception:
     return TerminalError(f"{what}: {code}")
 
 
+TRACE_ENV = "_X_AMZN_TRACE_ID"
+MAX_TRACE_HEADER_CHARS = 500
+
+
+def trace_header() -> str | None:
+    """The invocation's X-Ray trace context. EventBridge passes trace context on to its targets
+    only when the PutEvents entry carries it as `TraceHeader`."""
+    value = os.environ.get(TRACE_ENV, "").strip()
+    if not value or len(value) > MAX_TRACE_HEADER_CHARS or not value.isprintable():
+        return None
+    return value
+
+
 def put_event(*, source: str, detail_type: str, detail: dict[str, Any], bus: str) -> str:
-    """Publish one event; a partial failure (`FailedEntryCount`) is an error, never ignored."""
+    """Publish one event; a partial failure (`FailedEntryCount`) is an error, never ignored.
+
+    Details are bounded by construction (see `events.MAX_DETAIL_BYTES`); one that is not is a
+    bug, refused here before anything is sent."""
+    from collections_core.events import MAX_DETAIL_BYTES
+
     body = json.dumps(detail, separators=(",", ":"), sort_keys=True)
-    if len(body.encode()) > 200_000:
-        raise TerminalError(f"{detail_type} detail is {len(body)} bytes; EventBridge allows 256 KB")
+    if len(body.encode()) > MAX_DETAIL_BYTES:
+        raise TerminalError(f"{detail_type} detail is {len(body.encode())} bytes; "
+                            f"the pipeline's bound is {MAX_DETAIL_BYTES}")
+    entry = {"Source": source, "DetailType": detail_type, "Detail": body, "EventBusName": bus}
+    header = trace_header()
+    if header:
+        entry["TraceHeader"] = header
     try:
-        response = client("events").put_events(Entries=[{
-            "Source": source, "DetailType": detail_type, "Detail": body, "EventBusName": bus,
-        }])
+        response = client("events").put_events(Entries=[entry])
     except Exception as exc:
         if type(exc).__module__.startswith("botocore"):
             raise classify(exc, f"publishing {detail_type}") from exc

@@ -1,4 +1,10 @@
-"""Settings the functions read from their environment (set by the stack or the local cloud)."""
+"""Settings the functions read from their environment (set by the stack or the local cloud).
+
+There are no fallback values: the stack and the local cloud set every one of these from the
+pipeline definition, so a missing one means the function was deployed wrongly, and a default
+here would hide that (and could disagree with the definition). All missing names are reported
+at once, on the first invocation.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +13,22 @@ from dataclasses import dataclass
 
 from collections_core.errors import ConfigurationError
 
+_HINT = "the function's environment comes from the pipeline definition; redeploy"
 
-def env(name: str, default: str | None = None) -> str:
-    value = os.environ.get(name, default)
+
+def env(name: str) -> str:
+    value = os.environ.get(name)
     if value is None or value == "":
-        raise ConfigurationError(
-            f"environment variable {name} is not set",
-            hint="the function's environment comes from the pipeline definition; redeploy",
-        )
+        raise ConfigurationError(f"environment variable {name} is not set", hint=_HINT)
     return value
+
+
+REQUIRED = (
+    "COLLECTIONS_ENV", "IMAGES_BUCKET", "THUMBNAILS_BUCKET", "THUMBNAIL_SIZE", "EVENT_BUS_NAME",
+    "PARAMETER_PREFIX", "ANALYZER_PROVIDER", "ANALYZER_MODEL", "EMBEDDING_PROVIDER",
+    "EMBEDDING_MODEL", "IMAGE_PROCESSED_SOURCE", "IMAGE_PROCESSED_DETAIL_TYPE",
+    "ANALYSIS_COMPLETE_SOURCE", "ANALYSIS_COMPLETE_DETAIL_TYPE",
+)
 
 
 @dataclass(frozen=True)
@@ -37,21 +50,25 @@ class Settings:
 
     @classmethod
     def from_environ(cls) -> Settings:
+        missing = [name for name in REQUIRED if not os.environ.get(name)]
+        if missing:
+            raise ConfigurationError(
+                f"the function's environment lacks {', '.join(missing)}", hint=_HINT)
         return cls(
             env_name=env("COLLECTIONS_ENV"),
             images_bucket=env("IMAGES_BUCKET"),
             thumbnails_bucket=env("THUMBNAILS_BUCKET"),
-            thumbnail_size=int(env("THUMBNAIL_SIZE", "512")),
-            event_bus=env("EVENT_BUS_NAME", "default"),
-            parameter_prefix=env("PARAMETER_PREFIX", "/collections"),
-            analyzer_provider=env("ANALYZER_PROVIDER", "anthropic"),
-            analyzer_model=env("ANALYZER_MODEL", "claude-sonnet-4-6"),
-            embedding_provider=env("EMBEDDING_PROVIDER", "voyage"),
-            embedding_model=env("EMBEDDING_MODEL", "voyage-3.5"),
-            image_processed_source=env("IMAGE_PROCESSED_SOURCE", "collections.imageprocessor"),
-            image_processed_detail_type=env("IMAGE_PROCESSED_DETAIL_TYPE", "ImageProcessed"),
-            analysis_complete_source=env("ANALYSIS_COMPLETE_SOURCE", "collections.analyzer"),
-            analysis_complete_detail_type=env("ANALYSIS_COMPLETE_DETAIL_TYPE", "AnalysisComplete"),
+            thumbnail_size=int(env("THUMBNAIL_SIZE")),
+            event_bus=env("EVENT_BUS_NAME"),
+            parameter_prefix=env("PARAMETER_PREFIX"),
+            analyzer_provider=env("ANALYZER_PROVIDER"),
+            analyzer_model=env("ANALYZER_MODEL"),
+            embedding_provider=env("EMBEDDING_PROVIDER"),
+            embedding_model=env("EMBEDDING_MODEL"),
+            image_processed_source=env("IMAGE_PROCESSED_SOURCE"),
+            image_processed_detail_type=env("IMAGE_PROCESSED_DETAIL_TYPE"),
+            analysis_complete_source=env("ANALYSIS_COMPLETE_SOURCE"),
+            analysis_complete_detail_type=env("ANALYSIS_COMPLETE_DETAIL_TYPE"),
         )
 
     @staticmethod

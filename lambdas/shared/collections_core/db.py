@@ -12,10 +12,9 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit
 
 from collections_core import log, secrets, state
-from collections_core.errors import RetryableError, TerminalError
+from collections_core.errors import ConfigurationError, RetryableError, TerminalError
 
 CONNECT_TIMEOUT_SECONDS = 5
 STATEMENT_TIMEOUT_MS = 15_000
@@ -24,9 +23,7 @@ STATEMENT_TIMEOUT_MS = 15_000
 def database_url() -> str:
     url = secrets.get("DATABASE_URL")
     assert url is not None
-    password = urlsplit(url).password
-    if password:
-        log.register_secret(password)
+    log.register_secret(url)  # the URL, and its password in every form a parser may quote it
     return url
 
 
@@ -46,6 +43,11 @@ def _connect() -> Any:
     except psycopg.OperationalError as exc:
         raise RetryableError(f"database unreachable: {_first_line(exc)}",
                              hint="check the database is running and reachable") from None
+    except psycopg.ProgrammingError as exc:
+        # libpq could not parse the connection string: no retry can fix that, an operator can.
+        raise ConfigurationError(f"DATABASE_URL is not a valid connection URL: {_first_line(exc)}",
+                                 hint="percent-encode reserved characters in the password, "
+                                      "then: collections secrets put DATABASE_URL") from None
     try:
         register_vector(conn)
         conn.commit()

@@ -30,3 +30,8 @@ class RetryableError(PipelineError):
 
 class ConfigurationError(TerminalError):
     """A missing setting or secret: retrying will not help until an operator fixes it."""
+
+
+class ClaimRefused(TerminalError):
+    """An event whose claims do not match the source of truth (the `items` or `analyses` row):
+    forged, misrouted or for another environment. Refused before any model call or write."""

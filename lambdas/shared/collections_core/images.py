@@ -2,18 +2,28 @@
 
 Only formats on the allow-list are opened (a PDF or EPS renamed `.jpg` is refused before any
 decoder runs); pixel counts are checked from the header before decoding, and Pillow's
-decompression-bomb warning is an error here. Thumbnails decode JPEGs at reduced size (`draft`),
+decompression-bomb warning is an error here. Every error a decoder raises on bad bytes
+(including Pillow's text-chunk limit, `ValueError` at open) is terminal: the same bytes fail the
+same way on every retry. Text read from the image (EXIF) is cleaned by `collections_core.text`
+before anything uses it. Thumbnails decode JPEGs at reduced size (`draft`),
 which saves most of the decode and resize work for large photos (figures in docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from dataclasses import dataclass
 from typing import Any
 
+from collections_core import text
 from collections_core.errors import TerminalError
+
+# What decoders raise on malformed input: deterministic, so never worth a retry.
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError,
+                 KeyError, TypeError, ZeroDivisionError)
+MAX_CAMERA_CHARS = 64
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
 MAX_BYTES = 40 * 1024 * 1024
@@ -53,8 +63,8 @@ def open_image(data: bytes) -> Any:
                 "not an image in an allowed format",
                 hint=f"allowed formats: {', '.join(ALLOWED_FORMATS)}",
             ) from None
-        except OSError as exc:
-            raise TerminalError(f"unreadable image: {exc}") from None
+        except DECODE_ERRORS as exc:
+            raise TerminalError(f"unreadable image: {_reason(exc)}") from None
     width, height = im.size
     if width * height > MAX_PIXELS:
         raise TerminalError(f"image is {width}x{height}; the limit is {MAX_PIXELS} pixels")
@@ -103,14 +113,21 @@ class Source:
         return content_type_for(self.format)
 
 
+def _reason(exc: BaseException) -> str:
+    return text.clean(f"{exc}" or type(exc).__name__, max_chars=200)
+
+
 def _camera(im: Any) -> str | None:
+    """Make and model from EXIF: attacker-controlled text, so cleaned and bounded here."""
     try:
         exif = im.getexif()
+        parts = [exif.get(tag, "") for tag in (0x010F, 0x0110)]
     except Exception:
         return None
-    parts = [str(exif.get(tag, "")).strip("\x00 ") for tag in (0x010F, 0x0110)]
-    camera = " ".join(p for p in parts if p)
-    return camera[:80] or None
+    cleaned = [text.clean(p.decode("latin-1") if isinstance(p, bytes) else p, max_chars=40)
+               for p in parts if p]
+    camera = text.clean(" ".join(p for p in cleaned if p), max_chars=MAX_CAMERA_CHARS)
+    return camera or None
 
 
 # A thumbnail's long edge may come out up to this much under the requested size when that lets
@@ -148,8 +165,10 @@ def render_small(data: bytes, max_edge: int, *, quality: int = 82) -> tuple[Rend
                 _draft(small, max_edge)
             small.thumbnail((max_edge, max_edge), reducing_gap=None)
             small = to_rgb(small)
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise TerminalError(f"image data is corrupt or truncated: {exc}") from None
+    except _pil().DecompressionBombError as exc:
+        raise TerminalError(f"refused a decompression bomb: {exc}") from None
+    except DECODE_ERRORS as exc:
+        raise TerminalError(f"image data is corrupt or truncated: {_reason(exc)}") from None
     if turn in _TRANSPOSE_FOR_ORIENTATION:
         small = small.transpose(_TRANSPOSE_FOR_ORIENTATION[turn])
     out = io.BytesIO()

@@ -3,6 +3,13 @@
 One JSON object per line so CloudWatch Logs Insights and `collections logs` can filter by
 `item_id` or `correlation_id`. Every secret read through `collections_core.secrets` is registered
 here and replaced by `****` in every record before it is written, whatever logged it.
+
+`mask` is the one masking function of the project: the handlers' lines, their dead-letter
+records, and the local cloud's own error lines and dead-letter records all pass it. A secret is
+known in every form it can take in a message: as stored, JSON-escaped (a line is masked after it
+is serialized), and -- for a connection URL -- its password raw, percent-decoded and as each of
+the parsers that may quote it split it (Python splits the user info at the last `@`, libpq at the
+first, so a password with an `@` is quoted differently by each).
 """
 
 from __future__ import annotations
@@ -21,14 +28,69 @@ _context = threading.local()
 MASK = "****"
 
 
-def register_secret(value: str) -> None:
-    if value and len(value) >= 4:
-        with _SECRETS_LOCK:
-            _SECRET_VALUES.add(value)
+MIN_SECRET_CHARS = 4  # shorter values would mask ordinary words; no real secret is this short
+_ordered: tuple[str, ...] = ()  # longest first, so a URL is masked whole before its password
+
+
+def _forms(value: str) -> set[str]:
+    from urllib.parse import quote, unquote
+
+    forms = {value, json.dumps(value)[1:-1]}
+    for password in _url_passwords(value):
+        for p in (password, unquote(password), quote(unquote(password), safe="")):
+            forms |= {p, json.dumps(p)[1:-1]}
+    return {f for f in forms if len(f) >= MIN_SECRET_CHARS}
+
+
+def _url_passwords(value: str) -> set[str]:
+    """Every string a URL parser might take for the password of `value`, if it is a URL."""
+    scheme, sep, rest = value.partition("://")
+    if not sep or not scheme or "@" not in rest:
+        return set()
+    authority = rest.split("/", 1)[0].split("?", 1)[0]
+    if "@" not in authority:  # an '@' after the first '/' belongs to the path or query
+        authority = rest.rsplit("@", 1)[0] + "@"
+    out = set()
+    for at in [i for i, ch in enumerate(authority) if ch == "@"]:
+        user_info = authority[:at]
+        _user, colon, password = user_info.partition(":")
+        if colon and password:
+            out.add(password)
+    return out
+
+
+def register_secret(value: str | None) -> None:
+    """Mask `value` (and every form of it, see the module docstring) in everything written."""
+    if not value or len(value) < MIN_SECRET_CHARS:
+        return
+    global _ordered
+    forms = _forms(value)
+    with _SECRETS_LOCK:
+        if forms <= _SECRET_VALUES:
+            return
+        _SECRET_VALUES.update(forms)
+        # Replaced, never mutated: `mask` on another thread reads one consistent tuple.
+        _ordered = tuple(sorted(_SECRET_VALUES, key=len, reverse=True))
+
+
+# Environment variables that may hold a secret value (a developer's shell, a test, the local
+# cloud); their values are registered by `register_environ`.
+SECRET_ENVIRONMENT = ("DATABASE_URL", "ANTHROPIC_API_KEY", "OPENAI_API_KEY",
+                      "LANGSMITH_API_KEY", "VOYAGE_API_KEY")
+
+
+def register_environ(environ: Any = None) -> None:
+    """Register the secret values found in `environ` (default: this process's environment)."""
+    source = os.environ if environ is None else environ
+    for name in SECRET_ENVIRONMENT:
+        register_secret(source.get(name))
 
 
 def mask(text: str) -> str:
-    for value in _SECRET_VALUES:
+    """`text` with every registered secret, in every known form, replaced by `****`."""
+    if not isinstance(text, str):
+        text = str(text)
+    for value in _ordered:
         if value in text:
             text = text.replace(value, MASK)
     return text

@@ -14,8 +14,21 @@ TTL_SECONDS = 300.0
 ABSENT_TTL_SECONDS = 60.0
 
 
+KNOWN = ("DATABASE_URL", "ANTHROPIC_API_KEY", "OPENAI_API_KEY", "LANGSMITH_API_KEY",
+         "VOYAGE_API_KEY")
+
+
 def parameter_name(name: str) -> str:
-    return f"{env('PARAMETER_PREFIX', '/collections').rstrip('/')}/{name}"
+    return f"{env('PARAMETER_PREFIX').rstrip('/')}/{name}"
+
+
+def register_all(names: tuple[str, ...] = KNOWN) -> None:
+    """Read every secret the pipeline knows (those that exist) and the secret values in this
+    process's environment, so that `log.mask` hides them in whatever this process writes --
+    also lines that no handler wrote (the local cloud's dispatcher). Needs PARAMETER_PREFIX."""
+    log.register_environ()
+    for name in names:
+        get(name, required=False)
 
 
 def get(name: str, *, required: bool = True) -> str | None:

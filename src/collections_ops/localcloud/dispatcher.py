@@ -276,6 +276,12 @@ class Dispatcher:
             self._killed(fn, message, sqs, logs)
             return None
         result = lambda_runtime.invoke(fn, self._env, event, log_stream=logs.stream)
+        # An unexpected error's text (its log line, the DLQ record's errorMessage) may quote a
+        # secret; the handlers' one masking function knows them all (on sys.path once loaded).
+        from collections_core.log import mask
+
+        result.error_message = mask(result.error_message) if result.error_message else None
+        result.log_events = [(ts, mask(line)) for ts, line in result.log_events]
         with self._count_lock:
             self.invocations += 1
         logs.add(result.log_events)
@@ -339,3 +345,64 @@ class _LogBuffer:
                                       logEvents=events)
         except Exception as exc:
             log.warning("writing logs to %s failed: %s", self._group, exc)
+
+
+# --------------------------------------------------------------------------- process
+
+
+def heartbeat_path(state_dir: Any, index: int) -> Any:
+    return state_dir / f"dispatcher-{index}.json"
+
+
+def run_process(state_dir: Any, index: int) -> None:
+    """One dispatcher process: the queues' pollers and this process's share of the handler
+    workers. The supervisor runs several (one per core by default), so handlers run in
+    parallel on every core; SQS hands each message to one of them."""
+    import boto3
+
+    from collections_ops.localcloud.daemon import local_environment
+    from collections_ops.localcloud.emulator import EMULATOR_FILE, FAKE_CREDENTIALS
+    from collections_ops.pipeline import LOCAL_ACCOUNT, common_env
+
+    ready = json.loads((state_dir / EMULATOR_FILE).read_text())
+    env = local_environment()
+    os.environ.update(FAKE_CREDENTIALS)
+    os.environ["AWS_DEFAULT_REGION"] = ready["region"]
+    os.environ["AWS_ENDPOINT_URL"] = ready["endpoint_url"]
+    queue_urls, dlq_urls = ready["resources"]["queue_urls"], ready["resources"]["dlq_urls"]
+    os.environ.update(common_env(env, account=LOCAL_ACCOUNT, dlq_urls=dlq_urls))
+    session = boto3.session.Session(region_name=ready["region"])
+    dispatcher = Dispatcher(session, env, queue_urls, dlq_urls)
+    dispatcher.start()
+
+    stopping = threading.Event()
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    path = heartbeat_path(state_dir, index)
+    while True:
+        beat = {"pid": os.getpid(), "time": time.time(), "alive": dispatcher.alive(),
+                "invocations": dispatcher.invocations, "killed": dispatcher.killed}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(beat))
+        os.replace(tmp, path)
+        if stopping.wait(0.5):
+            break
+    dispatcher.stop()
+
+
+def main() -> None:
+    import sys
+    from pathlib import Path
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format=f"%(asctime)s %(levelname)s dispatcher-{sys.argv[2]}: "
+                               "%(message)s")
+    logging.getLogger().handlers[0].addFilter(
+        lambda record: record.name.startswith("collections.localcloud"))
+    run_process(Path(sys.argv[1]), int(sys.argv[2]))
+
+
+if __name__ == "__main__":
+    main()

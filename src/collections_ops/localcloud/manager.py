@@ -15,17 +15,24 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from collections_ops.errors import CliError, NotReady
+from collections_ops.localcloud.daemon import (
+    ALREADY_RUNNING_EXIT,
+    PROBE_TIMEOUT_S,
+    SUPERVISOR_FILE,
+    probe_endpoint,
+)
 from collections_ops.localcloud.state import STATE_FILE, LocalState, read_state
 
-START_TIMEOUT_S = 90.0
-HEARTBEAT_STALE_S = 5.0
+START_TIMEOUT_S = 120.0
+REPAIR_TIMEOUT_S = 60.0
+START_LOCK_FILE = "start.lock"
+ACK_FILE = "restarts-acknowledged.json"
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -52,14 +59,67 @@ def running_state(state_dir: Path) -> LocalState | None:
     return None
 
 
-def start(state_dir: Path) -> tuple[LocalState, bool]:
-    """Start the local cloud; returns (state, started_now)."""
-    existing = running_state(state_dir)
-    if existing is not None:
-        return existing, False
-    stop(state_dir, remove=False)  # clear the remains of a crashed run
+def _supervisor(state_dir: Path) -> dict[str, Any]:
+    with contextlib.suppress(OSError, ValueError):
+        return dict(json.loads((state_dir / SUPERVISOR_FILE).read_text()))
+    return {}
+
+
+def restart_counts(state_dir: Path) -> dict[str, int]:
+    parts = _supervisor(state_dir).get("parts", {})
+    return {name: int(p.get("restarts", 0)) for name, p in parts.items()}
+
+
+@contextlib.contextmanager
+def _start_lock(state_dir: Path, timeout: float) -> Iterator[None]:
+    """One `deploy local` at a time per state directory; the second waits for the first."""
+    import fcntl
+
     state_dir.mkdir(parents=True, exist_ok=True)
-    (state_dir / STATE_FILE).unlink(missing_ok=True)
+    with open(state_dir / START_LOCK_FILE, "a+") as handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise CliError("another `deploy local` is still starting this local cloud",
+                                   f"wait for it, or see {state_dir / 'daemon.log'}") from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def start(state_dir: Path, notify: Callable[[str], None] | None = None
+          ) -> tuple[LocalState, bool]:
+    """Start the local cloud, or repair a running one; returns (state, started_now).
+
+    On a running cloud: ask the supervisor to check every part now, wait until all answer,
+    and say which parts were restarted since the last `deploy local` ("restarted: database").
+    """
+    notify = notify or _say
+    with _start_lock(state_dir, START_TIMEOUT_S):
+        existing = running_state(state_dir)
+        if existing is not None:
+            restarted = repair(state_dir)
+            if restarted:
+                notify("restarted: " + ", ".join(restarted))
+            return existing, False
+        stop(state_dir, remove=False)  # clear the remains of a crashed run
+        (state_dir / STATE_FILE).unlink(missing_ok=True)
+        state = _spawn(state_dir)
+        _acknowledge(state_dir)
+        return state, True
+
+
+def _spawn(state_dir: Path) -> LocalState:
     log_path = state_dir / "daemon.log"
     with log_path.open("ab") as log_file:
         proc = subprocess.Popen(
@@ -71,14 +131,65 @@ def start(state_dir: Path) -> tuple[LocalState, bool]:
     while time.monotonic() < deadline:
         state = read_state(state_dir)
         if state and state.ready and state.pid == proc.pid:
-            return state, True
-        if proc.poll() is not None:
+            return state
+        code = proc.poll()
+        if code == ALREADY_RUNNING_EXIT:  # a supervisor started outside this lock
+            other = _wait_ready(state_dir, deadline)
+            if other is not None:
+                return other
+        if code is not None:
             raise CliError(f"the local cloud failed to start: {_last_error(log_path)}",
                            f"full log: {log_path}")
-        time.sleep(0.1)
+        time.sleep(0.05)
     proc.terminate()
     raise CliError(f"the local cloud did not become ready in {START_TIMEOUT_S:.0f} s",
                    f"see {log_path}")
+
+
+def _wait_ready(state_dir: Path, deadline: float) -> LocalState | None:
+    while time.monotonic() < deadline:
+        state = running_state(state_dir)
+        if state is not None:
+            return state
+        time.sleep(0.1)
+    return None
+
+
+def _acknowledge(state_dir: Path) -> None:
+    (state_dir / ACK_FILE).write_text(json.dumps(restart_counts(state_dir)))
+
+
+def repair(state_dir: Path, timeout: float = REPAIR_TIMEOUT_S) -> list[str]:
+    """Have the supervisor restart whatever is down, wait until every part answers, and
+    return the parts restarted since the last acknowledgement (then acknowledge them)."""
+    state = read_state(state_dir)
+    if state is None or not pid_alive(state.pid):
+        return []
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(state.pid, signal.SIGUSR1)
+    deadline = time.monotonic() + timeout
+    report = status(state_dir)
+    while not report["up"] and time.monotonic() < deadline:
+        time.sleep(0.3)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(state.pid, signal.SIGUSR1)
+        report = status(state_dir)
+    if not report["up"]:
+        down = [name for name, p in report["parts"].items() if not p["up"]]
+        raise NotReady(f"the local cloud could not be repaired: {', '.join(down)} still down",
+                       f"see {state_dir / 'daemon.log'}")
+    acknowledged: dict[str, int] = {}
+    with contextlib.suppress(OSError, ValueError):
+        acknowledged = json.loads((state_dir / ACK_FILE).read_text())
+    now = restart_counts(state_dir)
+    _acknowledge(state_dir)
+    names = sorted({_part_group(n) for n, count in now.items()
+                    if count > int(acknowledged.get(n, 0))})
+    return names
+
+
+def _part_group(name: str) -> str:
+    return "dispatcher" if name.startswith("dispatcher") else name
 
 
 def _last_error(log_path: Path) -> str:
@@ -98,19 +209,43 @@ def stop(state_dir: Path, *, remove: bool) -> bool:
     was_running = False
     if state and pid_alive(state.pid):
         was_running = True
-        os.kill(state.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        while pid_alive(state.pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if pid_alive(state.pid):
-            os.kill(state.pid, signal.SIGKILL)
-    _stop_orphan_postgres(state_dir / "pgdata")
+        _terminate(state.pid, 20)
+    # What a killed supervisor may have left: its children die with it (PDEATHSIG), but not
+    # on every platform; PostgreSQL is not its child at all.
+    for part in _supervisor(state_dir).get("parts", {}).values():
+        pid = part.get("pid")
+        if pid and pid_alive(pid) and _is_ours(pid, state_dir):
+            _terminate(pid, 5)
+    stop_postgres(state_dir / "pgdata")
     if remove and state_dir.exists():
         shutil.rmtree(state_dir, ignore_errors=True)
     return was_running
 
 
-def _stop_orphan_postgres(pgdata: Path) -> None:
+def _terminate(pid: int, timeout: float) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGCONT)  # a stopped (frozen) process cannot act on SIGTERM
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if pid_alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _is_ours(pid: int, state_dir: Path) -> bool:
+    """The pid still runs one of this local cloud's parts (pids are reused)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            argv = fh.read().split(b"\0")
+    except OSError:
+        return False
+    return str(state_dir).encode() in argv and any(b"collections_ops.localcloud" in a
+                                                   for a in argv)
+
+
+def stop_postgres(pgdata: Path) -> None:
     pidfile = pgdata / "postmaster.pid"
     try:
         pid = int(pidfile.read_text().splitlines()[0])
@@ -118,7 +253,9 @@ def _stop_orphan_postgres(pgdata: Path) -> None:
         return
     if not pid_alive(pid):
         return
-    os.kill(pid, signal.SIGINT)  # PostgreSQL's "fast shutdown"
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGCONT)
+        os.kill(pid, signal.SIGINT)  # PostgreSQL's "fast shutdown"
     deadline = time.monotonic() + 10
     while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -131,29 +268,47 @@ class PartStatus:
     name: str
     up: bool
     detail: str
-
-
-def _check_endpoint(url: str) -> tuple[bool, str]:
-    try:
-        with urllib.request.urlopen(f"{url}/", timeout=2) as response:  # noqa: S310 - loopback
-            response.read(1)
-    except urllib.error.HTTPError:
-        pass  # any HTTP answer means the server is up
-    except Exception as exc:
-        return False, f"not answering ({type(exc).__name__})"
-    return True, "answering"
+    restarts: int = 0
 
 
 def _check_database(url: str) -> tuple[bool, str]:
     import psycopg
 
     try:
-        with psycopg.connect(url, connect_timeout=2) as conn:
+        with psycopg.connect(url, connect_timeout=int(PROBE_TIMEOUT_S)) as conn:
+            conn.execute("SELECT set_config('statement_timeout', %s, false)",
+                         (str(int(PROBE_TIMEOUT_S * 1000)),))
             row = conn.execute(
                 "SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
         return True, f"pgvector {row[0]}" if row else "up, no vector extension"
     except Exception as exc:
+        if "timeout" in str(exc).lower():
+            return False, f"not answering within {PROBE_TIMEOUT_S:.0f} s"
         return False, f"not answering ({type(exc).__name__})"
+
+
+def _check_dispatchers(state_dir: Path, supervised: dict[str, Any]) -> tuple[bool, str]:
+    names = sorted(n for n in supervised if n.startswith("dispatcher"))
+    if not names:
+        return False, "not running"
+    invocations, stale = 0, []
+    for name in names:
+        beat: dict[str, Any] = {}
+        with contextlib.suppress(OSError, ValueError):
+            beat = json.loads((state_dir / f"{name}.json").read_text())
+        # Written every 0.5 s; older than the probe deadline means frozen or gone.
+        if not beat or time.time() - float(beat.get("time", 0)) > PROBE_TIMEOUT_S \
+                or not beat.get("alive") or not pid_alive(beat.get("pid")):
+            stale.append(name)
+        invocations += int(beat.get("invocations", 0))
+    if stale:
+        return False, f"{', '.join(stale)} not answering within {PROBE_TIMEOUT_S:.0f} s"
+    return True, f"{len(names)} processes, {invocations} invocations"
+
+
+def _restarts(supervised: dict[str, Any], group: str) -> int:
+    return sum(int(p.get("restarts", 0)) for n, p in supervised.items()
+               if _part_group(n) == group)
 
 
 def status(state_dir: Path) -> dict[str, Any]:
@@ -161,18 +316,22 @@ def status(state_dir: Path) -> dict[str, Any]:
     if state is None:
         raise NotReady("the local cloud is not running",
                        "start it with `collections deploy local`")
-    daemon_up = pid_alive(state.pid)
-    parts = [PartStatus("daemon", daemon_up, f"pid {state.pid}")]
-    parts.append(PartStatus("aws", *_check_endpoint(state.endpoint_url)))
-    parts.append(PartStatus("database", *_check_database(state.database_url)))
-    beat: dict[str, Any] = {}
-    with contextlib.suppress(OSError, json.JSONDecodeError):
-        beat = json.loads((state_dir / "heartbeat").read_text())
-    fresh = bool(beat) and time.time() - float(beat.get("time", 0)) < HEARTBEAT_STALE_S
-    dispatcher_up = daemon_up and fresh and bool(beat.get("dispatcher"))
-    parts.append(PartStatus("dispatcher", dispatcher_up,
-                            f"{beat.get('invocations', 0)} invocations" if dispatcher_up
-                            else "not running"))
+    supervisor = _supervisor(state_dir)
+    supervised = supervisor.get("parts", {})
+    daemon_up = pid_alive(state.pid) and time.time() - float(supervisor.get("time", 0)) \
+        <= PROBE_TIMEOUT_S + 1
+    parts = [PartStatus("daemon", daemon_up, f"pid {state.pid}" if daemon_up else
+                        f"pid {state.pid} not answering within {PROBE_TIMEOUT_S:.0f} s")]
+    aws = PartStatus("aws", *probe_endpoint(state.endpoint_url, PROBE_TIMEOUT_S))
+    database = PartStatus("database", *_check_database(state.database_url))
+    dispatcher = PartStatus("dispatcher", *_check_dispatchers(state_dir, supervised))
+    for part, group in ((aws, "emulator"), (database, "database"),
+                        (dispatcher, "dispatcher")):
+        count = _restarts(supervised, group)
+        if count:
+            part.detail += f"; restarted {count} time{'s' if count > 1 else ''}"
+        part.restarts = count
+    parts += [aws, database, dispatcher]
     return {
         "env": "local",
         "up": all(p.up for p in parts),
@@ -183,7 +342,8 @@ def status(state_dir: Path) -> dict[str, Any]:
         "database_url": state.database_url,
         "functions": state.functions,
         "dead_letter_queues": state.dlq_urls,
-        "parts": {p.name: {"up": p.up, "detail": p.detail} for p in parts},
+        "parts": {p.name: {"up": p.up, "detail": p.detail, "restarts": p.restarts}
+                  for p in parts},
         "state_dir": str(state_dir),
         "log_file": str(state_dir / "daemon.log"),
     }

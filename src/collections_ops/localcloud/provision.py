@@ -78,13 +78,24 @@ def _register_functions(session: Any, env: Environment, *, account: str,
             lam.put_function_concurrency(FunctionName=fn.function_name(env.name),
                                          ReservedConcurrentExecutions=env.reserved_concurrency[fn.key])
         if fn.trigger.kind == "s3":
-            lam.add_permission(FunctionName=fn.function_name(env.name), StatementId="s3-invoke",
+            # As the stack does: the bucket may invoke the `live` alias (its notification
+            # targets the alias ARN), not the unqualified function.
+            lam.add_permission(FunctionName=fn.function_name(env.name), Qualifier=LIVE_ALIAS,
+                               StatementId="s3-invoke",
                                Action="lambda:InvokeFunction", Principal="s3.amazonaws.com",
                                SourceArn=f"arn:aws:s3:::{env.images_bucket(account)}",
                                SourceAccount=account)
 
 
-def provision(session: Any, env: Environment, *, account: str, database_url: str) -> Provisioned:
+def put_database_url(ssm: Any, env: Environment, database_url: str) -> None:
+    ssm.put_parameter(Name=f"{env.parameter_prefix}/DATABASE_URL", Value=database_url,
+                      Type="SecureString", Overwrite=True)
+
+
+def provision(session: Any, env: Environment, *, account: str,
+              database_url: str | None) -> Provisioned:
+    """Create every resource; the DATABASE_URL parameter too when `database_url` is given
+    (the supervisor puts it once the database is up, the two start side by side)."""
     s3 = session.client("s3")
     sqs = session.client("sqs")
     events = session.client("events")
@@ -131,8 +142,8 @@ def provision(session: Any, env: Environment, *, account: str, database_url: str
             events.put_targets(Rule=rule, Targets=[{"Id": fn.logical_id,
                                                     "Arn": queue_arns[fn.key]}])
 
-    ssm.put_parameter(Name=f"{env.parameter_prefix}/DATABASE_URL", Value=database_url,
-                      Type="SecureString", Overwrite=True)
+    if database_url:
+        put_database_url(ssm, env, database_url)
     _register_functions(session, env, account=account,
                         variables=common_env(env, account=account, dlq_urls=dlq_urls))
     from collections_ops.services import drift

@@ -1,0 +1,97 @@
+"""The AWS emulator part of the local cloud, in a process of its own:
+`python -m collections_ops.localcloud.emulator STATE_DIR PORT`.
+
+moto's server on a fixed loopback port (kept across restarts, so clients' endpoint stays
+valid), its backends writing through to the durable store (`store`), the pipeline's resources
+provisioned from the definition, then the kept data restored. Writes `emulator.json` when it
+answers. The supervisor (`daemon`) restarts it when it dies; a restart loses nothing that was
+acknowledged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from collections_ops.localcloud.store import STORE_DIR, Store, install, restore, s3_middleware
+from collections_ops.pipeline import LOCAL_ACCOUNT
+
+log = logging.getLogger("collections.localcloud")
+EMULATOR_FILE = "emulator.json"
+FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                    "AWS_SESSION_TOKEN": "testing"}
+
+
+def run(state_dir: Path, port: int) -> None:
+    from collections_ops.localcloud.daemon import local_environment
+
+    env = local_environment()
+    region = os.environ.get("AWS_DEFAULT_REGION") or env.region
+    os.environ.update(FAKE_CREDENTIALS)
+    os.environ["AWS_DEFAULT_REGION"] = region
+    started = time.monotonic()
+    (state_dir / EMULATOR_FILE).unlink(missing_ok=True)
+
+    from werkzeug.serving import make_server
+
+    from collections_ops.localcloud.moto_tuning import tune_in_process_moto
+
+    tune_in_process_moto()
+    store = Store(state_dir / STORE_DIR)
+    install(store)
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+
+    buckets = {env.images_bucket(LOCAL_ACCOUNT), env.thumbnails_bucket(LOCAL_ACCOUNT)}
+    app = s3_middleware(DomainDispatcherApplication(create_backend_app), store, buckets,
+                        account=LOCAL_ACCOUNT)
+    server = make_server("127.0.0.1", port, app, threaded=True,
+                         request_handler=MotoRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True, name="moto").start()
+    endpoint = f"http://127.0.0.1:{port}"
+    os.environ["AWS_ENDPOINT_URL"] = endpoint
+
+    import boto3
+
+    from collections_ops.localcloud.provision import provision
+
+    session = boto3.session.Session(region_name=region)
+    store.recording = False
+    resources = provision(session, env, account=LOCAL_ACCOUNT, database_url=None)
+    restored = restore(store, account=LOCAL_ACCOUNT, region=region)
+    store.recording = True
+    log.info("emulator ready on %s in %.2f s; restored %s", endpoint,
+             time.monotonic() - started, restored)
+    ready = {"pid": os.getpid(), "endpoint_url": endpoint, "region": region,
+             "resources": asdict(resources), "restored": restored, "time": time.time()}
+    tmp = state_dir / (EMULATOR_FILE + ".tmp")
+    tmp.write_text(json.dumps(ready))
+    os.replace(tmp, state_dir / EMULATOR_FILE)
+
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    stopping.wait()
+    server.shutdown()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s emulator: %(message)s")
+    logging.getLogger().handlers[0].addFilter(
+        lambda record: record.name.startswith("collections.localcloud"))
+    run(Path(sys.argv[1]), int(sys.argv[2]))
+
+
+if __name__ == "__main__":
+    main()
