@@ -20,6 +20,7 @@ import pytest
 from collections_ops.localcloud.provision import parameter_store_policy
 from collections_ops.pipeline import FUNCTIONS, LIVE_ALIAS, environment
 from collections_ops.services import inspect
+from collections_ops.services.dataroute import DirectRoute
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -88,11 +89,11 @@ def test_doctor_finds_no_fault_in_a_healthy_aws_deployment(session, db):
     aws_shaped_dev(session)
     # WHEN doctor runs against it
     findings = inspect.doctor(session.client, DEV, account=ACCOUNT, region=REGION,
-                              connect=lambda: db)
+                              route=lambda: DirectRoute(db))
     # THEN nothing fails, and the checks name the alias
     failed = [f for f in findings if not f.ok and f.severity == "error"]
     assert failed == []
-    by_check = {f.check: f for f in findings}
+    by_check = {f.name: f for f in findings}
     assert by_check["invoke permission"].detail.endswith(f":{LIVE_ALIAS}")
     assert by_check["bucket notification"].detail.endswith(
         f"function:collections-dev-ImageProcessorLambda:{LIVE_ALIAS}")
@@ -121,7 +122,7 @@ def test_a_rule_aimed_at_the_bare_function_is_a_fault(session):
                                                                "Arn": bare}])
     status = inspect.gather_status(session.client, DEV, account=ACCOUNT, region=REGION)
     [finding] = [f for f in inspect.check_functions_and_rules(status, DEV)
-                 if f.check == f"rule {rule}"]
+                 if f.name == f"rule {rule}"]
     assert not finding.ok and f"not {bare}:{LIVE_ALIAS}" in finding.detail
 
 
@@ -139,5 +140,5 @@ def test_the_permission_is_looked_up_on_the_alias(session):
 def test_the_local_cloud_is_healthy_too(pipeline, db):
     # Locally the triggers deliver to queues and the permission is on the function.
     findings = inspect.doctor(pipeline.client, pipeline.env, account=ACCOUNT, region=REGION,
-                              connect=lambda: db)
+                              route=lambda: DirectRoute(db))
     assert [f for f in findings if not f.ok and f.severity == "error"] == []
