@@ -156,6 +156,16 @@ def current(state_dir: Path, env: Environment, *, ssm: Any | None = None
     return record
 
 
+def in_account(state_dir: Path, env: Environment, *, ssm: Any) -> DeploymentRecord | None:
+    """For deploy, diff and destroy: the account's record first (another machine may have
+    deployed since), refreshing the local copy; the local copy only if the account has none."""
+    record = fetch(ssm, env)
+    if record is None:
+        return load(state_dir)
+    save(state_dir, record)
+    return record
+
+
 # --------------------------------------------------------------------------- decisions
 
 
@@ -189,6 +199,11 @@ def plan(env: Environment, previous: DeploymentRecord | None, *,
                               exit_code=errors.ExitCode.USAGE)
     if bool(subnet_ids) != bool(security_group_ids):
         raise errors.CliError("a VPC placement needs both --subnet and --security-group",
+                              exit_code=errors.ExitCode.USAGE)
+    bad = [i for i in subnet_ids if not i.startswith("subnet-")] + [
+        g for g in security_group_ids if not g.startswith("sg-")]
+    if bad:
+        raise errors.CliError(f"not subnet-/sg- ids: {', '.join(bad)}",
                               exit_code=errors.ExitCode.USAGE)
     placement: VpcPlacement | None = None
     if subnet_ids:

@@ -64,10 +64,10 @@ def _credentials(ctx: Any) -> None:
 
 
 def _previous(ctx: Any) -> Any:
-    """What was deployed: the local copy of the record, else the account's."""
+    """What was deployed: the account's record, else the local copy."""
     from collections_ops.services import deployment
 
-    return deployment.current(ctx.state_dir, ctx.env, ssm=ctx.client("ssm"))
+    return deployment.in_account(ctx.state_dir, ctx.env, ssm=ctx.client("ssm"))
 
 
 @app.command()
