@@ -12,7 +12,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from collections_ops import errors, settings
+from collections_ops import aws, errors, settings
 from collections_ops.pipeline import LOCAL_ACCOUNT, Environment, environment
 
 
@@ -61,7 +61,7 @@ class Context:
             # The environment's region, not the profile's: that is where its stacks are.
             return boto3.session.Session(profile_name=self.profile, region_name=self.aws_region)
         except Exception as exc:
-            mapped = errors.from_botocore(exc)
+            mapped = aws.translate(exc)
             if mapped:
                 raise mapped from None
             raise
@@ -93,11 +93,35 @@ class Context:
             kwargs: dict[str, Any] = {"config": Config(retries={"mode": "standard"},
                                                        connect_timeout=5, read_timeout=60)}
             if self.is_local:
+                # A frozen local part must not hang a command for minutes: give up after
+                # two tries of 10 s (the local cloud answers in milliseconds) with exit 4.
+                kwargs["config"] = Config(retries={"mode": "standard", "max_attempts": 2},
+                                          connect_timeout=3, read_timeout=10)
                 kwargs["endpoint_url"] = self.local.endpoint_url
             elif not self.session.region_name:
                 kwargs["region_name"] = self.env.region
             self._clients[service] = self.session.client(service, **kwargs)
         return self._clients[service]
+
+    @cached_property
+    def aws(self) -> aws.Aws:
+        """The typed AWS access layer over this context's clients."""
+        return aws.Aws(self.client)
+
+    def require_credentials(self) -> str:
+        """The caller's account, checked before any work that needs AWS: CredentialsError
+        (no credentials, unknown profile, expired session) rather than a failure halfway."""
+        if self.is_local:
+            return LOCAL_ACCOUNT
+        try:
+            identity = self.client("sts").get_caller_identity()
+        except Exception as exc:
+            mapped = aws.translate(exc)
+            if mapped is None:
+                raise
+            raise mapped from None
+        self.__dict__["account"] = self.env.account or str(identity["Account"])
+        return str(identity["Account"])
 
     @cached_property
     def account(self) -> str:
@@ -118,15 +142,16 @@ class Context:
     def secret_value(self, name: str) -> str:
         """A secret from SSM (decrypted), for commands that call a provider themselves."""
         parameter = f"{self.env.parameter_prefix}/{name}"
-        try:
-            response = self.client("ssm").get_parameter(Name=parameter, WithDecryption=True)
-        except Exception as exc:
-            if errors.aws_error_code(exc) == "ParameterNotFound":
-                raise errors.ConfigError(f"SSM parameter {parameter} does not exist",
-                                         f"collections secrets put {name} --env "
-                                         f"{self.env.name}") from None
-            raise
-        return str(response["Parameter"]["Value"])
+        value = self.aws.parameter(parameter)
+        if value is None:
+            raise errors.ConfigError(f"SSM parameter {parameter} does not exist",
+                                     f"collections secrets put {name} --env {self.env.name}")
+        return value
+
+    def provider_key(self, name: str) -> str:
+        """A provider's API key for a call the CLI makes itself (e.g. `search` embedding the
+        query): the operator's environment variable wins, else the environment's secret."""
+        return os.environ.get(name) or self.secret_value(name)
 
     def database_url(self) -> str:
         if self.is_local:

@@ -1,90 +1,87 @@
-"""Errors the CLI shows as one sentence plus a hint, each with its own exit code.
+"""The domain errors services raise: one sentence (`message`) plus what to do about it (`hint`).
 
-Exit codes are stable so scripts and CI can branch on them.
+A service says *what* went wrong by the class it raises (not found, not running, no
+credentials, ...); it never chooses an exit code. The CLI maps each class to its documented exit
+code in one table (`collections_ops.cli.exits`), so scripts can branch on codes that hold.
 """
 
 from __future__ import annotations
 
 
-class ExitCode:
-    OK = 0
-    FAILURE = 1  # generic
-    USAGE = 2  # bad arguments (typer's own)
-    NOT_FOUND = 3  # the thing asked about does not exist (item, parameter, stack)
-    NOT_READY = 4  # the environment is not deployed / local cloud not running
-    CREDENTIALS = 5  # no credentials, no region, access denied
-    STALLED = 6  # a followed upload did not finish in time
-    STAGE_FAILED = 7  # a followed upload failed in a stage
-    VERIFY_FAILED = 8  # verify found missing or inconsistent data
-    DATABASE = 9  # database unreachable or not migrated
-    CONFIG = 10  # bad configuration / unknown environment / missing secret
-    CHANGES = 11  # `diff`: the deployed stacks differ from the app
+class CollectionsError(Exception):
+    """Base of every error the CLI shows as a sentence and a hint (exit 1 unless a subclass)."""
 
-
-class CliError(Exception):
-    exit_code = ExitCode.FAILURE
-
-    def __init__(self, message: str, hint: str | None = None, *,
-                 exit_code: int | None = None) -> None:
+    def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
-        if exit_code is not None:
-            self.exit_code = exit_code
 
 
-class NotFound(CliError):
-    exit_code = ExitCode.NOT_FOUND
+CliError = CollectionsError  # the name the command layer used before the domain errors
 
 
-class NotReady(CliError):
-    exit_code = ExitCode.NOT_READY
+class UsageError(CollectionsError):
+    """The input is malformed: a bad value, a missing argument, an unknown name."""
 
 
-class CredentialsError(CliError):
-    exit_code = ExitCode.CREDENTIALS
+class NotFound(CollectionsError):
+    """The thing asked about does not exist (item, parameter, function version, file)."""
 
 
-class ConfigError(CliError):
-    exit_code = ExitCode.CONFIG
+class NotReady(CollectionsError):
+    """The environment is not deployed, or the local cloud is not running or unreachable."""
 
 
-class DatabaseError(CliError):
-    exit_code = ExitCode.DATABASE
+class CredentialsError(CollectionsError):
+    """No credentials, no region, an expired session, or access denied."""
+
+
+class ConfigError(CollectionsError):
+    """Bad configuration: unknown environment, unreadable config file, missing secret."""
+
+
+class DatabaseError(CollectionsError):
+    """The database is unreachable or not migrated."""
+
+
+class Unreachable(CollectionsError):
+    """A provider or endpoint could not be reached (network, DNS, TLS): nothing was judged."""
+
+
+class Stalled(CollectionsError):
+    """A followed upload did not finish in time."""
+
+
+class StageFailed(CollectionsError):
+    """A followed upload failed in a stage."""
+
+
+class VerifyFailed(CollectionsError):
+    """A check found missing or inconsistent data."""
+
+
+class Changes(CollectionsError):
+    """`diff`/drift: what is deployed differs from what the app or the settings ask for."""
+
+
+class MissingExtra(CollectionsError):
+    """An optional dependency group (`[infra]`, `[local]`) is not installed."""
+
+
+def missing_extra(exc: ModuleNotFoundError, extra: str, purpose: str) -> MissingExtra:
+    return MissingExtra(f"{purpose} needs the `{extra}` extra ({exc.name} is not installed)",
+                        f"pip install 'collections-ops[{extra}]'")
 
 
 def aws_error_code(exc: BaseException) -> str | None:
-    """The error code of a botocore ClientError (`ParameterNotFound`, ...), else None."""
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        code = response.get("Error", {}).get("Code")
-        return str(code) if code is not None else None
-    return None
+    """Kept for callers not yet on `collections_ops.aws`: the one helper lives there."""
+    from collections_ops.aws import error_code
+
+    return error_code(exc)
 
 
-def from_botocore(exc: BaseException) -> CliError | None:
-    """Map the botocore errors every command can hit to a sentence, once, for all commands."""
-    name = type(exc).__name__
-    if name in ("NoCredentialsError", "PartialCredentialsError"):
-        return CredentialsError("no AWS credentials found",
-                                "run `aws configure`, set AWS_PROFILE, or pass --profile")
-    if name == "NoRegionError":
-        return CredentialsError("no AWS region configured", "pass --region or set AWS_REGION")
-    if name == "ProfileNotFound":
-        return CredentialsError(str(exc), "check --profile against ~/.aws/config")
-    if name == "EndpointConnectionError":
-        return NotReady(f"cannot reach {getattr(exc, 'kwargs', {}).get('endpoint_url', 'AWS')}",
-                        "for the local cloud run `collections deploy local`")
-    if name in ("TokenRetrievalError", "SSOTokenLoadError", "UnauthorizedSSOTokenError"):
-        return CredentialsError("the SSO session has expired", "run `aws sso login`")
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        code = response.get("Error", {}).get("Code", "")
-        message = response.get("Error", {}).get("Message", "")
-        if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
-            return CredentialsError(f"access denied: {message}",
-                                    "the current identity lacks this permission")
-        if code in ("ExpiredToken", "ExpiredTokenException", "InvalidClientTokenId"):
-            return CredentialsError("the AWS credentials are expired or invalid",
-                                    "refresh them (e.g. `aws sso login`)")
-    return None
+def from_botocore(exc: BaseException) -> CollectionsError | None:
+    """Kept for callers not yet on `collections_ops.aws.translate`."""
+    from collections_ops.aws import translate
+
+    return translate(exc)

@@ -6,6 +6,7 @@ top of the repository.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -22,6 +23,11 @@ def _find(name: str) -> Path:
 
 
 def lambdas_root() -> Path:
+    """COLLECTIONS_LAMBDAS_DIR, if set (a working copy the local cloud runs and reloads),
+    else the shipped handlers."""
+    override = os.environ.get("COLLECTIONS_LAMBDAS_DIR")
+    if override:
+        return Path(override).resolve()
     return _find("lambdas")
 
 

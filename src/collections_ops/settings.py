@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from collections_ops import errors
 from collections_ops.pipeline import LOCAL_ENV
 
 
@@ -23,8 +24,15 @@ def _config_files() -> list[Path]:
 def _file_settings() -> dict[str, Any]:
     for path in _config_files():
         if path.is_file():
-            with path.open("rb") as fh:
-                return tomllib.load(fh)
+            try:
+                with path.open("rb") as fh:
+                    return tomllib.load(fh)
+            except tomllib.TOMLDecodeError as exc:
+                # The message ends with "(at line N, column M)": it names the place.
+                raise errors.ConfigError(f"{path}: {exc}", "fix the file, or remove it to use "
+                                         "the defaults") from None
+            except OSError as exc:
+                raise errors.ConfigError(f"cannot read {path}: {exc.strerror}") from None
     return {}
 
 
@@ -49,6 +57,9 @@ def load() -> OperatorSettings:
     data = _file_settings()
     env = os.environ.get("COLLECTIONS_ENV") or data.get("env") or LOCAL_ENV
     state = os.environ.get("COLLECTIONS_STATE_DIR") or data.get("state_dir")
+    for key, value in (("env", env), ("state_dir", state)):
+        if value is not None and not isinstance(value, str):
+            raise errors.ConfigError(f"config file: `{key}` must be a string, not {value!r}")
     return OperatorSettings(
         default_env=str(env),
         state_root=Path(state).expanduser() if state else default_state_root(),

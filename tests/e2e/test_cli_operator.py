@@ -140,9 +140,9 @@ def test_operations_commands_against_the_local_cloud(cli_env):
     assert "collections-local-analyzer-errors" in names and len(names) == 12
     tested = run(cli_env, "alarms", "test", "collections-local-analyzer-errors")
     assert tested.returncode == 0 and "OK -> ALARM -> OK" in tested.stdout
-    drifted = run(cli_env, "concurrency", "embedder", "local", "4")
+    drifted = run(cli_env, "concurrency", "embedder", "4", "--env", "local")
     assert drifted.returncode == 0 and "definition says unreserved" in drifted.stdout
-    assert "unreserved" in run(cli_env, "concurrency", "embedder", "local",
+    assert "unreserved" in run(cli_env, "concurrency", "embedder", "-e", "local",
                                "--unreserve").stdout
 
 
@@ -159,7 +159,7 @@ def test_z_doctor_finds_a_removed_notification_and_a_missing_parameter(cli_env, 
     try:
         result = run(cli_env, "doctor", "--json")
         assert result.returncode == 8
-        findings = {f["check"]: f for f in json.loads(result.stdout)}
+        findings = {f["name"]: f for f in json.loads(result.stdout)}
         assert not findings["bucket notification"]["ok"]
         assert findings["bucket notification"]["detail"] == "no notification configured"
         missing = findings["parameter /collections/DATABASE_URL"]

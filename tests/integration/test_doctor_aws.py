@@ -93,7 +93,7 @@ def test_doctor_finds_no_fault_in_a_healthy_aws_deployment(session, db):
     # THEN nothing fails, and the checks name the alias
     failed = [f for f in findings if not f.ok and f.severity == "error"]
     assert failed == []
-    by_check = {f.check: f for f in findings}
+    by_check = {f.name: f for f in findings}
     assert by_check["invoke permission"].detail.endswith(f":{LIVE_ALIAS}")
     assert by_check["bucket notification"].detail.endswith(
         f"function:collections-dev-ImageProcessorLambda:{LIVE_ALIAS}")
@@ -122,7 +122,7 @@ def test_a_rule_aimed_at_the_bare_function_is_a_fault(session):
                                                                "Arn": bare}])
     status = inspect.gather_status(session.client, DEV, account=ACCOUNT, region=REGION)
     [finding] = [f for f in inspect.check_functions_and_rules(status, DEV)
-                 if f.check == f"rule {rule}"]
+                 if f.name == f"rule {rule}"]
     assert not finding.ok and f"not {bare}:{LIVE_ALIAS}" in finding.detail
 
 

@@ -201,3 +201,35 @@ def test_a_malformed_event_goes_to_the_dead_letter_queue(pipeline, db):
 def test_thumbnails_never_retrigger_the_processor(pipeline):
     pipeline.run_to_end("user123/loop.jpg", images.photo())
     assert pipeline.s3_events() == []
+
+
+def test_published_events_carry_the_invocations_trace_header(pipeline, monkeypatch):
+    """EventBridge passes X-Ray context to its targets only if the PutEvents entry carries it:
+    the entries moto receives from the processor and the analyzer have `TraceHeader`."""
+    from collections_core import aws
+
+    trace = "Root=1-6751f3a1-0123456789abcdef01234567;Parent=53995c3f42cd8ad8;Sampled=1"
+    monkeypatch.setenv("_X_AMZN_TRACE_ID", trace)
+    sent: list[dict[str, Any]] = []
+
+    def record(request: Any, **_: Any) -> None:  # the request as it goes on the wire
+        sent.extend(json.loads(request.body)["Entries"])
+
+    aws.client("events").meta.events.register("before-send.events.PutEvents", record)
+    results = pipeline.run_to_end("user123/traced.jpg", images.photo())
+
+    assert all(r.ok for r in results.values()) and "embedder" in results
+    assert [(e["DetailType"], e.get("TraceHeader")) for e in sent] == [
+        ("ImageProcessed", trace), ("AnalysisComplete", trace)]
+
+
+def test_without_a_trace_id_no_trace_header_is_sent(pipeline, monkeypatch):
+    from collections_core import aws
+
+    monkeypatch.delenv("_X_AMZN_TRACE_ID", raising=False)
+    sent: list[dict[str, Any]] = []
+    aws.client("events").meta.events.register(
+        "before-send.events.PutEvents",
+        lambda request, **_: sent.extend(json.loads(request.body)["Entries"]))
+    pipeline.run_to_end("user123/untraced.jpg", images.photo())
+    assert sent and all("TraceHeader" not in e for e in sent)

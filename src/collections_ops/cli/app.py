@@ -13,8 +13,7 @@ from typing import Annotated
 
 import typer
 
-from collections_ops import errors
-from collections_ops.cli import ui
+from collections_ops.cli import exits, ui
 from collections_ops.cli.commands import (
     db,
     dlq,
@@ -25,11 +24,11 @@ from collections_ops.cli.commands import (
     pipeline,
     secrets,
 )
-from collections_ops.cli.options import JsonAliasGroup
+from collections_ops.cli.options import RootGroup
 
 app = typer.Typer(
     name="collections",
-    cls=JsonAliasGroup,
+    cls=RootGroup,
     help="Deploy, drive and verify the collections image pipeline — on AWS or on a local cloud.",
     no_args_is_help=True,
     add_completion=True,
@@ -45,47 +44,51 @@ app.add_typer(secrets.app, name="secrets")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(db.app, name="db")
 
-_debug = False
+def version_text() -> str:
+    """Package version, Python, boto3 and the pinned CDK CLI — without importing boto3."""
+    import json
+    import platform
+    from importlib import metadata
+
+    from collections_ops import __version__, paths
+
+    try:
+        boto3 = metadata.version("boto3")
+    except metadata.PackageNotFoundError:
+        boto3 = "not installed"
+    try:
+        package = json.loads((paths.infrastructure_root() / "package.json").read_text())
+        cdk = str(package["devDependencies"]["aws-cdk"])
+    except (OSError, KeyError, ValueError):
+        cdk = "unknown"
+    return (f"collections {__version__} (Python {platform.python_version()}, boto3 {boto3}, "
+            f"CDK CLI {cdk})")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(version_text())
+        raise typer.Exit()
 
 
 @app.callback()
 def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
-          ) -> None:
-    global _debug
-    _debug = debug or bool(os.environ.get("COLLECTIONS_DEBUG"))
+          version: Annotated[bool, typer.Option(
+              "--version", help="Show the version (and Python, boto3, CDK CLI) and exit.",
+              callback=_version, is_eager=True)] = False) -> None:
+    exits.debug = debug or bool(os.environ.get("COLLECTIONS_DEBUG"))
 
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
-    except errors.CliError as exc:
-        ui.error(exc.message, exc.hint)
-        if _debug:
-            raise
-        sys.exit(exc.exit_code)
-    except SystemExit:
-        raise
-    except KeyboardInterrupt:
+        code = app(standalone_mode=False)
+    except KeyboardInterrupt:  # before a command started (while parsing)
         ui.error("interrupted", None)
-        sys.exit(130)
+        code = exits.ExitCode.INTERRUPTED
     except Exception as exc:
-        # typer raises the exceptions of the click copy it bundles: match them by name.
-        kinds = {c.__name__ for c in type(exc).__mro__}
-        if "Exit" in kinds:
-            sys.exit(getattr(exc, "exit_code", 0))
-        if "ClickException" in kinds:
-            exc.show()  # type: ignore[attr-defined]
-            sys.exit(getattr(exc, "exit_code", errors.ExitCode.USAGE) or errors.ExitCode.USAGE)
-        if "Abort" in kinds:
-            ui.error("aborted", None)
-            sys.exit(130)
-        mapped = errors.from_botocore(exc)
-        if mapped is not None and not _debug:
-            ui.error(mapped.message, mapped.hint)
-            sys.exit(mapped.exit_code)
-        if _debug:
+        # Errors raised while parsing the root's own options (typer's bundled click).
+        if "ClickException" not in {c.__name__ for c in type(exc).__mro__}:
             raise
-        first_line = str(exc).splitlines()[0] if str(exc) else ""
-        ui.error(f"unexpected {type(exc).__name__}: {first_line}",
-                 "rerun with --debug for the traceback")
-        sys.exit(errors.ExitCode.FAILURE)
+        exc.show()  # type: ignore[attr-defined]
+        code = getattr(exc, "exit_code", exits.ExitCode.USAGE)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -84,15 +84,31 @@ def split_json_alias(args: list[str]) -> list[str]:
     return out
 
 
-class JsonAliasGroup(TyperGroup):
-    """The root group: applies the `--json` alias once for every command below it."""
+def wants_json(args: list[str]) -> bool:
+    """Whether the arguments ask for JSON output (so errors are JSON too)."""
+    args = args[:args.index("--")] if "--" in args else args
+    pairs = zip(args, [*args[1:], ""], strict=True)
+    return any(a in ("--output=json", "-ojson") or (a in ("--output", "-o") and b == "json")
+               for a, b in pairs)
+
+
+class RootGroup(TyperGroup):
+    """The root group: applies the `--json` alias, and runs every command under the one
+    error-to-exit-code guard (`cli.exits`), in `main()` and in `CliRunner` alike."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> Any:
-        return super().parse_args(ctx, split_json_alias(list(args)))
+        args = split_json_alias(list(args))
+        ctx.meta["collections.json"] = wants_json(args)
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: Any) -> Any:
+        from collections_ops.cli import exits
+
+        return exits.guard(lambda: super(RootGroup, self).invoke(ctx),
+                           as_json=bool(ctx.meta.get("collections.json")))
 
 
 def require_aws(ctx: Context, verb: str) -> None:
     if ctx.is_local:
-        raise errors.CliError(f"`{verb}` is for AWS environments",
-                              "the local cloud needs no CDK: `collections deploy local`",
-                              exit_code=errors.ExitCode.USAGE)
+        raise errors.UsageError(f"`{verb}` is for AWS environments",
+                              "the local cloud needs no CDK: `collections deploy local`")

@@ -1,37 +1,56 @@
-"""Rendering shared by several commands: log lines and the status screen."""
+"""Rendering shared by several commands: checks, log lines and the status screen. Every data
+string goes through `ui.text` (plain, cleaned), never through markup."""
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
+from collections_ops.checks import Check, failures
 from collections_ops.cli import ui
 from collections_ops.services.logs import LogEvent
 
 COLOURS = {"processor": "cyan", "analyzer": "magenta", "embedder": "yellow"}
 
 
-def line_markup(line: LogEvent) -> str:
-    """One coloured line: time, function, and the message (from a structured line, its text)."""
-    from rich.markup import escape
+def checks(title: str | None, results: list[Check], *, as_json: bool) -> list[Check]:
+    """Preflight, doctor, verify and secrets verify: one table (or JSON array); returns the
+    checks that failed (warnings do not fail)."""
+    if as_json:
+        ui.print_json([c.as_dict() for c in results])
+    else:
+        ui.table(title, ["check", "ok", "detail", "fix"],
+                 [[c.name, ui.Styled("!", "yellow") if not c.ok and c.severity == "warning"
+                   else ui.mark(c.ok), c.detail, c.fix or ""] for c in results])
+    return failures(results)
 
+
+def log_record(line: LogEvent) -> dict[str, Any]:
+    """A log line as one flat JSON object: a structured line's fields are merged in (never a
+    JSON string inside JSON); a plain line keeps its text as `message`."""
+    fields = line.fields()
+    return {**fields, "function": line.function_key, "timestamp": line.timestamp,
+            "event_id": line.event_id, "message": fields.get("message", line.message)}
+
+
+def log_text(line: LogEvent) -> Any:
+    """One coloured line: time, function, item, and the message (a structured line's text)."""
     fields = line.fields()
     message = str(fields.get("message", line.message))
-    colour = COLOURS.get(line.function_key, "white")
     stamp = time.strftime("%H:%M:%S", time.localtime(line.timestamp / 1000))
     error = fields.get("level") in ("ERROR", "CRITICAL") or message.startswith('{"errorMessage"')
-    text = f"[red]{escape(message)}[/red]" if error else escape(message)
-    item = f" [dim]{escape(str(fields['item_id']))}[/dim]" if fields.get("item_id") else ""
-    return (f"[dim]{stamp}[/dim] [{colour}]{line.function_key:<9}[/{colour}]{item} {text}")
+    out = ui.text(stamp, "dim") + " " + ui.text(f"{line.function_key:<9}",
+                                                COLOURS.get(line.function_key, "white"))
+    if fields.get("item_id"):
+        out += ui.text(" ") + ui.text(fields["item_id"], "dim")
+    return out + " " + ui.text(message, "red" if error else "")
 
 
 def log_line(line: LogEvent, *, as_json: bool) -> None:
     if as_json:
-        print(json.dumps({"function": line.function_key, "timestamp": line.timestamp,
-                          "message": line.message, "event_id": line.event_id}), flush=True)
+        ui.json_line(log_record(line))
     else:
-        ui.console().print(line_markup(line), soft_wrap=True)
+        ui.console().print(log_text(line), soft_wrap=True)
 
 
 def status(report: dict[str, Any]) -> None:
@@ -43,12 +62,12 @@ def status(report: dict[str, Any]) -> None:
         return
     ui.table(f"functions ({deployed['env']}, {deployed['region']})",
              ["function", "state", "runtime", "memory", "timeout", "reserved", "modified"],
-             [[f["name"], f["state"] if f["exists"] else "[red]missing[/red]", f["runtime"],
+             [[f["name"], f["state"] if f["exists"] else ui.red("missing"), f["runtime"],
                f"{f['memory']} MB" if f["memory"] else "", f"{f['timeout']} s" if f["timeout"]
                else "", f["reserved_concurrency"], f["last_modified"]]
               for f in deployed["functions"]])
     ui.table(None, ["rule", "enabled", "targets"],
-             [[r["name"], ui.mark(r["enabled"]) if r["exists"] else "[red]missing[/red]",
+             [[r["name"], ui.mark(r["enabled"]) if r["exists"] else ui.red("missing"),
                ", ".join(t.rpartition(":")[2] for t in r["targets"])]
               for r in deployed["rules"]])
     cfg = deployed["notification"] or {}
@@ -57,9 +76,9 @@ def status(report: dict[str, Any]) -> None:
                            "TopicConfigurations") for c in cfg.get(key, [])]
     ui.table(None, ["bucket", "notification"],
              [[deployed["images_bucket"],
-               ", ".join(str(t).rpartition(":")[2] for t in targets) or "[red]none[/red]"]])
+               ", ".join(str(t).rpartition(":")[2] for t in targets) or ui.red("none")]])
     ui.table(None, ["dead-letter queue", "depth"],
-             [[q, "[red]missing[/red]" if d is None else (str(d) if d == 0 else f"[red]{d}[/red]")]
+             [[q, ui.red("missing") if d is None else (str(d) if d == 0 else ui.red(d))]
               for q, d in deployed["dead_letter_depths"].items()])
     ui.table(None, ["parameter", "present"],
              [[name, ui.mark(present)] for name, present in deployed["parameters"].items()])

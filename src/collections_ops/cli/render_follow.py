@@ -3,16 +3,16 @@ a terminal; one plain line per event otherwise (CI logs, pipes); JSON lines with
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterator
 from typing import Any
 
 from collections_ops.cli import ui
-from collections_ops.cli.render import line_markup
+from collections_ops.cli.render import log_record, log_text
 from collections_ops.services.follow import Progress, Stage, Tracker
 
-ICONS = {"pending": "·", "running": "…", "done": "[green]✓[/green]", "failed": "[red]✗[/red]"}
+ICONS = {"pending": ui.Styled("·", ""), "running": ui.Styled("…", ""),
+         "done": ui.Styled("✓", "green"), "failed": ui.Styled("✗", "red")}
 MAX_LINES = 12
 
 
@@ -24,8 +24,9 @@ def _stage_table(stages: list[Stage]) -> Any:
         t.add_column(col)
     for s in stages:
         duration = f"{s.duration_ms / 1000:.2f} s" if s.duration_ms is not None else ""
-        t.add_row(ICONS[s.status], s.name, s.function.function_name("…")[15:] if s.function
-                  else "s3", duration, s.detail)
+        t.add_row(ui.text(ICONS[s.status]), ui.text(s.name),
+                  ui.text(s.function.logical_id if s.function else "s3"), ui.text(duration),
+                  ui.text(s.detail))
     return t
 
 
@@ -42,14 +43,14 @@ def _render_live(updates: Iterator[Progress]) -> Progress:
     from rich.live import Live
     from rich.text import Text
 
-    lines: list[str] = []
+    lines: list[Any] = []
     progress: Progress | None = None
     with Live(console=ui.console(), refresh_per_second=8, transient=False) as live:
         for progress in updates:
-            lines.extend(line_markup(ln) for ln in progress.new_lines)
+            lines.extend(log_text(ln) for ln in progress.new_lines)
             del lines[:-MAX_LINES]
             live.update(Group(_stage_table(progress.stages),
-                              Text.from_markup("\n".join(lines)) if lines else Text("")))
+                              Text("\n").join(lines) if lines else Text("")))
     assert progress is not None
     return progress
 
@@ -60,13 +61,14 @@ def _render_plain(updates: Iterator[Progress]) -> Progress:
     progress: Progress | None = None
     for progress in updates:
         for line in progress.new_lines:
-            console.print(line_markup(line), soft_wrap=True)
+            console.print(log_text(line), soft_wrap=True)
         for s in progress.stages:
             if s.function and reported.get(s.name) != s.status and s.status in ("done",
                                                                                   "failed"):
                 reported[s.name] = s.status
                 duration = f" in {s.duration_ms / 1000:.2f} s" if s.duration_ms else ""
-                console.print(f"{ICONS[s.status]} {s.name}{duration} {s.detail}".rstrip())
+                console.print(ui.text(ICONS[s.status]) + " " + ui.text(
+                    f"{s.name}{duration} {s.detail}".rstrip()), soft_wrap=True)
     assert progress is not None
     return progress
 
@@ -75,15 +77,17 @@ def _render_json(updates: Iterator[Progress]) -> Progress:
     progress: Progress | None = None
     for progress in updates:
         for line in progress.new_lines:
-            print(json.dumps({"type": "log", "function": line.function_key,
-                              "timestamp": line.timestamp, "message": line.message}))
+            ui.json_line({"type": "log", **log_record(line)})
     assert progress is not None
-    print(json.dumps({"type": "result", "complete": progress.complete,
-                      "failed_stage": progress.failed.name if progress.failed else None,
-                      "stages": [{"name": s.name, "status": s.status,
-                                  "duration_ms": s.duration_ms, "detail": s.detail}
-                                 for s in progress.stages]}))
+    ui.json_line(result_record(progress))
     return progress
+
+
+def result_record(progress: Progress) -> dict[str, Any]:
+    return {"type": "result", "complete": progress.complete,
+            "failed_stage": progress.failed.name if progress.failed else None,
+            "stages": [{"name": s.name, "status": s.status, "duration_ms": s.duration_ms,
+                        "detail": s.detail} for s in progress.stages]}
 
 
 def render_batch(updates: Iterator[list[Tracker]], *, total: int, as_json: bool) -> list[Tracker]:
@@ -109,7 +113,8 @@ def render_batch(updates: Iterator[list[Tracker]], *, total: int, as_json: bool)
              "detail": t.progress.failed.detail if t.progress.failed else ""}
             for t in trackers]
     if as_json:
-        print(json.dumps(rows, indent=2))
+        for row in rows:
+            ui.json_line({"type": "upload", **row})
     else:
         ui.table(None, ["object", "status", "seconds", "detail"],
                  [[r["key"], r["status"], r["seconds"], r["detail"]] for r in rows])

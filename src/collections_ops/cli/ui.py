@@ -1,57 +1,144 @@
-"""Output: one console for humans (rich, imported lazily) and plain JSON for machines."""
+"""Output: one console for humans (rich, imported lazily) and plain JSON for machines.
+
+Two rules hold for everything printed here:
+- Data never becomes markup or terminal control. Every string that came from a user or from
+  AWS (object keys, item ids, analysis text, log messages, DLQ payloads) is passed as plain
+  text — `table()` cells, `ok()`/`info()`/`error()` messages — and stripped of control
+  characters and escape sequences (`clean`). Style is given separately (`Styled`, `style=`).
+- Identity is never cut off. A table's identifying columns (the first, unless told) keep their
+  full width; other columns fold. Off a terminal the console is as wide as the content needs
+  (or `COLUMNS`), so `collections secrets list | grep NAME` finds the row.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
+
+# CSI/OSC escape sequences first (so their parameters go too), then any other C0/C1 control
+# character except newline and tab.
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)?|\x1b.?")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+UNBOUNDED_WIDTH = 10_000
+
+
+class Styled(NamedTuple):
+    """Text the program chose, with a style: the only way style reaches the console."""
+
+    text: str
+    style: str
+
+
+def clean(value: Any) -> str:
+    """`value` as text with no escape sequences or control characters (newline, tab kept)."""
+    return _CONTROL.sub("", _ESCAPES.sub("", str(value)))
+
+
+def safe(value: Any) -> str:
+    """`value` cleaned and escaped, for the rare place that builds a rich markup string."""
+    from rich.markup import escape
+
+    return escape(clean(value))
+
+
+def _width(stream: Any) -> int | None:
+    if stream.isatty():
+        return None  # rich measures the terminal
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) > 0 else UNBOUNDED_WIDTH
 
 
 @lru_cache(maxsize=1)
 def console() -> Any:
     from rich.console import Console
 
-    return Console(highlight=False)
+    return Console(highlight=False, width=_width(sys.stdout))
 
 
 @lru_cache(maxsize=1)
 def err_console() -> Any:
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, width=_width(sys.stderr))
+
+
+def text(value: Any, style: str = "") -> Any:
+    """A rich Text of data (never parsed as markup), or of a `Styled` value."""
+    from rich.text import Text
+
+    if isinstance(value, Styled):
+        return Text(clean(value.text), style=value.style)
+    if isinstance(value, Text):
+        return value
+    return Text("" if value is None else clean(value), style=style)
+
+
+class _Run:
+    json_printed = False  # this run printed its JSON document (an error adds no second one)
+
+
+run_state = _Run()
 
 
 def print_json(data: Any) -> None:
+    """The run's one JSON document."""
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+    run_state.json_printed = True
+
+
+def json_line(data: dict[str, Any]) -> None:
+    """One JSON object on one line (JSON Lines, for --follow)."""
+    sys.stdout.write(json.dumps(data, default=str) + "\n")
     sys.stdout.flush()
 
 
 def ok(message: str) -> None:
-    console().print(f"[green]✓[/green] {message}")
+    console().print(text("✓ ", "green") + text(message), soft_wrap=True)
 
 
-def info(message: str) -> None:
-    err_console().print(message)
+def info(message: str, style: str = "") -> None:
+    err_console().print(text(message, style), soft_wrap=True)
+
+
+def line(message: Any) -> None:
+    """One line of data on stdout."""
+    console().print(text(message), soft_wrap=True)
 
 
 def error(message: str, hint: str | None) -> None:
     c = err_console()
-    c.print(f"[bold red]error:[/bold red] {message}", markup=True, soft_wrap=True)
+    c.print(text("error: ", "bold red") + text(message), soft_wrap=True)
     if hint:
-        c.print(f"[dim]hint:[/dim] {hint}", soft_wrap=True)
+        c.print(text("hint: ", "dim") + text(hint), soft_wrap=True)
 
 
-def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
+def table(title: str | None, columns: list[str], rows: list[list[Any]], *,
+          ids: tuple[int, ...] = (0,)) -> None:
+    """A table of data. Columns in `ids` identify a row: they keep their full width."""
     from rich.table import Table
 
-    t = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
-    for col in columns:
-        t.add_column(col)
-    for row in rows:
-        t.add_row(*[("" if v is None else str(v)) for v in row])
+    t = Table(title=text(title) if title else None, title_justify="left", show_edge=False,
+              pad_edge=False)
+    cells = [[text(v) for v in row] for row in rows]
+    for i, col in enumerate(columns):
+        if i in ids:
+            widest = max([len(col), *(c[i].cell_len for c in cells if i < len(c))])
+            t.add_column(col, no_wrap=True, min_width=widest)
+        else:
+            t.add_column(col, overflow="fold")
+    for row in cells:
+        t.add_row(*row)
     console().print(t)
 
 
-def mark(value: bool) -> str:
-    return "[green]✓[/green]" if value else "[red]✗[/red]"
+def mark(value: bool) -> Styled:
+    return Styled("✓", "green") if value else Styled("✗", "red")
+
+
+def red(value: Any) -> Styled:
+    return Styled(str(value), "red")

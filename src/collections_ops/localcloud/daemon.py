@@ -235,6 +235,9 @@ class Supervisor:
         self.database_url = url or ""
         self.wake = threading.Event()
         self.stopping = threading.Event()
+        self.monitor: Any = None
+        self.reload_requested = False
+        self.reloads = 0
 
     # ------------------------------------------------------------------ start
 
@@ -245,6 +248,8 @@ class Supervisor:
         for n in range(len(self.dispatchers), 64):  # heartbeats of a larger earlier run
             (self.state_dir / f"dispatcher-{n}.json").unlink(missing_ok=True)
         self.emulator.start()
+        for child in self.dispatchers:  # they import the handlers while moto starts
+            child.start()
         if self.database is not None:
             self.database.start()
             self.database_url = self.database.url
@@ -252,8 +257,6 @@ class Supervisor:
         log.info("database ready; migrations applied: %s", applied or "none pending")
         ready = self._wait_for_emulator()
         self._put_database_url()
-        for child in self.dispatchers:
-            child.start()
         self._wait_for_dispatchers()
         env = local_environment()
         resources = ready["resources"]
@@ -268,6 +271,13 @@ class Supervisor:
             queue_urls=resources["queue_urls"], dlq_urls=resources["dlq_urls"],
             started_at=time.time(), state_dir=str(self.state_dir),
         )
+        from collections_ops.localcloud.monitor import Monitor
+        from collections_ops.services.monitoring import alarm_prefix
+
+        self.monitor = Monitor(self.endpoint, ready["region"],
+                               {**resources["queue_urls"], **resources["dlq_urls"]},
+                               alarm_prefix(env.name))
+        self.monitor.start()
         self._write_supervisor()
         write_state(self.state_dir, state)
         log.info("local cloud ready (restored %s)", ready.get("restored"))
@@ -324,6 +334,12 @@ class Supervisor:
 
     def watch(self) -> None:
         signal.signal(signal.SIGUSR1, lambda *_: self.wake.set())
+
+        def request_reload(*_: Any) -> None:
+            self.reload_requested = True
+            self.wake.set()
+
+        signal.signal(signal.SIGUSR2, request_reload)
         last_probe = 0.0
         while not self.stopping.is_set():
             self.wake.wait(0.5)
@@ -331,6 +347,9 @@ class Supervisor:
             if self.stopping.is_set():
                 break
             try:
+                if self.reload_requested:
+                    self.reload_requested = False
+                    self.reload()
                 now = time.monotonic()
                 self._check_database()
                 probe = now - last_probe >= 2.0
@@ -354,6 +373,21 @@ class Supervisor:
         pause = min(10.0, 0.5 * (2 ** min(part.restarts, 5))) if quick else 0.0
         part.next_start = time.monotonic() + pause
         log.warning("%s %s; restarting it (restart %d)", part.name, why, part.restarts)
+
+    def reload(self) -> None:
+        """New handler code: start the emulator again (it publishes a version for each function
+        whose code changed and moves `live` to it), then the dispatchers (they import the new
+        code). Data is kept, as in any restart; not counted as a restart."""
+        log.info("reloading the handlers' code")
+        self.emulator.stop()
+        self.emulator.start()
+        self._wait_for_emulator()
+        self._put_database_url()
+        for child in self.dispatchers:
+            child.stop()
+            child.start()
+        self._wait_for_dispatchers()
+        self.reloads += 1
 
     def _check_database(self) -> None:
         if self.database is None or self.database.alive() or not self._due(self.database):
@@ -403,7 +437,7 @@ class Supervisor:
         parts = [self.emulator, *self.dispatchers]
         if self.database is not None:
             parts.insert(0, self.database)  # type: ignore[arg-type]
-        record = {"pid": os.getpid(), "time": time.time(), "parts": {
+        record = {"pid": os.getpid(), "time": time.time(), "reloads": self.reloads, "parts": {
             p.name: {"pid": p.pid, "restarts": p.restarts, "started_at": p.started_at,
                      "last_exit": p.last_exit} for p in parts}}
         tmp = self.state_dir / (SUPERVISOR_FILE + ".tmp")
@@ -426,6 +460,8 @@ class Supervisor:
         os.replace(tmp, self.state_dir / "heartbeat")
 
     def stop(self) -> None:
+        if self.monitor is not None:
+            self.monitor.stop()
         for child in self.dispatchers:
             child.stop()
         self.emulator.stop()

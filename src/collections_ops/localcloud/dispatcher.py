@@ -40,6 +40,18 @@ log = logging.getLogger("collections.localcloud")
 WORKERS_ENV = "COLLECTIONS_LOCAL_WORKERS"
 # Fault injection for reliability tests: kill every Nth first delivery (0: never).
 FAULT_EVERY_ENV = "COLLECTIONS_LOCAL_FAULT_EVERY"
+# Lambda's asynchronous-invocation timings, scaled: a function error is retried after 1 and
+# 2 minutes; a throttled event backs off from 1 s doubling to 5 minutes, kept for up to 6 h.
+# COLLECTIONS_LOCAL_TIME_SCALE multiplies them (default 1/60: retries after 1 s and 2 s,
+# throttles for up to 6 minutes); SQS counts visibility in whole seconds, so 1 s at least.
+TIME_SCALE_ENV = "COLLECTIONS_LOCAL_TIME_SCALE"
+DEFAULT_TIME_SCALE = 1 / 60
+LAMBDA_RETRY_DELAYS_S = (60, 120)
+LAMBDA_THROTTLE_BACKOFF_S = (1, 300)  # first, longest
+LAMBDA_MAX_EVENT_AGE_S = 6 * 3600
+THROTTLED_ATTRIBUTE = "collections-throttled"  # how often, and since when (a message attribute)
+CONCURRENCY_REFRESH_S = 5.0
+METRICS_FLUSH_S = 2.0
 SQS_BATCH_MAX = 10
 LOG_LINGER_S = 0.05  # how long a worker waits for more work before sending its log lines
 LOG_FLUSH_S = 0.5  # log lines are never held longer than this
@@ -52,7 +64,8 @@ class DispatchPolicy:
     workers_per_function: int = 3
     workers: Mapping[str, int] = field(default_factory=dict)  # function key -> workers
     max_retries: int = 2  # Lambda's default for asynchronous invocations
-    retry_delays_s: tuple[int, ...] = (1, 2)
+    time_scale: float = DEFAULT_TIME_SCALE
+    retry_delays_s: tuple[int, ...] = (1, 2)  # LAMBDA_RETRY_DELAYS_S at the default scale
     wait_time_s: int = 1
     batch_size: int = SQS_BATCH_MAX  # messages per receive, at most
     prefetch_per_worker: int = 1  # messages received ahead of a free worker
@@ -63,10 +76,31 @@ class DispatchPolicy:
     def workers_for(self, fn: Function) -> int:
         return max(1, int(self.workers.get(fn.key, self.workers_per_function)))
 
+    def scaled(self, seconds: float) -> int:
+        return max(1, round(seconds * self.time_scale))
+
+    def throttle_delay_s(self, throttles: int) -> int:
+        first, longest = LAMBDA_THROTTLE_BACKOFF_S
+        return min(self.scaled(longest), self.scaled(first * 2 ** max(0, throttles - 1)))
+
+    @property
+    def max_event_age_s(self) -> float:
+        return LAMBDA_MAX_EVENT_AGE_S * self.time_scale
+
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] = os.environ) -> DispatchPolicy:
         """The default policy, with workers per function from COLLECTIONS_LOCAL_WORKERS."""
         policy = cls()
+        scale = environ.get(TIME_SCALE_ENV, "").strip()
+        if scale:
+            try:
+                factor = float(scale)
+                if factor <= 0:
+                    raise ValueError("must be above 0")
+                policy = replace(policy, time_scale=factor, retry_delays_s=tuple(
+                    max(1, round(d * factor)) for d in LAMBDA_RETRY_DELAYS_S))
+            except ValueError as exc:
+                log.warning("ignoring %s=%r: %s", TIME_SCALE_ENV, scale, exc)
         faults = environ.get(FAULT_EVERY_ENV, "").strip()
         if faults.isdigit():
             policy = replace(policy, fault_every=int(faults))
@@ -113,10 +147,128 @@ class _Lane:
             self.lock.notify_all()
 
 
+class _Concurrency:
+    """A function's reserved concurrency, enforced across every dispatcher process.
+
+    Read from the local Lambda API (`put_function_concurrency` takes effect within
+    CONCURRENCY_REFRESH_S). With a limit of N, an invocation must hold one of N slot files
+    (an exclusive `flock`) in the shared `slots_dir`; none free means throttled, as Lambda
+    throttles. Without `slots_dir` (a dispatcher inside a test process) the slots are counted
+    in this process only. No reserved concurrency: unlimited.
+    """
+
+    def __init__(self, lam: Any, function_name: str, slots_dir: Any) -> None:
+        self._lam = lam
+        self._name = function_name
+        self._dir = slots_dir
+        self._lock = threading.Lock()
+        self._limit: int | None = None
+        self._checked = 0.0
+        self._held = 0  # in this process
+        if slots_dir is not None:
+            slots_dir.mkdir(parents=True, exist_ok=True)
+
+    def limit(self) -> int | None:
+        now = time.monotonic()
+        if now - self._checked >= CONCURRENCY_REFRESH_S:
+            self._checked = now
+            try:
+                reserved = self._lam.get_function_concurrency(FunctionName=self._name)
+                value = reserved.get("ReservedConcurrentExecutions")
+                self._limit = None if value is None else int(value)
+            except Exception as exc:  # keep the last known limit
+                log.debug("reading the concurrency of %s failed: %s", self._name, exc)
+        return self._limit
+
+    def acquire(self) -> Any:
+        """A token to release after the invocation, or None when throttled."""
+        limit = self.limit()
+        if limit is None:
+            with self._lock:
+                self._held += 1
+            return True
+        if self._dir is None:
+            with self._lock:
+                if self._held >= limit:
+                    return None
+                self._held += 1
+            return True
+        import fcntl
+
+        for n in range(limit):
+            handle = open(self._dir / f"{n}.slot", "a")  # noqa: SIM115 - held until release
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.close()
+                continue
+            with self._lock:
+                self._held += 1
+            return handle
+        return None
+
+    def release(self, token: Any) -> None:
+        with self._lock:
+            self._held -= 1
+        if token is not True:
+            token.close()  # closing the file drops its lock
+
+    @property
+    def held(self) -> int:
+        return self._held
+
+
+class _Metrics:
+    """AWS/Lambda metrics of this process's invocations, sent every METRICS_FLUSH_S as
+    statistic sets: Invocations, Errors, Throttles (Sum), Duration (ms) and
+    ConcurrentExecutions (the most this process ran at once; with several dispatcher
+    processes the Maximum statistic is therefore a lower bound of the total)."""
+
+    def __init__(self, cw: Any, env: Environment) -> None:
+        self._cw = cw
+        self._env = env
+        self._lock = threading.Lock()
+        self._stats: dict[str, dict[str, list[float]]] = {}
+
+    def _add(self, fn: Function, metric: str, value: float) -> None:
+        with self._lock:
+            self._stats.setdefault(fn.function_name(self._env.name), {}).setdefault(
+                metric, []).append(value)
+
+    def invoked(self, fn: Function, *, ok: bool, duration_ms: float, concurrent: int) -> None:
+        self._add(fn, "Invocations", 1)
+        self._add(fn, "Errors", 0 if ok else 1)
+        self._add(fn, "Duration", duration_ms)
+        self._add(fn, "ConcurrentExecutions", concurrent)
+
+    def throttled(self, fn: Function) -> None:
+        self._add(fn, "Throttles", 1)
+
+    def flush(self) -> None:
+        with self._lock:
+            stats, self._stats = self._stats, {}
+        units = {"Duration": "Milliseconds"}
+        data = [{"MetricName": metric, "Dimensions": [{"Name": "FunctionName", "Value": name}],
+                 "Timestamp": time.time(), "Unit": units.get(metric, "Count"),
+                 "StatisticValues": {"SampleCount": float(len(values)), "Sum": float(sum(values)),
+                                     "Minimum": float(min(values)),
+                                     "Maximum": float(max(values))}}
+                for name, metrics in stats.items() for metric, values in metrics.items()]
+        for start in range(0, len(data), 20):
+            try:
+                self._cw.put_metric_data(Namespace="AWS/Lambda", MetricData=data[start:start + 20])
+            except Exception as exc:
+                log.warning("publishing AWS/Lambda metrics failed: %s", exc)
+
+
 class Dispatcher:
     def __init__(self, session: Any, env: Environment, queue_urls: dict[str, str],
-                 dlq_urls: dict[str, str], policy: DispatchPolicy | None = None) -> None:
+                 dlq_urls: dict[str, str], policy: DispatchPolicy | None = None,
+                 slots_dir: Any = None) -> None:
         self._session = session
+        self._slots_dir = slots_dir
+        self._concurrency: dict[str, _Concurrency] = {}
+        self._metrics = _Metrics(session.client("cloudwatch"), env)
         self._env = env
         self._queue_urls = queue_urls
         self._dlq_urls = dlq_urls
@@ -135,8 +287,12 @@ class Dispatcher:
         return self._policy
 
     def start(self) -> None:
+        lam = self._session.client("lambda")
         for fn in FUNCTIONS:
             lambda_runtime.load_handler(fn)  # fail fast on an import error
+            self._concurrency[fn.key] = _Concurrency(
+                lam, fn.function_name(self._env.name),
+                None if self._slots_dir is None else self._slots_dir / fn.key)
             workers = self._policy.workers_for(fn)
             # With a message in hand for every worker there is no hurry: receive again once
             # a worker's worth of slots is free, several messages in one call.
@@ -150,6 +306,14 @@ class Dispatcher:
             for t in threads:
                 t.start()
             self._threads += threads
+        flusher = threading.Thread(target=self._flush_metrics, daemon=True, name="metrics")
+        flusher.start()
+        self._threads.append(flusher)
+
+    def _flush_metrics(self) -> None:
+        while not self._stop.wait(METRICS_FLUSH_S):
+            self._metrics.flush()
+        self._metrics.flush()
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
@@ -185,7 +349,8 @@ class Dispatcher:
                 messages = sqs.receive_message(
                     QueueUrl=url, MaxNumberOfMessages=wanted,
                     WaitTimeSeconds=self._policy.wait_time_s,
-                    MessageSystemAttributeNames=["ApproximateReceiveCount"],
+                    MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
+                    MessageAttributeNames=[THROTTLED_ATTRIBUTE],
                 ).get("Messages", [])
             except Exception as exc:
                 if self._stop.is_set():
@@ -275,13 +440,24 @@ class Dispatcher:
         if kill == "before":
             self._killed(fn, message, sqs, logs)
             return None
-        result = lambda_runtime.invoke(fn, self._env, event, log_stream=logs.stream)
+        concurrency = self._concurrency[fn.key]
+        token = concurrency.acquire()
+        if token is None:
+            self._throttle(fn, message, event, sqs)
+            return str(message["ReceiptHandle"])  # sent again, later (or parked)
+        try:
+            running = concurrency.held
+            result = lambda_runtime.invoke(fn, self._env, event, log_stream=logs.stream)
+        finally:
+            concurrency.release(token)
         # An unexpected error's text (its log line, the DLQ record's errorMessage) may quote a
         # secret; the handlers' one masking function knows them all (on sys.path once loaded).
         from collections_core.log import mask
 
         result.error_message = mask(result.error_message) if result.error_message else None
         result.log_events = [(ts, mask(line)) for ts, line in result.log_events]
+        self._metrics.invoked(fn, ok=result.ok, duration_ms=result.duration_ms,
+                              concurrent=running)
         with self._count_lock:
             self.invocations += 1
         logs.add(result.log_events)
@@ -296,20 +472,51 @@ class Dispatcher:
             sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"],
                                           VisibilityTimeout=delay)
             return None
-        record = {
-            "version": "1.0",
-            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
-            "requestContext": {"requestId": result.request_id,
-                               "functionArn": fn.function_name(self._env.name),
-                               "condition": "RetriesExhausted", "approximateInvokeCount": attempt},
-            "requestPayload": event,
-            "responseContext": {"statusCode": 200, "functionError": "Unhandled"},
-            "responsePayload": {"errorType": result.error_type,
-                                "errorMessage": result.error_message},
-        }
-        sqs.send_message(QueueUrl=self._dlq_urls[fn.key], MessageBody=json.dumps(record))
+        self._park(fn, event, request_id=result.request_id, condition="RetriesExhausted",
+                   attempts=attempt, error_type=result.error_type,
+                   error_message=result.error_message, sqs=sqs)
         return str(message["ReceiptHandle"])  # parked in the dead-letter queue: done with it
 
+
+    def _park(self, fn: Function, event: Any, *, request_id: str, condition: str,
+              attempts: int, error_type: str | None, error_message: str | None,
+              sqs: Any) -> None:
+        """Lambda's on-failure record, to the function's dead-letter queue."""
+        record: dict[str, Any] = {
+            "version": "1.0",
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+            "requestContext": {"requestId": request_id,
+                               "functionArn": fn.function_name(self._env.name),
+                               "condition": condition, "approximateInvokeCount": attempts},
+            "requestPayload": event,
+        }
+        if condition == "RetriesExhausted":
+            record["responseContext"] = {"statusCode": 200, "functionError": "Unhandled"}
+            record["responsePayload"] = {"errorType": error_type, "errorMessage": error_message}
+        sqs.send_message(QueueUrl=self._dlq_urls[fn.key], MessageBody=json.dumps(record))
+
+    def _throttle(self, fn: Function, message: dict[str, Any], event: Any, sqs: Any) -> None:
+        """Throttled (reserved concurrency reached): Lambda keeps the event and tries again
+        with a growing pause, not counting it as a retry, until the event is too old. The
+        message is sent again with a delay and a count of its throttles (so the receive
+        count, which counts retries, starts again)."""
+        self._metrics.throttled(fn)
+        attrs = message.get("MessageAttributes", {}).get(THROTTLED_ATTRIBUTE, {})
+        try:
+            throttles, first = (int(x) for x in attrs.get("StringValue", "").split(":"))
+        except ValueError:
+            throttles = 0
+            first = int(message.get("Attributes", {}).get("SentTimestamp", time.time() * 1000))
+        throttles += 1
+        if time.time() - first / 1000 > self._policy.max_event_age_s:
+            self._park(fn, event, request_id=str(uuid.uuid4()), condition="EventAgeExceeded",
+                       attempts=0, error_type=None, error_message=None, sqs=sqs)
+            return
+        sqs.send_message(
+            QueueUrl=self._queue_urls[fn.key], MessageBody=message["Body"],
+            DelaySeconds=min(900, self._policy.throttle_delay_s(throttles)),
+            MessageAttributes={THROTTLED_ATTRIBUTE: {"DataType": "String",
+                                                     "StringValue": f"{throttles}:{first}"}})
 
 
 class _LogBuffer:
@@ -364,7 +571,14 @@ def run_process(state_dir: Any, index: int) -> None:
     from collections_ops.localcloud.emulator import EMULATOR_FILE, FAKE_CREDENTIALS
     from collections_ops.pipeline import LOCAL_ACCOUNT, common_env
 
-    ready = json.loads((state_dir / EMULATOR_FILE).read_text())
+    for fn in FUNCTIONS:  # the slow part of starting (imports), done while moto starts
+        lambda_runtime.load_handler(fn)
+    ready: dict[str, Any] = {}
+    while not ready:
+        try:
+            ready = json.loads((state_dir / EMULATOR_FILE).read_text())
+        except (OSError, ValueError):
+            time.sleep(0.05)
     env = local_environment()
     os.environ.update(FAKE_CREDENTIALS)
     os.environ["AWS_DEFAULT_REGION"] = ready["region"]
@@ -372,7 +586,8 @@ def run_process(state_dir: Any, index: int) -> None:
     queue_urls, dlq_urls = ready["resources"]["queue_urls"], ready["resources"]["dlq_urls"]
     os.environ.update(common_env(env, account=LOCAL_ACCOUNT, dlq_urls=dlq_urls))
     session = boto3.session.Session(region_name=ready["region"])
-    dispatcher = Dispatcher(session, env, queue_urls, dlq_urls)
+    dispatcher = Dispatcher(session, env, queue_urls, dlq_urls,
+                            slots_dir=state_dir / "concurrency")
     dispatcher.start()
 
     stopping = threading.Event()

@@ -19,6 +19,7 @@ import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from collections_ops.localcloud.store import STORE_DIR, Store, install, restore, s3_middleware
 from collections_ops.pipeline import LOCAL_ACCOUNT
@@ -63,17 +64,22 @@ def run(state_dir: Path, port: int) -> None:
 
     import boto3
 
-    from collections_ops.localcloud.provision import provision
+    from collections_ops.localcloud.provision import code_fingerprint, provision
 
     session = boto3.session.Session(region_name=region)
+    code = code_fingerprint()  # before provisioning reads the code: a later edit reloads again
+    history = state_dir / STORE_DIR / "lambda"
+    _keep_rollbacks(env, history)
     store.recording = False
-    resources = provision(session, env, account=LOCAL_ACCOUNT, database_url=None)
+    resources = provision(session, env, account=LOCAL_ACCOUNT, database_url=None,
+                          history_dir=history)
     restored = restore(store, account=LOCAL_ACCOUNT, region=region)
     store.recording = True
     log.info("emulator ready on %s in %.2f s; restored %s", endpoint,
              time.monotonic() - started, restored)
     ready = {"pid": os.getpid(), "endpoint_url": endpoint, "region": region,
-             "resources": asdict(resources), "restored": restored, "time": time.time()}
+             "resources": asdict(resources), "restored": restored, "time": time.time(),
+             "code": code}
     tmp = state_dir / (EMULATOR_FILE + ".tmp")
     tmp.write_text(json.dumps(ready))
     os.replace(tmp, state_dir / EMULATOR_FILE)
@@ -83,6 +89,28 @@ def run(state_dir: Path, port: int) -> None:
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     stopping.wait()
     server.shutdown()
+
+
+def _keep_rollbacks(env: Any, history: Path) -> None:
+    """`rollback --function` moves the `live` alias; remember where, for the next start."""
+    from moto.awslambda.models import LambdaBackend
+
+    from collections_ops.localcloud.provision import record_live_version
+    from collections_ops.pipeline import FUNCTIONS, LIVE_ALIAS
+
+    keys = {fn.function_name(env.name): fn.key for fn in FUNCTIONS}
+    update_alias = LambdaBackend.update_alias
+
+    def hook(self: Any, name: str, function_name: str, function_version: str,
+             *args: Any, **kwargs: Any) -> Any:
+        alias = update_alias(self, name, function_name, function_version, *args, **kwargs)
+        short = function_name.rsplit(":", 1)[-1] if function_name.startswith("arn:") \
+            else function_name
+        if name == LIVE_ALIAS and short in keys:
+            record_live_version(history, keys[short], str(alias.function_version))
+        return alias
+
+    LambdaBackend.update_alias = hook  # type: ignore[method-assign]
 
 
 def main() -> None:

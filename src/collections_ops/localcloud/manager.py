@@ -111,6 +111,8 @@ def start(state_dir: Path, notify: Callable[[str], None] | None = None
             restarted = repair(state_dir)
             if restarted:
                 notify("restarted: " + ", ".join(restarted))
+            if reload_if_changed(state_dir):
+                notify("reloaded: the handlers' code changed; new versions published")
             return existing, False
         stop(state_dir, remove=False)  # clear the remains of a crashed run
         (state_dir / STATE_FILE).unlink(missing_ok=True)
@@ -186,6 +188,35 @@ def repair(state_dir: Path, timeout: float = REPAIR_TIMEOUT_S) -> list[str]:
     names = sorted({_part_group(n) for n, count in now.items()
                     if count > int(acknowledged.get(n, 0))})
     return names
+
+
+def _emulator_code(state_dir: Path) -> str | None:
+    from collections_ops.localcloud.emulator import EMULATOR_FILE
+
+    with contextlib.suppress(OSError, ValueError):
+        code = json.loads((state_dir / EMULATOR_FILE).read_text()).get("code")
+        return str(code) if code else None
+    return None
+
+
+def reload_if_changed(state_dir: Path, timeout: float = REPAIR_TIMEOUT_S) -> bool:
+    """If the handlers' code changed since the running cloud started, have the supervisor
+    reload it (new versions, new code in the dispatchers); True once it has."""
+    from collections_ops.localcloud.provision import code_fingerprint
+
+    state = read_state(state_dir)
+    current = code_fingerprint()
+    if state is None or _emulator_code(state_dir) in (None, current):
+        return False
+    reloads = int(_supervisor(state_dir).get("reloads", 0))
+    os.kill(state.pid, signal.SIGUSR2)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if int(_supervisor(state_dir).get("reloads", 0)) > reloads:
+            return True
+        time.sleep(0.05)
+    raise NotReady("the local cloud did not finish reloading the handlers' code",
+                   f"see {state_dir / 'daemon.log'}")
 
 
 def _part_group(name: str) -> str:

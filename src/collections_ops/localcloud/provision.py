@@ -7,6 +7,7 @@ Lambda target from `put_events`); the dispatcher drains those queues into the ha
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import zipfile
@@ -49,8 +50,63 @@ def parameter_store_policy(env: Environment, fn: Function, *, region: str, accou
         {"Effect": "Allow", "Action": ["ssm:GetParameter"], "Resource": arns}]})
 
 
+def code_fingerprint() -> str:
+    """The handlers' code as the local cloud runs it (function folders and the shared code):
+    a `deploy local` that finds it changed reloads the cloud and publishes new versions."""
+    digest = hashlib.sha256()
+    folders = [paths.shared_code_dir(), *(paths.lambda_code_dir(fn.code_dir) for fn in FUNCTIONS)]
+    for folder in folders:
+        for path in sorted(folder.rglob("*.py")):
+            if "__pycache__" not in path.parts:
+                digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _code_digest(code: bytes) -> str:
+    """The code's identity: names and contents of the zip's files (not their timestamps)."""
+    digest = hashlib.sha256()
+    with zipfile.ZipFile(io.BytesIO(code)) as zf:
+        for name in sorted(zf.namelist()):
+            digest.update(name.encode() + b"\0" + zf.read(name) + b"\0")
+    return digest.hexdigest()
+
+
+def _history(history_dir: Path | None, fn: Function, code: bytes) -> list[bytes]:
+    """Every version's code, oldest first, the current code last: a start whose code changed
+    publishes a new version, as a `cdk deploy` of changed code does, and `live` moves to it.
+    Kept under the state dir, so versions and rollbacks survive restarts."""
+    if history_dir is None:
+        return [code]
+    folder = history_dir / fn.key
+    folder.mkdir(parents=True, exist_ok=True)
+    kept = sorted(folder.glob("*.zip"), key=lambda p: int(p.stem))
+    versions = [p.read_bytes() for p in kept]
+    if not versions or _code_digest(versions[-1]) != _code_digest(code):
+        (folder / f"{len(versions) + 1}.zip").write_bytes(code)
+        (folder / "live").unlink(missing_ok=True)  # new code goes live
+        versions.append(code)
+    return versions
+
+
+def _live_version(history_dir: Path | None, fn: Function, latest: str) -> str:
+    if history_dir is None:
+        return latest
+    with contextlib.suppress(OSError, ValueError):
+        live = (history_dir / fn.key / "live").read_text().strip()
+        if 1 <= int(live) <= int(latest):
+            return live
+    return latest
+
+
+def record_live_version(history_dir: Path, function_key: str, version: str) -> None:
+    """Where `live` points after a rollback, for the next start."""
+    folder = history_dir / function_key
+    if folder.is_dir() and version.isdigit():
+        (folder / "live").write_text(version)
+
+
 def _register_functions(session: Any, env: Environment, *, account: str,
-                        variables: dict[str, str]) -> None:
+                        variables: dict[str, str], history_dir: Path | None) -> None:
     """Register the functions with the local Lambda API (moto) so `status` and `doctor` see
     them as on AWS. Locally the dispatcher, not Lambda, invokes them."""
     iam = session.client("iam")
@@ -63,17 +119,22 @@ def _register_functions(session: Any, env: Environment, *, account: str,
         iam.put_role_policy(RoleName=fn.role_name(env.name), PolicyName="ParameterStorePolicy",
                             PolicyDocument=parameter_store_policy(
                                 env, fn, region=session.region_name, account=account))
+        code = _zip_dir(paths.lambda_code_dir(fn.code_dir))
+        history = _history(history_dir, fn, code)
+        name = fn.function_name(env.name)
         lam.create_function(
-            FunctionName=fn.function_name(env.name), Runtime="python3.12",
+            FunctionName=name, Runtime="python3.12",
             Role=role["Role"]["Arn"], Handler=fn.handler,
-            Code={"ZipFile": _zip_dir(paths.lambda_code_dir(fn.code_dir))},
-            Timeout=env.timeout(fn), MemorySize=env.memory(fn),
+            Code={"ZipFile": history[0]}, Timeout=env.timeout(fn), MemorySize=env.memory(fn),
             Description=f"{fn.description} - {env.name}",
             Environment={"Variables": variables},
         )
-        version = lam.publish_version(FunctionName=fn.function_name(env.name))["Version"]
-        lam.create_alias(FunctionName=fn.function_name(env.name), Name=LIVE_ALIAS,
-                         FunctionVersion=version)
+        version = lam.publish_version(FunctionName=name)["Version"]
+        for earlier in history[1:]:
+            lam.update_function_code(FunctionName=name, ZipFile=earlier)
+            version = lam.publish_version(FunctionName=name)["Version"]
+        lam.create_alias(FunctionName=name, Name=LIVE_ALIAS,
+                         FunctionVersion=_live_version(history_dir, fn, version))
         if fn.key in env.reserved_concurrency:
             lam.put_function_concurrency(FunctionName=fn.function_name(env.name),
                                          ReservedConcurrentExecutions=env.reserved_concurrency[fn.key])
@@ -93,7 +154,7 @@ def put_database_url(ssm: Any, env: Environment, database_url: str) -> None:
 
 
 def provision(session: Any, env: Environment, *, account: str,
-              database_url: str | None) -> Provisioned:
+              database_url: str | None, history_dir: Path | None = None) -> Provisioned:
     """Create every resource; the DATABASE_URL parameter too when `database_url` is given
     (the supervisor puts it once the database is up, the two start side by side)."""
     s3 = session.client("s3")
@@ -145,8 +206,14 @@ def provision(session: Any, env: Environment, *, account: str,
     if database_url:
         put_database_url(ssm, env, database_url)
     _register_functions(session, env, account=account,
-                        variables=common_env(env, account=account, dlq_urls=dlq_urls))
-    from collections_ops.services import drift
+                        variables=common_env(env, account=account, dlq_urls=dlq_urls),
+                        history_dir=history_dir)
+    from collections_ops.services import drift, monitoring
 
     drift.apply_lifecycle(s3, env, account)
+    # The monitoring stack's alarms and dashboard, as AWS has them; the supervisor's monitor
+    # evaluates the alarms (moto does not).
+    cw = session.client("cloudwatch")
+    monitoring.ensure_alarms(cw, env)
+    monitoring.put_dashboard(cw, env, session.region_name, account=account)
     return Provisioned(images, thumbs, queue_urls, dlq_urls)

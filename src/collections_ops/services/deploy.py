@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from collections_ops import errors, paths
+from collections_ops.checks import Check
 from collections_ops.pipeline import DEPLOYED_FUNCTIONS, FUNCTIONS, Environment, Secret
 
 if TYPE_CHECKING:
@@ -103,6 +104,55 @@ def invocation(command: list[str], *, env: Environment, profile: str | None,
     return CdkInvocation(argv, infra, process_env)
 
 
+def cdk(command: list[str], *, env: Environment, state_root: Path, profile: str | None,
+        region: str | None, record: DeploymentRecord | None = None,
+        bundle: bool = True) -> CdkInvocation:
+    """The CDK command for an environment, with this install's state folders. The CDK app
+    imports aws-cdk-lib: without the `[infra]` extra, say so before running anything."""
+    import importlib.util
+
+    from collections_ops.services import deployment
+
+    if importlib.util.find_spec("aws_cdk") is None:
+        raise errors.MissingExtra("the CDK app needs the `infra` extra (aws-cdk-lib is not "
+                                  "installed)", "pip install 'collections-ops[infra]'")
+    bundle_dir = bundle_dir_for(state_root, env)
+    return invocation(command, env=env, profile=profile, region=region,
+                      bundle_dir=bundle_dir if bundle and bundle_dir.is_dir() else None,
+                      out_dir=state_root / "cdk.out" / env.name, cache_root=state_root / "tools",
+                      extra_context=deployment.cdk_context(record or deployment.plan(env, None)))
+
+
+def bundle_dir_for(state_root: Path, env: Environment) -> Path:
+    return state_root / "build" / env.name
+
+
+@dataclass(frozen=True)
+class DeployPlan:
+    """What `deploy` found before running CDK, and the CDK command it would run."""
+
+    checks: list[Check]
+    invocation: CdkInvocation
+
+
+def deploy(client: Any, env: Environment, *, state_root: Path, profile: str | None,
+           region: str | None, all_stacks: bool, approval: str,
+           record: DeploymentRecord | None = None) -> DeployPlan:
+    """Preflight checks plus the `cdk deploy` invocation; the caller shows the checks and runs
+    the invocation only when none failed."""
+    if approval not in APPROVALS:
+        raise errors.UsageError(f"--require-approval {approval!r} is not one of "
+                                f"{', '.join(APPROVALS)}")
+    from collections_ops.services import deployment
+
+    record = record or deployment.plan(env, None)
+    checks = preflight(client, env, bundle_dir=bundle_dir_for(state_root, env), record=record)
+    targets = ["--all"] if all_stacks else stacks_for(env, database=record.database)
+    inv = cdk(["deploy", *targets, "--require-approval", approval], env=env,
+              state_root=state_root, profile=profile, region=region, record=record)
+    return DeployPlan(checks, inv)
+
+
 def run(inv: CdkInvocation) -> int:
     """Run the CDK CLI, its output streamed straight to the terminal."""
     try:
@@ -113,14 +163,6 @@ def run(inv: CdkInvocation) -> int:
 
 
 # --------------------------------------------------------------------------- preflight
-
-
-@dataclass
-class Check:
-    name: str
-    ok: bool
-    detail: str
-    fix: str | None = None
 
 
 UNRESERVED_MINIMUM = 100  # Lambda keeps this many executions unreserved in every account

@@ -195,25 +195,21 @@ def plan(env: Environment, previous: DeploymentRecord | None, *,
     else the defaults (an `existing` database, reachable without a VPC)."""
     mode = database or (previous.database if previous else env.database)
     if mode not in DATABASE_MODES:
-        raise errors.CliError(f"--database {mode!r} is not one of {', '.join(DATABASE_MODES)}",
-                              exit_code=errors.ExitCode.USAGE)
+        raise errors.UsageError(f"--database {mode!r} is not one of {', '.join(DATABASE_MODES)}")
     if bool(subnet_ids) != bool(security_group_ids):
-        raise errors.CliError("a VPC placement needs both --subnet and --security-group",
-                              exit_code=errors.ExitCode.USAGE)
+        raise errors.UsageError("a VPC placement needs both --subnet and --security-group")
     bad = [i for i in subnet_ids if not i.startswith("subnet-")] + [
         g for g in security_group_ids if not g.startswith("sg-")]
     if bad:
-        raise errors.CliError(f"not subnet-/sg- ids: {', '.join(bad)}",
-                              exit_code=errors.ExitCode.USAGE)
+        raise errors.UsageError(f"not subnet-/sg- ids: {', '.join(bad)}")
     placement: VpcPlacement | None = None
     if subnet_ids:
         placement = VpcPlacement(tuple(subnet_ids), tuple(security_group_ids))
     elif mode == "existing":
         placement = previous.placement if previous else env.database_vpc
     if placement is not None and mode == "rds":
-        raise errors.CliError("--subnet/--security-group are for an existing database; "
-                              "--database rds creates its own network",
-                              exit_code=errors.ExitCode.USAGE)
+        raise errors.UsageError("--subnet/--security-group are for an existing database; "
+                              "--database rds creates its own network")
     if previous is not None and previous.region != env.region:
         raise errors.ConfigError(
             f"environment {env.name} was deployed to {previous.region}, but its settings now "

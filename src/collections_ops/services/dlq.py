@@ -108,8 +108,7 @@ def function_of(function_key: str) -> Function:
         return function(function_key)
     except KeyError:
         keys = ", ".join(fn.key for fn in FUNCTIONS)
-        raise errors.CliError(f"unknown function {function_key!r}", f"one of {keys}",
-                              exit_code=errors.ExitCode.USAGE) from None
+        raise errors.UsageError(f"unknown function {function_key!r}", f"one of {keys}") from None
 
 
 

@@ -81,8 +81,7 @@ def set_concurrency(lam: Any, env: Environment, fn: Function, n: int | None) -> 
     None removes the reservation. Returns the new state against the definition."""
     name = fn.function_name(env.name)
     if n is not None and n < 0:
-        raise errors.CliError(f"reserved concurrency must be 0 or more, not {n}",
-                              exit_code=errors.ExitCode.USAGE)
+        raise errors.UsageError(f"reserved concurrency must be 0 or more, not {n}")
     try:
         if n is None:
             lam.delete_function_concurrency(FunctionName=name)

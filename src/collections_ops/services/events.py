@@ -34,18 +34,16 @@ def sample_detail(kind: str, *, images_bucket: str, item_id: str, user_id: str) 
 
 def validate(event_type: EventType, detail: Any) -> dict[str, Any]:
     if not isinstance(detail, dict):
-        raise errors.CliError("the detail must be a JSON object", exit_code=errors.ExitCode.USAGE)
+        raise errors.UsageError("the detail must be a JSON object")
     missing = [f for f in event_type.required_detail if detail.get(f) in (None, "")]
     if missing:
-        raise errors.CliError(f"{event_type.detail_type} detail is missing {', '.join(missing)}",
-                              f"required: {', '.join(event_type.required_detail)}",
-                              exit_code=errors.ExitCode.USAGE)
+        raise errors.UsageError(f"{event_type.detail_type} detail is missing {', '.join(missing)}",
+                              f"required: {', '.join(event_type.required_detail)}")
     known = set(event_type.required_detail) | set(event_type.optional_detail)
     unknown = sorted(set(detail) - known)
     if unknown:
-        raise errors.CliError(f"{event_type.detail_type} detail has unknown fields: "
-                              f"{', '.join(unknown)}", f"known: {', '.join(sorted(known))}",
-                              exit_code=errors.ExitCode.USAGE)
+        raise errors.UsageError(f"{event_type.detail_type} detail has unknown fields: "
+                              f"{', '.join(unknown)}", f"known: {', '.join(sorted(known))}")
     return detail
 
 

@@ -22,10 +22,12 @@ from collections_ops.services.logs import LogEvent, LogReader
 
 CORRELATION_METADATA = "correlation-id"
 # The log message with which each function reports its stage done.
-DONE_MESSAGES = {
-    "processor": {"EventBridge event published"},
-    "analyzer": {"EventBridge event published"},
-    "embedder": {"Embedding stored in pgvector", "already embedded this analysis"},
+# The structured fields (`stage`, `outcome`) of the log event that ends each function's stage;
+# matched as fields, never by message text, so rewording a log line cannot break following.
+DONE_FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
+    "processor": (("stage", "published"),),
+    "analyzer": (("stage", "published"),),
+    "embedder": (("stage", "stored"), ("outcome", "duplicate")),
 }
 
 
@@ -45,7 +47,7 @@ def upload(s3: Any, bucket: str, path: Path, *, user_id: str, name: str | None =
     if not path.is_file():
         raise errors.NotFound(f"no such file: {path}")
     if "/" in user_id or not user_id:
-        raise errors.CliError(f"invalid user id {user_id!r}", "a user id has no '/'")
+        raise errors.UsageError(f"invalid user id {user_id!r}", "a user id has no '/'")
     filename = name or path.name
     key = f"{user_id}/{filename}"
     correlation_id = uuid.uuid4().hex
@@ -113,7 +115,8 @@ class Tracker:
             stage.detail = str(payload.get("reason") or message)
         elif outcome in ("retry", "error") and stage.status == "running":
             stage.detail = f"retrying: {payload.get('reason') or message}"
-        elif message in DONE_MESSAGES[line.function_key] and stage.status != "failed":
+        elif stage.status != "failed" and any(
+                payload.get(key) == value for key, value in DONE_FIELDS[line.function_key]):
             stage.status, stage.finished_ms, stage.detail = "done", line.timestamp, ""
 
     @property

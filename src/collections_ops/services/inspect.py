@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from collections_ops import errors
+from collections_ops.checks import Check
 from collections_ops.pipeline import FUNCTIONS, LIVE_ALIAS, Environment, Function
 
 ClientFactory = Callable[[str], Any]
@@ -154,13 +155,7 @@ def gather_status(client: ClientFactory, env: Environment, *, account: str,
 # --------------------------------------------------------------------------- doctor
 
 
-@dataclass
-class Finding:
-    check: str
-    ok: bool
-    detail: str
-    fix: str | None = None
-    severity: str = "error"  # "warning": worth a look, but nothing is broken
+Finding = Check  # doctor's findings are the shared check type
 
 
 def _notification_targets(cfg: dict[str, Any]) -> list[str]:

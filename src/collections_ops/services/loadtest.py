@@ -220,8 +220,7 @@ def run_load_test(client_factory: ClientFactory, env: Environment, *, count: int
     Keys are `<user_id>/load-<run_id>-<n>.jpg`, new for every run unless `run_id` is given.
     """
     if count < 1 or concurrency < 1:
-        raise errors.CliError("--count and --concurrency must be at least 1",
-                              exit_code=errors.ExitCode.USAGE)
+        raise errors.UsageError("--count and --concurrency must be at least 1")
     make = image_factory or photo_jpeg
     run = run_id or uuid.uuid4().hex[:8]
     bucket = bucket or _images_bucket(client_factory, env)

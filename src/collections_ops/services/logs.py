@@ -30,8 +30,7 @@ def parse_since(text: str, *, now: float | None = None) -> int:
     """`10m`, `2h`, `30s`, `1d` -> epoch milliseconds that long ago."""
     match = _SINCE.match(text.strip())
     if not match:
-        raise errors.CliError(f"cannot read --since {text!r}", "use e.g. 30s, 10m, 2h or 1d",
-                              exit_code=errors.ExitCode.USAGE)
+        raise errors.UsageError(f"cannot read --since {text!r}", "use e.g. 30s, 10m, 2h or 1d")
     seconds = int(match.group(1)) * _UNITS[match.group(2)]
     return int(((now if now is not None else time.time()) - seconds) * 1000)
 
@@ -44,9 +43,8 @@ def select_functions(which: str) -> list[Function]:
     try:
         return [function(which)]
     except KeyError:
-        raise errors.CliError(f"unknown function {which!r}",
-                              "one of processor, analyzer, embedder, all",
-                              exit_code=errors.ExitCode.USAGE) from None
+        raise errors.UsageError(f"unknown function {which!r}",
+                              "one of processor, analyzer, embedder, all") from None
 
 
 @dataclass(frozen=True)

@@ -154,8 +154,7 @@ def show(cw: Any, env: Environment, hours: float = 3, period: int = PERIOD_S, *,
     metrics that means 0, and they are returned as 0.0.
     """
     if period <= 0 or period % 60:
-        raise errors.CliError(f"a period of {period} s is not a multiple of 60",
-                              exit_code=errors.ExitCode.USAGE)
+        raise errors.UsageError(f"a period of {period} s is not a multiple of 60")
     end = _floor(now or datetime.now(UTC), period)
     slots = max(1, math.ceil(hours * 3600 / period))
     start = end - timedelta(seconds=slots * period)
@@ -287,8 +286,7 @@ def notification_topic(sns: Any, env: Environment, email: str) -> Notification:
     """The `collections-<env>-alarms` topic with `email` subscribed (idempotent). AWS mails the
     address a confirmation link; nothing is delivered until it is followed."""
     if "@" not in email:
-        raise errors.CliError(f"{email!r} is not an e-mail address",
-                              exit_code=errors.ExitCode.USAGE)
+        raise errors.UsageError(f"{email!r} is not an e-mail address")
     arn = str(sns.create_topic(Name=topic_name(env.name))["TopicArn"])
     # Tagged apart: create_topic refuses an existing topic whose tags differ from the ones given.
     sns.tag_resource(ResourceArn=arn, Tags=_tags(env.name))
@@ -410,3 +408,23 @@ def _describe_one(cw: Any, name: str) -> dict[str, Any]:
         raise errors.NotFound(f"no alarm named {name}",
                               "list them with `collections alarms ENV`")
     return dict(alarms[0])
+
+
+@dataclass(frozen=True)
+class MetricSummary:
+    function: str
+    metric: str
+    trend: str  # a sparkline of the period's values
+    total: str  # the sum, or for Duration the maximum
+
+
+def summarize(data: dict[str, dict[str, list[float | None]]]) -> list[MetricSummary]:
+    """`show()`'s series as one line per function and metric."""
+    rows = []
+    for key, metrics in data.items():
+        for metric, values in metrics.items():
+            present = [v for v in values if v is not None]
+            total = (f"{sum(present):g}" if metric != "Duration" else
+                     f"{max(present):.0f} ms max" if present else "")
+            rows.append(MetricSummary(key, metric, sparkline(values), total))
+    return rows

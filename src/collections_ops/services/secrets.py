@@ -6,8 +6,9 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from collections_ops import errors
-from collections_ops.pipeline import SECRETS, Environment, secret
+from collections_ops import aws, errors
+from collections_ops.checks import Check
+from collections_ops.pipeline import SECRETS, Environment, Secret, secret
 
 
 @dataclass(frozen=True)
@@ -32,14 +33,10 @@ def mask(value: str) -> str:
 
 def put(ssm: Any, env: Environment, name: str, value: str, *,
         kms_key_id: str | None = None) -> SecretInfo:
-    try:
-        spec = secret(name)
-    except KeyError:
-        known = ", ".join(s.name for s in SECRETS)
-        raise errors.ConfigError(f"unknown secret {name!r}", f"known: {known}") from None
+    spec = known_secret(name)
     value = value.strip("\r\n")
     if not value:
-        raise errors.CliError("the secret value is empty", "nothing was written")
+        raise errors.UsageError("the secret value is empty", "nothing was written")
     parameter = spec.parameter_name(env.parameter_prefix)
     kwargs: dict[str, Any] = {"Name": parameter, "Value": value, "Type": "SecureString",
                               "Overwrite": True, "Description": spec.description}
@@ -71,15 +68,19 @@ def list_secrets(ssm: Any, env: Environment) -> list[SecretInfo]:
     return out
 
 
-def remove(ssm: Any, env: Environment, name: str) -> str:
-    spec = secret(name)
-    parameter = spec.parameter_name(env.parameter_prefix)
+def known_secret(name: str) -> Secret:
     try:
-        ssm.delete_parameter(Name=parameter)
-    except Exception as exc:
-        if errors.aws_error_code(exc) == "ParameterNotFound":
-            raise errors.NotFound(f"{parameter} does not exist") from None
-        raise
+        return secret(name)
+    except KeyError:
+        raise errors.UsageError(f"unknown secret {name!r}",
+                                f"one of {', '.join(s.name for s in SECRETS)}") from None
+
+
+def remove(ssm: Any, env: Environment, name: str) -> str:
+    spec = known_secret(name)
+    parameter = spec.parameter_name(env.parameter_prefix)
+    if aws.or_none(lambda: ssm.delete_parameter(Name=parameter)) is None:
+        raise errors.NotFound(f"{parameter} does not exist")
     return parameter
 
 
@@ -95,7 +96,7 @@ def parse_dotenv(text: str) -> dict[str, str]:
         key, sep, value = line.partition("=")
         key = key.strip()
         if not sep:
-            raise errors.CliError(f".env line {number} has no '='", "use KEY=VALUE")
+            raise errors.UsageError(f".env line {number} has no '='", "use KEY=VALUE")
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
@@ -104,41 +105,35 @@ def parse_dotenv(text: str) -> dict[str, str]:
     return values
 
 
-@dataclass(frozen=True)
-class Verdict:
-    name: str
-    parameter: str
-    required: bool
-    ok: bool
-    detail: str
-
-
-def verify(ssm: Any, env: Environment, *, live: bool = False) -> list[Verdict]:
+def verify(ssm: Any, env: Environment, *, live: bool = False) -> list[Check]:
     """Every parameter the deployed functions need exists and decrypts; optionally, each key
-    is accepted by its provider (`live`)."""
+    is accepted by its provider (`live`). One check per secret, named by its parameter."""
     required = {s.name for s in env.required_secrets()}
-    verdicts = []
+    checks = []
     for spec in SECRETS:
         parameter = spec.parameter_name(env.parameter_prefix)
+        is_required = spec.name in required
+        fix = f"collections secrets put {spec.name} --env {env.name}"
         try:
-            value = ssm.get_parameter(Name=parameter, WithDecryption=True)["Parameter"]["Value"]
+            value = aws.or_none(lambda p=parameter: ssm.get_parameter(  # type: ignore[misc]
+                Name=p, WithDecryption=True)["Parameter"]["Value"], "ParameterNotFound")
         except Exception as exc:
-            code = errors.aws_error_code(exc)
-            if code != "ParameterNotFound":
-                verdicts.append(Verdict(spec.name, parameter, spec.name in required, False,
-                                        f"cannot read: {code or type(exc).__name__}"))
-                continue
-            is_required = spec.name in required
-            verdicts.append(Verdict(spec.name, parameter, is_required, not is_required,
-                                    "missing" if is_required else "not set (optional)"))
+            if aws.translate(exc) is not None:  # no credentials, access denied: not per secret
+                raise
+            code = aws.error_code(exc) or type(exc).__name__
+            checks.append(Check(parameter, False, f"cannot read: {code}", fix))
             continue
-        detail = f"present, decrypts ({fingerprint(value)})"
-        ok = True
+        if value is None:
+            checks.append(Check(parameter, not is_required,
+                                "missing (required)" if is_required else "not set (optional)",
+                                fix if is_required else None))
+            continue
+        ok, detail = True, f"present, decrypts ({fingerprint(value)})"
         if live:
             ok, live_detail = check_live(spec.name, value)
             detail += f"; {live_detail}"
-        verdicts.append(Verdict(spec.name, parameter, spec.name in required, ok, detail))
-    return verdicts
+        checks.append(Check(parameter, ok, detail, None if ok else fix))
+    return checks
 
 
 def check_live(name: str, value: str) -> tuple[bool, str]:
@@ -164,5 +159,9 @@ def check_live(name: str, value: str) -> tuple[bool, str]:
             return True, "no live check for this secret"
     except Exception as exc:
         status = getattr(exc, "status_code", None) or getattr(exc, "http_status", None)
+        kinds = " ".join(c.__name__ for c in type(exc).__mro__)
+        if status is None and ("Connection" in kinds or "Timeout" in kinds):
+            # No answer is not a verdict on the key.
+            return False, f"the provider could not be reached ({type(exc).__name__})"
         return False, f"rejected by the provider ({status or type(exc).__name__})"
     return True, "accepted by the provider"

@@ -129,20 +129,17 @@ def tune(invoker: Invoker, memory_sizes: Sequence[int] = DEFAULT_MEMORY_SIZES, r
     `price_per_gb_s` defaults to the price of `arch`.
     """
     if strategy not in STRATEGIES:
-        raise errors.CliError(f"unknown strategy {strategy!r}",
-                              f"use one of {', '.join(STRATEGIES)}",
-                              exit_code=errors.ExitCode.USAGE)
+        raise errors.UsageError(f"unknown strategy {strategy!r}",
+                              f"use one of {', '.join(STRATEGIES)}")
     if arch not in PRICE_PER_GB_S:
-        raise errors.CliError(f"unknown architecture {arch!r}",
-                              f"use one of {', '.join(PRICE_PER_GB_S)}",
-                              exit_code=errors.ExitCode.USAGE)
+        raise errors.UsageError(f"unknown architecture {arch!r}",
+                              f"use one of {', '.join(PRICE_PER_GB_S)}")
     sizes = sorted(set(memory_sizes))
     bad = [m for m in sizes if not MIN_MEMORY_MB <= m <= MAX_MEMORY_MB]
     if not sizes or bad or runs < 1:
-        raise errors.CliError(
+        raise errors.UsageError(
             "nothing to measure" if not sizes or runs < 1 else
-            f"Lambda memory is {MIN_MEMORY_MB}-{MAX_MEMORY_MB} MB, not {bad}",
-            exit_code=errors.ExitCode.USAGE)
+            f"Lambda memory is {MIN_MEMORY_MB}-{MAX_MEMORY_MB} MB, not {bad}")
     if not 0 <= balanced_weight <= 1:
         raise ValueError("balanced_weight must be in [0, 1]")
     price = PRICE_PER_GB_S[arch] if price_per_gb_s is None else price_per_gb_s

@@ -9,13 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from collections_ops import errors
-
-
-@dataclass
-class Check:
-    name: str
-    ok: bool
-    detail: str
+from collections_ops.checks import Check
 
 
 @dataclass
@@ -166,3 +160,16 @@ def check(s3: Any, item_id: str, *, user_id: str | None,
             f"{embedding['embedding_model']}, {embedding['stored_dimensions']} dimensions, "
             f"norm {norm:.3f}"))
     return report
+
+
+def raise_for_failure(report: VerifyReport) -> None:
+    """NotFound when the item is not there at all; VerifyFailed when a stage left it short."""
+    if report.ok:
+        return
+    failed = ", ".join(c.name for c in report.checks if not c.ok)
+    if report.item is None:
+        raise errors.NotFound(f"verification failed: {failed}",
+                              "was it uploaded to this environment? try "
+                              "`collections test-upload FILE --follow`")
+    raise errors.VerifyFailed(f"verification failed: {failed}",
+                              "see `collections logs` for the stage that failed")

@@ -180,8 +180,8 @@ def publish_live(lam: Any, env: Environment, fn: Function, *,
 def prunable(versions: list[str], *, live: str | None, keep: int) -> list[str]:
     """The versions to delete: the oldest beyond `keep`, never `live` nor the one before it."""
     if keep < 2:
-        raise errors.CliError(f"keep at least 2 versions (the live one and the one before), "
-                              f"not {keep}", exit_code=errors.ExitCode.USAGE)
+        raise errors.UsageError(f"keep at least 2 versions (the live one and the one before), "
+                              f"not {keep}")
     ordered = sorted(versions, key=int)
     protected = set()
     if live is not None:
@@ -234,17 +234,15 @@ def configure(lam: Any, env: Environment, fn: Function, *, timeout: int | None =
     changes: dict[str, Any] = {}
     if timeout is not None:
         if not 1 <= timeout <= MAX_TIMEOUT_S:
-            raise errors.CliError(f"Lambda timeout is 1-{MAX_TIMEOUT_S} s, not {timeout}",
-                                  exit_code=errors.ExitCode.USAGE)
+            raise errors.UsageError(f"Lambda timeout is 1-{MAX_TIMEOUT_S} s, not {timeout}")
         changes["Timeout"] = timeout
     if memory is not None:
         if not MIN_MEMORY_MB <= memory <= MAX_MEMORY_MB:
-            raise errors.CliError(f"Lambda memory is {MIN_MEMORY_MB}-{MAX_MEMORY_MB} MB, not "
-                                  f"{memory}", exit_code=errors.ExitCode.USAGE)
+            raise errors.UsageError(f"Lambda memory is {MIN_MEMORY_MB}-{MAX_MEMORY_MB} MB, not "
+                                  f"{memory}")
         changes["MemorySize"] = memory
     if not changes:
-        raise errors.CliError("nothing to change", "pass --timeout and/or --memory",
-                              exit_code=errors.ExitCode.USAGE)
+        raise errors.UsageError("nothing to change", "pass --timeout and/or --memory")
     described = ", ".join(f"{k} {v}" for k, v in changes.items())
     return publish_live(lam, env, fn, changes=changes, keep=keep, sleep=sleep,
                         description=f"collections configure: {described}")

@@ -50,7 +50,7 @@ def db_status(env: EnvOption = None, output: OutputOption = Output.table,
              f"vector {database.get('vector') or 'not installed'}",
              ["migration", "state", "applied at"],
              [[a["version"], "applied", a["applied_at"]] for a in status.get("applied", [])]
-             + [[v, "[yellow]pending[/yellow]", ""] for v in status.get("pending", [])])
+             + [[v, ui.Styled("pending", "yellow"), ""] for v in status.get("pending", [])])
     ui.table(None, ["table", "rows"],
              [[t, "missing" if n is None else n] for t, n in status.get("tables", {}).items()])
     ui.table(None, ["index", "size"],

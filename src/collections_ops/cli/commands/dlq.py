@@ -27,8 +27,7 @@ app = typer.Typer(help="Dead-letter queues: list, decode, replay.", no_args_is_h
 
 @app.command("list")
 def dlq_list(env: EnvOption = None, output: OutputOption = Output.table,
-                 profile: ProfileOption = None,
-             region: RegionOption = None) -> None:
+             profile: ProfileOption = None, region: RegionOption = None) -> None:
     """Each function's dead-letter queue with its depth and the age of its oldest message."""
     as_json = output is Output.json
     from collections_ops.services import dlq
@@ -39,7 +38,7 @@ def dlq_list(env: EnvOption = None, output: OutputOption = Output.table,
         ui.print_json([q.as_dict() for q in queues])
         return
     ui.table(f"dead-letter queues ({ctx.env.name})", ["stage", "queue", "depth", "oldest"],
-             [[q.stage, q.queue_name, "[red]missing[/red]" if q.url is None else q.depth,
+             [[q.stage, q.queue_name, ui.red("missing") if q.url is None else q.depth,
                f"{q.oldest_age_s:.0f} s" if q.oldest_age_s is not None else ""]
               for q in queues])
 
@@ -61,7 +60,7 @@ def dlq_show(function: FunctionArg, env: EnvOption = None,
     ui.table(f"{len(failed)} failed event(s) for {function}",
              ["item", "user", "condition", "error", "attempts"],
              [[f.item_id or f.key, f.user_id, f.condition, f.error_message, f.attempts]
-              for f in failed])
+              for f in failed], ids=(0, 1))
 
 
 @app.command("redrive")
@@ -98,5 +97,6 @@ def dlq_redrive(
               f"{report.would_replay if dry_run else report.replayed}, failed {report.failed}, "
               f"skipped {report.skipped}")
     if report.failed:
-        raise errors.CliError(f"{report.failed} replay(s) failed; those events are still in the "
-                              "dead-letter queue", "fix the cause, then redrive again")
+        raise errors.CollectionsError(f"{report.failed} replay(s) failed; those events are "
+                                      "still in the dead-letter queue",
+                                      "fix the cause, then redrive again")

@@ -1,28 +1,35 @@
-"""Commands whose subject is an environment: build, synth, diff, deploy, destroy,
-rollback, bootstrap. `local` runs the embedded cloud; dev/prod run the pinned CDK CLI.
+"""Commands whose subject is an environment: build, synth, diff, deploy, destroy, rollback,
+bootstrap. The environment is the first argument or --env. `local` runs the embedded cloud;
+dev/prod run the pinned CDK CLI, after the credentials are checked (exit 5 before any build).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from collections_ops import errors
 from collections_ops.cli import ui
 from collections_ops.cli.options import (
+    EnvArgument,
+    EnvOption,
     FunctionKey,
     Output,
     OutputOption,
     ProfileOption,
     RegionOption,
     context,
+    env_name,
     require_aws,
 )
 
-app = typer.Typer(rich_markup_mode=None)
+if TYPE_CHECKING:
+    from collections_ops.context import Context
+    from collections_ops.services.deployment import DeploymentRecord
 
+app = typer.Typer(rich_markup_mode=None)
 
 ApprovalOption = Annotated[str, typer.Option(
     "--require-approval", help="never, broadening or any-change (CDK's approval level).")]
@@ -38,101 +45,106 @@ SecurityGroupOption = Annotated[list[str] | None, typer.Option(
     "--security-group", help="With --subnet: a security group the database admits (repeat).")]
 
 
-def _bundle_dir(ctx: Any) -> Path:
-    return Path(ctx.settings.state_root) / "build" / ctx.env.name
+def _aws(env: str | None, option: str | None, profile: str | None, region: str | None,
+         verb: str) -> Context:
+    """The context of an AWS environment whose credentials were checked (before any work)."""
+    ctx = context(env_name(env, option), profile, region)
+    require_aws(ctx, verb)
+    ctx.require_credentials()
+    return ctx
 
 
-def _cdk(ctx: Any, command: list[str], *, record: Any, bundle: bool = True) -> int:
-    from collections_ops.services import deploy as deploying
-    from collections_ops.services import deployment
-
-    inv = deploying.invocation(
-        command, env=ctx.env, profile=ctx.profile, region=ctx.aws_region,
-        bundle_dir=_bundle_dir(ctx) if bundle and _bundle_dir(ctx).is_dir() else None,
-        out_dir=Path(ctx.settings.state_root) / "cdk.out" / ctx.env.name,
-        cache_root=Path(ctx.settings.state_root) / "tools",
-        extra_context=deployment.cdk_context(record))
-    ui.info(f"[dim]$ {' '.join(inv.argv)}[/dim]")
-    return deploying.run(inv)
-
-
-def _credentials(ctx: Any) -> None:
-    """Before anything is built or synthesized: without credentials nothing else can work."""
+def _run_cdk(ctx: Context, command: list[str], *, record: DeploymentRecord,
+             bundle: bool = True) -> int:
     from collections_ops.services import deploy as deploying
 
-    deploying.require_credentials(ctx.client)
+    inv = deploying.cdk(command, env=ctx.env, state_root=Path(ctx.settings.state_root),
+                        profile=ctx.profile, region=ctx.aws_region, record=record,
+                        bundle=bundle)
+    return _run(inv)
 
 
-def _previous(ctx: Any) -> Any:
-    """What was deployed: the account's record, else the local copy."""
+def _record(ctx: Context, database: str | None = None) -> DeploymentRecord:
+    """What this command deploys, diffs or destroys: the options given, else the deployment
+    record (the account's, else the local copy), else the defaults."""
     from collections_ops.services import deployment
 
-    return deployment.in_account(ctx.state_dir, ctx.env, ssm=ctx.client("ssm"))
+    previous = deployment.in_account(ctx.state_dir, ctx.env, ssm=ctx.client("ssm"))
+    return deployment.plan(ctx.env, previous, database=database)
+
+
+def _run(inv: object) -> int:
+    from collections_ops.services import deploy as deploying
+
+    ui.info(f"$ {' '.join(inv.argv)}", "dim")  # type: ignore[attr-defined]
+    return deploying.run(inv)  # type: ignore[arg-type]
+
+
+def _cdk_failed(verb: str, rc: int, hint: str = "see the CDK output above") -> None:
+    if rc:
+        raise errors.CollectionsError(f"cdk {verb} failed (exit {rc})", hint)
 
 
 @app.command()
-def build(env: Annotated[str, typer.Argument(help="Environment to build for.")] = "dev",
+def build(env: EnvArgument = None, env_option: EnvOption = None,
           output: OutputOption = Output.table) -> None:
     """Build each function's bundle with its dependencies vendored for the Lambda runtime."""
-    as_json = output is Output.json
     from dataclasses import asdict
 
     from collections_ops.services import build as building
+    from collections_ops.services import deploy as deploying
 
-    ctx = context(env)
-    reports = building.build(ctx.env.name, out_dir=_bundle_dir(ctx))
-    if as_json:
+    ctx = context(env_name(env, env_option))
+    out_dir = deploying.bundle_dir_for(Path(ctx.settings.state_root), ctx.env)
+    reports = building.build(ctx.env.name, out_dir=out_dir)
+    if output is Output.json:
         ui.print_json([asdict(r) for r in reports])
         return
-    ui.table(f"bundles ({ctx.env.name}) in {_bundle_dir(ctx)}", ["function", "size", "files"],
+    ui.table(f"bundles ({ctx.env.name}) in {out_dir}", ["function", "size", "files"],
              [[r.function, f"{r.size_mb:.1f} MB", r.file_count] for r in reports])
 
 
 @app.command()
-def synth(env: Annotated[str, typer.Argument(help="dev or prod.")],
+def synth(env: EnvArgument = None, env_option: EnvOption = None,
           database: DatabaseOption = None) -> None:
-    """Synthesize the environment's CloudFormation templates (offline)."""
-    ctx = context(env)
+    """Synthesize the environment's CloudFormation templates (offline: no credentials)."""
+    ctx = context(env_name(env, env_option))
     require_aws(ctx, "synth")
     from collections_ops.services import deploy as deploying
     from collections_ops.services import deployment
 
     record = deployment.plan(ctx.env, deployment.load(ctx.state_dir), database=database)
-    rc = _cdk(ctx, ["synth", *deploying.stacks_for(ctx.env, database=record.database),
-                    "--quiet"], record=record)
-    if rc:
-        raise errors.CliError(f"cdk synth failed (exit {rc})", "see the CDK output above")
+    _cdk_failed("synth", _run_cdk(ctx, ["synth", *deploying.stacks_for(
+        ctx.env, database=record.database), "--quiet"], record=record))
     ui.ok(f"synthesized {ctx.env.name} into {Path(ctx.settings.state_root) / 'cdk.out'}")
 
 
 @app.command()
-def diff(env: Annotated[str, typer.Argument(help="dev or prod.")],
+def diff(env: EnvArgument = None, env_option: EnvOption = None,
          database: DatabaseOption = None, profile: ProfileOption = None,
          region: RegionOption = None) -> None:
-    """Show what a deploy would change. Exit 0: no changes; 11: changes; other: error."""
-    ctx = context(env, profile, region)
-    require_aws(ctx, "diff")
-    _credentials(ctx)
+    """Show what a deploy would change. Exit 0: no changes; 11: changes; 5: no credentials;
+    other: error."""
+    ctx = _aws(env, env_option, profile, region, "diff")
     from collections_ops.services import deploy as deploying
-    from collections_ops.services import deployment, drift
+    from collections_ops.services import drift
 
-    record = deployment.plan(ctx.env, _previous(ctx), database=database)
-    rc = _cdk(ctx, ["diff", *deploying.stacks_for(ctx.env, database=record.database), "--fail"],
-              record=record)
+    record = _record(ctx, database)
+    rc = _run_cdk(ctx, ["diff", *deploying.stacks_for(ctx.env, database=record.database),
+                        "--fail"], record=record)
     moved = [a for a in drift.alias_drift(ctx.client("cloudformation"), ctx.client("lambda"),
                                           ctx.env) if not a.in_sync]
     for alias in moved:
-        ui.info(f"[yellow]![/yellow] {alias.detail}")
-    if rc == 1 or moved:
-        raise errors.CliError("the deployed stacks differ from the app", None,
-                              exit_code=errors.ExitCode.CHANGES)
-    if rc:
-        raise errors.CliError(f"cdk diff failed (exit {rc})", "see the CDK output above")
+        ui.info(f"! {alias.detail}", "yellow")
+    if rc == 1 or (moved and not rc):
+        raise errors.Changes("the deployed stacks differ from the app" if rc == 1 else
+                             "a live alias differs from the stack's version")
+    _cdk_failed("diff", rc)
 
 
 @app.command()
 def deploy(
-    env: Annotated[str, typer.Argument(help="Environment to deploy: local, dev or prod.")],
+    env: EnvArgument = None, env_option: EnvOption = None,
     all_stacks: Annotated[bool, typer.Option("--all", help="Every stack of the app.")] = False,
     require_approval: ApprovalOption = "broadening",
     yes: YesOption = False,
@@ -141,57 +153,56 @@ def deploy(
     security_group: SecurityGroupOption = None,
     skip_build: Annotated[bool, typer.Option("--skip-build", help="Deploy the bundles "
                                              "already built.")] = False,
+    output: OutputOption = Output.table,
     profile: ProfileOption = None,
     region: RegionOption = None,
 ) -> None:
     """Deploy an environment. `local` starts the embedded local cloud in the background;
-    dev/prod run preflight checks, build the bundles and run `cdk deploy`."""
-    ctx = context(env, profile, region)
+    dev/prod check credentials, build the bundles, run preflight checks and `cdk deploy`."""
+    ctx = context(env_name(env, env_option), profile, region)
     if ctx.is_local:
         from collections_ops.localcloud import manager
 
         ui.info("starting the local cloud…")
         state, started = manager.start(ctx.state_dir)
-        ui.ok(("local cloud started" if started else "local cloud already running")
-              + f" at {state.endpoint_url} (state: {ctx.state_dir})")
+        message = "local cloud started" if started else "local cloud already running"
+        if output is Output.json:
+            ui.print_json({"env": ctx.env.name, "started": started,
+                           "endpoint_url": state.endpoint_url, "state_dir": str(ctx.state_dir)})
+        else:
+            ui.ok(f"{message} at {state.endpoint_url} (state: {ctx.state_dir})")
         return
+    from collections_ops.cli import render
     from collections_ops.services import deploy as deploying
-    from collections_ops.services import deployment
+    from collections_ops.services import deployment, versions
 
-    if require_approval not in deploying.APPROVALS:
-        raise errors.CliError(f"--require-approval {require_approval!r} is not one of "
-                              f"{', '.join(deploying.APPROVALS)}", exit_code=errors.ExitCode.USAGE)
-    _credentials(ctx)
-    previous = _previous(ctx)
+    ctx.require_credentials()
+    previous = deployment.in_account(ctx.state_dir, ctx.env, ssm=ctx.client("ssm"))
     record = deployment.plan(ctx.env, previous, database=database, subnet_ids=subnet or (),
                              security_group_ids=security_group or (), region=region,
                              account=ctx.account)
     for change in deployment.changes(previous, record):
         ui.info(f"deployment: {change}")
     if not skip_build:
-        build(ctx.env.name)
-    checks = deploying.preflight(ctx.client, ctx.env, bundle_dir=_bundle_dir(ctx), record=record)
-    ui.table(f"preflight ({ctx.env.name})", ["check", "ok", "detail", "fix"],
-             [[c.name, ui.mark(c.ok), c.detail, c.fix or ""] for c in checks])
-    failed = [c for c in checks if not c.ok]
+        from collections_ops.services import build as building
+
+        reports = building.build(ctx.env.name, out_dir=deploying.bundle_dir_for(
+            Path(ctx.settings.state_root), ctx.env))
+        ui.info(f"built {len(reports)} bundles ({sum(r.size_mb for r in reports):.0f} MB)")
+    plan = deploying.deploy(ctx.client, ctx.env, state_root=Path(ctx.settings.state_root),
+                            profile=ctx.profile, region=ctx.aws_region, all_stacks=all_stacks,
+                            approval="never" if yes else require_approval, record=record)
+    failed = render.checks(f"preflight ({ctx.env.name})", plan.checks,
+                           as_json=output is Output.json)
     if failed:
         first = failed[0]
-        raise errors.CliError(f"preflight failed: {first.name}: {first.detail}", first.fix,
-                              exit_code=errors.ExitCode.CREDENTIALS
-                              if first.name == "credentials" else errors.ExitCode.CONFIG)
-    targets = (["--all"] if all_stacks
-               else deploying.stacks_for(ctx.env, database=record.database))
-    approval = "never" if yes else require_approval
-    rc = _cdk(ctx, ["deploy", *targets, "--require-approval", approval], record=record)
-    if rc:
-        raise errors.CliError(f"cdk deploy failed (exit {rc})",
-                              f"see the CDK output above; `collections rollback {ctx.env.name}`"
-                              " returns a stack stuck in a failed update")
+        raise errors.ConfigError(f"preflight failed: {first.name}: {first.detail}", first.fix)
+    _cdk_failed("deploy", _run(plan.invocation),
+                f"see the CDK output above; `collections rollback {ctx.env.name}` returns a "
+                "stack stuck in a failed update")
     stamped = deployment.stamped(record)
     deployment.save(ctx.state_dir, stamped)
     deployment.publish(ctx.client("ssm"), ctx.env, stamped)
-    from collections_ops.services import versions
-
     for name, deleted in versions.prune_all(ctx.client("lambda"), ctx.env,
                                             keep=ctx.env.versions_to_keep).items():
         ui.info(f"{name}: pruned versions {', '.join(deleted)} "
@@ -201,12 +212,12 @@ def deploy(
 
 @app.command()
 def destroy(
-    env: Annotated[str, typer.Argument(help="Environment to destroy.")],
+    env: EnvArgument = None, env_option: EnvOption = None,
     yes: YesOption = False, database: DatabaseOption = None,
     profile: ProfileOption = None, region: RegionOption = None,
 ) -> None:
     """Destroy an environment. `local` stops the local cloud and deletes its state."""
-    ctx = context(env, profile, region)
+    ctx = context(env_name(env, env_option), profile, region)
     if ctx.is_local:
         from collections_ops.localcloud import manager
 
@@ -217,22 +228,19 @@ def destroy(
     from collections_ops.services import deploy as deploying
     from collections_ops.services import deployment
 
-    _credentials(ctx)
+    ctx.require_credentials()
     # What was deployed decides what is destroyed (the database stack too).
-    record = deployment.plan(ctx.env, _previous(ctx), database=database)
+    record = _record(ctx, database)
     command = ["destroy", *deploying.stacks_for(ctx.env, database=record.database)]
-    if yes:
-        command.append("--force")
-    rc = _cdk(ctx, command, record=record, bundle=False)
-    if rc:
-        raise errors.CliError(f"cdk destroy failed (exit {rc})", "see the CDK output above")
+    _cdk_failed("destroy", _run_cdk(ctx, [*command, *(["--force"] if yes else [])],
+                                    record=record, bundle=False))
     deployment.forget(ctx.state_dir)
     deployment.unpublish(ctx.client("ssm"), ctx.env)
 
 
 @app.command()
 def rollback(
-    env: Annotated[str, typer.Argument(help="dev or prod.")],
+    env: EnvArgument = None, env_option: EnvOption = None,
     function: Annotated[FunctionKey | None, typer.Option(
         "--function", metavar="FUNCTION",
         help="Move this function's `live` alias back instead.")] = None,
@@ -244,43 +252,34 @@ def rollback(
 ) -> None:
     """Roll back: a stack stuck in a failed update (CloudFormation), or with --function, the
     function's `live` alias to an earlier published version, showing what changed."""
-    as_json = output is Output.json
-    ctx = context(env, profile, region)
-    if function is not None:
-        from collections_ops.pipeline import function as find_function
-        from collections_ops.services import versions
-
-        result = versions.roll_back(ctx.client("lambda"), ctx.env, find_function(function),
-                                    to=to, dry_run=dry_run)
-        if as_json:
-            ui.print_json(result.as_dict())
-            return
-        verb = "would move" if dry_run else "moved"
-        ui.ok(f"{result.function_name}: live {verb} from version {result.from_version} to "
-              f"{result.to_version}")
-        for change in result.changes or ["no differences in code or configuration"]:
-            ui.console().print(f"  {change}", markup=False)
+    ctx = context(env_name(env, env_option), profile, region)
+    ctx.require_credentials()
+    if function is None:
+        require_aws(ctx, "rollback")
+        _cdk_failed("rollback", _run_cdk(ctx, ["rollback", ctx.env.stack_name("Compute")],
+                                         record=_record(ctx), bundle=False))
         return
-    require_aws(ctx, "rollback")
-    _credentials(ctx)
-    from collections_ops.services import deployment
+    from collections_ops.pipeline import function as find_function
+    from collections_ops.services import versions
 
-    rc = _cdk(ctx, ["rollback", ctx.env.stack_name("Compute")],
-              record=deployment.plan(ctx.env, _previous(ctx)), bundle=False)
-    if rc:
-        raise errors.CliError(f"cdk rollback failed (exit {rc})", "see the CDK output above")
+    result = versions.roll_back(ctx.client("lambda"), ctx.env, find_function(function),
+                                to=to, dry_run=dry_run)
+    if output is Output.json:
+        ui.print_json(result.as_dict())
+        return
+    verb = "would move" if dry_run else "moved"
+    ui.ok(f"{result.function_name}: live {verb} from version {result.from_version} to "
+          f"{result.to_version}")
+    for change in result.changes or ["no differences in code or configuration"]:
+        ui.line(f"  {change}")
 
 
 @app.command()
-def bootstrap(env: Annotated[str, typer.Argument(help="dev or prod.")],
+def bootstrap(env: EnvArgument = None, env_option: EnvOption = None,
               profile: ProfileOption = None, region: RegionOption = None) -> None:
     """Prepare the account and region for CDK deployments (`cdk bootstrap`)."""
-    ctx = context(env, profile, region)
-    require_aws(ctx, "bootstrap")
-    _credentials(ctx)
+    ctx = _aws(env, env_option, profile, region, "bootstrap")
     from collections_ops.services import deployment
 
-    rc = _cdk(ctx, ["bootstrap", f"aws://{ctx.account}/{ctx.region}"],
-              record=deployment.plan(ctx.env, None), bundle=False)
-    if rc:
-        raise errors.CliError(f"cdk bootstrap failed (exit {rc})", "see the CDK output above")
+    _cdk_failed("bootstrap", _run_cdk(ctx, ["bootstrap", f"aws://{ctx.account}/{ctx.region}"],
+                                      record=deployment.plan(ctx.env, None), bundle=False))

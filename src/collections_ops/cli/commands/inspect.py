@@ -1,9 +1,8 @@
-"""Looking at a deployment: status, doctor, verify, search.
-"""
+"""Looking at a deployment: status, doctor (the environment is their subject: first argument
+or --env), verify and search."""
 
 from __future__ import annotations
 
-import os
 from typing import Annotated, Any
 
 import typer
@@ -11,26 +10,28 @@ import typer
 from collections_ops import errors
 from collections_ops.cli import ui
 from collections_ops.cli.options import (
+    EnvArgument,
     EnvOption,
     Output,
     OutputOption,
     ProfileOption,
     RegionOption,
     context,
+    env_name,
 )
 
 app = typer.Typer(rich_markup_mode=None)
 
 
 @app.command()
-def status(env: EnvOption = None, output: OutputOption = Output.table,
+def status(env: EnvArgument = None, env_option: EnvOption = None,
+           output: OutputOption = Output.table,
            profile: ProfileOption = None, region: RegionOption = None) -> None:
     """The guide's Step 4 in one screen: functions, rules, notification, DLQs, parameters."""
-    as_json = output is Output.json
     from collections_ops.cli import render
     from collections_ops.services import inspect
 
-    ctx = context(env, profile, region)
+    ctx = context(env_name(env, env_option), profile, region)
     report: dict[str, Any] = {}
     degraded: list[str] = []
     if ctx.is_local:
@@ -42,7 +43,7 @@ def status(env: EnvOption = None, output: OutputOption = Output.table,
         deployed = inspect.gather_status(ctx.client, ctx.env, account=ctx.account,
                                          region=ctx.region)
         report["deployment"] = deployed.as_dict()
-    if as_json:
+    if output is Output.json:
         ui.print_json(report)
     else:
         render.status(report)
@@ -53,31 +54,21 @@ def status(env: EnvOption = None, output: OutputOption = Output.table,
 
 
 @app.command()
-def doctor(env: EnvOption = None, output: OutputOption = Output.table,
+def doctor(env: EnvArgument = None, env_option: EnvOption = None,
+           output: OutputOption = Output.table,
            profile: ProfileOption = None, region: RegionOption = None) -> None:
     """The guide's Troubleshooting section, automated: each check passed or failed, with the fix."""
-    as_json = output is Output.json
-    from dataclasses import asdict
-
+    from collections_ops.cli import render
     from collections_ops.services import inspect
 
-    ctx = context(env, profile, region)
+    ctx = context(env_name(env, env_option), profile, region)
     findings = inspect.doctor(ctx.client, ctx.env, account=ctx.account, region=ctx.region,
                               route=lambda: ctx.data_route)
-    if as_json:
-        ui.print_json([asdict(f) for f in findings])
-    else:
-        ui.table(f"doctor ({ctx.env.name})", ["check", "ok", "detail", "fix"],
-                 [[f.check, "[yellow]![/yellow]" if not f.ok and f.severity == "warning"
-                   else ui.mark(f.ok), f.detail, f.fix or ""] for f in findings])
-    failed = [f for f in findings if not f.ok and f.severity == "error"]
+    failed = render.checks(f"doctor ({ctx.env.name})", findings, as_json=output is Output.json)
     if failed:
-        raise errors.CliError(f"{len(failed)} check(s) failed: "
-                              f"{', '.join(f.check for f in failed)}",
-                              "apply the fixes listed above",
-                              exit_code=errors.ExitCode.VERIFY_FAILED)
-
-
+        raise errors.VerifyFailed(f"{len(failed)} check(s) failed: "
+                                  f"{', '.join(f.name for f in failed)}",
+                                  "apply the fixes listed above")
 
 
 @app.command()
@@ -85,13 +76,11 @@ def verify(
     item_id: Annotated[str, typer.Argument(help="Item id: the file name without extension.")],
     user: Annotated[str | None, typer.Option("--user", "-u", help="User id, when several "
                                              "users have this item.")] = None,
-    env: EnvOption = None,
-    output: OutputOption = Output.table,
-    profile: ProfileOption = None,
-    region: RegionOption = None,
+    env: EnvOption = None, output: OutputOption = Output.table,
+    profile: ProfileOption = None, region: RegionOption = None,
 ) -> None:
     """Check the item, its thumbnail, its analysis and its embedding."""
-    as_json = output is Output.json
+    from collections_ops.cli import render
     from collections_ops.services import verify as verifying
 
     ctx = context(env, profile, region)
@@ -100,22 +89,11 @@ def verify(
     report = verifying.check(ctx.client("s3"), item_id, user_id=user,
                              find=lambda: route.find_items(item_id),
                              rows=lambda owner: route.item_rows(item_id, owner))
-    if as_json:
+    if output is Output.json:
         ui.print_json({**report.as_dict(), "route": route.kind})
     else:
-        ui.table(f"{report.user_id or '?'}/{item_id}", ["check", "ok", "detail"],
-                 [[c.name, ui.mark(c.ok), c.detail] for c in report.checks])
-    if not report.ok:
-        failed = ", ".join(c.name for c in report.checks if not c.ok)
-        missing_item = report.item is None
-        raise errors.CliError(
-            f"verification failed: {failed}",
-            "was it uploaded to this environment? try `collections test-upload FILE --follow`"
-            if missing_item else "see `collections logs` for the stage that failed",
-            exit_code=errors.ExitCode.NOT_FOUND if missing_item
-            else errors.ExitCode.VERIFY_FAILED)
-
-
+        render.checks(f"{report.user_id or '?'}/{item_id}", report.checks, as_json=False)
+    verifying.raise_for_failure(report)
 
 
 @app.command()
@@ -129,14 +107,11 @@ def search(
     profile: ProfileOption = None, region: RegionOption = None,
 ) -> None:
     """Semantic search over the stored embeddings, with the pipeline's own embedder."""
-    as_json = output is Output.json
     from collections_ops.services import search as searching
 
     ctx = context(env, profile, region)
     provider, model = ctx.env.embedding_provider, ctx.env.embedding_model
-    api_key = None
-    if provider == "voyage":
-        api_key = os.environ.get("VOYAGE_API_KEY") or ctx.secret_value("VOYAGE_API_KEY")
+    api_key = ctx.provider_key("VOYAGE_API_KEY") if provider == "voyage" else None
     try:
         vector = searching.embed_query(query, provider=provider, model=model, api_key=api_key)
         route = ctx.data_route
@@ -144,8 +119,8 @@ def search(
         hits = route.search(vector, model=model, dimensions=len(vector), user_id=user,
                             limit=limit)
     except ValueError as exc:
-        raise errors.CliError(str(exc), exit_code=errors.ExitCode.USAGE) from None
-    if as_json:
+        raise errors.UsageError(str(exc)) from None
+    if output is Output.json:
         ui.print_json([h.as_dict() for h in hits])
         return
     if not hits:
@@ -154,4 +129,4 @@ def search(
     ui.table(f"{len(hits)} nearest to {query!r} ({model})",
              ["similarity", "item", "user", "category", "summary"],
              [[f"{h.similarity:.3f}", h.item_id, h.user_id, h.category, h.summary[:80]]
-              for h in hits])
+              for h in hits], ids=(1, 2))

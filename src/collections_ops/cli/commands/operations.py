@@ -1,6 +1,6 @@
-"""Operating the functions: versions, memory tuning, reserved concurrency, the thumbnails'
-lifecycle rule, load tests.
-"""
+"""Operating the functions: versions, memory tuning, reserved concurrency (their subject is a
+function: FUNCTION, then --env), the thumbnails' lifecycle rule and load tests (their subject is
+the environment: first argument or --env)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import typer
 from collections_ops import errors
 from collections_ops.cli import ui
 from collections_ops.cli.options import (
+    EnvArgument,
     EnvOption,
     FunctionArg,
     Output,
@@ -19,6 +20,7 @@ from collections_ops.cli.options import (
     ProfileOption,
     RegionOption,
     context,
+    env_name,
     require_aws,
 )
 
@@ -32,7 +34,6 @@ def versions_command(
     profile: ProfileOption = None, region: RegionOption = None,
 ) -> None:
     """A function's published versions, and which one its triggers invoke (`live`)."""
-    as_json = output is Output.json
     from dataclasses import asdict
 
     from collections_ops.pipeline import function as find_function
@@ -40,7 +41,7 @@ def versions_command(
 
     ctx = context(env, profile, region)
     found = versions.list_versions(ctx.client("lambda"), ctx.env, find_function(function))
-    if as_json:
+    if output is Output.json:
         ui.print_json([asdict(v) for v in found])
         return
     ui.table(None, ["version", "live", "code", "memory", "timeout", "published"],
@@ -48,12 +49,29 @@ def versions_command(
                v.last_modified] for v in found])
 
 
+def _payload(path: Path) -> Any:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except OSError as exc:
+        raise errors.NotFound(f"cannot read {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise errors.UsageError(f"{path} is not JSON: {exc.msg} (line {exc.lineno})") from None
+
+
+def _sizes(memory: str) -> list[int]:
+    try:
+        return [int(m) for m in memory.split(",") if m.strip()]
+    except ValueError:
+        raise errors.UsageError(f"--memory {memory!r} is not a list of sizes in MB",
+                                "e.g. --memory 512,1024,2048") from None
+
+
 @app.command()
 def tune(
     function: FunctionArg,
-    env: Annotated[str, typer.Argument(help="dev or prod.")],
-    payload: Annotated[Path, typer.Option("--payload", help="JSON event to invoke with.",
-                                          exists=True, dir_okay=False)],
+    payload: Annotated[Path, typer.Option("--payload", help="JSON event to invoke with.")],
     strategy: Annotated[str, typer.Option("--strategy", help="cost, speed or balanced.")]
     = "balanced",
     memory: Annotated[str, typer.Option("--memory", help="Comma-separated sizes in MB.")]
@@ -63,32 +81,29 @@ def tune(
                                            "no LLM or embedding spend.")] = False,
     apply_it: Annotated[bool, typer.Option("--apply", help="Set the recommended memory.")]
     = False,
-    output: OutputOption = Output.table,
+    env: EnvOption = None, output: OutputOption = Output.table,
     profile: ProfileOption = None, region: RegionOption = None,
 ) -> None:
     """Right-size a function's memory in the manner of AWS Lambda Power Tuning."""
-    as_json = output is Output.json
-    import json as _json
-
     from collections_ops.pipeline import function as find_function
     from collections_ops.services import tune as tuning
 
+    event, sizes = _payload(payload), _sizes(memory)
+    if strategy not in tuning.STRATEGIES:
+        raise errors.UsageError(f"unknown strategy {strategy!r}",
+                                f"one of {', '.join(tuning.STRATEGIES)}")
     ctx = context(env, profile, region)
     require_aws(ctx, "tune")
-    if strategy not in ("cost", "speed", "balanced"):
-        raise errors.CliError(f"unknown strategy {strategy!r}", "cost, speed or balanced",
-                              exit_code=errors.ExitCode.USAGE)
+    ctx.require_credentials()
     fn = find_function(function)
     lam = ctx.client("lambda")
-    invoker = tuning.LambdaInvoker(lam, fn.function_name(ctx.env.name),
-                                   _json.loads(payload.read_text()),
+    invoker = tuning.LambdaInvoker(lam, fn.function_name(ctx.env.name), event,
                                    env_overrides=tuning.recorded_overrides() if recorded else None)
     try:
-        result = tuning.tune(invoker, [int(m) for m in memory.split(",")], runs=runs,
-                             strategy=strategy)  # type: ignore[arg-type]
+        result = tuning.tune(invoker, sizes, runs=runs, strategy=strategy)
     finally:
         invoker.restore()
-    if as_json:
+    if output is Output.json:
         ui.print_json(result.table())
     else:
         ui.table(f"{fn.function_name(ctx.env.name)} ({strategy})",
@@ -97,7 +112,7 @@ def tune(
                    f"${r['cost_per_million_usd']}", f"{r['kept']}/{r['runs']}",
                    "◀ recommended" if r["recommended"] else ""] for r in result.table()])
         for line in tuning.chart(result):
-            ui.console().print(line, markup=False)
+            ui.line(line)
     if apply_it:
         published = tuning.apply_live(lam, ctx.env, fn, result.recommended.memory_mb,
                                       keep=ctx.env.versions_to_keep)
@@ -110,7 +125,7 @@ def _report_published(published: Any, what: str) -> None:
              else f"live already runs version {published.to_version}")
     ui.ok(f"{published.function_name}: {what}; {moved}")
     for change in published.changes:
-        ui.console().print(f"  {change}", markup=False)
+        ui.line(f"  {change}")
     if published.pruned:
         ui.info(f"pruned old versions {', '.join(published.pruned)}")
     ui.info("the next deploy restores the settings' values: change them there to keep this")
@@ -145,14 +160,16 @@ def configure(
 @app.command()
 def concurrency(
     function: FunctionArg,
-    env: Annotated[str, typer.Argument(help="Environment.")],
     limit: Annotated[int | None, typer.Argument(help="Reserved concurrency to set (omit to "
                                                 "show drift).")] = None,
     unreserve: Annotated[bool, typer.Option("--unreserve", help="Remove the reservation.")]
     = False,
+    env: EnvOption = None, output: OutputOption = Output.table,
     profile: ProfileOption = None, region: RegionOption = None,
 ) -> None:
     """Reserved concurrency: show settings against what is deployed, or set it."""
+    from dataclasses import asdict
+
     from collections_ops.pipeline import function as find_function
     from collections_ops.services import drift
 
@@ -163,39 +180,48 @@ def concurrency(
         state = drift.set_concurrency(lam, ctx.env, fn, None if unreserve else limit)
     else:
         state = drift.function_concurrency(lam, ctx.env, fn)
+    if output is Output.json:
+        ui.print_json(asdict(state))
+        return
     ui.table(None, ["function", "setting", "deployed", "state"],
              [[state.function_name, state.expected, state.deployed,
-               state.detail if state.in_sync else f"[red]{state.detail}[/red]"]])
+               state.detail if state.in_sync else ui.red(state.detail)]])
     if limit is not None or unreserve:
         # PutFunctionConcurrency has no qualifier: it covers `live` and every version at once.
         ui.info("reserved concurrency is the function's, for every version: in effect now")
 
 
 @app.command()
-def lifecycle(env: Annotated[str, typer.Argument(help="Environment.")],
+def lifecycle(env: EnvArgument = None, env_option: EnvOption = None,
               apply_it: Annotated[bool, typer.Option("--apply", help="Put the rule the "
                                                      "settings ask for.")] = False,
+              output: OutputOption = Output.table,
               profile: ProfileOption = None, region: RegionOption = None) -> None:
-    """The thumbnails bucket's expiry rule: settings against what is deployed."""
+    """The thumbnails bucket's expiry rule: settings against what is deployed (exit 11 when
+    they differ)."""
+    from dataclasses import asdict
+
     from collections_ops.services import drift
 
-    ctx = context(env, profile, region)
+    ctx = context(env_name(env, env_option), profile, region)
     s3 = ctx.client("s3")
     if apply_it:
         drift.apply_lifecycle(s3, ctx.env, ctx.account)
     state = drift.lifecycle_drift(s3, ctx.env, ctx.account)
-    ui.table(f"lifecycle ({state.bucket})", ["rule", "setting", "deployed", "differences"],
-             [[state.rule_id, state.expected_expiry_days, state.deployed_expiry_days,
-               "; ".join(state.differences) or "none"]])
+    if output is Output.json:
+        ui.print_json(asdict(state))
+    else:
+        ui.table(f"lifecycle ({state.bucket})", ["rule", "setting", "deployed", "differences"],
+                 [[state.rule_id, state.expected_expiry_days, state.deployed_expiry_days,
+                   "; ".join(state.differences) or "none"]])
     if not state.in_sync and not apply_it:
-        raise errors.CliError("the lifecycle rule differs from the settings",
-                              f"collections lifecycle {ctx.env.name} --apply",
-                              exit_code=errors.ExitCode.CHANGES)
+        raise errors.Changes("the lifecycle rule differs from the settings",
+                             f"collections lifecycle {ctx.env.name} --apply")
 
 
 @app.command("load-test")
 def load_test(
-    env: Annotated[str, typer.Argument(help="Environment.")] = "local",
+    env: EnvArgument = None, env_option: EnvOption = None,
     count: Annotated[int, typer.Option("--count", min=1, help="Images to upload.")] = 100,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Uploads at once.")]
     = 8,
@@ -207,13 +233,12 @@ def load_test(
     profile: ProfileOption = None, region: RegionOption = None,
 ) -> None:
     """Upload N generated images, follow them all, report throughput and stage latencies."""
-    as_json = output is Output.json
     from collections_ops.services import loadtest
 
-    ctx = context(env, profile, region)
+    ctx = context(env_name(env, env_option), profile, region)
     report = loadtest.run_load_test(ctx.client, ctx.env, count=count, concurrency=concurrency,
                                     timeout=timeout, user_id=user, bucket=ctx.images_bucket)
-    if as_json:
+    if output is Output.json:
         ui.print_json(report.as_dict(items=False))
     else:
         ui.ok(f"{report.completed}/{report.count} completed, {report.throughput_per_s:.1f} "
@@ -222,9 +247,7 @@ def load_test(
                  [[stage, f"{s.p50:.2f} s", f"{s.p95:.2f} s", f"{s.max:.2f} s"]
                   for stage, s in report.latency_s.items() if s is not None])
     if report.failed:
-        raise errors.CliError(f"{report.failed} upload(s) failed: {report.failures}",
-                              "collections dlq show processor",
-                              exit_code=errors.ExitCode.STAGE_FAILED)
+        raise errors.StageFailed(f"{report.failed} upload(s) failed: {report.failures}",
+                                 "collections dlq show processor")
     if report.stalled:
-        raise errors.CliError(f"{report.stalled} upload(s) did not finish: {report.stalls}",
-                              exit_code=errors.ExitCode.STALLED)
+        raise errors.Stalled(f"{report.stalled} upload(s) did not finish: {report.stalls}")

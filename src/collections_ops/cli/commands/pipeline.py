@@ -5,7 +5,7 @@ send its events by hand.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -38,7 +38,8 @@ def logs(
     env: EnvOption = None, output: OutputOption = Output.table,
     profile: ProfileOption = None, region: RegionOption = None,
 ) -> None:
-    """The three functions' logs in one ordered stream, one colour per function."""
+    """The three functions' logs in one ordered stream, one colour per function (with -o json:
+    an array; with --follow, one JSON object per line)."""
     as_json = output is Output.json
     from collections_ops.cli import render
     from collections_ops.services import logs as logs_service
@@ -49,12 +50,11 @@ def logs(
     reader = logs_service.LogReader(ctx.client("logs"), groups,
                                     start_ms=logs_service.parse_since(since), text=filter_text,
                                     item_id=item)
-    lines = logs_service.follow(reader) if follow else iter(reader.poll())
-    try:
-        for line in lines:
-            render.log_line(line, as_json=as_json)
-    except KeyboardInterrupt:
-        pass
+    if not follow and as_json:  # one document; --follow streams JSON Lines
+        ui.print_json([render.log_record(line) for line in reader.poll()])
+        return
+    for line in logs_service.follow(reader) if follow else reader.poll():
+        render.log_line(line, as_json=as_json)  # Ctrl-C ends --follow: 130, "interrupted"
 
 
 events_app = typer.Typer(help="Send the pipeline's events by hand.", no_args_is_help=True,
@@ -83,15 +83,13 @@ def events_send(
 
     kinds = events_service.kinds()
     if kind not in kinds:
-        raise errors.CliError(f"unknown event kind {kind!r}", f"one of {', '.join(kinds)}",
-                              exit_code=errors.ExitCode.USAGE)
+        raise errors.UsageError(f"unknown event kind {kind!r}", f"one of {', '.join(kinds)}")
     ctx = context(env, profile, region)
     if detail is not None:
         try:
             body = _json.loads(detail)
         except _json.JSONDecodeError as exc:
-            raise errors.CliError(f"--detail is not JSON: {exc.msg}",
-                                  exit_code=errors.ExitCode.USAGE) from None
+            raise errors.UsageError(f"--detail is not JSON: {exc.msg}") from None
     else:
         body = events_service.sample_detail(kind, images_bucket=ctx.images_bucket,
                                             item_id=item, user_id=user)
@@ -107,12 +105,12 @@ def events_send(
         ui.ok(f"sent {result.source} / {result.detail_type} (event id {result.event_id})")
 
 
-
-
 @app.command("test-upload")
 def test_upload(
-    files: Annotated[list[Path], typer.Argument(help="Images to upload, or folders of them.",
-                                                exists=True)],
+    files: Annotated[list[Path] | None, typer.Argument(
+        help="Images to upload, or folders of them.", show_default=False)] = None,
+    sample: Annotated[bool, typer.Option("--sample", help="Upload the bundled sample image "
+                                         "(the guide's test-image.jpg).")] = False,
     user: Annotated[str, typer.Option("--user", "-u", help="User id: the key prefix.")]
     = "user123",
     name: Annotated[str | None, typer.Option("--name", help="Object name (default: the file's "
@@ -121,81 +119,44 @@ def test_upload(
                                          )] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait when following."
                                            )] = 120.0,
-    env: EnvOption = None,
-    output: OutputOption = Output.table,
-    profile: ProfileOption = None,
-    region: RegionOption = None,
+    env: EnvOption = None, output: OutputOption = Output.table,
+    profile: ProfileOption = None, region: RegionOption = None,
 ) -> None:
-    """Upload images to <user>/<name> and, with --follow, watch them through the pipeline."""
+    """Upload images to <user>/<name> and, with --follow, watch them through the pipeline
+    (with -o json: one JSON object per line while following)."""
     as_json = output is Output.json
+    from collections_ops.cli.render_follow import render_batch, render_follow
     from collections_ops.services import follow as following
+    from collections_ops.services import uploads
 
+    if not files and not sample:
+        raise errors.UsageError("nothing to upload", "give image files or folders, or --sample")
+    paths_ = following.expand_paths([*(files or []), *([uploads.sample_image()] if sample
+                                                       else [])])
+    if len(paths_) > 1 and name is not None:
+        raise errors.UsageError("--name needs exactly one file")
     ctx = context(env, profile, region)
-    paths_ = following.expand_paths(files)
-    if len(paths_) > 1:
-        if name is not None:
-            raise errors.CliError("--name needs exactly one file", exit_code=errors.ExitCode.USAGE)
-        _upload_many(ctx, paths_, user=user, follow=follow, timeout=timeout, as_json=as_json)
-        return
-    file = paths_[0]
-    up = following.upload(ctx.client("s3"), ctx.images_bucket, file, user_id=user, name=name)
-    if not as_json:
-        ui.ok(f"uploaded s3://{up.bucket}/{up.key} (correlation id {up.correlation_id})")
-    if not follow:
-        if as_json:
-            ui.print_json({"bucket": up.bucket, "key": up.key, "item_id": up.item_id,
-                           "correlation_id": up.correlation_id})
-        return
-    from collections_ops.cli.render_follow import render_follow
-
-    follower = following.Follower(ctx.client("logs"), ctx.env, up)
-    progress = render_follow(following.follow(follower, timeout_s=timeout), as_json=as_json)
-    if progress.failed:
-        stage = progress.failed
-        key = stage.function.key if stage.function else "all"
-        raise errors.CliError(f"the {stage.name} stage ({key}) failed: {stage.detail}",
-                              f"see `collections logs {key} --item {up.item_id}`",
-                              exit_code=errors.ExitCode.STAGE_FAILED)
-    if not progress.complete:
-        stage = progress.current
-        raise errors.CliError(f"timed out after {timeout:.0f} s waiting for the {stage.name} stage"
-                              + (f" ({stage.detail})" if stage.detail else ""),
-                              "check the function's logs and its dead-letter queue",
-                              exit_code=errors.ExitCode.STALLED)
-
-
-def _upload_many(ctx: Any, files: list[Path], *, user: str, follow: bool, timeout: float,
-                 as_json: bool) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
-    from collections_ops.cli.render_follow import render_batch
-    from collections_ops.services import follow as following
-
     s3 = ctx.client("s3")
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        uploads = list(pool.map(lambda p: following.upload(s3, ctx.images_bucket, p,
-                                                           user_id=user), files))
+    if len(paths_) == 1:
+        ups = [following.upload(s3, ctx.images_bucket, paths_[0], user_id=user, name=name)]
+    else:
+        ups = uploads.upload_many(s3, ctx.images_bucket, paths_, user_id=user)
     if not follow:
-        rows = [{"key": u.key, "item_id": u.item_id, "correlation_id": u.correlation_id}
-                for u in uploads]
+        rows = [{"bucket": u.bucket, "key": u.key, "item_id": u.item_id,
+                 "correlation_id": u.correlation_id} for u in ups]
         if as_json:
-            ui.print_json(rows)
-        else:
-            ui.ok(f"uploaded {len(uploads)} images to s3://{ctx.images_bucket}/{user}/")
+            ui.print_json(rows[0] if len(rows) == 1 else rows)
+        for u in [] if as_json else ups:
+            ui.ok(f"uploaded s3://{u.bucket}/{u.key} (correlation id {u.correlation_id})")
         return
-    batch = following.BatchFollower(ctx.client("logs"), ctx.env, uploads)
-    trackers = render_batch(batch.follow(timeout_s=timeout), total=len(uploads), as_json=as_json)
-    failed = [t for t in trackers if t.progress.failed]
-    stalled = [t for t in trackers if not t.finished]
-    if failed:
-        stages = sorted({t.progress.failed.name for t in failed if t.progress.failed})
-        raise errors.CliError(f"{len(failed)} of {len(trackers)} uploads failed "
-                              f"(stage: {', '.join(stages)})",
-                              "see the table above and `collections logs`",
-                              exit_code=errors.ExitCode.STAGE_FAILED)
-    if stalled:
-        stages = sorted({t.progress.current.name for t in stalled})
-        raise errors.CliError(f"{len(stalled)} of {len(trackers)} uploads did not finish in "
-                              f"{timeout:.0f} s (waiting for: {', '.join(stages)})",
-                              "check the functions' logs and dead-letter queues",
-                              exit_code=errors.ExitCode.STALLED)
+    if len(ups) == 1:
+        if not as_json:
+            ui.ok(f"uploaded s3://{ups[0].bucket}/{ups[0].key} "
+                  f"(correlation id {ups[0].correlation_id})")
+        follower = following.Follower(ctx.client("logs"), ctx.env, ups[0])
+        progress = render_follow(following.follow(follower, timeout_s=timeout), as_json=as_json)
+        uploads.check_followed(progress, ups[0], timeout_s=timeout)
+        return
+    batch = following.BatchFollower(ctx.client("logs"), ctx.env, ups)
+    trackers = render_batch(batch.follow(timeout_s=timeout), total=len(ups), as_json=as_json)
+    uploads.check_batch(trackers, timeout_s=timeout)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -18,6 +18,7 @@ from collections_ops.cli.options import (
     OutputOption,
     ProfileOption,
     RegionOption,
+    YesOption,
     context,
 )
 
@@ -36,6 +37,18 @@ def _read_secret_value(name: str, from_file: Path | None, stdin: bool) -> str:
     return str(typer.prompt(f"Value for {name}", hide_input=True, confirmation_prompt=True))
 
 
+def _written(infos: list[Any], *, as_json: bool) -> None:
+    from dataclasses import asdict
+
+    if as_json:
+        ui.print_json([{k: v for k, v in asdict(i).items() if k != "last_modified"}
+                       for i in infos])
+        return
+    for info in infos:
+        ui.ok(f"{info.parameter} written (SecureString, version {info.version}, "
+              f"{info.fingerprint})")
+
+
 @app.command("put")
 def secrets_put(
     name: Annotated[str, typer.Argument(help="Secret name, e.g. ANTHROPIC_API_KEY.")],
@@ -45,32 +58,31 @@ def secrets_put(
     stdin: Annotated[bool, typer.Option("--stdin", help="Read the value from stdin.")] = False,
     kms_key_id: Annotated[str | None, typer.Option("--kms-key-id", help="KMS key for the "
                                                    "SecureString.")] = None,
-    profile: ProfileOption = None,
-    region: RegionOption = None,
+    output: OutputOption = Output.table,
+    profile: ProfileOption = None, region: RegionOption = None,
 ) -> None:
     """Write a secret as an SSM SecureString. The value is read from a hidden prompt, stdin or a
     file — never from the command line."""
     from collections_ops.services import secrets
 
+    secrets.known_secret(name.upper())  # an unknown name fails before a prompt
     ctx = context(env, profile, region)
     value = _read_secret_value(name, from_file, stdin)
     info = secrets.put(ctx.client("ssm"), ctx.env, name.upper(), value, kms_key_id=kms_key_id)
-    ui.ok(f"{info.parameter} written (SecureString, version {info.version}, {info.fingerprint})")
+    _written([info], as_json=output is Output.json)
 
 
 @app.command("list")
 def secrets_list(env: EnvOption = None, output: OutputOption = Output.table,
-                 profile: ProfileOption = None,
-                 region: RegionOption = None) -> None:
+                 profile: ProfileOption = None, region: RegionOption = None) -> None:
     """List the pipeline's secrets, masked: presence, fingerprint, version."""
-    as_json = output is Output.json
     from dataclasses import asdict
 
     from collections_ops.services import secrets
 
     ctx = context(env, profile, region)
     infos = secrets.list_secrets(ctx.client("ssm"), ctx.env)
-    if as_json:
+    if output is Output.json:
         ui.print_json([asdict(i) for i in infos])
         return
     ui.table(f"secrets ({ctx.env.name})", ["name", "present", "required", "fingerprint",
@@ -81,21 +93,24 @@ def secrets_list(env: EnvOption = None, output: OutputOption = Output.table,
 
 @app.command("import")
 def secrets_import(
-    dotenv: Annotated[Path, typer.Argument(help=".env file with KEY=VALUE lines.",
-                                           exists=True, dir_okay=False)],
-    env: EnvOption = None, profile: ProfileOption = None, region: RegionOption = None,
+    dotenv: Annotated[Path, typer.Argument(help=".env file with KEY=VALUE lines.")],
+    env: EnvOption = None, output: OutputOption = Output.table,
+    profile: ProfileOption = None, region: RegionOption = None,
 ) -> None:
     """Write every known secret found in a .env file (unknown keys are ignored)."""
     from collections_ops.services import secrets
 
     ctx = context(env, profile, region)
-    values = secrets.parse_dotenv(dotenv.read_text())
+    try:
+        text = dotenv.read_text()
+    except OSError as exc:
+        raise errors.NotFound(f"cannot read {dotenv}: {exc.strerror}") from None
+    values = secrets.parse_dotenv(text)
     if not values:
-        raise errors.CliError(f"no known secrets in {dotenv}",
-                              "expected names like ANTHROPIC_API_KEY=…")
-    for name, value in values.items():
-        info = secrets.put(ctx.client("ssm"), ctx.env, name, value)
-        ui.ok(f"{info.parameter} written (version {info.version}, {info.fingerprint})")
+        raise errors.UsageError(f"no known secrets in {dotenv}",
+                                "expected names like ANTHROPIC_API_KEY=…")
+    _written([secrets.put(ctx.client("ssm"), ctx.env, name, value)
+              for name, value in values.items()], as_json=output is Output.json)
 
 
 @app.command("verify")
@@ -106,34 +121,31 @@ def secrets_verify(
     profile: ProfileOption = None, region: RegionOption = None,
 ) -> None:
     """Check that every parameter the functions need exists and decrypts."""
-    as_json = output is Output.json
-    from dataclasses import asdict
-
+    from collections_ops.cli import render
     from collections_ops.services import secrets
 
     ctx = context(env, profile, region)
-    verdicts = secrets.verify(ctx.client("ssm"), ctx.env, live=live)
-    if as_json:
-        ui.print_json([asdict(v) for v in verdicts])
-    else:
-        ui.table(f"secrets ({ctx.env.name})", ["parameter", "ok", "required", "detail"],
-                 [[v.parameter, ui.mark(v.ok), "yes" if v.required else "optional", v.detail]
-                  for v in verdicts])
-    bad = [v.name for v in verdicts if not v.ok]
+    checks = secrets.verify(ctx.client("ssm"), ctx.env, live=live)
+    bad = render.checks(f"secrets ({ctx.env.name})", checks, as_json=output is Output.json)
     if bad:
-        raise errors.ConfigError(f"secrets not usable: {', '.join(bad)}",
-                                 f"collections secrets put {bad[0]} --env {ctx.env.name}")
+        raise errors.ConfigError(f"secrets not usable: {', '.join(c.name for c in bad)}",
+                                 bad[0].fix)
 
 
 @app.command("rm")
 def secrets_rm(name: Annotated[str, typer.Argument(help="Secret name.")],
-               env: EnvOption = None,
-               yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+               env: EnvOption = None, yes: YesOption = False,
+               output: OutputOption = Output.table,
                profile: ProfileOption = None, region: RegionOption = None) -> None:
     """Delete a secret."""
     from collections_ops.services import secrets
 
+    secrets.known_secret(name.upper())
     ctx = context(env, profile, region)
     if not yes and not typer.confirm(f"Delete {name.upper()} from {ctx.env.name}?"):
-        raise typer.Abort()
-    ui.ok(f"{secrets.remove(ctx.client('ssm'), ctx.env, name.upper())} deleted")
+        raise errors.CollectionsError("not confirmed: nothing was deleted")
+    parameter = secrets.remove(ctx.client("ssm"), ctx.env, name.upper())
+    if output is Output.json:
+        ui.print_json({"deleted": parameter})
+    else:
+        ui.ok(f"{parameter} deleted")

@@ -1,0 +1,262 @@
+"""The CLI's contract, driven in process (typer's CliRunner) over every command the app has:
+`--help` works, an unknown function is a usage error with one message, `-o json` prints one
+parseable document (an error too: {error, hint, exit_code}), and without credentials every
+AWS command exits 5. AWS is the moto server; nothing is patched.
+
+Every command is found by walking the click tree, so a new command is covered by being added.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from collections_ops.cli import exits
+from collections_ops.cli.app import app, version_text
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCUMENTED = {code for _, code, _ in exits.TABLE} | {0, 1, 2, 130}
+
+# The smallest arguments each command needs beyond the environment (`-e dev` is added).
+ARGS: dict[str, list[str]] = {
+    "verify": ["some-item"], "search": ["kayak"], "events send": ["guide"],
+    "test-upload": ["--sample"], "versions": ["embedder"], "concurrency": ["embedder"],
+    "tune": ["embedder", "--payload", "{payload}"],
+    "dlq show": ["processor"], "dlq redrive": ["processor", "--dry-run"],
+    "alarms test": ["collections-dev-analyzer-errors"], "secrets put": ["VOYAGE_API_KEY",
+                                                                         "--stdin"],
+    "secrets rm": ["VOYAGE_API_KEY", "-y"], "secrets import": ["{dotenv}"],
+    "rollback": ["--function", "embedder", "--dry-run"], "load-test": ["--count", "1"],
+    "deploy": ["--skip-build"],
+}
+# Offline (no AWS) or long-running by nature: not part of the credentials/JSON sweeps.
+OFFLINE = {"build", "synth"}
+SLOW_OR_CDK = {"build", "synth", "diff", "destroy", "bootstrap", "logs"}
+
+
+def _commands(group: Any = None, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    group = group or typer.main.get_command(app)
+    for name, command in sorted(group.commands.items()):
+        path = f"{prefix}{name}"
+        if hasattr(command, "commands"):
+            yield from _commands(command, f"{path} ")
+        else:
+            yield path, command
+
+
+COMMANDS = dict(_commands())
+
+
+def _params(command: Any) -> set[str]:
+    return {opt for p in command.params for opt in getattr(p, "opts", [])}
+
+
+def _argv(path: str, tmp: Path) -> list[str]:
+    dotenv, payload = tmp / ".env", tmp / "event.json"
+    dotenv.write_text("VOYAGE_API_KEY=pa-test\n")
+    payload.write_text('{"detail": {}}')
+    return [*path.split(), *[a.format(dotenv=dotenv, payload=payload)
+                             for a in ARGS.get(path, [])], "-e", "dev"]
+
+
+@pytest.fixture
+def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    """A clean operator: no config file, no COLLECTIONS_* or provider settings, wide output."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("COLLECTIONS_STATE_DIR", str(tmp_path / "state"))
+    for name in ("COLLECTIONS_ENV", "VOYAGE_API_KEY", "DATABASE_URL", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    return CliRunner()
+
+
+@pytest.fixture
+def moto_account(runner: CliRunner, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    import urllib.request
+
+    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset",
+                                                  method="POST"), timeout=10).read()
+    for key, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                       ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(key, value)
+    return moto_endpoint
+
+
+def _documents(stdout: str) -> list[Any]:
+    """The JSON on stdout: one document, or JSON Lines of objects."""
+    try:
+        return [json.loads(stdout)]
+    except json.JSONDecodeError:
+        lines = [json.loads(line) for line in stdout.splitlines() if line.strip()]
+        assert lines and all(isinstance(x, dict) for x in lines), stdout
+        return lines
+
+
+@pytest.mark.parametrize("path", sorted(COMMANDS))
+def test_every_command_has_help(runner: CliRunner, path: str) -> None:
+    result = runner.invoke(app, [*path.split(), "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+
+
+def test_version_names_the_package_python_boto3_and_the_cdk_pin(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    pin = json.loads((ROOT / "infrastructure" / "package.json").read_text())
+    assert result.output.strip() == version_text()
+    assert re.match(r"collections \d+\.\d+\.\d+ \(Python 3\.\d+", result.output)
+    assert pin["devDependencies"]["aws-cdk"] in result.output and "boto3" in result.output
+
+
+FUNCTION_COMMANDS = sorted(p for p, c in COMMANDS.items()
+                           if any(getattr(a, "metavar", None) == "FUNCTION" for a in c.params)
+                           or "--function" in _params(c))
+
+
+def test_the_function_commands_are_the_expected_ones() -> None:
+    assert {"versions", "tune", "concurrency", "dlq show", "dlq redrive", "logs",
+            "rollback"} <= set(FUNCTION_COMMANDS)
+
+
+@pytest.mark.parametrize("path", FUNCTION_COMMANDS)
+def test_an_unknown_function_is_a_usage_error_with_one_message(runner: CliRunner,
+                                                                 path: str) -> None:
+    args = ["--function", "nosuch"] if "--function" in _params(COMMANDS[path]) else ["nosuch"]
+    result = runner.invoke(app, [*path.split(), *args, "-e", "local"])
+    assert result.exit_code == 2, result.output
+    assert "'nosuch' is not one of 'processor', 'analyzer', 'embedder'" in result.output
+    assert "unexpected" not in result.output
+
+
+JSON_COMMANDS = sorted(p for p, c in COMMANDS.items()
+                       if "--output" in _params(c) and p not in SLOW_OR_CDK)
+
+
+@pytest.mark.parametrize("path", JSON_COMMANDS)
+def test_json_output_is_one_document_even_for_an_error(runner: CliRunner, moto_account: str,
+                                                       tmp_path: Path, path: str) -> None:
+    # GIVEN an empty AWS account (moto) WHEN the command runs with -o json against dev
+    result = runner.invoke(app, [*_argv(path, tmp_path), "-o", "json"], input="")
+    # THEN stdout is JSON; a failure is an error object carrying the process's exit code
+    docs = _documents(result.stdout)
+    errors_ = [d for d in docs if isinstance(d, dict) and set(d) == {"error", "hint",
+                                                                     "exit_code"}]
+    if result.exit_code not in (0, 8, 10, 11, 3) or errors_:
+        assert errors_ and errors_[-1]["exit_code"] == result.exit_code, result.output
+    assert result.exit_code in DOCUMENTED
+    assert "unexpected" not in result.stderr, result.stderr
+
+
+def test_the_json_alias_is_the_same_as_output_json(runner: CliRunner) -> None:
+    short = runner.invoke(app, ["status", "local", "--json"])
+    long = runner.invoke(app, ["status", "local", "-o", "json"])
+    assert short.exit_code == long.exit_code == 4  # the local cloud is not running here
+    assert json.loads(short.stdout) == json.loads(long.stdout)
+
+
+AWS_COMMANDS = sorted(p for p in COMMANDS if p not in OFFLINE and p != "logs")
+
+
+@pytest.mark.parametrize("path", AWS_COMMANDS)
+def test_without_credentials_every_aws_command_exits_5(runner: CliRunner, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       path: str) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    result = runner.invoke(app, _argv(path, tmp_path), input="a-value\n")
+    assert result.exit_code == 5, result.output
+    assert "no AWS credentials found" in result.stderr
+
+
+def test_logs_without_credentials_exits_5(runner: CliRunner, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    result = runner.invoke(app, ["logs", "all", "-e", "dev"])
+    assert result.exit_code == 5, result.output
+
+
+@pytest.mark.parametrize("argv", [["status", "local"], ["status", "--env", "local"],
+                                  ["status", "-e", "local"]])
+def test_the_environment_is_positional_or_an_option(runner: CliRunner, argv: list[str]) -> None:
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 4 and "the local cloud is not running" in result.stderr
+
+
+def test_the_environment_given_twice_must_agree(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["status", "dev", "--env", "local"])
+    assert result.exit_code == 2 and "given twice" in result.output
+
+
+def test_the_default_environment_comes_from_the_config_file(runner: CliRunner,
+                                                            tmp_path: Path) -> None:
+    (tmp_path / "collections.toml").write_text('env = "staging"\n')
+    result = runner.invoke(app, ["status"])
+    assert result.exit_code == 10 and "unknown environment 'staging'" in result.stderr
+
+
+def test_a_malformed_config_file_is_named_with_its_line(runner: CliRunner,
+                                                        tmp_path: Path) -> None:
+    (tmp_path / "collections.toml").write_text('env = "local"\nstate_dir = [oops\n')
+    result = runner.invoke(app, ["status", "-e", "local", "-o", "json"])
+    assert result.exit_code == 10
+    error = json.loads(result.stdout)
+    assert "collections.toml" in error["error"] and "line 2" in error["error"]
+    assert error["exit_code"] == 10
+
+
+@pytest.mark.parametrize(("argv", "code"), [
+    (["secrets", "rm", "FOO", "-y", "-e", "local"], 2),
+    (["secrets", "put", "FOO", "--stdin", "-e", "local"], 2),
+    (["test-upload", "-e", "local"], 2),
+    (["test-upload", "no-such-file.jpg", "-e", "local"], 3),
+    (["secrets", "import", "no-such.env", "-e", "local"], 3),
+    (["tune", "embedder", "--payload", "no-such.json", "-e", "dev"], 3),
+    (["tune", "embedder", "--payload", "{payload}", "--memory", "lots", "-e", "dev"], 2),
+    (["tune", "embedder", "--payload", "{bad_payload}", "-e", "dev"], 2),
+])
+def test_typed_input_never_ends_in_unexpected(runner: CliRunner, tmp_path: Path,
+                                              argv: list[str], code: int) -> None:
+    (tmp_path / "event.json").write_text("{}")
+    (tmp_path / "bad.json").write_text("{not json")
+    argv = [a.format(payload=tmp_path / "event.json", bad_payload=tmp_path / "bad.json")
+            for a in argv]
+    result = runner.invoke(app, argv, input="")
+    assert result.exit_code == code, result.output
+    assert "unexpected" not in result.stderr
+
+
+def test_an_empty_secret_on_stdin_is_a_usage_error(runner: CliRunner, moto_account: str) -> None:
+    result = runner.invoke(app, ["secrets", "put", "VOYAGE_API_KEY", "--stdin", "-e", "dev"],
+                           input="")
+    assert result.exit_code == 2 and "the secret value is empty" in result.stderr
+
+
+def test_tables_keep_identifying_columns_whole_off_a_terminal(runner: CliRunner,
+                                                             moto_account: str) -> None:
+    result = runner.invoke(app, ["secrets", "list", "-e", "dev"], env={"COLUMNS": ""})
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.stdout.splitlines() if "LANGSMITH_API_KEY" in line]
+    assert rows and "/collections/LANGSMITH_API_KEY" in rows[0]
+    assert "…" not in result.stdout
+
+
+def test_the_readme_exit_code_table_is_the_contract() -> None:
+    readme = (ROOT / "README.md").read_text()
+    table = dict(re.findall(r"^\| (\d+) \| (.+) \|$", readme, re.M))
+    for _, code, meaning in exits.TABLE:
+        assert str(code) in table, f"exit {code} ({meaning}) is missing from README.md"
+    assert {"0", "1", "2", "130"} <= set(table)
