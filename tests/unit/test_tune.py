@@ -159,9 +159,8 @@ def test_sizes_are_measured_in_ascending_order_runs_times_each():
     {"strategy": "cheapest"}, {"arch": "sparc"}, {"memory_sizes": (64,)},
     {"memory_sizes": ()}, {"runs": 0}])
 def test_bad_arguments_are_usage_errors(kwargs):
-    with pytest.raises(errors.CliError) as info:
+    with pytest.raises(errors.UsageError):
         t.tune(steady(KNEE), **kwargs)
-    assert info.value.exit_code == errors.ExitCode.USAGE
 
 
 # --------------------------------------------------------------------------- chart
