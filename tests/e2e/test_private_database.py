@@ -29,18 +29,6 @@ ACCOUNT = "123456789012"
 FUNCTION = OPERATIONS.function_name("dev")
 
 
-def _migrations() -> list[str]:
-    from collections_ops import paths
-
-    paths.add_shared_to_path()
-    from collections_core import migrate
-
-    return [version for version, _ in migrate.migrations()]
-
-
-MIGRATIONS = _migrations()  # every numbered SQL file the package ships, in order
-
-
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -134,11 +122,14 @@ def _store_item(url: str, *, thumbnails_bucket: str) -> None:
 
 def test_every_data_command_answers_through_the_operations_function(
         private_db: str, cli_env: dict[str, str], operations: FakeLambda) -> None:
+    from collections_core import migrate
+
     via = f"operations function {FUNCTION}"
+    every = [version for version, _ in migrate.migrations()]
     # WHEN the schema is applied: the direct connection is refused, the function answers
     migrated = run(cli_env, "db", "migrate")
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
-    assert f"applied {', '.join(MIGRATIONS)}" in migrated.stdout and via in migrated.stdout
+    assert f"applied {', '.join(every)}" in migrated.stdout and via in migrated.stdout
     again = json.loads(run(cli_env, "db", "migrate", "-o", "json").stdout)
     assert again == {"applied": [], "route": "operations", "via": via}
 
@@ -147,7 +138,7 @@ def test_every_data_command_answers_through_the_operations_function(
     assert status.returncode == 0, status.stderr
     report = json.loads(status.stdout)
     assert report["route"] == "operations"
-    assert [a["version"] for a in report["applied"]] == MIGRATIONS
+    assert [a["version"] for a in report["applied"]] == every
     assert report["pending"] == [] and report["tables"] == {"items": 0, "analyses": 0,
                                                             "embeddings": 0}
     assert "embeddings_hnsw_1024" in report["indexes"]

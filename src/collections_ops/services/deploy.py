@@ -131,10 +131,11 @@ def bundle_dir_for(state_root: Path, env: Environment) -> Path:
 def recorded(client: Any, env: Environment, state_dir: Path, *, database: str | None = None,
              ) -> DeploymentRecord:
     """What the environment is, for commands that act on what was deployed (diff, destroy,
-    rollback): the deployment record (local copy, else the account's), `--database` over it."""
+    rollback): the deployment record (the account's, else the local copy), `--database` over
+    it."""
     from collections_ops.services import deployment
 
-    previous = deployment.current(state_dir, env, ssm=client("ssm"))
+    previous = deployment.in_account(state_dir, env, ssm=client("ssm"))
     return deployment.plan(env, previous, database=database)
 
 
@@ -163,7 +164,7 @@ def deploy(client: Any, env: Environment, *, state_root: Path, state_dir: Path,
     if approval not in APPROVALS:
         raise errors.UsageError(f"--require-approval {approval!r} is not one of "
                                 f"{', '.join(APPROVALS)}")
-    previous = deployment.current(state_dir, env, ssm=client("ssm"))
+    previous = deployment.in_account(state_dir, env, ssm=client("ssm"))
     record = deployment.plan(env, previous, database=database, subnet_ids=subnet_ids,
                              security_group_ids=security_group_ids, region=region,
                              account=account)

@@ -150,6 +150,16 @@ def current(state_dir: Path, env: Environment, *, ssm: Any | None = None
     return record
 
 
+def in_account(state_dir: Path, env: Environment, *, ssm: Any) -> DeploymentRecord | None:
+    """For deploy, diff and destroy: the account's record first (another machine may have
+    deployed since), refreshing the local copy; the local copy only if the account has none."""
+    record = fetch(ssm, env)
+    if record is None:
+        return load(state_dir)
+    save(state_dir, record)
+    return record
+
+
 # --------------------------------------------------------------------------- decisions
 
 
@@ -182,6 +192,10 @@ def plan(env: Environment, previous: DeploymentRecord | None, *,
         raise errors.UsageError(f"--database {mode!r} is not one of {', '.join(DATABASE_MODES)}")
     if bool(subnet_ids) != bool(security_group_ids):
         raise errors.UsageError("a VPC placement needs both --subnet and --security-group")
+    bad = [i for i in subnet_ids if not i.startswith("subnet-")] + [
+        g for g in security_group_ids if not g.startswith("sg-")]
+    if bad:
+        raise errors.UsageError(f"not subnet-/sg- ids: {', '.join(bad)}")
     placement: VpcPlacement | None = None
     if subnet_ids:
         placement = VpcPlacement(tuple(subnet_ids), tuple(security_group_ids))
