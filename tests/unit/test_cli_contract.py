@@ -34,7 +34,7 @@ ARGS: dict[str, list[str]] = {
                                                                          "--stdin"],
     "secrets rm": ["VOYAGE_API_KEY", "-y"], "secrets import": ["{dotenv}"],
     "rollback": ["--function", "embedder", "--dry-run"], "load-test": ["--count", "1"],
-    "deploy": ["--skip-build"],
+    "deploy": ["--skip-build"], "configure": ["embedder", "--timeout", "60"],
 }
 # Offline (no AWS) or long-running by nature: not part of the credentials/JSON sweeps.
 OFFLINE = {"build", "synth"}
