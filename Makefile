@@ -39,6 +39,7 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy src lambdas/shared
 	for fn in image_processor analyzer embedder operations; do $(BIN)/mypy lambdas/$$fn || exit 1; done
+	$(BIN)/mypy infrastructure
 
 check: test
 

@@ -27,7 +27,7 @@ STATE_ROOT = Path(os.environ["COLLECTIONS_STATE_DIR"])
 STATE_DIR = STATE_ROOT / "local"
 
 NAME = "bench_load"
-TARGET_PER_S = 10.0
+TARGET_PER_S = 20.0
 USER = "user-load"
 
 
@@ -45,6 +45,41 @@ def _client_factory(state: Any) -> Any:
     return client_factory(state)
 
 
+def _cloud_cpu_s(state_dir: Path) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each part of the local cloud: its
+    processes (the supervisor, the emulator, the dispatchers) and PostgreSQL's postmaster with
+    its children, read from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        postmaster = int((state_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        postmaster = -1
+    out: dict[str, float] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            text = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid, ppid = int(proc.name), int(stat[1])
+        if postmaster in (pid, ppid):
+            part = "postgresql"
+        elif str(state_dir) not in text:
+            continue
+        elif "localcloud.emulator" in text:
+            part = "emulator"
+        elif "localcloud.dispatcher" in text:
+            part = "dispatchers"
+        elif "localcloud.daemon" in text:
+            part = "supervisor"
+        else:
+            continue
+        out[part] = out.get(part, 0.0) + (int(stat[11]) + int(stat[12])) / tick
+    return out
+
+
 def run(count: int, concurrency: int, warmup: int, timeout: float) -> dict[str, Any]:
     from collections_ops.pipeline import environment
     from collections_ops.services import loadtest
@@ -58,13 +93,21 @@ def run(count: int, concurrency: int, warmup: int, timeout: float) -> dict[str, 
             warm = loadtest.run_load_test(client, env, count=warmup, concurrency=concurrency,
                                           timeout=timeout, user_id=f"{USER}-warmup",
                                           image_factory=lambda n: loadtest.photo_jpeg(10_000 + n))
+        cpu_before = _cloud_cpu_s(STATE_DIR)
         report = loadtest.run_load_test(client, env, count=count, concurrency=concurrency,
                                         timeout=timeout, user_id=USER)
+        cpu_after = _cloud_cpu_s(STATE_DIR)
         workers = os.environ.get("COLLECTIONS_LOCAL_WORKERS")
     finally:
         _destroy()
     out = report.as_dict()
+    used = {part: round(cpu_after.get(part, 0.0) - cpu_before.get(part, 0.0), 2)
+            for part in cpu_after}
+    total = sum(used.values())
     return {
+        "cpu_s": used, "cpu_s_per_image": round(total / max(1, report.completed), 4),
+        "machine_cpu_limit_per_s": round((os.cpu_count() or 1) / max(1e-9, total
+                                         / max(1, report.completed)), 1),
         "command": f"collections load-test local --count {count} --concurrency {concurrency}",
         "image": "generated photo-like JPEG, 1024x768, quality 85 (loadtest.photo_jpeg)",
         "local_cloud_start_s": round(start_s, 2), "state_dir": str(STATE_DIR),
@@ -93,6 +136,9 @@ def main() -> int:
           f"wall {result['wall_s']:.2f} s")
     print(f"  throughput {result['throughput_per_s']:.2f} images/s over {result['span_s']} s "
           f"(target {result['target']}): {'met' if result['met'] else 'MISSED'}")
+    print(f"  local cloud CPU {result['cpu_s']} = {result['cpu_s_per_image'] * 1000:.0f} ms per "
+          f"image; {os.cpu_count()} cores could do at most "
+          f"{result['machine_cpu_limit_per_s']} images/s at that cost")
     for name, s in result["latency_s"].items():
         if s:
             h = result["handler_s"].get(name)

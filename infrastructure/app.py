@@ -21,13 +21,23 @@ if str(HERE) not in sys.path:
 
 import aws_cdk as cdk  # noqa: E402
 
+from stacks import code  # noqa: E402
 from stacks.application import build  # noqa: E402
+from stacks.settings import ConfigurationError  # noqa: E402
 
 
 def main() -> None:
     app = cdk.App()
-    build(app)
-    app.synth()
+    try:
+        build(app)
+        app.synth()
+    except (ConfigurationError, code.BundleError, RuntimeError) as exc:
+        # One line that says what to do, not a jsii stack trace.
+        if not code.FAILURES and not isinstance(exc, ConfigurationError | code.BundleError):
+            raise
+        message = code.FAILURES[0] if code.FAILURES else str(exc)
+        print(f"collections: {message}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

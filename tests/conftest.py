@@ -24,6 +24,21 @@ os.environ.setdefault("CDK_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 for _var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
     os.environ.pop(_var, None)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A base temporary directory of this run's own unless --basetemp is given.
+
+    pytest's default (/tmp/pytest-of-<user>/pytest-N) keeps only the newest three runs of a
+    user: a second test run on the machine prunes the first's folders while its local cloud
+    and PostgreSQL still run from them.
+    """
+    if not config.option.basetemp:
+        import tempfile
+
+        config.option.basetemp = tempfile.mkdtemp(prefix="collections-pytest-")
+
+
 os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                    "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"})
 

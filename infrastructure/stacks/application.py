@@ -14,6 +14,8 @@ from stacks.database_stack import DatabaseStack
 from stacks.monitoring_stack import MonitoringStack
 from stacks.settings import Deployment, deployments
 
+UNTAGGABLE_RESOURCE_TYPES = ["AWS::RDS::DBProxyTargetGroup"]
+
 
 @dataclass(frozen=True)
 class EnvironmentStacks:
@@ -37,7 +39,9 @@ def build(app: cdk.App) -> dict[str, EnvironmentStacks]:
             database = DatabaseStack(app, deployment.stack_name("Database"),
                                      deployment=deployment)
         compute = ComputeStack(app, deployment.stack_name("Compute"), deployment=deployment,
-                               network=database.network if database else None)
+                               network=database.network if database else None,
+                               database=database.access if database else None,
+                               database_endpoint=database.endpoint if database else None)
         monitoring = MonitoringStack(app, deployment.stack_name("Monitoring"),
                                      deployment=deployment)
         # Names, not references, connect them: the order only keeps alarms from pointing at
@@ -45,7 +49,9 @@ def build(app: cdk.App) -> dict[str, EnvironmentStacks]:
         monitoring.add_stack_dependency(compute)
         stacks = EnvironmentStacks(deployment, compute, monitoring, database)
         for stack in stacks.all:
-            cdk.Tags.of(stack).add("project", pipeline.PROJECT)
-            cdk.Tags.of(stack).add("environment", deployment.name)
+            for key, value in (("project", pipeline.PROJECT), ("environment", deployment.name)):
+                # CDK would tag an RDS Proxy target group, which CloudFormation rejects.
+                cdk.Tags.of(stack).add(key, value,
+                                       exclude_resource_types=UNTAGGABLE_RESOURCE_TYPES)
         built[deployment.name] = stacks
     return built

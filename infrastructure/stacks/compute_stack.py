@@ -1,5 +1,6 @@
 """`CollectionsComputeStack-<env>`: the pipeline itself -- buckets, the three functions, the
-upload notification and the EventBridge rules -- built by looping over the definition.
+upload notification and the EventBridge rules -- built by looping over the definition, plus the
+operations function and the deploy-time schema migration it runs.
 
 Deploying this one stack (the guide's `cdk deploy CollectionsComputeStack-dev`) yields a working
 pipeline; monitoring and the optional RDS database are stacks of their own.
@@ -12,14 +13,17 @@ from constructs import Construct
 
 from collections_ops import pipeline
 from stacks.event_rules import PipelineEventRule
-from stacks.function import FunctionNetwork, PipelineFunction
+from stacks.function import DatabaseAccess, FunctionNetwork, PipelineFunction
+from stacks.migration import SchemaMigration
 from stacks.settings import Deployment
 from stacks.storage import PipelineStorage
 
 
 class ComputeStack(cdk.Stack):
     def __init__(self, scope: Construct, construct_id: str, *, deployment: Deployment,
-                 network: FunctionNetwork | None = None) -> None:
+                 network: FunctionNetwork | None = None,
+                 database: DatabaseAccess | None = None,
+                 database_endpoint: str | None = None) -> None:
         super().__init__(
             scope, construct_id,
             stack_name=deployment.stack_name("Compute"),
@@ -36,11 +40,22 @@ class ComputeStack(cdk.Stack):
             self.functions[fn.key] = PipelineFunction(
                 self, fn.logical_id, fn=fn, deployment=deployment, network=network)
 
+        operations = pipeline.OPERATIONS
+        self.operations = PipelineFunction(self, operations.logical_id, fn=operations,
+                                           deployment=deployment, network=network,
+                                           database=database)
+        self.migration = SchemaMigration(self, "SchemaMigration", operations=self.operations,
+                                         database=database_endpoint,
+                                         timeout_s=deployment.settings.timeout(operations))
+        for function in self.functions.values():
+            if function.alias is not None:
+                function.alias.node.add_dependency(self.migration)
+
         self.rules: dict[str, PipelineEventRule] = {}
         for fn in pipeline.FUNCTIONS:
             target = self.functions[fn.key]
             if fn.trigger.kind == "s3":
-                self.storage.deliver_uploads_to(target.alias)
+                self.storage.deliver_uploads_to(target.target)
             elif fn.trigger.kind == "eventbridge":
                 assert fn.trigger.rule_id is not None
                 self.rules[fn.key] = PipelineEventRule(
@@ -50,3 +65,7 @@ class ComputeStack(cdk.Stack):
                       description="Upload images here: s3://<bucket>/<user_id>/<name>.jpg")
         cdk.CfnOutput(self, "ThumbnailsBucketName",
                       value=self.storage.thumbnails_bucket.bucket_name)
+        cdk.CfnOutput(self, "OperationsFunctionName",
+                      value=self.operations.function.function_name,
+                      description="Invoked by the CLI's database commands when the database is "
+                                  "private: {\"action\": \"migrate\"|\"status\"|\"query\"}")

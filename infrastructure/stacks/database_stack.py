@@ -2,11 +2,16 @@
 the pipeline, reachable only from the functions' security group.
 
 RDS for PostgreSQL 16 ships pgvector; the pipeline's migrations run `CREATE EXTENSION vector`.
-The functions still read `/collections/DATABASE_URL` from SSM like in the `existing` mode --
-CloudFormation cannot write SecureString parameters, so the operator stores the URL built from
-the outputs below (`collections secrets put DATABASE_URL`).
+The operations function (compute stack) reads the RDS-generated secret directly, applies the
+migrations on every deploy and writes `/collections/DATABASE_URL` from the secret for the
+pipeline's functions -- CloudFormation cannot write SecureString parameters, and the first
+deploy must not wait for an operator to type a URL that exists only once this stack does.
 
-In the `existing` mode this stack is not created and the functions run outside any VPC.
+With the environment's `rds_proxy` setting, the functions connect through an RDS Proxy (TLS
+required), which pools the connections of many warm containers into few database
+connections; see docs/operations.md for its cost.
+
+In the `existing` mode this stack is not created.
 """
 
 from __future__ import annotations
@@ -15,11 +20,12 @@ import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_rds as rds
+from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from collections_ops import pipeline
 from stacks import nag
-from stacks.function import FunctionNetwork, log_retention
+from stacks.function import DatabaseAccess, FunctionNetwork, log_retention
 from stacks.settings import Deployment
 
 DATABASE_NAME = pipeline.PROJECT
@@ -122,6 +128,15 @@ class DatabaseStack(cdk.Stack):
         )
         self.network = FunctionNetwork(vpc=self.vpc,
                                        security_group=self.functions_security_group)
+        self.endpoint = self.instance.db_instance_endpoint_address
+        secret = self.instance.secret
+        assert secret is not None  # from_generated_secret
+        self.proxy: rds.DatabaseProxy | None = None
+        if deployment.settings.rds_proxy:
+            self.proxy = self._proxy(secret, database_security_group)
+        self.access = DatabaseAccess(
+            secret=secret,
+            proxy_endpoint=self.proxy.endpoint if self.proxy is not None else None)
 
         nag.acknowledge(
             self.instance, "AwsSolutions-RDS11",
@@ -132,9 +147,9 @@ class DatabaseStack(cdk.Stack):
         if self.instance.secret is not None:
             nag.acknowledge(  # the generated secret is a child of the instance construct
                 self.instance, "AwsSolutions-SMG4",
-                "The functions read DATABASE_URL from SSM, not this secret; rotating the secret "
-                "without rewriting that parameter would break the pipeline. Rotation lands "
-                "with the rotation Lambda that updates both.",
+                "The pipeline's functions read DATABASE_URL from SSM, which the deploy-time "
+                "migration writes from this secret; a rotation between deploys would break them "
+                "until the next deploy. Rotation lands once the functions read the secret itself.",
             )
         if not production:
             nag.acknowledge(
@@ -149,12 +164,38 @@ class DatabaseStack(cdk.Stack):
             )
 
         cdk.CfnOutput(self, "DatabaseEndpoint", value=self.instance.db_instance_endpoint_address)
+        if self.proxy is not None:
+            cdk.CfnOutput(self, "DatabaseProxyEndpoint", value=self.proxy.endpoint)
         cdk.CfnOutput(self, "DatabasePort", value=self.instance.db_instance_endpoint_port)
         cdk.CfnOutput(self, "DatabaseName", value=DATABASE_NAME)
         if self.instance.secret is not None:
             cdk.CfnOutput(
                 self, "DatabaseSecretArn", value=self.instance.secret.secret_arn,
-                description=("Username/password for DATABASE_URL: "
-                             f"postgresql://<user>:<password>@<endpoint>:<port>/{DATABASE_NAME}"
-                             "?sslmode=require -> collections secrets put DATABASE_URL"),
+                description=("The RDS-generated credentials; every deploy writes DATABASE_URL "
+                             f"(postgresql://...@<endpoint>:<port>/{DATABASE_NAME}"
+                             "?sslmode=require) from it"),
             )
+
+    def _proxy(self, secret: secretsmanager.ISecret,
+               database_security_group: ec2.SecurityGroup) -> rds.DatabaseProxy:
+        proxy_security_group = ec2.SecurityGroup(
+            self, "ProxySecurityGroup", vpc=self.vpc,
+            description="collections RDS Proxy: only the pipeline functions may connect",
+            allow_all_outbound=False,
+        )
+        proxy_security_group.add_ingress_rule(
+            self.functions_security_group, ec2.Port.tcp(POSTGRES_PORT),
+            "PostgreSQL through the proxy from the pipeline functions")
+        proxy_security_group.add_egress_rule(
+            database_security_group, ec2.Port.tcp(POSTGRES_PORT), "PostgreSQL to the database")
+        database_security_group.add_ingress_rule(
+            proxy_security_group, ec2.Port.tcp(POSTGRES_PORT), "PostgreSQL from the RDS Proxy")
+        return rds.DatabaseProxy(
+            self, "Proxy",
+            proxy_target=rds.ProxyTarget.from_instance(self.instance),
+            secrets=[secret],
+            vpc=self.vpc,
+            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED),
+            security_groups=[proxy_security_group],
+            require_tls=True,
+        )

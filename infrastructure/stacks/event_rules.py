@@ -48,7 +48,7 @@ class PipelineEventRule(Construct):
             event_pattern=event_pattern(event),
         )
         self.rule.add_target(targets.LambdaFunction(
-            target.alias,
+            target.target,
             dead_letter_queue=target.dead_letter_queue,
             retry_attempts=DELIVERY_RETRY_ATTEMPTS,
             max_event_age=DELIVERY_MAX_EVENT_AGE,

@@ -1,15 +1,24 @@
-"""One pipeline function: its Lambda, execution role, log group and dead-letter queue.
+"""One deployed function: its Lambda, execution role, log group and -- for the pipeline's
+event-driven functions -- its dead-letter queue, retained versions and `live` alias.
 
 Everything is derived from one `pipeline.Function` and the environment's settings. The role is
 least privilege: `ParameterStorePolicy` reads exactly the function's SSM parameters (the guide's
-troubleshooting command reads that policy by name), the function reads only the images bucket,
-writes only the thumbnails bucket, publishes only its own event source on the default bus, and
-sends only to its own dead-letter queue.
+troubleshooting command reads that policy by name), the function reads only the images bucket
+(s3:GetObject, and s3:ListBucket so that a missing key is a 404, not a 403), writes only the
+thumbnails bucket, publishes only its own event source on the default bus, and sends only to
+its own dead-letter queue. Published versions are retained (CloudFormation would otherwise
+delete the previous one on every deploy, leaving `rollback` nothing to roll back to); the CLI
+prunes those beyond the environment's `versions_to_keep`.
+
+The operations function (trigger `invoke`) is called synchronously by the CLI and by the
+deploy-time migration, so it has no dead-letter queue, alias or versions; in the `rds` mode it
+reads the RDS-generated secret.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
@@ -17,6 +26,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_destinations as destinations
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
@@ -24,7 +34,7 @@ from collections_ops import pipeline
 from stacks import nag
 from stacks.settings import ConfigurationError, Deployment
 
-RUNTIME = lambda_.Runtime.PYTHON_3_12  # the guide's runtime; bundles are built for it
+RUNTIME = lambda_.Runtime(pipeline.RUNTIME, lambda_.RuntimeFamily.PYTHON)
 ASYNC_RETRY_ATTEMPTS = 2
 ASYNC_MAX_EVENT_AGE = cdk.Duration.hours(6)
 DLQ_RETENTION = cdk.Duration.days(14)  # SQS maximum: time for an operator to replay
@@ -54,28 +64,6 @@ def log_retention(days: int) -> logs.RetentionDays:
         ) from None
 
 
-def reads_images(fn: pipeline.Function) -> bool:
-    """The processor is triggered by uploads; a function triggered by an event whose detail
-    names the uploaded object (`bucket`, `original_key`) downloads it too."""
-    explicit = getattr(fn, "reads_images", None)
-    if explicit is not None:
-        return bool(explicit)
-    if fn.trigger.kind == "s3":
-        return True
-    event = fn.trigger.event
-    return event is not None and {"bucket", "original_key"} <= set(event.required_detail)
-
-
-def writes_thumbnails(fn: pipeline.Function) -> bool:
-    """The function whose published event can name the thumbnail it wrote."""
-    explicit = getattr(fn, "writes_thumbnails", None)
-    if explicit is not None:
-        return bool(explicit)
-    published = fn.publishes
-    return published is not None and "thumbnail_key" in (
-        published.required_detail + published.optional_detail)
-
-
 @dataclass(frozen=True)
 class FunctionNetwork:
     """Where the functions run when the database is private (the `rds` database mode)."""
@@ -84,33 +72,27 @@ class FunctionNetwork:
     security_group: ec2.ISecurityGroup
 
 
+@dataclass(frozen=True)
+class DatabaseAccess:
+    """Database mode `rds`: the RDS-generated credentials secret, and the RDS Proxy endpoint
+    when the environment connects through one."""
+
+    secret: secretsmanager.ISecret
+    proxy_endpoint: str | None = None
+
+
 class PipelineFunction(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, fn: pipeline.Function,
-                 deployment: Deployment, network: FunctionNetwork | None = None) -> None:
+                 deployment: Deployment, network: FunctionNetwork | None = None,
+                 database: DatabaseAccess | None = None) -> None:
         super().__init__(scope, construct_id)
         self.definition = fn
         settings = deployment.settings
         env_name = deployment.name
-
-        self.dead_letter_queue = sqs.Queue(
-            self, "DeadLetterQueue",
-            queue_name=fn.dlq_name(env_name),
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=DLQ_RETENTION,
-        )
-        nag.acknowledge(
-            self.dead_letter_queue, "AwsSolutions-SQS3",
-            "This queue is the dead-letter queue itself: it receives the function's failed "
-            "async invocations (on-failure destination), its terminal errors and the events "
-            "EventBridge could not deliver. Messages are kept 14 days for an operator to replay.",
-        )
-        nag.acknowledge(
-            self.dead_letter_queue, "Serverless-SQSRedrivePolicy",
-            "This queue is the end of the failure path (a dead-letter queue); nothing consumes "
-            "it automatically, so a redrive policy to a further queue would only move the "
-            "messages. Its depth is alarmed on in the monitoring stack.",
-        )
+        # Called synchronously (the CLI, the deploy-time migration): no async failure path.
+        self.invoked_directly = fn.trigger.kind == "invoke"
+        self.dead_letter_queue: sqs.Queue | None = (
+            None if self.invoked_directly else self._dead_letter_queue(env_name))
 
         self.log_group = logs.LogGroup(
             self, "LogGroup",
@@ -120,68 +102,107 @@ class PipelineFunction(Construct):
                             else cdk.RemovalPolicy.DESTROY),
         )
 
+        policies = {
+            pipeline.PARAMETER_STORE_POLICY: self._parameter_store_policy(deployment),
+            "LoggingPolicy": iam.PolicyDocument(statements=[iam.PolicyStatement(
+                sid="WriteOwnLogGroup",
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                resources=[self.log_group.log_group_arn],
+            )]),
+        }
+        pipeline_policy = self._pipeline_policy(deployment)
+        if pipeline_policy is not None:  # the operations function touches no bucket or bus
+            policies["PipelinePolicy"] = pipeline_policy
         self.role = iam.Role(
             self, "Role",
             role_name=fn.role_name(env_name),
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description=f"Execution role of {fn.function_name(env_name)}",
-            inline_policies={
-                "ParameterStorePolicy": self._parameter_store_policy(deployment),
-                "LoggingPolicy": iam.PolicyDocument(statements=[iam.PolicyStatement(
-                    sid="WriteOwnLogGroup",
-                    actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-                    resources=[self.log_group.log_group_arn],
-                )]),
-                "PipelinePolicy": self._pipeline_policy(deployment),
-            },
+            inline_policies=policies,
         )
 
-        code_path = deployment.code.path_for(fn)
+        deployment.code.check_architecture(fn, deployment.architecture)
+        environment = pipeline.common_env(
+            settings, account=deployment.account_or_token,
+            dlq_urls=({fn.key: self.dead_letter_queue.queue_url}
+                      if self.dead_letter_queue is not None else None),
+        )
+        if database is not None and self.invoked_directly:
+            # The operations function reads the RDS-generated secret: the first deploy needs
+            # no hand-written DATABASE_URL (it writes that parameter for the pipeline).
+            environment["DATABASE_SECRET_ARN"] = database.secret.secret_arn
+            environment["DATABASE_URL_PARAMETER"] = pipeline.secret("DATABASE_URL") \
+                .parameter_name(settings.parameter_prefix)
+            if database.proxy_endpoint is not None:
+                environment["DATABASE_HOST"] = database.proxy_endpoint
+            database.secret.grant_read(self.role)
+
+        # Retained: `rollback --function` needs the previous versions (aws-cdk#7636).
+        version_options = (None if self.invoked_directly else lambda_.VersionOptions(
+            removal_policy=cdk.RemovalPolicy.RETAIN))
+        async_failures: dict[str, Any] = {} if self.dead_letter_queue is None else {
+            "retry_attempts": ASYNC_RETRY_ATTEMPTS, "max_event_age": ASYNC_MAX_EVENT_AGE,
+            "on_failure": destinations.SqsDestination(self.dead_letter_queue)}
         self.function = lambda_.Function(
             self, "Function",
             function_name=fn.function_name(env_name),
             description=f"{fn.description} - {env_name}",
             runtime=RUNTIME,
+            architecture=(lambda_.Architecture.ARM_64 if deployment.architecture == "arm64"
+                          else lambda_.Architecture.X86_64),
+            snap_start=(lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if deployment.snapstart
+                        else None),
             handler=fn.handler,
-            code=lambda_.Code.from_asset(str(code_path), exclude=deployment.code.excludes),
+            code=deployment.code.code_for(fn, env_name=env_name),
             timeout=cdk.Duration.seconds(settings.timeout(fn)),
             memory_size=settings.memory(fn),
-            environment=pipeline.common_env(
-                settings, account=deployment.account_or_token,
-                dlq_urls={fn.key: self.dead_letter_queue.queue_url},
-            ),
+            environment=environment,
             log_group=self.log_group,
             role=self.role,
             tracing=lambda_.Tracing.ACTIVE,
             reserved_concurrent_executions=settings.reserved_concurrency.get(fn.key),
-            retry_attempts=ASYNC_RETRY_ATTEMPTS,
-            max_event_age=ASYNC_MAX_EVENT_AGE,
-            on_failure=destinations.SqsDestination(self.dead_letter_queue),
+            current_version_options=version_options,
             vpc=network.vpc if network else None,
             vpc_subnets=(ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
                          if network else None),
             security_groups=[network.security_group] if network else None,
+            **async_failures,
         )
-        if network is not None:
+        placement = deployment.database_vpc
+        if network is None and placement is not None:
+            # An existing database inside the operator's VPC: ids only, so synth needs no
+            # VPC lookup (and no credentials).
+            cfn_function = self.function.node.default_child
+            assert isinstance(cfn_function, lambda_.CfnFunction)
+            cfn_function.vpc_config = lambda_.CfnFunction.VpcConfigProperty(
+                subnet_ids=list(placement.subnet_ids),
+                security_group_ids=list(placement.security_group_ids))
+        in_vpc = network is not None or placement is not None
+        if in_vpc:
             self._allow_vpc_networking()
+        if deployment.snapstart:
+            cdk.Annotations.of(self.function).acknowledge_warning(
+                "@aws-cdk/aws-lambda:snapStartRequirePublish",
+                "SnapStart applies to published versions: every deploy that changes the function "
+                "publishes one (current_version) and the triggers invoke the `live` alias on it.")
 
-        # Each deploy that changes the code or configuration publishes a version; the triggers
-        # invoke the `live` alias, which an operator can move back to an earlier version.
-        self.alias = lambda_.Alias(
-            self, "LiveAlias",
-            alias_name=pipeline.LIVE_ALIAS,
-            version=self.function.current_version,
-            description=f"What the triggers of {fn.function_name(env_name)} invoke",
-            retry_attempts=ASYNC_RETRY_ATTEMPTS,
-            max_event_age=ASYNC_MAX_EVENT_AGE,
-            on_failure=destinations.SqsDestination(self.dead_letter_queue),
-        )
+        self.alias: lambda_.Alias | None = None
+        if not self.invoked_directly:
+            # Each deploy that changes the code or configuration publishes a version; the
+            # triggers invoke the `live` alias, which an operator can move back.
+            self.alias = lambda_.Alias(
+                self, "LiveAlias",
+                alias_name=pipeline.LIVE_ALIAS,
+                version=self.function.current_version,
+                description=f"What the triggers of {fn.function_name(env_name)} invoke",
+                **async_failures,
+            )
 
         wildcard_reasons = [
             "X-Ray active tracing: xray:PutTraceSegments and xray:PutTelemetryRecords do not "
             "support resource-level permissions, so AWS requires Resource '*'.",
         ]
-        if network is not None:
+        if in_vpc:
             wildcard_reasons.append(
                 "VPC attachment: ec2:CreateNetworkInterface/DescribeNetworkInterfaces/"
                 "DeleteNetworkInterface (the actions of AWSLambdaVPCAccessExecutionRole) are "
@@ -200,8 +221,38 @@ class PipelineFunction(Construct):
             "Failed async invocations go to the function's SQS dead-letter queue through an "
             "on-failure destination (EventInvokeConfig), which records the error and request "
             "context a DeadLetterConfig would drop; configuring both would deliver every "
-            "failure twice.",
+            "failure twice." if not self.invoked_directly else
+            "The operations function is only ever invoked synchronously (RequestResponse) by "
+            "the operator's CLI and by CloudFormation's custom resource; the caller receives "
+            "the error, so there is no asynchronous event that a dead-letter queue could keep.",
         )
+
+    @property
+    def target(self) -> lambda_.IFunction:
+        """What a trigger invokes: the `live` alias (the function itself if it has none)."""
+        return self.alias if self.alias is not None else self.function
+
+    def _dead_letter_queue(self, env_name: str) -> sqs.Queue:
+        queue = sqs.Queue(
+            self, "DeadLetterQueue",
+            queue_name=self.definition.dlq_name(env_name),
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=DLQ_RETENTION,
+        )
+        nag.acknowledge(
+            queue, "AwsSolutions-SQS3",
+            "This queue is the dead-letter queue itself: it receives the function's failed "
+            "async invocations (on-failure destination), its terminal errors and the events "
+            "EventBridge could not deliver. Messages are kept 14 days for an operator to replay.",
+        )
+        nag.acknowledge(
+            queue, "Serverless-SQSRedrivePolicy",
+            "This queue is the end of the failure path (a dead-letter queue); nothing consumes "
+            "it automatically, so a redrive policy to a further queue would only move the "
+            "messages. Its depth is alarmed on in the monitoring stack.",
+        )
+        return queue
 
     # -- policies --------------------------------------------------------------------------
 
@@ -227,7 +278,7 @@ class PipelineFunction(Construct):
             "this function's own parameters (kms:EncryptionContext:PARAMETER_ARN).",
             finding=f"Resource::{nag.rendered(self, any_key)}",
         )
-        return iam.PolicyDocument(statements=[
+        statements = [
             iam.PolicyStatement(
                 sid="ReadOwnParameters",
                 actions=["ssm:GetParameter"],
@@ -242,9 +293,18 @@ class PipelineFunction(Construct):
                     "kms:EncryptionContext:PARAMETER_ARN": parameter_arns,
                 }},
             ),
-        ])
+        ]
+        if self.invoked_directly and deployment.database == "rds":
+            # The deploy-time migration writes DATABASE_URL from the RDS-generated secret, so
+            # the pipeline's functions find it without an operator typing it.
+            statements.append(iam.PolicyStatement(
+                sid="WriteDatabaseUrlFromTheRdsSecret",
+                actions=["ssm:PutParameter"],
+                resources=parameter_arns,
+            ))
+        return iam.PolicyDocument(statements=statements)
 
-    def _pipeline_policy(self, deployment: Deployment) -> iam.PolicyDocument:
+    def _pipeline_policy(self, deployment: Deployment) -> iam.PolicyDocument | None:
         fn = self.definition
         stack = cdk.Stack.of(self)
         statements: list[iam.PolicyStatement] = []
@@ -253,10 +313,17 @@ class PipelineFunction(Construct):
             return stack.format_arn(service="s3", region="", account="", resource=bucket_name,
                                     resource_name="*", arn_format=cdk.ArnFormat.SLASH_RESOURCE_NAME)
 
-        if reads_images(fn):
+        if fn.reads_images:
             images = objects(deployment.images_bucket_name)
             statements.append(iam.PolicyStatement(
                 sid="ReadUploadedImages", actions=["s3:GetObject"], resources=[images]))
+            # Without s3:ListBucket, S3 answers 403 (not 404) for a key that does not exist, and
+            # a deleted upload would read as "access denied".
+            statements.append(iam.PolicyStatement(
+                sid="TellMissingUploadsApart", actions=["s3:ListBucket"],
+                resources=[stack.format_arn(service="s3", region="", account="",
+                                            resource=deployment.images_bucket_name,
+                                            arn_format=cdk.ArnFormat.NO_RESOURCE_NAME)]))
             nag.acknowledge(
                 self, "AwsSolutions-IAM5",
                 "Object keys are chosen by uploaders (<user_id>/<name>), so reading an upload "
@@ -264,7 +331,7 @@ class PipelineFunction(Construct):
                 "bucket only.",
                 finding=f"Resource::{nag.rendered(self, images)}",
             )
-        if writes_thumbnails(fn):
+        if fn.writes_thumbnails:
             thumbnails = objects(deployment.thumbnails_bucket_name)
             statements.append(iam.PolicyStatement(
                 sid="WriteThumbnails", actions=["s3:PutObject"], resources=[thumbnails]))
@@ -287,12 +354,13 @@ class PipelineFunction(Construct):
                     "events:detail-type": fn.publishes.detail_type,
                 }},
             ))
-        statements.append(iam.PolicyStatement(
-            sid="DeadLetterOwnFailures",
-            actions=["sqs:SendMessage"],
-            resources=[self.dead_letter_queue.queue_arn],
-        ))
-        return iam.PolicyDocument(statements=statements)
+        if self.dead_letter_queue is not None:
+            statements.append(iam.PolicyStatement(
+                sid="DeadLetterOwnFailures",
+                actions=["sqs:SendMessage"],
+                resources=[self.dead_letter_queue.queue_arn],
+            ))
+        return iam.PolicyDocument(statements=statements) if statements else None
 
     def _allow_vpc_networking(self) -> None:
         self.role.add_to_policy(iam.PolicyStatement(

@@ -4,15 +4,26 @@ queue depth and duration-near-timeout alarms, for every function in the definiti
 Metrics are addressed by the names the definition gives functions and queues, so this stack
 holds no cross-stack references: it can be deployed, changed or removed without touching the
 pipeline.
+
+Every alarm notifies the stack's own SNS topic (`collections-<env>-alarms`), subscribed from
+the environment's `alarm_email` setting. Actions that live in the template survive stack
+updates, which actions added by hand (or by an older `alarms ensure`) do not. The topic is not
+KMS-encrypted: CloudWatch alarms cannot publish to a topic encrypted with the AWS-managed
+`aws/sns` key, and an alarm notification carries only alarm names and metric values.
 """
 
 from __future__ import annotations
 
 import aws_cdk as cdk
 from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
 from collections_ops import pipeline
+from stacks import nag
 from stacks.settings import Deployment
 
 PERIOD = cdk.Duration.seconds(pipeline.METRIC_PERIOD_S)
@@ -99,6 +110,11 @@ class MonitoringStack(cdk.Stack):
             fn.key: FunctionAlarms(self, f"{fn.logical_id}Alarms", fn=fn, deployment=deployment)
             for fn in pipeline.FUNCTIONS
         }
+        self.topic = self._alarm_topic(deployment)
+        action = cloudwatch_actions.SnsAction(self.topic)
+        for group in self.alarms.values():
+            for alarm in group.alarms:
+                alarm.add_alarm_action(action)
 
         dashboard = cloudwatch.Dashboard(
             self, "Dashboard",
@@ -126,3 +142,37 @@ class MonitoringStack(cdk.Stack):
                 width=12,
             ),
         )
+
+    def _alarm_topic(self, deployment: Deployment) -> sns.Topic:
+        topic = sns.Topic(
+            self, "AlarmTopic",
+            topic_name=pipeline.alarm_topic_name(deployment.name),
+            display_name=f"collections {deployment.name} alarms",
+            enforce_ssl=True,
+        )
+        # The TLS-only policy replaces the topic's default one: allow this account's alarms.
+        topic.add_to_resource_policy(iam.PolicyStatement(
+            sid="AlarmsOfThisEnvironmentPublish",
+            principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+            actions=["sns:Publish"],
+            resources=[topic.topic_arn],
+            conditions={
+                "StringEquals": {"aws:SourceAccount": self.account},
+                "ArnLike": {"aws:SourceArn": self.format_arn(
+                    service="cloudwatch", resource="alarm",
+                    resource_name=f"{pipeline.PROJECT}-{deployment.name}-*",
+                    arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME)},
+            },
+        ))
+        if deployment.settings.alarm_email:
+            subscription = topic.add_subscription(subscriptions.EmailSubscription(
+                deployment.settings.alarm_email))
+            nag.acknowledge(
+                subscription, "Serverless-SNSRedrivePolicy",
+                "An email subscription: SNS retries delivery to the mail server by its own "
+                "policy, and an undeliverable alarm notification is still visible as the alarm's "
+                "state, its history and the topic's NumberOfNotificationsFailed metric.",
+            )
+        cdk.CfnOutput(self, "AlarmTopicArn", value=topic.topic_arn,
+                      description="Every alarm of this environment notifies this topic")
+        return topic

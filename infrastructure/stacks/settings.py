@@ -9,70 +9,39 @@ No function, bucket, rule or parameter name is spelled in this package -- they a
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, cast
+from typing import cast
 
 import aws_cdk as cdk
 from constructs import Node
 
 from collections_ops import pipeline
-
-INFRASTRUCTURE_DIR = Path(__file__).resolve().parent.parent
-REPO_DIR = INFRASTRUCTURE_DIR.parent
-LAMBDAS_DIR = REPO_DIR / "lambdas"
+from collections_ops.pipeline import DatabaseMode
+from stacks.code import INFRASTRUCTURE_DIR, CodeLocator
 
 # CDK context keys (all optional).
 CONTEXT_ACCOUNT = "collections:account"  # account id for every environment of this app
 CONTEXT_ENVIRONMENTS = "collections:environments"  # "dev,prod" (default: every AWS environment)
-CONTEXT_DATABASE = "collections:database"  # "existing" (default) or "rds"
+CONTEXT_DATABASE = "collections:database"  # "existing" or "rds" (default: the definition's)
 CONTEXT_BUNDLE_DIR = "collections:bundleDir"  # built bundles: <dir>/<code_dir>/
+CONTEXT_BUILD_DIR = "collections:buildDir"  # where the synth builds bundles it was not given
+# Database mode `existing` inside a VPC: comma-separated ids (default: the definition's).
+CONTEXT_SUBNET_IDS = "collections:subnetIds"
+CONTEXT_SECURITY_GROUP_IDS = "collections:securityGroupIds"
+CONTEXT_ALARM_EMAIL = "collections:alarmEmail"  # subscribed to the alarm topic
+CONTEXT_RDS_PROXY = "collections:rdsProxy"  # "true": connect through RDS Proxy (mode rds)
+CONTEXT_SNAPSTART = "collections:snapstart"  # "true" / "false" (default: the definition's)
+CONTEXT_ARCHITECTURE = "collections:architecture"  # x86_64 / arm64 (default: the definition's)
 ENV_BUNDLE_DIR = "COLLECTIONS_BUNDLE_DIR"  # same as CONTEXT_BUNDLE_DIR, for build scripts
 
-PRODUCTION_ENVIRONMENT = "prod"
-
-DatabaseMode = Literal["existing", "rds"]
-DATABASE_MODES: tuple[DatabaseMode, ...] = ("existing", "rds")
-
-# Files that never belong in a function's code asset.
-ASSET_EXCLUDES = ["__pycache__", "*.pyc", ".mypy_cache", ".pytest_cache", "tests"]
-# A built bundle keeps its __pycache__: the bytecode compiled for the runtime's Python, without
-# which every cold start compiles each module again (/var/task is read-only).
-BUNDLE_ASSET_EXCLUDES = [".mypy_cache", ".pytest_cache", "tests"]
+DATABASE_MODES = pipeline.DATABASE_MODES
 
 
 class ConfigurationError(ValueError):
     """The app's context asks for something the pipeline definition cannot deploy."""
-
-
-@dataclass(frozen=True)
-class CodeLocator:
-    """Where a function's code asset comes from: a built bundle if a build step made one,
-    otherwise the function's source directory under `lambdas/`."""
-
-    lambdas_dir: Path = LAMBDAS_DIR
-    bundle_dir: Path | None = None
-
-    @property
-    def excludes(self) -> list[str]:
-        # Source directories hold bytecode of whatever Python ran the tests: left out.
-        return list(BUNDLE_ASSET_EXCLUDES if self.bundle_dir is not None else ASSET_EXCLUDES)
-
-    def path_for(self, fn: pipeline.Function) -> Path:
-        if self.bundle_dir is not None:
-            bundled = self.bundle_dir / fn.code_dir
-            if not bundled.is_dir():
-                # A half-built bundle must not silently deploy source without its dependencies.
-                raise ConfigurationError(
-                    f"bundle directory {self.bundle_dir} has no {fn.code_dir}/ "
-                    f"(built by the bundle step for {fn.function_name('<env>')})"
-                )
-            return bundled
-        source = self.lambdas_dir / fn.code_dir
-        if not source.is_dir():
-            raise ConfigurationError(f"function source directory {source} does not exist")
-        return source
 
 
 @dataclass(frozen=True)
@@ -83,6 +52,10 @@ class Deployment:
     account: str | None  # None: CloudFormation's AWS::AccountId at deploy time
     database: DatabaseMode
     code: CodeLocator
+    # Mode `existing` only: the VPC placement that reaches the operator's database.
+    database_vpc: pipeline.VpcPlacement | None = None
+    snapstart: bool = False  # SnapStart on published versions (what the `live` alias runs)
+    architecture: pipeline.Architecture = "x86_64"
 
     @property
     def name(self) -> str:
@@ -113,9 +86,8 @@ class Deployment:
 
     @property
     def is_production(self) -> bool:
-        # Multi-AZ and deletion protection for the RDS option. The definition has no
-        # "production" flag yet, so the environment's name decides.
-        return getattr(self.settings, "production", self.name == PRODUCTION_ENVIRONMENT)
+        """Multi-AZ and deletion protection for the RDS option, retained log groups."""
+        return self.settings.production
 
 
 def _context(node: Node, key: str) -> str | None:
@@ -126,8 +98,7 @@ def _context(node: Node, key: str) -> str | None:
 
 
 def database_mode(node: Node, settings: pipeline.Environment) -> DatabaseMode:
-    # Until the definition carries a `database` setting, CDK context chooses (default: existing).
-    value = _context(node, CONTEXT_DATABASE) or getattr(settings, "database", None) or "existing"
+    value = _context(node, CONTEXT_DATABASE) or settings.database
     if value not in DATABASE_MODES:
         raise ConfigurationError(
             f"{CONTEXT_DATABASE}={value!r}: choose one of {', '.join(DATABASE_MODES)}"
@@ -135,14 +106,72 @@ def database_mode(node: Node, settings: pipeline.Environment) -> DatabaseMode:
     return cast(DatabaseMode, value)
 
 
+def _path(value: str | None) -> Path | None:
+    if value is None:
+        return None
+    path = Path(value)
+    return path if path.is_absolute() else (INFRASTRUCTURE_DIR / path).resolve()
+
+
+def snapstart(node: Node, settings: pipeline.Environment) -> bool:
+    value = _context(node, CONTEXT_SNAPSTART)
+    if value is None:
+        return settings.snapstart
+    if value.lower() not in ("true", "false"):
+        raise ConfigurationError(f"{CONTEXT_SNAPSTART}={value!r}: choose true or false")
+    return value.lower() == "true"
+
+
+def architecture(node: Node, settings: pipeline.Environment) -> pipeline.Architecture:
+    value = _context(node, CONTEXT_ARCHITECTURE) or settings.architecture
+    if value not in pipeline.ARCHITECTURES:
+        raise ConfigurationError(f"architecture {value!r}: choose one of "
+                                 f"{', '.join(pipeline.ARCHITECTURES)}")
+    return cast(pipeline.Architecture, value)
+
+
 def code_locator(node: Node) -> CodeLocator:
     bundle = _context(node, CONTEXT_BUNDLE_DIR) or os.environ.get(ENV_BUNDLE_DIR) or None
-    if bundle is None:
-        return CodeLocator()
-    path = Path(bundle)
-    if not path.is_absolute():
-        path = (INFRASTRUCTURE_DIR / path).resolve()
-    return CodeLocator(bundle_dir=path)
+    return CodeLocator(bundle_dir=_path(bundle),
+                       build_dir=_path(_context(node, CONTEXT_BUILD_DIR)))
+
+
+def _ids(value: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (value or "").split(",") if part.strip())
+
+
+def database_vpc(node: Node, settings: pipeline.Environment,
+                 mode: DatabaseMode) -> pipeline.VpcPlacement | None:
+    subnets = _ids(_context(node, CONTEXT_SUBNET_IDS))
+    groups = _ids(_context(node, CONTEXT_SECURITY_GROUP_IDS))
+    placement = (pipeline.VpcPlacement(subnet_ids=subnets, security_group_ids=groups)
+                 if subnets or groups else settings.database_vpc)
+    if placement is None:
+        return None
+    if mode != "existing":
+        raise ConfigurationError("subnet and security group ids place the functions next to an "
+                                 "existing database; the rds mode creates its own VPC")
+    if not placement.subnet_ids or not placement.security_group_ids:
+        raise ConfigurationError(f"{CONTEXT_SUBNET_IDS} and {CONTEXT_SECURITY_GROUP_IDS} go "
+                                 "together: Lambda needs both to place a function in a VPC")
+    bad = [i for i in placement.subnet_ids if not i.startswith("subnet-")] + [
+        i for i in placement.security_group_ids if not i.startswith("sg-")]
+    if bad:
+        raise ConfigurationError(f"not subnet-/sg- ids: {', '.join(bad)}")
+    return placement
+
+
+def _with_context_settings(node: Node, settings: pipeline.Environment) -> pipeline.Environment:
+    """The definition's settings with what an operator passed as context (the CLI passes the
+    environment's deployment record this way)."""
+    email = _context(node, CONTEXT_ALARM_EMAIL)
+    proxy = _context(node, CONTEXT_RDS_PROXY)
+    if proxy is not None and proxy.lower() not in ("true", "false"):
+        raise ConfigurationError(f"{CONTEXT_RDS_PROXY}={proxy!r}: use true or false")
+    return dataclasses.replace(
+        settings,
+        alarm_email=email if email is not None else settings.alarm_email,
+        rds_proxy=proxy.lower() == "true" if proxy is not None else settings.rds_proxy)
 
 
 def deployments(node: Node) -> list[Deployment]:
@@ -165,9 +194,13 @@ def deployments(node: Node) -> list[Deployment]:
     account_override = _context(node, CONTEXT_ACCOUNT)
     code = code_locator(node)
     result = []
-    for settings in aws_environments:
+    for defined in aws_environments:
+        settings = _with_context_settings(node, defined)
         account = (account_override or settings.account
                    or os.environ.get("CDK_DEFAULT_ACCOUNT") or None)
-        result.append(Deployment(settings=settings, account=account,
-                                 database=database_mode(node, settings), code=code))
+        mode = database_mode(node, settings)
+        result.append(Deployment(settings=settings, account=account, database=mode, code=code,
+                                 database_vpc=database_vpc(node, settings, mode),
+                                 snapstart=snapstart(node, settings),
+                                 architecture=architecture(node, settings)))
     return result

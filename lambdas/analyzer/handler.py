@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 from typing import Any, NamedTuple
 
@@ -27,6 +28,11 @@ from collections_core.config import Settings
 from collections_core.errors import ClaimRefused, ConfigurationError, TerminalError
 
 logger = log.get_logger("collections.analyzer")
+# Imported at init, before the first request (and inside a SnapStart snapshot): the selected
+# provider's SDK too, the largest import of all.
+runtime.preload("PIL.Image", "psycopg", "pgvector.psycopg",
+                {"anthropic": "anthropic", "openai": "openai"}.get(
+                    os.environ.get("ANALYZER_PROVIDER", "")))
 FUNCTION_KEY = "analyzer"
 REQUIRED_DETAIL = ("item_id", "user_id", "bucket", "original_key")
 

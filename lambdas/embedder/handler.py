@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import time
 from typing import Any
 
@@ -28,6 +29,9 @@ from collections_core.errors import (
 )
 
 logger = log.get_logger("collections.embedder")
+# Imported at init, before the first request (and inside a SnapStart snapshot).
+runtime.preload("psycopg", "pgvector.psycopg",
+                {"voyage": "voyageai"}.get(os.environ.get("EMBEDDING_PROVIDER", "")))
 FUNCTION_KEY = "embedder"
 REQUIRED_DETAIL = ("item_id", "user_id", "analysis_id")
 

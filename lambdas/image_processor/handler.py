@@ -22,6 +22,8 @@ from collections_core.config import Settings
 from collections_core.errors import RetryableError, TerminalError
 
 logger = log.get_logger("collections.processor")
+# Imported at init, before the first request (and inside a SnapStart snapshot).
+runtime.preload("PIL.Image", "psycopg", "pgvector.psycopg")
 FUNCTION_KEY = "processor"
 CORRELATION_METADATA = "correlation-id"
 

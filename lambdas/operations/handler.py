@@ -53,7 +53,9 @@ Response (always a JSON object; the function never raises for a request it can a
       failed      the database answered with an error (a failed migration, a missing table)
 
 A CloudFormation custom-resource event (`RequestType` + `ResponseURL`) runs `migrate` on
-Create and Update and does nothing on Delete; the outcome goes to the ResponseURL, and a failed
+Create and Update (and, in database mode `rds`, writes the `DATABASE_URL` parameter from the
+RDS-generated secret when it differs, so the pipeline's functions need no hand-written URL)
+and does nothing on Delete; the outcome goes to the ResponseURL, and a failed
 migration fails the deploy with the error as its reason.
 
 The database URL is `DATABASE_SECRET_ARN` (the RDS-generated secret: no hand-written URL on the
@@ -88,7 +90,7 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
     log.clear()
     log.bind(function="operations", request_id=getattr(context, "aws_request_id", None))
     if cfn_response.is_custom_resource_event(event):
-        return cfn_response.handle(event, context, migrate=lambda: run("migrate", None, {}))
+        return cfn_response.handle(event, context, migrate=deploy_time_migration)
     started = time.perf_counter()
     action = event.get("action") if isinstance(event, dict) else None
     try:
@@ -112,9 +114,10 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
         outcome = "failed"
     response["function"] = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "operations")
     response["duration_ms"] = round((time.perf_counter() - started) * 1000, 1)
-    log.event(logger, f"{action}: {outcome}",
+    known = response["action"]  # never the caller's raw text
+    log.event(logger, f"{known or 'request'}: {outcome}",
               logging.INFO if response["ok"] else logging.WARNING,
-              stage="operations", outcome=outcome, action=action,
+              stage="operations", outcome=outcome, action=known,
               query=response.get("query"), duration_ms=response["duration_ms"])
     return response
 
@@ -150,6 +153,13 @@ def parse(event: Any) -> tuple[str, str | None, dict[str, Any]]:
     except ValueError as exc:
         raise UsageError(f"{query}: {exc}") from None
     return action, query, checked
+
+
+def deploy_time_migration() -> dict[str, Any]:
+    """Migrate, then (database mode `rds`) publish DATABASE_URL for the pipeline."""
+    result: dict[str, Any] = run("migrate", None, {})
+    result["database_url_written"] = queries.publish_database_url()
+    return result
 
 
 def run(action: str, query: str | None, params: dict[str, Any]) -> Any:

@@ -70,6 +70,31 @@ def database_url() -> str:
             f"{quote(name, safe='')}?sslmode=require")
 
 
+def publish_database_url() -> bool:
+    """Database mode `rds`: write the URL built from the RDS-generated secret to the
+    `DATABASE_URL` parameter the pipeline's functions read (only when it differs).
+    Returns whether it wrote."""
+    name = os.environ.get("DATABASE_URL_PARAMETER")
+    if not name or not os.environ.get("DATABASE_SECRET_ARN"):
+        return False
+    url = database_url()
+    ssm = aws.client("ssm")
+    try:
+        current = ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+    except Exception as exc:
+        if aws.error_code(exc) != "ParameterNotFound":
+            raise aws.classify(exc, f"reading {name}") from None
+        current = None
+    if current == url:
+        return False
+    try:
+        ssm.put_parameter(Name=name, Value=url, Type="SecureString", Overwrite=True,
+                          Description="Written on deploy from the RDS-generated secret")
+    except Exception as exc:
+        raise aws.classify(exc, f"writing {name}") from None
+    return True
+
+
 @contextlib.contextmanager
 def connect(*, for_migration: bool = False) -> Iterator[Any]:
     import psycopg
@@ -289,7 +314,7 @@ _USER_ROWS = ("SELECT count(*) FROM (SELECT 1 FROM embeddings WHERE user_id = %s
 
 
 def _search(conn: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
-    import numpy as np
+    from pgvector import Vector  # no numpy: the bundle does not ship it
     from pgvector.psycopg import register_vector
 
     try:
@@ -297,7 +322,7 @@ def _search(conn: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
     except Exception:
         raise TerminalError("the database has no `vector` extension",
                             hint="run: collections db migrate") from None
-    args = {"q": np.asarray(params["vector"], dtype=np.float32), "model": params["model"],
+    args = {"q": Vector(params["vector"]), "model": params["model"],
             "limit": params["limit"], "dimensions": params["dimensions"],
             "user_id": params["user_id"]}
     filtered = params["user_id"] is not None

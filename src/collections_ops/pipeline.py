@@ -25,6 +25,9 @@ TriggerKind = Literal["s3", "eventbridge", "invoke"]
 # operator's) or `rds` (a private RDS PostgreSQL created by the database stack).
 DatabaseMode = Literal["existing", "rds"]
 DATABASE_MODES: tuple[DatabaseMode, ...] = ("existing", "rds")
+# The functions' instruction set; `collections build` fetches wheels for it.
+Architecture = Literal["x86_64", "arm64"]
+ARCHITECTURES: tuple[Architecture, ...] = ("x86_64", "arm64")
 
 # Spelled once, used by the stacks, the local cloud, the handlers' tests and the CLI.
 RUNTIME = "python3.12"  # the guide's runtime; the bundles are built for it
@@ -316,6 +319,11 @@ class Environment:
     rds_proxy: bool = False  # database mode `rds`: connect through RDS Proxy (docs/operations.md)
     database_vpc: VpcPlacement | None = None  # database mode `existing`, inside a VPC
     versions_to_keep: int = 10  # published versions kept per function (older ones are pruned)
+    # Cold starts (docs/benchmarks.md): SnapStart on published versions, which the `live` alias
+    # runs (billed for Python: snapshot caching and restores); the functions' architecture
+    # (arm64 costs 20 % less per GB-second; the bundles must be built for it).
+    snapstart: bool = False
+    architecture: Architecture = "x86_64"
     alarm_email: str | None = None  # subscribed to the alarm topic when set
     parameter_prefix: str = PARAMETER_PREFIX
     region: str = DEFAULT_REGION

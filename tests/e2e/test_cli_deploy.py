@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import boto3
 import pytest
 
 from tests.e2e.cli import run
+from tests.infra.support import fake_bundles
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,6 +103,26 @@ def test_deploy_all_with_an_approval_level(aws_env, moto_endpoint):
     assert argv[:4] == ["deploy", "--all", "--require-approval", "any-change"]
 
 
+def test_deploy_json_is_one_document_with_cdk_output_on_stderr(aws_env, moto_endpoint):
+    put_parameters(moto_endpoint, *READY)
+    result = run(aws_env, "deploy", "dev", "--profile", "ops", "--skip-build", "--yes",
+                 "-o", "json")
+    assert result.returncode == 0, result.stderr
+    checks = json.loads(result.stdout)
+    assert {c["name"] for c in checks} >= {"credentials", "region", "bootstrap"}
+    assert all(c["ok"] for c in checks)
+
+
+def test_diff_without_credentials_is_5_not_changes(aws_env):
+    env = dict(aws_env, AWS_SHARED_CREDENTIALS_FILE="/dev/null", AWS_CONFIG_FILE="/dev/null",
+               AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
+    for verb in ("diff", "destroy", "rollback", "bootstrap"):
+        result = run(env, verb, "dev")
+        assert result.returncode == 5, (verb, result.stderr)
+        assert "no AWS credentials found" in result.stderr
+    assert recorded(aws_env) == [], "the CDK CLI never ran"
+
+
 def test_missing_parameters_stop_the_deploy_before_cdk(aws_env, moto_endpoint):
     put_parameters(moto_endpoint, "/cdk-bootstrap/hnb659fds/version", "/collections/DATABASE_URL")
     result = run(aws_env, "deploy", "dev", "--profile", "ops", "--skip-build", "--yes")
@@ -173,7 +195,10 @@ def test_synth_runs_the_real_pinned_cdk_cli(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "COLLECTIONS_"))}
     env.update({"COLLECTIONS_STATE_DIR": str(tmp_path), "COLLECTIONS_CDK": str(cdk),
                 "CDK_HOME": str(tmp_path / "cdk-home"), "AWS_EC2_METADATA_DISABLED": "true",
-                "NO_COLOR": "1"})
+                "NO_COLOR": "1",
+                # Bundles shaped as `collections build` makes them, without pip's minutes
+                # (tests/infra/test_cdk_cli.py builds for real).
+                "COLLECTIONS_BUNDLE_DIR": str(fake_bundles(tmp_path / "bundles"))})
     result = run(env, "synth", "dev")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     template = json.loads((tmp_path / "cdk.out" / "dev" /
@@ -181,7 +206,20 @@ def test_synth_runs_the_real_pinned_cdk_cli(tmp_path):
     names = {r["Properties"].get("FunctionName") for r in template["Resources"].values()
              if r["Type"] == "AWS::Lambda::Function"}
     assert {"collections-dev-ImageProcessorLambda", "collections-dev-AnalyzerLambda",
-            "collections-dev-EmbedderLambda"} <= names
+            "collections-dev-EmbedderLambda", "collections-dev-OperationsLambda"} <= names
+
+
+def test_without_the_infra_extra_the_cdk_commands_name_it(tmp_path):
+    # aws-cdk-lib made unimportable for this one process, as in an install without [infra]
+    probe = ("import sys; sys.modules['aws_cdk'] = None; sys.argv = ['collections', 'synth', "
+             "'prod']; from collections_ops.cli.app import main; main()")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "COLLECTIONS_"))}
+    env.update({"COLLECTIONS_STATE_DIR": str(tmp_path / "state"), "NO_COLOR": "1"})
+    result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                            text=True, check=False, timeout=120)
+    assert result.returncode == 10, result.stderr
+    assert "pip install 'collections-ops[infra]'" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 # --------------------------------------------------------------------------- the record

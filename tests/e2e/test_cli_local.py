@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -149,6 +151,77 @@ def test_an_unknown_environment_is_a_configuration_error(cli_env):
     result = run(cli_env, "verify", "x", "--env", "staging")
     assert result.returncode == 10
     assert "unknown environment 'staging'" in result.stderr
+
+
+HOSTILE_NAME = "[b]\x1b[2Jx.jpg"  # markup brackets and a clear-screen escape sequence
+
+
+def _shown_as_text(result: subprocess.CompletedProcess[str]) -> None:
+    out = result.stdout + result.stderr
+    assert "\x1b" not in out, "a control sequence reached the terminal"
+    assert "MarkupError" not in out and "unexpected" not in out, out
+
+
+def test_hostile_object_names_are_shown_as_text(cli_env, tmp_path):
+    # GIVEN a good upload named `[/].jpg` and a broken one whose name carries markup and an
+    # escape sequence (so it lands in the dead-letter queue)
+    good = run(cli_env, "test-upload", str(SAMPLE), "-u", "u", "--name", "[/].jpg", "-f",
+               "--timeout", "60")
+    _shown_as_text(good)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(images.truncated(images.photo(640, 480)))
+    failed = run(cli_env, "test-upload", str(broken), "-u", "u", "--name", HOSTILE_NAME, "-f",
+                 "--timeout", "30")
+    assert failed.returncode == 7, failed.stdout + failed.stderr
+    _shown_as_text(failed)
+    # WHEN verify, search, dlq show and dlq redrive display them THEN none crashes, and the
+    # names appear as plain text with the control bytes removed
+    verify = run(cli_env, "verify", "[/]", "-u", "u")
+    assert verify.returncode in (0, 3, 8), verify.stderr
+    _shown_as_text(verify)
+    search = run(cli_env, "search", "a photo", "-n", "50")
+    assert search.returncode == 0, search.stderr
+    _shown_as_text(search)
+    shown = run(cli_env, "dlq", "show", "processor", "-n", "50")
+    assert shown.returncode == 0, shown.stderr
+    _shown_as_text(shown)
+    assert "[b]x" in shown.stdout
+    redrive = run(cli_env, "dlq", "redrive", "processor", "--dry-run")
+    assert redrive.returncode == 0, redrive.stderr
+    _shown_as_text(redrive)
+
+
+def _interrupt_after(env: dict[str, str], ready: str, *args: str) -> tuple[int, str, str]:
+    """Start the CLI, wait (generously) for `ready` on stdout, then press Ctrl-C."""
+    proc = subprocess.Popen([sys.executable, "-m", "collections_ops", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 120
+    seen = ""
+    while ready not in seen and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+        seen += line
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    return proc.returncode, seen + out, err
+
+
+def test_ctrl_c_while_following_logs_exits_130(cli_env):
+    # The uploads earlier in this module logged within the hour: a first line means running.
+    code, _, err = _interrupt_after(cli_env, ":", "logs", "all", "-f", "--since", "1h")
+    assert code == 130 and "interrupted" in err
+    assert "Traceback" not in err
+
+
+def test_ctrl_c_while_following_an_upload_exits_130(cli_env):
+    code, out, err = _interrupt_after(cli_env, "uploaded", "test-upload", "--sample", "-u",
+                                      "ctrlc", "-f", "--timeout", "120")
+    assert "uploaded" in out
+    # The pipeline may finish first on a fast machine; otherwise Ctrl-C is 130, never 0.
+    assert (code == 130 and "interrupted" in err) or (code == 0 and "Embedder" in out), (out, err)
+    assert "Traceback" not in err
 
 
 def test_zz_a_crashed_local_cloud_is_reported_and_destroy_cleans_up(cli_env):

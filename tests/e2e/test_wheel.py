@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.infra.support import fake_bundles
+
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -65,7 +67,9 @@ def test_the_installed_cli_synthesizes_the_shipped_cdk_app(installed, tmp_path):
     _, env = installed
     env = dict(env, COLLECTIONS_STATE_DIR=str(tmp_path / "state"), COLLECTIONS_CDK=str(cdk),
                CDK_HOME=str(tmp_path / "cdk-home"), AWS_EC2_METADATA_DISABLED="true",
-               NO_COLOR="1")
+               NO_COLOR="1",
+               # Bundles shaped as `collections build` makes them, without pip's minutes.
+               COLLECTIONS_BUNDLE_DIR=str(fake_bundles(tmp_path / "bundles")))
     result = subprocess.run([sys.executable, "-m", "collections_ops", "synth", "prod"], env=env,
                             cwd=tmp_path, capture_output=True, text=True, check=False,
                             timeout=300)

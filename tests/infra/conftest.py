@@ -42,7 +42,25 @@ def accountless_app(cdk_home: Path, tmp_path_factory: pytest.TempPathFactory) ->
                       **{"collections:environments": "dev"})
 
 
-@pytest.fixture(scope="session", params=["existing", "rds", "accountless"])
+@pytest.fixture(scope="session")
+def rds_proxy_app(cdk_home: Path, tmp_path_factory: pytest.TempPathFactory) -> SynthesizedApp:
+    """Database mode `rds` through RDS Proxy, with an alarm email subscription (dev only)."""
+    return synthesize(tmp_path_factory.mktemp("cdk-out-rds-proxy"), **{
+        "collections:environments": "dev", "collections:database": "rds",
+        "collections:rdsProxy": "true", "collections:alarmEmail": "ops@example.com"})
+
+
+@pytest.fixture(scope="session")
+def existing_vpc_app(cdk_home: Path, tmp_path_factory: pytest.TempPathFactory) -> SynthesizedApp:
+    """Database mode `existing` with the database inside the operator's VPC (dev only)."""
+    return synthesize(tmp_path_factory.mktemp("cdk-out-existing-vpc"), **{
+        "collections:environments": "dev",
+        "collections:subnetIds": "subnet-0aaa1111,subnet-0bbb2222",
+        "collections:securityGroupIds": "sg-0ccc3333"})
+
+
+@pytest.fixture(scope="session",
+                params=["existing", "rds", "accountless", "rds_proxy", "existing_vpc"])
 def any_app(request: pytest.FixtureRequest) -> SynthesizedApp:
     app = request.getfixturevalue(f"{request.param}_app".replace("existing_app",
                                                                  "existing_db_app"))

@@ -53,6 +53,7 @@ class SynthesizedApp:
     stacks: dict[str, Any]  # env name -> stacks.application.EnvironmentStacks
     outdir: Path
     validation_error: str | None
+    bundle_dir: Path
     _templates: dict[str, Any] = field(default_factory=dict)
 
     def stack(self, env_name: str, kind: str) -> Any:
@@ -101,12 +102,39 @@ class SynthesizedApp:
         return merged
 
 
+def fake_bundles(out_dir: Path) -> Path:
+    """Bundles shaped as `collections build` makes them -- the function's modules, the shared
+    package, its build stamp -- without the vendored wheels, which only the bundle tests
+    (tests/unit/test_build.py, test_cdk_cli.py) need: the template tests then synthesize in
+    seconds instead of running pip."""
+    import shutil
+
+    from collections_ops import pipeline
+
+    shared = REPO / "lambdas" / "shared" / "collections_core"
+    for fn in pipeline.DEPLOYED_FUNCTIONS:
+        bundle = out_dir / fn.code_dir
+        if bundle.exists():
+            continue
+        bundle.mkdir(parents=True)
+        for module in (REPO / "lambdas" / fn.code_dir).glob("*.py"):
+            shutil.copy2(module, bundle / module.name)
+        shutil.copytree(shared, bundle / "collections_core",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        (bundle / ".collections-build.json").write_text('{"format": 1}\n')
+    return out_dir
+
+
 def synthesize(outdir: Path, *, account: str | None = TEST_ACCOUNT,
                **context: Any) -> SynthesizedApp:
-    """Synthesize the app into `outdir`; `account=None` leaves the account to CloudFormation."""
+    """Synthesize the app into `outdir`; `account=None` leaves the account to CloudFormation.
+    Unless the context names a bundle directory, the code comes from `fake_bundles`."""
     import aws_cdk as cdk
 
     from stacks.application import build
+
+    context.setdefault("collections:bundleDir",
+                       str(fake_bundles(outdir.parent / f"{outdir.name}-bundles")))
 
     error = None
     with pytest.MonkeyPatch.context() as patch:
@@ -125,4 +153,5 @@ def synthesize(outdir: Path, *, account: str | None = TEST_ACCOUNT,
             if "ValidationFailed" not in str(exc):
                 raise
             error = str(exc)  # cdk-nag found something; the gate test reports it
-    return SynthesizedApp(app=app, stacks=stacks, outdir=outdir, validation_error=error)
+    return SynthesizedApp(app=app, stacks=stacks, outdir=outdir, validation_error=error,
+                          bundle_dir=Path(context["collections:bundleDir"]))

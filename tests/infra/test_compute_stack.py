@@ -60,7 +60,7 @@ def test_function_names_are_the_guides(existing_db_app: SynthesizedApp) -> None:
     names = {r["Properties"]["FunctionName"]
              for r in t.resources(template, "AWS::Lambda::Function").values()}
     assert names == {"collections-dev-ImageProcessorLambda", "collections-dev-AnalyzerLambda",
-                     "collections-dev-EmbedderLambda"}
+                     "collections-dev-EmbedderLambda", "collections-dev-OperationsLambda"}
 
 
 def test_environment_is_the_common_env_with_the_own_dead_letter_queue(
@@ -210,7 +210,8 @@ def test_uploads_notify_the_processor_and_thumbnails_notify_nobody(
     assert "NotificationConfiguration" not in thumbnails["Properties"]
     # Written straight into the bucket: no notification custom resource or its Lambda.
     assert not t.resources(template, "Custom::S3BucketNotifications")
-    assert len(t.resources(template, "AWS::Lambda::Function")) == len(definition.FUNCTIONS)
+    assert len(t.resources(template, "AWS::Lambda::Function")) == len(
+        definition.DEPLOYED_FUNCTIONS)
 
 
 def test_buckets_are_private_encrypted_and_tls_only(existing_db_app: SynthesizedApp,
@@ -295,6 +296,10 @@ def test_role_is_least_privilege(existing_db_app: SynthesizedApp, env_name: str,
     if reads_images:
         expected_s3.append((["s3:GetObject"],
                             [f"arn:aws:s3:::{settings.images_bucket(TEST_ACCOUNT)}/*"]))
+        # A missing key must read as 404, not 403.
+        expected_s3.append((["s3:ListBucket"],
+                            [f"arn:aws:s3:::{settings.images_bucket(TEST_ACCOUNT)}"]))
+    assert (fn.reads_images, fn.writes_thumbnails) == (reads_images, writes_thumbnails)
     if writes_thumbnails:
         expected_s3.append((["s3:PutObject"],
                             [f"arn:aws:s3:::{settings.thumbnails_bucket(TEST_ACCOUNT)}/*"]))
@@ -328,18 +333,20 @@ def test_role_names_are_the_guides(existing_db_app: SynthesizedApp) -> None:
     t.inline_policy(template, role, "ParameterStorePolicy")  # the guide's troubleshooting
 
 
-@pytest.mark.parametrize("fn", definition.FUNCTIONS, ids=lambda fn: fn.key)
-def test_code_asset_is_the_functions_directory(existing_db_app: SynthesizedApp,
-                                               fn: definition.Function) -> None:
+@pytest.mark.parametrize("fn", definition.DEPLOYED_FUNCTIONS, ids=lambda fn: fn.key)
+def test_code_asset_is_the_built_bundle_never_the_source_folder(
+        existing_db_app: SynthesizedApp, fn: definition.Function) -> None:
     template = existing_db_app.template_json("dev", "Compute")
     _, resource = t.function(template, fn, "dev")
     asset = existing_db_app.outdir / resource["Metadata"]["aws:asset:path"]
-    source = REPO / "lambdas" / fn.code_dir
-    expected = {p.relative_to(source) for p in source.rglob("*")
-                if p.is_file() and "__pycache__" not in p.parts}
+    bundle = existing_db_app.bundle_dir / fn.code_dir
+    expected = {p.relative_to(bundle) for p in bundle.rglob("*")
+                if p.is_file() and "__pycache__" not in p.parts
+                and p.name != ".collections-build.json"}
     staged = {p.relative_to(asset) for p in asset.rglob("*") if p.is_file()}
     assert staged == expected
     assert Path(fn.handler.split(".")[0] + ".py") in staged
+    assert Path("collections_core/migrate.py") in staged
 
 
 def test_templates_carry_no_local_paths(existing_db_app: SynthesizedApp) -> None:

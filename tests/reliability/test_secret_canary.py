@@ -114,3 +114,46 @@ def test_a_database_password_with_percent_at_and_colon_never_leaks(pipeline, mon
     for where, text in everything.items():
         for form in FORMS:
             assert form not in text, f"{form!r} leaked into {where}"
+
+
+@pytest.mark.e2e
+def test_through_the_installed_cli_the_password_is_in_no_output_log_or_state_file(tmp_path):
+    """The same canary against a real local cloud, driven as an operator would, with and
+    without --debug; then every file of the cloud's state folder is searched."""
+    from pathlib import Path
+
+    from tests.e2e.cli import local_env, run
+
+    state = tmp_path / "state"
+    env = local_env(state)
+    started = run(env, "deploy", "local")
+    assert started.returncode == 0, started.stderr
+    try:
+        put = run(env, "secrets", "put", "DATABASE_URL", "--stdin", input=URLS["unencoded"])
+        assert put.returncode == 0, put.stderr
+        sample = Path(__file__).resolve().parents[2] / "samples" / "test-image.jpg"
+        commands = [
+            ("test-upload", str(sample), "--user", "canary", "--follow", "--timeout", "60"),
+            ("--debug", "test-upload", str(sample), "--user", "canary2", "--follow",
+             "--timeout", "60"),
+            ("logs", "all", "--since", "10m"),
+            ("dlq", "show", "processor", "--json"),
+            ("--debug", "dlq", "show", "processor"),
+            ("secrets", "list", "--json"),
+            ("status", "--json"),
+        ]
+        results = [run(env, *command) for command in commands]
+        assert results[0].returncode != 0  # the stage failed, and said so
+        shown = json.loads(results[3].stdout)
+        assert shown and "DATABASE_URL is not a valid connection URL" in json.dumps(shown)
+        outputs = [put.stdout, put.stderr] + [r.stdout + r.stderr for r in results]
+        leaks = [f"{form!r} in the output of command {n}" for n, out in enumerate(outputs)
+                 for form in FORMS if form in out]
+        needles = [form.encode() for form in FORMS]
+        for path in state.rglob("*"):  # while the cloud runs: what it keeps on disk
+            if path.is_file() and not path.is_symlink():
+                data = path.read_bytes()
+                leaks += [f"{n!r} in {path.relative_to(state)}" for n in needles if n in data]
+    finally:
+        run(env, "destroy", "local")
+    assert not leaks, leaks

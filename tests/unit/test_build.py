@@ -517,6 +517,54 @@ def test_stamp_follows_requirements_platform_python_and_code(offline: Offline) -
     assert (repaired.path / "plainlib" / "__init__.py").is_file()
 
 
+# ------------------------------------------------------------------- the architecture setting
+
+
+@pytest.fixture(scope="module")
+def arm64_bundles(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """`collections build dev` with `architecture = "arm64"` in dev's settings."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(pipeline.ENVIRONMENTS, "dev",
+                      dataclasses.replace(pipeline.environment("dev"), architecture="arm64"))
+        pip = CountingPip()
+        reports = b.build("dev", out_dir=tmp_path_factory.mktemp("bundles-arm64"), pip=pip)
+    return Built(tmp_path_factory.getbasetemp(), {r.function: r for r in reports}, pip)
+
+
+@pytest.mark.parametrize("key", ["processor", "analyzer", "embedder"])
+def test_an_arm64_environment_gets_aarch64_wheels(arm64_bundles: Built, key: str) -> None:
+    report = arm64_bundles.reports[key]
+    bundle = report.path
+    assert report.platform == b.PLATFORMS["arm64"] == "manylinux2014_aarch64"
+    assert b.bundle_architecture(bundle) == "arm64"
+    tags = b.check_wheel_tags(bundle, python_version="3.12", platform=report.platform)
+    compiled = {d: ts for d, (_v, ts) in tags.items() if not any(t.endswith("-any") for t in ts)}
+    assert {"pillow", "psycopg-binary"} & set(compiled) or key == "embedder"
+    assert compiled and all(any(t.endswith("aarch64") for t in ts) for ts in compiled.values())
+    with pytest.raises(b.BuildError, match="wheels that do not run on manylinux2014_x86_64"):
+        b.check_wheel_tags(bundle, python_version="3.12", platform=b.PLATFORMS["x86_64"])
+    # The bytecode is the same for either architecture.
+    _check_bytecode(bundle, "3.12", report)
+    sizes = round(report.size_mb, 1)
+    print(f"\n{key} arm64 bundle: {sizes} MB unzipped")
+    assert report.size_bytes < 0.8 * b.LAMBDA_UNZIPPED_LIMIT
+
+
+def test_the_platform_follows_the_environments_architecture(offline: Offline,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    offline.requirements("plainlib\n")
+    [x86] = b.build("dev", out_dir=offline.out, functions=[offline.fn],
+                    lambdas_dir=offline.lambdas, pip_args=offline.pip_args)
+    assert x86.platform == b.DEFAULT_PLATFORM and b.bundle_architecture(x86.path) == "x86_64"
+    monkeypatch.setitem(pipeline.ENVIRONMENTS, "dev",
+                        dataclasses.replace(pipeline.environment("dev"), architecture="arm64"))
+    [arm] = b.build("dev", out_dir=offline.out, functions=[offline.fn],
+                    lambdas_dir=offline.lambdas, pip_args=offline.pip_args)
+    assert arm.platform == "manylinux2014_aarch64" and not arm.cached  # another platform: pip
+    assert b.bundle_architecture(arm.path) == "arm64"
+    assert b.bundle_architecture(offline.lambdas / "fakefn") is None  # no build made it
+
+
 # ------------------------------------------------------------- bytecode for the runtime
 
 

@@ -203,6 +203,40 @@ def test_the_rds_generated_secret_is_read_directly(fresh_db: str, database_url: 
     assert response["result"]["applied"] == _versions()
 
 
+def test_deploy_writes_database_url_from_the_rds_secret(
+        fresh_db: str, monkeypatch: pytest.MonkeyPatch, response_url: _ResponseUrl) -> None:
+    # GIVEN database mode rds: the secret, and no DATABASE_URL yet (the first deploy)
+    parameter = f"{pipeline.PARAMETER_PREFIX}/DATABASE_URL"
+    ssm = boto3.client("ssm", region_name="us-east-1")
+    ssm.delete_parameter(Name=parameter)
+    parts = urlsplit(fresh_db)
+    socket_dir = parse_qs(parts.query)["host"][0]
+    (socket_file,) = Path(socket_dir).glob(".s.PGSQL.*[0-9]")
+    port = int(socket_file.name.rsplit(".", 1)[1])
+    secret = boto3.client("secretsmanager", region_name="us-east-1").create_secret(
+        Name=f"collections-test-{uuid.uuid4().hex[:8]}",
+        SecretString=json.dumps({"username": parts.username, "password": "pw/with:odd@chars",
+                                 "host": socket_dir, "port": port,
+                                 "dbname": parts.path.lstrip("/")}))
+    monkeypatch.setenv("DATABASE_SECRET_ARN", secret["ARN"])
+    monkeypatch.setenv("DATABASE_URL_PARAMETER", parameter)
+    # WHEN CloudFormation runs the deploy-time migration, twice
+    invoke(_cfn_event("Create", response_url.url))
+    first = ssm.get_parameter(Name=parameter, WithDecryption=True)["Parameter"]
+    invoke(_cfn_event("Update", response_url.url, PhysicalResourceId="p-1"))
+    # THEN the pipeline's parameter holds a URL that reaches the database, written once
+    assert [r["body"]["Status"] for r in response_url.received] == ["SUCCESS", "SUCCESS"]
+    assert first["Type"] == "SecureString"
+    second = ssm.get_parameter(Name=parameter, WithDecryption=True)["Parameter"]
+    assert second["Version"] == first["Version"]
+    import psycopg
+
+    with psycopg.connect(first["Value"]) as conn:
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (
+            len(_versions()),)
+    assert "pw/with:odd@chars" not in json.dumps(response_url.received)
+
+
 # ------------------------------------------------------------------------- named queries
 
 

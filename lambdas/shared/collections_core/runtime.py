@@ -3,12 +3,22 @@ route failures -- terminal ones to the dead-letter queue at once, retryable ones
 
 Dead-letter messages use the shape of a Lambda on-failure destination record, so the handler's
 own terminal failures and Lambda's "retries exhausted" failures read the same to an operator.
+
+It also decides what happens at init. The heavy modules every invocation needs are imported
+there (`preload`), where SnapStart's snapshot and provisioned concurrency pay for them instead of
+the first request. Connections, clients and secrets are not: they are made on first use, and
+after a SnapStart restore (`after_restore`) the container's cached ones are dropped, because
+every environment restored from one snapshot would otherwise share the same database socket,
+TLS sessions, secret cache timestamps and random state.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import logging
+import random
 import time
 import uuid
 from collections.abc import Callable
@@ -19,6 +29,45 @@ from collections_core.config import Settings
 from collections_core.errors import PipelineError, RetryableError, TerminalError
 
 logger = log.get_logger("collections")
+
+# Provided by the Lambda runtime, not vendored: a bundle imported without it still loads.
+RUNTIME_PROVIDED = ("boto3",)
+
+
+def preload(*modules: str | None) -> None:
+    """Import at init what every invocation needs (None entries are skipped: a provider's SDK
+    when that provider is not selected), plus boto3 where the runtime provides it."""
+    for name in modules:
+        if name:
+            importlib.import_module(name)
+    for name in RUNTIME_PROVIDED:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+
+
+def forget_container_state() -> None:
+    """After a snapshot restore: drop what must not be shared between restored environments.
+    The database connection, boto3 session and clients, and secrets are made again on first
+    use; random's state is reseeded (uuid4 and secrets use os.urandom and need nothing)."""
+    conn = state.peek("db")
+    if conn is not None:
+        # Its socket did not survive the snapshot: there may be nothing to close cleanly.
+        with contextlib.suppress(Exception):
+            conn.close()
+    state.reset()
+    random.seed()
+
+
+def _register_restore_hook() -> bool:
+    try:
+        from snapshot_restore_py import register_after_restore  # Lambda's Python runtimes
+    except ImportError:
+        return False  # not on Lambda (local cloud, tests): no snapshot is ever restored
+    register_after_restore(forget_container_state)
+    return True
+
+
+RESTORE_HOOK_REGISTERED = _register_restore_hook()
 
 
 def failure_record(*, function_name: str, request_id: str, event: Any, condition: str,
@@ -86,8 +135,13 @@ def invoke(function_key: str, event: Any, context: Any,
                   retryable=True, reason=exc.reason)
         raise
     except Exception as exc:
-        log.event(logger, f"unexpected error: {type(exc).__name__}: {log.mask(str(exc))[:500]}",
+        masked = log.mask(str(exc))
+        log.event(logger, f"unexpected error: {type(exc).__name__}: {masked[:500]}",
                   logging.ERROR, outcome="error", retryable=True)
+        if masked != str(exc):
+            # What Lambda writes for an unhandled error (its log line, the on-failure record's
+            # errorMessage) is str(exc): mask it, keeping the type and the traceback.
+            exc.args = (masked,)
         raise
     log.event(logger, "invocation complete", outcome="ok",
               duration_ms=round((time.perf_counter() - started) * 1000, 1))

@@ -15,17 +15,31 @@ T = TypeVar("T")
 _local = threading.local()
 
 
+def _store() -> dict[str, Any]:
+    store: dict[str, Any] | None = getattr(_local, "store", None)
+    if store is None:
+        # Not `or {}`: an empty store is falsy, and a factory that itself caches something
+        # (the connection reads a secret) would swap in a new dict and lose its own entry.
+        store = _local.store = {}
+    return store
+
+
 def cached(key: str, factory: Callable[[], T]) -> T:
-    store: dict[str, Any] = getattr(_local, "store", None) or {}
-    _local.store = store
+    store = _store()
     if key not in store:
-        store[key] = factory()
+        value = factory()
+        store = _store()
+        store.setdefault(key, value)
     return store[key]  # type: ignore[no-any-return,unused-ignore]
 
 
+def peek(key: str) -> Any:
+    """The cached value, or None; never creates it."""
+    return _store().get(key)
+
+
 def forget(key: str) -> None:
-    store: dict[str, Any] = getattr(_local, "store", None) or {}
-    store.pop(key, None)
+    _store().pop(key, None)
 
 
 def reset() -> None:

@@ -15,6 +15,7 @@ import typer
 
 from collections_ops.cli import exits, ui
 from collections_ops.cli.commands import (
+    cost,
     db,
     dlq,
     environment,
@@ -39,6 +40,7 @@ app.add_typer(environment.app)
 app.add_typer(inspect.app)
 app.add_typer(pipeline.app)
 app.add_typer(operations.app)
+app.add_typer(cost.app)
 app.add_typer(monitoring.app)
 app.add_typer(secrets.app, name="secrets")
 app.add_typer(dlq.app, name="dlq")

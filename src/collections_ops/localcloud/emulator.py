@@ -26,6 +26,11 @@ from collections_ops.pipeline import LOCAL_ACCOUNT
 
 log = logging.getLogger("collections.localcloud")
 EMULATOR_FILE = "emulator.json"
+# The access key of the emulator's own provisioning requests: the only ones served before the
+# data is restored (anything else waits, so a handler never sees a bucket without its objects
+# or a missing parameter during a restart).
+PROVISIONING_KEY = "collections-provision"
+GATE_WAIT_S = 120.0
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                     "AWS_SESSION_TOKEN": "testing"}
 
@@ -54,8 +59,9 @@ def run(state_dir: Path, port: int) -> None:
     )
 
     buckets = {env.images_bucket(LOCAL_ACCOUNT), env.thumbnails_bucket(LOCAL_ACCOUNT)}
-    app = s3_middleware(DomainDispatcherApplication(create_backend_app), store, buckets,
-                        account=LOCAL_ACCOUNT)
+    ready_event = threading.Event()
+    app = _gate(s3_middleware(DomainDispatcherApplication(create_backend_app), store, buckets,
+                              account=LOCAL_ACCOUNT), ready_event)
     server = make_server("127.0.0.1", port, app, threaded=True,
                          request_handler=MotoRequestHandler)
     threading.Thread(target=server.serve_forever, daemon=True, name="moto").start()
@@ -66,7 +72,9 @@ def run(state_dir: Path, port: int) -> None:
 
     from collections_ops.localcloud.provision import code_fingerprint, provision
 
-    session = boto3.session.Session(region_name=region)
+    session = boto3.session.Session(aws_access_key_id=PROVISIONING_KEY,
+                                    aws_secret_access_key="testing",  # noqa: S106 - moto
+                                    region_name=region)
     code = code_fingerprint()  # before provisioning reads the code: a later edit reloads again
     history = state_dir / STORE_DIR / "lambda"
     _keep_rollbacks(env, history)
@@ -75,6 +83,7 @@ def run(state_dir: Path, port: int) -> None:
                           history_dir=history)
     restored = restore(store, account=LOCAL_ACCOUNT, region=region)
     store.recording = True
+    ready_event.set()
     log.info("emulator ready on %s in %.2f s; restored %s", endpoint,
              time.monotonic() - started, restored)
     ready = {"pid": os.getpid(), "endpoint_url": endpoint, "region": region,
@@ -89,6 +98,18 @@ def run(state_dir: Path, port: int) -> None:
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     stopping.wait()
     server.shutdown()
+
+
+def _gate(app: Any, ready: threading.Event) -> Any:
+    marker = f"Credential={PROVISIONING_KEY}/"
+
+    def gated(environ: dict[str, Any], start_response: Any) -> Any:
+        if not ready.is_set() and marker not in environ.get("HTTP_AUTHORIZATION", "") \
+                and not environ.get("PATH_INFO", "").startswith("/moto-api"):
+            ready.wait(GATE_WAIT_S)
+        return app(environ, start_response)
+
+    return gated
 
 
 def _keep_rollbacks(env: Any, history: Path) -> None:

@@ -190,6 +190,14 @@ def repair(state_dir: Path, timeout: float = REPAIR_TIMEOUT_S) -> list[str]:
     return names
 
 
+def _emulator_pid(state_dir: Path) -> int | None:
+    from collections_ops.localcloud.emulator import EMULATOR_FILE
+
+    with contextlib.suppress(OSError, ValueError):
+        return int(json.loads((state_dir / EMULATOR_FILE).read_text())["pid"])
+    return None
+
+
 def _emulator_code(state_dir: Path) -> str | None:
     from collections_ops.localcloud.emulator import EMULATOR_FILE
 
@@ -251,6 +259,23 @@ def stop(state_dir: Path, *, remove: bool) -> bool:
     if remove and state_dir.exists():
         shutil.rmtree(state_dir, ignore_errors=True)
     return was_running
+
+
+def data_summary(state_dir: Path) -> str:
+    """What `destroy local` would delete, in words ("" when there is nothing)."""
+    from collections_ops.localcloud.store import STORE_DIR
+
+    store = state_dir / STORE_DIR
+    objects = len(list(store.glob("s3/*/*.json")))
+    messages = len(list(store.glob("sqs/*/*.json")))
+    parts = []
+    if objects:
+        parts.append(f"{objects} S3 object{'s' if objects != 1 else ''}")
+    if messages:
+        parts.append(f"{messages} queued message{'s' if messages != 1 else ''}")
+    if (state_dir / "pgdata" / "PG_VERSION").exists():
+        parts.append("the PostgreSQL database")
+    return ", ".join(parts)
 
 
 def _terminate(pid: int, timeout: float) -> None:
@@ -354,6 +379,9 @@ def status(state_dir: Path) -> dict[str, Any]:
     parts = [PartStatus("daemon", daemon_up, f"pid {state.pid}" if daemon_up else
                         f"pid {state.pid} not answering within {PROBE_TIMEOUT_S:.0f} s")]
     aws = PartStatus("aws", *probe_endpoint(state.endpoint_url, PROBE_TIMEOUT_S))
+    emulator_pid = supervised.get("emulator", {}).get("pid")
+    if aws.up and emulator_pid and _emulator_pid(state_dir) != emulator_pid:
+        aws = PartStatus("aws", False, "restarting: provisioning and restoring its data")
     database = PartStatus("database", *_check_database(state.database_url))
     dispatcher = PartStatus("dispatcher", *_check_dispatchers(state_dir, supervised))
     for part, group in ((aws, "emulator"), (database, "database"),

@@ -24,8 +24,10 @@ not kept: in-flight visibility (after a restart every message is visible again, 
 visibility timeout: at-least-once, as SQS promises), receive counts, old S3 versions of the
 versioned bucket (the newest is kept), log events older than CloudWatch's 14-day window.
 
-A full disk makes the write fail: the PUT is undone and answered with a 503 naming the cause,
-so uploads are refused rather than accepted and lost.
+A full disk refuses uploads: a PUT that would leave less than twice its size plus 4 MB free is
+answered with a 503 naming the cause, before moto sees it; a write that fails anyway is undone
+and answered the same way. Uploads are refused rather than accepted and lost, and the rest of
+the local cloud keeps running.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from urllib.parse import unquote
 
 log = logging.getLogger("collections.localcloud")
 STORE_DIR = "store"
+FREE_MARGIN_BYTES = 4 * 1024 * 1024
 
 
 def _digest(text: str) -> str:
@@ -71,6 +74,15 @@ class Store:
         self.recording = True
         for sub in ("s3", "sqs", "ssm", "logs"):
             (root / sub).mkdir(parents=True, exist_ok=True)
+
+    def has_room(self, incoming: int) -> bool:
+        """Room for an object of `incoming` bytes and what it sets off (its notification, the
+        handlers' messages, log lines, the thumbnail): refuse early rather than half-store."""
+        try:
+            stat = os.statvfs(self.root)
+        except OSError:
+            return True
+        return stat.f_bavail * stat.f_frsize >= 2 * incoming + FREE_MARGIN_BYTES
 
     # ----------------------------------------------------------------- S3
 
@@ -284,6 +296,9 @@ def s3_middleware(app: Callable[..., Any], store: Store, buckets: set[str], *,
         bucket, _, key = path.lstrip("/").partition("/")
         if bucket not in buckets:
             return app(environ, start_response)
+        if method == "PUT" and key and not store.has_room(
+                int(environ.get("CONTENT_LENGTH") or 0)):
+            return _unavailable(start_response, "no space left on device")
         captured: dict[str, Any] = {}
 
         def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
@@ -298,20 +313,23 @@ def s3_middleware(app: Callable[..., Any], store: Store, buckets: set[str], *,
             except OSError as exc:  # a full disk: undo, and say why
                 log.error("could not keep s3://%s/%s: %s", bucket, key, exc)
                 _undo_put(bucket, key, account=account)
-                message = (f"the local cloud could not store the object ({exc.strerror or exc});"
-                           " free disk space under its state directory")
-                error = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>ServiceUnavailable'
-                         f"</Code><Message>{message}</Message></Error>").encode()
-                start_response("503 Service Unavailable",
-                               [("Content-Type", "application/xml"),
-                                ("Content-Length", str(len(error)))])
-                return [error]
+                return _unavailable(start_response, str(exc.strerror or exc))
         elif ok and method == "POST" and "delete" in environ.get("QUERY_STRING", ""):
             _sync_bucket(store, bucket, account=account)  # DeleteObjects: reconcile
         start_response(captured["status"], captured["headers"])
         return [body]
 
     return wrapped
+
+
+def _unavailable(start_response: Callable[..., Any], why: str) -> list[bytes]:
+    message = (f"the local cloud refused the upload: it could not be stored ({why}); "
+               "free disk space under the local cloud's state directory")
+    error = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>ServiceUnavailable'
+             f"</Code><Message>{message}</Message></Error>").encode()
+    start_response("503 Service Unavailable", [("Content-Type", "application/xml"),
+                                               ("Content-Length", str(len(error)))])
+    return [error]
 
 
 def _bucket(name: str, *, account: str) -> Any:

@@ -51,6 +51,10 @@ from collections_ops.errors import CliError
 LAMBDA_UNZIPPED_LIMIT = 262_144_000
 DEFAULT_PYTHON_VERSION = "3.12"  # infrastructure/stacks/function.py: Runtime.PYTHON_3_12
 DEFAULT_PLATFORM = "manylinux2014_x86_64"
+# The wheels for each Lambda architecture (the environment's `architecture` setting). The
+# manylinux2014 (glibc 2.17) tags also take older manylinux wheels; Lambda's python3.12 runs on
+# Amazon Linux 2023 (glibc 2.34), so every one of them loads there.
+PLATFORMS: dict[str, str] = {"x86_64": DEFAULT_PLATFORM, "arm64": "manylinux2014_aarch64"}
 REQUIREMENTS_FILE = "requirements.txt"
 STAMP_FILE = ".collections-build.json"
 NO_DEPS_MARKER = "# collections-build: no-deps"
@@ -145,7 +149,7 @@ def requirement_name(line: str) -> str:
 
 
 def build(env_name: str, *, out_dir: Path, python_version: str = DEFAULT_PYTHON_VERSION,
-          platform: str = DEFAULT_PLATFORM, implementation: str = "cp",
+          platform: str | None = None, implementation: str = "cp",
           pip: PipRunner = run_pip,
           functions: Iterable[pipeline.Function | str] | None = None,
           lambdas_dir: Path | None = None, pip_args: Sequence[str] = (),
@@ -159,19 +163,22 @@ def build(env_name: str, *, out_dir: Path, python_version: str = DEFAULT_PYTHON_
     `pip_args` go to every pip call (e.g. `--no-index --find-links DIR` for an offline build).
     Functions are built `jobs` at a time (default: all at once; pip mostly waits on the index).
     Bytecode is compiled by `compile_python`, or by an interpreter of `python_version` found on
-    this machine (`find_interpreter`); `bytecode=False` leaves it out.
+    this machine (`find_interpreter`); `bytecode=False` leaves it out. `platform` defaults to
+    the wheels for the environment's `architecture` (`PLATFORMS`).
     """
     try:
-        pipeline.environment(env_name)
+        environment = pipeline.environment(env_name)
     except KeyError as exc:
         raise BuildError(str(exc.args[0])) from None
+    if platform is None:
+        platform = PLATFORMS[environment.architecture]
     _target(platform)  # refuse an unsupported platform before any work
     root = lambdas_dir if lambdas_dir is not None else paths.lambdas_root()
     try:
         selected = [pipeline.function(f) if isinstance(f, str) else f
-                    for f in (functions if functions is not None else pipeline.FUNCTIONS)]
+                    for f in (functions if functions is not None else pipeline.DEPLOYED_FUNCTIONS)]
     except KeyError as exc:
-        known = ", ".join(fn.key for fn in pipeline.FUNCTIONS)
+        known = ", ".join(fn.key for fn in pipeline.DEPLOYED_FUNCTIONS)
         raise BuildError(f"unknown function {exc.args[0]!r} (known: {known})") from None
     if len({fn.code_dir for fn in selected}) != len(selected):
         raise BuildError("two functions share a code directory: " +
@@ -565,6 +572,17 @@ def _deps_intact(bundle: Path, stamp: dict[str, object]) -> bool:
 
 
 # -------------------------------------------------------------------------------- inspection
+
+
+def bundle_architecture(bundle: Path) -> str | None:
+    """The Lambda architecture (x86_64 / arm64) a built bundle's wheels are for, from its stamp;
+    None for a directory no build made."""
+    stamp = _read_stamp(bundle)
+    platform = stamp.get("platform") if stamp else None
+    if not isinstance(platform, str):
+        return None
+    arch = _target(platform)[1]
+    return {"aarch64": "arm64"}.get(arch, arch)
 
 
 def bundle_size(bundle: Path) -> tuple[int, int]:

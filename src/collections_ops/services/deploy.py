@@ -153,10 +153,12 @@ def deploy(client: Any, env: Environment, *, state_root: Path, profile: str | No
     return DeployPlan(checks, inv)
 
 
-def run(inv: CdkInvocation) -> int:
-    """Run the CDK CLI, its output streamed straight to the terminal."""
+def run(inv: CdkInvocation, *, stdout_to_stderr: bool = False) -> int:
+    """Run the CDK CLI, its output streamed straight to the terminal (to stderr when stdout
+    carries the command's JSON document)."""
     try:
-        return subprocess.run(inv.argv, cwd=inv.cwd, env=inv.env, check=False).returncode
+        return subprocess.run(inv.argv, cwd=inv.cwd, env=inv.env, check=False,
+                              stdout=sys.stderr if stdout_to_stderr else None).returncode
     except FileNotFoundError:
         raise errors.ConfigError(f"cannot run {inv.argv[0]}", "install the CDK CLI: "
                                  "`make setup` or set COLLECTIONS_CDK") from None

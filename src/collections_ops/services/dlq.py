@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
 
-from collections_ops import errors
+from collections_ops import aws, errors
 from collections_ops.pipeline import FUNCTIONS, Environment, Function
 
 ClientFactory = Callable[[str], Any]
@@ -117,12 +117,8 @@ _NO_QUEUE = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
 
 
 def queue_url(sqs: Any, name: str) -> str | None:
-    try:
-        return str(sqs.get_queue_url(QueueName=name)["QueueUrl"])
-    except Exception as exc:
-        if errors.aws_error_code(exc) in _NO_QUEUE:
-            return None
-        raise
+    found = aws.or_none(lambda: sqs.get_queue_url(QueueName=name), *_NO_QUEUE)
+    return None if found is None else str(found["QueueUrl"])
 
 
 def _dlq_url(sqs: Any, env: Environment, fn: Function) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from collections_ops import errors
+from collections_ops import aws, errors
 from collections_ops.pipeline import (
     ABORT_MULTIPART_UPLOAD_DAYS,
     FUNCTIONS,
@@ -61,12 +61,10 @@ class ConcurrencyDrift:
 def function_concurrency(lam: Any, env: Environment, fn: Function) -> ConcurrencyDrift:
     name = fn.function_name(env.name)
     expected = env.reserved_concurrency.get(fn.key)
-    try:
-        response = lam.get_function_concurrency(FunctionName=name)
-    except Exception as exc:
-        if errors.aws_error_code(exc) == "ResourceNotFoundException":
-            return ConcurrencyDrift(fn.key, name, expected, None, exists=False)
-        raise
+    response = aws.or_none(lambda: lam.get_function_concurrency(FunctionName=name),
+                           "ResourceNotFoundException")
+    if response is None:
+        return ConcurrencyDrift(fn.key, name, expected, None, exists=False)
     deployed = response.get("ReservedConcurrentExecutions")
     return ConcurrencyDrift(fn.key, name, expected, None if deployed is None else int(deployed))
 
@@ -88,7 +86,7 @@ def set_concurrency(lam: Any, env: Environment, fn: Function, n: int | None) -> 
         else:
             lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=n)
     except Exception as exc:
-        code = errors.aws_error_code(exc)
+        code = aws.error_code(exc)
         if code == "ResourceNotFoundException":
             raise errors.NotFound(f"function {name} is not deployed",
                                   f"deploy it: `collections deploy {env.name}`") from None
@@ -173,7 +171,7 @@ def _deployed_rules(s3: Any, bucket: str) -> list[dict[str, Any]] | None:
     try:
         return list(s3.get_bucket_lifecycle_configuration(Bucket=bucket).get("Rules", []))
     except Exception as exc:
-        code = errors.aws_error_code(exc)
+        code = aws.error_code(exc)
         if code == "NoSuchLifecycleConfiguration":
             return []
         if code == "NoSuchBucket":

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from collections_ops import errors
+from collections_ops import aws, errors
 from collections_ops.pipeline import FUNCTIONS, Environment, Function
 
 LOOKBACK_MS = 15_000  # how late a line may arrive behind a newer one and still be shown
@@ -69,14 +69,10 @@ def resolve_log_groups(lam: Any, env: Environment, functions: list[Function]) ->
 
     groups = {}
     for fn in functions:
-        try:
-            cfg = lam.get_function_configuration(FunctionName=fn.function_name(env.name))
-            groups[fn.key] = log_group_of(cfg)
-        except Exception as exc:
-            code = errors.aws_error_code(exc)
-            if code != "ResourceNotFoundException":
-                raise
-            groups[fn.key] = fn.log_group(env.name)  # not deployed yet: Lambda's default
+        cfg = aws.or_none(lambda f=fn: lam.get_function_configuration(  # type: ignore[misc]
+            FunctionName=f.function_name(env.name)), "ResourceNotFoundException")
+        # Not deployed yet: Lambda's default group.
+        groups[fn.key] = log_group_of(cfg) if cfg is not None else fn.log_group(env.name)
     return groups
 
 
@@ -115,13 +111,10 @@ class LogReader:
         events: list[LogEvent] = []
         newest = self._start[key]
         while True:
-            try:
-                page = self._logs.filter_log_events(**kwargs)
-            except Exception as exc:
-                if errors.aws_error_code(exc) == \
-                        "ResourceNotFoundException":
-                    return events
-                raise
+            page = aws.or_none(lambda: self._logs.filter_log_events(**kwargs),
+                               "ResourceNotFoundException")
+            if page is None:  # the group does not exist (yet)
+                return events
             for raw in page.get("events", []):
                 if raw["eventId"] in self._seen:
                     continue

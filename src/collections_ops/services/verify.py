@@ -90,6 +90,25 @@ def verify(conn: Any, s3: Any, item_id: str, *, user_id: str | None = None) -> V
                  rows=lambda user: item_rows(conn, item_id, user))
 
 
+def thumbnail_check(s3: Any, item: dict[str, Any] | None) -> Check:
+    """The item's thumbnail in S3: present, gone, or S3 not answering (raised: exit 4)."""
+    if not item or not item.get("thumbnail_key"):
+        return Check("thumbnail", False, "the item records no thumbnail")
+    try:
+        head = s3.head_object(Bucket=item["thumbnail_bucket"], Key=item["thumbnail_key"])
+    except Exception as exc:
+        # S3 not answering is not a missing thumbnail: say so, with exit 4.
+        unreachable = errors.from_botocore(exc)
+        if isinstance(unreachable, errors.NotReady):
+            raise unreachable from None
+        gone = missing_object(exc)
+        if gone is None:
+            raise
+        return Check("thumbnail", False, gone)
+    return Check("thumbnail", True, f"s3://{item['thumbnail_bucket']}/{item['thumbnail_key']} "
+                 f"({head['ContentLength']} bytes)")
+
+
 def check(s3: Any, item_id: str, *, user_id: str | None,
           find: Callable[[], list[tuple[str, str]]],
           rows: Callable[[str], dict[str, Any]]) -> VerifyReport:
@@ -113,20 +132,7 @@ def check(s3: Any, item_id: str, *, user_id: str | None,
     report.item = item
     report.checks.append(Check("item", item is not None, "row in items" if item else "missing"))
 
-    if item and item.get("thumbnail_key"):
-        try:
-            head = s3.head_object(Bucket=item["thumbnail_bucket"], Key=item["thumbnail_key"])
-            report.checks.append(Check(
-                "thumbnail", True,
-                f"s3://{item['thumbnail_bucket']}/{item['thumbnail_key']} "
-                f"({head['ContentLength']} bytes)"))
-        except Exception as exc:
-            gone = missing_object(exc)
-            if gone is None:
-                raise
-            report.checks.append(Check("thumbnail", False, gone))
-    else:
-        report.checks.append(Check("thumbnail", False, "the item records no thumbnail"))
+    report.checks.append(thumbnail_check(s3, item))
 
     analysis = fetched.get("analysis")
     report.analysis = analysis

@@ -6,42 +6,34 @@ from __future__ import annotations
 
 import typer
 
+from collections_ops.cli import options as opt
 from collections_ops.cli import ui
-from collections_ops.cli.options import (
-    EnvOption,
-    Output,
-    OutputOption,
-    ProfileOption,
-    RegionOption,
-    context,
-)
 
 app = typer.Typer(help="The PostgreSQL schema.", no_args_is_help=True, rich_markup_mode=None)
 
 
 @app.command("migrate")
-def db_migrate(env: EnvOption = None, output: OutputOption = Output.table,
-               profile: ProfileOption = None, region: RegionOption = None) -> None:
+def db_migrate(env: opt.EnvOption = None, output: opt.OutputOption = opt.Output.table,
+               profile: opt.ProfileOption = None, region: opt.RegionOption = None) -> None:
     """Apply pending schema migrations (idempotent, under an advisory lock)."""
-    ctx = context(env, profile, region)
+    ctx = opt.context(env, profile, region)
     route = ctx.data_route
     applied = route.migrate()
-    if output is Output.json:
-        ui.print_json({"applied": applied, "route": route.kind,
-                       "via": route.description})
+    if output is opt.Output.json:
+        ui.print_json({"applied": applied, "route": route.kind, "via": route.description})
         return
     ui.ok((f"applied {', '.join(applied)}" if applied else "schema is up to date")
           + f" (via {route.description})")
 
 
 @app.command("status")
-def db_status(env: EnvOption = None, output: OutputOption = Output.table,
-              profile: ProfileOption = None, region: RegionOption = None) -> None:
+def db_status(env: opt.EnvOption = None, output: opt.OutputOption = opt.Output.table,
+              profile: opt.ProfileOption = None, region: opt.RegionOption = None) -> None:
     """Applied and pending migrations, row counts and index sizes."""
-    ctx = context(env, profile, region)
+    ctx = opt.context(env, profile, region)
     route = ctx.data_route
     status = route.status()
-    if output is Output.json:
+    if output is opt.Output.json:
         ui.print_json({**status, "route": route.kind, "via": route.description})
         return
     ui.info(f"route: {route.description}")

@@ -8,16 +8,8 @@ from typing import Annotated, Any
 import typer
 
 from collections_ops import errors
+from collections_ops.cli import options as opt
 from collections_ops.cli import ui
-from collections_ops.cli.options import (
-    EnvOption,
-    FunctionArg,
-    Output,
-    OutputOption,
-    ProfileOption,
-    RegionOption,
-    context,
-)
 
 app = typer.Typer(help="Dead-letter queues: list, decode, replay.", no_args_is_help=True,
                   rich_markup_mode=None)
@@ -26,13 +18,13 @@ app = typer.Typer(help="Dead-letter queues: list, decode, replay.", no_args_is_h
 
 
 @app.command("list")
-def dlq_list(env: EnvOption = None, output: OutputOption = Output.table,
-             profile: ProfileOption = None, region: RegionOption = None) -> None:
+def dlq_list(env: opt.EnvOption = None, output: opt.OutputOption = opt.Output.table,
+             profile: opt.ProfileOption = None, region: opt.RegionOption = None) -> None:
     """Each function's dead-letter queue with its depth and the age of its oldest message."""
-    as_json = output is Output.json
+    as_json = output is opt.Output.json
     from collections_ops.services import dlq
 
-    ctx = context(env, profile, region)
+    ctx = opt.context(env, profile, region)
     queues = dlq.list_queues(ctx.client("sqs"), ctx.env)
     if as_json:
         ui.print_json([q.as_dict() for q in queues])
@@ -44,15 +36,15 @@ def dlq_list(env: EnvOption = None, output: OutputOption = Output.table,
 
 
 @app.command("show")
-def dlq_show(function: FunctionArg, env: EnvOption = None,
+def dlq_show(function: opt.FunctionArg, env: opt.EnvOption = None,
              limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=100)] = 10,
-             output: OutputOption = Output.table,
-             profile: ProfileOption = None, region: RegionOption = None) -> None:
+             output: opt.OutputOption = opt.Output.table,
+             profile: opt.ProfileOption = None, region: opt.RegionOption = None) -> None:
     """Decode the failed events: which stage, which item, the error. Nothing is removed."""
-    as_json = output is Output.json
+    as_json = output is opt.Output.json
     from collections_ops.services import dlq
 
-    ctx = context(env, profile, region)
+    ctx = opt.context(env, profile, region)
     failed = dlq.peek(ctx.client("sqs"), ctx.env, function, limit=limit)
     if as_json:
         ui.print_json([f.as_dict() for f in failed])
@@ -65,7 +57,7 @@ def dlq_show(function: FunctionArg, env: EnvOption = None,
 
 @app.command("redrive")
 def dlq_redrive(
-    function: FunctionArg, env: EnvOption = None,
+    function: opt.FunctionArg, env: opt.EnvOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be replayed.")]
     = False,
     rate: Annotated[float, typer.Option("--rate", help="Replays per second, at most.")] = 5.0,
@@ -73,15 +65,15 @@ def dlq_redrive(
                                                      "many.")] = None,
     keep_going: Annotated[bool, typer.Option("--keep-going", help="Go on after a failed "
                                              "replay.")] = False,
-    output: OutputOption = Output.table,
-    profile: ProfileOption = None, region: RegionOption = None,
+    output: opt.OutputOption = opt.Output.table,
+    profile: opt.ProfileOption = None, region: opt.RegionOption = None,
 ) -> None:
     """Replay failed events to their function or rule; each dead letter is removed only after
     its replay is accepted."""
-    as_json = output is Output.json
+    as_json = output is opt.Output.json
     from collections_ops.services import dlq
 
-    ctx = context(env, profile, region)
+    ctx = opt.context(env, profile, region)
 
     def show(outcome: Any) -> None:
         if not as_json:

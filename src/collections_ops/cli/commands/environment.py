@@ -5,28 +5,19 @@ dev/prod run the pinned CDK CLI, after the credentials are checked (exit 5 befor
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from collections_ops import errors
+from collections_ops.cli import options as opt
 from collections_ops.cli import ui
-from collections_ops.cli.options import (
-    EnvArgument,
-    EnvOption,
-    FunctionKey,
-    Output,
-    OutputOption,
-    ProfileOption,
-    RegionOption,
-    context,
-    env_name,
-    require_aws,
-)
 
 if TYPE_CHECKING:
     from collections_ops.context import Context
+    from collections_ops.services.deploy import CdkInvocation
     from collections_ops.services.deployment import DeploymentRecord
 
 app = typer.Typer(rich_markup_mode=None)
@@ -34,7 +25,7 @@ app = typer.Typer(rich_markup_mode=None)
 ApprovalOption = Annotated[str, typer.Option(
     "--require-approval", help="never, broadening or any-change (CDK's approval level).")]
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask; same as "
-                                         "--require-approval never.")]
+                                     "--require-approval never.")]
 DatabaseOption = Annotated[str | None, typer.Option(
     "--database", help="existing (DATABASE_URL in SSM) or rds (a private RDS PostgreSQL). "
     "Default: what was deployed before, else existing.", show_default=False)]
@@ -48,20 +39,20 @@ SecurityGroupOption = Annotated[list[str] | None, typer.Option(
 def _aws(env: str | None, option: str | None, profile: str | None, region: str | None,
          verb: str) -> Context:
     """The context of an AWS environment whose credentials were checked (before any work)."""
-    ctx = context(env_name(env, option), profile, region)
-    require_aws(ctx, verb)
+    ctx = opt.context(opt.env_name(env, option), profile, region)
+    opt.require_aws(ctx, verb)
     ctx.require_credentials()
     return ctx
 
 
 def _run_cdk(ctx: Context, command: list[str], *, record: DeploymentRecord,
-             bundle: bool = True) -> int:
+             bundle: bool = True, as_json: bool = False) -> int:
     from collections_ops.services import deploy as deploying
 
     inv = deploying.cdk(command, env=ctx.env, state_root=Path(ctx.settings.state_root),
                         profile=ctx.profile, region=ctx.aws_region, record=record,
                         bundle=bundle)
-    return _run(inv)
+    return _run(inv, as_json=as_json)
 
 
 def _record(ctx: Context, database: str | None = None) -> DeploymentRecord:
@@ -73,11 +64,11 @@ def _record(ctx: Context, database: str | None = None) -> DeploymentRecord:
     return deployment.plan(ctx.env, previous, database=database)
 
 
-def _run(inv: object) -> int:
+def _run(inv: CdkInvocation, *, as_json: bool = False) -> int:
     from collections_ops.services import deploy as deploying
 
-    ui.info(f"$ {' '.join(inv.argv)}", "dim")  # type: ignore[attr-defined]
-    return deploying.run(inv)  # type: ignore[arg-type]
+    ui.info(f"$ {' '.join(inv.argv)}", "dim")
+    return deploying.run(inv, stdout_to_stderr=as_json)
 
 
 def _cdk_failed(verb: str, rc: int, hint: str = "see the CDK output above") -> None:
@@ -86,43 +77,55 @@ def _cdk_failed(verb: str, rc: int, hint: str = "see the CDK output above") -> N
 
 
 @app.command()
-def build(env: EnvArgument = None, env_option: EnvOption = None,
-          output: OutputOption = Output.table) -> None:
+def build(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
+          output: opt.OutputOption = opt.Output.table) -> None:
     """Build each function's bundle with its dependencies vendored for the Lambda runtime."""
     from dataclasses import asdict
 
     from collections_ops.services import build as building
     from collections_ops.services import deploy as deploying
 
-    ctx = context(env_name(env, env_option))
+    ctx = opt.context(opt.env_name(env, env_option))
     out_dir = deploying.bundle_dir_for(Path(ctx.settings.state_root), ctx.env)
     reports = building.build(ctx.env.name, out_dir=out_dir)
-    if output is Output.json:
+    if output is opt.Output.json:
         ui.print_json([asdict(r) for r in reports])
         return
-    ui.table(f"bundles ({ctx.env.name}) in {out_dir}", ["function", "size", "files"],
-             [[r.function, f"{r.size_mb:.1f} MB", r.file_count] for r in reports])
+    ui.table(f"bundles ({ctx.env.name}) in {out_dir}",
+             ["function", "size", "files", "platform", "bytecode"],
+             [[r.function, f"{r.size_mb:.1f} MB", r.file_count, r.platform,
+               f"{r.bytecode_bytes / 1e6:.1f} MB ({r.bytecode.split(' at ')[0]})"
+               if r.bytecode else "none"]
+              for r in reports])
+    for note in dict.fromkeys(n for r in reports for n in r.notes):
+        ui.info(note)
 
 
 @app.command()
-def synth(env: EnvArgument = None, env_option: EnvOption = None,
-          database: DatabaseOption = None) -> None:
+def synth(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
+          database: DatabaseOption = None,
+          output: opt.OutputOption = opt.Output.table) -> None:
     """Synthesize the environment's CloudFormation templates (offline: no credentials)."""
-    ctx = context(env_name(env, env_option))
-    require_aws(ctx, "synth")
+    ctx = opt.context(opt.env_name(env, env_option))
+    opt.require_aws(ctx, "synth")
     from collections_ops.services import deploy as deploying
     from collections_ops.services import deployment
 
+    as_json = output is opt.Output.json
     record = deployment.plan(ctx.env, deployment.load(ctx.state_dir), database=database)
     _cdk_failed("synth", _run_cdk(ctx, ["synth", *deploying.stacks_for(
-        ctx.env, database=record.database), "--quiet"], record=record))
-    ui.ok(f"synthesized {ctx.env.name} into {Path(ctx.settings.state_root) / 'cdk.out'}")
+        ctx.env, database=record.database), "--quiet"], record=record, as_json=as_json))
+    out_dir = Path(ctx.settings.state_root) / "cdk.out" / ctx.env.name
+    if as_json:
+        ui.print_json({"env": ctx.env.name, "out_dir": str(out_dir)})
+    else:
+        ui.ok(f"synthesized {ctx.env.name} into {out_dir}")
 
 
 @app.command()
-def diff(env: EnvArgument = None, env_option: EnvOption = None,
-         database: DatabaseOption = None, profile: ProfileOption = None,
-         region: RegionOption = None) -> None:
+def diff(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
+         database: DatabaseOption = None, profile: opt.ProfileOption = None,
+         region: opt.RegionOption = None) -> None:
     """Show what a deploy would change. Exit 0: no changes; 11: changes; 5: no credentials;
     other: error."""
     ctx = _aws(env, env_option, profile, region, "diff")
@@ -144,7 +147,7 @@ def diff(env: EnvArgument = None, env_option: EnvOption = None,
 
 @app.command()
 def deploy(
-    env: EnvArgument = None, env_option: EnvOption = None,
+    env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
     all_stacks: Annotated[bool, typer.Option("--all", help="Every stack of the app.")] = False,
     require_approval: ApprovalOption = "broadening",
     yes: YesOption = False,
@@ -153,20 +156,20 @@ def deploy(
     security_group: SecurityGroupOption = None,
     skip_build: Annotated[bool, typer.Option("--skip-build", help="Deploy the bundles "
                                              "already built.")] = False,
-    output: OutputOption = Output.table,
-    profile: ProfileOption = None,
-    region: RegionOption = None,
+    output: opt.OutputOption = opt.Output.table,
+    profile: opt.ProfileOption = None,
+    region: opt.RegionOption = None,
 ) -> None:
     """Deploy an environment. `local` starts the embedded local cloud in the background;
     dev/prod check credentials, build the bundles, run preflight checks and `cdk deploy`."""
-    ctx = context(env_name(env, env_option), profile, region)
+    ctx = opt.context(opt.env_name(env, env_option), profile, region)
     if ctx.is_local:
         from collections_ops.localcloud import manager
 
         ui.info("starting the local cloud…")
         state, started = manager.start(ctx.state_dir)
         message = "local cloud started" if started else "local cloud already running"
-        if output is Output.json:
+        if output is opt.Output.json:
             ui.print_json({"env": ctx.env.name, "started": started,
                            "endpoint_url": state.endpoint_url, "state_dir": str(ctx.state_dir)})
         else:
@@ -193,11 +196,11 @@ def deploy(
                             profile=ctx.profile, region=ctx.aws_region, all_stacks=all_stacks,
                             approval="never" if yes else require_approval, record=record)
     failed = render.checks(f"preflight ({ctx.env.name})", plan.checks,
-                           as_json=output is Output.json)
+                           as_json=output is opt.Output.json)
     if failed:
         first = failed[0]
         raise errors.ConfigError(f"preflight failed: {first.name}: {first.detail}", first.fix)
-    _cdk_failed("deploy", _run(plan.invocation),
+    _cdk_failed("deploy", _run(plan.invocation, as_json=output is opt.Output.json),
                 f"see the CDK output above; `collections rollback {ctx.env.name}` returns a "
                 "stack stuck in a failed update")
     stamped = deployment.stamped(record)
@@ -207,20 +210,26 @@ def deploy(
                                             keep=ctx.env.versions_to_keep).items():
         ui.info(f"{name}: pruned versions {', '.join(deleted)} "
                 f"(keeping {ctx.env.versions_to_keep})")
-    ui.ok(f"deployed {ctx.env.name} (database {record.database}, {record.region})")
+    (ui.info if output is opt.Output.json else ui.ok)(
+        f"deployed {ctx.env.name} (database {record.database}, {record.region})")
 
 
 @app.command()
 def destroy(
-    env: EnvArgument = None, env_option: EnvOption = None,
+    env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
     yes: YesOption = False, database: DatabaseOption = None,
-    profile: ProfileOption = None, region: RegionOption = None,
+    profile: opt.ProfileOption = None, region: opt.RegionOption = None,
 ) -> None:
     """Destroy an environment. `local` stops the local cloud and deletes its state."""
-    ctx = context(env_name(env, env_option), profile, region)
+    ctx = opt.context(opt.env_name(env, env_option), profile, region)
     if ctx.is_local:
         from collections_ops.localcloud import manager
 
+        held = manager.data_summary(ctx.state_dir)
+        # Asks at a terminal; a script (no terminal) destroys as before, as it always did.
+        if held and not yes and sys.stdin.isatty() and not typer.confirm(
+                f"Delete the local cloud's data ({held}) in {ctx.state_dir}?"):
+            raise typer.Abort()
         was_running = manager.stop(ctx.state_dir, remove=True)
         ui.ok("local cloud stopped and its state removed" if was_running
               else "local cloud was not running; state removed")
@@ -240,22 +249,22 @@ def destroy(
 
 @app.command()
 def rollback(
-    env: EnvArgument = None, env_option: EnvOption = None,
-    function: Annotated[FunctionKey | None, typer.Option(
+    env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
+    function: Annotated[opt.FunctionKey | None, typer.Option(
         "--function", metavar="FUNCTION",
         help="Move this function's `live` alias back instead.")] = None,
     to: Annotated[str | None, typer.Option("--to", help="With --function: the version to "
                                            "return to (default: the one before).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would change.")] = False,
-    output: OutputOption = Output.table,
-    profile: ProfileOption = None, region: RegionOption = None,
+    output: opt.OutputOption = opt.Output.table,
+    profile: opt.ProfileOption = None, region: opt.RegionOption = None,
 ) -> None:
     """Roll back: a stack stuck in a failed update (CloudFormation), or with --function, the
     function's `live` alias to an earlier published version, showing what changed."""
-    ctx = context(env_name(env, env_option), profile, region)
+    ctx = opt.context(opt.env_name(env, env_option), profile, region)
     ctx.require_credentials()
     if function is None:
-        require_aws(ctx, "rollback")
+        opt.require_aws(ctx, "rollback")
         _cdk_failed("rollback", _run_cdk(ctx, ["rollback", ctx.env.stack_name("Compute")],
                                          record=_record(ctx), bundle=False))
         return
@@ -264,7 +273,7 @@ def rollback(
 
     result = versions.roll_back(ctx.client("lambda"), ctx.env, find_function(function),
                                 to=to, dry_run=dry_run)
-    if output is Output.json:
+    if output is opt.Output.json:
         ui.print_json(result.as_dict())
         return
     verb = "would move" if dry_run else "moved"
@@ -275,8 +284,8 @@ def rollback(
 
 
 @app.command()
-def bootstrap(env: EnvArgument = None, env_option: EnvOption = None,
-              profile: ProfileOption = None, region: RegionOption = None) -> None:
+def bootstrap(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
+              profile: opt.ProfileOption = None, region: opt.RegionOption = None) -> None:
     """Prepare the account and region for CDK deployments (`cdk bootstrap`)."""
     ctx = _aws(env, env_option, profile, region, "bootstrap")
     from collections_ops.services import deployment

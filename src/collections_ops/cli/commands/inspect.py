@@ -8,30 +8,21 @@ from typing import Annotated, Any
 import typer
 
 from collections_ops import errors
+from collections_ops.cli import options as opt
 from collections_ops.cli import ui
-from collections_ops.cli.options import (
-    EnvArgument,
-    EnvOption,
-    Output,
-    OutputOption,
-    ProfileOption,
-    RegionOption,
-    context,
-    env_name,
-)
 
 app = typer.Typer(rich_markup_mode=None)
 
 
 @app.command()
-def status(env: EnvArgument = None, env_option: EnvOption = None,
-           output: OutputOption = Output.table,
-           profile: ProfileOption = None, region: RegionOption = None) -> None:
+def status(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
+           output: opt.OutputOption = opt.Output.table,
+           profile: opt.ProfileOption = None, region: opt.RegionOption = None) -> None:
     """The guide's Step 4 in one screen: functions, rules, notification, DLQs, parameters."""
     from collections_ops.cli import render
     from collections_ops.services import inspect
 
-    ctx = context(env_name(env, env_option), profile, region)
+    ctx = opt.context(opt.env_name(env, env_option), profile, region)
     report: dict[str, Any] = {}
     degraded: list[str] = []
     if ctx.is_local:
@@ -43,28 +34,29 @@ def status(env: EnvArgument = None, env_option: EnvOption = None,
         deployed = inspect.gather_status(ctx.client, ctx.env, account=ctx.account,
                                          region=ctx.region)
         report["deployment"] = deployed.as_dict()
-    if output is Output.json:
+    if output is opt.Output.json:
         ui.print_json(report)
     else:
         render.status(report)
     if degraded:
         raise errors.NotReady(f"the local cloud is degraded: {', '.join(degraded)} down",
-                              "restart it: `collections destroy local && "
-                              "collections deploy local`")
+                              "repair it: `collections deploy local` restarts what is down "
+                              "and keeps the data")
 
 
 @app.command()
-def doctor(env: EnvArgument = None, env_option: EnvOption = None,
-           output: OutputOption = Output.table,
-           profile: ProfileOption = None, region: RegionOption = None) -> None:
+def doctor(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
+           output: opt.OutputOption = opt.Output.table,
+           profile: opt.ProfileOption = None, region: opt.RegionOption = None) -> None:
     """The guide's Troubleshooting section, automated: each check passed or failed, with the fix."""
     from collections_ops.cli import render
     from collections_ops.services import inspect
 
-    ctx = context(env_name(env, env_option), profile, region)
+    ctx = opt.context(opt.env_name(env, env_option), profile, region)
     findings = inspect.doctor(ctx.client, ctx.env, account=ctx.account, region=ctx.region,
                               route=lambda: ctx.data_route)
-    failed = render.checks(f"doctor ({ctx.env.name})", findings, as_json=output is Output.json)
+    failed = render.checks(f"doctor ({ctx.env.name})", findings,
+                           as_json=output is opt.Output.json)
     if failed:
         raise errors.VerifyFailed(f"{len(failed)} check(s) failed: "
                                   f"{', '.join(f.name for f in failed)}",
@@ -76,20 +68,20 @@ def verify(
     item_id: Annotated[str, typer.Argument(help="Item id: the file name without extension.")],
     user: Annotated[str | None, typer.Option("--user", "-u", help="User id, when several "
                                              "users have this item.")] = None,
-    env: EnvOption = None, output: OutputOption = Output.table,
-    profile: ProfileOption = None, region: RegionOption = None,
+    env: opt.EnvOption = None, output: opt.OutputOption = opt.Output.table,
+    profile: opt.ProfileOption = None, region: opt.RegionOption = None,
 ) -> None:
     """Check the item, its thumbnail, its analysis and its embedding."""
     from collections_ops.cli import render
     from collections_ops.services import verify as verifying
 
-    ctx = context(env, profile, region)
+    ctx = opt.context(env, profile, region)
     route = ctx.data_route
     ui.info(f"route: {route.description}")
     report = verifying.check(ctx.client("s3"), item_id, user_id=user,
                              find=lambda: route.find_items(item_id),
                              rows=lambda owner: route.item_rows(item_id, owner))
-    if output is Output.json:
+    if output is opt.Output.json:
         ui.print_json({**report.as_dict(), "route": route.kind})
     else:
         render.checks(f"{report.user_id or '?'}/{item_id}", report.checks, as_json=False)
@@ -103,13 +95,13 @@ def search(
     = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many results.", min=1,
                                        max=1000)] = 10,
-    env: EnvOption = None, output: OutputOption = Output.table,
-    profile: ProfileOption = None, region: RegionOption = None,
+    env: opt.EnvOption = None, output: opt.OutputOption = opt.Output.table,
+    profile: opt.ProfileOption = None, region: opt.RegionOption = None,
 ) -> None:
     """Semantic search over the stored embeddings, with the pipeline's own embedder."""
     from collections_ops.services import search as searching
 
-    ctx = context(env, profile, region)
+    ctx = opt.context(env, profile, region)
     provider, model = ctx.env.embedding_provider, ctx.env.embedding_model
     api_key = ctx.provider_key("VOYAGE_API_KEY") if provider == "voyage" else None
     try:
@@ -120,7 +112,7 @@ def search(
                             limit=limit)
     except ValueError as exc:
         raise errors.UsageError(str(exc)) from None
-    if output is Output.json:
+    if output is opt.Output.json:
         ui.print_json([h.as_dict() for h in hits])
         return
     if not hits:

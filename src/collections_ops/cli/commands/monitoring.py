@@ -8,17 +8,8 @@ from typing import Annotated
 import typer
 
 from collections_ops import errors
+from collections_ops.cli import options as opt
 from collections_ops.cli import ui
-from collections_ops.cli.options import (
-    EnvArgument,
-    EnvOption,
-    Output,
-    OutputOption,
-    ProfileOption,
-    RegionOption,
-    context,
-    env_name,
-)
 
 app = typer.Typer(rich_markup_mode=None)
 alarms_app = typer.Typer(help="CloudWatch alarms: the guide's error alarm and more.",
@@ -28,27 +19,27 @@ app.add_typer(alarms_app, name="alarms")
 
 @app.command()
 def dashboard(
-    env: EnvArgument = None, env_option: EnvOption = None,
+    env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
     show: Annotated[bool, typer.Option("--show", help="Render the metrics here instead.")]
     = False,
     hours: Annotated[float, typer.Option("--hours", help="With --show: how far back.")] = 3,
-    output: OutputOption = Output.table,
-    profile: ProfileOption = None, region: RegionOption = None,
+    output: opt.OutputOption = opt.Output.table,
+    profile: opt.ProfileOption = None, region: opt.RegionOption = None,
 ) -> None:
     """Create the guide's dashboard (plus DLQ depth and latency), or --show it in the terminal."""
     from collections_ops.services import monitoring
 
-    ctx = context(env_name(env, env_option), profile, region)
+    ctx = opt.context(opt.env_name(env, env_option), profile, region)
     cw = ctx.client("cloudwatch")
     if not show:
         name = monitoring.put_dashboard(cw, ctx.env, ctx.region, account=ctx.account)
-        if output is Output.json:
+        if output is opt.Output.json:
             ui.print_json({"dashboard": name})
         else:
             ui.ok(f"dashboard {name} written (the CDK monitoring stack keeps the same one)")
         return
     data = monitoring.show(cw, ctx.env, hours=hours)
-    if output is Output.json:
+    if output is opt.Output.json:
         ui.print_json(data)
         return
     ui.table(f"last {hours:g} h ({ctx.env.name})", ["function", "metric", "trend", "total"],
@@ -56,20 +47,20 @@ def dashboard(
 
 
 @alarms_app.command("ensure")
-def alarms_ensure(env: EnvArgument = None, env_option: EnvOption = None,
+def alarms_ensure(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
                   email: Annotated[str | None, typer.Option("--email", help="Notify this "
                                                             "address (SNS).")] = None,
-                  output: OutputOption = Output.table,
-                  profile: ProfileOption = None, region: RegionOption = None) -> None:
+                  output: opt.OutputOption = opt.Output.table,
+                  profile: opt.ProfileOption = None, region: opt.RegionOption = None) -> None:
     """Create or update every alarm: errors, throttles, duration near timeout, DLQ depth."""
     from collections_ops.services import monitoring
 
-    ctx = context(env_name(env, env_option), profile, region)
+    ctx = opt.context(opt.env_name(env, env_option), profile, region)
     topic = None
     if email:
         topic = monitoring.notification_topic(ctx.client("sns"), ctx.env, email).topic_arn
     names = monitoring.ensure_alarms(ctx.client("cloudwatch"), ctx.env, sns_topic_arn=topic)
-    if output is Output.json:
+    if output is opt.Output.json:
         ui.print_json({"alarms": names, "topic_arn": topic, "email": email})
         return
     if email:
@@ -78,17 +69,17 @@ def alarms_ensure(env: EnvArgument = None, env_option: EnvOption = None,
 
 
 @alarms_app.command("list")
-def alarms_list(env: EnvArgument = None, env_option: EnvOption = None,
-                output: OutputOption = Output.table,
-                profile: ProfileOption = None, region: RegionOption = None) -> None:
+def alarms_list(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
+                output: opt.OutputOption = opt.Output.table,
+                profile: opt.ProfileOption = None, region: opt.RegionOption = None) -> None:
     """The pipeline's alarms with their state, firing ones first."""
     from dataclasses import asdict
 
     from collections_ops.services import monitoring
 
-    ctx = context(env_name(env, env_option), profile, region)
+    ctx = opt.context(opt.env_name(env, env_option), profile, region)
     alarms = monitoring.list_alarms(ctx.client("cloudwatch"), ctx.env)
-    if output is Output.json:
+    if output is opt.Output.json:
         ui.print_json([asdict(a) for a in alarms])
         return
     ui.table(f"alarms ({ctx.env.name})", ["alarm", "state", "condition", "since"],
@@ -98,19 +89,19 @@ def alarms_list(env: EnvArgument = None, env_option: EnvOption = None,
 
 @alarms_app.command("test")
 def alarms_test(name: Annotated[str, typer.Argument(help="Alarm name.")],
-                env: EnvOption = None, output: OutputOption = Output.table,
-                profile: ProfileOption = None, region: RegionOption = None) -> None:
+                env: opt.EnvOption = None, output: opt.OutputOption = opt.Output.table,
+                profile: opt.ProfileOption = None, region: opt.RegionOption = None) -> None:
     """Set an alarm to ALARM and back to OK, proving its wiring and notifications."""
     from dataclasses import asdict
 
     from collections_ops.services import monitoring
 
-    ctx = context(env, profile, region)
+    ctx = opt.context(env, profile, region)
     result = monitoring.test_alarm(ctx.client("cloudwatch"), name)
-    if output is Output.json:
+    if output is opt.Output.json:
         ui.print_json(asdict(result))
     if not result.fired:
         raise errors.CollectionsError(f"{name} did not enter ALARM (read back {result.during})")
-    if output is not Output.json:
+    if output is not opt.Output.json:
         ui.ok(f"{name}: {result.before} -> {result.during} -> {result.after}; notified: "
               f"{', '.join(result.actions) or 'no actions configured'}")

@@ -10,28 +10,17 @@ from typing import Annotated, Any
 import typer
 
 from collections_ops import errors
+from collections_ops.cli import options as opt
 from collections_ops.cli import ui
-from collections_ops.cli.options import (
-    EnvArgument,
-    EnvOption,
-    FunctionArg,
-    Output,
-    OutputOption,
-    ProfileOption,
-    RegionOption,
-    context,
-    env_name,
-    require_aws,
-)
 
 app = typer.Typer(rich_markup_mode=None)
 
 
 @app.command("versions")
 def versions_command(
-    function: FunctionArg,
-    env: EnvOption = None, output: OutputOption = Output.table,
-    profile: ProfileOption = None, region: RegionOption = None,
+    function: opt.FunctionArg,
+    env: opt.EnvOption = None, output: opt.OutputOption = opt.Output.table,
+    profile: opt.ProfileOption = None, region: opt.RegionOption = None,
 ) -> None:
     """A function's published versions, and which one its triggers invoke (`live`)."""
     from dataclasses import asdict
@@ -39,9 +28,9 @@ def versions_command(
     from collections_ops.pipeline import function as find_function
     from collections_ops.services import versions
 
-    ctx = context(env, profile, region)
+    ctx = opt.context(env, profile, region)
     found = versions.list_versions(ctx.client("lambda"), ctx.env, find_function(function))
-    if output is Output.json:
+    if output is opt.Output.json:
         ui.print_json([asdict(v) for v in found])
         return
     ui.table(None, ["version", "live", "code", "memory", "timeout", "published"],
@@ -70,7 +59,7 @@ def _sizes(memory: str) -> list[int]:
 
 @app.command()
 def tune(
-    function: FunctionArg,
+    function: opt.FunctionArg,
     payload: Annotated[Path, typer.Option("--payload", help="JSON event to invoke with.")],
     strategy: Annotated[str, typer.Option("--strategy", help="cost, speed or balanced.")]
     = "balanced",
@@ -81,8 +70,8 @@ def tune(
                                            "no LLM or embedding spend.")] = False,
     apply_it: Annotated[bool, typer.Option("--apply", help="Set the recommended memory.")]
     = False,
-    env: EnvOption = None, output: OutputOption = Output.table,
-    profile: ProfileOption = None, region: RegionOption = None,
+    env: opt.EnvOption = None, output: opt.OutputOption = opt.Output.table,
+    profile: opt.ProfileOption = None, region: opt.RegionOption = None,
 ) -> None:
     """Right-size a function's memory in the manner of AWS Lambda Power Tuning."""
     from collections_ops.pipeline import function as find_function
@@ -92,8 +81,8 @@ def tune(
     if strategy not in tuning.STRATEGIES:
         raise errors.UsageError(f"unknown strategy {strategy!r}",
                                 f"one of {', '.join(tuning.STRATEGIES)}")
-    ctx = context(env, profile, region)
-    require_aws(ctx, "tune")
+    ctx = opt.context(env, profile, region)
+    opt.require_aws(ctx, "tune")
     ctx.require_credentials()
     fn = find_function(function)
     lam = ctx.client("lambda")
@@ -103,7 +92,7 @@ def tune(
         result = tuning.tune(invoker, sizes, runs=runs, strategy=strategy)
     finally:
         invoker.restore()
-    if output is Output.json:
+    if output is opt.Output.json:
         ui.print_json(result.table())
     else:
         ui.table(f"{fn.function_name(ctx.env.name)} ({strategy})",
@@ -133,23 +122,23 @@ def _report_published(published: Any, what: str) -> None:
 
 @app.command()
 def configure(
-    function: FunctionArg,
-    env: EnvOption = None,
+    function: opt.FunctionArg,
+    env: opt.EnvOption = None,
     timeout: Annotated[int | None, typer.Option("--timeout", help="Seconds (1-900).")] = None,
     memory: Annotated[int | None, typer.Option("--memory", help="MB (128-10240).")] = None,
-    output: OutputOption = Output.table,
-    profile: ProfileOption = None, region: RegionOption = None,
+    output: opt.OutputOption = opt.Output.table,
+    profile: opt.ProfileOption = None, region: opt.RegionOption = None,
 ) -> None:
     """The guide's "Increase timeout", in a form that takes effect: change the configuration,
     publish a version and move `live` (what the triggers invoke) to it."""
     from collections_ops.pipeline import function as find_function
     from collections_ops.services import versions
 
-    ctx = context(env, profile, region)
+    ctx = opt.context(env, profile, region)
     published = versions.configure(ctx.client("lambda"), ctx.env, find_function(function),
                                    timeout=timeout, memory=memory,
                                    keep=ctx.env.versions_to_keep)
-    if output is Output.json:
+    if output is opt.Output.json:
         ui.print_json(published.as_dict())
         return
     parts = [f"timeout {timeout} s" if timeout is not None else "",
@@ -159,13 +148,13 @@ def configure(
 
 @app.command()
 def concurrency(
-    function: FunctionArg,
+    function: opt.FunctionArg,
     limit: Annotated[int | None, typer.Argument(help="Reserved concurrency to set (omit to "
                                                 "show drift).")] = None,
     unreserve: Annotated[bool, typer.Option("--unreserve", help="Remove the reservation.")]
     = False,
-    env: EnvOption = None, output: OutputOption = Output.table,
-    profile: ProfileOption = None, region: RegionOption = None,
+    env: opt.EnvOption = None, output: opt.OutputOption = opt.Output.table,
+    profile: opt.ProfileOption = None, region: opt.RegionOption = None,
 ) -> None:
     """Reserved concurrency: show settings against what is deployed, or set it."""
     from dataclasses import asdict
@@ -173,14 +162,14 @@ def concurrency(
     from collections_ops.pipeline import function as find_function
     from collections_ops.services import drift
 
-    ctx = context(env, profile, region)
+    ctx = opt.context(env, profile, region)
     lam = ctx.client("lambda")
     fn = find_function(function)
     if limit is not None or unreserve:
         state = drift.set_concurrency(lam, ctx.env, fn, None if unreserve else limit)
     else:
         state = drift.function_concurrency(lam, ctx.env, fn)
-    if output is Output.json:
+    if output is opt.Output.json:
         ui.print_json(asdict(state))
         return
     ui.table(None, ["function", "setting", "deployed", "state"],
@@ -192,23 +181,23 @@ def concurrency(
 
 
 @app.command()
-def lifecycle(env: EnvArgument = None, env_option: EnvOption = None,
+def lifecycle(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
               apply_it: Annotated[bool, typer.Option("--apply", help="Put the rule the "
                                                      "settings ask for.")] = False,
-              output: OutputOption = Output.table,
-              profile: ProfileOption = None, region: RegionOption = None) -> None:
+              output: opt.OutputOption = opt.Output.table,
+              profile: opt.ProfileOption = None, region: opt.RegionOption = None) -> None:
     """The thumbnails bucket's expiry rule: settings against what is deployed (exit 11 when
     they differ)."""
     from dataclasses import asdict
 
     from collections_ops.services import drift
 
-    ctx = context(env_name(env, env_option), profile, region)
+    ctx = opt.context(opt.env_name(env, env_option), profile, region)
     s3 = ctx.client("s3")
     if apply_it:
         drift.apply_lifecycle(s3, ctx.env, ctx.account)
     state = drift.lifecycle_drift(s3, ctx.env, ctx.account)
-    if output is Output.json:
+    if output is opt.Output.json:
         ui.print_json(asdict(state))
     else:
         ui.table(f"lifecycle ({state.bucket})", ["rule", "setting", "deployed", "differences"],
@@ -221,7 +210,7 @@ def lifecycle(env: EnvArgument = None, env_option: EnvOption = None,
 
 @app.command("load-test")
 def load_test(
-    env: EnvArgument = None, env_option: EnvOption = None,
+    env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
     count: Annotated[int, typer.Option("--count", min=1, help="Images to upload.")] = 100,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Uploads at once.")]
     = 8,
@@ -229,16 +218,16 @@ def load_test(
     = 300.0,
     user: Annotated[str, typer.Option("--user", "-u", help="User id for the test images.")]
     = "loadtest",
-    output: OutputOption = Output.table,
-    profile: ProfileOption = None, region: RegionOption = None,
+    output: opt.OutputOption = opt.Output.table,
+    profile: opt.ProfileOption = None, region: opt.RegionOption = None,
 ) -> None:
     """Upload N generated images, follow them all, report throughput and stage latencies."""
     from collections_ops.services import loadtest
 
-    ctx = context(env_name(env, env_option), profile, region)
+    ctx = opt.context(opt.env_name(env, env_option), profile, region)
     report = loadtest.run_load_test(ctx.client, ctx.env, count=count, concurrency=concurrency,
                                     timeout=timeout, user_id=user, bucket=ctx.images_bucket)
-    if output is Output.json:
+    if output is opt.Output.json:
         ui.print_json(report.as_dict(items=False))
     else:
         ui.ok(f"{report.completed}/{report.count} completed, {report.throughput_per_s:.1f} "

@@ -10,23 +10,15 @@ from typing import Annotated
 import typer
 
 from collections_ops import errors
+from collections_ops.cli import options as opt
 from collections_ops.cli import ui
-from collections_ops.cli.options import (
-    EnvOption,
-    FunctionsArg,
-    Output,
-    OutputOption,
-    ProfileOption,
-    RegionOption,
-    context,
-)
 
 app = typer.Typer(rich_markup_mode=None)
 
 
 @app.command()
 def logs(
-    function: FunctionsArg = "all",
+    function: opt.FunctionsArg = "all",
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")]
     = False,
     since: Annotated[str, typer.Option("--since", help="How far back: 30s, 10m, 2h, 1d.")]
@@ -35,16 +27,16 @@ def logs(
                                                     "this text.")] = None,
     item: Annotated[str | None, typer.Option("--item", help="Only lines about this item id."
                                              )] = None,
-    env: EnvOption = None, output: OutputOption = Output.table,
-    profile: ProfileOption = None, region: RegionOption = None,
+    env: opt.EnvOption = None, output: opt.OutputOption = opt.Output.table,
+    profile: opt.ProfileOption = None, region: opt.RegionOption = None,
 ) -> None:
     """The three functions' logs in one ordered stream, one colour per function (with -o json:
     an array; with --follow, one JSON object per line)."""
-    as_json = output is Output.json
+    as_json = output is opt.Output.json
     from collections_ops.cli import render
     from collections_ops.services import logs as logs_service
 
-    ctx = context(env, profile, region)
+    ctx = opt.context(env, profile, region)
     functions = logs_service.select_functions(function)
     groups = logs_service.resolve_log_groups(ctx.client("lambda"), ctx.env, functions)
     reader = logs_service.LogReader(ctx.client("logs"), groups,
@@ -72,11 +64,11 @@ def events_send(
     = "test-image",
     user: Annotated[str, typer.Option("--user", "-u", help="User id for the generated "
                                       "detail.")] = "user123",
-    env: EnvOption = None, output: OutputOption = Output.table,
-    profile: ProfileOption = None, region: RegionOption = None,
+    env: opt.EnvOption = None, output: opt.OutputOption = opt.Output.table,
+    profile: opt.ProfileOption = None, region: opt.RegionOption = None,
 ) -> None:
     """Build, validate and send one event; report a failed entry."""
-    as_json = output is Output.json
+    as_json = output is opt.Output.json
     import json as _json
 
     from collections_ops.services import events as events_service
@@ -84,7 +76,7 @@ def events_send(
     kinds = events_service.kinds()
     if kind not in kinds:
         raise errors.UsageError(f"unknown event kind {kind!r}", f"one of {', '.join(kinds)}")
-    ctx = context(env, profile, region)
+    ctx = opt.context(env, profile, region)
     if detail is not None:
         try:
             body = _json.loads(detail)
@@ -119,12 +111,12 @@ def test_upload(
                                          )] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait when following."
                                            )] = 120.0,
-    env: EnvOption = None, output: OutputOption = Output.table,
-    profile: ProfileOption = None, region: RegionOption = None,
+    env: opt.EnvOption = None, output: opt.OutputOption = opt.Output.table,
+    profile: opt.ProfileOption = None, region: opt.RegionOption = None,
 ) -> None:
     """Upload images to <user>/<name> and, with --follow, watch them through the pipeline
     (with -o json: one JSON object per line while following)."""
-    as_json = output is Output.json
+    as_json = output is opt.Output.json
     from collections_ops.cli.render_follow import render_batch, render_follow
     from collections_ops.services import follow as following
     from collections_ops.services import uploads
@@ -135,7 +127,7 @@ def test_upload(
                                                        else [])])
     if len(paths_) > 1 and name is not None:
         raise errors.UsageError("--name needs exactly one file")
-    ctx = context(env, profile, region)
+    ctx = opt.context(env, profile, region)
     s3 = ctx.client("s3")
     if len(paths_) == 1:
         ups = [following.upload(s3, ctx.images_bucket, paths_[0], user_id=user, name=name)]

@@ -11,16 +11,8 @@ from typing import Annotated, Any
 import typer
 
 from collections_ops import errors
+from collections_ops.cli import options as opt
 from collections_ops.cli import ui
-from collections_ops.cli.options import (
-    EnvOption,
-    Output,
-    OutputOption,
-    ProfileOption,
-    RegionOption,
-    YesOption,
-    context,
-)
 
 app = typer.Typer(help="SSM SecureString secrets the functions read.", no_args_is_help=True,
                   rich_markup_mode=None)
@@ -52,37 +44,37 @@ def _written(infos: list[Any], *, as_json: bool) -> None:
 @app.command("put")
 def secrets_put(
     name: Annotated[str, typer.Argument(help="Secret name, e.g. ANTHROPIC_API_KEY.")],
-    env: EnvOption = None,
+    env: opt.EnvOption = None,
     from_file: Annotated[Path | None, typer.Option("--from-file", help="Read the value from "
                                                    "this file.")] = None,
     stdin: Annotated[bool, typer.Option("--stdin", help="Read the value from stdin.")] = False,
     kms_key_id: Annotated[str | None, typer.Option("--kms-key-id", help="KMS key for the "
                                                    "SecureString.")] = None,
-    output: OutputOption = Output.table,
-    profile: ProfileOption = None, region: RegionOption = None,
+    output: opt.OutputOption = opt.Output.table,
+    profile: opt.ProfileOption = None, region: opt.RegionOption = None,
 ) -> None:
     """Write a secret as an SSM SecureString. The value is read from a hidden prompt, stdin or a
     file — never from the command line."""
     from collections_ops.services import secrets
 
     secrets.known_secret(name.upper())  # an unknown name fails before a prompt
-    ctx = context(env, profile, region)
+    ctx = opt.context(env, profile, region)
     value = _read_secret_value(name, from_file, stdin)
     info = secrets.put(ctx.client("ssm"), ctx.env, name.upper(), value, kms_key_id=kms_key_id)
-    _written([info], as_json=output is Output.json)
+    _written([info], as_json=output is opt.Output.json)
 
 
 @app.command("list")
-def secrets_list(env: EnvOption = None, output: OutputOption = Output.table,
-                 profile: ProfileOption = None, region: RegionOption = None) -> None:
+def secrets_list(env: opt.EnvOption = None, output: opt.OutputOption = opt.Output.table,
+                 profile: opt.ProfileOption = None, region: opt.RegionOption = None) -> None:
     """List the pipeline's secrets, masked: presence, fingerprint, version."""
     from dataclasses import asdict
 
     from collections_ops.services import secrets
 
-    ctx = context(env, profile, region)
+    ctx = opt.context(env, profile, region)
     infos = secrets.list_secrets(ctx.client("ssm"), ctx.env)
-    if output is Output.json:
+    if output is opt.Output.json:
         ui.print_json([asdict(i) for i in infos])
         return
     ui.table(f"secrets ({ctx.env.name})", ["name", "present", "required", "fingerprint",
@@ -94,13 +86,13 @@ def secrets_list(env: EnvOption = None, output: OutputOption = Output.table,
 @app.command("import")
 def secrets_import(
     dotenv: Annotated[Path, typer.Argument(help=".env file with KEY=VALUE lines.")],
-    env: EnvOption = None, output: OutputOption = Output.table,
-    profile: ProfileOption = None, region: RegionOption = None,
+    env: opt.EnvOption = None, output: opt.OutputOption = opt.Output.table,
+    profile: opt.ProfileOption = None, region: opt.RegionOption = None,
 ) -> None:
     """Write every known secret found in a .env file (unknown keys are ignored)."""
     from collections_ops.services import secrets
 
-    ctx = context(env, profile, region)
+    ctx = opt.context(env, profile, region)
     try:
         text = dotenv.read_text()
     except OSError as exc:
@@ -110,23 +102,23 @@ def secrets_import(
         raise errors.UsageError(f"no known secrets in {dotenv}",
                                 "expected names like ANTHROPIC_API_KEY=…")
     _written([secrets.put(ctx.client("ssm"), ctx.env, name, value)
-              for name, value in values.items()], as_json=output is Output.json)
+              for name, value in values.items()], as_json=output is opt.Output.json)
 
 
 @app.command("verify")
 def secrets_verify(
-    env: EnvOption = None, output: OutputOption = Output.table,
+    env: opt.EnvOption = None, output: opt.OutputOption = opt.Output.table,
     live: Annotated[bool, typer.Option("--live", help="Also ask each provider whether it "
                                        "accepts its key.")] = False,
-    profile: ProfileOption = None, region: RegionOption = None,
+    profile: opt.ProfileOption = None, region: opt.RegionOption = None,
 ) -> None:
     """Check that every parameter the functions need exists and decrypts."""
     from collections_ops.cli import render
     from collections_ops.services import secrets
 
-    ctx = context(env, profile, region)
+    ctx = opt.context(env, profile, region)
     checks = secrets.verify(ctx.client("ssm"), ctx.env, live=live)
-    bad = render.checks(f"secrets ({ctx.env.name})", checks, as_json=output is Output.json)
+    bad = render.checks(f"secrets ({ctx.env.name})", checks, as_json=output is opt.Output.json)
     if bad:
         raise errors.ConfigError(f"secrets not usable: {', '.join(c.name for c in bad)}",
                                  bad[0].fix)
@@ -134,18 +126,18 @@ def secrets_verify(
 
 @app.command("rm")
 def secrets_rm(name: Annotated[str, typer.Argument(help="Secret name.")],
-               env: EnvOption = None, yes: YesOption = False,
-               output: OutputOption = Output.table,
-               profile: ProfileOption = None, region: RegionOption = None) -> None:
+               env: opt.EnvOption = None, yes: opt.YesOption = False,
+               output: opt.OutputOption = opt.Output.table,
+               profile: opt.ProfileOption = None, region: opt.RegionOption = None) -> None:
     """Delete a secret."""
     from collections_ops.services import secrets
 
     secrets.known_secret(name.upper())
-    ctx = context(env, profile, region)
+    ctx = opt.context(env, profile, region)
     if not yes and not typer.confirm(f"Delete {name.upper()} from {ctx.env.name}?"):
         raise errors.CollectionsError("not confirmed: nothing was deleted")
     parameter = secrets.remove(ctx.client("ssm"), ctx.env, name.upper())
-    if output is Output.json:
+    if output is opt.Output.json:
         ui.print_json({"deleted": parameter})
     else:
         ui.ok(f"{parameter} deleted")

@@ -1,0 +1,184 @@
+"""What `collections synth dev --database rds` must show for the AWS path to work: the
+operations function in the private subnets, the deploy-time migration depending on the
+database, retained versions, s3:ListBucket for image readers, alarms that notify a topic --
+and the same for an existing database inside the operator's VPC."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from collections_ops import pipeline as definition
+from tests.infra import templates as t
+from tests.infra.support import TEST_ACCOUNT, SynthesizedApp
+
+pytestmark = pytest.mark.infra
+
+AWS_ENVIRONMENTS = [e.name for e in definition.ENVIRONMENTS.values() if not e.is_local]
+OPERATIONS = definition.OPERATIONS
+
+
+@pytest.fixture(params=AWS_ENVIRONMENTS)
+def env_name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def _migration(template: t.Template) -> tuple[str, dict[str, Any]]:
+    (found,) = t.resources(template, "Custom::SchemaMigration").items()
+    return found
+
+
+def test_operations_function_runs_in_the_private_subnets(rds_app: SynthesizedApp,
+                                                         env_name: str) -> None:
+    compute = rds_app.template_json(env_name, "Compute")
+    database = rds_app.template_json(env_name, "Database")
+    _, function = t.function(compute, OPERATIONS, env_name)
+    props = function["Properties"]
+    assert props["Handler"] == OPERATIONS.handler
+    assert props["Runtime"] == definition.RUNTIME
+    assert props["TracingConfig"] == {"Mode": "Active"}
+    vpc = props["VpcConfig"]
+    # The subnets with egress (SSM, Secrets Manager, S3): never the isolated database ones.
+    egress_subnets = {i for i, r in t.resources(database, "AWS::EC2::Subnet").items()
+                      if {"Key": "aws-cdk:subnet-type", "Value": "Private"}
+                      in r["Properties"]["Tags"]}
+    assert len(egress_subnets) == 2
+    assert {json.dumps(s) for s in vpc["SubnetIds"]} == {
+        json.dumps(s) for s in vpc["SubnetIds"] if any(i in json.dumps(s) for i in egress_subnets)}
+    _, processor = t.function(compute, definition.IMAGE_PROCESSOR, env_name)
+    assert vpc == processor["Properties"]["VpcConfig"]  # the SG the database admits
+
+
+def test_operations_function_reads_the_rds_secret_and_writes_only_database_url(
+        rds_app: SynthesizedApp, env_name: str) -> None:
+    compute = rds_app.template_json(env_name, "Compute")
+    settings = definition.environment(env_name)
+    _, function = t.function(compute, OPERATIONS, env_name)
+    variables = function["Properties"]["Environment"]["Variables"]
+    assert "DatabaseStack" in json.dumps(variables["DATABASE_SECRET_ARN"]) or \
+        "ImportValue" in json.dumps(variables["DATABASE_SECRET_ARN"])
+    url_parameter = definition.secret("DATABASE_URL").parameter_name(settings.parameter_prefix)
+    assert variables["DATABASE_URL_PARAMETER"] == url_parameter
+    assert "DATABASE_HOST" not in variables  # no proxy by default
+    statements = t.role_statements(compute, t.role_id(compute, OPERATIONS, env_name))
+    actions = {a for s in statements for a in t.as_list(s["Action"])}
+    assert "secretsmanager:GetSecretValue" in actions
+    assert not [a for a in actions if a.startswith(("s3:", "events:", "sqs:"))]
+    (put,) = [s for s in statements if "ssm:PutParameter" in t.as_list(s["Action"])]
+    assert t.as_list(put["Resource"]) == [
+        f"arn:aws:ssm:{settings.region}:{TEST_ACCOUNT}:parameter{url_parameter}"]
+    # The pipeline's functions keep reading (never writing) their parameters.
+    for fn in definition.FUNCTIONS:
+        fn_actions = {a for s in t.role_statements(compute, t.role_id(compute, fn, env_name))
+                      for a in t.as_list(s["Action"])}
+        assert "ssm:PutParameter" not in fn_actions
+
+
+def test_deploy_time_migration_depends_on_the_database_and_gates_the_aliases(
+        rds_app: SynthesizedApp, env_name: str) -> None:
+    compute = rds_app.template_json(env_name, "Compute")
+    migration_id, migration = _migration(compute)
+    operations_id, _ = t.function(compute, OPERATIONS, env_name)
+    props = migration["Properties"]
+    assert props["ServiceToken"] == t.get_att_arn(operations_id)
+    assert int(props["ServiceTimeout"]) > definition.environment(env_name).timeout(OPERATIONS)
+    # The database endpoint is a property: a new database re-runs the migration, and
+    # CloudFormation creates the database stack first.
+    assert "Database" in props and "Fn::" in json.dumps(props["Database"])
+    stack = rds_app.stack(env_name, "Compute")
+    assert rds_app.stack(env_name, "Database") in stack.dependencies
+    assert {"CodeHash", "MigrationsHash"} <= set(props)
+    for fn in definition.FUNCTIONS:
+        function_id, _ = t.function(compute, fn, env_name)
+        alias = compute["Resources"][t.live_alias_id(compute, function_id)]
+        assert migration_id in t.as_list(alias.get("DependsOn", []))
+
+
+def test_existing_mode_migrates_too(existing_db_app: SynthesizedApp, env_name: str) -> None:
+    compute = existing_db_app.template_json(env_name, "Compute")
+    _, migration = _migration(compute)
+    assert "Database" not in migration["Properties"]
+    _, function = t.function(compute, OPERATIONS, env_name)
+    assert "VpcConfig" not in function["Properties"]
+    assert "DATABASE_SECRET_ARN" not in function["Properties"]["Environment"]["Variables"]
+
+
+@pytest.mark.parametrize("app_name", ["existing_db_app", "rds_app", "rds_proxy_app"])
+def test_every_published_version_is_retained(request: pytest.FixtureRequest,
+                                             app_name: str) -> None:
+    app: SynthesizedApp = request.getfixturevalue(app_name)
+    for env_name in app.stacks:
+        compute = app.template_json(env_name, "Compute")
+        versions = t.resources(compute, "AWS::Lambda::Version")
+        assert len(versions) == len(definition.FUNCTIONS)  # the operations function has none
+        for version in versions.values():
+            assert version["DeletionPolicy"] == "Retain"
+            assert version["UpdateReplacePolicy"] == "Retain"
+
+
+def test_versions_to_keep_is_a_setting() -> None:
+    for env in definition.ENVIRONMENTS.values():
+        assert env.versions_to_keep >= 2  # the live one and one to roll back to
+
+
+def test_every_alarm_notifies_the_stacks_topic(rds_app: SynthesizedApp, env_name: str) -> None:
+    monitoring = rds_app.template_json(env_name, "Monitoring")
+    topic_id, _ = t.the(monitoring, "AWS::SNS::Topic",
+                        TopicName=definition.alarm_topic_name(env_name))
+    alarms = t.resources(monitoring, "AWS::CloudWatch::Alarm")
+    assert len(alarms) == 3 * len(definition.FUNCTIONS)
+    for alarm in alarms.values():
+        assert alarm["Properties"]["AlarmActions"] == [{"Ref": topic_id}]
+    (policy,) = t.resources(monitoring, "AWS::SNS::TopicPolicy").values()
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    (publish,) = [s for s in statements if s["Effect"] == "Allow"]
+    assert publish["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert any(s["Effect"] == "Deny" for s in statements)  # TLS only
+    assert not t.resources(monitoring, "AWS::SNS::Subscription")  # no alarm_email set
+
+
+def test_alarm_email_is_subscribed(rds_proxy_app: SynthesizedApp) -> None:
+    monitoring = rds_proxy_app.template_json("dev", "Monitoring")
+    topic_id, _ = t.the(monitoring, "AWS::SNS::Topic", TopicName="collections-dev-alarms")
+    t.the(monitoring, "AWS::SNS::Subscription", Protocol="email", Endpoint="ops@example.com",
+          TopicArn={"Ref": topic_id})
+
+
+def test_rds_proxy_by_setting(rds_proxy_app: SynthesizedApp, rds_app: SynthesizedApp) -> None:
+    database = rds_proxy_app.template_json("dev", "Database")
+    (_proxy_id, proxy), = t.resources(database, "AWS::RDS::DBProxy").items()
+    assert proxy["Properties"]["RequireTLS"] is True
+    assert proxy["Properties"]["EngineFamily"] == "POSTGRESQL"
+    compute = rds_proxy_app.template_json("dev", "Compute")
+    _, function = t.function(compute, OPERATIONS, "dev")
+    assert "DATABASE_HOST" in function["Properties"]["Environment"]["Variables"]
+    assert not t.resources(rds_app.template_json("dev", "Database"), "AWS::RDS::DBProxy")
+
+
+def test_existing_database_in_a_vpc_places_every_function(existing_vpc_app: SynthesizedApp
+                                                          ) -> None:
+    compute = existing_vpc_app.template_json("dev", "Compute")
+    for fn in definition.DEPLOYED_FUNCTIONS:
+        _, function = t.function(compute, fn, "dev")
+        assert function["Properties"]["VpcConfig"] == {
+            "SubnetIds": ["subnet-0aaa1111", "subnet-0bbb2222"],
+            "SecurityGroupIds": ["sg-0ccc3333"]}
+        actions = {a for s in t.role_statements(compute, t.role_id(compute, fn, "dev"))
+                   for a in t.as_list(s["Action"])}
+        assert "ec2:CreateNetworkInterface" in actions
+
+
+def test_active_tracing_stays_on(rds_app: SynthesizedApp, env_name: str) -> None:
+    # EventBridge needs no IAM for the PutEvents TraceHeader; the trace only joins up if every
+    # function traces.
+    compute = rds_app.template_json(env_name, "Compute")
+    for fn in definition.DEPLOYED_FUNCTIONS:
+        _, function = t.function(compute, fn, env_name)
+        assert function["Properties"]["TracingConfig"] == {"Mode": "Active"}
+
+
+def test_reserved_concurrency_is_exposed_for_preflight() -> None:
+    prod = definition.environment("prod")
+    assert prod.reserved_total() == sum(prod.reserved_concurrency.values())

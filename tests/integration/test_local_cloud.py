@@ -1,0 +1,161 @@
+"""The local cloud behaves like Lambda where an operator can look: AWS/Lambda metrics and
+alarm states, reserved concurrency (0 throttles, visibly, and the event is kept), a version
+published for changed code that survives restarts with its rollback, and the S3 permission on
+the `live` alias as the stack grants it. A real local cloud, driven through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import psycopg
+import pytest
+
+from collections_ops import paths
+from tests import images
+from tests.e2e.cli import local_env, run
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    root = tmp_path_factory.mktemp("localcloud")
+    lambdas = root / "lambdas"  # a working copy, so a test can change a handler
+    shutil.copytree(paths.lambdas_root(), lambdas,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    env = local_env(root / "state", COLLECTIONS_LAMBDAS_DIR=str(lambdas))
+    try:
+        started = run(env, "deploy", "local")
+        assert started.returncode == 0, started.stderr
+        status = json.loads(run(env, "status", "--json").stdout)
+        yield {"env": env, "status": status, "lambdas": lambdas}
+    finally:
+        run(env, "destroy", "local")
+
+
+def _client(status: dict[str, Any], service: str) -> Any:
+    return boto3.session.Session(aws_access_key_id="t", aws_secret_access_key="t",
+                                 region_name=status["region"]).client(
+        service, endpoint_url=status["endpoint_url"])
+
+
+def _wait(predicate: Callable[[], Any], what: str, timeout: float = 180) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _embeddings(status: dict[str, Any], user: str) -> int:
+    with psycopg.connect(status["database_url"], connect_timeout=3) as conn:
+        return int(conn.execute("SELECT count(*) FROM embeddings WHERE user_id = %s",
+                                (user,)).fetchone()[0])
+
+
+def _metric_sum(status: dict[str, Any], function: str, metric: str) -> float:
+    now = datetime.now(UTC)
+    points = _client(status, "cloudwatch").get_metric_statistics(
+        Namespace="AWS/Lambda", MetricName=metric,
+        Dimensions=[{"Name": "FunctionName", "Value": status["functions"][function]}],
+        StartTime=now - timedelta(hours=1), EndTime=now + timedelta(minutes=1), Period=3600,
+        Statistics=["Sum"])["Datapoints"]
+    return sum(p["Sum"] for p in points)
+
+
+def _alarm_state(env: dict[str, str], suffix: str) -> str | None:
+    alarms = json.loads(run(env, "alarms", "list", "local", "--json").stdout)
+    return next((a["state"] for a in alarms if a["name"].endswith(suffix)), None)
+
+
+def test_metrics_and_alarms_reflect_what_happened(cloud):
+    env, status = cloud["env"], cloud["status"]
+    s3 = _client(status, "s3")
+    before = _metric_sum(status, "processor", "Invocations")
+    for n in range(18):
+        s3.put_object(Bucket=status["buckets"]["images"], Key=f"metrics/ok{n}.jpg",
+                      Body=images.photo(320, 240, seed=n))
+    for n in range(2):
+        s3.put_object(Bucket=status["buckets"]["images"], Key=f"metrics/bad{n}.jpg",
+                      Body=b"corrupt")
+    _wait(lambda: _embeddings(status, "metrics") == 18, "18 embeddings")
+    _wait(lambda: _metric_sum(status, "processor", "Invocations") - before >= 20,
+          "20 processor invocations in AWS/Lambda")
+    _wait(lambda: _metric_sum(status, "analyzer", "Invocations") >= 18,
+          "18 analyzer invocations in AWS/Lambda")
+    _wait(lambda: _alarm_state(env, "processor-dlq-depth") == "ALARM",
+          "the processor's DLQ-depth alarm in ALARM", timeout=60)
+    assert _alarm_state(env, "embedder-dlq-depth") == "OK"
+    shown = run(env, "dashboard", "local", "--show", "--json")
+    assert shown.returncode == 0, shown.stderr
+
+
+def test_reserved_concurrency_zero_throttles_visibly_and_keeps_the_event(cloud):
+    env, status = cloud["env"], cloud["status"]
+    lam = _client(status, "lambda")
+    name = status["functions"]["embedder"]
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)
+    try:
+        time.sleep(6)  # the dispatchers read the limit every 5 s
+        _client(status, "s3").put_object(Bucket=status["buckets"]["images"],
+                                         Key="throttled/one.jpg", Body=images.photo(seed=3))
+        _wait(lambda: _metric_sum(status, "embedder", "Throttles") >= 1, "a throttle metric")
+        assert _embeddings(status, "throttled") == 0
+        _wait(lambda: _alarm_state(env, "embedder-throttles") == "ALARM",
+              "the throttles alarm in ALARM", timeout=60)
+    finally:
+        lam.delete_function_concurrency(FunctionName=name)
+    _wait(lambda: _embeddings(status, "throttled") == 1, "the throttled event processed")
+
+
+def test_a_deploy_with_changed_code_publishes_a_version_kept_across_restarts(cloud):
+    env, status = cloud["env"], cloud["status"]
+
+    def versions() -> list[dict[str, Any]]:
+        return list(json.loads(run(env, "versions", "processor", "--json").stdout))
+
+    first = versions()
+    handler = Path(cloud["lambdas"], "image_processor", "handler.py")
+    handler.write_text(handler.read_text() + "\n# changed for a new version\n")
+    deployed = run(env, "deploy", "local")
+    assert deployed.returncode == 0, deployed.stderr
+    assert "reloaded" in deployed.stderr
+    second = versions()
+    published = [v for v in second if v["version"] != "$LATEST"]
+    assert len(published) == len([v for v in first if v["version"] != "$LATEST"]) + 1
+    newest = max(published, key=lambda v: int(v["version"]))
+    assert newest["live"], "live moves to the new version"
+
+    rolled = run(env, "rollback", "local", "--function", "processor")
+    assert rolled.returncode == 0, rolled.stderr
+    state = json.loads(Path(status["state_dir"], "state.json").read_text())
+    os.killpg(os.getpgid(state["pid"]), signal.SIGKILL)
+    assert run(env, "deploy", "local").returncode == 0
+    after = versions()
+    assert [v["version"] for v in after] == [v["version"] for v in second]
+    live = [v["version"] for v in after if v["live"]]
+    assert live == [str(int(newest["version"]) - 1)], "the rollback survived the crash"
+
+
+def test_the_s3_permission_is_on_the_live_alias_as_the_stack_grants_it(cloud):
+    status = cloud["status"]
+    lam = _client(status, "lambda")
+    policy = json.loads(lam.get_policy(FunctionName=status["functions"]["processor"],
+                                       Qualifier="live")["Policy"])
+    [statement] = [s for s in policy["Statement"] if s["Sid"] == "s3-invoke"]
+    assert statement["Resource"].endswith(":live")
+    assert statement["Principal"] == {"Service": "s3.amazonaws.com"}
