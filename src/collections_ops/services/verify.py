@@ -97,7 +97,10 @@ def through(route: Any, s3: Any, item_id: str, *, user_id: str | None = None) ->
                  rows=lambda owner: route.item_rows(item_id, owner))
 
 
-def _thumbnail(s3: Any, item: dict[str, Any] | None) -> Check:
+def thumbnail_check(s3: Any, item: dict[str, Any] | None) -> Check:
+    """The item's thumbnail in S3: present, gone, or S3 not answering (raised: exit 4).
+    A missing object is a failed check, not an error: `translate` would read its 404 as an
+    environment that is not deployed, so the missing object is recognised first."""
     if not item or not item.get("thumbnail_key"):
         return Check("thumbnail", False, "the item records no thumbnail")
     try:
@@ -138,7 +141,7 @@ def check(s3: Any, item_id: str, *, user_id: str | None,
     report.item = item
     report.checks.append(Check("item", item is not None, "row in items" if item else "missing"))
 
-    report.checks.append(_thumbnail(s3, item))
+    report.checks.append(thumbnail_check(s3, item))
 
     analysis = fetched.get("analysis")
     report.analysis = analysis

@@ -20,8 +20,7 @@ def db_migrate(env: opt.EnvOption = None, output: opt.OutputOption = opt.Output.
     route = ctx.data_route
     applied = route.migrate()
     if output is opt.Output.json:
-        ui.print_json({"applied": applied, "route": route.kind,
-                       "via": route.description})
+        ui.print_json({"applied": applied, "route": route.kind, "via": route.description})
         return
     ui.ok((f"applied {', '.join(applied)}" if applied else "schema is up to date")
           + f" (via {route.description})")

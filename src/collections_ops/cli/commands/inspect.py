@@ -55,7 +55,8 @@ def doctor(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
     ctx = opt.context(opt.env_name(env, env_option), profile, region)
     findings = inspect.doctor(ctx.client, ctx.env, account=ctx.account, region=ctx.region,
                               route=lambda: ctx.data_route)
-    failed = render.checks(f"doctor ({ctx.env.name})", findings, as_json=output is opt.Output.json)
+    failed = render.checks(f"doctor ({ctx.env.name})", findings,
+                           as_json=output is opt.Output.json)
     if failed:
         raise errors.VerifyFailed(f"{len(failed)} check(s) failed: "
                                   f"{', '.join(f.name for f in failed)}",
