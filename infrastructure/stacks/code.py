@@ -110,21 +110,6 @@ class CodeLocator:
     build_dir: Path | None = None
     lambdas_dir: Path = LAMBDAS_DIR
 
-    def check_architecture(self, fn: pipeline.Function,
-                           architecture: pipeline.Architecture) -> None:
-        """A bundle's compiled wheels run on one architecture: refuse to deploy x86_64 wheels
-        to an arm64 function (it would fail at import on its first invocation)."""
-        if self.bundle_dir is None or not (self.bundle_dir / fn.code_dir).is_dir():
-            return
-        from collections_ops.services import build
-        from stacks.settings import ConfigurationError
-
-        built_for = build.bundle_architecture(self.bundle_dir / fn.code_dir)
-        if built_for is not None and built_for != architecture:
-            raise ConfigurationError(
-                f"the {fn.key} bundle in {self.bundle_dir} was built for {built_for}, but the "
-                f"function runs on {architecture} (rebuild: collections build <env>)")
-
     def path_for(self, fn: pipeline.Function) -> Path | None:
         """The prebuilt bundle of `fn`, or None when the synth must build it."""
         if self.bundle_dir is None:
@@ -140,6 +125,21 @@ class CodeLocator:
             raise BundleError(f"{bundled} is not a built bundle (no {', '.join(missing)}): "
                               "rebuild it with `collections build <env>`")
         return bundled
+
+    def check_architecture(self, fn: pipeline.Function,
+                           architecture: pipeline.Architecture) -> None:
+        """A bundle's compiled wheels run on one architecture: refuse to deploy x86_64 wheels
+        to an arm64 function (it would fail at import on its first invocation)."""
+        prebuilt = self.path_for(fn)
+        if prebuilt is None:
+            return  # built at synth, for the environment's architecture
+        from collections_ops.services import build
+
+        built_for = build.bundle_architecture(prebuilt)
+        if built_for is not None and built_for != architecture:
+            raise BundleError(
+                f"the {fn.key} bundle in {self.bundle_dir} was built for {built_for}, but the "
+                f"function runs on {architecture} (rebuild: collections build <env>)")
 
     def code_for(self, fn: pipeline.Function, *, env_name: str) -> lambda_.Code:
         prebuilt = self.path_for(fn)
