@@ -58,13 +58,29 @@ class Context:
                 aws_access_key_id="testing", aws_secret_access_key="testing",  # noqa: S106
                 aws_session_token="testing", region_name=self.local.region)  # noqa: S106
         try:
-            return boto3.session.Session(profile_name=self.profile,
-                                         region_name=self._region or None)
+            # The environment's region, not the profile's: that is where its stacks are.
+            return boto3.session.Session(profile_name=self.profile, region_name=self.aws_region)
         except Exception as exc:
             mapped = aws.translate(exc)
             if mapped:
                 raise mapped from None
             raise
+
+    @cached_property
+    def record(self) -> Any:
+        """What was deployed to this environment (`services.deployment`), None if unknown."""
+        if self.is_local:
+            return None
+        from collections_ops.services import deployment
+
+        return deployment.load(self.state_dir)
+
+    @property
+    def aws_region(self) -> str:
+        """The region of an AWS environment; a --region naming another is an error."""
+        from collections_ops.services import deployment
+
+        return deployment.region_for(self.env, self.record, requested=self._region)
 
     @property
     def region(self) -> str:
@@ -161,6 +177,25 @@ class Context:
         except psycopg.ProgrammingError:
             pass  # no vector extension yet: `db migrate` creates it
         return conn
+
+    @cached_property
+    def data_route(self) -> Any:
+        """How database commands reach the database: directly when this machine can connect,
+        else through the operations function in the database's VPC (`services.dataroute`)."""
+        from collections_ops.pipeline import OPERATIONS
+        from collections_ops.services import dataroute
+
+        def operations(because: str) -> dataroute.OperationsRoute:
+            name = OPERATIONS.function_name(self.env.name)
+            return dataroute.OperationsRoute(
+                dataroute.lambda_invoker(self.client("lambda"), name), name, because=because)
+
+        private = (self.record is not None and self.record.database == "rds"
+                   and not os.environ.get("DATABASE_URL"))
+        if private:  # in isolated subnets: a direct attempt could only time out
+            return operations("database mode rds: the database is private")
+        return dataroute.choose(self.env, connect=lambda: self.db,
+                                operations=None if self.is_local else operations)
 
 
 def _mask_url(text: str, url: str) -> str:

@@ -220,3 +220,87 @@ def test_without_the_infra_extra_the_cdk_commands_name_it(tmp_path):
     assert result.returncode == 10, result.stderr
     assert "pip install 'collections-ops[infra]'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --------------------------------------------------------------------------- the record
+
+
+def contexts_of(argv: list[str]) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == "-c"]
+
+
+def test_the_database_mode_is_remembered_from_deploy_to_destroy(aws_env, moto_endpoint):
+    # GIVEN a first deploy with a private RDS database: no DATABASE_URL exists yet
+    put_parameters(moto_endpoint, "/cdk-bootstrap/hnb659fds/version",
+                   "/collections/ANTHROPIC_API_KEY", "/collections/VOYAGE_API_KEY")
+    first = run(aws_env, "deploy", "dev", "--database", "rds", "--profile", "ops",
+                "--skip-build", "--yes")
+    assert first.returncode == 0, first.stdout + first.stderr
+    # WHEN the next deploy, a diff and the destroy name no database mode
+    again = run(aws_env, "deploy", "dev", "--profile", "ops", "--skip-build", "--yes")
+    assert again.returncode == 0, again.stdout + again.stderr
+    diffed = run(aws_env, "diff", "dev", "--profile", "ops")
+    assert diffed.returncode == 0, diffed.stderr
+    gone = run(aws_env, "destroy", "dev", "--yes", "--profile", "ops")
+    assert gone.returncode == 0, gone.stderr
+    # THEN each of them kept the database stack and the rds context
+    for argv in recorded(aws_env):
+        assert "CollectionsDatabaseStack-dev" in argv, argv
+        assert "collections:database=rds" in contexts_of(argv)
+    # AND the record is gone with the environment
+    assert not (Path(aws_env["COLLECTIONS_STATE_DIR"]) / "dev" / "deployment.json").exists()
+
+
+def test_another_machine_finds_the_record_in_the_account(aws_env, moto_endpoint, tmp_path):
+    put_parameters(moto_endpoint, *READY)
+    assert run(aws_env, "deploy", "dev", "--database", "rds", "--profile", "ops",
+               "--skip-build", "--yes").returncode == 0
+    elsewhere = dict(aws_env, COLLECTIONS_STATE_DIR=str(tmp_path / "other-laptop"))
+    assert run(elsewhere, "destroy", "dev", "--yes", "--profile", "ops").returncode == 0
+    assert "CollectionsDatabaseStack-dev" in recorded(aws_env)[-1]
+
+
+@pytest.mark.parametrize("verb", ["diff", "deploy", "destroy", "rollback", "bootstrap"])
+def test_no_credentials_stops_before_any_build(aws_env, verb):
+    env = dict(aws_env, AWS_SHARED_CREDENTIALS_FILE="/dev/null", AWS_CONFIG_FILE="/dev/null",
+               AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
+    result = run(env, verb, "dev", *(["--yes"] if verb in ("deploy", "destroy") else []))
+    assert result.returncode == 5, result.stdout + result.stderr
+    assert "no AWS credentials found" in result.stderr
+    assert recorded(aws_env) == []
+    assert "bundles (" not in result.stdout  # deploy did not build
+
+
+def test_a_region_other_than_the_stacks_is_refused_naming_both(aws_env):
+    result = run(aws_env, "deploy", "dev", "--profile", "ops", "--region", "eu-west-1",
+                 "--skip-build", "--yes")
+    assert result.returncode == 10, result.stderr
+    assert "eu-west-1" in result.stderr and "us-east-1" in result.stderr
+    assert recorded(aws_env) == []
+
+
+def test_the_profiles_region_does_not_send_commands_elsewhere(aws_env, moto_endpoint):
+    # The profile says eu-west-1; the dev stacks (and their secrets) are in us-east-1.
+    Path(aws_env["AWS_CONFIG_FILE"]).write_text("[profile ops]\nregion = eu-west-1\n")
+    put_parameters(moto_endpoint, *READY)
+    result = run(aws_env, "deploy", "dev", "--profile", "ops", "--skip-build", "--yes")
+    assert result.returncode == 0, result.stdout + result.stderr
+    [argv] = recorded(aws_env)
+    assert argv[0] == "deploy"
+
+
+def test_configure_takes_effect_on_live_and_versions_shows_it(aws_env, moto_endpoint):
+    from tests.integration.test_doctor_aws import aws_shaped_dev
+
+    aws_shaped_dev(boto3.session.Session(region_name="us-east-1"))
+    result = run(aws_env, "configure", "analyzer", "--env", "dev", "--timeout", "600",
+                 "--profile", "ops")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "live moved from version 1 to 2" in result.stdout
+    lam = boto3.client("lambda", region_name="us-east-1")
+    live = lam.get_function_configuration(FunctionName="collections-dev-AnalyzerLambda",
+                                          Qualifier="live")
+    assert (live["Version"], live["Timeout"]) == ("2", 600)
+    shown = json.loads(run(aws_env, "versions", "analyzer", "--env", "dev", "-o", "json",
+                           "--profile", "ops").stdout)
+    assert [(v["version"], v["live"]) for v in shown] == [("1", False), ("2", True)]

@@ -42,3 +42,11 @@ def test_unpublishing_twice_is_fine(ssm):
     deployment.unpublish(ssm, DEV)
     deployment.unpublish(ssm, DEV)
     assert deployment.fetch(ssm, DEV) is None
+
+
+def test_a_deploy_from_another_machine_wins_over_a_stale_local_copy(ssm, tmp_path):
+    deployment.save(tmp_path, deployment.plan(DEV, None))  # this laptop: existing
+    newer = deployment.stamped(deployment.plan(DEV, None, database="rds"))
+    deployment.publish(ssm, DEV, newer)  # since then, CI deployed rds
+    assert deployment.in_account(tmp_path, DEV, ssm=ssm) == newer
+    assert deployment.load(tmp_path) == newer

@@ -20,6 +20,7 @@ import pytest
 from collections_ops.localcloud.provision import parameter_store_policy
 from collections_ops.pipeline import FUNCTIONS, LIVE_ALIAS, environment
 from collections_ops.services import inspect
+from collections_ops.services.dataroute import DirectRoute
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -88,7 +89,7 @@ def test_doctor_finds_no_fault_in_a_healthy_aws_deployment(session, db):
     aws_shaped_dev(session)
     # WHEN doctor runs against it
     findings = inspect.doctor(session.client, DEV, account=ACCOUNT, region=REGION,
-                              connect=lambda: db)
+                              route=lambda: DirectRoute(db))
     # THEN nothing fails, and the checks name the alias
     failed = [f for f in findings if not f.ok and f.severity == "error"]
     assert failed == []
@@ -139,5 +140,5 @@ def test_the_permission_is_looked_up_on_the_alias(session):
 def test_the_local_cloud_is_healthy_too(pipeline, db):
     # Locally the triggers deliver to queues and the permission is on the function.
     findings = inspect.doctor(pipeline.client, pipeline.env, account=ACCOUNT, region=REGION,
-                              connect=lambda: db)
+                              route=lambda: DirectRoute(db))
     assert [f for f in findings if not f.ok and f.severity == "error"] == []

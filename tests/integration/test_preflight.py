@@ -11,7 +11,7 @@ import pytest
 from botocore.stub import Stubber
 
 from collections_ops import errors
-from collections_ops.pipeline import FUNCTIONS, environment
+from collections_ops.pipeline import DEPLOYED_FUNCTIONS, environment
 from collections_ops.services import deploy, deployment
 
 DEV = environment("dev")
@@ -74,7 +74,7 @@ def _lambda_with_account_limit(total: int, unreserved: int, reserved_now: dict[s
     stub = Stubber(lam)
     stub.add_response("get_account_settings", {"AccountLimit": {
         "ConcurrentExecutions": total, "UnreservedConcurrentExecutions": unreserved}})
-    for fn in FUNCTIONS:
+    for fn in DEPLOYED_FUNCTIONS:
         if fn.key in reserved_now:
             stub.add_response("get_function_concurrency",
                               {"ReservedConcurrentExecutions": reserved_now[fn.key]})

@@ -85,9 +85,9 @@ def test_tune_apply_moves_live_to_a_new_version(pipeline):
 
 
 def test_configure_refuses_values_lambda_refuses(pipeline):
-    with pytest.raises(errors.CliError, match="1-900 s"):
+    with pytest.raises(errors.UsageError, match="1-900 s"):
         versions.configure(pipeline.client("lambda"), pipeline.env, ANALYZER, timeout=901)
-    with pytest.raises(errors.CliError, match="nothing to change"):
+    with pytest.raises(errors.UsageError, match="nothing to change"):
         versions.configure(pipeline.client("lambda"), pipeline.env, ANALYZER)
 
 
@@ -98,7 +98,7 @@ def test_prune_keeps_the_newest_the_live_one_and_the_one_before():
     assert "4" not in doomed and "3" not in doomed
     assert doomed == ["1", "2", "5", "6", "7"]
     assert versions.prunable(every[:3], live="3", keep=10) == []
-    with pytest.raises(errors.CliError, match="at least 2"):
+    with pytest.raises(errors.UsageError, match="at least 2"):
         versions.prunable(every, live="15", keep=1)
 
 
@@ -113,3 +113,43 @@ def test_prune_deletes_old_versions_through_lambda(pipeline):
     assert deleted == ["1", "2"]
     left = [v.version for v in versions.list_versions(lam, pipeline.env, ANALYZER)]
     assert left == ["3", "4", "5"]
+
+
+def _stack_with_versions(published: dict[str, str]):
+    """CloudFormation as AWS answers for the compute stack (moto's CloudFormation gives an
+    `AWS::Lambda::Version` no physical id and has no `AWS::Lambda::Alias`)."""
+    import boto3
+    from botocore.stub import Stubber
+
+    cfn = boto3.client("cloudformation", region_name="us-east-1")
+    stub = Stubber(cfn)
+    stub.add_response("list_stack_resources", {"StackResourceSummaries": [
+        {"LogicalResourceId": f"V{n}", "ResourceType": "AWS::Lambda::Version",
+         "PhysicalResourceId": f"arn:aws:lambda:us-east-1:123456789012:function:{name}:{v}",
+         "LastUpdatedTimestamp": "2026-01-01T00:00:00Z", "ResourceStatus": "CREATE_COMPLETE"}
+        for n, (name, v) in enumerate(published.items())]})
+    stub.activate()
+    return cfn
+
+
+def test_an_alias_moved_outside_the_stack_is_drift(pipeline):
+    from collections_ops.services import drift
+
+    lam = pipeline.client("lambda")
+    name = ANALYZER.function_name("local")
+    versions.configure(lam, pipeline.env, ANALYZER, memory=2048, sleep=lambda s: None)
+    [moved] = drift.alias_drift(_stack_with_versions({name: "1"}), lam, pipeline.env)
+    assert not moved.in_sync
+    assert moved.detail == (f"{name}: live runs version 2, the stack's is 1 (moved outside "
+                            "CloudFormation; a deploy moves it back)")
+    [same] = drift.alias_drift(_stack_with_versions({name: "2"}), lam, pipeline.env)
+    assert same.in_sync
+
+
+def test_after_a_deploy_every_function_is_pruned_and_missing_ones_skipped(pipeline):
+    lam = pipeline.client("lambda")
+    for memory in (1100, 1200, 1300):
+        versions.configure(lam, pipeline.env, ANALYZER, memory=memory, keep=100,
+                           sleep=lambda s: None)
+    pruned = versions.prune_all(lam, pipeline.env, keep=2)  # no operations function locally
+    assert pruned == {ANALYZER.function_name("local"): ["1", "2"]}

@@ -28,6 +28,7 @@ DOCUMENTED = {code for _, code, _ in exits.TABLE} | {0, 1, 2, 130}
 ARGS: dict[str, list[str]] = {
     "verify": ["some-item"], "search": ["kayak"], "events send": ["guide"],
     "test-upload": ["--sample"], "versions": ["embedder"], "concurrency": ["embedder"],
+    "configure": ["embedder", "--timeout", "60"],
     "tune": ["embedder", "--payload", "{payload}"],
     "dlq show": ["processor"], "dlq redrive": ["processor", "--dry-run"],
     "alarms test": ["collections-dev-analyzer-errors"], "secrets put": ["VOYAGE_API_KEY",

@@ -8,9 +8,9 @@ import json
 import pytest
 
 from collections_ops import errors
-from collections_ops.pipeline import environment
+from collections_ops.pipeline import VpcPlacement, environment
 from collections_ops.services import deployment
-from collections_ops.services.deployment import DeploymentRecord, Placement
+from collections_ops.services.deployment import DeploymentRecord
 
 DEV = environment("dev")
 
@@ -24,15 +24,15 @@ def test_a_plain_deploy_after_an_rds_deploy_keeps_rds():
 
 def test_the_first_deploy_defaults_to_an_existing_database_outside_any_vpc():
     record = deployment.plan(DEV, None)
-    assert (record.database, record.region, record.placement.in_vpc) == (
-        "existing", DEV.region, False)
+    assert (record.database, record.region, record.placement) == (
+        "existing", DEV.region, None)
 
 
 def test_an_existing_database_in_a_vpc_is_remembered_and_passed_to_cdk():
     first = deployment.plan(DEV, None, subnet_ids=["subnet-1", "subnet-2"],
                             security_group_ids=["sg-1"])
     again = deployment.plan(DEV, first)
-    assert again.placement == Placement(("subnet-1", "subnet-2"), ("sg-1",))
+    assert again.placement == VpcPlacement(("subnet-1", "subnet-2"), ("sg-1",))
     assert deployment.cdk_context(again) == {
         "collections:database": "existing", "collections:subnetIds": "subnet-1,subnet-2",
         "collections:securityGroupIds": "sg-1"}
@@ -41,8 +41,11 @@ def test_an_existing_database_in_a_vpc_is_remembered_and_passed_to_cdk():
 def test_a_half_placement_or_a_placement_with_rds_is_refused():
     with pytest.raises(errors.CliError, match="both --subnet and --security-group"):
         deployment.plan(DEV, None, subnet_ids=["subnet-1"])
-    with pytest.raises(errors.CliError, match="creates its own network"):
-        deployment.plan(DEV, None, database="rds", subnet_ids=["s"], security_group_ids=["g"])
+    with pytest.raises(errors.UsageError, match="not subnet-/sg- ids: sg-1, subnet-2"):
+        deployment.plan(DEV, None, subnet_ids=["sg-1"], security_group_ids=["subnet-2"])
+    with pytest.raises(errors.UsageError, match="creates its own network"):
+        deployment.plan(DEV, None, database="rds", subnet_ids=["subnet-1"],
+                        security_group_ids=["sg-1"])
 
 
 def test_a_region_other_than_the_stacks_is_an_error_naming_both():

@@ -312,9 +312,10 @@ def test_an_update_that_never_settles_times_out(no_sleep):
     assert no_sleep == [1.0] * 5
 
 
-def test_apply_sets_the_memory_and_waits(no_sleep):
-    lam = FakeLambda(memory=1024)
-    cfg = t.apply(lam, "collections-dev-AnalyzerLambda", 2048, sleep=no_sleep.append)
-    assert cfg["MemorySize"] == 2048 and cfg["LastUpdateStatus"] == "Successful"
-    with pytest.raises(errors.CliError):
-        t.apply(lam, "collections-dev-AnalyzerLambda", 20_000)
+def test_apply_refuses_a_memory_lambda_refuses():
+    # `--apply` publishes a version and moves `live` (tests/integration/test_versions.py);
+    # a size Lambda would refuse is refused before any call.
+    from collections_ops.pipeline import ANALYZER, environment
+
+    with pytest.raises(errors.UsageError, match="128-10240 MB"):
+        t.apply_live(FakeLambda(), environment("dev"), ANALYZER, 20_000)

@@ -13,13 +13,14 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from collections_ops import errors, paths
 from collections_ops.checks import Check
-from collections_ops.pipeline import FUNCTIONS, Environment, Secret
+from collections_ops.pipeline import DEPLOYED_FUNCTIONS, FUNCTIONS, Environment, Secret
 
 if TYPE_CHECKING:
     from collections_ops.services.deployment import DeploymentRecord
@@ -105,10 +106,13 @@ def invocation(command: list[str], *, env: Environment, profile: str | None,
 
 
 def cdk(command: list[str], *, env: Environment, state_root: Path, profile: str | None,
-        region: str | None, database: str = "existing", bundle: bool = True) -> CdkInvocation:
-    """The CDK command for an environment, with this install's state folders. The CDK app
-    imports aws-cdk-lib: without the `[infra]` extra, say so before running anything."""
+        region: str | None, record: DeploymentRecord, bundle: bool = True) -> CdkInvocation:
+    """The CDK command for an environment as `record` describes it (database mode, VPC
+    placement), with this install's state folders. The CDK app imports aws-cdk-lib: without
+    the `[infra]` extra, say so before running anything."""
     import importlib.util
+
+    from collections_ops.services import deployment
 
     if importlib.util.find_spec("aws_cdk") is None:
         raise errors.MissingExtra("the CDK app needs the `infra` extra (aws-cdk-lib is not "
@@ -117,34 +121,84 @@ def cdk(command: list[str], *, env: Environment, state_root: Path, profile: str 
     return invocation(command, env=env, profile=profile, region=region,
                       bundle_dir=bundle_dir if bundle and bundle_dir.is_dir() else None,
                       out_dir=state_root / "cdk.out" / env.name, cache_root=state_root / "tools",
-                      extra_context={"collections:database": database})
+                      extra_context=deployment.cdk_context(record))
 
 
 def bundle_dir_for(state_root: Path, env: Environment) -> Path:
     return state_root / "build" / env.name
 
 
+def recorded(client: Any, env: Environment, state_dir: Path, *, database: str | None = None,
+             ) -> DeploymentRecord:
+    """What the environment is, for commands that act on what was deployed (diff, destroy,
+    rollback): the deployment record (the account's, else the local copy), `--database` over
+    it."""
+    from collections_ops.services import deployment
+
+    previous = deployment.in_account(state_dir, env, ssm=client("ssm"))
+    return deployment.plan(env, previous, database=database)
+
+
 @dataclass(frozen=True)
 class DeployPlan:
     """What `deploy` found before running CDK, and the CDK command it would run."""
 
+    record: DeploymentRecord  # what this deploy makes of the environment
+    changes: list[str]  # how that differs from the previous deployment, in words
+    built: list[Any]  # the bundles built (`build.BundleReport`); empty with build=False
     checks: list[Check]
     invocation: CdkInvocation
 
 
-def deploy(client: Any, env: Environment, *, state_root: Path, profile: str | None,
-           region: str | None, all_stacks: bool, approval: str,
-           database: str = "existing") -> DeployPlan:
-    """Preflight checks plus the `cdk deploy` invocation; the caller shows the checks and runs
-    the invocation only when none failed."""
+def deploy(client: Any, env: Environment, *, state_root: Path, state_dir: Path,
+           profile: str | None, all_stacks: bool, approval: str, database: str | None = None,
+           subnet_ids: Sequence[str] = (), security_group_ids: Sequence[str] = (),
+           region: str | None = None, account: str | None = None,
+           build: bool = True) -> DeployPlan:
+    """Plan the deployment record (the options given, else what was deployed before), build
+    the bundles, run the preflight checks, and return them with the `cdk deploy` invocation;
+    the caller shows the checks and runs the invocation only when none failed. The caller has
+    checked the credentials: nothing here is worth building without them."""
+    from collections_ops.services import deployment
+
     if approval not in APPROVALS:
         raise errors.UsageError(f"--require-approval {approval!r} is not one of "
                                 f"{', '.join(APPROVALS)}")
-    checks = preflight(client, env, bundle_dir=bundle_dir_for(state_root, env))
-    targets = ["--all"] if all_stacks else stacks_for(env, database=database)
+    previous = deployment.in_account(state_dir, env, ssm=client("ssm"))
+    record = deployment.plan(env, previous, database=database, subnet_ids=subnet_ids,
+                             security_group_ids=security_group_ids, region=region,
+                             account=account)
+    built: list[Any] = []
+    if build:
+        from collections_ops.services import build as building
+
+        built = building.build(env.name, out_dir=bundle_dir_for(state_root, env))
+    checks = preflight(client, env, bundle_dir=bundle_dir_for(state_root, env), record=record)
+    targets = ["--all"] if all_stacks else stacks_for(env, database=record.database)
     inv = cdk(["deploy", *targets, "--require-approval", approval], env=env,
-              state_root=state_root, profile=profile, region=region, database=database)
-    return DeployPlan(checks, inv)
+              state_root=state_root, profile=profile, region=record.region, record=record)
+    return DeployPlan(record, deployment.changes(previous, record), built, checks, inv)
+
+
+def deployed(client: Any, env: Environment, plan: DeployPlan, *, state_dir: Path,
+             ) -> tuple[DeploymentRecord, dict[str, list[str]]]:
+    """After `cdk deploy` succeeded: write the record (here and in the account) and prune
+    the published versions beyond `versions_to_keep` (the stack retains them all).
+    Returns the record written and the versions pruned per function."""
+    from collections_ops.services import deployment, versions
+
+    stamped = deployment.stamped(plan.record)
+    deployment.save(state_dir, stamped)
+    deployment.publish(client("ssm"), env, stamped)
+    return stamped, versions.prune_all(client("lambda"), env, keep=env.versions_to_keep)
+
+
+def destroyed(client: Any, env: Environment, *, state_dir: Path) -> None:
+    """After `cdk destroy` succeeded: the environment has no record any more."""
+    from collections_ops.services import deployment
+
+    deployment.forget(state_dir)
+    deployment.unpublish(client("ssm"), env)
 
 
 def run(inv: CdkInvocation, *, stdout_to_stderr: bool = False) -> int:
@@ -167,6 +221,8 @@ UNRESERVED_MINIMUM = 100  # Lambda keeps this many executions unreserved in ever
 def check_credentials(client: Any) -> Check:
     try:
         identity = client("sts").get_caller_identity()
+    except errors.CollectionsError:
+        raise  # a configuration error (e.g. the region) is not a credentials one
     except Exception as exc:
         mapped = errors.from_botocore(exc)
         return Check("credentials", False, mapped.message if mapped else str(exc),
@@ -220,7 +276,7 @@ def check_concurrency(lam: Any, env: Environment) -> Check:
                      f"cannot read the account's Lambda settings ({errors.aws_error_code(exc)})",
                      "allow lambda:GetAccountSettings to the deploying identity")
     current: dict[str, int] = {}
-    for fn in FUNCTIONS:
+    for fn in DEPLOYED_FUNCTIONS:
         try:
             reserved = lam.get_function_concurrency(FunctionName=fn.function_name(env.name)
                                                     ).get("ReservedConcurrentExecutions")

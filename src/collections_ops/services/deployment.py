@@ -24,30 +24,16 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
-from collections_ops import errors
-from collections_ops.pipeline import Environment
+from collections_ops import aws, errors
+from collections_ops.pipeline import DATABASE_MODES, DatabaseMode, Environment, VpcPlacement
 
-DatabaseMode = Literal["existing", "rds"]
-DATABASE_MODES: tuple[DatabaseMode, ...] = ("existing", "rds")
 RECORD_FILE = "deployment.json"
 SCHEMA_VERSION = 1
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where the functions run for an `existing` database inside a VPC (empty: no VPC)."""
-
-    subnet_ids: tuple[str, ...] = ()
-    security_group_ids: tuple[str, ...] = ()
-
-    @property
-    def in_vpc(self) -> bool:
-        return bool(self.subnet_ids)
 
 
 @dataclass(frozen=True)
@@ -56,13 +42,14 @@ class DeploymentRecord:
     database: DatabaseMode
     region: str
     account: str | None = None
-    placement: Placement = field(default_factory=Placement)
+    placement: VpcPlacement | None = None  # `existing` database inside a VPC; None: no VPC
     deployed_at: str | None = None
     version: int = SCHEMA_VERSION
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out["placement"] = {k: list(v) for k, v in out["placement"].items()}
+        if self.placement is not None:
+            out["placement"] = {k: list(v) for k, v in out["placement"].items()}
         return out
 
     @classmethod
@@ -72,14 +59,15 @@ class DeploymentRecord:
             database = str(data["database"])
             if database not in DATABASE_MODES:
                 raise ValueError(f"database mode {database!r}")
-            placement = data.get("placement") or {}
+            placement = data.get("placement")
             return cls(
                 env=str(data["env"]), database=cast(DatabaseMode, database),
                 region=str(data["region"]),
                 account=str(data["account"]) if data.get("account") else None,
-                placement=Placement(
-                    tuple(str(s) for s in placement.get("subnet_ids") or ()),
-                    tuple(str(s) for s in placement.get("security_group_ids") or ())),
+                placement=VpcPlacement(
+                    tuple(str(s) for s in placement["subnet_ids"]),
+                    tuple(str(s) for s in placement["security_group_ids"]))
+                if placement else None,
                 deployed_at=str(data["deployed_at"]) if data.get("deployed_at") else None,
                 version=int(data.get("version", SCHEMA_VERSION)))
         except (KeyError, TypeError, ValueError) as exc:
@@ -128,12 +116,10 @@ def forget(state_dir: Path) -> None:
 
 def fetch(ssm: Any, env: Environment) -> DeploymentRecord | None:
     """The account's record (None when the environment was never deployed by this CLI)."""
-    try:
-        value = ssm.get_parameter(Name=parameter_name(env))["Parameter"]["Value"]
-    except Exception as exc:
-        if errors.aws_error_code(exc) == "ParameterNotFound":
-            return None
-        raise
+    found = aws.or_none(lambda: ssm.get_parameter(Name=parameter_name(env)), "ParameterNotFound")
+    if found is None:
+        return None
+    value = found["Parameter"]["Value"]
     try:
         return DeploymentRecord.from_dict(json.loads(value))
     except json.JSONDecodeError:
@@ -149,11 +135,7 @@ def publish(ssm: Any, env: Environment, record: DeploymentRecord) -> None:
 
 
 def unpublish(ssm: Any, env: Environment) -> None:
-    try:
-        ssm.delete_parameter(Name=parameter_name(env))
-    except Exception as exc:
-        if errors.aws_error_code(exc) != "ParameterNotFound":
-            raise
+    aws.or_none(lambda: ssm.delete_parameter(Name=parameter_name(env)), "ParameterNotFound")
 
 
 def current(state_dir: Path, env: Environment, *, ssm: Any | None = None
@@ -165,6 +147,16 @@ def current(state_dir: Path, env: Environment, *, ssm: Any | None = None
     record = fetch(ssm, env)
     if record is not None:
         save(state_dir, record)
+    return record
+
+
+def in_account(state_dir: Path, env: Environment, *, ssm: Any) -> DeploymentRecord | None:
+    """For deploy, diff and destroy: the account's record first (another machine may have
+    deployed since), refreshing the local copy; the local copy only if the account has none."""
+    record = fetch(ssm, env)
+    if record is None:
+        return load(state_dir)
+    save(state_dir, record)
     return record
 
 
@@ -195,16 +187,21 @@ def plan(env: Environment, previous: DeploymentRecord | None, *,
          account: str | None = None) -> DeploymentRecord:
     """The record a deploy is about to make: the options given, else what was deployed before,
     else the defaults (an `existing` database, reachable without a VPC)."""
-    mode = database or (previous.database if previous else "existing")
+    mode = database or (previous.database if previous else env.database)
     if mode not in DATABASE_MODES:
         raise errors.UsageError(f"--database {mode!r} is not one of {', '.join(DATABASE_MODES)}")
-    placement = (Placement(tuple(subnet_ids), tuple(security_group_ids))
-                 if subnet_ids or security_group_ids
-                 else previous.placement if previous and mode == "existing" else Placement())
-    if (placement.subnet_ids and not placement.security_group_ids) or (
-            placement.security_group_ids and not placement.subnet_ids):
+    if bool(subnet_ids) != bool(security_group_ids):
         raise errors.UsageError("a VPC placement needs both --subnet and --security-group")
-    if placement.in_vpc and mode == "rds":
+    bad = [i for i in subnet_ids if not i.startswith("subnet-")] + [
+        g for g in security_group_ids if not g.startswith("sg-")]
+    if bad:
+        raise errors.UsageError(f"not subnet-/sg- ids: {', '.join(bad)}")
+    placement: VpcPlacement | None = None
+    if subnet_ids:
+        placement = VpcPlacement(tuple(subnet_ids), tuple(security_group_ids))
+    elif mode == "existing":
+        placement = previous.placement if previous else env.database_vpc
+    if placement is not None and mode == "rds":
         raise errors.UsageError("--subnet/--security-group are for an existing database; "
                               "--database rds creates its own network")
     if previous is not None and previous.region != env.region:
@@ -224,7 +221,7 @@ def stamped(record: DeploymentRecord) -> DeploymentRecord:
 def cdk_context(record: DeploymentRecord) -> dict[str, str]:
     """The CDK context that makes the app synthesize this record."""
     context: dict[str, str] = {"collections:database": record.database}
-    if record.placement.in_vpc:
+    if record.placement is not None:
         context["collections:subnetIds"] = ",".join(record.placement.subnet_ids)
         context["collections:securityGroupIds"] = ",".join(record.placement.security_group_ids)
     return context
@@ -247,8 +244,8 @@ def changes(previous: DeploymentRecord | None, planned: DeploymentRecord) -> lis
     return out
 
 
-def _shown(placement: Placement) -> str:
-    if not placement.in_vpc:
+def _shown(placement: VpcPlacement | None) -> str:
+    if placement is None:
         return "none"
     return (f"subnets {', '.join(placement.subnet_ids)}, security groups "
             f"{', '.join(placement.security_group_ids)}")

@@ -210,3 +210,75 @@ def apply_lifecycle(s3: Any, env: Environment, account: str) -> LifecycleDrift:
         Bucket=bucket,
         LifecycleConfiguration={"Rules": [*others, expected_thumbnail_rule(env)]})
     return lifecycle_drift(s3, env, account)
+
+
+# --------------------------------------------------------------------------- live alias
+
+
+@dataclass(frozen=True)
+class AliasDrift:
+    """Where `live` points, against the version the compute stack published last.
+
+    They differ after `rollback --function`, `configure` or `tune --apply` (each moves `live`
+    outside CloudFormation); the next deploy moves `live` to the stack's version again.
+    """
+
+    key: str
+    function_name: str
+    stack_version: str | None  # None: the stack has no version of this function
+    live_version: str | None  # None: no `live` alias
+
+    @property
+    def in_sync(self) -> bool:
+        return self.stack_version is None or self.stack_version == self.live_version
+
+    @property
+    def detail(self) -> str:
+        if self.in_sync:
+            return f"{self.function_name}: live = version {self.live_version}"
+        if self.live_version is None:
+            return f"{self.function_name} has no `live` alias (the stack published version " \
+                   f"{self.stack_version})"
+        return (f"{self.function_name}: live runs version {self.live_version}, the stack's is "
+                f"{self.stack_version} (moved outside CloudFormation; a deploy moves it back)")
+
+
+def stack_versions(cfn: Any, stack_name: str) -> dict[str, str]:
+    """Function name -> the version number of the stack's `AWS::Lambda::Version` resources
+    (their physical id is the version's ARN, `...:function:NAME:N`). {} without the stack."""
+    found: dict[str, str] = {}
+    try:
+        for page in cfn.get_paginator("list_stack_resources").paginate(StackName=stack_name):
+            for resource in page["StackResourceSummaries"]:
+                if resource["ResourceType"] != "AWS::Lambda::Version":
+                    continue
+                arn = resource.get("PhysicalResourceId") or ""
+                _, _, tail = arn.partition(":function:")
+                name, _, version = tail.partition(":")
+                if name and version.isdigit():
+                    found[name] = version
+    except Exception as exc:
+        if errors.aws_error_code(exc) == "ValidationError":  # the stack does not exist
+            return {}
+        raise
+    return found
+
+
+def alias_drift(cfn: Any, lam: Any, env: Environment) -> list[AliasDrift]:
+    from collections_ops.pipeline import DEPLOYED_FUNCTIONS, LIVE_ALIAS
+
+    published = stack_versions(cfn, env.stack_name("Compute"))
+    out = []
+    for fn in DEPLOYED_FUNCTIONS:
+        name = fn.function_name(env.name)
+        if name not in published:
+            continue
+        try:
+            live: str | None = str(lam.get_alias(FunctionName=name,
+                                                 Name=LIVE_ALIAS)["FunctionVersion"])
+        except Exception as exc:
+            if errors.aws_error_code(exc) != "ResourceNotFoundException":
+                raise
+            live = None
+        out.append(AliasDrift(fn.key, name, published[name], live))
+    return out

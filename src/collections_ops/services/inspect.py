@@ -323,25 +323,22 @@ def check_functions_and_rules(status: StatusReport, env: Environment) -> list[Fi
     return findings
 
 
-def check_database(connect: Callable[[], Any]) -> list[Finding]:
-    from collections_ops import paths
-
+def check_database(route: Callable[[], Any]) -> list[Finding]:
+    """The database checks, through whichever route reaches it (`services.dataroute`)."""
     try:
-        conn = connect()
+        chosen = route()
+        answer = chosen.database_check()
     except Exception as exc:
         message = getattr(exc, "message", None) or str(exc).splitlines()[0]
         return [Finding("database", False, message,
                         getattr(exc, "hint", None) or "check DATABASE_URL and network access "
                         "(the database security group must allow this client)")]
-    findings = [Finding("database", True, "reachable")]
-    row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
-    findings.append(Finding("pgvector extension", row is not None,
-                            f"vector {row[0]}" if row else "not installed",
-                            None if row else "collections db migrate"))
-    paths.add_shared_to_path()
-    from collections_core import migrate
-
-    pending = migrate.pending(conn)
+    findings = [Finding("database", True, f"reachable ({chosen.description})")]
+    vector = answer.get("vector")
+    findings.append(Finding("pgvector extension", vector is not None,
+                            f"vector {vector}" if vector else "not installed",
+                            None if vector else "collections db migrate"))
+    pending = list(answer.get("pending") or [])
     findings.append(Finding("schema", not pending,
                             "migrated" if not pending else f"pending: {', '.join(pending)}",
                             None if not pending else "collections db migrate"))
@@ -349,11 +346,11 @@ def check_database(connect: Callable[[], Any]) -> list[Finding]:
 
 
 def doctor(client: ClientFactory, env: Environment, *, account: str, region: str,
-           connect: Callable[[], Any]) -> list[Finding]:
+           route: Callable[[], Any]) -> list[Finding]:
     status = gather_status(client, env, account=account, region=region)
     findings = [check_notification(status, env), check_invoke_permission(client("lambda"), env)]
     findings += check_role_policies(client("iam"), env, account=account, region=region)
     findings += check_parameters(status, env)
     findings += check_functions_and_rules(status, env)
-    findings += check_database(connect)
+    findings += check_database(route)
     return findings

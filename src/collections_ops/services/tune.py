@@ -183,21 +183,6 @@ def chart(result: TuneResult, *, width: int = 40, figure: str = "average_ms") ->
     return lines
 
 
-def apply(lambda_client: Any, function_name: str, memory: int, *,
-          sleep: Callable[[float], None] = time.sleep, timeout_s: float = 120) -> dict[str, Any]:
-    """Set the function's memory (the guide's `update-function-configuration --memory-size`) and
-    wait for the update to finish. Returns the new configuration.
-
-    A CDK-deployed function gets the definition's memory back at the next deploy: change
-    `lambda_memory_<fn>` in the environment's settings to keep it.
-    """
-    if not MIN_MEMORY_MB <= memory <= MAX_MEMORY_MB:
-        raise errors.UsageError(f"Lambda memory is {MIN_MEMORY_MB}-{MAX_MEMORY_MB} MB, "
-                                f"not {memory}")
-    _update(lambda_client, function_name, {"MemorySize": memory})
-    return wait_for_update(lambda_client, function_name, sleep=sleep, timeout_s=timeout_s)
-
-
 def apply_live(lambda_client: Any, env: Environment, fn: Function, memory: int, *,
                keep: int = 10, sleep: Callable[[float], None] | None = None) -> Any:
     """Set the recommended memory where it takes effect: on a new published version that

@@ -4,10 +4,11 @@ in S3, the analysis fields, and the stored vector against its recorded dimension
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from collections_ops import errors
+from collections_ops import aws, errors
 from collections_ops.checks import Check
 
 
@@ -46,6 +47,23 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def missing_object(exc: BaseException) -> str | None:
+    """Why an object cannot be read, when that means it is gone; None for other errors.
+
+    S3 answers 403, not 404, for a missing key when the caller may not list the bucket
+    (no s3:ListBucket): for a key the pipeline wrote, that is most often a deleted object.
+    """
+    code = aws.error_code(exc)
+    if code in ("404", "NoSuchKey", "NotFound"):
+        return "no longer exists in S3"
+    if code in ("403", "AccessDenied", "Forbidden"):
+        return ("no longer exists in S3, or this identity may not read it (S3 answers 403 for "
+                "a missing key without s3:ListBucket)")
+    if code == "NoSuchBucket":
+        return "its bucket does not exist"
+    return None
+
+
 def find_items(conn: Any, item_id: str) -> list[tuple[str, str]]:
     with conn.cursor() as cur:
         cur.execute("SELECT user_id, id FROM items WHERE id = %s ORDER BY updated_at DESC",
@@ -53,8 +71,58 @@ def find_items(conn: Any, item_id: str) -> list[tuple[str, str]]:
         return [(r[0], r[1]) for r in cur.fetchall()]
 
 
+def item_rows(conn: Any, item_id: str, user_id: str) -> dict[str, Any]:
+    """The rows `verify` checks (the operations function's `item_rows` has the same shape)."""
+    item = _one(conn, "SELECT * FROM items WHERE id = %s AND user_id = %s", (item_id, user_id))
+    analysis = _one(conn, "SELECT id, item_id, category, summary, description, tags, provider,"
+                    " model, updated_at FROM analyses WHERE item_id = %s AND user_id = %s",
+                    (item_id, user_id))
+    embedding = _one(conn, "SELECT id, item_id, embedding_model, embedding_dimensions,"
+                     " vector_dims(embedding) AS stored_dimensions,"
+                     " vector_norm(embedding) AS norm, analysis_id, updated_at"
+                     " FROM embeddings WHERE item_id = %s AND user_id = %s"
+                     " ORDER BY updated_at DESC LIMIT 1", (item_id, user_id))
+    return {"item": item, "analysis": analysis, "embedding": embedding}
+
+
 def verify(conn: Any, s3: Any, item_id: str, *, user_id: str | None = None) -> VerifyReport:
-    matches = find_items(conn, item_id)
+    return check(s3, item_id, user_id=user_id, find=lambda: find_items(conn, item_id),
+                 rows=lambda user: item_rows(conn, item_id, user))
+
+
+def through(route: Any, s3: Any, item_id: str, *, user_id: str | None = None) -> VerifyReport:
+    """Verify one item through a `services.dataroute` route (direct or the operations
+    function): the same checks, whichever route reads the rows."""
+    return check(s3, item_id, user_id=user_id, find=lambda: route.find_items(item_id),
+                 rows=lambda owner: route.item_rows(item_id, owner))
+
+
+def thumbnail_check(s3: Any, item: dict[str, Any] | None) -> Check:
+    """The item's thumbnail in S3: present, gone, or S3 not answering (raised: exit 4).
+    A missing object is a failed check, not an error: `translate` would read its 404 as an
+    environment that is not deployed, so the missing object is recognised first."""
+    if not item or not item.get("thumbnail_key"):
+        return Check("thumbnail", False, "the item records no thumbnail")
+    try:
+        head = s3.head_object(Bucket=item["thumbnail_bucket"], Key=item["thumbnail_key"])
+    except Exception as exc:
+        gone = missing_object(exc)
+        if gone is None:
+            # S3 not answering is not a missing thumbnail: say so, with exit 4.
+            unreachable = aws.translate(exc)
+            if isinstance(unreachable, errors.NotReady):
+                raise unreachable from None
+            raise
+        return Check("thumbnail", False, gone)
+    return Check("thumbnail", True, f"s3://{item['thumbnail_bucket']}/{item['thumbnail_key']} "
+                 f"({head['ContentLength']} bytes)")
+
+
+def check(s3: Any, item_id: str, *, user_id: str | None,
+          find: Callable[[], list[tuple[str, str]]],
+          rows: Callable[[str], dict[str, Any]]) -> VerifyReport:
+    """Verify one item from rows fetched by `find`/`rows` (either route to the database)."""
+    matches = find()
     if user_id is not None:
         matches = [m for m in matches if m[0] == user_id]
     report = VerifyReport(item_id, user_id)
@@ -67,31 +135,15 @@ def verify(conn: Any, s3: Any, item_id: str, *, user_id: str | None = None) -> V
         report.checks.append(Check("item", True, f"{len(matches)} users have this item ({users});"
                                    f" checking the newest, {matches[0][0]}; pass --user"))
     user_id = report.user_id = matches[0][0]
+    fetched = rows(user_id)
 
-    item = _one(conn, "SELECT * FROM items WHERE id = %s AND user_id = %s", (item_id, user_id))
+    item = fetched.get("item")
     report.item = item
     report.checks.append(Check("item", item is not None, "row in items" if item else "missing"))
 
-    if item and item.get("thumbnail_key"):
-        try:
-            head = s3.head_object(Bucket=item["thumbnail_bucket"], Key=item["thumbnail_key"])
-            report.checks.append(Check(
-                "thumbnail", True,
-                f"s3://{item['thumbnail_bucket']}/{item['thumbnail_key']} "
-                f"({head['ContentLength']} bytes)"))
-        except Exception as exc:
-            # S3 not answering is not a missing thumbnail: say so, with exit 4.
-            unreachable = errors.from_botocore(exc)
-            if isinstance(unreachable, errors.NotReady):
-                raise unreachable from None
-            report.checks.append(Check("thumbnail", False,
-                                       f"not found in S3 ({type(exc).__name__})"))
-    else:
-        report.checks.append(Check("thumbnail", False, "the item records no thumbnail"))
+    report.checks.append(thumbnail_check(s3, item))
 
-    analysis = _one(conn, "SELECT id, item_id, category, summary, description, tags, provider,"
-                    " model, updated_at FROM analyses WHERE item_id = %s AND user_id = %s",
-                    (item_id, user_id))
+    analysis = fetched.get("analysis")
     report.analysis = analysis
     if analysis is None:
         report.checks.append(Check("analysis", False, "no row in analyses"))
@@ -101,11 +153,7 @@ def verify(conn: Any, s3: Any, item_id: str, *, user_id: str | None = None) -> V
                                    f"missing {', '.join(empty)}" if empty else
                                    f"{analysis['category']}: {analysis['summary'][:80]}"))
 
-    embedding = _one(conn, "SELECT id, item_id, embedding_model, embedding_dimensions,"
-                     " vector_dims(embedding) AS stored_dimensions,"
-                     " vector_norm(embedding) AS norm, analysis_id, updated_at"
-                     " FROM embeddings WHERE item_id = %s AND user_id = %s"
-                     " ORDER BY updated_at DESC LIMIT 1", (item_id, user_id))
+    embedding = fetched.get("embedding")
     report.embedding = embedding
     if embedding is None:
         report.checks.append(Check("embedding", False, "no row in embeddings"))

@@ -246,3 +246,18 @@ def configure(lam: Any, env: Environment, fn: Function, *, timeout: int | None =
     described = ", ".join(f"{k} {v}" for k, v in changes.items())
     return publish_live(lam, env, fn, changes=changes, keep=keep, sleep=sleep,
                         description=f"collections configure: {described}")
+
+
+def prune_all(lam: Any, env: Environment, *, keep: int = DEFAULT_KEEP) -> dict[str, list[str]]:
+    """After a deploy: prune every deployed function (the stack retains its old versions)."""
+    from collections_ops.pipeline import DEPLOYED_FUNCTIONS
+
+    pruned: dict[str, list[str]] = {}
+    for fn in DEPLOYED_FUNCTIONS:
+        try:
+            deleted = prune(lam, env, fn, keep=keep)
+        except errors.NotFound:
+            continue  # not deployed (yet): nothing to prune
+        if deleted:
+            pruned[fn.function_name(env.name)] = deleted
+    return pruned

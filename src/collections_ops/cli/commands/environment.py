@@ -1,6 +1,7 @@
 """Commands whose subject is an environment: build, synth, diff, deploy, destroy, rollback,
 bootstrap. The environment is the first argument or --env. `local` runs the embedded cloud;
-dev/prod run the pinned CDK CLI, after the credentials are checked (exit 5 before any build).
+dev/prod run the pinned CDK CLI, after the credentials are checked (exit 5 before any build),
+on the environment as its deployment record describes it (database mode, VPC placement).
 """
 
 from __future__ import annotations
@@ -18,15 +19,22 @@ from collections_ops.cli import ui
 if TYPE_CHECKING:
     from collections_ops.context import Context
     from collections_ops.services.deploy import CdkInvocation
+    from collections_ops.services.deployment import DeploymentRecord
 
 app = typer.Typer(rich_markup_mode=None)
 
 ApprovalOption = Annotated[str, typer.Option(
     "--require-approval", help="never, broadening or any-change (CDK's approval level).")]
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask; same as "
-                                     "--require-approval never.")]
-DatabaseOption = Annotated[str, typer.Option("--database", help="existing (DATABASE_URL in "
-                                             "SSM) or rds (a private RDS PostgreSQL).")]
+                                         "--require-approval never.")]
+DatabaseOption = Annotated[str | None, typer.Option(
+    "--database", help="existing (DATABASE_URL in SSM) or rds (a private RDS PostgreSQL). "
+    "Default: what was deployed before, else the environment's setting.", show_default=False)]
+SubnetOption = Annotated[list[str] | None, typer.Option(
+    "--subnet", help="With an existing database inside a VPC: a private subnet for the "
+    "functions (repeat for each; needs --security-group). Remembered.")]
+SecurityGroupOption = Annotated[list[str] | None, typer.Option(
+    "--security-group", help="With --subnet: a security group the database admits (repeat).")]
 
 
 def _aws(env: str | None, option: str | None, profile: str | None, region: str | None,
@@ -38,14 +46,13 @@ def _aws(env: str | None, option: str | None, profile: str | None, region: str |
     return ctx
 
 
-def _run_cdk(ctx: Context, command: list[str], *, database: str = "existing",
+def _run_cdk(ctx: Context, command: list[str], *, record: DeploymentRecord,
              bundle: bool = True, as_json: bool = False) -> int:
     from collections_ops.services import deploy as deploying
 
-    inv = deploying.cdk(command, env=ctx.env, state_root=Path(ctx.settings.state_root),
-                        profile=ctx.profile, region=ctx._region, database=database,
-                        bundle=bundle)
-    return _run(inv, as_json=as_json)
+    return _run(deploying.cdk(command, env=ctx.env, state_root=Path(ctx.settings.state_root),
+                              profile=ctx.profile, region=ctx.aws_region, record=record,
+                              bundle=bundle), as_json=as_json)
 
 
 def _run(inv: CdkInvocation, *, as_json: bool = False) -> int:
@@ -58,6 +65,12 @@ def _run(inv: CdkInvocation, *, as_json: bool = False) -> int:
 def _cdk_failed(verb: str, rc: int, hint: str = "see the CDK output above") -> None:
     if rc:
         raise errors.CollectionsError(f"cdk {verb} failed (exit {rc})", hint)
+
+
+def _recorded(ctx: Context, database: str | None = None) -> DeploymentRecord:
+    from collections_ops.services import deploy as deploying
+
+    return deploying.recorded(ctx.client, ctx.env, ctx.state_dir, database=database)
 
 
 @app.command()
@@ -87,36 +100,47 @@ def build(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
 
 @app.command()
 def synth(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
-          database: DatabaseOption = "existing",
+          database: DatabaseOption = None,
           output: opt.OutputOption = opt.Output.table) -> None:
     """Synthesize the environment's CloudFormation templates (offline: no credentials)."""
     ctx = opt.context(opt.env_name(env, env_option))
     opt.require_aws(ctx, "synth")
     from collections_ops.services import deploy as deploying
+    from collections_ops.services import deployment
 
     as_json = output is opt.Output.json
+    record = deployment.plan(ctx.env, deployment.load(ctx.state_dir), database=database)
     _cdk_failed("synth", _run_cdk(ctx, ["synth", *deploying.stacks_for(
-        ctx.env, database=database), "--quiet"], database=database, as_json=as_json))
+        ctx.env, database=record.database), "--quiet"], record=record, as_json=as_json))
     out_dir = Path(ctx.settings.state_root) / "cdk.out" / ctx.env.name
     if as_json:
-        ui.print_json({"env": ctx.env.name, "out_dir": str(out_dir)})
+        ui.print_json({"env": ctx.env.name, "out_dir": str(out_dir),
+                       "database": record.database})
     else:
         ui.ok(f"synthesized {ctx.env.name} into {out_dir}")
 
 
 @app.command()
 def diff(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
-         database: DatabaseOption = "existing", profile: opt.ProfileOption = None,
+         database: DatabaseOption = None, profile: opt.ProfileOption = None,
          region: opt.RegionOption = None) -> None:
-    """Show what a deploy would change. Exit 0: no changes; 11: changes; 5: no credentials;
-    other: error."""
+    """Show what a deploy would change, including a `live` alias moved outside the stack.
+    Exit 0: no changes; 11: changes; 5: no credentials; other: error."""
     ctx = _aws(env, env_option, profile, region, "diff")
     from collections_ops.services import deploy as deploying
+    from collections_ops.services import drift
 
-    rc = _run_cdk(ctx, ["diff", *deploying.stacks_for(ctx.env, database=database), "--fail"],
-                  database=database)
-    if rc == 1:
-        raise errors.Changes("the deployed stacks differ from the app")
+    record = _recorded(ctx, database)
+    rc = _run_cdk(ctx, ["diff", *deploying.stacks_for(ctx.env, database=record.database),
+                        "--fail"], record=record)
+    moved = [a for a in drift.alias_drift(ctx.client("cloudformation"), ctx.client("lambda"),
+                                          ctx.env) if not a.in_sync]
+    for alias in moved:
+        ui.info(f"! {alias.detail}", "yellow")
+    if rc == 1 or moved:
+        raise errors.Changes("the deployed stacks differ from the app" if rc == 1 else
+                             f"{len(moved)} live alias(es) moved outside the stack",
+                             f"`collections deploy {ctx.env.name}` puts back what the app says")
     _cdk_failed("diff", rc)
 
 
@@ -126,7 +150,9 @@ def deploy(
     all_stacks: Annotated[bool, typer.Option("--all", help="Every stack of the app.")] = False,
     require_approval: ApprovalOption = "broadening",
     yes: YesOption = False,
-    database: DatabaseOption = "existing",
+    database: DatabaseOption = None,
+    subnet: SubnetOption = None,
+    security_group: SecurityGroupOption = None,
     skip_build: Annotated[bool, typer.Option("--skip-build", help="Deploy the bundles "
                                              "already built.")] = False,
     output: opt.OutputOption = opt.Output.table,
@@ -134,51 +160,62 @@ def deploy(
     region: opt.RegionOption = None,
 ) -> None:
     """Deploy an environment. `local` starts the embedded local cloud in the background;
-    dev/prod check credentials, build the bundles, run preflight checks and `cdk deploy`."""
+    dev/prod check credentials, build the bundles, run preflight checks and `cdk deploy`,
+    then record what was deployed and prune old function versions."""
     ctx = opt.context(opt.env_name(env, env_option), profile, region)
     if ctx.is_local:
-        from collections_ops.localcloud import manager
-
-        ui.info("starting the local cloud…")
-        state, started = manager.start(ctx.state_dir)
-        message = "local cloud started" if started else "local cloud already running"
-        if output is opt.Output.json:
-            ui.print_json({"env": ctx.env.name, "started": started,
-                           "endpoint_url": state.endpoint_url, "state_dir": str(ctx.state_dir)})
-        else:
-            ui.ok(f"{message} at {state.endpoint_url} (state: {ctx.state_dir})")
+        _deploy_local(ctx, as_json=output is opt.Output.json)
         return
     from collections_ops.cli import render
     from collections_ops.services import deploy as deploying
 
+    as_json = output is opt.Output.json
     ctx.require_credentials()
-    if not skip_build:
-        from collections_ops.services import build as building
-
-        reports = building.build(ctx.env.name, out_dir=deploying.bundle_dir_for(
-            Path(ctx.settings.state_root), ctx.env))
-        ui.info(f"built {len(reports)} bundles ({sum(r.size_mb for r in reports):.0f} MB)")
-    plan = deploying.deploy(ctx.client, ctx.env, state_root=Path(ctx.settings.state_root),
-                            profile=ctx.profile, region=ctx._region, all_stacks=all_stacks,
-                            approval="never" if yes else require_approval, database=database)
-    failed = render.checks(f"preflight ({ctx.env.name})", plan.checks,
-                           as_json=output is opt.Output.json)
+    plan = deploying.deploy(
+        ctx.client, ctx.env, state_root=Path(ctx.settings.state_root), state_dir=ctx.state_dir,
+        profile=ctx.profile, all_stacks=all_stacks, approval="never" if yes else require_approval,
+        database=database, subnet_ids=subnet or (), security_group_ids=security_group or (),
+        region=region, account=ctx.account, build=not skip_build)
+    for change in plan.changes:
+        ui.info(f"deployment: {change}")
+    if plan.built:
+        ui.info(f"built {len(plan.built)} bundles ({sum(r.size_mb for r in plan.built):.0f} MB)")
+    failed = render.checks(f"preflight ({ctx.env.name})", plan.checks, as_json=as_json)
     if failed:
         first = failed[0]
         raise errors.ConfigError(f"preflight failed: {first.name}: {first.detail}", first.fix)
-    _cdk_failed("deploy", _run(plan.invocation, as_json=output is opt.Output.json),
+    _cdk_failed("deploy", _run(plan.invocation, as_json=as_json),
                 f"see the CDK output above; `collections rollback {ctx.env.name}` returns a "
                 "stack stuck in a failed update")
-    (ui.info if output is opt.Output.json else ui.ok)(f"deployed {ctx.env.name}")
+    record, pruned = deploying.deployed(ctx.client, ctx.env, plan, state_dir=ctx.state_dir)
+    for name, deleted in pruned.items():
+        ui.info(f"{name}: pruned versions {', '.join(deleted)} "
+                f"(keeping {ctx.env.versions_to_keep})")
+    (ui.info if as_json else ui.ok)(f"deployed {ctx.env.name} (database {record.database}, "
+                                    f"{record.region})")
+
+
+def _deploy_local(ctx: Context, *, as_json: bool) -> None:
+    from collections_ops.localcloud import manager
+
+    ui.info("starting the local cloud…")
+    state, started = manager.start(ctx.state_dir)
+    if as_json:
+        ui.print_json({"env": ctx.env.name, "started": started,
+                       "endpoint_url": state.endpoint_url, "state_dir": str(ctx.state_dir)})
+    else:
+        ui.ok(("local cloud started" if started else "local cloud already running")
+              + f" at {state.endpoint_url} (state: {ctx.state_dir})")
 
 
 @app.command()
 def destroy(
     env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
-    yes: YesOption = False, database: DatabaseOption = "existing",
+    yes: YesOption = False, database: DatabaseOption = None,
     profile: opt.ProfileOption = None, region: opt.RegionOption = None,
 ) -> None:
-    """Destroy an environment. `local` stops the local cloud and deletes its state."""
+    """Destroy an environment: what was deployed to it (the database stack too). `local`
+    stops the local cloud and deletes its state."""
     ctx = opt.context(opt.env_name(env, env_option), profile, region)
     if ctx.is_local:
         from collections_ops.localcloud import manager
@@ -195,9 +232,11 @@ def destroy(
     from collections_ops.services import deploy as deploying
 
     ctx.require_credentials()
-    command = ["destroy", *deploying.stacks_for(ctx.env, database=database)]
+    record = _recorded(ctx, database)
+    command = ["destroy", *deploying.stacks_for(ctx.env, database=record.database)]
     _cdk_failed("destroy", _run_cdk(ctx, [*command, *(["--force"] if yes else [])],
-                                    database=database, bundle=False))
+                                    record=record, bundle=False))
+    deploying.destroyed(ctx.client, ctx.env, state_dir=ctx.state_dir)
 
 
 @app.command()
@@ -219,7 +258,7 @@ def rollback(
     if function is None:
         opt.require_aws(ctx, "rollback")
         _cdk_failed("rollback", _run_cdk(ctx, ["rollback", ctx.env.stack_name("Compute")],
-                                         bundle=False))
+                                         record=_recorded(ctx), bundle=False))
         return
     from collections_ops.pipeline import function as find_function
     from collections_ops.services import versions
@@ -240,6 +279,8 @@ def rollback(
 def bootstrap(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
               profile: opt.ProfileOption = None, region: opt.RegionOption = None) -> None:
     """Prepare the account and region for CDK deployments (`cdk bootstrap`)."""
+    from collections_ops.services import deployment
+
     ctx = _aws(env, env_option, profile, region, "bootstrap")
     _cdk_failed("bootstrap", _run_cdk(ctx, ["bootstrap", f"aws://{ctx.account}/{ctx.region}"],
-                                      bundle=False))
+                                      record=deployment.plan(ctx.env, None), bundle=False))

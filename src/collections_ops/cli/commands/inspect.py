@@ -54,8 +54,9 @@ def doctor(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
 
     ctx = opt.context(opt.env_name(env, env_option), profile, region)
     findings = inspect.doctor(ctx.client, ctx.env, account=ctx.account, region=ctx.region,
-                              connect=lambda: ctx.db)
-    failed = render.checks(f"doctor ({ctx.env.name})", findings, as_json=output is opt.Output.json)
+                              route=lambda: ctx.data_route)
+    failed = render.checks(f"doctor ({ctx.env.name})", findings,
+                           as_json=output is opt.Output.json)
     if failed:
         raise errors.VerifyFailed(f"{len(failed)} check(s) failed: "
                                   f"{', '.join(f.name for f in failed)}",
@@ -75,9 +76,11 @@ def verify(
     from collections_ops.services import verify as verifying
 
     ctx = opt.context(env, profile, region)
-    report = verifying.verify(ctx.db, ctx.client("s3"), item_id, user_id=user)
+    route = ctx.data_route
+    ui.info(f"route: {route.description}")
+    report = verifying.through(route, ctx.client("s3"), item_id, user_id=user)
     if output is opt.Output.json:
-        ui.print_json(report.as_dict())
+        ui.print_json({**report.as_dict(), "route": route.kind})
     else:
         render.checks(f"{report.user_id or '?'}/{item_id}", report.checks, as_json=False)
     verifying.raise_for_failure(report)
@@ -101,8 +104,10 @@ def search(
     api_key = ctx.provider_key("VOYAGE_API_KEY") if provider == "voyage" else None
     try:
         vector = searching.embed_query(query, provider=provider, model=model, api_key=api_key)
-        hits = searching.search(ctx.db, vector, model=model, dimensions=len(vector),
-                                user_id=user, limit=limit)
+        route = ctx.data_route
+        ui.info(f"route: {route.description}")
+        hits = route.search(vector, model=model, dimensions=len(vector), user_id=user,
+                            limit=limit)
     except ValueError as exc:
         raise errors.UsageError(str(exc)) from None
     if output is opt.Output.json:

@@ -92,19 +92,59 @@ def tune(
         result = tuning.tune(invoker, sizes, runs=runs, strategy=strategy)
     finally:
         invoker.restore()
+    published = (tuning.apply_live(lam, ctx.env, fn, result.recommended.memory_mb,
+                                   keep=ctx.env.versions_to_keep) if apply_it else None)
+    if output is opt.Output.json:  # with --apply, the version it published too
+        ui.print_json(result.table() if published is None
+                      else {"results": result.table(), "published": published.as_dict()})
+        return
+    ui.table(f"{fn.function_name(ctx.env.name)} ({strategy})",
+             ["memory", "average", "cost / 1M", "kept", ""],
+             [[f"{r['memory_mb']} MB", f"{r['average_ms']} ms",
+               f"${r['cost_per_million_usd']}", f"{r['kept']}/{r['runs']}",
+               "◀ recommended" if r["recommended"] else ""] for r in result.table()])
+    for line in tuning.chart(result):
+        ui.line(line)
+    if published is not None:
+        _report_published(published, f"memory {result.recommended.memory_mb} MB")
+
+
+def _report_published(published: Any, what: str) -> None:
+    moved = (f"live moved from version {published.from_version} to {published.to_version}"
+             if published.from_version != published.to_version
+             else f"live already runs version {published.to_version}")
+    ui.ok(f"{published.function_name}: {what}; {moved}")
+    for change in published.changes:
+        ui.line(f"  {change}")
+    if published.pruned:
+        ui.info(f"pruned old versions {', '.join(published.pruned)}")
+    ui.info("the next deploy restores the settings' values: change them there to keep this")
+
+
+@app.command()
+def configure(
+    function: opt.FunctionArg,
+    env: opt.EnvOption = None,
+    timeout: Annotated[int | None, typer.Option("--timeout", help="Seconds (1-900).")] = None,
+    memory: Annotated[int | None, typer.Option("--memory", help="MB (128-10240).")] = None,
+    output: opt.OutputOption = opt.Output.table,
+    profile: opt.ProfileOption = None, region: opt.RegionOption = None,
+) -> None:
+    """The guide's "Increase timeout", in a form that takes effect: change the configuration,
+    publish a version and move `live` (what the triggers invoke) to it."""
+    from collections_ops.pipeline import function as find_function
+    from collections_ops.services import versions
+
+    ctx = opt.context(env, profile, region)
+    published = versions.configure(ctx.client("lambda"), ctx.env, find_function(function),
+                                   timeout=timeout, memory=memory,
+                                   keep=ctx.env.versions_to_keep)
     if output is opt.Output.json:
-        ui.print_json(result.table())
-    else:
-        ui.table(f"{fn.function_name(ctx.env.name)} ({strategy})",
-                 ["memory", "average", "cost / 1M", "kept", ""],
-                 [[f"{r['memory_mb']} MB", f"{r['average_ms']} ms",
-                   f"${r['cost_per_million_usd']}", f"{r['kept']}/{r['runs']}",
-                   "◀ recommended" if r["recommended"] else ""] for r in result.table()])
-        for line in tuning.chart(result):
-            ui.line(line)
-    if apply_it:
-        tuning.apply(lam, fn.function_name(ctx.env.name), result.recommended.memory_mb)
-        ui.info(f"memory set to {result.recommended.memory_mb} MB")
+        ui.print_json(published.as_dict())
+        return
+    parts = [f"timeout {timeout} s" if timeout is not None else "",
+             f"memory {memory} MB" if memory is not None else ""]
+    _report_published(published, ", ".join(p for p in parts if p))
 
 
 @app.command()
@@ -136,6 +176,9 @@ def concurrency(
     ui.table(None, ["function", "setting", "deployed", "state"],
              [[state.function_name, state.expected, state.deployed,
                state.detail if state.in_sync else ui.red(state.detail)]])
+    if limit is not None or unreserve:
+        # PutFunctionConcurrency has no qualifier: it covers `live` and every version at once.
+        ui.info("reserved concurrency is the function's, for every version: in effect now")
 
 
 @app.command()

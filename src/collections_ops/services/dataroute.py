@@ -1,0 +1,225 @@
+"""How the CLI's database commands reach the database: directly, or through the operations
+function inside the database's VPC.
+
+A private database (mode `rds`, or `existing` inside a VPC) admits only the functions' security
+group: from the operator's machine a connection times out. The operations function
+(`collections-<env>-OperationsLambda`, lambdas/operations/handler.py) sits in that VPC and
+answers a closed vocabulary -- `migrate`, `status` and a few named read-only queries -- so
+`db migrate`, `db status`, `verify`, `search` and doctor's database checks work either way.
+
+The route is chosen by trying: a direct connection first (a DATABASE_URL in the environment,
+e.g. through an SSM port-forwarding tunnel, or the SSM parameter), and the operations function
+when that fails. Every result says which route answered, so an operator knows whether they saw
+the database from their laptop or from inside the VPC.
+
+Both routes return the same types (`VerifyReport`, `SearchHit`, `Finding`, a status dict in the
+operations function's shape), so commands and renderers do not know which one ran.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, Protocol
+
+from collections_ops import aws, errors, paths
+from collections_ops.pipeline import OPERATIONS, Environment
+
+RouteKind = Literal["direct", "operations"]
+Invoker = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class Route(Protocol):
+    kind: RouteKind
+    description: str
+
+    def migrate(self) -> list[str]: ...
+    def status(self) -> dict[str, Any]: ...
+    def find_items(self, item_id: str) -> list[tuple[str, str]]: ...
+    def item_rows(self, item_id: str, user_id: str) -> dict[str, Any]: ...
+    def search(self, vector: Sequence[float], *, model: str, dimensions: int,
+               user_id: str | None, limit: int) -> list[Any]: ...
+    def database_check(self) -> dict[str, Any]: ...
+
+
+# --------------------------------------------------------------------------- direct
+
+
+class DirectRoute:
+    """A connection from this machine."""
+
+    kind: RouteKind = "direct"
+
+    def __init__(self, conn: Any, *, where: str = "this machine") -> None:
+        self.conn = conn
+        self.description = f"direct connection from {where}"
+
+    def migrate(self) -> list[str]:
+        from collections_ops.services import database
+
+        return database.migrate(self.conn)
+
+    def status(self) -> dict[str, Any]:
+        # The same statements as the operations function's, so both routes report alike.
+        result: dict[str, Any] = _operations_queries().status(self.conn)
+        return result
+
+    def find_items(self, item_id: str) -> list[tuple[str, str]]:
+        from collections_ops.services import verify
+
+        return verify.find_items(self.conn, item_id)
+
+    def item_rows(self, item_id: str, user_id: str) -> dict[str, Any]:
+        from collections_ops.services import verify
+
+        return verify.item_rows(self.conn, item_id, user_id)
+
+    def search(self, vector: Sequence[float], *, model: str, dimensions: int,
+               user_id: str | None, limit: int) -> list[Any]:
+        from collections_ops.services import search
+
+        return search.search(self.conn, vector, model=model, dimensions=dimensions,
+                             user_id=user_id, limit=limit)
+
+    def database_check(self) -> dict[str, Any]:
+        paths.add_shared_to_path()
+        from collections_core import migrate
+
+        row = self.conn.execute(
+            "SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+        return {"reachable": True, "vector": row[0] if row else None,
+                "pending": migrate.pending(self.conn)}
+
+
+def _operations_queries() -> Any:
+    """lambdas/operations/queries.py, loaded under a name of its own (`queries` is generic)."""
+    import importlib.util
+    import sys
+
+    name = "collections_operations_queries"
+    if name in sys.modules:
+        return sys.modules[name]
+    paths.add_shared_to_path()
+    path = paths.lambda_code_dir(OPERATIONS.code_dir) / "queries.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# --------------------------------------------------------------------------- operations
+
+
+class OperationsRoute:
+    """The operations function, invoked synchronously with the handler's request shape."""
+
+    kind: RouteKind = "operations"
+
+    def __init__(self, invoke: Invoker, function_name: str, *,
+                 because: str | None = None) -> None:
+        self._invoke = invoke
+        self.function_name = function_name
+        self.because = because  # why the direct route was not taken
+        self.description = f"operations function {function_name}"
+
+    def call(self, action: str, query: str | None = None,
+             params: dict[str, Any] | None = None) -> Any:
+        request: dict[str, Any] = {"action": action}
+        if query is not None:
+            request.update(query=query, params=params or {})
+        try:
+            response = self._invoke(request)
+        except errors.NotFound as exc:
+            if self.because is None:
+                raise
+            raise errors.DatabaseError(f"the database is not reachable directly "
+                                       f"({self.because}) and {exc.message}", exc.hint) from None
+        if not isinstance(response, dict):
+            raise errors.CollectionsError(f"{self.function_name} answered something that is "
+                                          "not a JSON object",
+                                          "check that its code matches this CLI")
+        if response.get("ok"):
+            return response.get("result")
+        message = f"{self.function_name}: {response.get('error') or 'failed'}"
+        hint = response.get("hint")
+        kind = response.get("kind")
+        if kind == "usage":
+            raise errors.CollectionsError(message, hint or "the function's code and this "
+                                          "CLI differ: redeploy")
+        raise errors.DatabaseError(message, hint)
+
+    def migrate(self) -> list[str]:
+        return [str(v) for v in self.call("migrate").get("applied", [])]
+
+    def status(self) -> dict[str, Any]:
+        return dict(self.call("status"))
+
+    def find_items(self, item_id: str) -> list[tuple[str, str]]:
+        rows = self.call("query", "find_items", {"item_id": item_id})
+        return [(str(r["user_id"]), str(r["id"])) for r in rows]
+
+    def item_rows(self, item_id: str, user_id: str) -> dict[str, Any]:
+        return dict(self.call("query", "item_rows", {"item_id": item_id, "user_id": user_id}))
+
+    def search(self, vector: Sequence[float], *, model: str, dimensions: int,
+               user_id: str | None, limit: int) -> list[Any]:
+        from collections_ops.services.search import SearchHit
+
+        rows = self.call("query", "search", {
+            "vector": [float(v) for v in vector], "model": model, "dimensions": dimensions,
+            "user_id": user_id, "limit": limit})
+        return [SearchHit(item_id=r["item_id"], user_id=r["user_id"], category=r["category"],
+                          summary=r["summary"], distance=float(r["distance"])) for r in rows]
+
+    def database_check(self) -> dict[str, Any]:
+        return dict(self.call("query", "database_check", {}))
+
+
+def lambda_invoker(lam: Any, function_name: str) -> Invoker:
+    """Invoke the function with boto3 (RequestResponse) and return its JSON answer."""
+
+    def invoke(request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            response = lam.invoke(FunctionName=function_name, InvocationType="RequestResponse",
+                                  Payload=json.dumps(request).encode())
+        except Exception as exc:
+            if aws.is_not_found(exc, "ResourceNotFoundException"):
+                raise errors.NotFound(f"operations function {function_name} does not exist",
+                                      "deploy the environment with this CLI's version") from None
+            raise
+        body = response["Payload"].read().decode("utf-8", errors="replace")
+        if response.get("FunctionError"):
+            try:
+                detail = json.loads(body).get("errorMessage") or body
+            except (json.JSONDecodeError, AttributeError):
+                detail = body
+            raise errors.DatabaseError(f"{function_name} failed: {str(detail)[:300]}",
+                                       f"see `aws logs tail /aws/lambda/{function_name}`")
+        try:
+            answer = json.loads(body)
+        except json.JSONDecodeError:
+            raise errors.CollectionsError(f"{function_name} answered with no JSON") from None
+        return answer if isinstance(answer, dict) else {"ok": False, "error": str(answer)}
+
+    return invoke
+
+
+# --------------------------------------------------------------------------- choosing
+
+
+def choose(env: Environment, *, connect: Callable[[], Any],
+           operations: Callable[[str], OperationsRoute] | None) -> Route:
+    """The direct route if a connection can be made, else the operations function (built by
+    `operations(reason the direct route failed)`).
+
+    `operations` is None where there is no such function (the local cloud): the direct error
+    then stands.
+    """
+    try:
+        return DirectRoute(connect())
+    except (errors.DatabaseError, errors.ConfigError) as exc:
+        if operations is None or env.is_local:
+            raise
+        return operations(exc.message)
