@@ -32,6 +32,7 @@ the local cloud keeps running.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
@@ -140,7 +141,37 @@ class Store:
 
     # ----------------------------------------------------------------- SSM
 
+    def _sealing_key(self) -> bytes:
+        """The key SecureString values are encrypted with at rest (AWS keeps them under KMS):
+        32 random bytes in a 0600 file of the store, made on first use."""
+        path = self.root / "ssm.key"
+        with self.lock:
+            try:
+                return path.read_bytes()
+            except FileNotFoundError:
+                key = os.urandom(32)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(key)
+                return key
+
+    def _seal(self, name: str, value: str) -> str:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        nonce = os.urandom(12)
+        sealed = AESGCM(self._sealing_key()).encrypt(nonce, value.encode(), name.encode())
+        return base64.b64encode(nonce + sealed).decode()
+
+    def _unseal(self, name: str, sealed: str) -> str:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        raw = base64.b64decode(sealed)
+        return AESGCM(self._sealing_key()).decrypt(raw[:12], raw[12:], name.encode()).decode()
+
     def put_parameter(self, name: str, record: dict[str, Any]) -> None:
+        if record.get("type") == "SecureString":
+            # Never the plain value on disk: state folders get copied, attached to bug reports.
+            record = {**record, "value": None, "sealed": self._seal(name, record["value"])}
         _write_atomic(self.root / "ssm" / f"{_digest(name)}.json", json.dumps(record).encode())
 
     def delete_parameter(self, name: str) -> None:
@@ -149,9 +180,13 @@ class Store:
     def parameters(self) -> Iterable[dict[str, Any]]:
         for path in sorted((self.root / "ssm").glob("*.json")):
             try:
-                yield json.loads(path.read_text())
-            except (OSError, ValueError):
+                record = json.loads(path.read_text())
+                if record.get("sealed"):
+                    record["value"] = self._unseal(record["name"], record.pop("sealed"))
+            except Exception as exc:  # unreadable, torn, or sealed with a lost key
+                log.warning("parameter record %s not restored: %s", path.name, type(exc).__name__)
                 continue
+            yield record
 
     # ----------------------------------------------------------------- Logs
 
