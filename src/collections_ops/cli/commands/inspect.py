@@ -76,6 +76,11 @@ def verify(
 
     ctx = opt.context(env, profile, region)
     report = verifying.verify(ctx.db, ctx.client("s3"), item_id, user_id=user)
+    if not report.ok:
+        from collections_ops.services import dlq
+
+        verifying.explain(report, dlq.find(ctx.client("sqs"), ctx.env, item_id=item_id,
+                                           user_id=report.user_id))
     if output is opt.Output.json:
         ui.print_json(report.as_dict())
     else:
