@@ -112,6 +112,21 @@ def test_the_failed_upload_is_in_the_dead_letter_queue_and_can_be_redriven(cli_e
     assert {q["function_key"]: q["depth"] for q in listed}["processor"] >= 1, "nothing removed"
 
 
+def test_verify_of_the_failed_upload_says_where_and_why_and_redrive_keeps_it(cli_env):
+    result = run(cli_env, "verify", "broken")
+    assert result.returncode == 8, result.stdout + result.stderr
+    assert "failed in the processor" in result.stderr and "truncated" in result.stderr
+    assert "failed in the processor" in result.stdout  # the check in the table
+    redrive = run(cli_env, "dlq", "redrive", "processor", "--json")
+    assert redrive.returncode == 0, redrive.stderr
+    report = json.loads(redrive.stdout)
+    assert report["skipped_terminal"] >= 1
+    skipped = [o for o in report["outcomes"] if o["item_id"] == "broken"]
+    assert skipped and all(o["status"] == "skipped" and o["terminal"] for o in skipped)
+    listed = json.loads(run(cli_env, "dlq", "list", "--json").stdout)
+    assert {q["function_key"]: q["depth"] for q in listed}["processor"] >= 1, "kept"
+
+
 def test_load_test_reports_throughput_and_stage_latencies(cli_env):
     result = run(cli_env, "load-test", "local", "--count", "6", "--concurrency", "3", "--json")
     assert result.returncode == 0, result.stderr

@@ -199,7 +199,7 @@ def test_nothing_is_lost_when_a_redrive_fails_halfway(pipeline):
         replayed.append(str(failed.item_id))
         return "somewhere"
 
-    report = dlq.redrive(pipeline.client, pipeline.env, "processor", replay=flaky,
+    report = dlq.redrive(pipeline.client, pipeline.env, "processor", replay=flaky, include_terminal=True,
                          rate_per_s=100)
 
     assert (report.replayed, report.failed, report.skipped) == (1, 1, 0)
@@ -219,7 +219,7 @@ def test_nothing_is_lost_when_a_redrive_fails_halfway(pipeline):
             raise RuntimeError("connection reset")
         return "somewhere"
 
-    report = dlq.redrive(pipeline.client, pipeline.env, "processor", replay=fails_on_one,
+    report = dlq.redrive(pipeline.client, pipeline.env, "processor", replay=fails_on_one, include_terminal=True,
                          keep_going=True, rate_per_s=100)
     assert (report.replayed, report.failed, report.stopped_early) == (2, 1, False)
     assert "RuntimeError: connection reset" in next(
@@ -231,7 +231,8 @@ def test_nothing_is_lost_when_a_redrive_fails_halfway(pipeline):
 def test_a_dry_run_deletes_and_sends_nothing(pipeline):
     fail_uploads(pipeline, ["x1", "x2", "x3"])
 
-    report = dlq.redrive(pipeline.client, pipeline.env, "processor", dry_run=True)
+    report = dlq.redrive(pipeline.client, pipeline.env, "processor", dry_run=True,
+                         include_terminal=True)
 
     assert (report.would_replay, report.replayed, report.failed) == (3, 0, 0)
     assert {o.target for o in report.outcomes} == {
@@ -252,7 +253,7 @@ def test_redrive_honours_the_rate_with_an_injected_clock(pipeline):
         return "somewhere"
 
     report = dlq.redrive(pipeline.client, pipeline.env, "processor", replay=replay,
-                         rate_per_s=2, clock=clock, sleep=clock.sleep)
+                         include_terminal=True, rate_per_s=2, clock=clock, sleep=clock.sleep)
 
     assert report.replayed == 5
     assert at == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0])
@@ -262,9 +263,45 @@ def test_redrive_honours_the_rate_with_an_injected_clock(pipeline):
 def test_max_messages_limits_a_redrive(pipeline):
     fail_uploads(pipeline, ["m1", "m2", "m3"])
     report = dlq.redrive(pipeline.client, pipeline.env, "processor", max_messages=2,
-                         replay=lambda failed: "somewhere", rate_per_s=100)
+                         include_terminal=True, replay=lambda failed: "somewhere", rate_per_s=100)
     assert report.replayed == 2
     assert depth(pipeline, "processor") == 1
+
+
+def test_a_terminal_failure_is_skipped_and_kept_unless_included(pipeline, db):
+    """One corrupt upload (terminal: it can never succeed) and one run that exhausted its
+    retries while the database was down (retryable): a redrive re-queues only the second."""
+    from collections_core import runtime
+
+    fail_uploads(pipeline, ["corrupt"])
+    pipeline.upload("user123/outage.jpg", images.photo())
+    [event] = pipeline.s3_events()
+    record = runtime.failure_record(
+        function_name="collections-local-ImageProcessorLambda", request_id="r-1", event=event,
+        condition="RetriesExhausted", error_type="RetryableError",
+        reason="database unreachable")
+    pipeline.client("sqs").send_message(QueueUrl=pipeline.dlq_urls["processor"],
+                                        MessageBody=json.dumps(record))
+    sqs = pipeline.client("sqs")
+    assert {(f.item_id, f.terminal) for f in dlq.peek(sqs, pipeline.env, "processor")} == {
+        ("corrupt", True), ("outage", False)}
+
+    report = dlq.redrive(pipeline.client, pipeline.env, "processor", rate_per_s=100)
+
+    assert (report.replayed, report.skipped, report.skipped_terminal) == (1, 1, 1)
+    by_item = {o.item_id: o for o in report.outcomes}
+    assert by_item["outage"].status == "replayed"
+    assert by_item["corrupt"].status == "skipped" and by_item["corrupt"].terminal
+    assert "unreadable image" in by_item["corrupt"].detail
+    assert report.as_dict()["requeued"] == 1 and report.as_dict()["skipped_terminal"] == 1
+    assert pipeline.s3_events() == [event]  # only the retryable one went back
+    assert [f.item_id for f in dlq.peek(sqs, pipeline.env, "processor")] == ["corrupt"]
+
+    fail_uploads(pipeline, ["corrupt again"])
+    report = dlq.redrive(pipeline.client, pipeline.env, "processor", rate_per_s=100,
+                         include_terminal=True)
+    assert (report.replayed, report.skipped) == (2, 0)
+    assert depth(pipeline, "processor") == 0
 
 
 def test_events_that_cannot_go_back_are_skipped_and_kept(pipeline):
@@ -301,7 +338,8 @@ def test_a_replay_that_fails_again_is_not_replayed_in_a_loop(pipeline):
         return "somewhere"
 
     report = dlq.redrive(pipeline.client, pipeline.env, "processor",
-                         replay=replay_and_fail_again, rate_per_s=100)
+                         replay=replay_and_fail_again, include_terminal=True,
+                         rate_per_s=100)
     assert report.replayed == 1
     assert depth(pipeline, "processor") == 1
 

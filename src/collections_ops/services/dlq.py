@@ -40,6 +40,11 @@ EVENTBRIDGE_DLQ = "eventbridge-dlq"
 LAMBDA_DLQ = "lambda-dlq"  # a function's DeadLetterConfig: body = event, ErrorCode attributes
 UNREADABLE = "unreadable"
 
+# The condition of the record a handler writes for its own terminal failures
+# (`collections_core.runtime.dead_letter`); its errorType is the TerminalError subclass.
+TERMINAL_CONDITION = "TerminalError"
+REDRIVABLE_TERMINAL = frozenset({"ConfigurationError"})
+
 PEEK_VISIBILITY_S = 30  # how long a message read by `peek` stays hidden at most
 AGE_SAMPLE = 10  # messages read to estimate the age of the oldest
 
@@ -88,6 +93,17 @@ class FailedEvent:
     rule_arn: str | None = None
     target_arn: str | None = None
     receipt_handle: str = field(default="", repr=False, compare=False)
+    correlation_id: str | None = None  # from an EventBridge detail (an S3 event has none)
+
+    @property
+    def terminal(self) -> bool:
+        """A failure the handler itself marked as one that can never succeed (its own
+        on-failure record, condition TerminalError): replaying it only brings it back. A
+        ConfigurationError is the exception: it succeeds once an operator fixes the setting,
+        and a redrive is what follows the fix. Lambda's own records (RetriesExhausted,
+        EventAgeExceeded) and EventBridge delivery failures are not terminal."""
+        return (self.format == LAMBDA_RECORD and self.condition == TERMINAL_CONDITION
+                and self.error_type not in REDRIVABLE_TERMINAL)
 
     @property
     def error(self) -> str:
@@ -98,6 +114,7 @@ class FailedEvent:
         out = asdict(self)
         out.pop("receipt_handle")
         out["error"] = self.error
+        out["terminal"] = self.terminal
         return out
 
 
@@ -170,6 +187,37 @@ def peek(sqs: Any, env: Environment, function_key: str, *,
         messages = borrow(limit, visibility_s=PEEK_VISIBILITY_S)
     events = [decode(fn, m) for m in messages]
     return sorted(events, key=lambda e: (e.failed_at is None, e.failed_at or 0.0))
+
+
+FIND_LIMIT = 100  # dead letters read per queue when looking for one item's
+
+
+def find(sqs: Any, env: Environment, *, item_id: str | None = None,
+         user_id: str | None = None, key: str | None = None,
+         correlation_id: str | None = None, function_keys: Iterable[str] | None = None,
+         limit: int = FIND_LIMIT) -> list[FailedEvent]:
+    """The dead letters, in the given functions' queues (all by default), that name this item
+    (and user), S3 key or correlation id -- newest first. Nothing is removed; a queue that
+    does not exist holds nothing. Matching is on the decoded fields, never on error text."""
+    keys = list(function_keys) if function_keys is not None else [fn.key for fn in FUNCTIONS]
+    found: list[FailedEvent] = []
+    for fn in map(function_of, keys):
+        url = queue_url(sqs, fn.dlq_name(env.name))
+        if url is None:
+            continue
+        with _borrowed(sqs, url) as borrow:
+            messages = borrow(limit, visibility_s=PEEK_VISIBILITY_S)
+        for failed in (decode(fn, m) for m in messages):
+            if item_id is not None and failed.item_id != item_id:
+                continue
+            if user_id is not None and failed.user_id != user_id:
+                continue
+            if key is not None and failed.key != key:
+                continue
+            if correlation_id is not None and failed.correlation_id != correlation_id:
+                continue
+            found.append(failed)
+    return sorted(found, key=lambda e: -(e.failed_at or 0.0))
 
 
 @contextlib.contextmanager
@@ -291,6 +339,19 @@ def identity(event: Any) -> tuple[str | None, str | None, str | None]:
     return None, None, None
 
 
+def correlation_of(event: Any) -> str | None:
+    """The correlation id an EventBridge event's detail carries (ImageProcessed and
+    AnalysisComplete both do); None for anything else."""
+    if event_kind(event) != "eventbridge":
+        return None
+    detail = event.get("detail")
+    if isinstance(detail, str):
+        with contextlib.suppress(json.JSONDecodeError):
+            detail = json.loads(detail)
+    value = detail.get("correlation_id") if isinstance(detail, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
 def decode(fn: Function, message: dict[str, Any]) -> FailedEvent:
     """Read one dead letter, whichever of the formats it is in."""
     attrs = message.get("Attributes", {})
@@ -323,7 +384,7 @@ def decode(fn: Function, message: dict[str, Any]) -> FailedEvent:
             failed_at=_iso_epoch(body.get("timestamp")) or sent,
             attempts=int(attempts) if isinstance(attempts, int | str) and str(attempts).isdigit()
             else None,
-            event=event)
+            event=event, correlation_id=correlation_of(event))
 
     user_id, item_id, key = identity(body)
     if _attribute(message, "ERROR_CODE") is not None or _attribute(message, "RULE_ARN"):
@@ -333,12 +394,13 @@ def decode(fn: Function, message: dict[str, Any]) -> FailedEvent:
             error_message=_attribute(message, "ERROR_MESSAGE"), user_id=user_id,
             item_id=item_id, key=key, event_kind=event_kind(body), failed_at=sent,
             attempts=None, event=body, rule_arn=_attribute(message, "RULE_ARN"),
-            target_arn=_attribute(message, "TARGET_ARN"))
+            target_arn=_attribute(message, "TARGET_ARN"), correlation_id=correlation_of(body))
     return FailedEvent(
         **common, format=LAMBDA_DLQ, condition=_attribute(message, "ErrorCode"),
         error_type=_attribute(message, "ErrorCode"),
         error_message=_attribute(message, "ErrorMessage"), user_id=user_id, item_id=item_id,
-        key=key, event_kind=event_kind(body), failed_at=sent, attempts=None, event=body)
+        key=key, event_kind=event_kind(body), failed_at=sent, attempts=None, event=body,
+        correlation_id=correlation_of(body))
 
 
 # --------------------------------------------------------------------------- replaying
@@ -458,6 +520,7 @@ class Outcome:
     target: str | None
     detail: str = ""
     deleted: bool = False
+    terminal: bool = False  # the failure was terminal (skipped unless include_terminal)
 
 
 @dataclass
@@ -489,6 +552,10 @@ class RedriveReport:
         return self._count("skipped")
 
     @property
+    def skipped_terminal(self) -> int:
+        return sum(1 for o in self.outcomes if o.status == "skipped" and o.terminal)
+
+    @property
     def not_deleted(self) -> int:
         """Replayed, but the dead letter could not be deleted (it may be replayed twice)."""
         return sum(1 for o in self.outcomes if o.status == "replayed" and not o.deleted)
@@ -497,7 +564,8 @@ class RedriveReport:
         return {"function": self.function_key, "queue": self.queue_name,
                 "dry_run": self.dry_run, "replayed": self.replayed,
                 "would_replay": self.would_replay, "failed": self.failed,
-                "skipped": self.skipped, "not_deleted": self.not_deleted,
+                "requeued": self.replayed, "skipped": self.skipped,
+                "skipped_terminal": self.skipped_terminal, "not_deleted": self.not_deleted,
                 "stopped_early": self.stopped_early, "arrived_during": self.arrived_during,
                 "outcomes": [asdict(o) for o in self.outcomes]}
 
@@ -505,6 +573,7 @@ class RedriveReport:
 def redrive(client_factory: ClientFactory, env: Environment, function_key: str, *,
             dry_run: bool = False, rate_per_s: float = 5.0, max_messages: int | None = None,
             replay: Replay | None = None, keep_going: bool = False,
+            include_terminal: bool = False,
             on_outcome: Callable[[Outcome], None] | None = None,
             clock: Callable[[], float] = time.monotonic,
             sleep: Callable[[float], None] = time.sleep,
@@ -514,7 +583,9 @@ def redrive(client_factory: ClientFactory, env: Environment, function_key: str, 
     A dead letter is deleted only after its replay was accepted. One that fails to replay stays
     in the queue; the redrive then stops, unless `keep_going`. Only the messages present when the
     redrive starts are handled: a replay that fails again and lands back in the queue is left
-    for the next redrive rather than replayed in a loop. Messages read but not deleted are made
+    for the next redrive rather than replayed in a loop. A terminal failure (`FailedEvent.terminal`)
+    cannot succeed by being replayed: it is skipped, counted and kept, unless
+    `include_terminal`. Messages read but not deleted are made
     visible again at the end, so a dry run or an interrupted redrive leaves the queue as it was.
     """
     fn = function_of(function_key)
@@ -551,7 +622,7 @@ def redrive(client_factory: ClientFactory, env: Environment, function_key: str, 
                     report.arrived_during += 1  # perhaps one of our own replays, failed again
                     continue
                 outcome = _redrive_one(sqs, url, env, fn, decode(fn, message), send, bucket,
-                                       dry_run)
+                                       dry_run, include_terminal)
                 if outcome.deleted:
                     held.pop(message["MessageId"])
                 record(outcome)
@@ -563,11 +634,15 @@ def redrive(client_factory: ClientFactory, env: Environment, function_key: str, 
 
 
 def _redrive_one(sqs: Any, url: str, env: Environment, fn: Function, failed: FailedEvent,
-                 send: Replay, bucket: TokenBucket, dry_run: bool) -> Outcome:
+                 send: Replay, bucket: TokenBucket, dry_run: bool,
+                 include_terminal: bool = False) -> Outcome:
     def outcome(status: str, target: str | None, detail: str = "",
                 deleted: bool = False) -> Outcome:
         return Outcome(failed.message_id, failed.stage, failed.user_id, failed.item_id, status,
-                       target, detail[:300], deleted)
+                       target, detail[:300], deleted, failed.terminal)
+
+    if failed.terminal and not include_terminal:
+        return outcome("skipped", None, f"terminal: {failed.error}")
 
     try:
         target = replay_target(env, fn, failed)

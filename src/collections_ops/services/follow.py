@@ -4,6 +4,12 @@ The correlation id travels in the object's metadata and through both events; eve
 handler writes about the upload carries it. The follower reads the three functions' log groups
 with a CloudWatch Logs filter on that id, so it works the same against the local cloud and AWS,
 without database access. It yields updates; rendering them is the CLI's job.
+
+A stage whose event was dead-lettered without a log line carrying the id (retries exhausted,
+or refused before the handler knew the id) would look stalled: so the follower also looks, every
+few seconds and once more at the deadline, in the dead-letter queue of the stage it is waiting
+on, for a record of this upload (by its S3 key and time for the processor's S3 event, by the
+correlation id the EventBridge details carry for the others).
 """
 
 from __future__ import annotations
@@ -14,11 +20,14 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from collections_ops import errors
 from collections_ops.pipeline import FUNCTIONS, Environment, Function
 from collections_ops.services.logs import LogEvent, LogReader
+
+if TYPE_CHECKING:
+    from collections_ops.services.dlq import FailedEvent
 
 CORRELATION_METADATA = "correlation-id"
 # The log message with which each function reports its stage done.
@@ -29,6 +38,7 @@ DONE_FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
     "analyzer": (("stage", "published"),),
     "embedder": (("stage", "stored"), ("outcome", "duplicate")),
 }
+DLQ_CHECK_INTERVAL_S = 2.0  # how often a follower looks in the awaited stage's DLQ
 
 
 @dataclass(frozen=True)
@@ -119,9 +129,68 @@ class Tracker:
                 payload.get(key) == value for key, value in DONE_FIELDS[line.function_key]):
             stage.status, stage.finished_ms, stage.detail = "done", line.timestamp, ""
 
+    def awaited(self) -> Stage | None:
+        """The stage being waited on, while the upload is not finished."""
+        if self.finished:
+            return None
+        stage = self.progress.current
+        return stage if stage.function is not None else None
+
+    def is_mine(self, failed: FailedEvent) -> bool:
+        """Whether a dead letter of the awaited stage is this upload's (structured fields)."""
+        if failed.event_kind == "s3":
+            # An S3 event has no correlation id: the key, dead-lettered after this upload.
+            return failed.key == self.upload.key and failed.failed_at is not None \
+                and failed.failed_at * 1000 >= self.upload.started_ms - 2000
+        return failed.correlation_id == self.upload.correlation_id
+
+    def dead_lettered(self, failed: FailedEvent) -> None:
+        stage = self.awaited()
+        if stage is None:
+            return
+        stage.status = "failed"
+        stage.finished_ms = int(failed.failed_at * 1000) if failed.failed_at else None
+        stage.detail = f"dead-lettered ({failed.condition or 'failed'}): {failed.error}"
+
     @property
     def finished(self) -> bool:
         return self.progress.complete or self.progress.failed is not None
+
+
+class DeadLetterCheck:
+    """Looks, at most every DLQ_CHECK_INTERVAL_S, in the DLQs of the stages being waited on."""
+
+    def __init__(self, sqs: Any, env: Environment, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._sqs, self._env, self._clock = sqs, env, clock
+        self._last: float | None = None
+
+    def __call__(self, trackers: list[Tracker], *, force: bool = False) -> None:
+        if self._sqs is None:
+            return
+        now = self._clock()
+        if not force and self._last is not None and now - self._last < DLQ_CHECK_INTERVAL_S:
+            return
+        self._last = now
+        from collections_ops.services import dlq
+
+        waiting: dict[str, list[Tracker]] = {}
+        for tracker in trackers:
+            stage = tracker.awaited()
+            if stage is not None and stage.function is not None:
+                waiting.setdefault(stage.function.key, []).append(tracker)
+        for key, group in waiting.items():
+            try:
+                failed = dlq.find(self._sqs, self._env, function_keys=[key])
+            except Exception:
+                # The logs stay the primary source: a DLQ that cannot be read (no permission,
+                # SQS unreachable) must not end the follow; it only loses this refinement.
+                self._sqs = None
+                return
+            for tracker in group:
+                mine = next((f for f in failed if tracker.is_mine(f)), None)
+                if mine is not None:
+                    tracker.dead_lettered(mine)
 
 
 def _default_groups(env: Environment) -> dict[str, str]:
@@ -132,16 +201,19 @@ class Follower:
     """Follows one upload: reads only the log lines that mention its correlation id."""
 
     def __init__(self, logs: Any, env: Environment, up: Upload,
-                 groups: dict[str, str] | None = None) -> None:
+                 groups: dict[str, str] | None = None, *, sqs: Any = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._reader = LogReader(logs, groups or _default_groups(env),
                                  start_ms=up.started_ms - 1000, text=up.correlation_id)
         self.tracker = Tracker(up)
         self.progress = self.tracker.progress
+        self._dead_letters = DeadLetterCheck(sqs, env, clock=clock)
 
-    def poll(self) -> Progress:
+    def poll(self, *, last: bool = False) -> Progress:
         lines = self._reader.poll()
         for line in lines:
             self.tracker.apply(line)
+        self._dead_letters([self.tracker], force=last)
         self.progress.new_lines = lines
         return self.progress
 
@@ -151,26 +223,31 @@ class BatchFollower:
     id it carries. Three API calls per poll, however many uploads."""
 
     def __init__(self, logs: Any, env: Environment, uploads: list[Upload],
-                 groups: dict[str, str] | None = None) -> None:
+                 groups: dict[str, str] | None = None, *, sqs: Any = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         start = min(u.started_ms for u in uploads) - 1000
         self._reader = LogReader(logs, groups or _default_groups(env), start_ms=start)
         self.trackers = {u.correlation_id: Tracker(u) for u in uploads}
+        self._dead_letters = DeadLetterCheck(sqs, env, clock=clock)
 
-    def poll(self) -> list[Tracker]:
+    def poll(self, *, last: bool = False) -> list[Tracker]:
         for line in self._reader.poll():
             tracker = self.trackers.get(str(line.fields().get("correlation_id", "")))
             if tracker is not None:
                 tracker.apply(line)
-        return list(self.trackers.values())
+        trackers = list(self.trackers.values())
+        self._dead_letters(trackers, force=last)
+        return trackers
 
     def follow(self, *, timeout_s: float, interval_s: float = 0.25,
                clock: Callable[[], float] = time.monotonic,
                sleep: Callable[[float], None] = time.sleep) -> Iterator[list[Tracker]]:
         deadline = clock() + timeout_s
         while True:
-            trackers = self.poll()
+            last = clock() >= deadline  # the final poll also reads the DLQs, whenever last read
+            trackers = self.poll(last=last)
             yield trackers
-            if all(t.finished for t in trackers) or clock() >= deadline:
+            if all(t.finished for t in trackers) or last:
                 return
             sleep(interval_s)
 
@@ -198,8 +275,9 @@ def follow(follower: Follower, *, timeout_s: float, interval_s: float = 0.25,
     """Yield progress until every stage is done, one fails, or `timeout_s` passes."""
     deadline = clock() + timeout_s
     while True:
-        progress = follower.poll()
+        last = clock() >= deadline  # the final poll also reads the DLQs, whenever last read
+        progress = follower.poll(last=last)
         yield progress
-        if progress.complete or progress.failed or clock() >= deadline:
+        if progress.complete or progress.failed or last:
             return
         sleep(interval_s)

@@ -43,7 +43,8 @@ def check_followed(progress: Progress, up: Upload, *, timeout_s: float) -> None:
         stage = progress.failed
         key = stage.function.key if stage.function else "all"
         raise errors.StageFailed(f"the {stage.name} stage ({key}) failed: {stage.detail}",
-                                 f"see `collections logs {key} --item {up.item_id}`")
+                                 f"see `collections logs {key} --item {up.item_id}` and "
+                                 f"`collections dlq show {key}`")
     if not progress.complete:
         stage = progress.current
         raise errors.Stalled(f"timed out after {timeout_s:.0f} s waiting for the {stage.name} "

@@ -1,15 +1,22 @@
 """Checking what the pipeline stored for one item: the guide's three SQL checks, the thumbnail
-in S3, the analysis fields, and the stored vector against its recorded dimension and norm."""
+in S3, the analysis fields, and the stored vector against its recorded dimension and norm.
+
+When a stage left the item short, the dead-letter queues say where and why: `explain` adds
+the records that name the item ("failed in the processor: unreadable image") so the answer is
+the failure, not "no row -- was it uploaded?"."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from collections_ops import aws, errors
-from collections_ops.checks import Check
+from collections_ops.checks import Check, failures
+
+if TYPE_CHECKING:
+    from collections_ops.services.dlq import FailedEvent
 
 
 @dataclass
@@ -20,10 +27,11 @@ class VerifyReport:
     item: dict[str, Any] | None = None
     analysis: dict[str, Any] | None = None
     embedding: dict[str, Any] | None = None
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)  # see `explain`
 
     @property
     def ok(self) -> bool:
-        return bool(self.checks) and all(c.ok for c in self.checks)
+        return bool(self.checks) and not failures(self.checks)
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -132,8 +140,9 @@ def check(s3: Any, item_id: str, *, user_id: str | None,
         return report
     if len(matches) > 1 and user_id is None:
         users = ", ".join(m[0] for m in matches)
-        report.checks.append(Check("item", True, f"{len(matches)} users have this item ({users});"
-                                   f" checking the newest, {matches[0][0]}; pass --user"))
+        report.checks.append(Check("item", False, f"{len(matches)} users have this item ({users});"
+                                   f" checking the newest, {matches[0][0]}",
+                                   fix="pass --user to choose one", severity="warning"))
     user_id = report.user_id = matches[0][0]
     fetched = rows(user_id)
 
@@ -177,11 +186,42 @@ def check(s3: Any, item_id: str, *, user_id: str | None,
     return report
 
 
-def raise_for_failure(report: VerifyReport) -> None:
-    """NotFound when the item is not there at all; VerifyFailed when a stage left it short."""
+def explain(report: VerifyReport, dead_letters: list[FailedEvent]) -> None:
+    """Add, to a report that fell short, the dead letters that name its item (and user): the
+    newest per stage, as a failed check saying where and why. Matched on the records' decoded
+    fields (item, user), never on their text."""
     if report.ok:
         return
-    failed = ", ".join(c.name for c in report.checks if not c.ok)
+    newest: dict[str, FailedEvent] = {}
+    for failed in sorted(dead_letters, key=lambda f: -(f.failed_at or 0.0)):
+        if failed.item_id != report.item_id:
+            continue
+        if report.user_id is not None and failed.user_id != report.user_id:
+            continue
+        newest.setdefault(f"{failed.function_key}\0{failed.user_id}", failed)
+    for failed in newest.values():
+        reason = failed.error_message or failed.error_type or failed.condition or "unknown error"
+        who = f" (user {failed.user_id})" if report.user_id is None and failed.user_id else ""
+        redrive = "" if failed.terminal else \
+            f"; after a fix: `collections dlq redrive {failed.function_key}`"
+        report.checks.append(Check(
+            failed.stage, False, f"failed in the {failed.function_key}{who}: {reason}",
+            fix=f"`collections dlq show {failed.function_key}`{redrive}"))
+        report.dead_letters.append(failed.as_dict() | {"event": None})
+
+
+def raise_for_failure(report: VerifyReport) -> None:
+    """NotFound when the item is not there at all (and no stage recorded a failure for it);
+    VerifyFailed when a stage left it short or failed it."""
+    if report.ok:
+        return
+    failed = ", ".join(c.name for c in failures(report.checks))
+    if report.dead_letters:
+        first = report.dead_letters[0]
+        raise errors.VerifyFailed(
+            f"verification failed: {failed}; failed in the {first['function_key']}: "
+            f"{first['error_message'] or first['error']}",
+            f"see `collections dlq show {first['function_key']}`")
     if report.item is None:
         raise errors.NotFound(f"verification failed: {failed}",
                               "was it uploaded to this environment? try "

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -65,29 +65,35 @@ def dlq_redrive(
                                                      "many.")] = None,
     keep_going: Annotated[bool, typer.Option("--keep-going", help="Go on after a failed "
                                              "replay.")] = False,
+    include_terminal: Annotated[bool, typer.Option(
+        "--include-terminal", help="Also replay failures the handler marked terminal (they "
+        "fail again unless what they name changed).")] = False,
     output: opt.OutputOption = opt.Output.table,
     profile: opt.ProfileOption = None, region: opt.RegionOption = None,
 ) -> None:
     """Replay failed events to their function or rule; each dead letter is removed only after
-    its replay is accepted."""
+    its replay is accepted. Terminal failures are skipped and kept unless --include-terminal."""
     as_json = output is opt.Output.json
     from collections_ops.services import dlq
 
     ctx = opt.context(env, profile, region)
 
-    def show(outcome: Any) -> None:
-        if not as_json:
-            ui.info(f"{outcome.status:>12}  {outcome.stage}  {outcome.user_id}/{outcome.item_id}"
-                    f"  {outcome.detail}".rstrip())
-
     report = dlq.redrive(ctx.client, ctx.env, function, dry_run=dry_run, rate_per_s=rate,
-                         max_messages=max_messages, keep_going=keep_going, on_outcome=show)
+                         max_messages=max_messages, keep_going=keep_going,
+                         include_terminal=include_terminal)
     if as_json:
         ui.print_json(report.as_dict())
     else:
-        ui.ok(f"{'would replay' if dry_run else 'replayed'} "
+        if report.outcomes:
+            ui.table(f"redrive of {report.queue_name}", ["status", "stage", "user", "item",
+                                                         "detail"],
+                     [[o.status, o.stage, o.user_id, o.item_id, o.detail]
+                      for o in report.outcomes], ids=(2, 3))
+        terminal = (f" ({report.skipped_terminal} terminal: --include-terminal replays them)"
+                    if report.skipped_terminal else "")
+        ui.ok(f"{'would re-queue' if dry_run else 're-queued'} "
               f"{report.would_replay if dry_run else report.replayed}, failed {report.failed}, "
-              f"skipped {report.skipped}")
+              f"skipped {report.skipped}{terminal}")
     if report.failed:
         raise errors.CollectionsError(f"{report.failed} replay(s) failed; those events are "
                                       "still in the dead-letter queue",

@@ -79,6 +79,11 @@ def verify(
     route = ctx.data_route
     ui.info(f"route: {route.description}")
     report = verifying.through(route, ctx.client("s3"), item_id, user_id=user)
+    if not report.ok:
+        from collections_ops.services import dlq
+
+        verifying.explain(report, dlq.find(ctx.client("sqs"), ctx.env, item_id=item_id,
+                                           user_id=report.user_id))
     if output is opt.Output.json:
         ui.print_json({**report.as_dict(), "route": route.kind})
     else:

@@ -145,10 +145,11 @@ def test_upload(
         if not as_json:
             ui.ok(f"uploaded s3://{ups[0].bucket}/{ups[0].key} "
                   f"(correlation id {ups[0].correlation_id})")
-        follower = following.Follower(ctx.client("logs"), ctx.env, ups[0])
+        follower = following.Follower(ctx.client("logs"), ctx.env, ups[0],
+                                      sqs=ctx.client("sqs"))
         progress = render_follow(following.follow(follower, timeout_s=timeout), as_json=as_json)
         uploads.check_followed(progress, ups[0], timeout_s=timeout)
         return
-    batch = following.BatchFollower(ctx.client("logs"), ctx.env, ups)
+    batch = following.BatchFollower(ctx.client("logs"), ctx.env, ups, sqs=ctx.client("sqs"))
     trackers = render_batch(batch.follow(timeout_s=timeout), total=len(ups), as_json=as_json)
     uploads.check_batch(trackers, timeout_s=timeout)
