@@ -98,6 +98,11 @@ def install_capture() -> None:
     root = logging.getLogger()
     if _capture not in root.handlers:
         root.addHandler(_capture)
+        shared_log = sys.modules.get("collections_core.log")
+        if shared_log is not None and getattr(shared_log, "_configured", False):
+            # The functions' logging was configured before the capture existed (their shared
+            # code imported first): give it the formatter the functions give every handler.
+            _capture.setFormatter(shared_log.JsonFormatter())
 
 
 @dataclass
