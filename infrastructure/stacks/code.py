@@ -126,6 +126,21 @@ class CodeLocator:
                               "rebuild it with `collections build <env>`")
         return bundled
 
+    def check_architecture(self, fn: pipeline.Function,
+                           architecture: pipeline.Architecture) -> None:
+        """A bundle's compiled wheels run on one architecture: refuse to deploy x86_64 wheels
+        to an arm64 function (it would fail at import on its first invocation)."""
+        prebuilt = self.path_for(fn)
+        if prebuilt is None:
+            return  # built at synth, for the environment's architecture
+        from collections_ops.services import build
+
+        built_for = build.bundle_architecture(prebuilt)
+        if built_for is not None and built_for != architecture:
+            raise BundleError(
+                f"the {fn.key} bundle in {self.bundle_dir} was built for {built_for}, but the "
+                f"function runs on {architecture} (rebuild: collections build <env>)")
+
     def code_for(self, fn: pipeline.Function, *, env_name: str) -> lambda_.Code:
         prebuilt = self.path_for(fn)
         if prebuilt is not None:

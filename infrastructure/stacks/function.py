@@ -34,7 +34,9 @@ from collections_ops import pipeline
 from stacks import nag
 from stacks.settings import ConfigurationError, Deployment
 
-RUNTIME = lambda_.Runtime(pipeline.RUNTIME, lambda_.RuntimeFamily.PYTHON)
+# Named from the definition; SnapStart supports Python from 3.12 (the definition's runtime).
+RUNTIME = lambda_.Runtime(pipeline.RUNTIME, lambda_.RuntimeFamily.PYTHON,
+                          supports_snap_start=True)
 ASYNC_RETRY_ATTEMPTS = 2
 ASYNC_MAX_EVENT_AGE = cdk.Duration.hours(6)
 DLQ_RETENTION = cdk.Duration.days(14)  # SQS maximum: time for an operator to replay
@@ -150,8 +152,10 @@ class PipelineFunction(Construct):
             runtime=RUNTIME,
             architecture=(lambda_.Architecture.ARM_64 if deployment.architecture == "arm64"
                           else lambda_.Architecture.X86_64),
-            snap_start=(lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if deployment.snapstart
-                        else None),
+            # SnapStart restores published versions only: the operations function is invoked
+            # unqualified ($LATEST), so it would never use a snapshot.
+            snap_start=(lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS
+                        if deployment.snapstart and not self.invoked_directly else None),
             handler=fn.handler,
             code=deployment.code.code_for(fn, env_name=env_name),
             timeout=cdk.Duration.seconds(settings.timeout(fn)),
@@ -180,7 +184,7 @@ class PipelineFunction(Construct):
         in_vpc = network is not None or placement is not None
         if in_vpc:
             self._allow_vpc_networking()
-        if deployment.snapstart:
+        if deployment.snapstart and not self.invoked_directly:
             cdk.Annotations.of(self.function).acknowledge_warning(
                 "@aws-cdk/aws-lambda:snapStartRequirePublish",
                 "SnapStart applies to published versions: every deploy that changes the function "
