@@ -379,3 +379,31 @@ def test_lifecycle_of_a_missing_bucket(client: Clients) -> None:
     assert not report.bucket_exists and not report.in_sync
     with pytest.raises(errors.NotReady):
         drift.apply_lifecycle(s3, DEV, LOCAL_ACCOUNT)
+
+
+# --------------------------------------------------------------- alarms owned by the stack
+
+
+def test_on_aws_ensure_writes_no_alarm_and_subscribes_to_the_stacks_topic(
+        client: Clients) -> None:
+    # GIVEN what the monitoring stack deployed: its topic, and alarms whose action it is
+    cw, sns = client("cloudwatch"), client("sns")
+    topic = sns.create_topic(Name="collections-dev-alarms")["TopicArn"]
+    monitoring.ensure_alarms(cw, DEV, sns_topic_arn=topic)  # stands in for the stack
+    before = alarms_by_name(cw)
+    # WHEN the operator asks for notifications by e-mail, twice
+    names, note = monitoring.stack_alarms(cw, sns, DEV, email="ops@example.com")
+    monitoring.stack_alarms(cw, sns, DEV, email="ops@example.com")
+    # THEN the address is subscribed once to the stack's own topic, and no alarm was written
+    assert note is not None and note.topic_arn == topic
+    subs = sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
+    assert [(s["Protocol"], s["Endpoint"]) for s in subs] == [("email", "ops@example.com")]
+    assert names == sorted(before)
+    assert alarms_by_name(cw) == before
+    assert [t["TopicArn"] for t in sns.list_topics()["Topics"]] == [topic]
+
+
+def test_on_aws_without_the_monitoring_stack_ensure_says_to_deploy(client: Clients) -> None:
+    with pytest.raises(errors.NotReady, match="collections-dev-alarms does not exist") as info:
+        monitoring.stack_alarms(client("cloudwatch"), client("sns"), DEV)
+    assert info.value.hint == "collections deploy dev"

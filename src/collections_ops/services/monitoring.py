@@ -31,6 +31,7 @@ from collections_ops.pipeline import (
     Environment,
     Function,
     alarm_name,
+    alarm_topic_name,
     dashboard_name,
 )
 
@@ -297,6 +298,32 @@ def notification_topic(sns: Any, env: Environment, email: str) -> Notification:
     sub_arn = sns.subscribe(TopicArn=arn, Protocol="email", Endpoint=email,
                             ReturnSubscriptionArn=True)["SubscriptionArn"]
     return Notification(arn, email, _subscription_state(str(sub_arn)))
+
+
+def stack_alarms(cw: Any, sns: Any, env: Environment, *,
+                 email: str | None = None) -> tuple[list[str], Notification | None]:
+    """On AWS the monitoring stack owns the alarms and their topic: nothing here writes them
+    (CloudFormation would undo or fight it). Returns the stack's alarms and, with `email`, a
+    subscription to the stack's topic -- a subscription is not a property of the stack."""
+    if email is not None and "@" not in email:
+        raise errors.UsageError(f"{email!r} is not an e-mail address")
+    wanted = alarm_topic_name(env.name)
+    arn = next((str(t["TopicArn"]) for page in sns.get_paginator("list_topics").paginate()
+                for t in page.get("Topics", [])
+                if str(t["TopicArn"]).rpartition(":")[2] == wanted), None)
+    if arn is None:
+        raise errors.NotReady(f"the {env.name} monitoring stack's topic {wanted} does not exist",
+                              f"collections deploy {env.name}")
+    names = sorted(_existing_alarms(cw, env.name))
+    if email is None:
+        return names, None
+    for page in sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=arn):
+        for sub in page.get("Subscriptions", []):
+            if sub.get("Protocol") == "email" and sub.get("Endpoint") == email:
+                return names, Notification(arn, email, _subscription_state(sub["SubscriptionArn"]))
+    sub_arn = sns.subscribe(TopicArn=arn, Protocol="email", Endpoint=email,
+                            ReturnSubscriptionArn=True)["SubscriptionArn"]
+    return names, Notification(arn, email, _subscription_state(str(sub_arn)))
 
 
 def _subscription_state(arn: str) -> str:

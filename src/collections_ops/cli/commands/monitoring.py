@@ -52,10 +52,26 @@ def alarms_ensure(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
                                                             "address (SNS).")] = None,
                   output: opt.OutputOption = opt.Output.table,
                   profile: opt.ProfileOption = None, region: opt.RegionOption = None) -> None:
-    """Create or update every alarm: errors, throttles, duration near timeout, DLQ depth."""
+    """Create or update every alarm: errors, throttles, duration near timeout, DLQ depth.
+
+    On AWS the monitoring stack owns the alarms and their topic: this lists them and, with
+    --email, subscribes the address to the stack's topic."""
     from collections_ops.services import monitoring
 
     ctx = opt.context(opt.env_name(env, env_option), profile, region)
+    if not ctx.is_local:
+        ctx.require_credentials()
+        names, note = monitoring.stack_alarms(ctx.client("cloudwatch"), ctx.client("sns"),
+                                              ctx.env, email=email)
+        if output is opt.Output.json:
+            ui.print_json({"alarms": names, "owner": "stack",
+                           "topic_arn": note.topic_arn if note else None, "email": email})
+            return
+        ui.ok(f"{len(names)} alarms, owned by the monitoring stack (changed by `collections "
+              f"deploy {ctx.env.name}`)")
+        if note:
+            ui.ok(f"{email} subscribed to {note.topic_arn} ({note.subscription})")
+        return
     topic = None
     if email:
         topic = monitoring.notification_topic(ctx.client("sns"), ctx.env, email).topic_arn
