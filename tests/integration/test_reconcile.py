@@ -174,3 +174,18 @@ def test_replay_from_the_embedder_needs_an_analysis(pipeline, db):
     with pytest.raises(errors.NotFound, match="no analysis"):
         reconciling.replay(pipeline.client, db, pipeline.env, "half", stage="embedder",
                            account=LOCAL_ACCOUNT, region="us-east-1")
+
+
+def test_read_rows_is_one_users_or_everyones(db):
+    # GIVEN two users' items, one of them with a quote in its id
+    with db.cursor() as cur:
+        for user, item in (("ra", "x"), ("rb", "o'y")):
+            cur.execute("INSERT INTO items (user_id, id, bucket, original_key) "
+                        "VALUES (%s, %s, 'b', %s)", (user, item, f"{user}/{item}.jpg"))
+    db.commit()
+    # WHEN the rows are read for one user, and for all
+    (mine, _, _) = reconciling.read_rows(db, user_id="rb")
+    (every, _, _) = reconciling.read_rows(db)
+    # THEN the filter is a parameter: one user's row, or both
+    assert [(r["user_id"], r["id"]) for r in mine] == [("rb", "o'y")]
+    assert {("ra", "x"), ("rb", "o'y")} <= {(r["user_id"], r["id"]) for r in every}

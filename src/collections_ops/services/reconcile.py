@@ -109,13 +109,17 @@ def list_objects(s3: Any, bucket: str, *, prefix: str = "") -> list[S3Entry]:
     return out
 
 
+# One user's rows, or every user's when the parameter is NULL; written out whole, so no SQL text
+# is assembled at run time.
 _ITEMS = ("SELECT user_id, id, bucket, original_key, thumbnail_bucket, thumbnail_key, etag,"
-          " size_bytes, sequencer, correlation_id, updated_at FROM items")
+          " size_bytes, sequencer, correlation_id, updated_at FROM items"
+          " WHERE (%(user)s::text IS NULL OR user_id = %(user)s)")
 _ANALYSES = ("SELECT user_id, item_id, id, source_sequencer, source_etag, category, summary,"
              " description, tags, colors, text_content, provider, model, correlation_id,"
-             " updated_at FROM analyses")
+             " updated_at FROM analyses WHERE (%(user)s::text IS NULL OR user_id = %(user)s)")
 _EMBEDDINGS = ("SELECT user_id, item_id, id, analysis_id, embedding_model,"
-               " embedding_dimensions, content_hash, updated_at FROM embeddings")
+               " embedding_dimensions, content_hash, updated_at FROM embeddings"
+               " WHERE (%(user)s::text IS NULL OR user_id = %(user)s)")
 
 
 def read_rows(conn: Any, *, user_id: str | None = None
@@ -125,11 +129,10 @@ def read_rows(conn: Any, *, user_id: str | None = None
     The only database read of reconcile and replay — the one place to change when the
     database is reached through another route (an in-VPC function instead of a connection).
     """
-    where, params = (" WHERE user_id = %s", (user_id,)) if user_id is not None else ("", ())
     out = []
     with conn.cursor() as cur:
         for sql in (_ITEMS, _ANALYSES, _EMBEDDINGS):
-            cur.execute(sql + where, params)
+            cur.execute(sql, {"user": user_id})
             names = [d.name for d in cur.description]
             out.append([dict(zip(names, row, strict=True)) for row in cur.fetchall()])
     return out[0], out[1], out[2]
