@@ -526,17 +526,25 @@ def redrive_all(found: list[Inconsistency], snap: Snapshot, deliver: Deliver,
     """Re-drive each item once from its stage; return what was sent where, or why not.
 
     A vector of the wrong dimension is removed first: the embedder skips a text it has
-    embedded already, whatever the stored vector looks like.
+    embedded already, whatever the stored vector looks like. Where it cannot be removed (the
+    operations function deletes nothing), that item's re-drive is refused, with why.
     """
     rows = Rows.of(snap)
     bad = [e["id"] for e in snap.embeddings
            if (d := dimensions_of(e["embedding_model"])) is not None
            and e["embedding_dimensions"] != d]
     wrong = {(i.user_id, i.item_id) for i in found if i.kind == WRONG_DIMENSION}
-    fix_actions.delete_embeddings([e["id"] for e in snap.embeddings if e["id"] in bad
-                                   and (e["user_id"], e["item_id"]) in wrong])
+    kept: str | None = None
+    try:
+        fix_actions.delete_embeddings([e["id"] for e in snap.embeddings if e["id"] in bad
+                                       and (e["user_id"], e["item_id"]) in wrong])
+    except RedriveRefused as exc:
+        kept = str(exc)
     planned = plan(found)
     for redrive in planned:
+        if kept is not None and WRONG_DIMENSION in redrive.kinds:
+            redrive.status, redrive.detail = "refused", kept
+            continue
         try:
             event = event_for(redrive, rows, images_bucket=images_bucket, account=account,
                               region=region)
