@@ -13,8 +13,8 @@ import pytest
 from collections_ops import errors
 from collections_ops.pipeline import LOCAL_ACCOUNT, function
 from collections_ops.services import reconcile as reconciling
-from collections_ops.services.dataroute import DirectRoute
 from collections_ops.services import verify as verifying
+from collections_ops.services.dataroute import DirectRoute
 from tests import images
 
 
