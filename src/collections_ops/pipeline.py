@@ -214,7 +214,8 @@ DEPLOYED_FUNCTIONS: tuple[Function, ...] = (*FUNCTIONS, OPERATIONS)
 # The operations function's closed vocabulary (lambdas/operations/handler.py; a test keeps the
 # two equal). No request can carry SQL: a query is one of these names plus typed parameters.
 OPERATIONS_ACTIONS: tuple[str, ...] = ("migrate", "status", "query")
-OPERATIONS_QUERIES: tuple[str, ...] = ("find_items", "item_rows", "search", "database_check")
+OPERATIONS_QUERIES: tuple[str, ...] = ("find_items", "item_rows", "search", "database_check",
+                                       "reconcile_rows")
 
 SECRETS: tuple[Secret, ...] = (
     Secret("DATABASE_URL", "PostgreSQL connection string", True,
