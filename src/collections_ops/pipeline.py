@@ -140,6 +140,19 @@ class Function:
     def dlq_env_var(self) -> str:
         return f"DLQ_URL_{self.key.upper()}"
 
+    # Descriptions AWS shows for the function's resources (the stacks and the local cloud).
+    def role_description(self, env: str) -> str:
+        return f"Execution role of {self.function_name(env)}"
+
+    def alias_description(self, env: str) -> str:
+        return f"What the triggers of {self.function_name(env)} invoke"
+
+    def rule_description(self, env: str) -> str | None:
+        event = self.trigger.event
+        if event is None:
+            return None
+        return f"{event.source} / {event.detail_type} -> {self.function_name(env)}"
+
 
 IMAGE_PROCESSOR = Function(
     key="processor",
@@ -239,6 +252,21 @@ PROVIDER_SECRETS: dict[str, str] = {
 # Every deploy publishes a version of each function; the triggers invoke this alias, so an
 # operator can point it back at the previous version (`collections rollback ENV --function F`).
 LIVE_ALIAS = "live"
+
+# Lambda's asynchronous invocation of the pipeline's functions (their EventInvokeConfig, on
+# $LATEST and on `live`): retries after a function error, and how old an event may get.
+ASYNC_RETRY_ATTEMPTS = 2
+ASYNC_MAX_EVENT_AGE_S = 6 * 3600
+# EventBridge's delivery to a rule's target (the target's RetryPolicy); what still cannot be
+# delivered goes to the target function's dead-letter queue.
+RULE_RETRY_ATTEMPTS = 8
+RULE_MAX_EVENT_AGE_S = 2 * 3600
+RULE_TARGET_ID = "Target0"  # the id CDK gives a rule's first target
+
+
+def resource_tags(env_name: str) -> dict[str, str]:
+    """The tags every resource of an environment carries."""
+    return {"project": PROJECT, "environment": env_name}
 
 # Monitoring: the guide's dashboard and error alarm, per environment. Used by the CDK
 # monitoring stack and by `collections dashboard/alarms`, which must agree on every name.
