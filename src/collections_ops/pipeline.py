@@ -10,6 +10,7 @@ This module is plain data and must stay import-light: the CLI imports it at star
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -319,6 +320,37 @@ def secret(name: str) -> Secret:
 
 
 @dataclass(frozen=True)
+class Prices:
+    """List prices that `collections cost` applies, in USD, for us-east-1, dated: they change,
+    so every figure names the date of the table it used. An environment's table can be
+    overridden in the settings file (`[environments.<name>.prices]`, docs/benchmarks.md)."""
+
+    as_of: str
+    # USD per GB-second of billed duration, by architecture.
+    lambda_gb_second: Mapping[str, float]
+    lambda_request: float  # USD per request
+    # USD per million tokens, by model: {"input": ..., "output": ...} ("input" only for
+    # embedding models, whose usage is one token count). A model missing here is unpriced
+    # (shown as unknown, never as free); the offline `local` providers cost nothing.
+    tokens_per_million: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+
+PRICES = Prices(
+    as_of="2026-12-01",
+    lambda_gb_second={"x86_64": 0.0000166667, "arm64": 0.0000133334},
+    lambda_request=0.20 / 1_000_000,
+    tokens_per_million={
+        "claude-sonnet-4-6": {"input": 3.00, "output": 15.00},
+        "claude-haiku-4-5": {"input": 1.00, "output": 5.00},
+        "gpt-4o": {"input": 2.50, "output": 10.00},
+        "gpt-4o-mini": {"input": 0.15, "output": 0.60},
+        "voyage-3.5": {"input": 0.06},
+        "voyage-3.5-lite": {"input": 0.02},
+    },
+)
+
+
+@dataclass(frozen=True)
 class Environment:
     """Per-environment settings. `local` runs on the embedded cloud; the others on AWS."""
 
@@ -353,6 +385,7 @@ class Environment:
     # (arm64 costs 20 % less per GB-second; the bundles must be built for it).
     snapstart: bool = False
     architecture: Architecture = "x86_64"
+    prices: Prices = PRICES  # what `collections cost` charges (the settings file overrides it)
     alarm_email: str | None = None  # subscribed to the alarm topic when set
     parameter_prefix: str = PARAMETER_PREFIX
     region: str = DEFAULT_REGION
