@@ -1,7 +1,8 @@
 """`collections deploy local --watch`: a saved handler runs on the next invocation, as a new
 version; a syntax error leaves the previous version serving; code that fails at import fails
 its invocations with Lambda's init error and the dispatcher lives on; shared code reloads
-every function. A real local cloud and the real watcher, over a copy of `lambdas/`."""
+every function; `rollback --function` changes what runs, as `live` decides on AWS. A real local
+cloud and the real watcher, over a copy of `lambdas/`."""
 
 from __future__ import annotations
 
@@ -124,6 +125,30 @@ def _wait(predicate: Callable[[], Any], what: str, timeout: float = 60) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _versions_that_logged(status: dict[str, Any], text: str) -> list[str]:
+    """The version (its START line's) of each invocation that logged `text`, in order."""
+    paginator = _client(status, "logs").get_paginator("filter_log_events")
+    group = f"/aws/lambda/{status['functions']['processor']}"
+    events = [e for page in paginator.paginate(logGroupName=group) for e in page["events"]]
+    running: dict[str, str] = {}  # log stream (one execution environment) -> its version
+    found = []
+    for event in sorted(events, key=lambda e: (e["timestamp"], e.get("eventId", ""))):
+        message, stream = event["message"], event["logStreamName"]
+        if message.startswith("START RequestId:"):
+            running[stream] = message.rsplit("Version: ", 1)[1].strip()
+        elif text in message:
+            found.append(running.get(stream, "?"))
+    return found
+
+
+def _runs(status: dict[str, Any], word: str, key: str) -> list[str]:
+    """Upload `key`; once the marker `word` is logged once more, the versions that logged it."""
+    before = len(_versions_that_logged(status, f"reload marker {word}"))
+    _upload(status, key)
+    return _wait(lambda: (lambda now: now if len(now) > before else None)(
+        _versions_that_logged(status, f"reload marker {word}")), f"the code marked {word}")
+
+
 def _version(line: str) -> str:
     return line.split("→ version ", 1)[1].split()[0]
 
@@ -173,3 +198,52 @@ def test_a_change_to_the_shared_code_reloads_every_function(cloud):
           lambda s: s + "\n# changed for the reload test\n")
     reloaded = {watcher.expect("reloaded ").split()[1] for _ in range(3)}
     assert reloaded == {"processor", "analyzer", "embedder"}
+
+
+def test_rollback_runs_the_version_live_points_at_and_rolling_forward_the_newer(cloud):
+    status, watcher, lambdas, env = (cloud["status"], cloud["watcher"], cloud["lambdas"],
+                                     cloud["env"])
+    # GIVEN two published versions of the processor, each logging its own marker
+    _mark(lambdas, "older")
+    older = _version(watcher.expect("reloaded processor"))
+    _mark(lambdas, "newer")
+    newer = _version(watcher.expect("reloaded processor"))
+    assert _runs(status, "newer", "rollback/1.jpg")[-1] == newer
+    # WHEN `live` is moved back to the older one (the sources still say "newer")
+    back = run(env, "rollback", "local", "--function", "processor", "--to", older,
+               "-o", "json")
+    assert back.returncode == 0, back.stderr
+    assert json.loads(back.stdout)["to_version"] == older
+    # THEN the next upload runs the older version's code, and Lambda's START line says so
+    assert _runs(status, "older", "rollback/2.jpg")[-1] == older
+    listed = json.loads(run(env, "versions", "processor", "-o", "json").stdout)
+    assert [v["version"] for v in listed if v["live"]] == [older]
+    rows = [ln.replace("│", " ").split() for ln in
+            run(env, "versions", "processor").stdout.splitlines()]
+    assert [row[0] for row in rows if row[1:2] == ["◀"]] == [older]
+    # AND moving `live` forward again runs the newer one
+    forward = run(env, "rollback", "local", "--function", "processor", "--to", newer)
+    assert forward.returncode == 0, forward.stderr
+    assert _runs(status, "newer", "rollback/3.jpg")[-1] == newer
+
+
+def test_a_rolled_back_function_stays_rolled_back_until_new_code_is_published(cloud):
+    status, watcher, lambdas, env = (cloud["status"], cloud["watcher"], cloud["lambdas"],
+                                     cloud["env"])
+    # GIVEN the processor rolled back from "kept" to "first"
+    _mark(lambdas, "first")
+    first = _version(watcher.expect("reloaded processor"))
+    _mark(lambdas, "kept")
+    watcher.expect("reloaded processor")
+    assert run(env, "rollback", "local", "--function", "processor", "--to",
+               first).returncode == 0
+    # WHEN `deploy local` runs with the code unchanged (a `cdk deploy` that changes nothing)
+    again = run(env, "deploy", "local")
+    assert again.returncode == 0 and "reloaded" not in again.stderr, again.stderr
+    # THEN `live` stays where the rollback put it, and that is what runs
+    assert _runs(status, "first", "rollback/4.jpg")[-1] == first
+    # AND the next saved change publishes a new version, which goes live and runs
+    _mark(lambdas, "fresh")
+    fresh = _version(watcher.expect("reloaded processor"))
+    assert int(fresh) > int(first)
+    assert _runs(status, "fresh", "rollback/5.jpg")[-1] == fresh

@@ -77,7 +77,9 @@ def run(state_dir: Path, port: int) -> None:
                                     region_name=region)
     code = code_fingerprint()  # before provisioning reads the code: a later edit reloads again
     history = state_dir / STORE_DIR / "lambda"
-    _keep_rollbacks(env, history)
+    from collections_ops.localcloud.watch import follow_live
+
+    follow_live(env, state_dir, code=code)  # `live` decides what the dispatchers run
     store.recording = False
     resources = provision(session, env, account=LOCAL_ACCOUNT, database_url=None,
                           history_dir=history)
@@ -110,28 +112,6 @@ def _gate(app: Any, ready: threading.Event) -> Any:
         return app(environ, start_response)
 
     return gated
-
-
-def _keep_rollbacks(env: Any, history: Path) -> None:
-    """`rollback --function` moves the `live` alias; remember where, for the next start."""
-    from moto.awslambda.models import LambdaBackend
-
-    from collections_ops.localcloud.provision import record_live_version
-    from collections_ops.pipeline import FUNCTIONS, LIVE_ALIAS
-
-    keys = {fn.function_name(env.name): fn.key for fn in FUNCTIONS}
-    update_alias = LambdaBackend.update_alias
-
-    def hook(self: Any, name: str, function_name: str, function_version: str,
-             *args: Any, **kwargs: Any) -> Any:
-        alias = update_alias(self, name, function_name, function_version, *args, **kwargs)
-        short = function_name.rsplit(":", 1)[-1] if function_name.startswith("arn:") \
-            else function_name
-        if name == LIVE_ALIAS and short in keys:
-            record_live_version(history, keys[short], str(alias.function_version))
-        return alias
-
-    LambdaBackend.update_alias = hook  # type: ignore[method-assign]
 
 
 def main() -> None:

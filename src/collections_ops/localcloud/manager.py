@@ -223,9 +223,7 @@ def reload_if_changed(state_dir: Path, timeout: float = REPAIR_TIMEOUT_S) -> boo
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if int(_supervisor(state_dir).get("reloads", 0)) > reloads:
-            # New processes run the new code; what the stamp said of the old ones is stale.
-            watch.stamp_path(state_dir).unlink(missing_ok=True)
-            return True
+            return True  # the new emulator wrote the stamp afresh (`watch.follow_live`)
         time.sleep(0.05)
     raise NotReady("the local cloud did not finish reloading the handlers' code",
                    f"see {state_dir / 'daemon.log'}")

@@ -119,15 +119,13 @@ def publish_changed(lam: Any, env: Environment, state_dir: Path) -> list[Reload]
             return [Reload(fn.key, None, time.monotonic() - started,
                            f"{fn.code_dir}/{error} (still running version {live})")]
         packages[fn.key] = zip_sources(sources)
-    stamp = read_stamp(state_dir)
-    functions = dict(stamp.get("functions", {}))
     reloads = []
+    moved: dict[str, dict[str, Any]] = {}
     for fn in FUNCTIONS:
         code = packages[fn.key]
         history = state_dir / STORE_DIR / "lambda" / fn.key
         kept = sorted(history.glob("*.zip"), key=lambda p: int(p.stem))
-        digest = code_digest(code)
-        if kept and code_digest(kept[-1].read_bytes()) == digest:
+        if kept and code_digest(kept[-1].read_bytes()) == code_digest(code):
             continue
         name = fn.function_name(env.name)
         lam.update_function_code(FunctionName=name, ZipFile=code)
@@ -135,32 +133,167 @@ def publish_changed(lam: Any, env: Environment, state_dir: Path) -> list[Reload]
         history.mkdir(parents=True, exist_ok=True)
         (history / f"{version}.zip").write_bytes(code)
         lam.update_alias(FunctionName=name, Name=LIVE_ALIAS, FunctionVersion=version)
-        functions[fn.key] = {"version": version, "digest": digest,
-                             "dir": str(_unpack(state_dir, fn, version, code))}
+        moved[fn.key] = _entry(state_dir, fn.key, version, code)
         reloads.append(Reload(fn.key, version, 0.0))
     if not reloads:
         return []
-    from collections_ops.localcloud.provision import shared_digest
-
-    _write_stamp(state_dir, {"generation": int(stamp.get("generation", 0)) + 1,
-                             "functions": functions, "shared": shared_digest(),
-                             "code": code_fingerprint(), "time": time.time()})
+    # The emulator has pointed the stamp at the new versions already (`follow_live`); this
+    # also says the saved sources are what runs, so `deploy local` does not reload them again.
+    update_stamp(state_dir, moved, code=code_fingerprint())
     took = time.monotonic() - started
     return [Reload(r.function, r.version, took) for r in reloads]
 
 
-def _unpack(state_dir: Path, fn: Function, version: str, code: bytes) -> Path:
+# --------------------------------------------------------------------------- what `live` runs
+
+
+def _entry(state_dir: Path, key: str, version: str, code: bytes) -> dict[str, Any]:
+    """The stamp's entry of a function whose `live` runs `version` (package `code`)."""
+    from collections_ops.localcloud.provision import code_digest
+
+    digest = code_digest(code)
+    return {"version": version, "digest": digest, "shared": package_shared_digest(code),
+            "dir": str(_unpacked(state_dir, key, version, code, digest))}
+
+
+def _unpacked(state_dir: Path, key: str, version: str, code: bytes, digest: str) -> Path:
     """The published package as files, which the dispatchers import: what runs is what was
-    published, whatever is saved after it."""
+    published, whatever is saved after it. A version's folder is written once (a dispatcher
+    may be importing from it); `<version>.digest` beside it says which code it holds."""
     import io
     import shutil
     import zipfile
 
-    folder = state_dir / CODE_DIR / fn.key / version
-    shutil.rmtree(folder, ignore_errors=True)
+    folder = state_dir / CODE_DIR / key / version
+    marker = folder.with_name(f"{version}.digest")
+    with contextlib.suppress(OSError):
+        if folder.is_dir() and marker.read_text() == digest:
+            return folder
+    tmp = folder.with_name(f"{version}.tmp-{os.getpid()}-{threading.get_ident()}")
+    shutil.rmtree(tmp, ignore_errors=True)
     with zipfile.ZipFile(io.BytesIO(code)) as zf:
-        zf.extractall(folder)
+        zf.extractall(tmp)
+    shutil.rmtree(folder, ignore_errors=True)  # the number held other code (an older store)
+    os.replace(tmp, folder)
+    marker.write_text(digest)
     return folder
+
+
+def package_shared_digest(code: bytes) -> str:
+    """The identity of the shared package inside a function's package, computed as
+    `provision.shared_digest` computes it from the sources (so the two compare)."""
+    import hashlib
+    import io
+    import zipfile
+
+    from collections_ops.localcloud.provision import SHARED_PACKAGE
+
+    prefix = SHARED_PACKAGE + "/"
+    digest = hashlib.sha256()
+    with zipfile.ZipFile(io.BytesIO(code)) as zf:
+        names = [n for n in zf.namelist() if n.startswith(prefix) and n.endswith(".py")]
+        for name in sorted(names, key=lambda n: n.split("/")):
+            digest.update(name[len(prefix):].encode() + b"\0" + zf.read(name) + b"\0")
+    return digest.hexdigest()
+
+
+def _shared(functions: dict[str, dict[str, Any]]) -> str:
+    """The shared code the live versions run: one digest when they agree (the usual case)."""
+    import hashlib
+
+    kinds = sorted({str(entry.get("shared", "")) for entry in functions.values()})
+    if len(kinds) <= 1:
+        return kinds[0] if kinds else ""
+    return hashlib.sha256("|".join(kinds).encode()).hexdigest()
+
+
+@contextlib.contextmanager
+def _stamp_lock(state_dir: Path) -> Iterator[None]:
+    """The emulator (at each move of `live`) and the watcher both update the stamp."""
+    import fcntl
+
+    with open(state_dir / (STAMP_FILE + ".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def update_stamp(state_dir: Path, functions: dict[str, dict[str, Any]], *,
+                 code: str | None = None, fresh: bool = False) -> None:
+    """Merge these functions' entries into the stamp (a `fresh` stamp starts empty); `code`
+    records that these saved sources are what runs."""
+    with _stamp_lock(state_dir):
+        stamp = read_stamp(state_dir)
+        merged = {**({} if fresh else stamp.get("functions", {})), **functions}
+        _write_stamp(state_dir, {
+            "generation": int(stamp.get("generation", 0)) + 1, "functions": merged,
+            "shared": _shared(merged),
+            "code": code if code is not None or fresh else stamp.get("code"),
+            "time": time.time()})
+
+
+def live_moved(state_dir: Path, key: str, version: str, code: bytes) -> None:
+    """`live` of the function `key` now points at `version`, whose package is `code`: the
+    dispatchers run that package from their next invocation (see `CodeReloader`)."""
+    update_stamp(state_dir, {key: _entry(state_dir, key, version, code)})
+
+
+def follow_live(env: Environment, state_dir: Path, *, code: str) -> None:
+    """In the emulator: whatever moves a function's `live` alias -- the provisioning at start,
+    `rollback --function`, a hot reload, `configure` / `tune --apply`, any Lambda client's
+    `update-alias` -- decides what the dispatchers run, as the triggers invoke `live` on AWS.
+    Every published version's package is kept in the version history (a restart publishes
+    the same versions again) and where `live` points is remembered for the next start.
+    `code` is the fingerprint of the sources this start publishes."""
+    from moto.awslambda.models import LambdaBackend
+
+    from collections_ops.localcloud.provision import record_live_version
+    from collections_ops.localcloud.store import STORE_DIR
+
+    history = state_dir / STORE_DIR / "lambda"
+    keys = {fn.function_name(env.name): fn.key for fn in FUNCTIONS}
+    update_stamp(state_dir, {}, code=code, fresh=True)  # the provisioning fills it in
+    create_alias, update_alias = LambdaBackend.create_alias, LambdaBackend.update_alias
+    publish_version = LambdaBackend.publish_version
+
+    def short(function_name: str) -> str:
+        return function_name.split(":function:", 1)[-1].split(":", 1)[0]
+
+    def moved(backend: Any, alias: Any, function_name: str, *, start: bool) -> None:
+        key = keys.get(short(function_name))
+        if alias.name != LIVE_ALIAS or key is None:
+            return
+        version = str(alias.function_version)
+        if not start:
+            record_live_version(history, key, version)
+        package = backend.get_function(short(function_name), version).code_bytes
+        live_moved(state_dir, key, version, package)
+
+    def on_create(self: Any, name: str, function_name: str, *args: Any, **kw: Any) -> Any:
+        alias = create_alias(self, name, function_name, *args, **kw)
+        moved(self, alias, function_name, start=True)
+        return alias
+
+    def on_update(self: Any, name: str, function_name: str, *args: Any, **kw: Any) -> Any:
+        alias = update_alias(self, name, function_name, *args, **kw)
+        moved(self, alias, function_name, start=False)
+        return alias
+
+    def on_publish(self: Any, function_name: str, *args: Any, **kw: Any) -> Any:
+        published = publish_version(self, function_name, *args, **kw)
+        key = keys.get(short(function_name))
+        if published is not None and key is not None:
+            kept = history / key / f"{published.version}.zip"
+            if not kept.exists():  # `configure`, `tune --apply`: a new version, the same code
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                kept.write_bytes(published.code_bytes)
+        return published
+
+    LambdaBackend.create_alias = on_create  # type: ignore[method-assign]
+    LambdaBackend.update_alias = on_update  # type: ignore[method-assign]
+    LambdaBackend.publish_version = on_publish  # type: ignore[method-assign]
 
 
 def _live(lam: Any, env: Environment, fn: Function) -> str:
@@ -216,15 +349,17 @@ class CodeReloader:
     def __init__(self, stamp: Path, purge: Callable[[dict[str, Path], bool], None]) -> None:
         self._path = stamp
         self._purge = purge
-        self._seen = self._stat()
-        # What this process imported is the code on disk at its start; the stamp's versions
-        # still name what `live` runs.
-        self._stamp = {**self._read(), **self._baseline()}
+        # What this process imported is the code on disk at its start...
+        self._stamp = self._baseline()
         self._cond = threading.Condition()
         self._running = 0
         self._reloading = False
         self._generation: dict[str, int] = {}  # function key -> reloads seen
         self._containers = threading.local()
+        # ... and what it runs is what `live` points at: a rolled-back function's version,
+        # when the stamp says so (no invocation runs yet, so this is its first reload).
+        self._seen: tuple[int, int] | None = None
+        self._reload()
 
     def _stat(self) -> tuple[int, int] | None:
         try:
@@ -292,7 +427,7 @@ class CodeReloader:
             before = self._stamp.get("functions", {})
             changed = {key for key, entry in stamp.get("functions", {}).items()
                        if before.get(key, {}).get("digest") != entry.get("digest")}
-            shared = stamp.get("shared") != self._stamp.get("shared")
+            shared = bool(stamp.get("shared")) and stamp.get("shared") != self._stamp.get("shared")
             if changed or shared:
                 latest = stamp.get("functions", {})
                 self._purge({key: Path(latest[key]["dir"]) for key in changed
@@ -300,7 +435,11 @@ class CodeReloader:
                 for fn in FUNCTIONS:
                     if shared or fn.key in changed:
                         self._generation[fn.key] = self._generation.get(fn.key, 0) + 1
-            self._seen, self._stamp = seen, stamp
+            # A function the stamp does not name (yet) runs what it ran.
+            functions = {**self._stamp.get("functions", {}), **stamp.get("functions", {})}
+            self._seen, self._stamp = seen, {
+                **stamp, "functions": functions,
+                "shared": stamp.get("shared") or self._stamp.get("shared")}
         finally:
             with self._cond:
                 self._reloading = False
