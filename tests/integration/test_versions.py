@@ -153,3 +153,82 @@ def test_after_a_deploy_every_function_is_pruned_and_missing_ones_skipped(pipeli
                            sleep=lambda s: None)
     pruned = versions.prune_all(lam, pipeline.env, keep=2)  # no operations function locally
     assert pruned == {ANALYZER.function_name("local"): ["1", "2"]}
+
+
+# --------------------------------------------------------------------------- what runs locally
+
+
+@pytest.fixture
+def followed(pipeline, tmp_path, monkeypatch):
+    """The emulator's hooks (`watch.follow_live`) on this test's moto: each move of `live`
+    points the code stamp under `tmp_path` at that version's package. Undone after the test."""
+    from moto.awslambda.models import LambdaBackend
+
+    from collections_ops.localcloud import watch
+
+    for method in ("create_alias", "update_alias", "publish_version"):
+        monkeypatch.setattr(LambdaBackend, method, getattr(LambdaBackend, method))
+    watch.follow_live(pipeline.env, tmp_path, code="test")
+    return tmp_path
+
+
+class Reloads:
+    """A dispatcher's reloader, recording what it would import instead of importing it."""
+
+    def __init__(self, state_dir) -> None:
+        from collections_ops.localcloud import watch
+
+        self.purged: list[dict[str, str]] = []
+        self.reloader = watch.CodeReloader(
+            watch.stamp_path(state_dir),
+            lambda dirs, shared: self.purged.append({k: str(v) for k, v in dirs.items()}))
+
+    def next_invocation(self) -> str | None:
+        with self.reloader.invocation(ANALYZER) as version:
+            return version
+
+
+def _handler_in(folder: str) -> str:
+    from pathlib import Path
+
+    return (Path(folder) / "handler.py").read_text()
+
+
+def test_the_dispatchers_run_the_package_of_the_version_live_points_at(pipeline, followed):
+    from collections_ops.localcloud.provision import function_code
+
+    # GIVEN the analyzer's version 2 published with other code and live
+    lam = pipeline.client("lambda")
+    name = ANALYZER.function_name("local")
+    new = publish_new_code(lam, name, "def handler(e, c):\n    return 2\n")
+    lam.update_alias(FunctionName=name, Name="live", FunctionVersion=new)
+    reloads = Reloads(followed)  # a dispatcher starting now runs version 2's package
+    assert reloads.next_invocation() == new
+    assert _handler_in(reloads.purged[-1]["analyzer"]).endswith("return 2\n")
+    # WHEN `live` is rolled back to version 1
+    versions.roll_back(lam, pipeline.env, ANALYZER, to="1")
+    # THEN the next invocation runs version 1's package (the provisioned handler), as 1
+    assert reloads.next_invocation() == "1"
+    with zipfile.ZipFile(io.BytesIO(function_code(ANALYZER))) as zf:
+        assert _handler_in(reloads.purged[-1]["analyzer"]) == zf.read("handler.py").decode()
+    # AND rolling forward runs version 2's again, from the folder unpacked before
+    versions.roll_back(lam, pipeline.env, ANALYZER, to=new)
+    assert reloads.next_invocation() == new
+    assert reloads.purged[-1] == reloads.purged[0]
+    assert len(reloads.purged) == 3
+
+
+def test_configure_runs_the_same_code_as_the_new_version_and_keeps_it(pipeline, followed):
+    from collections_ops.localcloud.provision import code_digest, function_code
+    from collections_ops.localcloud.store import STORE_DIR
+
+    reloads = Reloads(followed)
+    lam = pipeline.client("lambda")
+    # WHEN the analyzer's memory is changed (a new version of the same code goes live)
+    done = versions.configure(lam, pipeline.env, ANALYZER, memory=2048, sleep=lambda s: None)
+    # THEN it runs as the new version, with no reload of its code
+    assert reloads.next_invocation() == done.to_version == "2"
+    assert reloads.purged == []
+    # AND the version's package is kept, so a restart publishes the same versions again
+    kept = followed / STORE_DIR / "lambda" / "analyzer" / "2.zip"
+    assert code_digest(kept.read_bytes()) == code_digest(function_code(ANALYZER))
