@@ -1,6 +1,7 @@
-"""Hot reload of the local cloud's handlers (`collections deploy local --watch`).
+"""Hot reload of the local cloud's handlers (`collections deploy local --watch`), and the
+`live` alias deciding what runs.
 
-Two halves, one file between them:
+Three parts, one file between them:
 
 - The **watcher** (the CLI's process) polls the mtimes of the handlers' sources (each function
   folder and the shared code, under `paths.lambdas_root()`) every 100 ms. When they change and
@@ -9,8 +10,11 @@ Two halves, one file between them:
   the function's code, publishes a version and moves `live` to it -- through the local Lambda
   API, keeping the version's package under the state directory, so the versions, `rollback`
   and a restart of the emulator all agree. Then it writes the code stamp (`code.json`).
-- The **reloader** (in each dispatcher process) looks at the stamp's mtime before every
-  invocation. When it changed, it lets the invocations in flight finish on the old code, holds
+- The **follower** (in the emulator, `follow_live`) sees every move of a function's `live`
+  alias -- provisioning, a hot reload, `rollback --function`, `configure` -- and points the
+  stamp at that version's package: what the dispatchers run is what `live` names, as on AWS.
+- The **reloader** (in each dispatcher process) applies the stamp when it starts, then looks
+  at the stamp's mtime before every invocation. When it changed, it lets the invocations in flight finish on the old code, holds
   new ones back, and drops the changed functions' modules (every function's, and the shared
   `collections_core`, when the shared code changed); the next invocation imports the new
   code and starts with no per-container state, as a new Lambda container would.

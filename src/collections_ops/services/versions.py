@@ -2,8 +2,11 @@
 between two, move the alias back (`collections rollback ENV --function F`), and make a
 configuration change take effect (`collections configure`, `tune --apply`, `concurrency`).
 
-Rolling back is the fast way back after a bad deploy: it does not touch CloudFormation, and the
-next `collections deploy` moves `live` to the new version again.
+Rolling back is the fast way back after a bad deploy: it does not touch CloudFormation. The
+next `collections deploy` that publishes a version (the code or the function's settings
+changed) moves `live` to it; one that changes nothing leaves `live` where the rollback put it,
+as CloudFormation updates only what changed in the template. On the local cloud, `live` decides
+what the dispatchers run too (docs/local-cloud.md, "Versions and `live`").
 
 Why configuration changes publish: `update-function-configuration` changes `$LATEST` only, and
 the triggers invoke `live`, a published version whose configuration is immutable. So a change
