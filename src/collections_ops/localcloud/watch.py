@@ -14,10 +14,11 @@ Three parts, one file between them:
   alias -- provisioning, a hot reload, `rollback --function`, `configure` -- and points the
   stamp at that version's package: what the dispatchers run is what `live` names, as on AWS.
 - The **reloader** (in each dispatcher process) applies the stamp when it starts, then looks
-  at the stamp's mtime before every invocation. When it changed, it lets the invocations in flight finish on the old code, holds
-  new ones back, and drops the changed functions' modules (every function's, and the shared
-  `collections_core`, when the shared code changed); the next invocation imports the new
-  code and starts with no per-container state, as a new Lambda container would.
+  at the stamp's mtime before every invocation. When it changed, it lets the invocations in
+  flight finish on the old code, holds new ones back, and drops the changed functions'
+  modules (every function's, and the shared `collections_core`, when the shared code
+  changed); the next invocation imports the new code and starts with no per-container
+  state, as a new Lambda container would.
 
 A broken edit never kills a dispatcher. A syntax error is caught by the watcher, which reports
 it and publishes nothing: the previous version keeps serving. An error raised while the new
