@@ -67,16 +67,16 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     shutil.copytree(paths.lambdas_root(), lambdas,
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     env = local_env(root / "state", COLLECTIONS_LAMBDAS_DIR=str(lambdas))
-    watcher = None
+    state: dict[str, Any] = {"env": env, "lambdas": lambdas}
     try:
         started = run(env, "deploy", "local")
         assert started.returncode == 0, started.stderr
-        status = json.loads(run(env, "status", "--json").stdout)
-        watcher = Watcher(env)
-        yield {"env": env, "status": status, "lambdas": lambdas, "watcher": watcher}
+        state["status"] = json.loads(run(env, "status", "--json").stdout)
+        state["watcher"] = Watcher(env)
+        yield state
     finally:
-        if watcher is not None:
-            watcher.stop()
+        if "watcher" in state:  # a test may have started another one
+            state["watcher"].stop()
         run(env, "destroy", "local", "--yes")
 
 
@@ -247,3 +247,28 @@ def test_a_rolled_back_function_stays_rolled_back_until_new_code_is_published(cl
     fresh = _version(watcher.expect("reloaded processor"))
     assert int(fresh) > int(first)
     assert _runs(status, "fresh", "rollback/5.jpg")[-1] == fresh
+
+
+def test_a_reload_for_other_code_keeps_a_rolled_back_function_where_it_was(cloud):
+    status, lambdas, env = cloud["status"], cloud["lambdas"], cloud["env"]
+    # GIVEN the processor rolled back from "later" to "steady", and no watcher running
+    _mark(lambdas, "steady")
+    steady = _version(cloud["watcher"].expect("reloaded processor"))
+    _mark(lambdas, "later")
+    cloud["watcher"].expect("reloaded processor")
+    assert run(env, "rollback", "local", "--function", "processor", "--to",
+               steady).returncode == 0
+    cloud["watcher"].stop()
+    try:
+        # WHEN the analyzer's code changes and `deploy local` reloads the cloud (a new
+        # emulator, new dispatcher processes)
+        _edit(lambdas / "analyzer" / "handler.py", lambda s: s + "\n# changed for a test\n")
+        again = run(env, "deploy", "local")
+        assert again.returncode == 0 and "reloaded" in again.stderr, again.stderr
+        # THEN the processor, whose code did not change, still runs the version it was
+        # rolled back to (a `cdk deploy` updates only the analyzer's version and alias)
+        assert _runs(status, "steady", "rollback/6.jpg")[-1] == steady
+        listed = json.loads(run(env, "versions", "processor", "-o", "json").stdout)
+        assert [v["version"] for v in listed if v["live"]] == [steady]
+    finally:
+        cloud["watcher"] = Watcher(env)
