@@ -9,6 +9,11 @@ handler with a new marker log line and measures from the save (the file's write)
 timestamp of the first log event of the new code in CloudWatch Logs -- what a developer waits
 for. The watcher's own figure (change seen -> version published) is reported beside it.
 Median of the runs; target <= 1 s. The feeder's 50 ms spacing bounds the resolution.
+
+Then `rollback local --function processor --to N`, alternately back to the version before the
+last save and forward to the last one (as many times as --runs): from the command's start to
+the first log event of that version's marker after it -- what an operator waits for (the CLI
+process's own start is included; its duration is reported beside it).
 """
 
 from __future__ import annotations
@@ -91,7 +96,7 @@ def main() -> None:
         while "watching" not in lines.get(timeout=60):
             pass
         handler = lambdas / "image_processor" / "handler.py"
-        samples, published = [], []
+        samples, published, marked = [], [], []  # marked: (word, version) of each save
         for run in range(args.runs):
             time.sleep(1.0)  # let the previous reload settle
             word = f"run{run}-{time.time_ns()}"
@@ -113,7 +118,9 @@ def main() -> None:
                 if line.startswith("reloaded processor"):
                     published.append(float(line.rsplit(" in ", 1)[1].split()[0]))
                     break
+            marked.append((word, line.split("→ version ", 1)[1].split()[0]))
             print(f"run {run}: save -> new code running {samples[-1]:.3f} s ({line})")
+        rollbacks, commands = _rollbacks(env, logs, group, marked[-2:], args.runs)
     finally:
         stop.set()
         if watcher is not None:
@@ -125,11 +132,44 @@ def main() -> None:
     result = {"runs": args.runs, "save_to_running_s": samples,
               "median_s": round(median(samples), 3), "p90_s": round(percentile(samples, 90), 3),
               "watcher_publish_s": published, "target_s": TARGET_S,
-              "feed_interval_s": FEED_S}
+              "feed_interval_s": FEED_S, "rollback_to_running_s": rollbacks,
+              "rollback_median_s": round(median(rollbacks), 3),
+              "rollback_command_s": commands}
     write_result(NAME, result)
     verdict = "met" if result["median_s"] <= TARGET_S else "MISSED"
     print(f"save -> new code running: median {result['median_s']:.3f} s, "
           f"p90 {result['p90_s']:.3f} s over {args.runs} runs (target <= {TARGET_S} s: {verdict})")
+
+    print(f"rollback -> that version running: median {result['rollback_median_s']:.3f} s "
+          f"over {len(rollbacks)} rollbacks (command alone: median {median(commands):.3f} s)")
+
+
+def _rollbacks(env: dict[str, str], logs: object, group: str, last_two: list[tuple[str, str]],
+               runs: int) -> tuple[list[float], list[float]]:
+    """Move `live` back and forth between the last two versions; seconds until each runs."""
+    samples, commands = [], []
+    for n in range(runs):
+        word, version = last_two[0] if n % 2 == 0 else last_two[1]
+        time.sleep(1.0)
+        began = time.time()
+        moved = _cli(env, "rollback", "local", "--function", "processor", "--to", version)
+        commands.append(time.time() - began)
+        if moved.returncode:
+            raise SystemExit(f"rollback failed: {moved.stderr[-400:]}")
+        deadline, seen = time.monotonic() + 30, None
+        while seen is None and time.monotonic() < deadline:
+            found = logs.filter_log_events(  # type: ignore[attr-defined]
+                logGroupName=group, startTime=int(began * 1000),
+                filterPattern=f'"bench marker {word}"')["events"]
+            if found:
+                seen = min(e["timestamp"] for e in found) / 1000
+            time.sleep(0.05)
+        if seen is None:
+            raise SystemExit(f"rollback {n}: version {version} never ran")
+        samples.append(seen - began)
+        print(f"rollback {n}: -> version {version} running {samples[-1]:.3f} s "
+              f"(command {commands[-1]:.3f} s)")
+    return samples, commands
 
 
 if __name__ == "__main__":
