@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from _common import REPO, median, percentile, write_result
 
@@ -102,14 +103,7 @@ def main() -> None:
             word = f"run{run}-{time.time_ns()}"
             _mark(handler, word)
             saved = handler.stat().st_mtime
-            deadline = time.monotonic() + 30
-            seen = None
-            while seen is None and time.monotonic() < deadline:
-                found = logs.filter_log_events(logGroupName=group,
-                                               filterPattern=f'"bench marker {word}"')["events"]
-                if found:
-                    seen = min(e["timestamp"] for e in found) / 1000
-                time.sleep(0.05)
+            seen = _first_logged(logs, group, word)
             if seen is None:
                 raise SystemExit(f"run {run}: the new code never ran")
             samples.append(seen - saved)
@@ -144,7 +138,20 @@ def main() -> None:
           f"over {len(rollbacks)} rollbacks (command alone: median {median(commands):.3f} s)")
 
 
-def _rollbacks(env: dict[str, str], logs: object, group: str, last_two: list[tuple[str, str]],
+def _first_logged(logs: Any, group: str, word: str, *, since: float = 0.0,
+                  timeout: float = 30) -> float | None:
+    """When the marker `word` was first logged (after `since`), waiting up to `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = logs.filter_log_events(logGroupName=group, startTime=int(since * 1000),
+                                       filterPattern=f'"bench marker {word}"')["events"]
+        if found:
+            return float(min(e["timestamp"] for e in found)) / 1000
+        time.sleep(0.05)
+    return None
+
+
+def _rollbacks(env: dict[str, str], logs: Any, group: str, last_two: list[tuple[str, str]],
                runs: int) -> tuple[list[float], list[float]]:
     """Move `live` back and forth between the last two versions; seconds until each runs."""
     samples, commands = [], []
@@ -156,14 +163,7 @@ def _rollbacks(env: dict[str, str], logs: object, group: str, last_two: list[tup
         commands.append(time.time() - began)
         if moved.returncode:
             raise SystemExit(f"rollback failed: {moved.stderr[-400:]}")
-        deadline, seen = time.monotonic() + 30, None
-        while seen is None and time.monotonic() < deadline:
-            found = logs.filter_log_events(  # type: ignore[attr-defined]
-                logGroupName=group, startTime=int(began * 1000),
-                filterPattern=f'"bench marker {word}"')["events"]
-            if found:
-                seen = min(e["timestamp"] for e in found) / 1000
-            time.sleep(0.05)
+        seen = _first_logged(logs, group, word, since=began)
         if seen is None:
             raise SystemExit(f"rollback {n}: version {version} never ran")
         samples.append(seen - began)

@@ -153,6 +153,21 @@ def _version(line: str) -> str:
     return line.split("→ version ", 1)[1].split()[0]
 
 
+def _publish_marked(cloud: dict[str, Any], *words: str) -> list[str]:
+    """Save the processor marked with each word in turn; the version each was published as."""
+    published = []
+    for word in words:
+        _mark(cloud["lambdas"], word)
+        published.append(_version(cloud["watcher"].expect("reloaded processor")))
+    return published
+
+
+def _roll(env: dict[str, str], version: str, *args: str) -> subprocess.CompletedProcess[str]:
+    moved = run(env, "rollback", "local", "--function", "processor", "--to", version, *args)
+    assert moved.returncode == 0, moved.stderr
+    return moved
+
+
 def test_a_saved_handler_runs_on_the_next_invocation_as_a_new_version(cloud):
     status, watcher = cloud["status"], cloud["watcher"]
     _mark(cloud["lambdas"], "alpha")
@@ -201,19 +216,12 @@ def test_a_change_to_the_shared_code_reloads_every_function(cloud):
 
 
 def test_rollback_runs_the_version_live_points_at_and_rolling_forward_the_newer(cloud):
-    status, watcher, lambdas, env = (cloud["status"], cloud["watcher"], cloud["lambdas"],
-                                     cloud["env"])
+    status, env = cloud["status"], cloud["env"]
     # GIVEN two published versions of the processor, each logging its own marker
-    _mark(lambdas, "older")
-    older = _version(watcher.expect("reloaded processor"))
-    _mark(lambdas, "newer")
-    newer = _version(watcher.expect("reloaded processor"))
+    older, newer = _publish_marked(cloud, "older", "newer")
     assert _runs(status, "newer", "rollback/1.jpg")[-1] == newer
     # WHEN `live` is moved back to the older one (the sources still say "newer")
-    back = run(env, "rollback", "local", "--function", "processor", "--to", older,
-               "-o", "json")
-    assert back.returncode == 0, back.stderr
-    assert json.loads(back.stdout)["to_version"] == older
+    assert json.loads(_roll(env, older, "-o", "json").stdout)["to_version"] == older
     # THEN the next upload runs the older version's code, and Lambda's START line says so
     assert _runs(status, "older", "rollback/2.jpg")[-1] == older
     listed = json.loads(run(env, "versions", "processor", "-o", "json").stdout)
@@ -222,29 +230,22 @@ def test_rollback_runs_the_version_live_points_at_and_rolling_forward_the_newer(
             run(env, "versions", "processor").stdout.splitlines()]
     assert [row[0] for row in rows if row[1:2] == ["◀"]] == [older]
     # AND moving `live` forward again runs the newer one
-    forward = run(env, "rollback", "local", "--function", "processor", "--to", newer)
-    assert forward.returncode == 0, forward.stderr
+    _roll(env, newer)
     assert _runs(status, "newer", "rollback/3.jpg")[-1] == newer
 
 
 def test_a_rolled_back_function_stays_rolled_back_until_new_code_is_published(cloud):
-    status, watcher, lambdas, env = (cloud["status"], cloud["watcher"], cloud["lambdas"],
-                                     cloud["env"])
+    status, env = cloud["status"], cloud["env"]
     # GIVEN the processor rolled back from "kept" to "first"
-    _mark(lambdas, "first")
-    first = _version(watcher.expect("reloaded processor"))
-    _mark(lambdas, "kept")
-    watcher.expect("reloaded processor")
-    assert run(env, "rollback", "local", "--function", "processor", "--to",
-               first).returncode == 0
+    first, _ = _publish_marked(cloud, "first", "kept")
+    _roll(env, first)
     # WHEN `deploy local` runs with the code unchanged (a `cdk deploy` that changes nothing)
     again = run(env, "deploy", "local")
     assert again.returncode == 0 and "reloaded" not in again.stderr, again.stderr
     # THEN `live` stays where the rollback put it, and that is what runs
     assert _runs(status, "first", "rollback/4.jpg")[-1] == first
     # AND the next saved change publishes a new version, which goes live and runs
-    _mark(lambdas, "fresh")
-    fresh = _version(watcher.expect("reloaded processor"))
+    [fresh] = _publish_marked(cloud, "fresh")
     assert int(fresh) > int(first)
     assert _runs(status, "fresh", "rollback/5.jpg")[-1] == fresh
 
@@ -252,12 +253,8 @@ def test_a_rolled_back_function_stays_rolled_back_until_new_code_is_published(cl
 def test_a_reload_for_other_code_keeps_a_rolled_back_function_where_it_was(cloud):
     status, lambdas, env = cloud["status"], cloud["lambdas"], cloud["env"]
     # GIVEN the processor rolled back from "later" to "steady", and no watcher running
-    _mark(lambdas, "steady")
-    steady = _version(cloud["watcher"].expect("reloaded processor"))
-    _mark(lambdas, "later")
-    cloud["watcher"].expect("reloaded processor")
-    assert run(env, "rollback", "local", "--function", "processor", "--to",
-               steady).returncode == 0
+    steady, _ = _publish_marked(cloud, "steady", "later")
+    _roll(env, steady)
     cloud["watcher"].stop()
     try:
         # WHEN the analyzer's code changes and `deploy local` reloads the cloud (a new
