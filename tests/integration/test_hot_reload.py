@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import queue
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -55,8 +56,13 @@ class Watcher:
         raise AssertionError(f"the watcher never printed {text!r}")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def interrupt(self) -> int:
+        self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(10)
 
 
 @pytest.fixture(scope="module")
@@ -173,3 +179,11 @@ def test_a_change_to_the_shared_code_reloads_every_function(cloud):
           lambda s: s + "\n# changed for the reload test\n")
     reloaded = {watcher.expect("reloaded ").split()[1] for _ in range(3)}
     assert reloaded == {"processor", "analyzer", "embedder"}
+
+
+def test_ctrl_c_stops_watching_with_130_and_leaves_the_cloud_running(cloud):
+    # Last in the module: it ends the module's watcher.
+    watcher = cloud["watcher"]
+    assert watcher.interrupt() == 130
+    watcher.expect("stopped watching")
+    assert run(cloud["env"], "status").returncode == 0
