@@ -83,6 +83,7 @@ def test_the_cost_command_prints_json_that_sums_to_the_total(logged: Any) -> Non
     assert data["complete"] is False and data["tokens_usd"] == 0
     assert any(n.startswith("token costs are not included") and "database is not reachable"
                in n for n in data["notes"]), data["notes"]
+    assert (data["route"], data["via"]) == (None, None)  # no route answered: none is named
     table = CliRunner().invoke(app, ["cost", "dev", "--since", "1h"])
     assert table.exit_code == 0 and "per image" in table.output, table.output
 
@@ -155,6 +156,8 @@ def test_cost_on_local_after_a_load_test_prices_the_providers_reported_tokens(
     assert data["per_image_usd"] == pytest.approx(data["total_usd"] / COUNT)
     assert data["complete"] is True and data["notes"] == []
     assert data["prices_as_of"] == pipeline.PRICES.as_of
+    # the local cloud's database is this machine's: read directly, and said so
+    assert data["route"] == "direct" and f"route: {data['via']}" in shown.stderr
 
 
 def test_cost_on_local_uses_the_settings_files_prices(
