@@ -29,8 +29,10 @@ def _report(rid: str, billed_ms: int, memory_mb: int) -> str:
 
 
 @pytest.fixture
-def logged(moto_endpoint: str) -> Any:
-    """dev's three log groups with two images' invocations (and lines that are not REPORTs)."""
+def logged(fresh_moto: str) -> Any:
+    """dev's three log groups with two images' invocations (and lines that are not REPORTs),
+    on a moto that holds nothing else: no DATABASE_URL parameter of dev that an earlier test
+    stored."""
     logs = boto3.session.Session(region_name="us-east-1").client("logs")
     env = pipeline.environment("dev")
     lines = {"processor": [(200, 1024), (300, 1024)], "analyzer": [(1500, 2048), (500, 2048)],

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import threading
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +21,7 @@ import pytest
 from collections_ops import pipeline
 from collections_ops.localcloud import lambda_runtime
 from tests.images import photo
+from tests.moto_server import reset_moto
 
 OPERATIONS = pipeline.OPERATIONS
 LOCAL = pipeline.environment("local")
@@ -44,11 +44,6 @@ def invoke(event: Any) -> dict[str, Any]:
     return result.result
 
 
-def _reset_moto(endpoint: str) -> None:
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"),
-                           timeout=10).read()
-
-
 def _put_database_url(url: str) -> None:
     boto3.client("ssm", region_name="us-east-1").put_parameter(
         Name=f"{pipeline.PARAMETER_PREFIX}/DATABASE_URL", Value=url, Type="SecureString",
@@ -69,7 +64,7 @@ def fresh_db(database_url: str, moto_endpoint: str) -> Iterator[str]:
     with psycopg.connect(database_url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     url = _with_database(database_url, name)
-    _reset_moto(moto_endpoint)
+    reset_moto(moto_endpoint)
     _put_database_url(url)
     yield url
     with psycopg.connect(database_url, autocommit=True) as admin:
@@ -137,7 +132,7 @@ def test_helper_modules_of_every_deployed_function_have_unique_names() -> None:
 ], ids=lambda e: json.dumps(e)[:60])
 def test_anything_outside_the_vocabulary_is_refused_before_connecting(
         event: Any, moto_endpoint: str) -> None:
-    _reset_moto(moto_endpoint)  # no DATABASE_URL at all: a refusal must not need it
+    reset_moto(moto_endpoint)  # no DATABASE_URL at all: a refusal must not need it
     response = invoke(event)
     assert response["ok"] is False
     assert response["kind"] == "usage"
@@ -189,7 +184,7 @@ def test_unreachable_database_is_reported_without_its_password(moto_endpoint: st
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    _reset_moto(moto_endpoint)
+    reset_moto(moto_endpoint)
     _put_database_url(f"postgresql://collections:s3cret-pass@127.0.0.1:{port}/collections")
     response = invoke({"action": "status"})
     assert (response["ok"], response["kind"]) == (False, "unreachable")
@@ -623,7 +618,7 @@ def test_a_failed_migration_fails_the_deploy_with_the_error(
 
 def test_removing_the_resource_leaves_the_schema(moto_endpoint: str,
                                                  response_url: _ResponseUrl) -> None:
-    _reset_moto(moto_endpoint)  # no database at all: Delete must not need one
+    reset_moto(moto_endpoint)  # no database at all: Delete must not need one
     invoke(_cfn_event("Delete", response_url.url, PhysicalResourceId="p-1"))
     (answer,) = response_url.received
     assert answer["body"]["Status"] == "SUCCESS"
