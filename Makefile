@@ -30,8 +30,10 @@ demo: setup
 	$(BIN)/collections test-upload samples/test-image.jpg --user user123 --follow --env local
 	$(BIN)/collections verify test-image --user user123 --env local
 
+# One worker per core, each test file whole on one worker: a module's local cloud or
+# PostgreSQL fixture is built once, and most of the suite waits on subprocesses and polls.
 test: setup lint typecheck
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 lint: setup
 	$(BIN)/ruff check src lambdas tests bench infrastructure

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from tests.moto_server import reset_moto
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "lambdas" / "shared"))
 for _fn in ("image_processor", "analyzer", "embedder"):
@@ -72,6 +74,26 @@ def moto_endpoint() -> Iterator[str]:
         os.environ.pop("AWS_ENDPOINT_URL", None)
     else:
         os.environ["AWS_ENDPOINT_URL"] = previous
+
+
+@pytest.fixture(scope="session", autouse=True)
+def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The CLI's state directory (deployment records, the local cloud) is this test process's
+    own: another run, or another worker of this one, never shares its records."""
+    previous = os.environ.get("COLLECTIONS_STATE_DIR")
+    path = tmp_path_factory.mktemp("state")
+    os.environ["COLLECTIONS_STATE_DIR"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("COLLECTIONS_STATE_DIR", None)
+    else:
+        os.environ["COLLECTIONS_STATE_DIR"] = previous
+
+
+@pytest.fixture
+def fresh_moto(moto_endpoint: str) -> str:
+    reset_moto(moto_endpoint)
+    return moto_endpoint
 
 
 @pytest.fixture(scope="session")
@@ -184,16 +206,13 @@ class Pipeline:
 def pipeline(moto_endpoint: str, migrated_db: str, db: Any,
              monkeypatch: pytest.MonkeyPatch) -> Iterator[Pipeline]:
     """A freshly provisioned pipeline (moto state reset) with the local providers."""
-    import urllib.request
-
     import boto3
 
     from collections_core import state
     from collections_ops.localcloud.provision import provision
     from collections_ops.pipeline import LOCAL_ACCOUNT, common_env, environment
 
-    urllib.request.urlopen(urllib.request.Request(
-        f"{moto_endpoint}/moto-api/reset", method="POST"), timeout=10).read()
+    reset_moto(moto_endpoint)
     env = environment("local")
     session = boto3.session.Session(region_name="us-east-1")
     res = provision(session, env, account=LOCAL_ACCOUNT, database_url=migrated_db)

@@ -41,6 +41,13 @@ Queries and their parameters (unknown parameters are refused):
                        output), in the table's unique order; at most `limit` (<= 5000) rows
                        and 4 MB of JSON, far below Lambda's 6 MB response limit; pass `next`
                        as `after` for the following page until it is null
+    usage           {"since": int, "until": int | null = null, "user_id": str | null = null}
+                    -> {"usage": [{"stage": "analyzer" | "embedder", "provider", "model",
+                                   "rows", "unreported", "input_tokens", "output_tokens"}, ...],
+                        "images": int}  -- what `collections cost` prices: the tokens recorded
+                       with the rows written in the window (epoch milliseconds, `until`
+                       excluded), summed in SQL per stage, model and provider, and the items
+                       written in it; a few groups whatever the row count
 
 Response (always a JSON object; the function never raises for a request it can answer):
 

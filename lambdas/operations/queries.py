@@ -449,6 +449,83 @@ def reconcile_rows(conn: Any, params: dict[str, Any]) -> dict[str, Any]:
             else [str(last[c]) for c in _CURSOR_COLUMNS[table]]}
 
 
+# ------------------------------------------------------------------------------- usage
+#
+# What `collections cost` prices: the provider usage recorded with the rows written or rewritten
+# in a window, summed in SQL per (stage, provider, model) -- how many rows, how many carry no
+# usage, their input and output tokens -- and the images that went through (items rows written
+# in it). The same statements serve the CLI's direct route (services/dataroute.py), so both
+# routes answer alike. The answer is a few groups whatever the row count; it is still capped
+# (USAGE_MAX_GROUPS, USAGE_MAX_BYTES) and refused whole rather than cut, so a total is never
+# silently short. Bounds are milliseconds since the epoch; `until` and `user_id` may be NULL.
+
+USAGE_MAX_GROUPS = 1000
+USAGE_MAX_BYTES = 4_000_000
+MAX_EPOCH_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+USAGE_SQL = """
+SELECT 'analyzer' AS stage, provider, model, count(*) AS rows,
+       count(*) - count(input_tokens) AS unreported,
+       coalesce(sum(input_tokens), 0) AS input_tokens,
+       coalesce(sum(output_tokens), 0) AS output_tokens
+FROM analyses
+WHERE updated_at >= to_timestamp(%(since)s / 1000.0)
+  AND (%(until)s::bigint IS NULL OR updated_at < to_timestamp(%(until)s / 1000.0))
+  AND (%(user)s::text IS NULL OR user_id = %(user)s)
+GROUP BY provider, model
+UNION ALL
+SELECT 'embedder', embedding_provider, embedding_model, count(*), count(*) - count(input_tokens),
+       coalesce(sum(input_tokens), 0), 0
+FROM embeddings
+WHERE updated_at >= to_timestamp(%(since)s / 1000.0)
+  AND (%(until)s::bigint IS NULL OR updated_at < to_timestamp(%(until)s / 1000.0))
+  AND (%(user)s::text IS NULL OR user_id = %(user)s)
+GROUP BY embedding_provider, embedding_model
+ORDER BY 1, 3, 2
+LIMIT %(limit)s
+"""
+IMAGES_SQL = """
+SELECT count(*) FROM items
+WHERE updated_at >= to_timestamp(%(since)s / 1000.0)
+  AND (%(until)s::bigint IS NULL OR updated_at < to_timestamp(%(until)s / 1000.0))
+  AND (%(user)s::text IS NULL OR user_id = %(user)s)
+"""
+
+
+def _check_usage(params: dict[str, Any]) -> dict[str, Any]:
+    _only(params, {"since", "until", "user_id"})
+    since = _int(params, "since", -1, 0, MAX_EPOCH_MS)
+    until = params.get("until")
+    if until is not None:
+        until = _int(params, "until", 0, since, MAX_EPOCH_MS)
+    return {"since": since, "until": until,
+            "user_id": _text(params, "user_id", optional=True)}
+
+
+def usage(conn: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """The window's recorded usage (checked by `_check_usage`): {"usage": [{"stage",
+    "provider", "model", "rows", "unreported", "input_tokens", "output_tokens"}, ...] by
+    stage, model and provider; "images": items written in the window}."""
+    import psycopg
+
+    window = {"since": params["since"], "until": params["until"], "user": params["user_id"],
+              "limit": USAGE_MAX_GROUPS + 1}
+    try:
+        with _read_only(conn) as cur:
+            cur.execute(USAGE_SQL, window)
+            groups = _rows(cur)
+            cur.execute(IMAGES_SQL, window)
+            counted = cur.fetchone()
+    except psycopg.errors.UndefinedColumn:
+        raise TerminalError("the database has no usage columns yet",
+                            hint="run: collections db migrate") from None
+    answer = {"usage": groups, "images": int(counted[0]) if counted else 0}
+    if len(groups) > USAGE_MAX_GROUPS or len(json.dumps(answer)) > USAGE_MAX_BYTES:
+        raise TerminalError(f"the window's usage has more than {USAGE_MAX_GROUPS} (stage, "
+                            f"provider, model) groups or {USAGE_MAX_BYTES} bytes of JSON",
+                            hint="choose a shorter window or one user")
+    return answer
+
+
 @dataclass(frozen=True)
 class NamedQuery:
     check: Callable[[dict[str, Any]], dict[str, Any]]  # raises ValueError
@@ -461,4 +538,5 @@ QUERIES: dict[str, NamedQuery] = {
     "search": NamedQuery(_check_search, _search),
     "database_check": NamedQuery(_check_database_check, _database_check),
     "reconcile_rows": NamedQuery(_check_reconcile_rows, reconcile_rows),
+    "usage": NamedQuery(_check_usage, usage),
 }

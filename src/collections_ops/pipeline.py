@@ -229,7 +229,7 @@ DEPLOYED_FUNCTIONS: tuple[Function, ...] = (*FUNCTIONS, OPERATIONS)
 # two equal). No request can carry SQL: a query is one of these names plus typed parameters.
 OPERATIONS_ACTIONS: tuple[str, ...] = ("migrate", "status", "query")
 OPERATIONS_QUERIES: tuple[str, ...] = ("find_items", "item_rows", "search", "database_check",
-                                       "reconcile_rows")
+                                       "reconcile_rows", "usage")
 
 SECRETS: tuple[Secret, ...] = (
     Secret("DATABASE_URL", "PostgreSQL connection string", True,

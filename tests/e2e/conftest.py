@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from collections_ops.pipeline import environment
 from tests.e2e.cli import local_env, run
 from tests.fakes.lambda_invoke import FakeLambda
 from tests.fakes.providers import FakeProviders
+from tests.moto_server import reset_moto
 
 DEV = environment("dev")
 
@@ -48,8 +48,7 @@ def private_db(database_url: str, moto_endpoint: str,
     RDS-generated secret); the DATABASE_URL parameter the CLI reads names a refused address."""
     import psycopg
 
-    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset",
-                                                  method="POST"), timeout=10).read()
+    reset_moto(moto_endpoint)
     name = f"private_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(database_url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')

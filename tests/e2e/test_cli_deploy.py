@@ -15,6 +15,7 @@ import pytest
 
 from tests.e2e.cli import run
 from tests.infra.support import fake_bundles
+from tests.moto_server import reset_moto
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,7 +32,7 @@ sys.exit(int(os.environ.get("FAKE_CDK_EXIT", "0")))
 @pytest.fixture
 def aws_env(tmp_path: Path, moto_endpoint: str) -> dict[str, str]:
     """A CLI environment whose AWS is moto, with a profile `ops` and a stand-in `cdk`."""
-    urllib_reset(moto_endpoint)
+    reset_moto(moto_endpoint)
     bindir = tmp_path / "bin"
     bindir.mkdir()
     cdk = bindir / "cdk"
@@ -52,13 +53,6 @@ def aws_env(tmp_path: Path, moto_endpoint: str) -> dict[str, str]:
         "NO_COLOR": "1", "COLUMNS": "200",
     })
     return env
-
-
-def urllib_reset(endpoint: str) -> None:
-    import urllib.request
-
-    urllib.request.urlopen(urllib.request.Request(
-        f"{endpoint}/moto-api/reset", method="POST"), timeout=10).read()
 
 
 def put_parameters(endpoint: str, *names: str) -> None:

@@ -29,8 +29,10 @@ def _report(rid: str, billed_ms: int, memory_mb: int) -> str:
 
 
 @pytest.fixture
-def logged(moto_endpoint: str) -> Any:
-    """dev's three log groups with two images' invocations (and lines that are not REPORTs)."""
+def logged(fresh_moto: str) -> Any:
+    """dev's three log groups with two images' invocations (and lines that are not REPORTs),
+    on a moto that holds nothing else: no DATABASE_URL parameter of dev that an earlier test
+    stored."""
     logs = boto3.session.Session(region_name="us-east-1").client("logs")
     env = pipeline.environment("dev")
     lines = {"processor": [(200, 1024), (300, 1024)], "analyzer": [(1500, 2048), (500, 2048)],
@@ -83,6 +85,7 @@ def test_the_cost_command_prints_json_that_sums_to_the_total(logged: Any) -> Non
     assert data["complete"] is False and data["tokens_usd"] == 0
     assert any(n.startswith("token costs are not included") and "database is not reachable"
                in n for n in data["notes"]), data["notes"]
+    assert (data["route"], data["via"]) == (None, None)  # no route answered: none is named
     table = CliRunner().invoke(app, ["cost", "dev", "--since", "1h"])
     assert table.exit_code == 0 and "per image" in table.output, table.output
 
@@ -155,6 +158,8 @@ def test_cost_on_local_after_a_load_test_prices_the_providers_reported_tokens(
     assert data["per_image_usd"] == pytest.approx(data["total_usd"] / COUNT)
     assert data["complete"] is True and data["notes"] == []
     assert data["prices_as_of"] == pipeline.PRICES.as_of
+    # the local cloud's database is this machine's: read directly, and said so
+    assert data["route"] == "direct" and f"route: {data['via']}" in shown.stderr
 
 
 def test_cost_on_local_uses_the_settings_files_prices(

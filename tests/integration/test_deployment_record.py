@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import urllib.request
-
 import boto3
 import pytest
 
 from collections_ops.pipeline import environment
 from collections_ops.services import deployment, secrets
+from tests.moto_server import reset_moto
 
 DEV = environment("dev")
 
 
 @pytest.fixture
 def ssm(moto_endpoint: str):
-    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset",
-                                                  method="POST"), timeout=10).read()
+    reset_moto(moto_endpoint)
     return boto3.client("ssm", region_name="us-east-1")
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import urllib.request
 import zipfile
 from typing import Any
 
@@ -21,6 +20,7 @@ from collections_ops.localcloud.provision import parameter_store_policy
 from collections_ops.pipeline import FUNCTIONS, LIVE_ALIAS, environment
 from collections_ops.services import inspect
 from collections_ops.services.dataroute import DirectRoute
+from tests.moto_server import reset_moto
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -79,8 +79,7 @@ def aws_shaped_dev(session: Any, *, permission_on_alias: bool = True) -> None:
 
 @pytest.fixture
 def session(moto_endpoint: str) -> Any:
-    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset",
-                                                  method="POST"), timeout=10).read()
+    reset_moto(moto_endpoint)
     return boto3.session.Session(region_name=REGION)
 
 

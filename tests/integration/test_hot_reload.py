@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import queue
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -56,8 +57,13 @@ class Watcher:
         raise AssertionError(f"the watcher never printed {text!r}")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def interrupt(self) -> int:
+        self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(10)
 
 
 @pytest.fixture(scope="module")
@@ -269,3 +275,11 @@ def test_a_reload_for_other_code_keeps_a_rolled_back_function_where_it_was(cloud
         assert [v["version"] for v in listed if v["live"]] == [steady]
     finally:
         cloud["watcher"] = Watcher(env)
+
+
+def test_ctrl_c_stops_watching_with_130_and_leaves_the_cloud_running(cloud):
+    # Last in the module: it ends the module's watcher.
+    watcher = cloud["watcher"]
+    assert watcher.interrupt() == 130
+    watcher.expect("stopped watching")
+    assert run(cloud["env"], "status").returncode == 0

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import urllib.request
 import zipfile
 from collections.abc import Callable
 from dataclasses import replace
@@ -18,6 +17,7 @@ import pytest
 from collections_ops import errors
 from collections_ops.pipeline import FUNCTIONS, LOCAL_ACCOUNT, Function, environment
 from collections_ops.services import drift, monitoring
+from tests.moto_server import reset_moto
 
 REGION = "us-east-1"
 DEV = environment("dev")
@@ -33,8 +33,7 @@ def client(moto_endpoint: str) -> Clients:
     """boto3 clients on a freshly reset moto server."""
     import boto3
 
-    urllib.request.urlopen(urllib.request.Request(
-        f"{moto_endpoint}/moto-api/reset", method="POST"), timeout=10).read()
+    reset_moto(moto_endpoint)
     session: Any = boto3.session.Session(region_name=REGION)
     made: dict[str, Any] = {}
 

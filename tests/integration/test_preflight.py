@@ -4,7 +4,6 @@ account's concurrency limit bounds what may be reserved, and the region is the s
 from __future__ import annotations
 
 import dataclasses
-import urllib.request
 
 import boto3
 import pytest
@@ -13,14 +12,14 @@ from botocore.stub import Stubber
 from collections_ops import errors
 from collections_ops.pipeline import DEPLOYED_FUNCTIONS, environment
 from collections_ops.services import deploy, deployment
+from tests.moto_server import reset_moto
 
 DEV = environment("dev")
 
 
 @pytest.fixture
 def session(moto_endpoint: str):
-    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset",
-                                                  method="POST"), timeout=10).read()
+    reset_moto(moto_endpoint)
     return boto3.session.Session(region_name="us-east-1")
 
 

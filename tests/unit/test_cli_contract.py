@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from collections_ops.cli import exits
 from collections_ops.cli.app import app, version_text
+from tests.moto_server import reset_moto
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENTED = {code for _, code, _ in exits.TABLE} | {0, 1, 2, 130}
@@ -81,10 +82,8 @@ def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
 
 @pytest.fixture
 def moto_account(runner: CliRunner, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    import urllib.request
 
-    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset",
-                                                  method="POST"), timeout=10).read()
+    reset_moto(moto_endpoint)
     for key, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
                        ("AWS_DEFAULT_REGION", "us-east-1")):
         monkeypatch.setenv(key, value)

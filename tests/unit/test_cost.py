@@ -179,3 +179,37 @@ def test_the_settings_file_overrides_an_environments_prices(
     assert last.as_of == "2027-03-01" and last.tokens_per_million["voyage-3.5"] == {
         "input": 0.04}
     assert last.tokens_per_million["claude-sonnet-4-6"] == {"input": 2.0, "output": 10.0}
+
+
+GROUP = {"stage": "analyzer", "provider": "anthropic", "model": "claude-sonnet-4-6", "rows": 2,
+         "unreported": 1, "input_tokens": 10, "output_tokens": 4}
+
+
+def test_the_usage_answer_becomes_usage_by_stage() -> None:
+    local = {**GROUP, "stage": "embedder", "provider": "local", "model": "local-hash-v1",
+             "input_tokens": 0, "output_tokens": 0}
+    recorded = cost.recorded_from({"usage": [GROUP, local], "images": 3})
+    assert recorded.images == 3
+    assert recorded.usage == {
+        "analyzer": [Usage(model="claude-sonnet-4-6", provider="anthropic", rows=2,
+                           unreported=1, input_tokens=10, output_tokens=4)],
+        # the offline provider reports no usage and owes nothing: nothing is missing
+        "embedder": [Usage(model="local-hash-v1", provider="local", rows=2, unreported=0)]}
+
+
+@pytest.mark.parametrize("answer", [
+    None, [], {"images": 1}, {"usage": {}, "images": 1}, {"usage": [], "images": -1},
+    {"usage": [], "images": "3"}, {"usage": [], "images": True},
+    {"usage": [{**GROUP, "stage": "processor"}], "images": 1},
+    {"usage": [{**GROUP, "model": None}], "images": 1},
+    {"usage": [{**GROUP, "provider": 7}], "images": 1},
+    {"usage": [{**GROUP, "input_tokens": -5}], "images": 1},
+    {"usage": [{**GROUP, "output_tokens": 1.5}], "images": 1},
+    {"usage": [{**GROUP, "rows": None}], "images": 1},
+    {"usage": ["analyzer"], "images": 1},
+], ids=lambda a: json.dumps(a)[:60])
+def test_a_usage_answer_of_another_shape_is_refused(answer: object) -> None:
+    from collections_ops import errors
+
+    with pytest.raises(errors.CollectionsError, match="operations function f"):
+        cost.recorded_from(answer, "operations function f")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import threading
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +21,7 @@ import pytest
 from collections_ops import pipeline
 from collections_ops.localcloud import lambda_runtime
 from tests.images import photo
+from tests.moto_server import reset_moto
 
 OPERATIONS = pipeline.OPERATIONS
 LOCAL = pipeline.environment("local")
@@ -44,11 +44,6 @@ def invoke(event: Any) -> dict[str, Any]:
     return result.result
 
 
-def _reset_moto(endpoint: str) -> None:
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"),
-                           timeout=10).read()
-
-
 def _put_database_url(url: str) -> None:
     boto3.client("ssm", region_name="us-east-1").put_parameter(
         Name=f"{pipeline.PARAMETER_PREFIX}/DATABASE_URL", Value=url, Type="SecureString",
@@ -69,7 +64,7 @@ def fresh_db(database_url: str, moto_endpoint: str) -> Iterator[str]:
     with psycopg.connect(database_url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     url = _with_database(database_url, name)
-    _reset_moto(moto_endpoint)
+    reset_moto(moto_endpoint)
     _put_database_url(url)
     yield url
     with psycopg.connect(database_url, autocommit=True) as admin:
@@ -127,10 +122,17 @@ def test_helper_modules_of_every_deployed_function_have_unique_names() -> None:
                                                               "limit": 5001}},
     {"action": "query", "query": "reconcile_rows", "params": {"table": "items",
                                                               "sql": "SELECT 1"}},
+    {"action": "query", "query": "usage", "params": {}},
+    {"action": "query", "query": "usage", "params": {"since": -1}},
+    {"action": "query", "query": "usage", "params": {"since": "1700000000000"}},
+    {"action": "query", "query": "usage", "params": {"since": True}},
+    {"action": "query", "query": "usage", "params": {"since": 100, "until": 50}},
+    {"action": "query", "query": "usage", "params": {"since": 0, "user_id": ""}},
+    {"action": "query", "query": "usage", "params": {"since": 0, "sql": "SELECT 1"}},
 ], ids=lambda e: json.dumps(e)[:60])
 def test_anything_outside_the_vocabulary_is_refused_before_connecting(
         event: Any, moto_endpoint: str) -> None:
-    _reset_moto(moto_endpoint)  # no DATABASE_URL at all: a refusal must not need it
+    reset_moto(moto_endpoint)  # no DATABASE_URL at all: a refusal must not need it
     response = invoke(event)
     assert response["ok"] is False
     assert response["kind"] == "usage"
@@ -182,7 +184,7 @@ def test_unreachable_database_is_reported_without_its_password(moto_endpoint: st
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    _reset_moto(moto_endpoint)
+    reset_moto(moto_endpoint)
     _put_database_url(f"postgresql://collections:s3cret-pass@127.0.0.1:{port}/collections")
     response = invoke({"action": "status"})
     assert (response["ok"], response["kind"]) == (False, "unreachable")
@@ -387,6 +389,157 @@ def test_a_cursor_that_does_not_advance_is_refused(pipeline: Any, db: Any) -> No
         dataroute.reconcile_rows(Stuck(), "items")  # type: ignore[arg-type]
 
 
+# ------------------------------------------------------------------------------- usage
+
+DAY_MS = 86_400_000
+# (user, item, age in days, analysis (provider, model, input, output) | None,
+#  embedding (provider, model, input) | None): None tokens are rows written before 0004.
+USAGE_ROWS: list[tuple[str, str, int, tuple[Any, ...] | None, tuple[Any, ...] | None]] = [
+    ("u1", "a", 0, ("anthropic", "claude-sonnet-4-6", 100, 20), ("voyage", "voyage-3.5", 30)),
+    ("u1", "b", 0, ("anthropic", "claude-sonnet-4-6", 300, 40), ("voyage", "voyage-3.5", 40)),
+    ("u1", "c", 0, ("anthropic", "claude-sonnet-4-6", None, None), (None, "voyage-3.5", None)),
+    ("u2", "d", 0, ("openai", "gpt-4o", 50, 5), ("local", "local-hash-v1", None)),
+    ("u2", "e", 10, ("anthropic", "claude-sonnet-4-6", 1000, 1000), ("voyage", "voyage-3.5", 999)),
+    ("u2", "f", 0, None, None),  # processed, not analysed yet
+]
+
+
+def _store_usage(db: Any) -> None:
+    for user, item, age, analysis, embedding in USAGE_ROWS:
+        at = {"user": user, "item": item, "age": age}
+        db.execute("INSERT INTO items (id, user_id, bucket, original_key, updated_at)"
+                   " VALUES (%(item)s, %(user)s, 'b', %(item)s,"
+                   " now() - make_interval(days => %(age)s))", at)
+        if analysis is None:
+            continue
+        provider, model, tokens_in, tokens_out = analysis
+        row = db.execute(
+            "INSERT INTO analyses (item_id, user_id, category, summary, provider, model, raw,"
+            " input_tokens, output_tokens, updated_at) VALUES (%(item)s, %(user)s, 'photo', 's',"
+            " %(provider)s, %(model)s, '{}', %(in)s, %(out)s,"
+            " now() - make_interval(days => %(age)s)) RETURNING id",
+            {**at, "provider": provider, "model": model, "in": tokens_in,
+             "out": tokens_out}).fetchone()
+        assert embedding is not None and row is not None
+        provider, model, tokens_in = embedding
+        db.execute(
+            "INSERT INTO embeddings (item_id, user_id, analysis_id, embedding_model,"
+            " embedding_dimensions, embedding, content_hash, embedding_provider, input_tokens,"
+            " updated_at) VALUES (%(item)s, %(user)s, %(analysis)s, %(model)s, 4,"
+            " '[1,0,0,0]'::vector, 'h', %(provider)s, %(in)s,"
+            " now() - make_interval(days => %(age)s))",
+            {**at, "analysis": row[0], "provider": provider, "model": model, "in": tokens_in})
+
+
+def _group(stage: str, provider: str | None, model: str, rows: int, unreported: int,
+           tokens_in: int, tokens_out: int = 0) -> dict[str, Any]:
+    return {"stage": stage, "provider": provider, "model": model, "rows": rows,
+            "unreported": unreported, "input_tokens": tokens_in, "output_tokens": tokens_out}
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)
+
+
+def test_usage_sums_the_windows_tokens_in_sql_alike_on_both_routes(pipeline: Any,
+                                                                   db: Any) -> None:
+    from collections_ops.services import cost
+    from collections_ops.services.dataroute import DirectRoute
+
+    _store_usage(db)
+    route, sent = _counting_route()
+    direct = DirectRoute(db)
+    day = _now_ms() - DAY_MS
+
+    # WHEN the last day's usage is asked through the operations function
+    answer = route.usage(since_ms=day, until_ms=None, user_id=None)
+    # THEN it is summed per stage, model and provider, in one request, the 10-day-old row out
+    assert [r["query"] for r in sent] == ["usage"]
+    assert answer == {"images": 5, "usage": [
+        _group("analyzer", "anthropic", "claude-sonnet-4-6", 3, 1, 400, 60),
+        _group("analyzer", "openai", "gpt-4o", 1, 0, 50, 5),
+        _group("embedder", "local", "local-hash-v1", 1, 1, 0),
+        _group("embedder", "voyage", "voyage-3.5", 2, 0, 70),
+        _group("embedder", None, "voyage-3.5", 1, 1, 0)]}
+    # AND the direct route runs the same statements to the same answer
+    assert direct.usage(since_ms=day, until_ms=None, user_id=None) == answer
+    # AND the user and the window's end are parameters of those statements, on both routes
+    for window in ({"since_ms": day, "until_ms": None, "user_id": "u2"},
+                   {"since_ms": day - 19 * DAY_MS, "until_ms": day - 4 * DAY_MS,
+                    "user_id": None}):
+        assert route.usage(**window) == direct.usage(**window)
+    assert route.usage(since_ms=day, until_ms=None, user_id="u2") == {"images": 2, "usage": [
+        _group("analyzer", "openai", "gpt-4o", 1, 0, 50, 5),
+        _group("embedder", "local", "local-hash-v1", 1, 1, 0)]}
+    assert route.usage(since_ms=day - 19 * DAY_MS, until_ms=day - 4 * DAY_MS,
+                       user_id=None) == {"images": 1, "usage": [
+        _group("analyzer", "anthropic", "claude-sonnet-4-6", 1, 0, 1000, 1000),
+        _group("embedder", "voyage", "voyage-3.5", 1, 0, 999)]}
+    # AND cost reads the same figures either way (the offline provider's rows owe nothing)
+    recorded = cost.read_recorded(route, since_ms=day)
+    assert recorded == cost.read_recorded(direct, since_ms=day)
+    assert recorded.images == 5
+    assert [(u.model, u.provider, u.unreported) for u in recorded.usage["embedder"]] == [
+        ("local-hash-v1", "local", 0), ("voyage-3.5", "voyage", 0), ("voyage-3.5", None, 1)]
+
+
+def test_usage_of_100000_rows_is_one_small_group(pipeline: Any, db: Any) -> None:
+    """The answer's size does not grow with the rows: it is summed in the database."""
+    db.execute("INSERT INTO items (id, user_id, bucket, original_key)"
+               " SELECT 'i' || n, 'u' || (n % 50), 'b', 'k' || n"
+               " FROM generate_series(1, 100000) AS n")
+    db.execute("INSERT INTO analyses (item_id, user_id, category, summary, provider, model,"
+               " raw, input_tokens, output_tokens) SELECT id, user_id, 'photo', 's',"
+               " 'anthropic', 'claude-sonnet-4-6', '{}', 7, 3 FROM items")
+    route, _ = _counting_route()
+    answer = route.usage(since_ms=_now_ms() - DAY_MS, until_ms=None, user_id=None)
+    assert answer == {"images": 100_000, "usage": [
+        _group("analyzer", "anthropic", "claude-sonnet-4-6", 100_000, 0, 700_000, 300_000)]}
+    assert len(json.dumps(answer)) < 300
+
+
+def test_usage_of_more_groups_than_the_cap_is_refused_whole(pipeline: Any, db: Any) -> None:
+    from collections_ops import errors
+    from collections_ops.services.dataroute import DirectRoute
+
+    queries = lambda_runtime.load_handler(OPERATIONS).__globals__["queries"]
+    groups = queries.USAGE_MAX_GROUPS + 1
+    db.execute("INSERT INTO items (id, user_id, bucket, original_key)"
+               " SELECT 'i' || n, 'u', 'b', 'k' || n FROM generate_series(1, %s) AS n",
+               (groups,))
+    db.execute("INSERT INTO analyses (item_id, user_id, category, summary, provider, model,"
+               " raw) SELECT id, user_id, 'photo', 's', 'anthropic', 'model-' || id, '{}'"
+               " FROM items")
+    response = invoke({"action": "query", "query": "usage",
+                       "params": {"since": _now_ms() - DAY_MS}})
+    assert (response["ok"], response["kind"]) == (False, "failed")
+    assert f"more than {queries.USAGE_MAX_GROUPS}" in response["error"]
+    assert "result" not in response  # never a part of the groups, which would sum short
+    with pytest.raises(errors.DatabaseError, match="more than"):
+        DirectRoute(db).usage(since_ms=_now_ms() - DAY_MS, until_ms=None, user_id=None)
+
+
+def test_usage_before_the_usage_migration_says_to_migrate(fresh_db: str) -> None:
+    import psycopg
+
+    from collections_core import migrate
+    from collections_ops.services import cost
+    from collections_ops.services.dataroute import DirectRoute
+
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        for version, sql in migrate.migrations():
+            if version < "0004":
+                conn.execute(sql)
+        response = invoke({"action": "query", "query": "usage", "params": {"since": 0}})
+        assert (response["ok"], response["error"], response["hint"]) == (
+            False, "the database has no usage columns yet", "run: collections db migrate")
+        recorded, why, route = cost.recorded_through(lambda: DirectRoute(conn), since_ms=0)
+    assert (recorded, route) == (None, None)
+    assert why == "the database has no usage columns yet: run: collections db migrate"
+
+
 # -------------------------------------------------------------- deploy-time custom resource
 
 
@@ -465,7 +618,7 @@ def test_a_failed_migration_fails_the_deploy_with_the_error(
 
 def test_removing_the_resource_leaves_the_schema(moto_endpoint: str,
                                                  response_url: _ResponseUrl) -> None:
-    _reset_moto(moto_endpoint)  # no database at all: Delete must not need one
+    reset_moto(moto_endpoint)  # no database at all: Delete must not need one
     invoke(_cfn_event("Delete", response_url.url, PhysicalResourceId="p-1"))
     (answer,) = response_url.received
     assert answer["body"]["Status"] == "SUCCESS"

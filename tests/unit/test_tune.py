@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -76,6 +77,49 @@ def test_the_architecture_selects_its_price_and_an_explicit_price_wins():
     assert t.tune(invoker, memory_sizes=(1024,)).price_per_gb_s == X86
     custom = t.tune(invoker, memory_sizes=(1024,), price_per_gb_s=0.00002, price_per_request=0)
     assert custom.recommended.cost_usd == pytest.approx(0.00002)
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "arm64"])
+def test_tune_prices_a_run_as_cost_charges_it(arch: str, tmp_path: Any,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """One dated table for both: what tune says a size costs is what `collections cost`
+    charges for that invocation, at the environment's architecture and its overridden
+    prices (the table `collections tune` is given)."""
+    from dataclasses import replace
+
+    from collections_ops import pipeline
+    from collections_ops.services import cost
+
+    (tmp_path / "collections.toml").write_text(
+        '[environments.dev.prices]\nas_of = "2027-03-01"\nlambda_request = 0.0000003\n'
+        '[environments.dev.prices.lambda_gb_second]\narm64 = 0.0000120000\n')
+    monkeypatch.chdir(tmp_path)
+    env = replace(pipeline.environment("dev"), architecture=arch)
+    prices = cost.environment_prices(env)
+    result = t.tune(steady({1024: 250.4, 2048: 130.0}), memory_sizes=(1024, 2048), runs=3,
+                    arch=env.architecture, prices=prices)
+    assert (result.price_per_gb_s, result.price_per_request, result.prices_as_of) == (
+        prices.lambda_gb_second[arch], 0.0000003, "2027-03-01")
+    for m in result.measurements:
+        # Lambda's REPORT line bills the duration rounded up to the millisecond
+        charged = cost.compute({"fn": [cost.Report(billed_ms=math.ceil(m.average_ms),
+                                                   memory_mb=m.memory_mb)]}, {}, images=1,
+                               architecture=arch, prices=prices)
+        assert m.cost_usd == pytest.approx(charged.total_usd, rel=1e-12)
+    # arm64 is the cheaper architecture in the table both read
+    other = t.tune(steady({1024: 250.4}), memory_sizes=(1024,), runs=3, prices=prices,
+                   arch="x86_64" if arch == "arm64" else "arm64")
+    cheaper, dearer = sorted([result.measurements[0].cost_usd, other.measurements[0].cost_usd])
+    assert (result.measurements[0].cost_usd == cheaper) is (arch == "arm64") and cheaper < dearer
+
+
+def test_without_a_table_tune_reads_the_definitions() -> None:
+    from collections_ops import pipeline
+
+    result = t.tune(steady({1024: 1000.0}), memory_sizes=(1024,), arch="arm64")
+    assert (result.price_per_gb_s, result.price_per_request, result.prices_as_of) == (
+        pipeline.PRICES.lambda_gb_second["arm64"], pipeline.PRICES.lambda_request,
+        pipeline.PRICES.as_of)
 
 
 # --------------------------------------------------------------------------- strategies

@@ -74,17 +74,24 @@ def _purge(code_dirs: dict[str, Path], shared: bool) -> None:
     with _load_lock:
         for key in keys:
             _loaded.pop(key, None)
-        for name, module in list(sys.modules.items()):
-            source = getattr(module, "__file__", None) or ""
-            if (name.startswith("collections_fn_") and name[15:] in keys) \
-                    or any(source.startswith(f) for f in folders) \
-                    or (shared and (name == "collections_core" or
-                                    name.startswith("collections_core."))):
-                del sys.modules[name]
+        # The new packages go first on the path before anything is forgotten: an import that
+        # races the purge (a worker of another function) finds the new code, never the old.
         for key, folder in code_dirs.items():
             _code_dirs[key] = folder
             sys.path.insert(0, str(folder))  # its modules (and shared package) first
         importlib.invalidate_caches()
+        for name, module in list(sys.modules.items()):
+            if name == "collections_core" or name.startswith("collections_core."):
+                # One copy for every function in the process (its logging, its masking's
+                # registered secrets), wherever it was imported from: forgotten only when the
+                # shared code itself changed, never because one function's package did.
+                if shared:
+                    del sys.modules[name]
+                continue
+            source = getattr(module, "__file__", None) or ""
+            if (name.startswith("collections_fn_") and name[15:] in keys) \
+                    or any(source.startswith(f) for f in folders):
+                del sys.modules[name]
 
 
 def _code_dir(fn: Function) -> Path:

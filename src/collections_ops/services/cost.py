@@ -31,7 +31,7 @@ from collections_ops import errors
 from collections_ops.pipeline import PRICES, Prices
 
 __all__ = ["PRICES", "Prices", "Recorded", "Report", "Usage", "collect", "compute",
-           "read_recorded"]
+           "read_recorded", "recorded_from"]
 
 GB = 1024.0  # Lambda bills memory in MB; a GB-second is 1,024 MB for one second
 FREE_PROVIDERS = ("local",)  # offline providers: no bill, whatever the model is called
@@ -304,34 +304,6 @@ def read_reports(logs: Any, log_group: str, *, since_ms: int,
     return found
 
 
-# One row per (stage, provider, model) of the rows written or rewritten in the window: how
-# many, how many without usage, and their tokens. Bounds are milliseconds since the epoch.
-_USAGE = """
-SELECT 'analyzer', provider, model, count(*), count(*) - count(input_tokens),
-       coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0)
-FROM analyses
-WHERE updated_at >= to_timestamp(%(since)s / 1000.0)
-  AND (%(until)s::bigint IS NULL OR updated_at < to_timestamp(%(until)s / 1000.0))
-GROUP BY provider, model
-UNION ALL
-SELECT 'embedder', embedding_provider, embedding_model, count(*), count(*) - count(input_tokens),
-       coalesce(sum(input_tokens), 0), 0
-FROM embeddings
-WHERE updated_at >= to_timestamp(%(since)s / 1000.0)
-  AND (%(until)s::bigint IS NULL OR updated_at < to_timestamp(%(until)s / 1000.0))
-GROUP BY embedding_provider, embedding_model
-ORDER BY 1, 3, 2
-"""
-
-
-# Images that went through in the window: items rows written or rewritten in it.
-_IMAGES = """
-SELECT count(*) FROM items
-WHERE updated_at >= to_timestamp(%(since)s / 1000.0)
-  AND (%(until)s::bigint IS NULL OR updated_at < to_timestamp(%(until)s / 1000.0))
-"""
-
-
 @dataclass(frozen=True)
 class Recorded:
     """What the database says of a window: the rows' usage by stage, and the images."""
@@ -340,19 +312,51 @@ class Recorded:
     images: int
 
 
-def read_recorded(conn: Any, *, since_ms: int, until_ms: int | None = None) -> Recorded:
-    """The recorded usage of the rows written in the window, by stage and model, and how many
-    items were written in it."""
-    window = {"since": since_ms, "until": until_ms}
+STAGES_WITH_TOKENS = ("analyzer", "embedder")
+
+
+def recorded_from(answer: Any, where: str = "the usage query") -> Recorded:
+    """The answer of the `usage` named query (lambdas/operations/queries.py), from either
+    route, as `Recorded`; its shape is checked, as anything that crosses a wire is."""
+
+    def count(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise errors.CollectionsError(f"{where} answered a count that is not a "
+                                          f"non-negative integer ({value!r:.40})",
+                                          "check that the operations function's code "
+                                          "matches this CLI")
+        return value
+
+    groups = answer.get("usage") if isinstance(answer, dict) else None
+    if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+        raise errors.CollectionsError(f"{where} answered no list of usage groups",
+                                      "check that the operations function's code matches "
+                                      "this CLI")
     usage: dict[str, list[Usage]] = {}
-    for stage, provider, model, rows, unreported, tokens_in, tokens_out in conn.execute(
-            _USAGE, window).fetchall():
-        usage.setdefault(str(stage), []).append(Usage(
-            model=str(model), provider=provider, rows=int(rows),
-            unreported=0 if provider in FREE_PROVIDERS else int(unreported),
-            input_tokens=int(tokens_in), output_tokens=int(tokens_out)))
-    row = conn.execute(_IMAGES, window).fetchone()
-    return Recorded(usage=usage, images=int(row[0]) if row else 0)
+    for group in groups:
+        stage, provider, model = group.get("stage"), group.get("provider"), group.get("model")
+        if (stage not in STAGES_WITH_TOKENS or not isinstance(model, str)
+                or not (provider is None or isinstance(provider, str))):
+            raise errors.CollectionsError(f"{where} answered a group that is not a stage's "
+                                          f"model ({str(stage)[:40]!r}, {str(model)[:40]!r})",
+                                          "check that the operations function's code "
+                                          "matches this CLI")
+        rows, unreported = count(group.get("rows")), count(group.get("unreported"))
+        usage.setdefault(stage, []).append(Usage(
+            model=model, provider=provider, rows=rows,
+            unreported=0 if provider in FREE_PROVIDERS else unreported,
+            input_tokens=count(group.get("input_tokens")),
+            output_tokens=count(group.get("output_tokens"))))
+    return Recorded(usage=usage, images=count(answer.get("images")))
+
+
+def read_recorded(route: Any, *, since_ms: int, until_ms: int | None = None,
+                  user_id: str | None = None) -> Recorded:
+    """The recorded usage of the rows written in the window, by stage and model, and how many
+    items were written in it, through a database route (`services.dataroute`): the same
+    statements either way (the operations function's `usage` query)."""
+    return recorded_from(route.usage(since_ms=since_ms, until_ms=until_ms, user_id=user_id),
+                         f"{route.description} (usage)")
 
 
 def collect(logs: Any, env: Any, *, since_ms: int, until_ms: int | None = None,
@@ -390,22 +394,15 @@ def environment_prices(env: Any, prices_file: Path | None = None) -> Prices:
 
 
 def recorded_through(route: Any, *, since_ms: int, until_ms: int | None = None
-                     ) -> tuple[Recorded | None, str | None]:
+                     ) -> tuple[Recorded | None, str | None, Any]:
     """What the rows record, read through a database route (`Context.data_route`, called
-    here), or None and the reason it cannot be read: the cost of Lambda time stands without."""
-    import psycopg
-
+    here): the recorded usage, or None and the reason it cannot be read (the cost of Lambda
+    time stands without), and the route that answered (None when none did)."""
     try:
         chosen = route()
     except errors.CollectionsError as exc:
-        return None, f"the database is not reachable ({exc.message})"
-    if chosen.kind != "direct":
-        because = getattr(chosen, "because", None)
-        return None, ("the database is not reachable directly"
-                      + (f" ({because})" if because else "")
-                      + " and the operations function has no usage query; a direct "
-                      "connection (DATABASE_URL, e.g. through a port-forwarding tunnel) reads it")
+        return None, f"the database is not reachable ({exc.message})", None
     try:
-        return read_recorded(chosen.conn, since_ms=since_ms, until_ms=until_ms), None
-    except psycopg.errors.UndefinedColumn:
-        return None, "the database has no usage columns yet: run `collections db migrate`"
+        return read_recorded(chosen, since_ms=since_ms, until_ms=until_ms), None, chosen
+    except errors.CollectionsError as exc:
+        return None, exc.message + (f": {exc.hint}" if exc.hint else ""), None

@@ -5,8 +5,8 @@ A private database (mode `rds`, or `existing` inside a VPC) admits only the func
 group: from the operator's machine a connection times out. The operations function
 (`collections-<env>-OperationsLambda`, lambdas/operations/handler.py) sits in that VPC and
 answers a closed vocabulary -- `migrate`, `status` and a few named read-only queries -- so
-`db migrate`, `db status`, `verify`, `search`, `reconcile`, `replay` and doctor's database
-checks work either way.
+`db migrate`, `db status`, `verify`, `search`, `reconcile`, `replay`, `cost` and doctor's
+database checks work either way.
 
 The route is chosen by trying: a direct connection first (a DATABASE_URL in the environment,
 e.g. through an SSM port-forwarding tunnel, or the SSM parameter), and the operations function
@@ -43,6 +43,8 @@ class Route(Protocol):
     def database_check(self) -> dict[str, Any]: ...
     def reconcile_page(self, table: str, *, user_id: str | None, item_id: str | None,
                        after: list[str] | None, limit: int) -> dict[str, Any]: ...
+    def usage(self, *, since_ms: int, until_ms: int | None,
+              user_id: str | None) -> dict[str, Any]: ...
 
 
 # --------------------------------------------------------------------------- direct
@@ -100,6 +102,22 @@ class DirectRoute:
         params = query.check({"table": table, "user_id": user_id, "item_id": item_id,
                               "after": after, "limit": limit})
         return dict(query.run(self.conn, params))
+
+    def usage(self, *, since_ms: int, until_ms: int | None,
+              user_id: str | None) -> dict[str, Any]:
+        # The operations function's statements (`usage`), so both routes sum alike.
+        paths.add_shared_to_path()
+        from collections_core.errors import PipelineError
+
+        query = _operations_queries().QUERIES["usage"]
+        try:
+            params = query.check({"since": since_ms, "until": until_ms, "user_id": user_id})
+        except ValueError as exc:
+            raise errors.UsageError(f"usage: {exc}") from None
+        try:
+            return dict(query.run(self.conn, params))
+        except PipelineError as exc:
+            raise errors.DatabaseError(exc.reason, exc.hint) from None
 
 
 def _operations_queries() -> Any:
@@ -192,6 +210,11 @@ class OperationsRoute:
         return dict(self.call("query", "reconcile_rows", {
             "table": table, "user_id": user_id, "item_id": item_id, "after": after,
             "limit": limit}))
+
+    def usage(self, *, since_ms: int, until_ms: int | None,
+              user_id: str | None) -> dict[str, Any]:
+        return dict(self.call("query", "usage", {"since": since_ms, "until": until_ms,
+                                                 "user_id": user_id}))
 
 
 RECONCILE_PAGE_ROWS = 5000  # the operations function's maximum; its 4 MB cap may end a page first

@@ -10,9 +10,10 @@ configurations" step, done once and compared fairly.
 Measuring is injected: `tune` takes an `invoker(memory_mb) -> billed duration in ms`. On AWS that
 is a `LambdaInvoker`; tests pass a plain function with synthetic timings.
 
-Pricing (us-east-1, on-demand; other regions differ slightly):
-  x86_64  $0.0000166667 per GB-second     arm64  $0.0000133334 per GB-second
-  $0.20 per million requests (both)
+Pricing is the dated table `collections cost` charges (`pipeline.PRICES`, the environment's
+`prices` as the settings file overrides them: `services.cost.environment_prices`), at the
+price of the function's architecture (arm64 costs less per GB-second than x86_64), so tune and
+cost never price a millisecond differently:
 Cost of one invocation = ceil(billed ms) / 1000 * (memory MB / 1024) * price per GB-s
                          + price per request.
 """
@@ -30,15 +31,13 @@ from statistics import fmean
 from typing import Any, Literal
 
 from collections_ops import aws, errors
-from collections_ops.pipeline import LOCAL_ENV, Environment, Function, environment
+from collections_ops.pipeline import LOCAL_ENV, PRICES, Environment, Function, Prices, environment
 
 Invoker = Callable[[int], float]
 Strategy = Literal["balanced", "cost", "speed"]
 STRATEGIES: tuple[Strategy, ...] = ("balanced", "cost", "speed")
 
 DEFAULT_MEMORY_SIZES = (512, 1024, 1536, 2048, 3008)
-PRICE_PER_GB_S = {"x86_64": 0.0000166667, "arm64": 0.0000133334}
-PRICE_PER_REQUEST = 0.0000002
 DISCARD_TOP_BOTTOM = 0.2  # Power Tuning's default: drop 20 % of the runs at each end
 BALANCED_WEIGHT = 0.5  # Power Tuning's default: 0 = all speed, 1 = all cost
 MIN_MEMORY_MB, MAX_MEMORY_MB = 128, 10240
@@ -66,6 +65,7 @@ class TuneResult:
     arch: str
     price_per_gb_s: float
     price_per_request: float
+    prices_as_of: str  # the date of the price table the costs come from
 
     def table(self) -> list[dict[str, Any]]:
         """One row per memory size, for a renderer or `--output json`."""
@@ -78,7 +78,7 @@ class TuneResult:
 
 
 def invocation_cost(duration_ms: float, memory_mb: int, *, price_per_gb_s: float,
-                    price_per_request: float = PRICE_PER_REQUEST) -> float:
+                    price_per_request: float = PRICES.lambda_request) -> float:
     """What one invocation costs: Lambda bills duration rounded up to the millisecond."""
     billed_s = math.ceil(duration_ms) / 1000
     return billed_s * (memory_mb / 1024) * price_per_gb_s + price_per_request
@@ -114,8 +114,8 @@ def _scores(averages: Sequence[float], costs: Sequence[float], strategy: Strateg
 
 def tune(invoker: Invoker, memory_sizes: Sequence[int] = DEFAULT_MEMORY_SIZES, runs: int = 5,
          strategy: Strategy = "balanced", price_per_gb_s: float | None = None,
-         price_per_request: float = PRICE_PER_REQUEST, arch: str = "x86_64", *,
-         discard_top_bottom: float = DISCARD_TOP_BOTTOM,
+         price_per_request: float | None = None, arch: str = "x86_64", *,
+         prices: Prices = PRICES, discard_top_bottom: float = DISCARD_TOP_BOTTOM,
          balanced_weight: float = BALANCED_WEIGHT) -> TuneResult:
     """Measure every memory size `runs` times and recommend one.
 
@@ -126,14 +126,15 @@ def tune(invoker: Invoker, memory_sizes: Sequence[int] = DEFAULT_MEMORY_SIZES, r
                 `balanced_weight` (0.5): both figures scaled to the worst size, so a size that
                 is 40 % faster for 10 % more money beats one that is 10 % cheaper but 40 %
                 slower.
-    `price_per_gb_s` defaults to the price of `arch`.
+    `price_per_gb_s` and `price_per_request` default to `prices` (the table `collections
+    cost` charges; pass the environment's) at `arch`.
     """
     if strategy not in STRATEGIES:
         raise errors.UsageError(f"unknown strategy {strategy!r}",
                               f"use one of {', '.join(STRATEGIES)}")
-    if arch not in PRICE_PER_GB_S:
+    if arch not in prices.lambda_gb_second:
         raise errors.UsageError(f"unknown architecture {arch!r}",
-                              f"use one of {', '.join(PRICE_PER_GB_S)}")
+                              f"use one of {', '.join(prices.lambda_gb_second)}")
     sizes = sorted(set(memory_sizes))
     bad = [m for m in sizes if not MIN_MEMORY_MB <= m <= MAX_MEMORY_MB]
     if not sizes or bad or runs < 1:
@@ -142,7 +143,9 @@ def tune(invoker: Invoker, memory_sizes: Sequence[int] = DEFAULT_MEMORY_SIZES, r
             f"Lambda memory is {MIN_MEMORY_MB}-{MAX_MEMORY_MB} MB, not {bad}")
     if not 0 <= balanced_weight <= 1:
         raise ValueError("balanced_weight must be in [0, 1]")
-    price = PRICE_PER_GB_S[arch] if price_per_gb_s is None else price_per_gb_s
+    price = prices.lambda_gb_second[arch] if price_per_gb_s is None else price_per_gb_s
+    if price_per_request is None:
+        price_per_request = prices.lambda_request
 
     measured = []
     for memory in sizes:
@@ -157,7 +160,8 @@ def tune(invoker: Invoker, memory_sizes: Sequence[int] = DEFAULT_MEMORY_SIZES, r
     rows = [Measurement(memory, durations, kept, average, cost, score)
             for (memory, durations, kept, average, cost), score in zip(measured, scores,
                                                                        strict=True)]
-    return TuneResult(strategy, rows, _best(rows, strategy), arch, price, price_per_request)
+    return TuneResult(strategy, rows, _best(rows, strategy), arch, price, price_per_request,
+                      prices.as_of)
 
 
 def _best(rows: Sequence[Measurement], strategy: Strategy) -> Measurement:

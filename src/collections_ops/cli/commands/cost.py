@@ -1,5 +1,7 @@
 """`collections cost`: what an image costs, by stage — billed Lambda time from the functions'
-REPORT lines and the providers' reported tokens stored with the rows, at a dated price table."""
+REPORT lines and the providers' reported tokens stored with the rows, at a dated price table.
+The rows are read through the data route (directly, or through the operations function's
+`usage` query when the database is private), and the output names the route that read them."""
 
 from __future__ import annotations
 
@@ -32,11 +34,14 @@ def cost(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
     ctx = opt.context(opt.env_name(env, env_option), profile, region)
     since_ms = parse_since(since)
     table = costing.environment_prices(ctx.env, prices)
-    recorded, why = costing.recorded_through(lambda: ctx.data_route, since_ms=since_ms)
+    recorded, why, route = costing.recorded_through(lambda: ctx.data_route, since_ms=since_ms)
+    if route is not None:
+        ui.info(f"route: {route.description}")
     report = costing.collect(ctx.client("logs"), ctx.env, since_ms=since_ms, prices=table,
                              recorded=recorded, unavailable=why)
-    if output is opt.Output.json:
-        ui.print_json(report.as_dict())
+    if output is opt.Output.json:  # with the route that read the rows (null: none could)
+        ui.print_json({**report.as_dict(), "route": route.kind if route else None,
+                       "via": route.description if route else None})
         return
     ui.table(f"cost ({ctx.env.name}, {since}, {report.architecture}, prices as of "
              f"{report.prices_as_of}): {report.images} images",

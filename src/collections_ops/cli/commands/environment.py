@@ -225,8 +225,9 @@ def _watch_local(ctx: Context) -> None:
     try:
         watch.watch(ctx.client("lambda"), ctx.env, ctx.state_dir,
                     report=lambda r: ui.info(r.line(), "red" if r.error else "green"))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C is how watching ends: 130, as for every --follow
         ui.info("stopped watching; the local cloud keeps running")
+        raise
 
 
 @app.command()

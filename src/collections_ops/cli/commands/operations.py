@@ -75,6 +75,7 @@ def tune(
 ) -> None:
     """Right-size a function's memory in the manner of AWS Lambda Power Tuning."""
     from collections_ops.pipeline import function as find_function
+    from collections_ops.services import cost as costing
     from collections_ops.services import tune as tuning
 
     event, sizes = _payload(payload), _sizes(memory)
@@ -85,11 +86,13 @@ def tune(
     opt.require_aws(ctx, "tune")
     ctx.require_credentials()
     fn = find_function(function)
+    prices = costing.environment_prices(ctx.env)  # what `collections cost` charges
     lam = ctx.client("lambda")
     invoker = tuning.LambdaInvoker(lam, fn.function_name(ctx.env.name), event,
                                    env_overrides=tuning.recorded_overrides() if recorded else None)
     try:
-        result = tuning.tune(invoker, sizes, runs=runs, strategy=strategy)
+        result = tuning.tune(invoker, sizes, runs=runs, strategy=strategy,
+                             arch=ctx.env.architecture, prices=prices)
     finally:
         invoker.restore()
     published = (tuning.apply_live(lam, ctx.env, fn, result.recommended.memory_mb,
