@@ -26,13 +26,12 @@ from collections_ops.pipeline import LOCAL_ACCOUNT
 
 log = logging.getLogger("collections.localcloud")
 EMULATOR_FILE = "emulator.json"
-# The access key of the emulator's own provisioning requests: the only ones served before the
-# data is restored (anything else waits, so a handler never sees a bucket without its objects
-# or a missing parameter during a restart).
+# The access key of the emulator's own provisioning requests (an IAM user of its own, whose
+# secret lives in this process only): the only ones served before the data is restored
+# (anything else waits, so a handler never sees a bucket without its objects or a missing
+# parameter during a restart).
 PROVISIONING_KEY = "collections-provision"
 GATE_WAIT_S = 120.0
-FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                    "AWS_SESSION_TOKEN": "testing"}
 
 
 def run(state_dir: Path, port: int) -> None:
@@ -40,7 +39,6 @@ def run(state_dir: Path, port: int) -> None:
 
     env = local_environment()
     region = os.environ.get("AWS_DEFAULT_REGION") or env.region
-    os.environ.update(FAKE_CREDENTIALS)
     os.environ["AWS_DEFAULT_REGION"] = region
     started = time.monotonic()
     (state_dir / EMULATOR_FILE).unlink(missing_ok=True)
@@ -52,6 +50,13 @@ def run(state_dir: Path, port: int) -> None:
     tune_in_process_moto()
     store = Store(state_dir / STORE_DIR)
     install(store)
+    from collections_ops.localcloud import iam
+
+    credentials = iam.load_or_create(state_dir)
+    provisioning_secret = iam.create_users(LOCAL_ACCOUNT, admin=credentials["admin"],
+                                           provisioning_key=PROVISIONING_KEY)
+    if iam.enforced():
+        iam.install()
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,
         MotoRequestHandler,
@@ -73,7 +78,7 @@ def run(state_dir: Path, port: int) -> None:
     from collections_ops.localcloud.provision import code_fingerprint, provision
 
     session = boto3.session.Session(aws_access_key_id=PROVISIONING_KEY,
-                                    aws_secret_access_key="testing",  # noqa: S106 - moto
+                                    aws_secret_access_key=provisioning_secret,
                                     region_name=region)
     code = code_fingerprint()  # before provisioning reads the code: a later edit reloads again
     history = state_dir / STORE_DIR / "lambda"
@@ -81,6 +86,7 @@ def run(state_dir: Path, port: int) -> None:
     store.recording = False
     resources = provision(session, env, account=LOCAL_ACCOUNT, database_url=None,
                           history_dir=history)
+    iam.issue_sessions(credentials, env, account=LOCAL_ACCOUNT, region=region)
     restored = restore(store, account=LOCAL_ACCOUNT, region=region)
     store.recording = True
     ready_event.set()

@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from collections_ops import paths
+from collections_ops.localcloud.policies import role_policies
 from collections_ops.pipeline import (
     FUNCTIONS,
     LIVE_ALIAS,
+    PARAMETER_STORE_POLICY,
     Environment,
     Function,
     common_env,
-    secret,
 )
 
 
@@ -44,10 +45,8 @@ def _zip_dir(folder: Path) -> bytes:
 
 def parameter_store_policy(env: Environment, fn: Function, *, region: str, account: str) -> str:
     """The guide's `ParameterStorePolicy`: read exactly this function's parameters."""
-    arns = [f"arn:aws:ssm:{region}:{account}:parameter"
-            f"{secret(name).parameter_name(env.parameter_prefix)}" for name in fn.secrets]
-    return json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": ["ssm:GetParameter"], "Resource": arns}]})
+    return json.dumps(role_policies(env, fn, region=region, account=account)[
+        PARAMETER_STORE_POLICY])
 
 
 def code_fingerprint() -> str:
@@ -116,9 +115,12 @@ def _register_functions(session: Any, env: Environment, *, account: str,
         "Action": "sts:AssumeRole"}]})
     for fn in FUNCTIONS:
         role = iam.create_role(RoleName=fn.role_name(env.name), AssumeRolePolicyDocument=trust)
-        iam.put_role_policy(RoleName=fn.role_name(env.name), PolicyName="ParameterStorePolicy",
-                            PolicyDocument=parameter_store_policy(
-                                env, fn, region=session.region_name, account=account))
+        # The synthesized roles' policies (proven equal to the template's by a test); the
+        # emulator enforces them on the function's own requests.
+        for policy_name, document in role_policies(env, fn, region=session.region_name,
+                                                   account=account).items():
+            iam.put_role_policy(RoleName=fn.role_name(env.name), PolicyName=policy_name,
+                                PolicyDocument=json.dumps(document))
         code = _zip_dir(paths.lambda_code_dir(fn.code_dir))
         history = _history(history_dir, fn, code)
         name = fn.function_name(env.name)
