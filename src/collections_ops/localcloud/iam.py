@@ -32,6 +32,7 @@ listed in docs/local-cloud.md (resource policies, KMS, Lambda's API, permission 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -222,9 +223,19 @@ def _check_action_permitted(self: Any, resource: str) -> None:
 
 
 def _policy_json(policy: Any) -> dict[str, Any]:
-    from moto.iam.access_control import IAMPolicy
+    """A policy's document, parsed once per distinct text (every request collects them)."""
+    if isinstance(policy, str):
+        return _parsed(policy)
+    if isinstance(policy, dict):
+        return _parsed(str(policy["policy_document"]))
+    default = next(v for v in policy.versions if v.is_default)  # a managed policy
+    return _parsed(str(default.document))
 
-    return dict(IAMPolicy(policy)._policy_json)
+
+@functools.lru_cache(maxsize=256)
+def _parsed(document: str) -> dict[str, Any]:
+    value = json.loads(document)
+    return value if isinstance(value, dict) else {}
 
 
 def _raise_denied(request: Any, message: str) -> None:
