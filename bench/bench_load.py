@@ -7,9 +7,11 @@ connects on first use), then uploads `--count` generated 1024x768 photo-like JPE
 `--concurrency` threads and follows them all through the functions' logs. Throughput is
 completed uploads / (last embedding stored - first upload started); per-stage latency runs from
 the previous stage done to this one done (queueing included). The local cloud is destroyed at
-the end.
+the end (`--keep` leaves it running, to look into a run). Besides throughput it reports the
+local cloud's CPU seconds per image by part (from /proc) and the emulator's requests per image
+by operation with their CPU (`GET /collections-api/requests`), and the machine's load average.
 
-    .venv/bin/python bench/bench_load.py [--count 100] [--concurrency 8] [--warmup 8]
+    .venv/bin/python bench/bench_load.py [--count 100] [--concurrency 8] [--warmup 8] [--keep]
 """
 
 from __future__ import annotations
@@ -108,7 +110,8 @@ def _per_image(before: dict[str, dict[str, float]], after: dict[str, dict[str, f
     return dict(sorted(out.items(), key=lambda kv: -kv[1]["cpu_ms_per_image"]))
 
 
-def run(count: int, concurrency: int, warmup: int, timeout: float) -> dict[str, Any]:
+def run(count: int, concurrency: int, warmup: int, timeout: float,
+        keep: bool = False) -> dict[str, Any]:
     from collections_ops.pipeline import environment
     from collections_ops.services import loadtest
 
@@ -129,7 +132,8 @@ def run(count: int, concurrency: int, warmup: int, timeout: float) -> dict[str, 
         load_after = os.getloadavg()[0]
         workers = os.environ.get("COLLECTIONS_LOCAL_WORKERS")
     finally:
-        _destroy()
+        if not keep:
+            _destroy()
     out = report.as_dict()
     used = {part: round(cpu_after.get(part, 0.0) - cpu_before.get(part, 0.0), 2)
             for part in cpu_after}
@@ -144,6 +148,9 @@ def run(count: int, concurrency: int, warmup: int, timeout: float) -> dict[str, 
         "warmup_uploads": warmup,
         "warmup": warm.as_dict(items=False) if warm else None,
         "local_workers_env": workers,
+        "settings_env": {name: os.environ[name] for name in (
+            "COLLECTIONS_LOCAL_IAM", "COLLECTIONS_LOCAL_KEEP_ALIVE",
+            "COLLECTIONS_LOCAL_MOTO_TUNING", "COLLECTIONS_LOCAL_PROCESSES") if name in os.environ},
         "load_average_before_after": [round(load_before, 2), round(load_after, 2)],
         "emulator_requests": _per_image(requests_before, requests_after,
                                         max(1, report.completed)),
@@ -159,8 +166,10 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=8)
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--keep", action="store_true",
+                        help="leave the local cloud running afterwards (to look into it)")
     args = parser.parse_args()
-    result = run(args.count, args.concurrency, max(0, args.warmup), args.timeout)
+    result = run(args.count, args.concurrency, max(0, args.warmup), args.timeout, args.keep)
     path = write_result(NAME, result)
     print(f"{result['command']} (+{result['warmup_uploads']} warm-up uploads; local cloud "
           f"started in {result['local_cloud_start_s']:.1f} s)")
