@@ -41,7 +41,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from collections_ops.localcloud.policies import ADMIN_POLICY, role_policies
+from collections_ops.localcloud.policies import ADMIN_POLICY
 from collections_ops.pipeline import FUNCTIONS, Environment
 
 log = logging.getLogger("collections.localcloud")
@@ -149,10 +149,6 @@ def create_users(account: str, *, admin: dict[str, str], provisioning_key: str) 
     return provisioning_secret
 
 
-def role_documents(env: Environment, *, region: str, account: str) -> dict[str, dict[str, Any]]:
-    return {fn.key: role_policies(env, fn, region=region, account=account) for fn in FUNCTIONS}
-
-
 def issue_sessions(creds: dict[str, Any], env: Environment, *, account: str,
                    region: str) -> None:
     """Each function's role session, as Lambda assumes the role: session name = function
@@ -194,10 +190,6 @@ def install() -> None:
 
 
 # ------------------------------------------------------------------------- evaluation
-
-
-class Denied(Exception):
-    pass
 
 
 def _check_action_permitted(self: Any, resource: str) -> None:
