@@ -33,6 +33,13 @@ def pytest_configure(config: pytest.Config) -> None:
     user: a second test run on the machine prunes the first's folders while its local cloud
     and PostgreSQL still run from them.
     """
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # A run started in the background by a script (`make test &`) inherits SIGINT ignored,
+        # and so would every CLI process the tests start: the Ctrl-C tests would send a
+        # Ctrl-C that nothing hears. Python installs its handler only where SIGINT is default.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if not config.option.basetemp:
         import tempfile
 

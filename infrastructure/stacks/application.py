@@ -49,7 +49,7 @@ def build(app: cdk.App) -> dict[str, EnvironmentStacks]:
         monitoring.add_stack_dependency(compute)
         stacks = EnvironmentStacks(deployment, compute, monitoring, database)
         for stack in stacks.all:
-            for key, value in (("project", pipeline.PROJECT), ("environment", deployment.name)):
+            for key, value in pipeline.resource_tags(deployment.name).items():
                 # CDK would tag an RDS Proxy target group, which CloudFormation rejects.
                 cdk.Tags.of(stack).add(key, value,
                                        exclude_resource_types=UNTAGGABLE_RESOURCE_TYPES)

@@ -19,8 +19,8 @@ from constructs import Construct
 from collections_ops import pipeline
 from stacks.function import PipelineFunction
 
-DELIVERY_RETRY_ATTEMPTS = 8
-DELIVERY_MAX_EVENT_AGE = cdk.Duration.hours(2)
+DELIVERY_RETRY_ATTEMPTS = pipeline.RULE_RETRY_ATTEMPTS
+DELIVERY_MAX_EVENT_AGE = cdk.Duration.seconds(pipeline.RULE_MAX_EVENT_AGE_S)
 
 
 def event_pattern(event: pipeline.EventType) -> events.EventPattern:
@@ -43,8 +43,7 @@ class PipelineEventRule(Construct):
         self.rule = events.Rule(
             self, "Rule",
             rule_name=rule_name,
-            description=(f"{event.source} / {event.detail_type} -> "
-                         f"{fn.function_name(env_name)}"),
+            description=fn.rule_description(env_name),
             event_pattern=event_pattern(event),
         )
         self.rule.add_target(targets.LambdaFunction(

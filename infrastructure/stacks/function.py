@@ -38,8 +38,8 @@ from stacks.settings import ConfigurationError, Deployment
 # CDK's own Runtime.PYTHON_3_12 says so, a Runtime built from the name must say it too.
 RUNTIME = lambda_.Runtime(pipeline.RUNTIME, lambda_.RuntimeFamily.PYTHON,
                           supports_snap_start=True)
-ASYNC_RETRY_ATTEMPTS = 2
-ASYNC_MAX_EVENT_AGE = cdk.Duration.hours(6)
+ASYNC_RETRY_ATTEMPTS = pipeline.ASYNC_RETRY_ATTEMPTS
+ASYNC_MAX_EVENT_AGE = cdk.Duration.seconds(pipeline.ASYNC_MAX_EVENT_AGE_S)
 DLQ_RETENTION = cdk.Duration.days(14)  # SQS maximum: time for an operator to replay
 
 _RETENTION_DAYS = {
@@ -121,7 +121,7 @@ class PipelineFunction(Construct):
             self, "Role",
             role_name=fn.role_name(env_name),
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description=f"Execution role of {fn.function_name(env_name)}",
+            description=fn.role_description(env_name),
             inline_policies=policies,
         )
 
@@ -200,7 +200,7 @@ class PipelineFunction(Construct):
                 self, "LiveAlias",
                 alias_name=pipeline.LIVE_ALIAS,
                 version=self.function.current_version,
-                description=f"What the triggers of {fn.function_name(env_name)} invoke",
+                description=fn.alias_description(env_name),
                 **async_failures,
             )
 

@@ -10,7 +10,8 @@ row's. Anything else is a terminal refusal (`ClaimRefused`): logged with its rea
 the dead-letter queue, no model call, nothing written.
 
 A redelivered event for an image version that is already analyzed does not pay for a second
-model call: the stored analysis is announced again instead.
+model call: the stored analysis is announced again instead. The provider's reported token usage
+is stored with the analysis (`collections cost` prices it).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import vision
 from collections_core import aws, db, events, images, log, runtime, secrets
 from collections_core.config import Settings
 from collections_core.errors import ClaimRefused, ConfigurationError, TerminalError
+from collections_core.usage import Usage
 
 logger = log.get_logger("collections.analyzer")
 # Imported at init, before the first request (and inside a SnapStart snapshot): the selected
@@ -87,16 +89,18 @@ def _analyze_event(event: Any, context: Any) -> dict[str, Any]:
     started = time.perf_counter()
     rendered, source = images.render_small(data, vision.MODEL_MAX_EDGE, quality=85)
     provider, model = settings.analyzer_provider, settings.analyzer_model
-    analysis = vision.validate(tracing.traced(
+    reported = tracing.traced(
         lambda: _run_provider(provider, model, rendered, source, context),
         api_key=secrets.get("LANGSMITH_API_KEY", required=False),
         inputs={"item_id": item_id, "user_id": user_id, "provider": provider, "model": model,
                 "image_bytes": len(rendered.data), "correlation_id": version.correlation_id},
-        env_name=settings.env_name))
+        env_name=settings.env_name, outputs=_trace_outputs)
+    analysis, usage = vision.validate(reported.analysis), reported.usage
     log.event(logger, "LLM analysis complete", stage="analyzed", provider=provider, model=model,
-              category=analysis["category"], duration_ms=_ms(started))
+              category=analysis["category"], input_tokens=usage.input_tokens,
+              output_tokens=usage.output_tokens, duration_ms=_ms(started))
 
-    analysis_id = _store(user_id, item_id, analysis, provider, model, version)
+    analysis_id = _store(user_id, item_id, analysis, provider, model, version, usage)
     log.event(logger, "Analysis stored in PostgreSQL", stage="stored", analysis_id=analysis_id)
     _publish(settings, user_id, item_id, version, analysis_id, analysis["category"], provider,
              model)
@@ -140,15 +144,27 @@ def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 1)
 
 
+def _trace_outputs(reported: vision.Analysed) -> dict[str, Any]:
+    """What a LangSmith run records of an analysis: a few fields and the reported tokens."""
+    outputs = {k: reported.analysis.get(k) for k in ("category", "summary", "tags", "confidence")}
+    used = reported.usage
+    if used.input_tokens is not None and used.output_tokens is not None:
+        outputs["usage_metadata"] = {"input_tokens": used.input_tokens,
+                                     "output_tokens": used.output_tokens,
+                                     "total_tokens": used.input_tokens + used.output_tokens}
+    return outputs
+
+
 def _run_provider(provider: str, model: str, rendered: images.Rendered, source: images.Source,
-                  context: Any) -> dict[str, Any]:
+                  context: Any) -> vision.Analysed:
     if provider == "local":
         from PIL import Image
 
         with Image.open(io.BytesIO(rendered.data)) as small:
             small.load()
-            return vision.local_analysis(small, {"width": source.width, "height": source.height,
-                                                 "camera": source.camera})
+            return vision.Analysed(vision.local_analysis(
+                small, {"width": source.width, "height": source.height,
+                        "camera": source.camera}))
     if provider == "anthropic":
         key = secrets.get("ANTHROPIC_API_KEY")
         assert key is not None
@@ -197,23 +213,27 @@ def _existing(user_id: str, item_id: str) -> dict[str, Any] | None:
 _UPSERT = """
 INSERT INTO analyses (item_id, user_id, category, summary, description, tags, colors,
                       text_content, provider, model, source_etag, source_sequencer, raw,
-                      correlation_id)
+                      correlation_id, input_tokens, output_tokens)
 VALUES (%(item_id)s, %(user_id)s, %(category)s, %(summary)s, %(description)s, %(tags)s,
         %(colors)s, %(text_content)s, %(provider)s, %(model)s, %(source_etag)s,
-        %(source_sequencer)s, %(raw)s, %(correlation_id)s)
+        %(source_sequencer)s, %(raw)s, %(correlation_id)s, %(input_tokens)s, %(output_tokens)s)
 ON CONFLICT (user_id, item_id) DO UPDATE SET
     category = EXCLUDED.category, summary = EXCLUDED.summary,
     description = EXCLUDED.description, tags = EXCLUDED.tags, colors = EXCLUDED.colors,
     text_content = EXCLUDED.text_content, provider = EXCLUDED.provider, model = EXCLUDED.model,
     source_etag = EXCLUDED.source_etag, source_sequencer = EXCLUDED.source_sequencer,
-    raw = EXCLUDED.raw, correlation_id = EXCLUDED.correlation_id, updated_at = now()
+    raw = EXCLUDED.raw, correlation_id = EXCLUDED.correlation_id,
+    input_tokens = EXCLUDED.input_tokens, output_tokens = EXCLUDED.output_tokens,
+    updated_at = now()
 WHERE analyses.source_sequencer <= EXCLUDED.source_sequencer
 RETURNING id
 """
 
 
 def _store(user_id: str, item_id: str, analysis: dict[str, Any], provider: str, model: str,
-           version: Version) -> int:
+           version: Version, usage: Usage) -> int:
+    """Upsert the item's analysis. The usage is the call's that produced this analysis: a
+    retry or replay replaces the row's figures with its own (a row is one call's tokens)."""
     import psycopg
 
     row = {
@@ -224,6 +244,7 @@ def _store(user_id: str, item_id: str, analysis: dict[str, Any], provider: str, 
         "source_etag": version.etag, "source_sequencer": version.sequencer,
         "raw": json.dumps({"analysis": analysis, "prompt_version": vision.PROMPT_VERSION}),
         "correlation_id": version.correlation_id,
+        "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
     }
     try:
         with db.transaction() as cur:

@@ -1,9 +1,10 @@
 """Optional LangSmith tracing of the analyzer's model call, through the real `langsmith` SDK.
 
 On when the LANGSMITH_API_KEY secret exists. A trace records which provider and model analysed
-which item, how long it took and what category and summary came back -- never the image, never
-a key. Tracing must not cost an analysis: if LangSmith is unreachable or the SDK is missing,
-the failure is logged and the analysis goes on. `LANGSMITH_ENDPOINT` and `LANGSMITH_PROJECT`
+which item, how long it took, what category and summary came back and the tokens the provider
+reported (as LangSmith's `usage_metadata`) -- never the image, never a key. Tracing must not
+cost an analysis: if LangSmith is unreachable or the SDK is missing, the failure is logged and
+the analysis goes on. `LANGSMITH_ENDPOINT` and `LANGSMITH_PROJECT`
 select the server and project (default project: collections-<env>).
 """
 
@@ -14,16 +15,18 @@ import os
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from collections_core import log
 
 logger = log.get_logger("collections.analyzer.tracing")
+T = TypeVar("T")
 
 
-def traced(call: Callable[[], dict[str, Any]], *, api_key: str | None, inputs: dict[str, Any],
-           env_name: str) -> dict[str, Any]:
-    """Run `call()`; when a key is given, record it as a LangSmith `llm` run."""
+def traced(call: Callable[[], T], *, api_key: str | None, inputs: dict[str, Any],
+           env_name: str, outputs: Callable[[T], dict[str, Any]]) -> T:
+    """Run `call()`; when a key is given, record it as a LangSmith `llm` run whose outputs are
+    `outputs(result)`."""
     if not api_key:
         return call()
     client = _client(api_key)
@@ -41,8 +44,8 @@ def traced(call: Callable[[], dict[str, Any]], *, api_key: str | None, inputs: d
                   "end")
         raise
     if started:
-        outputs = {k: result.get(k) for k in ("category", "summary", "tags", "confidence")}
-        _safe(lambda: client.update_run(run_id, outputs=outputs, end_time=datetime.now(UTC)),
+        shown = outputs(result)
+        _safe(lambda: client.update_run(run_id, outputs=shown, end_time=datetime.now(UTC)),
               "end")
     return result
 

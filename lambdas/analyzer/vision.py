@@ -7,7 +7,9 @@
   colours, brightness, EXIF, how flat or busy the image is -- and says so in its summary. It does
   not pretend to recognise objects.
 
-Each provider's SDK is imported only when that provider is used.
+Each provider's SDK is imported only when that provider is used. The remote providers return
+the analysis with the token usage the provider reported for the call that produced it
+(`collections_core.usage`); the local provider reports none.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import base64
 import json
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from collections_core import retry, text
 from collections_core.errors import ConfigurationError, TerminalError
+from collections_core.usage import NONE, Usage, from_reply
 
 CATEGORIES = ("photo", "screenshot", "document", "illustration", "graphic", "other")
 PROMPT_VERSION = "2026-11-1"
@@ -49,6 +52,13 @@ PROMPT = (
 
 
 _MULTILINE_FIELDS = ("description", "text_content")
+
+
+class Analysed(NamedTuple):
+    """A provider's analysis (not yet validated) and the usage it reported for it."""
+
+    analysis: dict[str, Any]
+    usage: Usage = NONE
 
 
 def _cleaned(analysis: dict[str, Any]) -> dict[str, Any]:
@@ -233,7 +243,7 @@ def _message(exc: Exception) -> str:
 
 
 def anthropic_analysis(jpeg: bytes, *, api_key: str, model: str, remaining_s: Callable[[], float],
-                       base_url: str | None = None) -> dict[str, Any]:
+                       base_url: str | None = None) -> Analysed:
     import anthropic
 
     client = anthropic.Anthropic(api_key=api_key, base_url=base_url, max_retries=0)
@@ -250,7 +260,7 @@ def anthropic_analysis(jpeg: bytes, *, api_key: str, model: str, remaining_s: Ca
                                                   {"type": "text", "text": PROMPT}]}],
     }
 
-    def attempt(timeout: float) -> dict[str, Any]:
+    def attempt(timeout: float) -> Analysed:
         try:
             message = client.with_options(timeout=timeout).messages.create(**request)
         except anthropic.APIError as exc:
@@ -264,14 +274,17 @@ def anthropic_analysis(jpeg: bytes, *, api_key: str, model: str, remaining_s: Ca
             raise TerminalError("anthropic's analysis was cut off (max_tokens)")
         for block in message.content:
             if getattr(block, "type", None) == "tool_use":
-                return dict(block.input)  # type: ignore[union-attr]
+                # Messages API: usage.input_tokens / output_tokens. No prompt caching is asked
+                # for, so no cache_creation / cache_read tokens are billed.
+                return Analysed(dict(block.input),  # type: ignore[union-attr]
+                                from_reply(message.usage, "input_tokens", "output_tokens"))
         raise TerminalError("anthropic returned no structured analysis")
 
     return with_budget(attempt, remaining_s)
 
 
 def openai_analysis(jpeg: bytes, *, api_key: str, model: str, remaining_s: Callable[[], float],
-                    base_url: str | None = None) -> dict[str, Any]:
+                    base_url: str | None = None) -> Analysed:
     import openai
 
     client = openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0)
@@ -285,7 +298,7 @@ def openai_analysis(jpeg: bytes, *, api_key: str, model: str, remaining_s: Calla
             {"type": "image_url", "image_url": {"url": data_url}}]}],
     }
 
-    def attempt(timeout: float) -> dict[str, Any]:
+    def attempt(timeout: float) -> Analysed:
         try:
             response = client.with_options(timeout=timeout).chat.completions.create(**request)
         except openai.APIError as exc:
@@ -296,14 +309,17 @@ def openai_analysis(jpeg: bytes, *, api_key: str, model: str, remaining_s: Calla
             raise retry.Retry("openai returned a body that is not a completion")
         text = response.choices[0].message.content or ""
         try:
-            return dict(json.loads(text))
+            analysis = dict(json.loads(text))
         except (json.JSONDecodeError, TypeError, ValueError):
             raise TerminalError("openai returned an analysis that is not JSON") from None
+        # Chat completions: usage.prompt_tokens / completion_tokens.
+        return Analysed(analysis, from_reply(getattr(response, "usage", None),
+                                             "prompt_tokens", "completion_tokens"))
 
     return with_budget(attempt, remaining_s)
 
 
-def with_budget(attempt: Callable[[float], dict[str, Any]],
-                remaining_s: Callable[[], float]) -> dict[str, Any]:
+def with_budget(attempt: Callable[[float], Analysed],
+                remaining_s: Callable[[], float]) -> Analysed:
     return retry.with_budget(attempt, remaining_s=remaining_s,
                              attempt_timeout_s=float(os.environ.get("PROVIDER_TIMEOUT_S", "60")))

@@ -7,7 +7,8 @@
   dimensions, L2-normalised. Texts that share words land near each other; it knows no synonyms.
   It exists so the pipeline and `search` run with no network and no model download.
 
-Dimensions belong to the model and are stored with every vector.
+Dimensions belong to the model and are stored with every vector, and so does the token count
+Voyage reports for the request (`usage.total_tokens`, the SDK's `total_tokens`).
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import math
 import os
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from collections_core import retry
 from collections_core.errors import ConfigurationError, TerminalError
+from collections_core.usage import tokens
 
 LOCAL_MODEL = "local-hash-v1"
 LOCAL_DIMENSIONS = 1024
@@ -72,20 +74,35 @@ def local_embed(text: str, dimensions: int = LOCAL_DIMENSIONS) -> list[float]:
     return [v / norm for v in vector]
 
 
+class Embedded(NamedTuple):
+    """Vectors and the tokens the provider reported for them (None: not reported)."""
+
+    vectors: list[list[float]]
+    input_tokens: int | None = None
+
+
 def voyage_embed(texts: list[str], *, api_key: str, model: str, input_type: str,
                  remaining_s: Callable[[], float]) -> list[list[float]]:
+    """The vectors of `texts` (see `voyage_embed_reported` for the tokens too)."""
+    return voyage_embed_reported(texts, api_key=api_key, model=model, input_type=input_type,
+                                 remaining_s=remaining_s).vectors
+
+
+def voyage_embed_reported(texts: list[str], *, api_key: str, model: str, input_type: str,
+                          remaining_s: Callable[[], float]) -> Embedded:
     import voyageai
     import voyageai.error as verr
 
     base_url = os.environ.get("VOYAGE_BASE_URL") or None
     timeout = float(os.environ.get("PROVIDER_TIMEOUT_S", "30"))
 
-    def attempt(attempt_timeout: float) -> list[list[float]]:
+    def attempt(attempt_timeout: float) -> Embedded:
         client = voyageai.Client(api_key=api_key, max_retries=0, timeout=attempt_timeout,
                                  base_url=base_url)
         try:
             result = client.embed(texts, model=model, input_type=input_type, truncation=False)
             vectors = [list(map(float, v)) for v in result.embeddings]
+            used = tokens(getattr(result, "total_tokens", None))
         except (verr.RateLimitError, verr.ServiceUnavailableError, verr.ServerError,
                 verr.Timeout, verr.APIConnectionError, verr.TryAgain) as exc:
             headers = getattr(exc, "headers", None) or {}
@@ -108,6 +125,6 @@ def voyage_embed(texts: list[str], *, api_key: str, model: str, input_type: str,
             raise retry.Retry("voyage returned an unexpected response") from None
         if len(vectors) != len(texts):
             raise TerminalError(f"voyage returned {len(vectors)} embeddings for {len(texts)} texts")
-        return vectors
+        return Embedded(vectors, used)
 
     return retry.with_budget(attempt, remaining_s=remaining_s, attempt_timeout_s=timeout)

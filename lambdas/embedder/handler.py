@@ -7,7 +7,8 @@ database, never taken from the event; anything that does not match is a terminal
 
 The analysis may not be visible yet when the event arrives (another region of the same
 transaction race, or a replica): that is retryable, not a failure. An unchanged analysis that is
-already embedded with the same model is not embedded again.
+already embedded with the same model is not embedded again. The provider's reported token count
+is stored with the embedding (`collections cost` prices it).
 """
 
 from __future__ import annotations
@@ -61,12 +62,14 @@ def _embed_event(event: Any, context: Any) -> dict[str, Any]:
         return {"status": "duplicate"}
 
     started = time.perf_counter()
-    vector = _embed(settings.embedding_provider, model, text, context)
+    provider = settings.embedding_provider
+    vector, input_tokens = _embed(provider, model, text, context)
     _check_vector(vector, model)
     log.event(logger, "Embedding generated", stage="embedded", model=model,
-              dimensions=len(vector), duration_ms=round((time.perf_counter() - started) * 1000, 1))
+              dimensions=len(vector), input_tokens=input_tokens,
+              duration_ms=round((time.perf_counter() - started) * 1000, 1))
     embedding_id = _store(user_id, item_id, analysis["id"], model, vector, content_hash,
-                          analysis["correlation_id"])
+                          analysis["correlation_id"], provider=provider, input_tokens=input_tokens)
     log.event(logger, "Embedding stored in pgvector", stage="stored", embedding_id=embedding_id,
               dimensions=len(vector))
     return {"status": "embedded", "embedding_id": embedding_id, "dimensions": len(vector)}
@@ -112,15 +115,17 @@ def _already_embedded(user_id: str, item_id: str, model: str, content_hash: str)
         return cur.fetchone() is not None
 
 
-def _embed(provider: str, model: str, text: str, context: Any) -> list[float]:
+def _embed(provider: str, model: str, text: str, context: Any) -> tuple[list[float], int | None]:
+    """The text's vector and the tokens the provider reported for it (local: none)."""
     if provider == "local":
-        return embedding.local_embed(text)
+        return embedding.local_embed(text), None
     if provider == "voyage":
         key = secrets.get("VOYAGE_API_KEY")
         assert key is not None
-
-        return embedding.voyage_embed([text], api_key=key, model=model, input_type="document",
-                                      remaining_s=runtime.remaining_seconds(context))[0]
+        reported = embedding.voyage_embed_reported(
+            [text], api_key=key, model=model, input_type="document",
+            remaining_s=runtime.remaining_seconds(context))
+        return reported.vectors[0], reported.input_tokens
     raise ConfigurationError(f"unknown embedding provider {provider!r}",
                              hint="EMBEDDING_PROVIDER is one of voyage, local")
 
@@ -139,25 +144,31 @@ def _check_vector(vector: list[float], model: str) -> None:
 
 _UPSERT = """
 INSERT INTO embeddings (item_id, user_id, analysis_id, embedding_model, embedding_dimensions,
-                        embedding, content_hash, correlation_id)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+                        embedding, content_hash, correlation_id, embedding_provider,
+                        input_tokens)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (user_id, item_id, embedding_model) DO UPDATE SET
     analysis_id = EXCLUDED.analysis_id, embedding_dimensions = EXCLUDED.embedding_dimensions,
     embedding = EXCLUDED.embedding, content_hash = EXCLUDED.content_hash,
-    correlation_id = EXCLUDED.correlation_id, updated_at = now()
+    correlation_id = EXCLUDED.correlation_id, embedding_provider = EXCLUDED.embedding_provider,
+    input_tokens = EXCLUDED.input_tokens, updated_at = now()
 RETURNING id
 """
 
 
 def _store(user_id: str, item_id: str, analysis_id: int, model: str, vector: list[float],
-           content_hash: str, correlation_id: str | None) -> int:
+           content_hash: str, correlation_id: str | None, *, provider: str,
+           input_tokens: int | None) -> int:
+    """Upsert the item's embedding for `model`; its token count is this call's (a re-embedding
+    replaces it, so a row is one call's tokens)."""
     import psycopg
     from pgvector import Vector
 
     try:
         with db.transaction() as cur:
             cur.execute(_UPSERT, (item_id, user_id, analysis_id, model, len(vector),
-                                  Vector(vector), content_hash, correlation_id))
+                                  Vector(vector), content_hash, correlation_id, provider,
+                                  input_tokens))
             row = cur.fetchone()
     except psycopg.errors.ForeignKeyViolation:
         raise RetryableError(f"analysis {analysis_id} is not visible yet") from None

@@ -34,6 +34,13 @@ Queries and their parameters (unknown parameters are refused):
     database_check  {}
                     -> {"reachable": true, "vector": "<extversion>" | null,
                         "pending": ["0003_...", ...]}  -- the doctor's database checks
+    reconcile_rows  {"table": "items" | "analyses" | "embeddings", "user_id": str | null,
+                     "item_id": str | null, "after": [str, ...] | null, "limit": int = 2000}
+                    -> {"rows": [{...}, ...], "next": [str, ...] | null}  -- one page of what
+                       `collections reconcile` and `replay` compare (no vectors, no raw model
+                       output), in the table's unique order; at most `limit` (<= 5000) rows
+                       and 4 MB of JSON, far below Lambda's 6 MB response limit; pass `next`
+                       as `after` for the following page until it is null
 
 Response (always a JSON object; the function never raises for a request it can answer):
 

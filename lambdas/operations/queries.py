@@ -360,6 +360,95 @@ def _database_check(conn: Any, params: dict[str, Any]) -> dict[str, Any]:
             "pending": migrations.pending(conn)}
 
 
+# ------------------------------------------------------------------- reconcile_rows
+#
+# What `collections reconcile` and `replay` compare: every row of one table (of one user, of one
+# item, or all), without vectors or raw model output, a page at a time in the table's unique
+# order. A page ends at `limit` rows or at RECONCILE_PAGE_BYTES of JSON, whichever comes first,
+# so an answer stays far below Lambda's 6 MB limit for a synchronous response however long the
+# rows' texts are; `next` is the cursor of the following page (the last row's unique key), null
+# after the last. Each statement is written out whole: the optional filters and the cursor are
+# parameters that may be NULL.
+
+RECONCILE_TABLES = ("items", "analyses", "embeddings")
+RECONCILE_LIMIT = 2000
+RECONCILE_MAX_LIMIT = 5000
+RECONCILE_PAGE_BYTES = 4_000_000
+_CURSOR_LENGTH = {"items": 2, "analyses": 2, "embeddings": 3}
+_RECONCILE_SQL = {
+    "items": (
+        "SELECT user_id, id, bucket, original_key, thumbnail_bucket, thumbnail_key, etag,"
+        " size_bytes, sequencer, correlation_id, updated_at FROM items"
+        " WHERE (%(user)s::text IS NULL OR user_id = %(user)s)"
+        " AND (%(item)s::text IS NULL OR id = %(item)s)"
+        " AND (%(after_user)s::text IS NULL OR (user_id, id) > (%(after_user)s, %(after_item)s))"
+        " ORDER BY user_id, id LIMIT %(limit)s"),
+    "analyses": (
+        "SELECT user_id, item_id, id, source_sequencer, source_etag, category, summary,"
+        " description, tags, colors, text_content, provider, model, correlation_id,"
+        " updated_at FROM analyses"
+        " WHERE (%(user)s::text IS NULL OR user_id = %(user)s)"
+        " AND (%(item)s::text IS NULL OR item_id = %(item)s)"
+        " AND (%(after_user)s::text IS NULL"
+        " OR (user_id, item_id) > (%(after_user)s, %(after_item)s))"
+        " ORDER BY user_id, item_id LIMIT %(limit)s"),
+    "embeddings": (
+        "SELECT user_id, item_id, id, analysis_id, embedding_model, embedding_dimensions,"
+        " content_hash, updated_at FROM embeddings"
+        " WHERE (%(user)s::text IS NULL OR user_id = %(user)s)"
+        " AND (%(item)s::text IS NULL OR item_id = %(item)s)"
+        " AND (%(after_user)s::text IS NULL OR (user_id, item_id, embedding_model)"
+        " > (%(after_user)s, %(after_item)s, %(after_model)s))"
+        " ORDER BY user_id, item_id, embedding_model LIMIT %(limit)s"),
+}
+_CURSOR_COLUMNS = {"items": ("user_id", "id"), "analyses": ("user_id", "item_id"),
+                   "embeddings": ("user_id", "item_id", "embedding_model")}
+
+
+def _check_reconcile_rows(params: dict[str, Any]) -> dict[str, Any]:
+    _only(params, {"table", "user_id", "item_id", "after", "limit"})
+    table = params.get("table")
+    if table not in RECONCILE_TABLES:
+        raise ValueError(f"table must be one of {', '.join(RECONCILE_TABLES)}")
+    after = params.get("after")
+    if after is not None and (
+            not isinstance(after, list) or len(after) != _CURSOR_LENGTH[table]
+            or not all(isinstance(v, str) and len(v.encode()) <= MAX_TEXT for v in after)):
+        raise ValueError(f"after must be null or the `next` of a {table} page "
+                         f"({_CURSOR_LENGTH[table]} strings)")
+    return {"table": table, "user_id": _text(params, "user_id", optional=True),
+            "item_id": _text(params, "item_id", optional=True), "after": after,
+            "limit": _int(params, "limit", RECONCILE_LIMIT, 1, RECONCILE_MAX_LIMIT)}
+
+
+def reconcile_rows(conn: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """One page of `params["table"]` (checked by `_check_reconcile_rows`):
+    {"rows": [...], "next": cursor | None}."""
+    table = params["table"]
+    after = list(params["after"] or []) + [None] * 3
+    args = {"user": params["user_id"], "item": params["item_id"], "after_user": after[0],
+            "after_item": after[1], "after_model": after[2],
+            "limit": params["limit"] + 1}  # one more than a page: whether another follows
+    with _read_only(conn) as cur:
+        cur.execute(_RECONCILE_SQL[table], args)
+        rows = _rows(cur)
+    page: list[dict[str, Any]] = []
+    size = 0
+    for row in rows:
+        size += len(json.dumps(row)) + 2  # as the Lambda runtime encodes it (ASCII), and ", "
+        if size > RECONCILE_PAGE_BYTES:
+            if not page:
+                raise TerminalError(f"a row of {table} ({row['user_id']}/"
+                                    f"{row.get('item_id', row.get('id'))}) is larger than a "
+                                    f"page ({RECONCILE_PAGE_BYTES} bytes of JSON)")
+            break
+        page.append(row)
+    page = page[:params["limit"]]
+    last = page[-1] if len(page) < len(rows) else None
+    return {"rows": page, "next": None if last is None
+            else [str(last[c]) for c in _CURSOR_COLUMNS[table]]}
+
+
 @dataclass(frozen=True)
 class NamedQuery:
     check: Callable[[dict[str, Any]], dict[str, Any]]  # raises ValueError
@@ -371,4 +460,5 @@ QUERIES: dict[str, NamedQuery] = {
     "item_rows": NamedQuery(_check_item_rows, _item_rows),
     "search": NamedQuery(_check_search, _search),
     "database_check": NamedQuery(_check_database_check, _database_check),
+    "reconcile_rows": NamedQuery(_check_reconcile_rows, reconcile_rows),
 }

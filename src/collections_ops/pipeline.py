@@ -10,6 +10,7 @@ This module is plain data and must stay import-light: the CLI imports it at star
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -140,6 +141,19 @@ class Function:
     def dlq_env_var(self) -> str:
         return f"DLQ_URL_{self.key.upper()}"
 
+    # Descriptions AWS shows for the function's resources (the stacks and the local cloud).
+    def role_description(self, env: str) -> str:
+        return f"Execution role of {self.function_name(env)}"
+
+    def alias_description(self, env: str) -> str:
+        return f"What the triggers of {self.function_name(env)} invoke"
+
+    def rule_description(self, env: str) -> str | None:
+        event = self.trigger.event
+        if event is None:
+            return None
+        return f"{event.source} / {event.detail_type} -> {self.function_name(env)}"
+
 
 IMAGE_PROCESSOR = Function(
     key="processor",
@@ -214,7 +228,8 @@ DEPLOYED_FUNCTIONS: tuple[Function, ...] = (*FUNCTIONS, OPERATIONS)
 # The operations function's closed vocabulary (lambdas/operations/handler.py; a test keeps the
 # two equal). No request can carry SQL: a query is one of these names plus typed parameters.
 OPERATIONS_ACTIONS: tuple[str, ...] = ("migrate", "status", "query")
-OPERATIONS_QUERIES: tuple[str, ...] = ("find_items", "item_rows", "search", "database_check")
+OPERATIONS_QUERIES: tuple[str, ...] = ("find_items", "item_rows", "search", "database_check",
+                                       "reconcile_rows")
 
 SECRETS: tuple[Secret, ...] = (
     Secret("DATABASE_URL", "PostgreSQL connection string", True,
@@ -238,6 +253,21 @@ PROVIDER_SECRETS: dict[str, str] = {
 # Every deploy publishes a version of each function; the triggers invoke this alias, so an
 # operator can point it back at the previous version (`collections rollback ENV --function F`).
 LIVE_ALIAS = "live"
+
+# Lambda's asynchronous invocation of the pipeline's functions (their EventInvokeConfig, on
+# $LATEST and on `live`): retries after a function error, and how old an event may get.
+ASYNC_RETRY_ATTEMPTS = 2
+ASYNC_MAX_EVENT_AGE_S = 6 * 3600
+# EventBridge's delivery to a rule's target (the target's RetryPolicy); what still cannot be
+# delivered goes to the target function's dead-letter queue.
+RULE_RETRY_ATTEMPTS = 8
+RULE_MAX_EVENT_AGE_S = 2 * 3600
+RULE_TARGET_ID = "Target0"  # the id CDK gives a rule's first target
+
+
+def resource_tags(env_name: str) -> dict[str, str]:
+    """The tags every resource of an environment carries."""
+    return {"project": PROJECT, "environment": env_name}
 
 # Monitoring: the guide's dashboard and error alarm, per environment. Used by the CDK
 # monitoring stack and by `collections dashboard/alarms`, which must agree on every name.
@@ -290,6 +320,37 @@ def secret(name: str) -> Secret:
 
 
 @dataclass(frozen=True)
+class Prices:
+    """List prices that `collections cost` applies, in USD, for us-east-1, dated: they change,
+    so every figure names the date of the table it used. An environment's table can be
+    overridden in the settings file (`[environments.<name>.prices]`, docs/benchmarks.md)."""
+
+    as_of: str
+    # USD per GB-second of billed duration, by architecture.
+    lambda_gb_second: Mapping[str, float]
+    lambda_request: float  # USD per request
+    # USD per million tokens, by model: {"input": ..., "output": ...} ("input" only for
+    # embedding models, whose usage is one token count). A model missing here is unpriced
+    # (shown as unknown, never as free); the offline `local` providers cost nothing.
+    tokens_per_million: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+
+PRICES = Prices(
+    as_of="2026-12-01",
+    lambda_gb_second={"x86_64": 0.0000166667, "arm64": 0.0000133334},
+    lambda_request=0.20 / 1_000_000,
+    tokens_per_million={
+        "claude-sonnet-4-6": {"input": 3.00, "output": 15.00},
+        "claude-haiku-4-5": {"input": 1.00, "output": 5.00},
+        "gpt-4o": {"input": 2.50, "output": 10.00},
+        "gpt-4o-mini": {"input": 0.15, "output": 0.60},
+        "voyage-3.5": {"input": 0.06},
+        "voyage-3.5-lite": {"input": 0.02},
+    },
+)
+
+
+@dataclass(frozen=True)
 class Environment:
     """Per-environment settings. `local` runs on the embedded cloud; the others on AWS."""
 
@@ -324,6 +385,7 @@ class Environment:
     # (arm64 costs 20 % less per GB-second; the bundles must be built for it).
     snapstart: bool = False
     architecture: Architecture = "x86_64"
+    prices: Prices = PRICES  # what `collections cost` charges (the settings file overrides it)
     alarm_email: str | None = None  # subscribed to the alarm topic when set
     parameter_prefix: str = PARAMETER_PREFIX
     region: str = DEFAULT_REGION

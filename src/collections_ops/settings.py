@@ -64,3 +64,22 @@ def load() -> OperatorSettings:
         default_env=str(env),
         state_root=Path(state).expanduser() if state else default_state_root(),
     )
+
+
+def price_overrides(env: str) -> list[tuple[str, dict[str, Any]]]:
+    """The settings file's price tables for `env` (`collections cost`), in the order they
+    apply -- `[prices]` for every environment, then `[environments.<env>.prices]` -- each with
+    the table's name. Same shape as the built-in table (`pipeline.Prices`)."""
+    data = _file_settings()
+    tables: list[tuple[str, Any]] = [("[prices]", data.get("prices"))]
+    environments = data.get("environments")
+    if isinstance(environments, dict) and isinstance(environments.get(env), dict):
+        tables.append((f"[environments.{env}.prices]", environments[env].get("prices")))
+    out = []
+    for name, table in tables:
+        if table is None:
+            continue
+        if not isinstance(table, dict):
+            raise errors.ConfigError(f"config file: {name} must be a table of prices")
+        out.append((f"config file {name}", table))
+    return out

@@ -5,27 +5,17 @@ the dispatcher and a second `reconcile` finds nothing."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from collections_ops.localcloud import iam
 from tests import images
-from tests.e2e.cli import local_env, run
+from tests.e2e.cli import run
 
 pytestmark = pytest.mark.e2e
 USER = "rec"
 
-
-@pytest.fixture(scope="module")
-def cli_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    state = tmp_path_factory.mktemp("state")
-    env = local_env(state)
-    started = run(env, "deploy", "local")
-    assert started.returncode == 0, started.stderr
-    yield env
-    run(env, "destroy", "local")
 
 
 def _status(env: dict[str, str]) -> dict[str, Any]:

@@ -6,14 +6,8 @@ CLI's real Lambda client through a stand-in for Lambda's Invoke API -- and say s
 from __future__ import annotations
 
 import json
-import os
-import socket
-import urllib.request
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import pytest
@@ -21,76 +15,12 @@ import pytest
 from collections_ops.pipeline import OPERATIONS, environment
 from tests.e2e.cli import run
 from tests.fakes.lambda_invoke import FakeLambda
-from tests.fakes.providers import FakeProviders, fake_embedding
+from tests.fakes.providers import fake_embedding
 
 pytestmark = pytest.mark.e2e
 DEV = environment("dev")
 ACCOUNT = "123456789012"
 FUNCTION = OPERATIONS.function_name("dev")
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])  # nothing listens once the socket is closed
-
-
-@pytest.fixture
-def private_db(database_url: str, moto_endpoint: str,
-               monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """An empty database of its own, whose credentials only the operations function has (the
-    RDS-generated secret); the DATABASE_URL parameter the CLI reads names a refused address."""
-    import psycopg
-
-    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset",
-                                                  method="POST"), timeout=10).read()
-    name = f"private_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(database_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    parts = urlsplit(database_url)
-    url = parts._replace(path=f"/{name}").geturl()
-    socket_dir = parse_qs(parts.query)["host"][0]
-    (socket_file,) = Path(socket_dir).glob(".s.PGSQL.*[0-9]")
-    secret = boto3.client("secretsmanager", region_name="us-east-1").create_secret(
-        Name=f"collections-dev-db-{uuid.uuid4().hex[:8]}",
-        SecretString=json.dumps({"username": parts.username, "password": "rds-generated",
-                                 "engine": "postgres", "host": socket_dir,
-                                 "port": int(socket_file.name.rsplit(".", 1)[1]),
-                                 "dbname": name}))
-    monkeypatch.setenv("DATABASE_SECRET_ARN", secret["ARN"])  # the function's environment
-    boto3.client("ssm", region_name="us-east-1").put_parameter(
-        Name="/collections/DATABASE_URL", Type="SecureString", Overwrite=True,
-        Value=f"postgresql://collections:pw@127.0.0.1:{_closed_port()}/collections")
-    yield url
-    with psycopg.connect(database_url, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-
-
-@pytest.fixture
-def operations() -> Iterator[FakeLambda]:
-    fake = FakeLambda(DEV).start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def providers() -> Iterator[FakeProviders]:
-    with FakeProviders() as fake:
-        yield fake
-
-
-@pytest.fixture
-def cli_env(tmp_path: Path, moto_endpoint: str, operations: FakeLambda,
-            providers: FakeProviders) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AWS_", "COLLECTIONS_", "DATABASE_"))}
-    env.update({"AWS_ENDPOINT_URL": moto_endpoint, "AWS_ENDPOINT_URL_LAMBDA": operations.url,
-                "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
-                "COLLECTIONS_STATE_DIR": str(tmp_path / "state"), "COLLECTIONS_ENV": "dev",
-                "VOYAGE_API_KEY": "pa-test", "VOYAGE_BASE_URL": providers.voyage_base_url,
-                "NO_COLOR": "1", "COLUMNS": "200"})
-    return env
 
 
 def _store_item(url: str, *, thumbnails_bucket: str) -> None:
@@ -121,20 +51,20 @@ def _store_item(url: str, *, thumbnails_bucket: str) -> None:
 
 
 def test_every_data_command_answers_through_the_operations_function(
-        private_db: str, cli_env: dict[str, str], operations: FakeLambda) -> None:
+        private_db: str, dev_cli_env: dict[str, str], fake_lambda: FakeLambda) -> None:
     from collections_core import migrate
 
     via = f"operations function {FUNCTION}"
     every = [version for version, _ in migrate.migrations()]
     # WHEN the schema is applied: the direct connection is refused, the function answers
-    migrated = run(cli_env, "db", "migrate")
+    migrated = run(dev_cli_env, "db", "migrate")
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
     assert f"applied {', '.join(every)}" in migrated.stdout and via in migrated.stdout
-    again = json.loads(run(cli_env, "db", "migrate", "-o", "json").stdout)
+    again = json.loads(run(dev_cli_env, "db", "migrate", "-o", "json").stdout)
     assert again == {"applied": [], "route": "operations", "via": via}
 
     # AND db status reports migrations, row counts and index sizes through it
-    status = run(cli_env, "db", "status", "-o", "json")
+    status = run(dev_cli_env, "db", "status", "-o", "json")
     assert status.returncode == 0, status.stderr
     report = json.loads(status.stdout)
     assert report["route"] == "operations"
@@ -146,55 +76,55 @@ def test_every_data_command_answers_through_the_operations_function(
     # GIVEN an item the pipeline stored
     _store_item(private_db, thumbnails_bucket=DEV.thumbnails_bucket(ACCOUNT))
     # THEN verify checks it through the function
-    verified = run(cli_env, "verify", "test-image", "-o", "json")
+    verified = run(dev_cli_env, "verify", "test-image", "-o", "json")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     checked = json.loads(verified.stdout)
     assert checked["ok"] and checked["route"] == "operations"
     assert f"route: {via}" in verified.stderr
     # AND search finds it, the query embedded here and the vector sent to the function
-    found = run(cli_env, "search", "red kayak", "-o", "json")
+    found = run(dev_cli_env, "search", "red kayak", "-o", "json")
     assert found.returncode == 0, found.stderr
     assert [h["item_id"] for h in json.loads(found.stdout)] == ["test-image"]
     assert f"route: {via}" in found.stderr
-    assert [p.get("query") for _, p in operations.calls if p["action"] == "query"] == [
+    assert [p.get("query") for _, p in fake_lambda.calls if p["action"] == "query"] == [
         "find_items", "item_rows", "search"]
 
 
-def test_status_table_names_the_route(private_db: str, cli_env: dict[str, str]) -> None:
-    assert run(cli_env, "db", "migrate").returncode == 0
-    shown = run(cli_env, "db", "status")
+def test_status_table_names_the_route(private_db: str, dev_cli_env: dict[str, str]) -> None:
+    assert run(dev_cli_env, "db", "migrate").returncode == 0
+    shown = run(dev_cli_env, "db", "status")
     assert shown.returncode == 0, shown.stderr
     assert f"route: operations function {FUNCTION}" in shown.stderr
     assert "0002_hnsw" in shown.stdout and "embeddings" in shown.stdout
 
 
-def test_rds_mode_goes_straight_to_the_function(private_db: str, cli_env: dict[str, str],
-                                                operations: FakeLambda) -> None:
+def test_rds_mode_goes_straight_to_the_function(private_db: str, dev_cli_env: dict[str, str],
+                                                fake_lambda: FakeLambda) -> None:
     from collections_ops.services import deployment
 
-    state = Path(cli_env["COLLECTIONS_STATE_DIR"]) / "dev"
+    state = Path(dev_cli_env["COLLECTIONS_STATE_DIR"]) / "dev"
     deployment.save(state, deployment.plan(DEV, None, database="rds"))
     boto3.client("ssm", region_name="us-east-1").delete_parameter(
         Name="/collections/DATABASE_URL")  # an RDS deploy writes none
-    result = run(cli_env, "db", "migrate", "-o", "json")
+    result = run(dev_cli_env, "db", "migrate", "-o", "json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["route"] == "operations"
 
 
-def test_no_route_at_all_says_both_reasons(private_db: str, cli_env: dict[str, str]) -> None:
-    env = dict(cli_env, AWS_ENDPOINT_URL_LAMBDA=cli_env["AWS_ENDPOINT_URL"])  # moto: no such fn
+def test_no_route_at_all_says_both_reasons(private_db: str, dev_cli_env: dict[str, str]) -> None:
+    env = dict(dev_cli_env, AWS_ENDPOINT_URL_LAMBDA=dev_cli_env["AWS_ENDPOINT_URL"])  # moto: no such fn
     result = run(env, "db", "status")
     assert result.returncode == 9, result.stdout + result.stderr
     assert "not reachable directly" in result.stderr and FUNCTION in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_the_direct_route_is_taken_when_it_works(migrated_db: str, cli_env: dict[str, str],
+def test_the_direct_route_is_taken_when_it_works(migrated_db: str, dev_cli_env: dict[str, str],
                                                  moto_endpoint: str) -> None:
     boto3.client("ssm", region_name="us-east-1").put_parameter(
         Name="/collections/DATABASE_URL", Type="SecureString", Overwrite=True,
         Value=migrated_db)
-    result = run(cli_env, "db", "status", "-o", "json")
+    result = run(dev_cli_env, "db", "status", "-o", "json")
     assert result.returncode == 0, result.stderr
     report: dict[str, Any] = json.loads(result.stdout)
     assert report["route"] == "direct" and report["pending"] == []

@@ -2,28 +2,49 @@
 process, as the local cloud does (moto can invoke a function only through Docker).
 
 It speaks the wire format boto3 uses -- `POST /2015-03-31/functions/{name}/invocations`, the
-payload as the body, the handler's JSON result as the response, `X-Amz-Function-Error` when it
-raised -- so the CLI's real Lambda client reaches it through `AWS_ENDPOINT_URL_LAMBDA`.
+qualifier as `?Qualifier=` (or a `name:qualifier` suffix), the invocation type in
+`X-Amz-Invocation-Type`, the payload as the body, the handler's JSON result as the response,
+`X-Amz-Function-Error` when it raised -- so the CLI's real Lambda client reaches it through
+`AWS_ENDPOINT_URL_LAMBDA`.
+
+As Lambda does, a qualifier that names no version or alias of the function is
+ResourceNotFoundException (404), and an asynchronous invoke (`Event`) is answered 202 with an
+empty body once accepted. Lambda then runs it later, with its own retries; this stand-in only
+records it (`invocations`), unless `run_events` is set, when it runs it in a thread after
+answering. Every invoke is recorded with its qualifier and type.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
-from collections_ops.pipeline import DEPLOYED_FUNCTIONS, Environment
+from collections_ops.pipeline import DEPLOYED_FUNCTIONS, LIVE_ALIAS, Environment
 
 PREFIX = "/2015-03-31/functions/"
 SUFFIX = "/invocations"
 
 
+@dataclass(frozen=True)
+class Invocation:
+    function_name: str
+    qualifier: str | None  # None: unqualified, i.e. $LATEST
+    invocation_type: str  # RequestResponse | Event | DryRun
+    payload: Any
+
+
 class FakeLambda:
-    def __init__(self, env: Environment) -> None:
+    def __init__(self, env: Environment, *, qualifiers: tuple[str, ...] = ("$LATEST", LIVE_ALIAS),
+                 run_events: bool = False) -> None:
         self.env = env
-        self.calls: list[tuple[str, Any]] = []  # (function name, payload)
+        self.qualifiers = qualifiers  # the versions and aliases every function has
+        self.run_events = run_events
+        self.calls: list[tuple[str, Any]] = []  # (function name, payload), synchronous calls
+        self.invocations: list[Invocation] = []  # every accepted invoke, in order
         self._server: ThreadingHTTPServer | None = None
 
     def start(self) -> FakeLambda:
@@ -34,20 +55,29 @@ class FakeLambda:
                 path = urlsplit(self.path).path
                 if not (path.startswith(PREFIX) and path.endswith(SUFFIX)):
                     return self._send(404, {"Type": "User", "message": "unknown route"})
-                name = unquote(path[len(PREFIX):-len(SUFFIX)]).split(":")[0]
+                name, _, suffix = unquote(path[len(PREFIX):-len(SUFFIX)]).partition(":")
+                query = parse_qs(urlsplit(self.path).query).get("Qualifier")
+                qualifier = query[0] if query else (suffix or None)
                 fn = next((f for f in DEPLOYED_FUNCTIONS
                            if f.function_name(fake.env.name) == name), None)
-                if fn is None:
-                    return self._send(404, {"Type": "User", "message": f"Function not found: "
-                                            f"{name}"}, error="ResourceNotFoundException")
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if fn is None or (qualifier is not None and qualifier not in fake.qualifiers):
+                    shown = f"{name}:{qualifier}" if qualifier else name
+                    return self._send(404, {"Type": "User", "message": f"Function not found: "
+                                            f"{shown}"}, error="ResourceNotFoundException")
+                kind = self.headers.get("X-Amz-Invocation-Type") or "RequestResponse"
                 payload = json.loads(body or b"{}")
+                fake.invocations.append(Invocation(name, qualifier, kind, payload))
+                if kind == "DryRun":
+                    return self._send(204, None)
+                if kind == "Event":
+                    self._send(202, None)
+                    if fake.run_events:
+                        threading.Thread(target=fake._run, args=(fn, payload),
+                                         daemon=True).start()
+                    return None
                 fake.calls.append((name, payload))
-                from collections_core import state
-                from collections_ops.localcloud import lambda_runtime
-
-                state.reset()  # a cold container per call: nothing cached between them
-                result = lambda_runtime.invoke(fn, fake.env, payload)
+                result = fake._run(fn, payload)
                 if result.ok:
                     return self._send(200, result.result)
                 return self._send(200, {"errorMessage": result.error_message,
@@ -56,7 +86,7 @@ class FakeLambda:
 
             def _send(self, code: int, body: Any, *, error: str | None = None,
                       function_error: str | None = None) -> None:
-                data = json.dumps(body).encode()
+                data = b"" if body is None else json.dumps(body).encode()
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -76,6 +106,16 @@ class FakeLambda:
         threading.Thread(target=self._server.serve_forever, daemon=True,
                          name="fake-lambda").start()
         return self
+
+    def _run(self, fn: Any, payload: Any) -> Any:
+        from collections_core import state
+        from collections_ops.localcloud import lambda_runtime
+
+        state.reset()  # a cold container per call: nothing cached between them
+        return lambda_runtime.invoke(fn, self.env, payload)
+
+    def of(self, function_name: str) -> list[Invocation]:
+        return [i for i in self.invocations if i.function_name == function_name]
 
     @property
     def url(self) -> str:

@@ -14,6 +14,15 @@ provider's wire format:
 - ``POST /v1/chat/completions``  OpenAI chat completions: the analysis as the JSON text of the
   assistant message. Errors are ``{"error": {"message", "type", "param", "code"}}``.
 
+Every success carries the token usage where the real API puts it, counted from the request the
+way the provider counts (to within a rounding): Anthropic ``usage.input_tokens`` /
+``usage.output_tokens`` (an image costs about width x height / 750 tokens), OpenAI
+``usage.prompt_tokens`` / ``usage.completion_tokens`` / ``usage.total_tokens`` (85 tokens plus
+170 per 512-pixel tile of the scaled image), Voyage ``usage.total_tokens``. ``ok(usage=...)``
+scripts other figures (a reply's ``usage`` object, as is). Each recorded request keeps the body
+it was answered with (``Recorded.answered``), so a test can compare what was stored with what
+the provider reported.
+
 Both ``x-api-key`` (Anthropic) and ``Authorization: Bearer`` (Voyage, OpenAI) are accepted and
 recorded. If the server is given ``api_key=``, any other key gets a 401 in the route's format.
 
@@ -82,6 +91,7 @@ class Reply:
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
     hang_s: float = 0.0  # wait this long before answering (longer than the client timeout)
+    usage: Any = None  # the reply's `usage` object, replacing the one counted from the request
 
 
 def ok(output: Any = None, **kw: Any) -> Reply:
@@ -143,6 +153,7 @@ class Recorded:
     raw: bytes
     body: Any  # parsed JSON, or None if the body was not JSON
     at: float  # time.monotonic() when the request arrived
+    answered: Any = None  # the JSON body it was answered with (None: not JSON, or unanswered)
 
     @property
     def api_key(self) -> str | None:
@@ -171,6 +182,76 @@ def fake_embedding(text: str, dimensions: int) -> list[float]:
     vec = [rng.gauss(0.0, 1.0) for _ in range(dimensions)]
     norm = math.sqrt(sum(v * v for v in vec)) or 1.0
     return [v / norm for v in vec]
+
+
+def text_tokens(text: str) -> int:
+    """About four characters a token, as the providers' tokenizers average on English."""
+    return max(1, math.ceil(len(text) / 4)) if text else 0
+
+
+def _image_size(data: str) -> tuple[int, int]:
+    """Width and height of a base64 image (data-URL prefix allowed); (0, 0) if unreadable."""
+    import io
+
+    from PIL import Image
+
+    try:
+        raw = base64.b64decode(data.split(",", 1)[1] if data.startswith("data:") else data)
+        with Image.open(io.BytesIO(raw)) as image:
+            return image.size
+    except Exception:
+        return 0, 0
+
+
+def _content_parts(request: dict[str, Any]) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = []
+    for message in request.get("messages") or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            parts.append({"type": "text", "text": content})
+        elif isinstance(content, list):
+            parts.extend(p for p in content if isinstance(p, dict))
+    return parts
+
+
+# Anthropic's system prompt for tool use with tool_choice "tool" (Claude 4 models), in tokens.
+ANTHROPIC_TOOL_OVERHEAD = 313
+
+
+def anthropic_input_tokens(request: dict[str, Any]) -> int:
+    """Messages API input tokens: text, images at width x height / 750, tool definitions."""
+    total = ANTHROPIC_TOOL_OVERHEAD if request.get("tools") else 0
+    total += text_tokens(json.dumps(request["tools"])) if request.get("tools") else 0
+    for part in _content_parts(request):
+        if part.get("type") == "text":
+            total += text_tokens(str(part.get("text", "")))
+        elif part.get("type") == "image":
+            width, height = _image_size(str((part.get("source") or {}).get("data", "")))
+            total += math.ceil(width * height / 750)
+    return total
+
+
+def openai_image_tokens(width: int, height: int) -> int:
+    """High-detail image tokens: fit in 2048 x 2048, shortest side to 768, 170 per 512 tile."""
+    if not width or not height:
+        return 85
+    scale = min(1.0, 2048 / max(width, height))
+    width, height = width * scale, height * scale
+    scale = min(1.0, 768 / min(width, height))
+    width, height = width * scale, height * scale
+    return 85 + 170 * math.ceil(width / 512) * math.ceil(height / 512)
+
+
+def openai_prompt_tokens(request: dict[str, Any]) -> int:
+    total = 0
+    for part in _content_parts(request):
+        if part.get("type") == "text":
+            total += text_tokens(str(part.get("text", "")))
+        elif part.get("type") == "image_url":
+            url = str((part.get("image_url") or {}).get("url", ""))
+            total += openai_image_tokens(*_image_size(url))
+    schema = (request.get("response_format") or {}).get("json_schema")
+    return total + (text_tokens(json.dumps(schema)) if schema else 0)
 
 
 class Route:
@@ -228,6 +309,9 @@ class Route:
             body = self.error_body(reply.status, reply.message or self.default_message(reply))
         else:
             body = self.success_body(reply, request.body if isinstance(request.body, dict) else {})
+            if reply.usage is not None:
+                body["usage"] = reply.usage
+        request.answered = body
         return reply.status, headers, json.dumps(body).encode()
 
     def default_message(self, reply: Reply) -> str:
@@ -255,6 +339,7 @@ class AnthropicMessages(Route):
         tools = request.get("tools") or [{}]
         name = tool_choice.get("name") or tools[0].get("name") or "record_analysis"
         n = len(self.requests)
+        tool_input = VALID_ANALYSIS if reply.output is None else reply.output
         return {
             "id": f"msg_fake_{n:04d}",
             "type": "message",
@@ -262,12 +347,14 @@ class AnthropicMessages(Route):
             "model": request.get("model", "claude-fake"),
             "content": [{
                 "type": "tool_use", "id": f"toolu_fake_{n:04d}", "name": name,
-                "input": VALID_ANALYSIS if reply.output is None else reply.output,
+                "input": tool_input,
             }],
             "stop_reason": reply.stop_reason or "tool_use",
             "stop_sequence": None,
-            "usage": {"input_tokens": 1600, "output_tokens": 180,
-                      "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
+            "usage": {"input_tokens": anthropic_input_tokens(request),
+                      "output_tokens": text_tokens(json.dumps(tool_input)) + 20,
+                      "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
+                      "service_tier": "standard"},
         }
 
 
@@ -297,7 +384,7 @@ class VoyageEmbeddings(Route):
             if request.get("encoding_format") == "base64":
                 emb = base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode("ascii")
             data.append({"object": "embedding", "embedding": emb, "index": i})
-        tokens = sum(len(str(t).split()) for t in texts)
+        tokens = sum(text_tokens(str(t)) for t in texts)
         return {"object": "list", "data": data, "model": request.get("model", "voyage-fake"),
                 "usage": {"total_tokens": tokens}}
 
@@ -321,7 +408,13 @@ class OpenAIChat(Route):
             "model": request.get("model", "gpt-fake"),
             "choices": [{"index": 0, "finish_reason": reply.stop_reason or "stop", "logprobs": None,
                          "message": {"role": "assistant", "content": text, "refusal": None}}],
-            "usage": {"prompt_tokens": 900, "completion_tokens": 150, "total_tokens": 1050},
+            "usage": {"prompt_tokens": (prompt := openai_prompt_tokens(request)),
+                      "completion_tokens": (completion := text_tokens(text)),
+                      "total_tokens": prompt + completion,
+                      "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+                      "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+                                                    "accepted_prediction_tokens": 0,
+                                                    "rejected_prediction_tokens": 0}},
         }
 
 

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from botocore.stub import ANY, Stubber
 
 from collections_ops.pipeline import environment
 from collections_ops.services import dlq
 from tests import images
+from tests.fakes.lambda_invoke import FakeLambda
 
 CORRUPT = b"\xff\xd8\xff\xe0" + b"garbage" * 100
 
@@ -408,56 +409,80 @@ def test_the_number_of_workers_comes_from_the_environment():
 # --------------------------------------------------------------------------- AWS replays
 
 
-def test_on_aws_an_s3_event_is_replayed_by_an_asynchronous_invoke(pipeline):
+@pytest.fixture
+def fake_lambda() -> Iterator[FakeLambda]:
+    fake = FakeLambda(environment("dev")).start()
+    yield fake
+    fake.stop()
+
+
+def _dev_clients(pipeline: Any, fake: FakeLambda) -> dict[str, Any]:
+    """moto's SQS and EventBridge, and the real Lambda client reaching the fake Invoke API."""
+    return {"sqs": pipeline.client("sqs"), "events": pipeline.client("events"),
+            "lambda": pipeline.session.client("lambda", endpoint_url=fake.url)}
+
+
+def test_on_aws_each_dead_letter_is_replayed_by_an_asynchronous_invoke_of_live(
+        pipeline, fake_lambda):
+    # GIVEN dev's processor and embedder dead-letter queues, with an S3 event that exhausted
+    # Lambda's retries and an AnalysisComplete event its rule could not deliver
     dev = environment("dev")
-    sqs = pipeline.client("sqs")
-    url = sqs.create_queue(QueueName="collections-dev-ImageProcessorLambda-dlq")["QueueUrl"]
+    clients = _dev_clients(pipeline, fake_lambda)
+    sqs = clients["sqs"]
+    processor_dlq = sqs.create_queue(QueueName="collections-dev-ImageProcessorLambda-dlq")
+    embedder_dlq = sqs.create_queue(QueueName="collections-dev-EmbedderLambda-dlq")
     pipeline.upload("user123/x.jpg", CORRUPT)
-    [event] = pipeline.s3_events()
-    sqs.send_message(QueueUrl=url, MessageBody=json.dumps(
-        {"requestContext": {"condition": "RetriesExhausted"}, "requestPayload": event,
+    [s3_event] = pipeline.s3_events()
+    sqs.send_message(QueueUrl=processor_dlq["QueueUrl"], MessageBody=json.dumps(
+        {"requestContext": {"condition": "RetriesExhausted"}, "requestPayload": s3_event,
          "responsePayload": {"errorType": "RetryableError", "errorMessage": "db down"}}))
-    lam = pipeline.session.client("lambda")
-    stub = Stubber(lam)
-    stub.add_response("invoke", {"StatusCode": 202}, {
-        "FunctionName": "collections-dev-ImageProcessorLambda", "InvocationType": "Event",
-        "Payload": ANY})
-    clients = {"sqs": sqs, "lambda": lam}
-
-    with stub:
-        report = dlq.redrive(clients.__getitem__, dev, "processor", rate_per_s=100)
-
-    stub.assert_no_pending_responses()
-    assert report.replayed == 1
-    assert report.outcomes[0].target == \
-        "function collections-dev-ImageProcessorLambda (asynchronous invoke)"
-    assert int(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-               ["ApproximateNumberOfMessages"]) == 0
-
-
-def test_on_aws_a_put_events_partial_failure_keeps_the_dead_letter(pipeline):
-    dev = environment("dev")
-    sqs = pipeline.client("sqs")
-    url = sqs.create_queue(QueueName="collections-dev-EmbedderLambda-dlq")["QueueUrl"]
-    event = {"source": "collections.analyzer", "detail-type": "AnalysisComplete",
-             "detail": {"item_id": "i", "user_id": "u", "analysis_id": "4"}}
-    sqs.send_message(QueueUrl=url, MessageBody=json.dumps(event),
+    analysed = {"version": "0", "id": "e-1", "source": "collections.analyzer",
+                "detail-type": "AnalysisComplete", "account": "123456789012",
+                "region": "us-east-1", "time": "2026-01-01T00:00:00Z", "resources": [],
+                "detail": {"item_id": "i", "user_id": "u", "analysis_id": "4"}}
+    sqs.send_message(QueueUrl=embedder_dlq["QueueUrl"], MessageBody=json.dumps(analysed),
                      MessageAttributes={"ERROR_CODE": {"DataType": "String",
                                                        "StringValue": "THROTTLING"}})
-    events = pipeline.session.client("events")
-    stub = Stubber(events)
-    stub.add_response("put_events", {"FailedEntryCount": 1, "Entries": [
-        {"ErrorCode": "InternalFailure", "ErrorMessage": "try again"}]}, {"Entries": [{
-            "Source": "collections.analyzer", "DetailType": "AnalysisComplete",
-            "Detail": json.dumps(event["detail"]), "EventBusName": "default"}]})
-    clients = {"sqs": sqs, "events": events}
 
-    with stub:
+    # WHEN both are redriven
+    reports = [dlq.redrive(clients.__getitem__, dev, key, rate_per_s=100)
+               for key in ("processor", "embedder")]
+
+    # THEN each was invoked once, asynchronously, on the alias the triggers invoke, with the
+    # event as its trigger delivered it -- the EventBridge one not put back on the bus
+    assert [(r.replayed, r.failed) for r in reports] == [(1, 0), (1, 0)]
+    assert [(i.function_name, i.qualifier, i.invocation_type, i.payload)
+            for i in fake_lambda.invocations] == [
+        ("collections-dev-ImageProcessorLambda", "live", "Event", s3_event),
+        ("collections-dev-EmbedderLambda", "live", "Event", analysed)]
+    assert [r.outcomes[0].target for r in reports] == [
+        "function collections-dev-ImageProcessorLambda:live (asynchronous invoke)",
+        "function collections-dev-EmbedderLambda:live (asynchronous invoke)"]
+    # AND the dead letters are gone, only now that Lambda accepted the replays
+    assert [dlq.list_queues(sqs, dev)[n].depth for n in (0, 2)] == [0, 0]
+
+
+def test_on_aws_an_invoke_lambda_refuses_keeps_the_dead_letter(pipeline):
+    # GIVEN an embedder that has no `live` alias (never published)
+    dev = environment("dev")
+    fake = FakeLambda(dev, qualifiers=("$LATEST",)).start()
+    try:
+        clients = _dev_clients(pipeline, fake)
+        url = clients["sqs"].create_queue(
+            QueueName="collections-dev-EmbedderLambda-dlq")["QueueUrl"]
+        event = {"source": "collections.analyzer", "detail-type": "AnalysisComplete",
+                 "detail": {"item_id": "i", "user_id": "u", "analysis_id": "4"}}
+        clients["sqs"].send_message(
+            QueueUrl=url, MessageBody=json.dumps(event), MessageAttributes={
+                "ERROR_CODE": {"DataType": "String", "StringValue": "THROTTLING"}})
+        # WHEN it is redriven THEN the replay fails by name, and nothing ran $LATEST instead
         report = dlq.redrive(clients.__getitem__, dev, "embedder", rate_per_s=100)
-
+    finally:
+        fake.stop()
     assert (report.replayed, report.failed) == (0, 1)
-    assert "InternalFailure try again" in report.outcomes[0].detail
-    [kept] = dlq.peek(sqs, dev, "embedder")
+    assert "collections-dev-EmbedderLambda:live" in report.outcomes[0].detail
+    assert fake.invocations == []
+    [kept] = dlq.peek(clients["sqs"], dev, "embedder")
     assert (kept.stage, kept.item_id, kept.condition) == ("embedding", "i", "THROTTLING")
 
 

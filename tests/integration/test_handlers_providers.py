@@ -9,8 +9,10 @@ import pytest
 
 from tests import images
 from tests.fakes.providers import (
+    VALID_ANALYSIS,
     FakeProviders,
     invalid_analysis,
+    ok,
     overloaded,
     point_pipeline_at,
     rate_limited,
@@ -125,3 +127,93 @@ def test_a_key_put_after_a_failure_is_used_by_the_next_invocation(pipeline, db, 
                       Type="SecureString", Overwrite=True)
     second = pipeline.run_to_end("user123/later.jpg", images.photo(seed=5))
     assert second["analyzer"].result["status"] == "analyzed"
+
+
+# --------------------------------------------------------------------------- reported usage
+
+
+def _usage_rows(db: Any, item_id: str) -> tuple[Any, Any]:
+    analysis = db.execute("SELECT count(*), max(input_tokens), max(output_tokens) FROM analyses"
+                          " WHERE item_id = %s", (item_id,)).fetchone()
+    embedded = db.execute("SELECT count(*), max(embedding_provider), max(input_tokens)"
+                          " FROM embeddings WHERE item_id = %s", (item_id,)).fetchone()
+    return analysis, embedded
+
+
+def test_the_providers_reported_usage_is_stored_with_each_row(pipeline, db, providers):
+    results = pipeline.run_to_end("user123/counted.jpg", images.photo(2400, 1600))
+    assert all(r.ok for r in results.values()), results
+
+    reported = providers.messages.last.answered["usage"]
+    embedded = providers.embeddings.last.answered["usage"]
+    # The fake counts like the API: the 1568 x 1045 image alone is ~2,185 tokens.
+    assert reported["input_tokens"] > 2185 and reported["output_tokens"] > 20
+    assert _usage_rows(db, "counted") == (
+        (1, reported["input_tokens"], reported["output_tokens"]),
+        (1, "voyage", embedded["total_tokens"]))
+    analyzed = [f for _, f in _log_fields(results["analyzer"]) if f.get("stage") == "analyzed"]
+    assert analyzed[0]["input_tokens"] == reported["input_tokens"]
+
+
+def test_a_retried_call_stores_the_usage_of_the_call_that_produced_the_row(
+        pipeline, db, providers):
+    # GIVEN a first analysis that fails after the call (overloaded), then succeeds
+    providers.messages.script(overloaded(), ok(usage={"input_tokens": 1111,
+                                                      "output_tokens": 222}))
+    providers.embeddings.script(ok(usage={"total_tokens": 33}))
+    pipeline.run_to_end("user123/again.jpg", images.photo())
+    assert _usage_rows(db, "again") == ((1, 1111, 222), (1, "voyage", 33))
+
+    # WHEN the same object is uploaded again with new content (a replay through every stage)
+    providers.messages.script(ok({**VALID_ANALYSIS, "summary": "The same lake at dusk."},
+                                 usage={"input_tokens": 1500, "output_tokens": 300}))
+    providers.embeddings.script(ok(usage={"total_tokens": 44}))
+    results = pipeline.run_to_end("user123/again.jpg", images.photo(seed=9))
+    assert results["embedder"].result["status"] == "embedded", results
+
+    # THEN each row holds the latest call's figures, once: never a sum of the two
+    assert _usage_rows(db, "again") == ((1, 1500, 300), (1, "voyage", 44))
+
+
+def test_a_redelivered_event_costs_no_call_and_keeps_the_stored_usage(pipeline, db, providers):
+    providers.messages.script(ok(usage={"input_tokens": 900, "output_tokens": 90}))
+    pipeline.upload("user123/twice.jpg", images.photo())
+    [s3_event] = pipeline.s3_events()
+    assert pipeline.invoke("processor", s3_event).ok
+    [event] = pipeline.receive("analyzer")
+    assert pipeline.invoke("analyzer", event).result["status"] == "analyzed"
+    calls = len(providers.messages.requests)
+    assert pipeline.invoke("analyzer", event).result["status"] == "duplicate"
+    assert len(providers.messages.requests) == calls
+    assert _usage_rows(db, "twice")[0] == (1, 900, 90)
+
+
+@pytest.mark.parametrize("usage", [
+    {"input_tokens": -5, "output_tokens": "many"},
+    {"input_tokens": True, "output_tokens": 10**12},
+])
+def test_usage_that_is_not_a_count_is_stored_as_unknown(pipeline, db, providers, usage):
+    providers.messages.script(ok(usage=usage))
+    results = pipeline.run_to_end("user123/odd-usage.jpg", images.photo())
+    assert results["analyzer"].result["status"] == "analyzed", results
+    assert _usage_rows(db, "odd-usage")[0] == (1, None, None)
+
+
+def test_the_local_providers_report_no_usage(pipeline, db):
+    results = pipeline.run_to_end("user123/offline.jpg", images.photo())
+    assert all(r.ok for r in results.values()), results
+    assert _usage_rows(db, "offline") == ((1, None, None), (1, "local", None))
+
+
+def _log_fields(result: Any) -> list[tuple[str, dict[str, Any]]]:
+    import json
+
+    out = []
+    for _, message in result.log_events:
+        try:
+            fields = json.loads(message)
+        except ValueError:
+            continue
+        if isinstance(fields, dict):
+            out.append((message, fields))
+    return out

@@ -14,6 +14,7 @@ from collections_ops import errors
 from collections_ops.pipeline import LOCAL_ACCOUNT, function
 from collections_ops.services import reconcile as reconciling
 from collections_ops.services import verify as verifying
+from collections_ops.services.dataroute import DirectRoute
 from tests import images
 
 
@@ -47,7 +48,7 @@ def run_partly(pipeline: Any, key: str, body: bytes, *, stages: int) -> None:
 
 
 def scan(pipeline: Any, db: Any) -> list[reconciling.Inconsistency]:
-    snap = reconciling.snapshot(pipeline.client, db, images_bucket=pipeline.images_bucket,
+    snap = reconciling.snapshot(pipeline.client, DirectRoute(db), images_bucket=pipeline.images_bucket,
                                 thumbnails_bucket=pipeline.thumbnails_bucket)
     return reconciling.classify(snap, embedding_model=pipeline.env.embedding_model,
                                 images_bucket=pipeline.images_bucket)
@@ -96,7 +97,7 @@ def test_reconcile_fix_finishes_work_stopped_at_every_stage(pipeline, db):
         return real(fn, event)
 
     invoked: Counter[tuple[str, str]] = Counter()
-    report = reconciling.reconcile(pipeline.client, db, pipeline.env, account=LOCAL_ACCOUNT,
+    report = reconciling.reconcile(pipeline.client, DirectRoute(db), pipeline.env, account=LOCAL_ACCOUNT,
                                    region="us-east-1", fix=True, timeout_s=60,
                                    deliver=deliver, sleep=lambda _s: drain(pipeline, invoked))
 
@@ -139,7 +140,7 @@ def test_a_fix_that_cannot_be_delivered_is_reported_refused(pipeline, db):
         raise reconciling.RedriveRefused(f"the {fn.key} is not there")
 
     # WHEN reconcile --fix runs THEN the re-drive is refused by name and the item remains
-    report = reconciling.reconcile(pipeline.client, db, pipeline.env, account=LOCAL_ACCOUNT,
+    report = reconciling.reconcile(pipeline.client, DirectRoute(db), pipeline.env, account=LOCAL_ACCOUNT,
                                    region="us-east-1", fix=True, timeout_s=0, deliver=refuse,
                                    sleep=lambda _s: None)
     assert [(r.stage, r.status, r.detail) for r in report.redrives] == [
@@ -150,7 +151,7 @@ def test_a_fix_that_cannot_be_delivered_is_reported_refused(pipeline, db):
 def test_replay_from_each_stage_reaches_only_that_stage(pipeline, db):
     run_partly(pipeline, "u/cat.jpg", images.photo(seed=7), stages=3)
     for stage in ("processor", "analyzer", "embedder"):
-        sent = reconciling.replay(pipeline.client, db, pipeline.env, "cat", stage=stage,
+        sent = reconciling.replay(pipeline.client, DirectRoute(db), pipeline.env, "cat", stage=stage,
                                   account=LOCAL_ACCOUNT, region="us-east-1")
         assert sent.target == f"queue {function(stage).queue_name('local')}"
         waiting = {k: pipeline.receive(k, wait=0) for k in ("processor", "analyzer",
@@ -165,14 +166,14 @@ def test_replay_from_each_stage_reaches_only_that_stage(pipeline, db):
 
 def test_replay_of_an_unknown_item_is_not_found(pipeline, db):
     with pytest.raises(errors.NotFound):
-        reconciling.replay(pipeline.client, db, pipeline.env, "nosuch", stage="analyzer",
+        reconciling.replay(pipeline.client, DirectRoute(db), pipeline.env, "nosuch", stage="analyzer",
                            account=LOCAL_ACCOUNT, region="us-east-1")
 
 
 def test_replay_from_the_embedder_needs_an_analysis(pipeline, db):
     run_partly(pipeline, "u/half.jpg", images.photo(seed=3), stages=1)
     with pytest.raises(errors.NotFound, match="no analysis"):
-        reconciling.replay(pipeline.client, db, pipeline.env, "half", stage="embedder",
+        reconciling.replay(pipeline.client, DirectRoute(db), pipeline.env, "half", stage="embedder",
                            account=LOCAL_ACCOUNT, region="us-east-1")
 
 
@@ -184,8 +185,8 @@ def test_read_rows_is_one_users_or_everyones(db):
                         "VALUES (%s, %s, 'b', %s)", (user, item, f"{user}/{item}.jpg"))
     db.commit()
     # WHEN the rows are read for one user, and for all
-    (mine, _, _) = reconciling.read_rows(db, user_id="rb")
-    (every, _, _) = reconciling.read_rows(db)
+    (mine, _, _) = reconciling.read_rows(DirectRoute(db), user_id="rb")
+    (every, _, _) = reconciling.read_rows(DirectRoute(db))
     # THEN the filter is a parameter: one user's row, or both
     assert [(r["user_id"], r["id"]) for r in mine] == [("rb", "o'y")]
     assert {("ra", "x"), ("rb", "o'y")} <= {(r["user_id"], r["id"]) for r in every}

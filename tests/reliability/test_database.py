@@ -76,6 +76,21 @@ def test_a_connection_killed_between_invocations_is_replaced_before_use(
     assert pipeline.receive("processor", dlq=True, wait=0) == []
 
 
+def test_a_warm_container_prepares_no_statement_so_rds_proxy_never_pins_it(
+        pipeline, migrated_db):
+    """psycopg prepares a statement once it has run 5 times on a connection; behind RDS Proxy
+    that pins the client to one database connection. Eight uploads through one warm container
+    run each of the processor's statements eight times and leave nothing prepared."""
+    for n in range(8):
+        assert pipeline.invoke("processor", one_event(pipeline, f"user123/warm-{n}.jpg")).ok
+    from collections_core import db as core_db
+
+    conn = core_db.connection()
+    assert conn.prepare_threshold is None
+    assert conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone() == (0,)
+    conn.rollback()
+
+
 class _KillAfterWrite:
     """A cursor that, right after the stage's INSERT ... ON CONFLICT has run and before its
     transaction commits, has the server terminate its connection."""

@@ -261,3 +261,11 @@ def test_the_readme_exit_code_table_is_the_contract() -> None:
     for _, code, meaning in exits.TABLE:
         assert str(code) in table, f"exit {code} ({meaning}) is missing from README.md"
     assert {"0", "1", "2", "130"} <= set(table)
+
+
+def test_watch_reloads_only_the_local_cloud(runner: CliRunner) -> None:
+    # GIVEN an AWS environment WHEN `deploy --watch` is asked for THEN a usage error (exit 2),
+    # before any credentials check or build
+    result = runner.invoke(app, ["deploy", "dev", "--watch"])
+    assert result.exit_code == 2, result.output
+    assert "deploy local --watch" in result.output

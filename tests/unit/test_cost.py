@@ -23,9 +23,10 @@ REPORTS = {
 }
 USAGE = {
     # 4,000 x 3 / 1e6 + 1,000 x 15 / 1e6 = 0.012 + 0.015 = 0.027
-    "analyzer": Usage("claude-sonnet-4-6", input_tokens=4000, output_tokens=1000),
+    "analyzer": [Usage("claude-sonnet-4-6", input_tokens=4000, output_tokens=1000,
+                       provider="anthropic", rows=2)],
     # 60 x 0.06 / 1e6 = 0.0000036
-    "embedder": Usage("voyage-3.5", input_tokens=60),
+    "embedder": [Usage("voyage-3.5", input_tokens=60, provider="voyage", rows=2)],
 }
 EXPECTED = {  # stage: (GB-s, Lambda USD, token USD, stage total USD)
     "processor": (0.5, 0.0000070667, 0.0, 0.0000070667),
@@ -50,8 +51,13 @@ def test_cost_per_stage_and_per_image_against_the_hand_computed_figures() -> Non
     # The stages sum to the total, in the JSON form too.
     data = report.as_dict()
     assert sum(s["total_usd"] for s in data["stages"]) == pytest.approx(data["total_usd"])
+    assert data["lambda_usd"] + data["tokens_usd"] == pytest.approx(data["total_usd"])
+    assert data["tokens_usd"] == pytest.approx(0.027 + 0.0000036, rel=1e-12)
+    assert (data["input_tokens"], data["output_tokens"]) == (4060, 1000)
+    assert [(s["input_tokens"], s["output_tokens"]) for s in data["stages"]] == [
+        (0, 0), (4000, 1000), (60, 0)]
     assert data["prices_as_of"] == "2026-12-01" and data["architecture"] == "arm64"
-    assert report.notes == []
+    assert data["complete"] is True and report.notes == []
 
 
 def test_x86_64_costs_a_quarter_more_lambda_time_than_arm64() -> None:
@@ -66,26 +72,52 @@ def test_x86_64_costs_a_quarter_more_lambda_time_than_arm64() -> None:
 
 
 def test_a_model_without_a_price_is_counted_and_said_so() -> None:
+    # GIVEN the analyzer moved from a priced model to one the table does not know
     report = cost.compute({"analyzer": REPORTS["analyzer"]},
-                          {"analyzer": Usage("claude-next", 10, 10)}, images=0)
+                          {"analyzer": [Usage("claude-sonnet-4-6", 1000, 100, "anthropic", 1),
+                                        Usage("claude-next", 10, 10, "anthropic", 1)]},
+                          images=0)
     [stage] = report.stages
-    assert stage.tokens_usd is None and stage.input_tokens == 10
-    assert stage.total_usd == stage.lambda_usd
+    # THEN its tokens are counted, its price is unknown (not zero), the priced model stands
+    unknown = next(m for m in stage.models if m.model == "claude-next")
+    assert unknown.tokens_usd is None and stage.unpriced_models == ["claude-next"]
+    assert stage.input_tokens == 1010 and stage.output_tokens == 110
+    assert stage.tokens_usd == pytest.approx((1000 * 3 + 100 * 15) / 1e6, rel=1e-12)
     assert report.per_image_usd is None  # no images in the window
-    assert report.notes and "claude-next" in report.notes[0]
+    assert not report.complete and report.as_dict()["complete"] is False
+    assert report.notes and "claude-next" in report.notes[0] and "not priced" in report.notes[0]
+
+
+def test_output_tokens_of_a_model_priced_for_input_only_are_unpriced() -> None:
+    usage = Usage("voyage-3.5", input_tokens=10, output_tokens=5, provider="voyage", rows=1)
+    assert cost.token_cost(usage, cost.PRICES) is None
+
+
+def test_the_local_providers_cost_nothing_and_rows_without_usage_are_said() -> None:
+    report = cost.compute({"analyzer": [], "embedder": []}, {
+        "analyzer": [Usage("local-pillow-v1", provider="local", rows=3)],
+        "embedder": [Usage("voyage-3.5", 120, provider="voyage", rows=3, unreported=1)]},
+        images=3)
+    analyzer, embedder = report.stages
+    assert analyzer.tokens_usd == 0 and analyzer.unpriced_models == []
+    assert embedder.tokens_usd == pytest.approx(120 * 0.06 / 1e6, rel=1e-12)
+    assert not report.complete
+    assert report.notes == ["embedder: 1 of 3 rows of 'voyage-3.5' carry no reported usage "
+                            "(written before usage was recorded, or the provider reported "
+                            "none): their tokens are not included"]
 
 
 def test_prices_are_overridable_from_a_file(tmp_path: Path) -> None:
     path = tmp_path / "prices.json"
     path.write_text(json.dumps({"as_of": "2027-01-01", "lambda_gb_second": {"arm64": 0.00001},
                                 "tokens_per_million": {"claude-next": {"input": 1, "output": 2}}}))
-    prices = cost.Prices.load(path)
+    prices = cost.load_prices(path)
     assert prices.as_of == "2027-01-01"
     assert prices.lambda_gb_second == {"x86_64": 0.0000166667, "arm64": 0.00001}
     assert prices.tokens_per_million["claude-next"] == {"input": 1, "output": 2}
     assert prices.tokens_per_million["voyage-3.5"] == {"input": 0.06}
     report = cost.compute({"analyzer": [Report(1000, 1024)]},
-                          {"analyzer": Usage("claude-next", 1_000_000, 1_000_000)},
+                          {"analyzer": [Usage("claude-next", 1_000_000, 1_000_000)]},
                           images=1, architecture="arm64", prices=prices)
     assert report.total_usd == pytest.approx(0.00001 + 0.20 / 1e6 + 3.0, rel=1e-12)
 
@@ -101,3 +133,49 @@ def test_prices_are_overridable_from_a_file(tmp_path: Path) -> None:
 ])
 def test_report_lines_are_read(line: str, expected: Report | None) -> None:
     assert cost.parse_report(line) == expected
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ({"tokens_per_million": {"m": {"input": 1}}}, "prices without a date"),
+    ({"as_of": "soon"}, "is not a date"),
+    ({"as_of": "2027-01-01", "tokens_per_million": {"m": {"input": -1}}}, "non-negative"),
+    ({"as_of": "2027-01-01", "tokens_per_million": {"m": {"cached": 1}}}, "takes input and"),
+    ({"as_of": "2027-01-01", "lambda_request": "free"}, "lambda_request"),
+    ({"as_of": "2027-01-01", "currency": "EUR"}, "unknown price fields currency"),
+])
+def test_a_price_table_is_checked_before_it_is_used(table: dict, message: str) -> None:
+    from collections_ops import errors
+
+    with pytest.raises(errors.ConfigError, match=message):
+        cost.with_overrides(cost.PRICES, table, "test")
+
+
+def test_the_settings_file_overrides_an_environments_prices(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from collections_ops import pipeline
+
+    # GIVEN every environment's prices moved, and prod's Claude price moved again later
+    (tmp_path / "collections.toml").write_text(
+        '[prices]\nas_of = "2027-01-01"\n'
+        '[prices.tokens_per_million."voyage-3.5"]\ninput = 0.05\n'
+        '[environments.prod.prices]\nas_of = "2027-02-01"\n'
+        '[environments.prod.prices.tokens_per_million."claude-sonnet-4-6"]\n'
+        'input = 2.0\noutput = 10.0\n')
+    monkeypatch.chdir(tmp_path)
+    dev = cost.environment_prices(pipeline.environment("dev"))
+    prod = cost.environment_prices(pipeline.environment("prod"))
+    # THEN each environment gets its own dated table, the rest from the definition
+    assert dev.as_of == "2027-01-01" and prod.as_of == "2027-02-01"
+    assert dev.tokens_per_million["voyage-3.5"] == prod.tokens_per_million["voyage-3.5"] == {
+        "input": 0.05}
+    assert dev.tokens_per_million["claude-sonnet-4-6"] == {"input": 3.0, "output": 15.0}
+    assert prod.tokens_per_million["claude-sonnet-4-6"] == {"input": 2.0, "output": 10.0}
+    assert prod.lambda_gb_second == pipeline.PRICES.lambda_gb_second
+    # AND a JSON file given on the command line goes last
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"as_of": "2027-03-01",
+                                "tokens_per_million": {"voyage-3.5": {"input": 0.04}}}))
+    last = cost.environment_prices(pipeline.environment("prod"), path)
+    assert last.as_of == "2027-03-01" and last.tokens_per_million["voyage-3.5"] == {
+        "input": 0.04}
+    assert last.tokens_per_million["claude-sonnet-4-6"] == {"input": 2.0, "output": 10.0}

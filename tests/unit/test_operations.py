@@ -118,6 +118,15 @@ def test_helper_modules_of_every_deployed_function_have_unique_names() -> None:
                                                       "dimensions": 1}},
     {"action": "migrate", "params": {"version": "0001_initial"}},
     {"action": "status", "sql": "SELECT 1"},
+    {"action": "query", "query": "reconcile_rows", "params": {"table": "schema_migrations"}},
+    {"action": "query", "query": "reconcile_rows", "params": {"table": "items",
+                                                              "after": "user1"}},
+    {"action": "query", "query": "reconcile_rows", "params": {"table": "embeddings",
+                                                              "after": ["u", "i"]}},
+    {"action": "query", "query": "reconcile_rows", "params": {"table": "items",
+                                                              "limit": 5001}},
+    {"action": "query", "query": "reconcile_rows", "params": {"table": "items",
+                                                              "sql": "SELECT 1"}},
 ], ids=lambda e: json.dumps(e)[:60])
 def test_anything_outside_the_vocabulary_is_refused_before_connecting(
         event: Any, moto_endpoint: str) -> None:
@@ -286,6 +295,96 @@ def test_database_check_is_the_doctors(pipeline: Any) -> None:
     assert response["result"]["reachable"] is True
     assert response["result"]["vector"]
     assert response["result"]["pending"] == []
+
+
+def _counting_route() -> tuple[Any, list[dict[str, Any]]]:
+    """The CLI's operations route, its requests reaching the real handler; and what it sent."""
+    from collections_ops.services.dataroute import OperationsRoute
+
+    sent: list[dict[str, Any]] = []
+
+    def invoker(request: dict[str, Any]) -> dict[str, Any]:
+        sent.append(request)
+        response = invoke(json.loads(json.dumps(request)))  # as it crosses the wire
+        assert len(json.dumps(response)) < LAMBDA_RESPONSE_LIMIT
+        return response
+
+    return OperationsRoute(invoker, OPERATIONS.function_name("dev")), sent
+
+
+LAMBDA_RESPONSE_LIMIT = 6 * 1024 * 1024  # a synchronous invoke's response payload
+
+
+def _store_many(db: Any, count: int, *, users: int = 20, description: str = "") -> None:
+    """`count` complete items (items, analyses, embeddings rows), written with COPY."""
+    with db.cursor() as cur:
+        with cur.copy("COPY items (id, user_id, bucket, original_key, sequencer) FROM STDIN"
+                      ) as copy:
+            for n in range(count):
+                user = f"user{n % users:02d}"
+                copy.write_row((f"img-{n:05d}", user, "b", f"{user}/img-{n:05d}.jpg", "0A"))
+        with cur.copy("COPY analyses (item_id, user_id, category, summary, description,"
+                      " tags, provider, model, source_sequencer, raw) FROM STDIN") as copy:
+            for n in range(count):
+                copy.write_row((f"img-{n:05d}", f"user{n % users:02d}", "photo",
+                                f"image {n}", description, "{a,b}", "local", "local", "0A",
+                                "{}"))
+        cur.execute("INSERT INTO embeddings (item_id, user_id, analysis_id, embedding_model,"
+                    " embedding_dimensions, embedding, content_hash)"
+                    " SELECT item_id, user_id, id, 'local-hash-v1', 4,"
+                    " '[1,0,0,0]'::vector, 'h' FROM analyses")
+
+
+def test_reconcile_rows_of_10000_items_page_through_the_function_as_the_direct_route_reads(
+        pipeline: Any, db: Any) -> None:
+    from collections_ops.services import reconcile
+    from collections_ops.services.dataroute import RECONCILE_PAGE_ROWS, DirectRoute
+
+    # GIVEN 10,000 complete items of 20 users
+    _store_many(db, 10_000)
+    route, sent = _counting_route()
+    # WHEN reconcile reads them through the operations function
+    items, analyses, embeddings = reconcile.read_rows(route)
+    # THEN every row arrives once, page by page, each page far below Lambda's response limit
+    assert (len(items), len(analyses), len(embeddings)) == (10_000, 10_000, 10_000)
+    assert len({(r["user_id"], r["id"]) for r in items}) == 10_000
+    assert len(sent) == 3 * (10_000 // RECONCILE_PAGE_ROWS)  # no empty last page
+    assert all(r["query"] == "reconcile_rows" for r in sent)
+    # AND the direct route reads the same rows, as JSON gives them
+    assert (items, analyses, embeddings) == reconcile.read_rows(DirectRoute(db))
+    assert "embedding" not in embeddings[0] and "raw" not in analyses[0]
+    # AND the user and item filters are parameters of the same statements
+    mine, _, _ = reconcile.read_rows(route, user_id="user03")
+    assert len(mine) == 500 and {r["user_id"] for r in mine} == {"user03"}
+    one = reconcile.read_rows(route, user_id="user03", item_id="img-00003")
+    assert [len(rows) for rows in one] == [1, 1, 1]
+
+
+def test_a_page_of_long_texts_ends_before_the_response_limit(pipeline: Any, db: Any) -> None:
+    from collections_ops.services import reconcile
+
+    # GIVEN analyses whose texts are as long as the analyzer allows, in a script JSON escapes
+    _store_many(db, 300, description="é" * 4000)  # 24 kB of JSON per row
+    route, sent = _counting_route()
+    # WHEN they are read THEN pages end at the byte budget, not the row count, and none is lost
+    _, analyses, _ = reconcile.read_rows(route)
+    assert len(analyses) == 300 and {len(a["description"]) for a in analyses} == {4000}
+    pages = [r for r in sent if r["params"]["table"] == "analyses"]
+    assert len(pages) == 2
+
+
+def test_a_cursor_that_does_not_advance_is_refused(pipeline: Any, db: Any) -> None:
+    from collections_ops import errors
+    from collections_ops.services import dataroute
+
+    class Stuck:
+        kind, description = "operations", "a function that repeats itself"
+
+        def reconcile_page(self, table: str, **_: Any) -> dict[str, Any]:
+            return {"rows": [{"user_id": "u", "id": "i"}], "next": ["u", "i"]}
+
+    with pytest.raises(errors.CollectionsError, match="did not advance"):
+        dataroute.reconcile_rows(Stuck(), "items")  # type: ignore[arg-type]
 
 
 # -------------------------------------------------------------- deploy-time custom resource

@@ -117,7 +117,7 @@ def analyse(fake: FakeProviders, *, remaining: float = 60.0, key: str = KEY,
             jpeg: bytes = JPEG) -> dict[str, Any]:
     return vision.anthropic_analysis(jpeg, api_key=key, model=CLAUDE,
                                      remaining_s=budget(remaining),
-                                     base_url=fake.anthropic_base_url)
+                                     base_url=fake.anthropic_base_url).analysis
 
 
 def embed(texts: list[str], *, remaining: float = 60.0, key: str = KEY) -> list[list[float]]:
@@ -479,7 +479,7 @@ def test_given_voyage_520_when_embedding_then_retryable_error(fake: FakeProvider
 
 def openai_analyse(fake: FakeProviders, *, key: str = KEY) -> dict[str, Any]:
     return vision.openai_analysis(JPEG, api_key=key, model="gpt-4.1-mini",
-                                  remaining_s=budget(60.0), base_url=fake.openai_base_url)
+                                  remaining_s=budget(60.0), base_url=fake.openai_base_url).analysis
 
 
 def test_given_openai_when_analysing_then_the_json_schema_answer_comes_back(
@@ -707,3 +707,41 @@ def test_given_flat_blocks_of_colour_when_analysing_locally_then_a_square_graphi
 def test_given_the_same_image_when_analysing_locally_twice_then_the_result_is_identical() -> None:
     image = _photo_like((120, 90))
     assert vision.local_analysis(image, {}) == vision.local_analysis(image.copy(), {})
+
+
+# --------------------------------------------------------------------------- reported usage
+
+
+def test_given_each_provider_when_called_then_its_reported_usage_comes_back(
+        fake: FakeProviders) -> None:
+    jpeg = jpeg_bytes((1500, 1000))
+    claude = vision.anthropic_analysis(jpeg, api_key=KEY, model=CLAUDE, remaining_s=budget(60),
+                                       base_url=fake.anthropic_base_url)
+    reply = fake.messages.last.answered["usage"]
+    # 1500 x 1000 / 750 = 2,000 image tokens, plus the prompt, the tool and its system prompt.
+    assert 2000 + 313 < reply["input_tokens"] < 4000
+    assert claude.usage == (reply["input_tokens"], reply["output_tokens"])
+
+    gpt = vision.openai_analysis(jpeg, api_key=KEY, model="gpt-4.1-mini",
+                                 remaining_s=budget(60), base_url=fake.openai_base_url)
+    reply = fake.chat.last.answered["usage"]
+    # 1500 x 1000 scaled to 1152 x 768: 3 x 2 tiles -> 85 + 6 x 170 = 1,105 image tokens.
+    assert 1105 < reply["prompt_tokens"] < 2000
+    assert gpt.usage == (reply["prompt_tokens"], reply["completion_tokens"])
+
+    voyage = embedding.voyage_embed_reported(["a red kayak on a calm lake"], api_key=KEY,
+                                             model=VOYAGE, input_type="document",
+                                             remaining_s=budget(60))
+    assert voyage.input_tokens == fake.embeddings.last.answered["usage"]["total_tokens"] == 7
+    assert len(voyage.vectors) == 1
+
+
+def test_given_a_reply_without_usage_when_analysing_then_the_usage_is_unknown(
+        fake: FakeProviders) -> None:
+    fake.messages.script(ok(usage={"output_tokens": 12}))
+    assert vision.anthropic_analysis(JPEG, api_key=KEY, model=CLAUDE, remaining_s=budget(60),
+                                     base_url=fake.anthropic_base_url).usage == (None, 12)
+    fake.embeddings.script(ok(usage={"total_tokens": -1}))
+    assert embedding.voyage_embed_reported(["x"], api_key=KEY, model=VOYAGE,
+                                           input_type="document",
+                                           remaining_s=budget(60)).input_tokens is None

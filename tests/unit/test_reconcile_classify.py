@@ -182,3 +182,46 @@ def test_an_s3_key_is_url_encoded_as_s3_encodes_it():
     event = r.s3_event("images", "u/my photo+1.jpg", size=1, etag=None, sequencer=None,
                        region="us-east-1")
     assert event["Records"][0]["s3"]["object"]["key"] == "u/my+photo%2B1.jpg"
+
+
+def test_timestamps_as_the_data_routes_give_them_are_judged_by_age() -> None:
+    """Both data routes give `updated_at` as ISO 8601 text: recent work is still left alone."""
+    import datetime as dt
+
+    def iso(epoch: float) -> str:
+        return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat()
+
+    recent = snap(originals=["u/cat.jpg"], thumbnails=["u/cat.jpg"],
+                  items=[item(updated_at=iso(NOW - 5))])
+    old = snap(originals=["u/cat.jpg"], thumbnails=["u/cat.jpg"], items=[item(updated_at=iso(OLD))])
+    assert kinds(recent, min_age_s=60) == []
+    assert kinds(old, min_age_s=60) == [(r.ITEM_WITHOUT_ANALYSIS, "cat", "u/cat.jpg")]
+
+
+class _OperationsRoute:
+    kind, description = "operations", "operations function collections-dev-OperationsLambda"
+
+
+def test_a_wrong_dimension_vector_is_not_re_driven_where_it_cannot_be_removed() -> None:
+    # GIVEN an item whose vector has the wrong length, and one without an analysis
+    found_in = consistent(embeddings=[embedding(embedding_dimensions=3)],
+                          originals=["u/cat.jpg", "u/dog.jpg"],
+                          thumbnails=["u/cat.jpg", "u/dog.jpg"], items=[item(), item("dog")])
+    found = r.classify(found_in, embedding_model=MODEL, images_bucket="images")
+    assert {i.kind for i in found} == {r.WRONG_DIMENSION, r.ITEM_WITHOUT_ANALYSIS}
+    sent: list[str] = []
+
+    def deliver(fn: Any, event: dict[str, Any]) -> str:
+        sent.append(fn.key)
+        return f"function {fn.key}:live"
+
+    # WHEN --fix runs through the operations function, which deletes nothing
+    fix = r.actions(_OperationsRoute(), None, "thumbs")  # type: ignore[arg-type]
+    redrives = r.redrive_all(found, found_in, deliver, fix, images_bucket="images",
+                             account="123456789012", region="us-east-1")
+    # THEN that item is refused, saying why, and the other one is re-driven
+    status = {(x.item_id, x.stage): (x.status, x.detail) for x in redrives}
+    assert status[("cat", "embedder")][0] == "refused"
+    assert "needs a direct database connection" in status[("cat", "embedder")][1]
+    assert status[("dog", "analyzer")] == ("sent", "")
+    assert sent == ["analyzer"]

@@ -3,6 +3,12 @@
 Every write happens inside one transaction (`transaction()`), so an invocation either stores all
 its rows or none. Connection-level failures become `RetryableError`: the event is retried later
 rather than lost. Every statement is parameterized.
+
+Statements are never prepared on the server (`prepare_threshold=None`). Behind RDS Proxy a
+prepared statement pins the client to one database connection for its lifetime, which undoes
+the pooling the proxy is for; the pipeline's statements are few and small, so planning them
+each time costs microseconds. The same setting serves a direct connection, so there is one
+code path for both.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ def _connect() -> Any:
             autocommit=False,
             options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
             application_name=os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "collections")[:60],
+            prepare_threshold=None,
         )
     except psycopg.OperationalError as exc:
         raise RetryableError(f"database unreachable: {_first_line(exc)}",

@@ -614,6 +614,9 @@ def run_process(state_dir: Any, index: int) -> None:
 
     for fn in FUNCTIONS:  # the slow part of starting (imports), done while moto starts
         lambda_runtime.load_handler(fn)
+    from collections_ops.localcloud.watch import stamp_path
+
+    lambda_runtime.watch_code(stamp_path(state_dir))  # `deploy local --watch` reloads
     ready: dict[str, Any] = {}
     while not ready:
         try:

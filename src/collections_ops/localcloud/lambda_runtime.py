@@ -13,6 +13,8 @@ reads its environment exactly as on Lambda (boto3's credential chain reads `os.e
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import importlib.util
 import json
 import logging
@@ -24,6 +26,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -70,7 +73,7 @@ def load_handler(fn: Function) -> Callable[[Any, Any], Any]:
                 if str(folder) not in sys.path:
                     sys.path.insert(0, str(folder))
             module_name = fn.handler.rpartition(".")[0]
-            path = paths.lambda_code_dir(fn.code_dir) / f"{module_name}.py"
+            path = _code_dir(fn) / f"{module_name}.py"
             spec = importlib.util.spec_from_file_location(f"collections_fn_{fn.key}", path)
             assert spec and spec.loader
             module = importlib.util.module_from_spec(spec)
@@ -78,6 +81,56 @@ def load_handler(fn: Function) -> Callable[[Any, Any], Any]:
             _loaded[fn.key] = module
     handler: Callable[[Any, Any], Any] = getattr(module, fn.handler.rpartition(".")[2])
     return handler
+
+
+# --- hot reload (`deploy local --watch`, see localcloud/watch.py) ----------------------------
+_reloader: Any = None
+_code_dirs: dict[str, Path] = {}  # function key -> the published package it runs
+
+
+def watch_code(stamp: Path) -> None:
+    """Reload a function's code between invocations when the code stamp says it changed."""
+    global _reloader
+    from collections_ops.localcloud.watch import CodeReloader
+
+    _reloader = CodeReloader(stamp, _purge)
+
+
+def _purge(code_dirs: dict[str, Path], shared: bool) -> None:
+    """Forget the modules of these functions (all of them, and `collections_core`, when the
+    shared code changed); the next load imports them from their published packages."""
+    from collections_ops.pipeline import FUNCTIONS
+
+    keys = {fn.key for fn in FUNCTIONS} if shared else set(code_dirs)
+    folders = [str(_code_dir(fn)) + os.sep for fn in FUNCTIONS if fn.key in keys]
+    with _load_lock:
+        for key in keys:
+            _loaded.pop(key, None)
+        for name, module in list(sys.modules.items()):
+            source = getattr(module, "__file__", None) or ""
+            if (name.startswith("collections_fn_") and name[15:] in keys) \
+                    or any(source.startswith(f) for f in folders) \
+                    or (shared and (name == "collections_core" or
+                                    name.startswith("collections_core."))):
+                del sys.modules[name]
+        for key, folder in code_dirs.items():
+            _code_dirs[key] = folder
+            sys.path.insert(0, str(folder))  # its modules (and shared package) first
+        importlib.invalidate_caches()
+
+
+def _code_dir(fn: Function) -> Path:
+    return _code_dirs.get(fn.key) or paths.lambda_code_dir(fn.code_dir)
+
+
+def _init_error(fn: Function, exc: Exception) -> tuple[str, str]:
+    """Lambda's error for code that cannot be imported (an init error)."""
+    module = fn.handler.rpartition(".")[0]
+    if isinstance(exc, SyntaxError):
+        return "Runtime.UserCodeSyntaxError", f"Syntax error in module '{module}': {exc}"
+    if isinstance(exc, ImportError):
+        return "Runtime.ImportModuleError", f"Unable to import module '{module}': {exc}"
+    return type(exc).__name__, f"Init error in module '{module}': {exc}"
 
 
 def _all_functions() -> tuple[Function, ...]:
@@ -153,18 +206,32 @@ def invoke(fn: Function, env: Environment, event: Any, *, log_stream: str = "") 
     """Invoke `fn`'s handler with a Lambda-shaped context; capture its log lines, START to
     REPORT, as Lambda writes them to CloudWatch Logs."""
     install_capture()
-    handler = load_handler(fn)
+    with _reloader.invocation(fn) if _reloader else contextlib.nullcontext() as version:
+        return _invoke(fn, env, event, log_stream, version or "$LATEST")
+
+
+def _invoke(fn: Function, env: Environment, event: Any, log_stream: str,
+            version: str) -> Invocation:
     context = LambdaContext(function_name=fn.function_name(env.name),
                             memory_limit_in_mb=env.memory(fn), timeout_s=env.timeout(fn),
-                            log_group_name=fn.log_group(env.name), log_stream_name=log_stream)
+                            log_group_name=fn.log_group(env.name), log_stream_name=log_stream,
+                            function_version=version)
     rid = context.aws_request_id
-    lines: list[tuple[int, str]] = [(_now_ms(), f"START RequestId: {rid} Version: $LATEST")]
+    lines: list[tuple[int, str]] = [(_now_ms(), f"START RequestId: {rid} Version: {version}")]
     thread_id = threading.get_ident()
     _capture.buffers[thread_id] = lines
     started = time.perf_counter()
     ok, result, error_type, error_message = True, None, None, None
     try:
-        result = handler(event, context)
+        try:
+            handler = load_handler(fn)
+        except Exception as exc:  # SyntaxError too: an init error fails this invocation only
+            ok = False
+            error_type, error_message = _init_error(fn, exc)
+            lines.append((_now_ms(), json.dumps({"errorMessage": error_message,
+                                                 "errorType": error_type, "requestId": rid})))
+        else:
+            result = handler(event, context)
     except Exception as exc:
         ok, error_type = False, type(exc).__name__
         error_message = str(getattr(exc, "reason", None) or exc)

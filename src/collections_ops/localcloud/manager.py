@@ -210,17 +210,21 @@ def _emulator_code(state_dir: Path) -> str | None:
 def reload_if_changed(state_dir: Path, timeout: float = REPAIR_TIMEOUT_S) -> bool:
     """If the handlers' code changed since the running cloud started, have the supervisor
     reload it (new versions, new code in the dispatchers); True once it has."""
+    from collections_ops.localcloud import watch
     from collections_ops.localcloud.provision import code_fingerprint
 
     state = read_state(state_dir)
     current = code_fingerprint()
-    if state is None or _emulator_code(state_dir) in (None, current):
+    if state is None or _emulator_code(state_dir) in (None, current) \
+            or watch.read_stamp(state_dir).get("code") == current:  # hot-reloaded already
         return False
     reloads = int(_supervisor(state_dir).get("reloads", 0))
     os.kill(state.pid, signal.SIGUSR2)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if int(_supervisor(state_dir).get("reloads", 0)) > reloads:
+            # New processes run the new code; what the stamp said of the old ones is stale.
+            watch.stamp_path(state_dir).unlink(missing_ok=True)
             return True
         time.sleep(0.05)
     raise NotReady("the local cloud did not finish reloading the handlers' code",

@@ -12,13 +12,22 @@ silently. Pure data: no AWS call, no CDK import (the local cloud starts without 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
 from collections_ops.pipeline import PARAMETER_STORE_POLICY, Environment, Function, secret
 
-DEFAULT_POLICY = "DefaultPolicy"  # CDK names it <role path>DefaultPolicy<hash>
 Document = dict[str, Any]
+
+
+def default_policy_name(fn: Function) -> str:
+    """The name CloudFormation gives CDK's default policy of the function's role: its logical
+    id, the construct path `<Function>/Role/DefaultPolicy/Resource` made unique as CDK makes
+    it (the path without `Resource`, then the first 8 hex digits of the path's MD5)."""
+    path = f"{fn.logical_id}/Role/DefaultPolicy/Resource"
+    digest = hashlib.md5(path.encode(), usedforsecurity=False).hexdigest()[:8].upper()
+    return f"{fn.logical_id}RoleDefaultPolicy{digest}"
 
 
 def _document(statements: list[dict[str, Any]]) -> Document:
@@ -84,7 +93,7 @@ def role_policies(env: Environment, fn: Function, *, region: str,
     pipeline.append({"Sid": "DeadLetterOwnFailures", "Effect": "Allow",
                      "Action": "sqs:SendMessage", "Resource": dlq})
     policies["PipelinePolicy"] = _document(pipeline)
-    policies[DEFAULT_POLICY] = _document([
+    policies[default_policy_name(fn)] = _document([
         {"Effect": "Allow", "Action": ["xray:PutTelemetryRecords", "xray:PutTraceSegments"],
          "Resource": "*"},
         {"Effect": "Allow",

@@ -2,6 +2,11 @@
 
 Locally, S3 notifications and EventBridge rules deliver to SQS queues (moto cannot invoke a
 Lambda target from `put_events`); the dispatcher drains those queues into the handlers.
+Everything else is created as the CDK app synthesizes it -- names, configuration, aliases,
+permissions and their qualifiers, async-invocation settings, rule patterns, target retry
+policies, dead-letter queues and their policies, tags -- and
+tests/infra/test_local_contract.py compares the two, resource by resource, with the
+deliberate differences in one table (docs/local-cloud.md lists them).
 """
 
 from __future__ import annotations
@@ -18,13 +23,22 @@ from typing import Any
 from collections_ops import paths
 from collections_ops.localcloud.policies import role_policies
 from collections_ops.pipeline import (
+    ASYNC_MAX_EVENT_AGE_S,
+    ASYNC_RETRY_ATTEMPTS,
     FUNCTIONS,
     LIVE_ALIAS,
     PARAMETER_STORE_POLICY,
+    RULE_MAX_EVENT_AGE_S,
+    RULE_RETRY_ATTEMPTS,
+    RULE_TARGET_ID,
+    RUNTIME,
     Environment,
     Function,
     common_env,
+    resource_tags,
 )
+
+SHARED_PACKAGE = "collections_core"
 
 
 @dataclass(frozen=True)
@@ -35,12 +49,42 @@ class Provisioned:
     dlq_urls: dict[str, str]  # function key -> dead-letter queue url
 
 
-def _zip_dir(folder: Path) -> bytes:
+def function_sources(fn: Function) -> dict[str, Path]:
+    """The files of `fn`'s bundle, by their name in it: the function's modules and the shared
+    package, as `collections build` lays them out (less the vendored dependencies)."""
+    sources = {path.name: path for path in sorted(paths.lambda_code_dir(fn.code_dir).glob("*.py"))}
+    shared = paths.shared_code_dir() / SHARED_PACKAGE
+    for path in sorted(shared.rglob("*.py")):
+        if "__pycache__" not in path.parts:
+            sources[f"{SHARED_PACKAGE}/{path.relative_to(shared).as_posix()}"] = path
+    return sources
+
+
+def zip_sources(sources: dict[str, bytes]) -> bytes:
+    """A deployment package of these files, with fixed timestamps: the same code zips the same."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for path in sorted(folder.glob("*.py")):
-            zf.write(path, path.name)
+        for name in sorted(sources):
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, sources[name])
     return buf.getvalue()
+
+
+def function_code(fn: Function) -> bytes:
+    return zip_sources({name: path.read_bytes() for name, path in function_sources(fn).items()})
+
+
+def shared_digest() -> str:
+    """The identity of the shared code alone (a change reloads every function)."""
+    digest = hashlib.sha256()
+    shared = paths.shared_code_dir() / SHARED_PACKAGE
+    for path in sorted(shared.rglob("*.py")):
+        if "__pycache__" not in path.parts:
+            digest.update(path.relative_to(shared).as_posix().encode() + b"\0"
+                          + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def parameter_store_policy(env: Environment, fn: Function, *, region: str, account: str) -> str:
@@ -61,7 +105,7 @@ def code_fingerprint() -> str:
     return digest.hexdigest()
 
 
-def _code_digest(code: bytes) -> str:
+def code_digest(code: bytes) -> str:
     """The code's identity: names and contents of the zip's files (not their timestamps)."""
     digest = hashlib.sha256()
     with zipfile.ZipFile(io.BytesIO(code)) as zf:
@@ -80,7 +124,7 @@ def _history(history_dir: Path | None, fn: Function, code: bytes) -> list[bytes]
     folder.mkdir(parents=True, exist_ok=True)
     kept = sorted(folder.glob("*.zip"), key=lambda p: int(p.stem))
     versions = [p.read_bytes() for p in kept]
-    if not versions or _code_digest(versions[-1]) != _code_digest(code):
+    if not versions or code_digest(versions[-1]) != code_digest(code):
         (folder / f"{len(versions) + 1}.zip").write_bytes(code)
         (folder / "live").unlink(missing_ok=True)  # new code goes live
         versions.append(code)
@@ -105,49 +149,99 @@ def record_live_version(history_dir: Path, function_key: str, version: str) -> N
 
 
 def _register_functions(session: Any, env: Environment, *, account: str,
-                        variables: dict[str, str], history_dir: Path | None) -> None:
-    """Register the functions with the local Lambda API (moto) so `status` and `doctor` see
-    them as on AWS. Locally the dispatcher, not Lambda, invokes them."""
+                        dlq_urls: dict[str, str], dlq_arns: dict[str, str],
+                        history_dir: Path | None) -> None:
+    """Register the functions with the local Lambda API (moto) as the stack creates them, so
+    `status`, `doctor` and the contract test see them as on AWS. Locally the dispatcher, not
+    Lambda, invokes them."""
     iam = session.client("iam")
     lam = session.client("lambda")
+    region = session.region_name
+    tags = resource_tags(env.name)
     trust = json.dumps({"Version": "2012-10-17", "Statement": [{
         "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
         "Action": "sts:AssumeRole"}]})
     for fn in FUNCTIONS:
-        role = iam.create_role(RoleName=fn.role_name(env.name), AssumeRolePolicyDocument=trust)
-        # The synthesized roles' policies (proven equal to the template's by a test); the
-        # emulator enforces them on the function's own requests.
-        for policy_name, document in role_policies(env, fn, region=session.region_name,
+        role = iam.create_role(RoleName=fn.role_name(env.name), AssumeRolePolicyDocument=trust,
+                               Description=fn.role_description(env.name),
+                               Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
+        # The synthesized roles' policies (proven equal to the template's by
+        # tests/infra/test_local_policies.py); the emulator enforces them on the function's
+        # own requests.
+        for policy_name, document in role_policies(env, fn, region=region,
                                                    account=account).items():
             iam.put_role_policy(RoleName=fn.role_name(env.name), PolicyName=policy_name,
                                 PolicyDocument=json.dumps(document))
-        code = _zip_dir(paths.lambda_code_dir(fn.code_dir))
+        code = function_code(fn)
         history = _history(history_dir, fn, code)
         name = fn.function_name(env.name)
         lam.create_function(
-            FunctionName=name, Runtime="python3.12",
+            FunctionName=name, Runtime=RUNTIME, Architectures=[env.architecture],
             Role=role["Role"]["Arn"], Handler=fn.handler,
             Code={"ZipFile": history[0]}, Timeout=env.timeout(fn), MemorySize=env.memory(fn),
             Description=f"{fn.description} - {env.name}",
-            Environment={"Variables": variables},
+            # Each function learns only its own dead-letter queue, as the stack sets it.
+            Environment={"Variables": common_env(env, account=account,
+                                                 dlq_urls={fn.key: dlq_urls[fn.key]})},
+            TracingConfig={"Mode": "Active"},
+            LoggingConfig={"LogFormat": "Text", "LogGroup": fn.log_group(env.name)},
+            Tags=tags,
         )
         version = lam.publish_version(FunctionName=name)["Version"]
         for earlier in history[1:]:
             lam.update_function_code(FunctionName=name, ZipFile=earlier)
             version = lam.publish_version(FunctionName=name)["Version"]
         lam.create_alias(FunctionName=name, Name=LIVE_ALIAS,
-                         FunctionVersion=_live_version(history_dir, fn, version))
+                         FunctionVersion=_live_version(history_dir, fn, version),
+                         Description=fn.alias_description(env.name))
+        for qualifier in ("$LATEST", LIVE_ALIAS):
+            lam.put_function_event_invoke_config(
+                FunctionName=name, Qualifier=qualifier,
+                MaximumRetryAttempts=ASYNC_RETRY_ATTEMPTS,
+                MaximumEventAgeInSeconds=ASYNC_MAX_EVENT_AGE_S,
+                DestinationConfig={"OnFailure": {"Destination": dlq_arns[fn.key]}})
         if fn.key in env.reserved_concurrency:
-            lam.put_function_concurrency(FunctionName=fn.function_name(env.name),
+            lam.put_function_concurrency(FunctionName=name,
                                          ReservedConcurrentExecutions=env.reserved_concurrency[fn.key])
+        # As the stack does: the trigger may invoke the `live` alias (the notification or the
+        # rule targets the alias ARN), not the unqualified function.
         if fn.trigger.kind == "s3":
-            # As the stack does: the bucket may invoke the `live` alias (its notification
-            # targets the alias ARN), not the unqualified function.
-            lam.add_permission(FunctionName=fn.function_name(env.name), Qualifier=LIVE_ALIAS,
+            lam.add_permission(FunctionName=name, Qualifier=LIVE_ALIAS,
                                StatementId="s3-invoke",
                                Action="lambda:InvokeFunction", Principal="s3.amazonaws.com",
                                SourceArn=f"arn:aws:s3:::{env.images_bucket(account)}",
                                SourceAccount=account)
+        elif fn.trigger.kind == "eventbridge":
+            lam.add_permission(FunctionName=name, Qualifier=LIVE_ALIAS,
+                               StatementId="events-invoke",
+                               Action="lambda:InvokeFunction", Principal="events.amazonaws.com",
+                               SourceArn=rule_arn(env, fn, region=region, account=account))
+
+
+def rule_arn(env: Environment, fn: Function, *, region: str, account: str) -> str:
+    return f"arn:aws:events:{region}:{account}:rule/{fn.rule_name(env.name)}"
+
+
+def dead_letter_queue_policy(env: Environment, fn: Function, queue_arn: str, *, region: str,
+                             account: str) -> str:
+    """The stack's policy of a dead-letter queue: TLS only, and -- for a rule's target -- the
+    rule may send what it could not deliver."""
+    statements: list[dict[str, Any]] = [{
+        "Action": "sqs:*", "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+        "Effect": "Deny", "Principal": {"AWS": "*"}, "Resource": queue_arn}]
+    if fn.trigger.kind == "eventbridge":
+        statements.append({
+            "Action": "sqs:SendMessage",
+            "Condition": {"ArnEquals": {
+                "aws:SourceArn": rule_arn(env, fn, region=region, account=account)}},
+            "Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"},
+            "Resource": queue_arn, "Sid": f"AllowEventRule{fn.trigger.rule_id}"})
+    return json.dumps({"Version": "2012-10-17", "Statement": statements})
+
+
+def _queue_arn(sqs: Any, url: str) -> str:
+    return str(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+               ["Attributes"]["QueueArn"])
 
 
 def put_database_url(ssm: Any, env: Environment, database_url: str) -> None:
@@ -170,18 +264,25 @@ def provision(session: Any, env: Environment, *, account: str,
         s3.create_bucket(Bucket=bucket)
     s3.put_bucket_versioning(Bucket=images, VersioningConfiguration={"Status": "Enabled"})
 
-    queue_urls, dlq_urls, queue_arns = {}, {}, {}
+    region = session.region_name
+    tags = resource_tags(env.name)
+    queue_urls, dlq_urls, queue_arns, dlq_arns = {}, {}, {}, {}
     for fn in FUNCTIONS:
-        dlq_urls[fn.key] = sqs.create_queue(QueueName=fn.dlq_name(env.name),
-                                            Attributes={"MessageRetentionPeriod": "1209600"}
-                                            )["QueueUrl"]
+        dlq = sqs.create_queue(QueueName=fn.dlq_name(env.name),
+                               Attributes={"MessageRetentionPeriod": "1209600",
+                                           "SqsManagedSseEnabled": "true"},
+                               tags=tags)["QueueUrl"]
+        dlq_urls[fn.key] = dlq
+        dlq_arns[fn.key] = _queue_arn(sqs, dlq)
+        sqs.set_queue_attributes(QueueUrl=dlq, Attributes={"Policy": dead_letter_queue_policy(
+            env, fn, dlq_arns[fn.key], region=region, account=account)})
+        # The trigger queue: locally the notification's or rule's target (see the module).
         url = sqs.create_queue(QueueName=fn.queue_name(env.name),
                                Attributes={"VisibilityTimeout": str(env.timeout(fn))})["QueueUrl"]
         queue_urls[fn.key] = url
-        queue_arns[fn.key] = sqs.get_queue_attributes(
-            QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        queue_arns[fn.key] = _queue_arn(sqs, url)
         with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
-            logs.create_log_group(logGroupName=fn.log_group(env.name))
+            logs.create_log_group(logGroupName=fn.log_group(env.name), tags=tags)
         logs.put_retention_policy(logGroupName=fn.log_group(env.name),
                                   retentionInDays=env.log_retention_days)
 
@@ -200,15 +301,17 @@ def provision(session: Any, env: Environment, *, account: str,
             assert trigger.event is not None
             rule = fn.rule_name(env.name)
             events.put_rule(Name=rule, EventPattern=json.dumps(trigger.event.pattern()),
-                            State="ENABLED",
-                            Description=f"{trigger.event.detail_type} -> {fn.logical_id}")
-            events.put_targets(Rule=rule, Targets=[{"Id": fn.logical_id,
-                                                    "Arn": queue_arns[fn.key]}])
+                            State="ENABLED", Description=fn.rule_description(env.name) or "",
+                            Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
+            events.put_targets(Rule=rule, Targets=[{
+                "Id": RULE_TARGET_ID, "Arn": queue_arns[fn.key],
+                "DeadLetterConfig": {"Arn": dlq_arns[fn.key]},
+                "RetryPolicy": {"MaximumRetryAttempts": RULE_RETRY_ATTEMPTS,
+                                "MaximumEventAgeInSeconds": RULE_MAX_EVENT_AGE_S}}])
 
     if database_url:
         put_database_url(ssm, env, database_url)
-    _register_functions(session, env, account=account,
-                        variables=common_env(env, account=account, dlq_urls=dlq_urls),
+    _register_functions(session, env, account=account, dlq_urls=dlq_urls, dlq_arns=dlq_arns,
                         history_dir=history_dir)
     from collections_ops.services import drift, monitoring
 

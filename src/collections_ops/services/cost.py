@@ -1,65 +1,100 @@
 """What one image costs, by stage: Lambda time from the functions' REPORT lines (billed
-duration x memory at the architecture's price, plus the request charge) and model tokens at a
-dated price table.
+duration x memory at the architecture's price, plus the request charge) and model tokens, as
+the providers reported them with each row, at a dated price table.
 
 The arithmetic lives here as plain functions over plain data, so it can be checked against a
 hand-computed fixture (tests/unit/test_cost.py); reading the REPORT lines and the recorded
-usage is the caller's part. The prices are list prices on the date in `PRICES.as_of`, in USD,
-for us-east-1; an operator overrides them with a JSON file of the same shape (`Prices.load`).
-On the local cloud the same REPORT lines exist, so the same figures come out "as if deployed".
+usage is the caller's part. The prices are the environment's table (`pipeline.Prices`, dated),
+overridden by the settings file and then by a JSON file of the same shape (`with_overrides`).
+On the local cloud the same REPORT lines and rows exist, so the same figures come out "as if
+deployed".
+
+What the token figures are: the usage stored with each `analyses` and `embeddings` row written
+or rewritten in the window -- one figure per row, the call's that produced it, so a retry or a
+replay replaces a row's tokens instead of adding to them. Calls whose result was never stored
+(a failed validation, an older version losing to a newer one) are not in any row and so not
+counted; Lambda time, read from every invocation's REPORT line, includes them.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from datetime import date
 from pathlib import Path
 from typing import Any
 
+from collections_ops import errors
+from collections_ops.pipeline import PRICES, Prices
+
+__all__ = ["PRICES", "Prices", "Recorded", "Report", "Usage", "collect", "compute",
+           "read_recorded"]
+
 GB = 1024.0  # Lambda bills memory in MB; a GB-second is 1,024 MB for one second
+FREE_PROVIDERS = ("local",)  # offline providers: no bill, whatever the model is called
 
 
-@dataclass(frozen=True)
-class Prices:
-    as_of: str
-    # USD per GB-second of billed duration, by architecture.
-    lambda_gb_second: Mapping[str, float]
-    lambda_request: float  # USD per request
-    # USD per million tokens, by model: {"input": ..., "output": ...} ("input" only for
-    # embedding models, whose usage is one token count).
-    tokens_per_million: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+# ----------------------------------------------------------------------------- prices
 
-    @classmethod
-    def load(cls, path: Path, base: Prices | None = None) -> Prices:
-        """`base` with the fields (and models) a JSON file gives replaced."""
+
+def with_overrides(base: Prices, data: Mapping[str, Any], where: str) -> Prices:
+    """`base` with the fields (and models) that `data` gives replaced. A table that changes a
+    price must carry its own date (`as_of`): a figure is only as good as the date it names."""
+    known = {"as_of", "lambda_gb_second", "lambda_request", "tokens_per_million"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise errors.ConfigError(f"{where}: unknown price fields {', '.join(unknown)}",
+                                 f"the fields are {', '.join(sorted(known))}")
+    if set(data) - {"as_of"} and "as_of" not in data:
+        raise errors.ConfigError(f"{where}: prices without a date",
+                                 'add as_of = "YYYY-MM-DD", the date the prices were listed')
+    as_of = data.get("as_of", base.as_of)
+    try:
+        date.fromisoformat(str(as_of))
+    except ValueError:
+        raise errors.ConfigError(f"{where}: as_of {as_of!r} is not a date (YYYY-MM-DD)") from None
+    gb_second = {**base.lambda_gb_second,
+                 **_prices(data.get("lambda_gb_second", {}), f"{where} lambda_gb_second")}
+    request = data.get("lambda_request", base.lambda_request)
+    if not _is_price(request):
+        raise errors.ConfigError(f"{where}: lambda_request must be a non-negative number")
+    models = dict(base.tokens_per_million)
+    table = data.get("tokens_per_million", {})
+    if not isinstance(table, Mapping):
+        raise errors.ConfigError(f"{where}: tokens_per_million must be a table of models")
+    for model, per_kind in table.items():
+        priced = _prices(per_kind, f"{where} tokens_per_million.{model}")
+        if set(priced) - {"input", "output"} or not priced:
+            raise errors.ConfigError(f"{where}: tokens_per_million.{model} takes input and "
+                                     "output (USD per million tokens)")
+        models[str(model)] = priced
+    return replace(base, as_of=str(as_of), lambda_gb_second=gb_second,
+                   lambda_request=float(request), tokens_per_million=models)
+
+
+def load_prices(path: Path, base: Prices = PRICES) -> Prices:
+    """`base` overridden by a JSON file of the same shape."""
+    try:
         data = json.loads(path.read_text())
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: a JSON object of prices was expected")
-        start = base or PRICES
-        models = {**start.tokens_per_million, **data.get("tokens_per_million", {})}
-        return replace(start, as_of=str(data.get("as_of", start.as_of)),
-                       lambda_gb_second={**start.lambda_gb_second,
-                                         **data.get("lambda_gb_second", {})},
-                       lambda_request=float(data.get("lambda_request", start.lambda_request)),
-                       tokens_per_million=models)
+    except (OSError, ValueError) as exc:
+        raise errors.ConfigError(f"{path}: cannot read a JSON price table ({exc})") from None
+    if not isinstance(data, dict):
+        raise errors.ConfigError(f"{path}: a JSON object of prices was expected")
+    return with_overrides(base, data, str(path))
 
 
-PRICES = Prices(
-    as_of="2026-12-01",
-    lambda_gb_second={"x86_64": 0.0000166667, "arm64": 0.0000133334},
-    lambda_request=0.20 / 1_000_000,
-    tokens_per_million={
-        "claude-sonnet-4-6": {"input": 3.00, "output": 15.00},
-        "claude-haiku-4-5": {"input": 1.00, "output": 5.00},
-        "gpt-4o": {"input": 2.50, "output": 10.00},
-        "gpt-4o-mini": {"input": 0.15, "output": 0.60},
-        "voyage-3.5": {"input": 0.06},
-        "voyage-3.5-lite": {"input": 0.02},
-        "local": {"input": 0.0, "output": 0.0},
-    },
-)
+def _is_price(value: Any) -> bool:
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value) and value >= 0)
+
+
+def _prices(value: Any, where: str) -> dict[str, float]:
+    if not isinstance(value, Mapping) or not all(_is_price(v) for v in value.values()):
+        raise errors.ConfigError(f"{where}: a table of non-negative prices was expected")
+    return {str(k): float(v) for k, v in value.items()}
 
 
 # ------------------------------------------------------------------------- REPORT lines
@@ -94,14 +129,28 @@ def parse_report(message: str) -> Report | None:
 
 @dataclass(frozen=True)
 class Usage:
-    """Tokens a stage's provider reported, summed over the window, for one model."""
+    """Tokens one stage's provider reported for one model, summed over the rows of a window."""
 
     model: str
     input_tokens: int = 0
     output_tokens: int = 0
+    provider: str | None = None  # None: not recorded (embeddings written before 0004)
+    rows: int = 0  # rows written in the window
+    unreported: int = 0  # of which carry no usage (written before 0004, or none reported)
 
 
 # ---------------------------------------------------------------------------- arithmetic
+
+
+@dataclass
+class ModelCost:
+    model: str
+    provider: str | None
+    rows: int
+    unreported: int
+    input_tokens: int
+    output_tokens: int
+    tokens_usd: float | None  # None: a model the price table does not know
 
 
 @dataclass
@@ -110,14 +159,28 @@ class StageCost:
     invocations: int
     gb_seconds: float
     lambda_usd: float
-    input_tokens: int
-    output_tokens: int
-    tokens_usd: float | None  # None: a model the price table does not know
-    model: str | None = None
+    models: list[ModelCost] = field(default_factory=list)
+
+    @property
+    def input_tokens(self) -> int:
+        return sum(m.input_tokens for m in self.models)
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(m.output_tokens for m in self.models)
+
+    @property
+    def tokens_usd(self) -> float:
+        """The priced models' tokens (see `unpriced_models` for the others)."""
+        return sum(m.tokens_usd for m in self.models if m.tokens_usd is not None)
+
+    @property
+    def unpriced_models(self) -> list[str]:
+        return [m.model for m in self.models if m.tokens_usd is None]
 
     @property
     def total_usd(self) -> float:
-        return self.lambda_usd + (self.tokens_usd or 0.0)
+        return self.lambda_usd + self.tokens_usd
 
 
 @dataclass
@@ -127,6 +190,15 @@ class CostReport:
     images: int
     stages: list[StageCost]
     notes: list[str] = field(default_factory=list)
+    tokens_recorded: bool = True  # False: the rows' usage could not be read at all
+
+    @property
+    def lambda_usd(self) -> float:
+        return sum(s.lambda_usd for s in self.stages)
+
+    @property
+    def tokens_usd(self) -> float:
+        return sum(s.tokens_usd for s in self.stages)
 
     @property
     def total_usd(self) -> float:
@@ -136,60 +208,84 @@ class CostReport:
     def per_image_usd(self) -> float | None:
         return self.total_usd / self.images if self.images else None
 
+    @property
+    def complete(self) -> bool:
+        """Every token read was priced and every row had its usage recorded."""
+        return self.tokens_recorded and not any(
+            m.tokens_usd is None or m.unreported for s in self.stages for m in s.models)
+
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         for stage, data in zip(self.stages, out["stages"], strict=True):
-            data["total_usd"] = stage.total_usd
-            data["per_image_usd"] = stage.total_usd / self.images if self.images else None
-        out["total_usd"] = self.total_usd
-        out["per_image_usd"] = self.per_image_usd
+            data.update(input_tokens=stage.input_tokens, output_tokens=stage.output_tokens,
+                        tokens_usd=stage.tokens_usd, unpriced_models=stage.unpriced_models,
+                        total_usd=stage.total_usd,
+                        per_image_usd=stage.total_usd / self.images if self.images else None)
+        out.update(lambda_usd=self.lambda_usd, tokens_usd=self.tokens_usd,
+                   input_tokens=sum(s.input_tokens for s in self.stages),
+                   output_tokens=sum(s.output_tokens for s in self.stages),
+                   total_usd=self.total_usd, per_image_usd=self.per_image_usd,
+                   complete=self.complete)
         return out
 
 
-def stage_cost(stage: str, reports: Iterable[Report], usage: Usage | None, *,
+def token_cost(usage: Usage, prices: Prices) -> float | None:
+    """USD for a model's tokens; None when the table has no price for a kind of token used."""
+    if usage.provider in FREE_PROVIDERS:
+        return 0.0
+    table = prices.tokens_per_million.get(usage.model)
+    if table is None:
+        return None
+    usd = 0.0
+    for kind, count in (("input", usage.input_tokens), ("output", usage.output_tokens)):
+        if count:
+            if kind not in table:
+                return None
+            usd += count * table[kind] / 1_000_000
+    return usd
+
+
+def stage_cost(stage: str, reports: Iterable[Report], usage: Iterable[Usage], *,
                architecture: str, prices: Prices) -> StageCost:
     rows = list(reports)
     gb_seconds = sum(r.billed_ms / 1000.0 * r.memory_mb / GB for r in rows)
     lambda_usd = (gb_seconds * prices.lambda_gb_second[architecture]
                   + len(rows) * prices.lambda_request)
-    tokens_usd: float | None = 0.0
-    if usage is not None:
-        table = prices.tokens_per_million.get(usage.model)
-        tokens_usd = None if table is None else (
-            usage.input_tokens * table.get("input", 0.0)
-            + usage.output_tokens * table.get("output", 0.0)) / 1_000_000
+    models = [ModelCost(model=u.model, provider=u.provider, rows=u.rows, unreported=u.unreported,
+                        input_tokens=u.input_tokens, output_tokens=u.output_tokens,
+                        tokens_usd=token_cost(u, prices)) for u in usage]
     return StageCost(stage=stage, invocations=len(rows), gb_seconds=gb_seconds,
-                     lambda_usd=lambda_usd,
-                     input_tokens=usage.input_tokens if usage else 0,
-                     output_tokens=usage.output_tokens if usage else 0,
-                     tokens_usd=tokens_usd, model=usage.model if usage else None)
+                     lambda_usd=lambda_usd, models=models)
 
 
-def compute(reports: Mapping[str, Iterable[Report]], usage: Mapping[str, Usage], *,
+def compute(reports: Mapping[str, Iterable[Report]], usage: Mapping[str, Sequence[Usage]], *,
             images: int, architecture: str = "x86_64", prices: Prices = PRICES) -> CostReport:
     """Cost per stage and in total over a window in which `images` images went through."""
     if architecture not in prices.lambda_gb_second:
         raise ValueError(f"no Lambda price for architecture {architecture!r}")
-    stages = [stage_cost(stage, rows, usage.get(stage), architecture=architecture,
+    stages = [stage_cost(stage, rows, usage.get(stage, ()), architecture=architecture,
                          prices=prices) for stage, rows in reports.items()]
-    notes = [f"{s.stage}: no price for model {s.model!r} in the price table (as of "
-             f"{prices.as_of}); its tokens are counted but not priced"
-             for s in stages if s.tokens_usd is None]
+    notes = []
+    for s in stages:
+        for m in s.models:
+            if m.tokens_usd is None:
+                notes.append(f"{s.stage}: no price for model {m.model!r} in the price table "
+                             f"(as of {prices.as_of}); its {m.input_tokens + m.output_tokens} "
+                             "tokens are counted but not priced: the total leaves them out")
+            if m.unreported:
+                notes.append(f"{s.stage}: {m.unreported} of {m.rows} rows of {m.model!r} carry "
+                             "no reported usage (written before usage was recorded, or the "
+                             "provider reported none): their tokens are not included")
     return CostReport(architecture=architecture, prices_as_of=prices.as_of, images=images,
                       stages=stages, notes=notes)
 
 
-# ------------------------------------------------------------------------ from the logs
-
-USAGE_NOT_RECORDED = ("the providers' token usage is not recorded with the rows yet: token "
-                      "costs are not included")
+# ------------------------------------------------------------------ from logs and rows
 
 
 def read_reports(logs: Any, log_group: str, *, since_ms: int,
                  until_ms: int | None = None) -> list[Report]:
     """Every REPORT line of one log group in the window (an absent group has none)."""
-    from collections_ops import errors
-
     kwargs: dict[str, Any] = {"logGroupName": log_group, "startTime": since_ms,
                               "filterPattern": '"REPORT RequestId"'}
     if until_ms is not None:
@@ -208,16 +304,108 @@ def read_reports(logs: Any, log_group: str, *, since_ms: int,
     return found
 
 
+# One row per (stage, provider, model) of the rows written or rewritten in the window: how
+# many, how many without usage, and their tokens. Bounds are milliseconds since the epoch.
+_USAGE = """
+SELECT 'analyzer', provider, model, count(*), count(*) - count(input_tokens),
+       coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0)
+FROM analyses
+WHERE updated_at >= to_timestamp(%(since)s / 1000.0)
+  AND (%(until)s::bigint IS NULL OR updated_at < to_timestamp(%(until)s / 1000.0))
+GROUP BY provider, model
+UNION ALL
+SELECT 'embedder', embedding_provider, embedding_model, count(*), count(*) - count(input_tokens),
+       coalesce(sum(input_tokens), 0), 0
+FROM embeddings
+WHERE updated_at >= to_timestamp(%(since)s / 1000.0)
+  AND (%(until)s::bigint IS NULL OR updated_at < to_timestamp(%(until)s / 1000.0))
+GROUP BY embedding_provider, embedding_model
+ORDER BY 1, 3, 2
+"""
+
+
+# Images that went through in the window: items rows written or rewritten in it.
+_IMAGES = """
+SELECT count(*) FROM items
+WHERE updated_at >= to_timestamp(%(since)s / 1000.0)
+  AND (%(until)s::bigint IS NULL OR updated_at < to_timestamp(%(until)s / 1000.0))
+"""
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What the database says of a window: the rows' usage by stage, and the images."""
+
+    usage: Mapping[str, Sequence[Usage]]
+    images: int
+
+
+def read_recorded(conn: Any, *, since_ms: int, until_ms: int | None = None) -> Recorded:
+    """The recorded usage of the rows written in the window, by stage and model, and how many
+    items were written in it."""
+    window = {"since": since_ms, "until": until_ms}
+    usage: dict[str, list[Usage]] = {}
+    for stage, provider, model, rows, unreported, tokens_in, tokens_out in conn.execute(
+            _USAGE, window).fetchall():
+        usage.setdefault(str(stage), []).append(Usage(
+            model=str(model), provider=provider, rows=int(rows),
+            unreported=0 if provider in FREE_PROVIDERS else int(unreported),
+            input_tokens=int(tokens_in), output_tokens=int(tokens_out)))
+    row = conn.execute(_IMAGES, window).fetchone()
+    return Recorded(usage=usage, images=int(row[0]) if row else 0)
+
+
 def collect(logs: Any, env: Any, *, since_ms: int, until_ms: int | None = None,
-            prices: Prices = PRICES) -> CostReport:
+            prices: Prices | None = None, recorded: Recorded | None = None,
+            unavailable: str | None = None) -> CostReport:
     """The cost report of `env` (a pipeline.Environment) over a window, from its functions'
-    REPORT lines at the environment's architecture; one processor invocation is one image
-    (S3 sends one record per notification)."""
+    REPORT lines at the environment's architecture and what its rows record (None:
+    `unavailable` says why the database could not be read). The images are the items written
+    in the window; without the database, the processor's invocations (which also count S3's
+    test event and redeliveries)."""
     from collections_ops import pipeline
 
     reports = {fn.key: read_reports(logs, fn.log_group(env.name), since_ms=since_ms,
                                     until_ms=until_ms) for fn in pipeline.FUNCTIONS}
-    report = compute(reports, {}, images=len(reports[pipeline.IMAGE_PROCESSOR.key]),
-                     architecture=env.architecture, prices=prices)
-    report.notes.append(USAGE_NOT_RECORDED)
+    images = (recorded.images if recorded is not None
+              else len(reports[pipeline.IMAGE_PROCESSOR.key]))
+    report = compute(reports, recorded.usage if recorded else {}, images=images,
+                     architecture=env.architecture, prices=prices or env.prices)
+    if recorded is None:
+        report.tokens_recorded = False
+        report.notes.append(f"token costs are not included, and images are counted as "
+                            f"processor invocations: {unavailable or 'the rows were not read'}")
     return report
+
+
+def environment_prices(env: Any, prices_file: Path | None = None) -> Prices:
+    """The environment's price table: the definition's, overridden by the settings file
+    (`[prices]`, then `[environments.<env>.prices]`) and then by `prices_file` (JSON)."""
+    from collections_ops import settings
+
+    prices: Prices = env.prices
+    for where, table in settings.price_overrides(env.name):
+        prices = with_overrides(prices, table, where)
+    return load_prices(prices_file, prices) if prices_file else prices
+
+
+def recorded_through(route: Any, *, since_ms: int, until_ms: int | None = None
+                     ) -> tuple[Recorded | None, str | None]:
+    """What the rows record, read through a database route (`Context.data_route`, called
+    here), or None and the reason it cannot be read: the cost of Lambda time stands without."""
+    import psycopg
+
+    try:
+        chosen = route()
+    except errors.CollectionsError as exc:
+        return None, f"the database is not reachable ({exc.message})"
+    if chosen.kind != "direct":
+        because = getattr(chosen, "because", None)
+        return None, ("the database is not reachable directly"
+                      + (f" ({because})" if because else "")
+                      + " and the operations function has no usage query; a direct "
+                      "connection (DATABASE_URL, e.g. through a port-forwarding tunnel) reads it")
+    try:
+        return read_recorded(chosen.conn, since_ms=since_ms, until_ms=until_ms), None
+    except psycopg.errors.UndefinedColumn:
+        return None, "the database has no usage columns yet: run `collections db migrate`"

@@ -5,7 +5,8 @@ A private database (mode `rds`, or `existing` inside a VPC) admits only the func
 group: from the operator's machine a connection times out. The operations function
 (`collections-<env>-OperationsLambda`, lambdas/operations/handler.py) sits in that VPC and
 answers a closed vocabulary -- `migrate`, `status` and a few named read-only queries -- so
-`db migrate`, `db status`, `verify`, `search` and doctor's database checks work either way.
+`db migrate`, `db status`, `verify`, `search`, `reconcile`, `replay` and doctor's database
+checks work either way.
 
 The route is chosen by trying: a direct connection first (a DATABASE_URL in the environment,
 e.g. through an SSM port-forwarding tunnel, or the SSM parameter), and the operations function
@@ -40,6 +41,8 @@ class Route(Protocol):
     def search(self, vector: Sequence[float], *, model: str, dimensions: int,
                user_id: str | None, limit: int) -> list[Any]: ...
     def database_check(self) -> dict[str, Any]: ...
+    def reconcile_page(self, table: str, *, user_id: str | None, item_id: str | None,
+                       after: list[str] | None, limit: int) -> dict[str, Any]: ...
 
 
 # --------------------------------------------------------------------------- direct
@@ -89,6 +92,14 @@ class DirectRoute:
             "SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
         return {"reachable": True, "vector": row[0] if row else None,
                 "pending": migrate.pending(self.conn)}
+
+    def reconcile_page(self, table: str, *, user_id: str | None, item_id: str | None,
+                       after: list[str] | None, limit: int) -> dict[str, Any]:
+        # The operations function's own statements and paging, so both routes read alike.
+        query = _operations_queries().QUERIES["reconcile_rows"]
+        params = query.check({"table": table, "user_id": user_id, "item_id": item_id,
+                              "after": after, "limit": limit})
+        return dict(query.run(self.conn, params))
 
 
 def _operations_queries() -> Any:
@@ -175,6 +186,36 @@ class OperationsRoute:
 
     def database_check(self) -> dict[str, Any]:
         return dict(self.call("query", "database_check", {}))
+
+    def reconcile_page(self, table: str, *, user_id: str | None, item_id: str | None,
+                       after: list[str] | None, limit: int) -> dict[str, Any]:
+        return dict(self.call("query", "reconcile_rows", {
+            "table": table, "user_id": user_id, "item_id": item_id, "after": after,
+            "limit": limit}))
+
+
+RECONCILE_PAGE_ROWS = 5000  # the operations function's maximum; its 4 MB cap may end a page first
+
+
+def reconcile_rows(route: Route, table: str, *, user_id: str | None = None,
+                   item_id: str | None = None) -> list[dict[str, Any]]:
+    """Every row of `table` that reconcile compares (of one user, one item, or all), page
+    after page through whichever route answers. Rows come as JSON gives them (timestamps as
+    ISO 8601 text), the same from both routes."""
+    rows: list[dict[str, Any]] = []
+    after: list[str] | None = None
+    while True:
+        page = route.reconcile_page(table, user_id=user_id, item_id=item_id, after=after,
+                                    limit=RECONCILE_PAGE_ROWS)
+        rows.extend(page.get("rows") or [])
+        following = page.get("next")
+        if not following:
+            return rows
+        if following == after or not page.get("rows"):
+            raise errors.CollectionsError(f"paging {table} did not advance (at {after})",
+                                          "check that the operations function's code matches "
+                                          "this CLI")
+        after = following
 
 
 def lambda_invoker(lam: Any, function_name: str) -> Invoker:

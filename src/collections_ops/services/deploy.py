@@ -15,10 +15,11 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from collections_ops import errors, paths
+from collections_ops import aws, errors, paths
 from collections_ops.checks import Check
 from collections_ops.pipeline import DEPLOYED_FUNCTIONS, FUNCTIONS, Environment, Secret
 
@@ -273,17 +274,14 @@ def check_concurrency(lam: Any, env: Environment) -> Check:
         if errors.from_botocore(exc) is not None:
             raise
         return Check("account concurrency", False,
-                     f"cannot read the account's Lambda settings ({errors.aws_error_code(exc)})",
+                     f"cannot read the account's Lambda settings ({aws.error_code(exc)})",
                      "allow lambda:GetAccountSettings to the deploying identity")
     current: dict[str, int] = {}
     for fn in DEPLOYED_FUNCTIONS:
-        try:
-            reserved = lam.get_function_concurrency(FunctionName=fn.function_name(env.name)
-                                                    ).get("ReservedConcurrentExecutions")
-        except Exception as exc:
-            if errors.aws_error_code(exc) != "ResourceNotFoundException":
-                raise
-            reserved = None
+        concurrency = aws.or_none(partial(lam.get_function_concurrency,
+                                          FunctionName=fn.function_name(env.name)),
+                                  "ResourceNotFoundException")
+        reserved = (concurrency or {}).get("ReservedConcurrentExecutions")
         if reserved is not None:
             current[fn.key] = int(reserved)
     total, left = unreserved_after(account_settings, current, wanted)
@@ -321,7 +319,7 @@ def preflight(client: Any, env: Environment, *, bundle_dir: Path | None,
         version = ssm.get_parameter(Name=BOOTSTRAP_VERSION_PARAMETER)["Parameter"]["Value"]
         checks.append(Check("bootstrap", True, f"CDK bootstrap version {version}"))
     except Exception as exc:
-        code = errors.aws_error_code(exc)
+        code = aws.error_code(exc)
         checks.append(Check("bootstrap", False,
                             "this account/region is not bootstrapped" if code ==
                             "ParameterNotFound" else f"cannot read bootstrap version ({code})",
@@ -332,7 +330,7 @@ def preflight(client: Any, env: Environment, *, bundle_dir: Path | None,
             ssm.get_parameter(Name=name)
             checks.append(Check(f"parameter {name}", True, "present"))
         except Exception as exc:
-            code = errors.aws_error_code(exc)
+            code = aws.error_code(exc)
             checks.append(Check(f"parameter {name}", False,
                                 "missing" if code == "ParameterNotFound" else str(code),
                                 f"collections secrets put {spec.name} --env {env.name}"))

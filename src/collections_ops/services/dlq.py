@@ -11,11 +11,19 @@ Each function has one dead-letter queue (`Function.dlq_name`). Two kinds of mess
   RULE_ARN / TARGET_ARN).
 
 Reading never loses a message: messages are received with a visibility timeout, never deleted,
-and made visible again when the read is done. A redrive replays each original event to where it
-came from -- an S3 notification to the function (Lambda asynchronous invoke on AWS; the
-function's trigger queue on the local cloud, which has no Lambda service), an EventBridge event
-back onto the bus so its rule delivers it again -- and deletes a dead letter only once the
+and made visible again when the read is done. A redrive replays each original event to the
+function that failed it, as its trigger delivered it, and deletes a dead letter only once the
 replay was accepted. Replays are rate-limited by a token bucket.
+
+On AWS every replay is an asynchronous invoke (`InvocationType=Event`) of the function's `live`
+alias: the alias is what the S3 notification and the EventBridge rules invoke, while `$LATEST`
+may hold code that was never published. An EventBridge event is not put back on the bus there:
+on the bus it would reach every rule that matches it (an archive, another consumer), not just
+the one function that failed it. The local cloud has no Lambda service: an S3 event goes to the
+function's trigger queue, an EventBridge event back onto the bus, whose rule's SQS target the
+dispatcher reads (both deliver to the same handler, with Lambda's retries and dead-letter queue).
+`invoke_live` and `TriggerQueues` are also how `collections reconcile --fix` and `replay`
+deliver.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from collections_ops import aws, errors
-from collections_ops.pipeline import FUNCTIONS, Environment, Function
+from collections_ops.pipeline import FUNCTIONS, LIVE_ALIAS, Environment, Function
 
 ClientFactory = Callable[[str], Any]
 Replay = Callable[["FailedEvent"], str]  # returns where the event went; raises if not accepted
@@ -414,6 +422,43 @@ class NotReplayable(Exception):
     """The event cannot be sent back where it came from; it is left in the queue."""
 
 
+def live_target(env: Environment, fn: Function) -> str:
+    return f"function {fn.function_name(env.name)}:{LIVE_ALIAS} (asynchronous invoke)"
+
+
+def invoke_live(lam: Any, env: Environment, fn: Function, event: Any) -> str:
+    """Deliver `event` to `fn` on AWS as its trigger does: an asynchronous invoke of its `live`
+    alias (Lambda then applies the function's retries and on-failure destination). Lambda
+    answers 202 once it has queued the event; anything else is a ReplayError."""
+    response = lam.invoke(FunctionName=fn.function_name(env.name), Qualifier=LIVE_ALIAS,
+                          InvocationType="Event", Payload=json.dumps(event).encode())
+    if response.get("StatusCode") != 202 or response.get("FunctionError"):
+        raise ReplayError(f"Lambda answered {response.get('StatusCode')} "
+                          f"{response.get('FunctionError') or ''}".strip())
+    return live_target(env, fn)
+
+
+class TriggerQueues:
+    """Deliver an event to a function of the local cloud through its trigger queue, which the
+    dispatcher reads (the local cloud has no Lambda service to invoke)."""
+
+    def __init__(self, client_factory: ClientFactory, env: Environment) -> None:
+        self._client_factory = client_factory
+        self._env = env
+        self._urls: dict[str, str] = {}
+
+    def send(self, fn: Function, event: Any) -> str:
+        name = fn.queue_name(self._env.name)
+        sqs = self._client_factory("sqs")
+        if fn.key not in self._urls:
+            url = queue_url(sqs, name)
+            if url is None:
+                raise ReplayError(f"the trigger queue {name} is missing")
+            self._urls[fn.key] = url
+        sqs.send_message(QueueUrl=self._urls[fn.key], MessageBody=json.dumps(event))
+        return f"queue {name}"
+
+
 def replay_target(env: Environment, fn: Function, failed: FailedEvent) -> str:
     """Where `failed` would be replayed to, in words; NotReplayable if nowhere safe."""
     if failed.event_kind == "unknown":
@@ -423,7 +468,7 @@ def replay_target(env: Environment, fn: Function, failed: FailedEvent) -> str:
             raise NotReplayable(f"an S3 event cannot be replayed to the {fn.key}")
         if env.is_local:
             return f"queue {fn.queue_name(env.name)}"
-        return f"function {fn.function_name(env.name)} (asynchronous invoke)"
+        return live_target(env, fn)
     wanted = fn.trigger.event
     event = failed.event
     if fn.trigger.kind != "eventbridge" or wanted is None or (
@@ -432,49 +477,39 @@ def replay_target(env: Environment, fn: Function, failed: FailedEvent) -> str:
         raise NotReplayable(
             f"{event.get('source')}/{event.get('detail-type')} does not match the rule "
             f"{fn.rule_name(env.name)}")
+    if not env.is_local:
+        return live_target(env, fn)
     return f"rule {fn.rule_name(env.name)} (put_events)"
 
 
 def replayer(client_factory: ClientFactory, env: Environment, *,
              event_bus: str = "default") -> Replay:
-    """The default replay: S3 events to the function (Lambda asynchronous invoke on AWS; the
-    function's trigger queue on the local cloud), EventBridge events back onto the bus."""
-    queue_urls: dict[str, str] = {}
+    """The default replay. AWS: every event by an asynchronous invoke of the function's `live`
+    alias. Local cloud: an S3 event to the function's trigger queue, an EventBridge event back
+    onto the bus."""
+    queues = TriggerQueues(client_factory, env)
 
     def replay(failed: FailedEvent) -> str:
         fn = function_of(failed.function_key)
         target = replay_target(env, fn, failed)
-        body = json.dumps(failed.event)
-        if failed.event_kind == "s3" and env.is_local:
-            sqs = client_factory("sqs")
-            if fn.key not in queue_urls:
-                url = queue_url(sqs, fn.queue_name(env.name))
-                if url is None:
-                    raise ReplayError(f"the trigger queue {fn.queue_name(env.name)} is missing")
-                queue_urls[fn.key] = url
-            sqs.send_message(QueueUrl=queue_urls[fn.key], MessageBody=body)
-        elif failed.event_kind == "s3":
-            response = client_factory("lambda").invoke(
-                FunctionName=fn.function_name(env.name), InvocationType="Event",
-                Payload=body.encode())
-            if response.get("StatusCode") != 202 or response.get("FunctionError"):
-                raise ReplayError(f"Lambda answered {response.get('StatusCode')} "
-                                  f"{response.get('FunctionError') or ''}".strip())
-        else:
-            event = failed.event
-            detail = event.get("detail")
-            entry: dict[str, Any] = {
-                "Source": event["source"], "DetailType": event["detail-type"],
-                "Detail": detail if isinstance(detail, str) else json.dumps(detail),
-                "EventBusName": event_bus,
-            }
-            if event.get("resources"):
-                entry["Resources"] = list(event["resources"])
-            response = client_factory("events").put_events(Entries=[entry])
-            if response.get("FailedEntryCount", 0):
-                first = (response.get("Entries") or [{}])[0]
-                raise ReplayError(f"put_events refused the event: {first.get('ErrorCode')} "
-                                  f"{first.get('ErrorMessage')}")
+        if not env.is_local:
+            return invoke_live(client_factory("lambda"), env, fn, failed.event)
+        if failed.event_kind == "s3":
+            return queues.send(fn, failed.event)
+        event = failed.event
+        detail = event.get("detail")
+        entry: dict[str, Any] = {
+            "Source": event["source"], "DetailType": event["detail-type"],
+            "Detail": detail if isinstance(detail, str) else json.dumps(detail),
+            "EventBusName": event_bus,
+        }
+        if event.get("resources"):
+            entry["Resources"] = list(event["resources"])
+        response = client_factory("events").put_events(Entries=[entry])
+        if response.get("FailedEntryCount", 0):
+            first = (response.get("Entries") or [{}])[0]
+            raise ReplayError(f"put_events refused the event: {first.get('ErrorCode')} "
+                              f"{first.get('ErrorMessage')}")
         return target
 
     return replay

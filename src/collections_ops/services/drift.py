@@ -14,6 +14,7 @@ command put the rule on the images bucket, which here would expire the originals
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from collections_ops import aws, errors
@@ -258,7 +259,7 @@ def stack_versions(cfn: Any, stack_name: str) -> dict[str, str]:
                 if name and version.isdigit():
                     found[name] = version
     except Exception as exc:
-        if errors.aws_error_code(exc) == "ValidationError":  # the stack does not exist
+        if aws.error_code(exc) == "ValidationError":  # the stack does not exist
             return {}
         raise
     return found
@@ -273,12 +274,8 @@ def alias_drift(cfn: Any, lam: Any, env: Environment) -> list[AliasDrift]:
         name = fn.function_name(env.name)
         if name not in published:
             continue
-        try:
-            live: str | None = str(lam.get_alias(FunctionName=name,
-                                                 Name=LIVE_ALIAS)["FunctionVersion"])
-        except Exception as exc:
-            if errors.aws_error_code(exc) != "ResourceNotFoundException":
-                raise
-            live = None
+        alias = aws.or_none(partial(lam.get_alias, FunctionName=name, Name=LIVE_ALIAS),
+                            "ResourceNotFoundException")
+        live = None if alias is None else str(alias["FunctionVersion"])
         out.append(AliasDrift(fn.key, name, published[name], live))
     return out

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
-from collections_ops import errors
+from collections_ops import aws
 from collections_ops.checks import Check
 from collections_ops.pipeline import FUNCTIONS, LIVE_ALIAS, Environment, Function
 
@@ -63,19 +64,14 @@ class StatusReport:
 
 def function_status(lam: Any, env: Environment, fn: Function) -> FunctionStatus:
     name = fn.function_name(env.name)
-    try:
-        cfg = lam.get_function_configuration(FunctionName=name)
-    except Exception as exc:
-        if errors.aws_error_code(exc) == "ResourceNotFoundException":
-            return FunctionStatus(fn.key, name, False)
-        raise
-    reserved = None
-    try:
-        reserved = lam.get_function_concurrency(FunctionName=name).get(
-            "ReservedConcurrentExecutions")
-    except Exception as exc:
-        if errors.aws_error_code(exc) not in ("ResourceNotFoundException", "AccessDeniedException"):
-            raise
+    cfg = aws.or_none(lambda: lam.get_function_configuration(FunctionName=name),
+                      "ResourceNotFoundException")
+    if cfg is None:
+        return FunctionStatus(fn.key, name, False)
+    # An identity that may not read the reservation sees none, as for an unreserved function.
+    concurrency = aws.or_none(lambda: lam.get_function_concurrency(FunctionName=name),
+                              "ResourceNotFoundException", "AccessDeniedException")
+    reserved = (concurrency or {}).get("ReservedConcurrentExecutions")
     return FunctionStatus(
         fn.key, name, True, cfg.get("State", "Active"), cfg.get("Runtime"),
         cfg.get("MemorySize"), cfg.get("Timeout"), cfg.get("LastModified"),
@@ -89,12 +85,9 @@ def log_group_of(cfg: dict[str, Any]) -> str:
 
 
 def rule_status(events: Any, name: str) -> RuleStatus:
-    try:
-        rule = events.describe_rule(Name=name)
-    except Exception as exc:
-        if errors.aws_error_code(exc) == "ResourceNotFoundException":
-            return RuleStatus(name, False)
-        raise
+    rule = aws.or_none(lambda: events.describe_rule(Name=name), "ResourceNotFoundException")
+    if rule is None:
+        return RuleStatus(name, False)
     targets = events.list_targets_by_rule(Rule=name).get("Targets", [])
     pattern = json.loads(rule["EventPattern"]) if rule.get("EventPattern") else None
     return RuleStatus(name, True, rule.get("State") == "ENABLED", pattern,
@@ -102,25 +95,23 @@ def rule_status(events: Any, name: str) -> RuleStatus:
 
 
 def queue_depth(sqs: Any, name: str) -> int | None:
-    try:
+    def attributes() -> dict[str, Any]:
         url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
-            "ApproximateNumberOfMessages"])["Attributes"]
-    except Exception as exc:
-        if errors.aws_error_code(exc) in ("AWS.SimpleQueueService.NonExistentQueue",
-                                          "QueueDoesNotExist"):
-            return None
-        raise
+        return dict(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
+            "ApproximateNumberOfMessages"])["Attributes"])
+
+    attrs = aws.or_none(attributes, "AWS.SimpleQueueService.NonExistentQueue",
+                        "QueueDoesNotExist")
+    if attrs is None:
+        return None
     return int(attrs.get("ApproximateNumberOfMessages", 0))
 
 
 def notification(s3: Any, bucket: str) -> dict[str, Any] | None:
-    try:
-        cfg = s3.get_bucket_notification_configuration(Bucket=bucket)
-    except Exception as exc:
-        if errors.aws_error_code(exc) == "NoSuchBucket":
-            return None
-        raise
+    cfg = aws.or_none(lambda: s3.get_bucket_notification_configuration(Bucket=bucket),
+                      "NoSuchBucket")
+    if cfg is None:
+        return None
     cfg.pop("ResponseMetadata", None)
     return dict(cfg)
 
@@ -207,12 +198,8 @@ def _s3_may_invoke(policy: dict[str, Any]) -> bool:
 
 def _policy(lam: Any, name: str, qualifier: str | None) -> dict[str, Any] | None:
     kwargs = {"FunctionName": name, **({"Qualifier": qualifier} if qualifier else {})}
-    try:
-        return dict(json.loads(lam.get_policy(**kwargs)["Policy"]))
-    except Exception as exc:
-        if errors.aws_error_code(exc) == "ResourceNotFoundException":
-            return None
-        raise
+    policy = aws.or_none(lambda: lam.get_policy(**kwargs), "ResourceNotFoundException")
+    return None if policy is None else dict(json.loads(policy["Policy"]))
 
 
 def check_invoke_permission(lam: Any, env: Environment) -> Finding:
@@ -244,16 +231,13 @@ def check_role_policies(iam: Any, env: Environment, *, account: str,
     findings = []
     for fn in FUNCTIONS:
         role = fn.role_name(env.name)
-        try:
-            doc = iam.get_role_policy(RoleName=role, PolicyName="ParameterStorePolicy")[
-                "PolicyDocument"]
-        except Exception as exc:
-            if errors.aws_error_code(exc) == "NoSuchEntity":
-                findings.append(Finding(f"IAM {role}", False,
-                                        "no ParameterStorePolicy on the role",
-                                        f"redeploy: `collections deploy {env.name}`"))
-                continue
-            raise
+        inline = aws.or_none(partial(iam.get_role_policy, RoleName=role,
+                                     PolicyName="ParameterStorePolicy"), "NoSuchEntity")
+        if inline is None:
+            findings.append(Finding(f"IAM {role}", False, "no ParameterStorePolicy on the role",
+                                    f"redeploy: `collections deploy {env.name}`"))
+            continue
+        doc = inline["PolicyDocument"]
         if isinstance(doc, str):
             from urllib.parse import unquote
 

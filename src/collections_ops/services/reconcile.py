@@ -16,9 +16,11 @@ matches it (a second consumer, an archive), and an event with the pipeline's own
 from an operator is what the handlers are built to distrust; an asynchronous invoke reaches
 exactly the one stage, and keeps Lambda's retries and on-failure destination.
 
-Everything is read in bulk: paginated S3 listings and one query per table (`read_rows`, the
-only function here that touches the database), then classified in memory by `classify`, a
-plain function of what was read.
+Everything is read in bulk: paginated S3 listings and, per table, the operations function's
+named query `reconcile_rows` page by page (`read_rows`, the only database read here), through
+the data route the other data commands use (`services/dataroute.py`): a direct connection when
+this machine can reach the database, else the operations function inside its VPC. What was
+read is classified in memory by `classify`, a plain function of it.
 """
 
 from __future__ import annotations
@@ -26,25 +28,26 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import importlib.util
-import json
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus
 
 from collections_ops import errors, paths
 from collections_ops.pipeline import (
     ANALYSIS_COMPLETE,
     IMAGE_PROCESSED,
-    LIVE_ALIAS,
     Environment,
     Function,
     function,
 )
+
+if TYPE_CHECKING:
+    from collections_ops.services.dataroute import Route
 
 ClientFactory = Callable[[str], Any]
 
@@ -109,36 +112,21 @@ def list_objects(s3: Any, bucket: str, *, prefix: str = "") -> list[S3Entry]:
     return out
 
 
-# One user's rows, or every user's when the parameter is NULL; written out whole, so no SQL text
-# is assembled at run time.
-_ITEMS = ("SELECT user_id, id, bucket, original_key, thumbnail_bucket, thumbnail_key, etag,"
-          " size_bytes, sequencer, correlation_id, updated_at FROM items"
-          " WHERE (%(user)s::text IS NULL OR user_id = %(user)s)")
-_ANALYSES = ("SELECT user_id, item_id, id, source_sequencer, source_etag, category, summary,"
-             " description, tags, colors, text_content, provider, model, correlation_id,"
-             " updated_at FROM analyses WHERE (%(user)s::text IS NULL OR user_id = %(user)s)")
-_EMBEDDINGS = ("SELECT user_id, item_id, id, analysis_id, embedding_model,"
-               " embedding_dimensions, content_hash, updated_at FROM embeddings"
-               " WHERE (%(user)s::text IS NULL OR user_id = %(user)s)")
-
-
-def read_rows(conn: Any, *, user_id: str | None = None
+def read_rows(route: Route, *, user_id: str | None = None, item_id: str | None = None
               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """The items, analyses and embeddings rows (of one user, or all): one query per table.
+    """The items, analyses and embeddings rows (of one user, one item, or all), each table
+    page by page through `route` (the statements are the operations function's
+    `reconcile_rows`, whichever route answers). The only database read of reconcile and
+    replay."""
+    from collections_ops.services.dataroute import reconcile_rows
 
-    The only database read of reconcile and replay — the one place to change when the
-    database is reached through another route (an in-VPC function instead of a connection).
-    """
-    out = []
-    with conn.cursor() as cur:
-        for sql in (_ITEMS, _ANALYSES, _EMBEDDINGS):
-            cur.execute(sql, {"user": user_id})
-            names = [d.name for d in cur.description]
-            out.append([dict(zip(names, row, strict=True)) for row in cur.fetchall()])
-    return out[0], out[1], out[2]
+    items, analyses, embeddings = (reconcile_rows(route, table, user_id=user_id,
+                                                  item_id=item_id)
+                                   for table in ("items", "analyses", "embeddings"))
+    return items, analyses, embeddings
 
 
-def snapshot(client_factory: ClientFactory, conn: Any, *, images_bucket: str,
+def snapshot(client_factory: ClientFactory, route: Route, *, images_bucket: str,
              thumbnails_bucket: str, user_id: str | None = None,
              clock: Callable[[], float] = time.time) -> Snapshot:
     """Read everything, in the order that keeps a running pipeline from looking broken.
@@ -157,7 +145,7 @@ def snapshot(client_factory: ClientFactory, conn: Any, *, images_bucket: str,
         listed = pool.map(lambda bucket: list_objects(s3, bucket, prefix=prefix),
                           (thumbnails_bucket, images_bucket))
         thumbnails, originals = list(listed)
-    items, analyses, embeddings = read_rows(conn, user_id=user_id)
+    items, analyses, embeddings = read_rows(route, user_id=user_id)
     return Snapshot(originals, thumbnails, items, analyses, embeddings, read_at)
 
 
@@ -213,6 +201,8 @@ def model_dimensions(model: str) -> int | None:
 
 
 def _epoch(value: Any) -> float:
+    if isinstance(value, str):  # as both data routes give it: ISO 8601 with its offset
+        value = dt.datetime.fromisoformat(value)
     if isinstance(value, dt.datetime):
         return value.timestamp()
     return float(value or 0)
@@ -401,30 +391,19 @@ class RedriveRefused(Exception):
 
 
 def deliverer(client_factory: ClientFactory, env: Environment) -> Deliver:
-    """Local cloud: the function's trigger queue. AWS: an asynchronous invoke of `live`."""
-    queue_urls: dict[str, str] = {}
+    """Local cloud: the function's trigger queue. AWS: an asynchronous invoke of `live`
+    (the delivery `dlq redrive` uses too)."""
+    from collections_ops.services import dlq
+
+    queues = dlq.TriggerQueues(client_factory, env)
 
     def deliver(fn: Function, event: dict[str, Any]) -> str:
-        body = json.dumps(event)
-        if env.is_local:
-            from collections_ops.services.dlq import queue_url
-
-            sqs = client_factory("sqs")
-            if fn.key not in queue_urls:
-                url = queue_url(sqs, fn.queue_name(env.name))
-                if url is None:
-                    raise RedriveRefused(f"the trigger queue {fn.queue_name(env.name)} is "
-                                         "missing")
-                queue_urls[fn.key] = url
-            sqs.send_message(QueueUrl=queue_urls[fn.key], MessageBody=body)
-            return f"queue {fn.queue_name(env.name)}"
-        response = client_factory("lambda").invoke(
-            FunctionName=fn.function_name(env.name), Qualifier=LIVE_ALIAS,
-            InvocationType="Event", Payload=body.encode())
-        if response.get("StatusCode") != 202 or response.get("FunctionError"):
-            raise RedriveRefused(f"Lambda answered {response.get('StatusCode')} "
-                                 f"{response.get('FunctionError') or ''}".strip())
-        return f"{fn.function_name(env.name)}:{LIVE_ALIAS} (asynchronous invoke)"
+        try:
+            if env.is_local:
+                return queues.send(fn, event)
+            return dlq.invoke_live(client_factory("lambda"), env, fn, event)
+        except dlq.ReplayError as exc:
+            raise RedriveRefused(str(exc)) from None
 
     return deliver
 
@@ -519,11 +498,18 @@ class FixActions:
     delete_thumbnails: Callable[[list[str]], None]
 
 
-def actions(conn: Any, s3: Any, thumbnails_bucket: str) -> FixActions:
+def actions(route: Route, s3: Any, thumbnails_bucket: str) -> FixActions:
     def delete_embeddings(ids: list[int]) -> None:
-        if ids:
-            with conn.cursor() as cur:
-                cur.execute("DELETE FROM embeddings WHERE id = ANY(%s)", (ids,))
+        if not ids:
+            return
+        conn = getattr(route, "conn", None) if route.kind == "direct" else None
+        if conn is None:
+            # The operations function answers read-only queries only: it deletes nothing.
+            raise RedriveRefused(f"removing the wrong-dimension vector needs a direct "
+                                 f"database connection (this one is via {route.description}"
+                                 "): set DATABASE_URL, e.g. through an SSM tunnel")
+        with conn.cursor() as cur:
+            cur.execute("DELETE FROM embeddings WHERE id = ANY(%s)", (ids,))
 
     def delete_thumbnails(keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):
@@ -540,17 +526,25 @@ def redrive_all(found: list[Inconsistency], snap: Snapshot, deliver: Deliver,
     """Re-drive each item once from its stage; return what was sent where, or why not.
 
     A vector of the wrong dimension is removed first: the embedder skips a text it has
-    embedded already, whatever the stored vector looks like.
+    embedded already, whatever the stored vector looks like. Where it cannot be removed (the
+    operations function deletes nothing), that item's re-drive is refused, with why.
     """
     rows = Rows.of(snap)
     bad = [e["id"] for e in snap.embeddings
            if (d := dimensions_of(e["embedding_model"])) is not None
            and e["embedding_dimensions"] != d]
     wrong = {(i.user_id, i.item_id) for i in found if i.kind == WRONG_DIMENSION}
-    fix_actions.delete_embeddings([e["id"] for e in snap.embeddings if e["id"] in bad
-                                   and (e["user_id"], e["item_id"]) in wrong])
+    kept: str | None = None
+    try:
+        fix_actions.delete_embeddings([e["id"] for e in snap.embeddings if e["id"] in bad
+                                       and (e["user_id"], e["item_id"]) in wrong])
+    except RedriveRefused as exc:
+        kept = str(exc)
     planned = plan(found)
     for redrive in planned:
+        if kept is not None and WRONG_DIMENSION in redrive.kinds:
+            redrive.status, redrive.detail = "refused", kept
+            continue
         try:
             event = event_for(redrive, rows, images_bucket=images_bucket, account=account,
                               region=region)
@@ -597,10 +591,13 @@ class Report:
     counts: dict[str, int] = field(default_factory=dict)
     scanned: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    route: str = ""  # the data route's kind: direct | operations
+    via: str = ""  # and its description
 
     def as_dict(self) -> dict[str, Any]:
         return {"inconsistencies": [i.as_dict() for i in self.found], "counts": self.counts,
                 "scanned": self.scanned, "seconds": round(self.seconds, 3),
+                "route": self.route, "via": self.via,
                 "redrives": [r.as_dict() for r in self.redrives],
                 "removed_thumbnails": self.removed_thumbnails,
                 "remaining": None if self.remaining is None
@@ -620,7 +617,7 @@ def scanned(snap: Snapshot) -> dict[str, int]:
             "embeddings": len(snap.embeddings)}
 
 
-def reconcile(client_factory: ClientFactory, conn: Any, env: Environment, *, account: str,
+def reconcile(client_factory: ClientFactory, route: Route, env: Environment, *, account: str,
               region: str, user_id: str | None = None, fix: bool = False,
               min_age_s: float = 0.0, timeout_s: float = 120.0,
               deliver: Deliver | None = None,
@@ -631,7 +628,7 @@ def reconcile(client_factory: ClientFactory, conn: Any, env: Environment, *, acc
     images, thumbs = env.images_bucket(account), env.thumbnails_bucket(account)
 
     def scan(min_age: float = 0.0) -> tuple[Snapshot, list[Inconsistency]]:
-        snap = snapshot(client_factory, conn, images_bucket=images, thumbnails_bucket=thumbs,
+        snap = snapshot(client_factory, route, images_bucket=images, thumbnails_bucket=thumbs,
                         user_id=user_id)
         return snap, classify(snap, embedding_model=env.embedding_model, min_age_s=min_age,
                               images_bucket=images)
@@ -639,9 +636,10 @@ def reconcile(client_factory: ClientFactory, conn: Any, env: Environment, *, acc
     # Only the first scan leaves recent work alone: afterwards the re-driven items are the
     # recent ones, and must be judged as they are.
     snap, found = scan(min_age_s)
-    report = Report(found, counts=counts(found), scanned=scanned(snap))
+    report = Report(found, counts=counts(found), scanned=scanned(snap), route=route.kind,
+                    via=route.description)
     if fix and found:
-        fix_actions = actions(conn, client_factory("s3"), thumbs)
+        fix_actions = actions(route, client_factory("s3"), thumbs)
         report.redrives = redrive_all(found, snap, deliver or deliverer(client_factory, env),
                                       fix_actions, images_bucket=images, account=account,
                                       region=region)
@@ -659,10 +657,11 @@ def reconcile(client_factory: ClientFactory, conn: Any, env: Environment, *, acc
 # --------------------------------------------------------------------------- replay
 
 
-def find_item(conn: Any, item_id: str, user_id: str | None) -> dict[str, Any]:
-    """The one items row of `item_id` (of `user_id`): NotFound, or UsageError when several
-    users have it and none was named."""
-    items, _, _ = read_rows(conn, user_id=user_id)
+def find_item(route: Route, item_id: str, user_id: str | None
+              ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The one items row of `item_id` (of `user_id`) and the item's analyses: NotFound, or
+    UsageError when several users have it and none was named."""
+    items, analyses, _ = read_rows(route, user_id=user_id, item_id=item_id)
     matches = [r for r in items if r["id"] == item_id]
     if not matches:
         raise errors.NotFound(f"no item {item_id!r}" + (f" of user {user_id!r}" if user_id
@@ -673,10 +672,11 @@ def find_item(conn: Any, item_id: str, user_id: str | None) -> dict[str, Any]:
         users = ", ".join(sorted(r["user_id"] for r in matches))
         raise errors.UsageError(f"{len(matches)} users have an item {item_id!r} ({users})",
                                 "pass --user")
-    return matches[0]
+    item = matches[0]
+    return item, [a for a in analyses if a["user_id"] == item["user_id"]]
 
 
-def replay(client_factory: ClientFactory, conn: Any, env: Environment, item_id: str, *,
+def replay(client_factory: ClientFactory, route: Route, env: Environment, item_id: str, *,
            stage: str, account: str, region: str, user_id: str | None = None,
            deliver: Deliver | None = None) -> Redrive:
     """Re-run one item from `stage`, with the event that stage's trigger would carry, built
@@ -684,9 +684,8 @@ def replay(client_factory: ClientFactory, conn: Any, env: Environment, item_id: 
     still skip work already done for the same version (a duplicate costs no model call)."""
     if stage not in STAGES:
         raise errors.UsageError(f"unknown stage {stage!r}", f"one of {', '.join(STAGES)}")
-    item = find_item(conn, item_id, user_id)
+    item, analyses = find_item(route, item_id, user_id)
     user = item["user_id"]
-    _, analyses, _ = read_rows(conn, user_id=user)
     images = env.images_bucket(account)
     s3 = client_factory("s3")
     originals = []

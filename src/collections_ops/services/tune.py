@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from statistics import fmean
 from typing import Any, Literal
 
-from collections_ops import errors
+from collections_ops import aws, errors
 from collections_ops.pipeline import LOCAL_ENV, Environment, Function, environment
 
 Invoker = Callable[[int], float]
@@ -196,7 +196,7 @@ def _update(lambda_client: Any, function_name: str, changes: dict[str, Any]) -> 
     try:
         lambda_client.update_function_configuration(FunctionName=function_name, **changes)
     except Exception as exc:
-        if errors.aws_error_code(exc) == \
+        if aws.error_code(exc) == \
                 "ResourceNotFoundException":
             raise errors.NotFound(f"function {function_name} does not exist") from None
         raise

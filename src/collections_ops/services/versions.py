@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from collections_ops import errors
+from collections_ops import aws, errors
 from collections_ops.pipeline import LIVE_ALIAS, Environment, Function
 
 COMPARED = ("CodeSha256", "Runtime", "Handler", "MemorySize", "Timeout", "Description")
@@ -57,7 +57,7 @@ def _published(lam: Any, name: str) -> list[dict[str, Any]]:
         for page in lam.get_paginator("list_versions_by_function").paginate(FunctionName=name):
             configs += [c for c in page["Versions"] if c["Version"] != "$LATEST"]
     except Exception as exc:
-        if errors.aws_error_code(exc) == "ResourceNotFoundException":
+        if aws.error_code(exc) == "ResourceNotFoundException":
             raise errors.NotFound(f"function {name} does not exist",
                                   "deploy the environment first") from None
         raise
@@ -68,7 +68,7 @@ def live_version(lam: Any, name: str) -> str:
     try:
         return str(lam.get_alias(FunctionName=name, Name=LIVE_ALIAS)["FunctionVersion"])
     except Exception as exc:
-        if errors.aws_error_code(exc) == "ResourceNotFoundException":
+        if aws.error_code(exc) == "ResourceNotFoundException":
             raise errors.NotFound(f"{name} has no `{LIVE_ALIAS}` alias",
                                   "redeploy with this version of the CDK app") from None
         raise
@@ -156,7 +156,7 @@ def publish_live(lam: Any, env: Environment, fn: Function, *,
         new = lam.publish_version(FunctionName=name, Description=description,
                                   CodeSha256=before["CodeSha256"])
     except Exception as exc:
-        if errors.aws_error_code(exc) == "ResourceNotFoundException":
+        if aws.error_code(exc) == "ResourceNotFoundException":
             raise _missing(name, env) from None
         raise
     version = str(new["Version"])
@@ -209,7 +209,7 @@ def prune(lam: Any, env: Environment, fn: Function, *, keep: int = DEFAULT_KEEP)
         except Exception as exc:
             # A version another alias (or an event source mapping) still uses is refused:
             # it stays, and the next prune tries again.
-            if errors.aws_error_code(exc) in ("ResourceConflictException",
+            if aws.error_code(exc) in ("ResourceConflictException",
                                               "ResourceNotFoundException"):
                 continue
             raise

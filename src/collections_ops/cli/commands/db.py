@@ -4,6 +4,9 @@ function inside the database's VPC (the route is chosen by itself and named in t
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import typer
 
 from collections_ops.cli import options as opt
@@ -16,11 +19,8 @@ app = typer.Typer(help="The PostgreSQL schema.", no_args_is_help=True, rich_mark
 def db_migrate(env: opt.EnvOption = None, output: opt.OutputOption = opt.Output.table,
                profile: opt.ProfileOption = None, region: opt.RegionOption = None) -> None:
     """Apply pending schema migrations (idempotent, under an advisory lock)."""
-    ctx = opt.context(env, profile, region)
-    route = ctx.data_route
-    applied = route.migrate()
-    if output is opt.Output.json:
-        ui.print_json({"applied": applied, "route": route.kind, "via": route.description})
+    _, route, applied = _through_route(env, profile, region, lambda r: r.migrate())
+    if _printed_json(output, {"applied": applied}, route):
         return
     ui.ok((f"applied {', '.join(applied)}" if applied else "schema is up to date")
           + f" (via {route.description})")
@@ -30,11 +30,8 @@ def db_migrate(env: opt.EnvOption = None, output: opt.OutputOption = opt.Output.
 def db_status(env: opt.EnvOption = None, output: opt.OutputOption = opt.Output.table,
               profile: opt.ProfileOption = None, region: opt.RegionOption = None) -> None:
     """Applied and pending migrations, row counts and index sizes."""
-    ctx = opt.context(env, profile, region)
-    route = ctx.data_route
-    status = route.status()
-    if output is opt.Output.json:
-        ui.print_json({**status, "route": route.kind, "via": route.description})
+    ctx, route, status = _through_route(env, profile, region, lambda r: r.status())
+    if _printed_json(output, status, route):
         return
     ui.info(f"route: {route.description}")
     database = status.get("database") or {}
@@ -47,6 +44,25 @@ def db_status(env: opt.EnvOption = None, output: opt.OutputOption = opt.Output.t
              [[t, "missing" if n is None else n] for t, n in status.get("tables", {}).items()])
     ui.table(None, ["index", "size"],
              [[i, _size(b)] for i, b in status.get("indexes", {}).items()])
+
+
+T = TypeVar("T")
+
+
+def _through_route(env: str | None, profile: str | None, region: str | None,
+                   call: Callable[[Any], T]) -> tuple[Any, Any, T]:
+    """The context, the data route it chose, and what `call(route)` answered."""
+    ctx = opt.context(env, profile, region)
+    route = ctx.data_route
+    return ctx, route, call(route)
+
+
+def _printed_json(output: opt.Output, result: dict[str, Any], route: Any) -> bool:
+    """With `-o json`: print `result` with the route that answered, and say so."""
+    if output is not opt.Output.json:
+        return False
+    ui.print_json({**result, "route": route.kind, "via": route.description})
+    return True
 
 
 def _size(n: float) -> str:

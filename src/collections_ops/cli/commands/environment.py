@@ -155,6 +155,9 @@ def deploy(
     security_group: SecurityGroupOption = None,
     skip_build: Annotated[bool, typer.Option("--skip-build", help="Deploy the bundles "
                                              "already built.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="local: then watch the handlers' "
+                                        "sources and reload each change (Ctrl-C stops "
+                                        "watching; the cloud keeps running).")] = False,
     output: opt.OutputOption = opt.Output.table,
     profile: opt.ProfileOption = None,
     region: opt.RegionOption = None,
@@ -165,7 +168,12 @@ def deploy(
     ctx = opt.context(opt.env_name(env, env_option), profile, region)
     if ctx.is_local:
         _deploy_local(ctx, as_json=output is opt.Output.json)
+        if watch:
+            _watch_local(ctx)
         return
+    if watch:
+        raise errors.UsageError("--watch reloads the local cloud's handlers",
+                                "use it with `collections deploy local --watch`")
     from collections_ops.cli import render
     from collections_ops.services import deploy as deploying
 
@@ -206,6 +214,20 @@ def _deploy_local(ctx: Context, *, as_json: bool) -> None:
     else:
         ui.ok(("local cloud started" if started else "local cloud already running")
               + f" at {state.endpoint_url} (state: {ctx.state_dir})")
+
+
+def _watch_local(ctx: Context) -> None:
+    """Publish a version for each saved change and have the dispatchers run it next."""
+    from collections_ops import paths
+    from collections_ops.localcloud import watch
+
+    ui.info(f"watching {paths.lambdas_root()} for changes (Ctrl-C to stop)…")
+    try:
+        watch.watch(ctx.client("lambda"), ctx.env, ctx.state_dir,
+                    report=lambda r: ui.info(r.line(), "red" if r.error else "green"))
+    except KeyboardInterrupt:  # Ctrl-C is how watching ends: 130, as for every --follow
+        ui.info("stopped watching; the local cloud keeps running")
+        raise
 
 
 @app.command()

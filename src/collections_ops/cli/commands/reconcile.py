@@ -1,6 +1,7 @@
 """Finishing half-done work: `reconcile` (the environment is its subject: first argument or
 --env) lists every item stopped between stages and, with --fix, re-drives each once; `replay`
-re-runs one item from a stage. The logic is in `services/reconcile.py`."""
+re-runs one item from a stage. Both read the database through the data route the other data
+commands use (named on stderr). The logic is in `services/reconcile.py`."""
 
 from __future__ import annotations
 
@@ -42,7 +43,9 @@ def reconcile(
 
     ctx = opt.context(opt.env_name(env, env_option), profile, region)
     ctx.require_credentials()
-    report = reconciling.reconcile(ctx.client, ctx.db, ctx.env, account=ctx.account,
+    route = ctx.data_route
+    ui.info(f"route: {route.description}")
+    report = reconciling.reconcile(ctx.client, route, ctx.env, account=ctx.account,
                                    region=ctx.region, user_id=user, fix=fix,
                                    min_age_s=min_age, timeout_s=timeout)
     if output is opt.Output.json:
@@ -100,9 +103,11 @@ def replay(
 
     ctx = opt.context(env, profile, region)
     ctx.require_credentials()
-    sent = reconciling.replay(ctx.client, ctx.db, ctx.env, item_id, stage=stage,
+    route = ctx.data_route
+    ui.info(f"route: {route.description}")
+    sent = reconciling.replay(ctx.client, route, ctx.env, item_id, stage=stage,
                               account=ctx.account, region=ctx.region, user_id=user)
     if output is opt.Output.json:
-        ui.print_json(sent.as_dict())
+        ui.print_json({**sent.as_dict(), "route": route.kind, "via": route.description})
         return
     ui.ok(f"re-driven {sent.user_id}/{sent.item_id} from the {sent.stage}: {sent.target}")

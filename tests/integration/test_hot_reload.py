@@ -1,0 +1,189 @@
+"""`collections deploy local --watch`: a saved handler runs on the next invocation, as a new
+version; a syntax error leaves the previous version serving; code that fails at import fails
+its invocations with Lambda's init error and the dispatcher lives on; shared code reloads
+every function. A real local cloud and the real watcher, over a copy of `lambdas/`."""
+
+from __future__ import annotations
+
+import json
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from collections_ops import paths
+from tests import images
+from tests.e2e.cli import local_env, run
+
+pytestmark = pytest.mark.e2e
+MARKER = 'logger.warning("reload marker {}")\n'
+
+
+class Watcher:
+    """`deploy local --watch` as a subprocess; its lines, as they come."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "collections_ops", "deploy", "local",
+                                      "--watch"], env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.expect("watching")
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def expect(self, text: str, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if text in line:
+                return line
+        raise AssertionError(f"the watcher never printed {text!r}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def interrupt(self) -> int:
+        self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    root = tmp_path_factory.mktemp("reload")
+    lambdas = root / "lambdas"  # never the repository's own handlers
+    shutil.copytree(paths.lambdas_root(), lambdas,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    env = local_env(root / "state", COLLECTIONS_LAMBDAS_DIR=str(lambdas))
+    watcher = None
+    try:
+        started = run(env, "deploy", "local")
+        assert started.returncode == 0, started.stderr
+        status = json.loads(run(env, "status", "--json").stdout)
+        watcher = Watcher(env)
+        yield {"env": env, "status": status, "lambdas": lambdas, "watcher": watcher}
+    finally:
+        if watcher is not None:
+            watcher.stop()
+        run(env, "destroy", "local", "--yes")
+
+
+def _client(status: dict[str, Any], service: str) -> Any:
+    return boto3.session.Session(aws_access_key_id="t", aws_secret_access_key="t",
+                                 region_name=status["region"]).client(
+        service, endpoint_url=status["endpoint_url"])
+
+
+def _edit(path: Path, change: Callable[[str], str]) -> None:
+    path.write_text(change(path.read_text()))
+
+
+def _mark(lambdas: Path, word: str, *, before: str = "") -> None:
+    """Make the processor's handler log a marker first thing (optionally after `before`)."""
+    handler = lambdas / "image_processor" / "handler.py"
+    source = handler.read_text()
+    head = "def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:\n"
+    body = source.split(head, 1)[1]
+    while body.lstrip().startswith('logger.warning("reload marker'):  # an earlier marker
+        body = body.split("\n", 1)[1]
+    prefix = "".join(ln for ln in source.split(head, 1)[0].splitlines(keepends=True)
+                     if "no_such_module" not in ln)  # what an earlier `before` added
+    handler.write_text(prefix + before + head + "    " + MARKER.format(word) + body)
+
+
+def _upload(status: dict[str, Any], key: str) -> None:
+    _client(status, "s3").put_object(Bucket=status["buckets"]["images"], Key=key,
+                                     Body=images.photo(64, 48, seed=len(key)))
+
+
+def _log_lines(status: dict[str, Any], pattern: str) -> list[str]:
+    events = _client(status, "logs").filter_log_events(
+        logGroupName=f"/aws/lambda/{status['functions']['processor']}",
+        filterPattern=f'"{pattern}"')["events"]
+    return [e["message"] for e in events]
+
+
+def _wait(predicate: Callable[[], Any], what: str, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _version(line: str) -> str:
+    return line.split("→ version ", 1)[1].split()[0]
+
+
+def test_a_saved_handler_runs_on_the_next_invocation_as_a_new_version(cloud):
+    status, watcher = cloud["status"], cloud["watcher"]
+    _mark(cloud["lambdas"], "alpha")
+    line = watcher.expect("reloaded processor")
+    assert " in " in line and line.endswith(" s")
+    version = _version(line)
+    _upload(status, "reload/alpha.jpg")
+    _wait(lambda: _log_lines(status, "reload marker alpha"), "the new code's log line")
+    assert any(f"Version: {version}" in ln for ln in _log_lines(status, "START RequestId"))
+    listed = json.loads(run(cloud["env"], "versions", "processor", "--json").stdout)
+    assert [v["version"] for v in listed if v["live"]] == [version]
+
+
+def test_a_syntax_error_keeps_the_previous_version_serving(cloud):
+    status, watcher, lambdas = cloud["status"], cloud["watcher"], cloud["lambdas"]
+    _mark(lambdas, "beta")
+    serving = _version(watcher.expect("reloaded processor"))
+    handler = lambdas / "image_processor" / "handler.py"
+    good = handler.read_text()
+    handler.write_text(good + "\ndef broken(:\n")
+    error = watcher.expect("not reloaded")
+    assert "image_processor/handler.py" in error and f"still running version {serving}" in error
+    _upload(status, "reload/beta.jpg")
+    _wait(lambda: len(_log_lines(status, "reload marker beta")) >= 1, "the previous code")
+    handler.write_text(good.replace("marker beta", "marker gamma"))
+    assert int(_version(watcher.expect("reloaded processor"))) == int(serving) + 1
+
+
+def test_code_that_fails_at_import_fails_its_invocation_with_an_init_error(cloud):
+    status, watcher, lambdas = cloud["status"], cloud["watcher"], cloud["lambdas"]
+    _mark(lambdas, "delta", before="import no_such_module_anywhere  # noqa\n")
+    watcher.expect("reloaded processor")
+    _upload(status, "reload/delta.jpg")
+    _wait(lambda: _log_lines(status, "Runtime.ImportModuleError"), "Lambda's init error")
+    _mark(lambdas, "epsilon")  # fixed: the retried event runs the fixed code
+    watcher.expect("reloaded processor")
+    _wait(lambda: _log_lines(status, "reload marker epsilon"), "the fixed code, after a retry")
+
+
+def test_a_change_to_the_shared_code_reloads_every_function(cloud):
+    watcher, lambdas = cloud["watcher"], cloud["lambdas"]
+    _edit(lambdas / "shared" / "collections_core" / "text.py",
+          lambda s: s + "\n# changed for the reload test\n")
+    reloaded = {watcher.expect("reloaded ").split()[1] for _ in range(3)}
+    assert reloaded == {"processor", "analyzer", "embedder"}
+
+
+def test_ctrl_c_stops_watching_with_130_and_leaves_the_cloud_running(cloud):
+    # Last in the module: it ends the module's watcher.
+    watcher = cloud["watcher"]
+    assert watcher.interrupt() == 130
+    watcher.expect("stopped watching")
+    assert run(cloud["env"], "status").returncode == 0
