@@ -31,6 +31,14 @@ def default_policy_name(fn: Function) -> str:
 
 
 def _document(statements: list[dict[str, Any]]) -> Document:
+    """As CDK renders a policy: a statement's actions and resources de-duplicated and sorted,
+    one of them as a plain string (condition values stay as given)."""
+    for statement in statements:
+        for element in ("Action", "Resource"):
+            value = statement.get(element)
+            if isinstance(value, list):
+                unique = sorted(set(value))
+                statement[element] = unique[0] if len(unique) == 1 else unique
     return {"Version": "2012-10-17", "Statement": statements}
 
 
