@@ -230,9 +230,14 @@ def _accounted(app: Any) -> Any:
             start_response("200 OK", [("Content-Type", "application/json")])
             return [body]
         started = time.thread_time()
+        result = None
         try:
-            return list(app(environ, start_response))
+            result = app(environ, start_response)
+            return list(result)
         finally:
+            close = getattr(result, "close", None)
+            if close is not None:  # as the server would have (WSGI: close what you iterate)
+                close()
             spent = time.thread_time() - started
             name = _operation(environ)
             with lock:
