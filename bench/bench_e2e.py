@@ -77,13 +77,12 @@ def _measure_one(s3: Any, conn: Any, bucket: str, data: bytes, n: int) -> dict[s
 
 def _handler_durations(state: Any) -> dict[str, dict[str, float]]:
     """Each function's handler durations (REPORT lines in its CloudWatch log group)."""
-    import boto3
-
+    from collections_ops.localcloud import iam
     from collections_ops.pipeline import FUNCTIONS, environment
 
     env = environment("local")
-    logs = boto3.client("logs", endpoint_url=state.endpoint_url, region_name=state.region,
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
+    logs = iam.admin_session(state.state_dir, state.region).client(
+        "logs", endpoint_url=state.endpoint_url)
     out: dict[str, dict[str, float]] = {}
     for fn in FUNCTIONS:
         durations: list[float] = []
@@ -108,14 +107,15 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 
 def run(images: int, warmup: int) -> dict[str, Any]:
-    import boto3
     import psycopg
+
+    from collections_ops.localcloud import iam
 
     data = SAMPLE.read_bytes()
     state, start_s = _start()
     try:
-        s3 = boto3.client("s3", endpoint_url=state.endpoint_url, region_name=state.region,
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
+        s3 = iam.admin_session(state.state_dir, state.region).client(
+            "s3", endpoint_url=state.endpoint_url)
         with psycopg.connect(state.database_url, autocommit=True) as conn:
             conn.execute("DELETE FROM items WHERE user_id = %s", (USER,))
             runs = [_measure_one(s3, conn, state.images_bucket, data, n)

@@ -45,10 +45,11 @@ def main() -> int:
 
     local = read_state(state / "local")
     assert local is not None
-    import boto3
 
-    logs = boto3.client("logs", endpoint_url=local.endpoint_url, region_name=local.region,
-                        aws_access_key_id="t", aws_secret_access_key="t")
+    from collections_ops.localcloud import iam
+
+    logs = iam.admin_session(local.state_dir, local.region).client(
+        "logs", endpoint_url=local.endpoint_url)
     for group in GROUPS:
         logs.create_log_stream(logGroupName=group, logStreamName="bench-follow")
 

@@ -7,9 +7,11 @@ connects on first use), then uploads `--count` generated 1024x768 photo-like JPE
 `--concurrency` threads and follows them all through the functions' logs. Throughput is
 completed uploads / (last embedding stored - first upload started); per-stage latency runs from
 the previous stage done to this one done (queueing included). The local cloud is destroyed at
-the end.
+the end (`--keep` leaves it running, to look into a run). Besides throughput it reports the
+local cloud's CPU seconds per image by part (from /proc) and the emulator's requests per image
+by operation with their CPU (`GET /collections-api/requests`), and the machine's load average.
 
-    .venv/bin/python bench/bench_load.py [--count 100] [--concurrency 8] [--warmup 8]
+    .venv/bin/python bench/bench_load.py [--count 100] [--concurrency 8] [--warmup 8] [--keep]
 """
 
 from __future__ import annotations
@@ -80,7 +82,36 @@ def _cloud_cpu_s(state_dir: Path) -> dict[str, float]:
     return out
 
 
-def run(count: int, concurrency: int, warmup: int, timeout: float) -> dict[str, Any]:
+def _emulator_requests(state: Any) -> dict[str, dict[str, float]]:
+    """The emulator's request counts and CPU seconds by operation, so far."""
+    import json
+    import urllib.request
+
+    from collections_ops.localcloud.emulator import REQUESTS_PATH
+
+    try:
+        with urllib.request.urlopen(state.endpoint_url + REQUESTS_PATH,
+                                    timeout=5) as response:
+            return dict(json.loads(response.read()))
+    except OSError:
+        return {}
+
+
+def _per_image(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]],
+               images: int) -> dict[str, dict[str, float]]:
+    out = {}
+    for name, totals in after.items():
+        count = totals["count"] - before.get(name, {}).get("count", 0)
+        cpu = totals["cpu_s"] - before.get(name, {}).get("cpu_s", 0.0)
+        if count:
+            out[name] = {"per_image": round(count / images, 2),
+                         "cpu_ms_per_image": round(cpu * 1000 / images, 2),
+                         "cpu_ms_per_call": round(cpu * 1000 / count, 2)}
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["cpu_ms_per_image"]))
+
+
+def run(count: int, concurrency: int, warmup: int, timeout: float,
+        keep: bool = False) -> dict[str, Any]:
     from collections_ops.pipeline import environment
     from collections_ops.services import loadtest
 
@@ -93,13 +124,16 @@ def run(count: int, concurrency: int, warmup: int, timeout: float) -> dict[str, 
             warm = loadtest.run_load_test(client, env, count=warmup, concurrency=concurrency,
                                           timeout=timeout, user_id=f"{USER}-warmup",
                                           image_factory=lambda n: loadtest.photo_jpeg(10_000 + n))
-        cpu_before = _cloud_cpu_s(STATE_DIR)
+        cpu_before, requests_before = _cloud_cpu_s(STATE_DIR), _emulator_requests(state)
+        load_before = os.getloadavg()[0]
         report = loadtest.run_load_test(client, env, count=count, concurrency=concurrency,
                                         timeout=timeout, user_id=USER)
-        cpu_after = _cloud_cpu_s(STATE_DIR)
+        cpu_after, requests_after = _cloud_cpu_s(STATE_DIR), _emulator_requests(state)
+        load_after = os.getloadavg()[0]
         workers = os.environ.get("COLLECTIONS_LOCAL_WORKERS")
     finally:
-        _destroy()
+        if not keep:
+            _destroy()
     out = report.as_dict()
     used = {part: round(cpu_after.get(part, 0.0) - cpu_before.get(part, 0.0), 2)
             for part in cpu_after}
@@ -114,6 +148,12 @@ def run(count: int, concurrency: int, warmup: int, timeout: float) -> dict[str, 
         "warmup_uploads": warmup,
         "warmup": warm.as_dict(items=False) if warm else None,
         "local_workers_env": workers,
+        "settings_env": {name: os.environ[name] for name in (
+            "COLLECTIONS_LOCAL_IAM", "COLLECTIONS_LOCAL_KEEP_ALIVE",
+            "COLLECTIONS_LOCAL_MOTO_TUNING", "COLLECTIONS_LOCAL_PROCESSES") if name in os.environ},
+        "load_average_before_after": [round(load_before, 2), round(load_after, 2)],
+        "emulator_requests": _per_image(requests_before, requests_after,
+                                        max(1, report.completed)),
         **out,
         "target": f">= {TARGET_PER_S:g} images/s end to end",
         "met": report.ok and report.throughput_per_s >= TARGET_PER_S,
@@ -126,8 +166,10 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=8)
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--keep", action="store_true",
+                        help="leave the local cloud running afterwards (to look into it)")
     args = parser.parse_args()
-    result = run(args.count, args.concurrency, max(0, args.warmup), args.timeout)
+    result = run(args.count, args.concurrency, max(0, args.warmup), args.timeout, args.keep)
     path = write_result(NAME, result)
     print(f"{result['command']} (+{result['warmup_uploads']} warm-up uploads; local cloud "
           f"started in {result['local_cloud_start_s']:.1f} s)")
@@ -139,6 +181,10 @@ def main() -> int:
     print(f"  local cloud CPU {result['cpu_s']} = {result['cpu_s_per_image'] * 1000:.0f} ms per "
           f"image; {os.cpu_count()} cores could do at most "
           f"{result['machine_cpu_limit_per_s']} images/s at that cost")
+    print(f"  load average {result['load_average_before_after']}; emulator requests per image "
+          f"(count, CPU ms):")
+    for name, r in list(result["emulator_requests"].items())[:12]:
+        print(f"    {name:40s} {r['per_image']:5.2f}  {r['cpu_ms_per_image']:6.2f} ms")
     for name, s in result["latency_s"].items():
         if s:
             h = result["handler_s"].get(name)

@@ -37,14 +37,13 @@ SEQ = "0" * 16 + "00000000000000A1"
 
 
 def _populate(state: Any, count: int) -> dict[str, int]:
-    import boto3
     import psycopg
     from botocore.config import Config
 
+    from collections_ops.localcloud import iam
     from collections_ops.services import reconcile
 
-    session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
-                                    region_name=state.region)
+    session = iam.admin_session(state.state_dir, state.region)
     s3 = session.client("s3", endpoint_url=state.endpoint_url,
                         config=Config(max_pool_connections=16))
     s3.put_bucket_notification_configuration(Bucket=state.images_bucket,

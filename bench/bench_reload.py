@@ -59,7 +59,6 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
 
-    import boto3
 
     root = Path(tempfile.mkdtemp(prefix="bench-reload-"))
     lambdas = root / "lambdas"
@@ -75,8 +74,9 @@ def main() -> None:
         if started.returncode:
             raise SystemExit(f"deploy local failed: {started.stderr[-400:]}")
         state = json.loads((root / "state" / "local" / "state.json").read_text())
-        session = boto3.session.Session(aws_access_key_id="t", aws_secret_access_key="t",
-                                        region_name=state["region"])
+        from collections_ops.localcloud import iam
+
+        session = iam.admin_session(state["state_dir"], state["region"])
         sqs = session.client("sqs", endpoint_url=state["endpoint_url"])
         logs = session.client("logs", endpoint_url=state["endpoint_url"])
         group = f"/aws/lambda/{state['functions']['processor']}"

@@ -54,9 +54,10 @@ class Context:
         import boto3
 
         if self.is_local:
-            return boto3.session.Session(
-                aws_access_key_id="testing", aws_secret_access_key="testing",  # noqa: S106
-                aws_session_token="testing", region_name=self.local.region)  # noqa: S106
+            from collections_ops.localcloud import iam
+
+            # The local cloud's administrator, whose key the local cloud keeps in its state.
+            return iam.admin_session(self.local.state_dir or self.state_dir, self.local.region)
         try:
             # The environment's region, not the profile's: that is where its stacks are.
             return boto3.session.Session(profile_name=self.profile, region_name=self.aws_region)

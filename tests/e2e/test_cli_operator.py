@@ -14,6 +14,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from collections_ops.localcloud import iam
 from tests.e2e.cli import local_env, run
 from tests.fakes.providers import FakeProviders
 
@@ -47,8 +48,7 @@ def cli_env(tmp_path_factory: pytest.TempPathFactory, fake: FakeProviders
 @pytest.fixture(scope="module")
 def aws(cli_env: dict[str, str]) -> boto3.session.Session:
     status = json.loads(run(cli_env, "status", "--json").stdout)
-    session = boto3.session.Session(aws_access_key_id="t", aws_secret_access_key="t",
-                                    region_name=status["region"])
+    session = iam.admin_session(status["state_dir"], status["region"])
     session.endpoint = status["endpoint_url"]  # type: ignore[attr-defined]
     return session
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from collections_ops.localcloud import iam
 from tests import images
 from tests.e2e.cli import run
 
@@ -22,7 +23,6 @@ def _status(env: dict[str, str]) -> dict[str, Any]:
 
 
 def test_reconcile_fix_finishes_broken_items_and_a_second_run_finds_none(cli_env, tmp_path):
-    import boto3
     import psycopg
 
     # GIVEN six uploads that completed, then broken at each stage
@@ -33,8 +33,8 @@ def test_reconcile_fix_finishes_broken_items_and_a_second_run_finds_none(cli_env
     upload = run(cli_env, "test-upload", str(folder), "-u", USER, "--follow", "--timeout", "120")
     assert upload.returncode == 0, upload.stdout + upload.stderr
     status = _status(cli_env)
-    s3 = boto3.client("s3", endpoint_url=status["endpoint_url"], region_name="us-east-1",
-                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3 = iam.admin_session(status["state_dir"], "us-east-1").client(
+        "s3", endpoint_url=status["endpoint_url"])
     s3.delete_object(Bucket=status["buckets"]["thumbnails"], Key=f"{USER}/p0.jpg")
     with psycopg.connect(status["database_url"], autocommit=True) as conn:
         conn.execute("DELETE FROM analyses WHERE user_id = %s AND item_id IN ('p1', 'p2')",

@@ -26,10 +26,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
 import pytest
 
 from collections_ops import pipeline
+from collections_ops.localcloud import iam
 from tests.e2e.cli import local_env, run
 from tests.infra.support import TEST_ACCOUNT, SynthesizedApp
 
@@ -518,8 +518,7 @@ def local_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         started = run(env, "deploy", "local")
         assert started.returncode == 0, started.stderr
         status = json.loads(run(env, "status", "--json").stdout)
-        session = boto3.session.Session(aws_access_key_id="t", aws_secret_access_key="t",
-                                        region_name=status["region"])
+        session = iam.admin_session(status["state_dir"], status["region"])
         yield {"status": status, "session": _Endpoint(session, status["endpoint_url"])}
     finally:
         run(env, "destroy", "local", "--yes")
@@ -555,15 +554,12 @@ def test_the_local_cloud_is_the_synthesized_stack_but_for_the_deliberate_differe
     assert not found, "the local cloud differs from the dev template:\n" + "\n".join(found)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "local roles carry only ParameterStorePolicy (without its kms:Decrypt statement), not "
-    "the stack's LoggingPolicy, PipelinePolicy and default policy: the roles the local cloud "
-    "enforces are being replaced by the synthesized ones (IAM enforcement)"))
 def test_the_local_roles_have_the_stacks_inline_policies(sides):
     aws, local = sides
     only = {k: v for k, v in aws.items() if k.startswith(ROLE_POLICY)}, \
         {k: v for k, v in local.items() if k.startswith(ROLE_POLICY)}
-    assert not differences(*only)
+    found = differences(*only)
+    assert not found, "\n".join(found)
 
 
 def test_every_deliberate_difference_is_still_one(sides):

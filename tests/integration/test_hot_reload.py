@@ -18,10 +18,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from collections_ops import paths
+from collections_ops.localcloud import iam
 from tests import images
 from tests.e2e.cli import local_env, run
 
@@ -87,8 +87,7 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 
 def _client(status: dict[str, Any], service: str) -> Any:
-    return boto3.session.Session(aws_access_key_id="t", aws_secret_access_key="t",
-                                 region_name=status["region"]).client(
+    return iam.admin_session(status["state_dir"], status["region"]).client(
         service, endpoint_url=status["endpoint_url"])
 
 

@@ -23,11 +23,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import boto3
 import psycopg
 import pytest
 from botocore.config import Config
 
+from collections_ops.localcloud import iam
 from tests import images
 from tests.e2e.cli import local_env, run
 
@@ -59,8 +59,7 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 
 def _session(status: dict[str, Any]) -> Any:
-    return boto3.session.Session(aws_access_key_id="t", aws_secret_access_key="t",
-                                 region_name=status["region"])
+    return iam.admin_session(status["state_dir"], status["region"])
 
 
 def _s3(status: dict[str, Any]) -> Any:

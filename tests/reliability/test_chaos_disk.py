@@ -9,11 +9,11 @@ import subprocess
 import time
 from pathlib import Path
 
-import boto3
 import psycopg
 import pytest
 from botocore.exceptions import ClientError
 
+from collections_ops.localcloud import iam
 from tests import images
 from tests.e2e.cli import local_env, run
 
@@ -43,8 +43,7 @@ def test_a_full_disk_refuses_uploads_clearly_and_loses_nothing(small_store):
     started = run(env, "deploy", "local")
     assert started.returncode == 0, started.stderr
     status = json.loads(run(env, "status", "--json").stdout)
-    s3 = boto3.session.Session(aws_access_key_id="t", aws_secret_access_key="t",
-                               region_name=status["region"]).client(
+    s3 = iam.admin_session(status["state_dir"], status["region"]).client(
         "s3", endpoint_url=status["endpoint_url"])
     bucket = status["buckets"]["images"]
     body = images.photo(1600, 1200, seed=5)  # ~50 KB

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
 
-import boto3
 import psycopg
 import pytest
 
+from collections_ops.localcloud import iam
 from tests import images
 from tests.e2e.cli import local_env, run
 
@@ -43,8 +43,7 @@ def restart_database(status: dict[str, Any]) -> None:
 
 def test_nothing_is_lost_or_duplicated_under_load_and_faults(cloud):
     env, status = cloud
-    session = boto3.session.Session(aws_access_key_id="t", aws_secret_access_key="t",
-                                    region_name=status["region"])
+    session = iam.admin_session(status["state_dir"], status["region"])
     s3 = session.client("s3", endpoint_url=status["endpoint_url"])
     sqs = session.client("sqs", endpoint_url=status["endpoint_url"])
     bucket = status["buckets"]["images"]

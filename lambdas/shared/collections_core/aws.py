@@ -57,7 +57,10 @@ def classify(exc: BaseException, what: str) -> Exception:
     if code in RETRYABLE_AWS_CODES or code is None:
         return RetryableError(f"{what}: {code or type(exc).__name__}")
     if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
-        return TerminalError(f"{what}: access denied", hint="check the function's IAM role")
+        # AWS's message names the principal, the action and the resource: what to grant.
+        detail = str(exc.response.get("Error", {}).get("Message") or "")[:500]  # type: ignore[attr-defined]
+        return TerminalError(f"{what}: access denied" + (f" ({detail})" if detail else ""),
+                             hint="check the function's IAM role")
     return TerminalError(f"{what}: {code}")
 
 

@@ -38,8 +38,6 @@ from collections_ops.localcloud.state import LocalState, write_state
 from collections_ops.pipeline import FUNCTIONS, LOCAL_ACCOUNT, Environment, environment
 
 log = logging.getLogger("collections.localcloud")
-FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                    "AWS_SESSION_TOKEN": "testing"}
 
 
 def _free_port() -> int:
@@ -507,7 +505,13 @@ def run(state_dir: Path) -> None:
         log.error("another local cloud supervisor holds %s", state_dir / LOCK_FILE)
         sys.exit(ALREADY_RUNNING_EXIT)
     env = local_environment()
-    os.environ.update(FAKE_CREDENTIALS)
+    # This process (its monitor, the DATABASE_URL parameter) acts as the administrator.
+    from collections_ops.localcloud import iam
+
+    admin = iam.load_or_create(state_dir)["admin"]
+    os.environ.pop("AWS_SESSION_TOKEN", None)
+    os.environ.update({"AWS_ACCESS_KEY_ID": admin["aws_access_key_id"],
+                       "AWS_SECRET_ACCESS_KEY": admin["aws_secret_access_key"]})
     os.environ["AWS_DEFAULT_REGION"] = os.environ.get("AWS_DEFAULT_REGION") or env.region
     supervisor = Supervisor(state_dir)
 

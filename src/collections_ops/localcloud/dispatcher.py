@@ -61,6 +61,21 @@ LOG_BATCH_BYTES = 512 * 1024  # ... and at most 1 MB
 
 
 @dataclass(frozen=True)
+class RoleCredentials:
+    """What Lambda gives a function's containers: its role's session, as variables."""
+
+    environ: Mapping[str, str]
+
+    def session(self, region: str) -> Any:
+        import boto3
+
+        return boto3.session.Session(
+            aws_access_key_id=self.environ["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.environ["AWS_SECRET_ACCESS_KEY"],
+            aws_session_token=self.environ["AWS_SESSION_TOKEN"], region_name=region)
+
+
+@dataclass(frozen=True)
 class DispatchPolicy:
     workers_per_function: int = 3
     workers: Mapping[str, int] = field(default_factory=dict)  # function key -> workers
@@ -269,8 +284,13 @@ class _Metrics:
 class Dispatcher:
     def __init__(self, session: Any, env: Environment, queue_urls: dict[str, str],
                  dlq_urls: dict[str, str], policy: DispatchPolicy | None = None,
-                 slots_dir: Any = None) -> None:
+                 slots_dir: Any = None, roles: Mapping[str, RoleCredentials] | None = None
+                 ) -> None:
+        # `session`: the Lambda service's side (polling, metrics, concurrency); `roles`: each
+        # function's execution-role credentials, which its handler, its log lines and its
+        # on-failure records use (as on Lambda). Without them, everything uses `session`.
         self._session = session
+        self._roles = dict(roles or {})
         self._slots_dir = slots_dir
         self._concurrency: dict[str, _Concurrency] = {}
         self._metrics = _Metrics(session.client("cloudwatch"), env)
@@ -389,7 +409,13 @@ class Dispatcher:
     def _worker(self, lane: _Lane) -> None:
         fn = lane.fn
         sqs = self._session.client("sqs")
-        logs = _LogBuffer(self._session.client("logs"), fn.log_group(self._env.name))
+        role = self._roles.get(fn.key)
+        role_session = self._session
+        if role is not None:
+            lambda_runtime.enter_container(dict(role.environ))
+            role_session = role.session(self._session.region_name)
+        dlq = role_session.client("sqs")
+        logs = _LogBuffer(role_session.client("logs"), fn.log_group(self._env.name))
         while not self._stop.is_set():
             # Under load the next message follows within moments: keep the log lines and send
             # several invocations' worth in one call. When none comes, send them now.
@@ -400,7 +426,7 @@ class Dispatcher:
                 continue
             finished: str | None = None
             try:
-                finished = self._deliver(fn, message, sqs, logs)
+                finished = self._deliver(fn, message, sqs, logs, dlq)
             except Exception as exc:  # never lose the worker; the message reappears later
                 log.warning("delivering to %s failed: %s", fn.key, exc)
             finally:
@@ -433,7 +459,7 @@ class Dispatcher:
             self.killed += 1
 
     def _deliver(self, fn: Function, message: dict[str, Any], sqs: Any,
-                 logs: _LogBuffer) -> str | None:
+                 logs: _LogBuffer, dlq: Any = None) -> str | None:
         """Invoke the handler; return the receipt handle if the message is to be deleted."""
         url = self._queue_urls[fn.key]
         try:
@@ -448,7 +474,7 @@ class Dispatcher:
         concurrency = self._concurrency[fn.key]
         token = concurrency.acquire()
         if token is None:
-            self._throttle(fn, message, event, sqs)
+            self._throttle(fn, message, event, sqs, dlq or sqs)
             return str(message["ReceiptHandle"])  # sent again, later (or parked)
         try:
             running = concurrency.held
@@ -479,7 +505,7 @@ class Dispatcher:
             return None
         self._park(fn, event, request_id=result.request_id, condition="RetriesExhausted",
                    attempts=attempt, error_type=result.error_type,
-                   error_message=result.error_message, sqs=sqs)
+                   error_message=result.error_message, sqs=dlq or sqs)
         return str(message["ReceiptHandle"])  # parked in the dead-letter queue: done with it
 
 
@@ -500,7 +526,8 @@ class Dispatcher:
             record["responsePayload"] = {"errorType": error_type, "errorMessage": error_message}
         sqs.send_message(QueueUrl=self._dlq_urls[fn.key], MessageBody=json.dumps(record))
 
-    def _throttle(self, fn: Function, message: dict[str, Any], event: Any, sqs: Any) -> None:
+    def _throttle(self, fn: Function, message: dict[str, Any], event: Any, sqs: Any,
+                  dlq: Any) -> None:
         """Throttled (reserved concurrency reached): Lambda keeps the event and tries again
         with a growing pause, not counting it as a retry, until the event is too old. The
         message is sent again with a delay and a count of its throttles (so the receive
@@ -515,7 +542,7 @@ class Dispatcher:
         throttles += 1
         if time.time() - first / 1000 > self._policy.max_event_age_s:
             self._park(fn, event, request_id=str(uuid.uuid4()), condition="EventAgeExceeded",
-                       attempts=0, error_type=None, error_message=None, sqs=sqs)
+                       attempts=0, error_type=None, error_message=None, sqs=dlq)
             return
         sqs.send_message(
             QueueUrl=self._queue_urls[fn.key], MessageBody=message["Body"],
@@ -580,10 +607,9 @@ def run_process(state_dir: Any, index: int) -> None:
     """One dispatcher process: the queues' pollers and this process's share of the handler
     workers. The supervisor runs several (one per core by default), so handlers run in
     parallel on every core; SQS hands each message to one of them."""
-    import boto3
-
+    from collections_ops.localcloud import iam
     from collections_ops.localcloud.daemon import local_environment
-    from collections_ops.localcloud.emulator import EMULATOR_FILE, FAKE_CREDENTIALS
+    from collections_ops.localcloud.emulator import EMULATOR_FILE
     from collections_ops.pipeline import LOCAL_ACCOUNT, common_env
 
     for fn in FUNCTIONS:  # the slow part of starting (imports), done while moto starts
@@ -598,14 +624,21 @@ def run_process(state_dir: Any, index: int) -> None:
         except (OSError, ValueError):
             time.sleep(0.05)
     env = local_environment()
-    os.environ.update(FAKE_CREDENTIALS)
+    # No process-wide credentials: the Lambda side uses the administrator's, each function's
+    # containers their role's (iam).
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        os.environ.pop(name, None)
     os.environ["AWS_DEFAULT_REGION"] = ready["region"]
     os.environ["AWS_ENDPOINT_URL"] = ready["endpoint_url"]
     queue_urls, dlq_urls = ready["resources"]["queue_urls"], ready["resources"]["dlq_urls"]
     os.environ.update(common_env(env, account=LOCAL_ACCOUNT, dlq_urls=dlq_urls))
-    session = boto3.session.Session(region_name=ready["region"])
+    credentials = iam.read(state_dir)
+    assert credentials is not None, "the emulator writes the credentials before it is ready"
+    session = iam.admin_session(state_dir, ready["region"])
+    roles = {fn.key: RoleCredentials(iam.function_environment(credentials, fn.key))
+             for fn in FUNCTIONS}
     dispatcher = Dispatcher(session, env, queue_urls, dlq_urls,
-                            slots_dir=state_dir / "concurrency")
+                            slots_dir=state_dir / "concurrency", roles=roles)
     dispatcher.start()
 
     stopping = threading.Event()

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -26,13 +27,12 @@ from collections_ops.pipeline import LOCAL_ACCOUNT
 
 log = logging.getLogger("collections.localcloud")
 EMULATOR_FILE = "emulator.json"
-# The access key of the emulator's own provisioning requests: the only ones served before the
-# data is restored (anything else waits, so a handler never sees a bucket without its objects
-# or a missing parameter during a restart).
+# The access key of the emulator's own provisioning requests (an IAM user of its own, whose
+# secret lives in this process only): the only ones served before the data is restored
+# (anything else waits, so a handler never sees a bucket without its objects or a missing
+# parameter during a restart).
 PROVISIONING_KEY = "collections-provision"
 GATE_WAIT_S = 120.0
-FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                    "AWS_SESSION_TOKEN": "testing"}
 
 
 def run(state_dir: Path, port: int) -> None:
@@ -40,7 +40,6 @@ def run(state_dir: Path, port: int) -> None:
 
     env = local_environment()
     region = os.environ.get("AWS_DEFAULT_REGION") or env.region
-    os.environ.update(FAKE_CREDENTIALS)
     os.environ["AWS_DEFAULT_REGION"] = region
     started = time.monotonic()
     (state_dir / EMULATOR_FILE).unlink(missing_ok=True)
@@ -52,6 +51,13 @@ def run(state_dir: Path, port: int) -> None:
     tune_in_process_moto()
     store = Store(state_dir / STORE_DIR)
     install(store)
+    from collections_ops.localcloud import iam
+
+    credentials = iam.load_or_create(state_dir)
+    provisioning_secret = iam.create_users(LOCAL_ACCOUNT, admin=credentials["admin"],
+                                           provisioning_key=PROVISIONING_KEY)
+    if iam.enforced():
+        iam.install()
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,
         MotoRequestHandler,
@@ -60,10 +66,12 @@ def run(state_dir: Path, port: int) -> None:
 
     buckets = {env.images_bucket(LOCAL_ACCOUNT), env.thumbnails_bucket(LOCAL_ACCOUNT)}
     ready_event = threading.Event()
-    app = _gate(s3_middleware(DomainDispatcherApplication(create_backend_app), store, buckets,
-                              account=LOCAL_ACCOUNT), ready_event)
+    app = _accounted(_gate(s3_middleware(DomainDispatcherApplication(create_backend_app),
+                                         store, buckets, account=LOCAL_ACCOUNT), ready_event))
     server = make_server("127.0.0.1", port, app, threaded=True,
-                         request_handler=MotoRequestHandler)
+                         request_handler=_keep_alive_handler()
+                         if os.environ.get(KEEP_ALIVE_ENV, "1").strip() != "0"
+                         else MotoRequestHandler)
     threading.Thread(target=server.serve_forever, daemon=True, name="moto").start()
     endpoint = f"http://127.0.0.1:{port}"
     os.environ["AWS_ENDPOINT_URL"] = endpoint
@@ -73,7 +81,7 @@ def run(state_dir: Path, port: int) -> None:
     from collections_ops.localcloud.provision import code_fingerprint, provision
 
     session = boto3.session.Session(aws_access_key_id=PROVISIONING_KEY,
-                                    aws_secret_access_key="testing",  # noqa: S106 - moto
+                                    aws_secret_access_key=provisioning_secret,
                                     region_name=region)
     code = code_fingerprint()  # before provisioning reads the code: a later edit reloads again
     history = state_dir / STORE_DIR / "lambda"
@@ -83,6 +91,7 @@ def run(state_dir: Path, port: int) -> None:
     store.recording = False
     resources = provision(session, env, account=LOCAL_ACCOUNT, database_url=None,
                           history_dir=history)
+    iam.issue_sessions(credentials, env, account=LOCAL_ACCOUNT, region=region)
     restored = restore(store, account=LOCAL_ACCOUNT, region=region)
     store.recording = True
     ready_event.set()
@@ -112,6 +121,133 @@ def _gate(app: Any, ready: threading.Event) -> Any:
         return app(environ, start_response)
 
     return gated
+
+
+REQUESTS_PATH = "/collections-api/requests"
+IDLE_CONNECTION_S = 120.0
+KEEP_ALIVE_ENV = "COLLECTIONS_LOCAL_KEEP_ALIVE"  # "0": close after every response (werkzeug's)
+
+
+class _ThisRequestsBody:
+    """A request's body and nothing after it: what werkzeug reads as `wsgi.input`, and what
+    it drains after answering, must end where the next request on the connection begins."""
+
+    def __init__(self, raw: Any, length: int) -> None:
+        self._raw, self._left = raw, length
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self._left <= 0:
+            return b""
+        wanted = self._left if size is None or size < 0 else min(size, self._left)
+        data = bytes(self._raw.read(wanted))
+        self._left -= len(data)
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:
+        if self._left <= 0:
+            return b""
+        wanted = self._left if size is None or size < 0 else min(size, self._left)
+        data = bytes(self._raw.readline(wanted))
+        self._left -= len(data)
+        return data
+
+    def __iter__(self) -> Any:
+        return iter(self.readline, b"")
+
+
+def _keep_alive_handler() -> Any:
+    """werkzeug's development server closes the connection after every response, so every
+    AWS call paid a TCP connect, a new server thread and a new client connection (~4 per
+    invocation). AWS endpoints keep connections alive and boto3 reuses them; this handler
+    does too, for requests whose body has a Content-Length (a chunked request body still
+    closes its connection). A connection idle for IDLE_CONNECTION_S is closed."""
+
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+
+    class KeepAliveRequestHandler(MotoRequestHandler):
+        protocol_version = "HTTP/1.1"
+        timeout = IDLE_CONNECTION_S
+        keep_alive = False
+
+        def setup(self) -> None:
+            super().setup()
+            # Headers and body leave in two writes: without TCP_NODELAY, Nagle's algorithm
+            # holds the body back until the client's (delayed) ACK of the headers.
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        def run_wsgi(self) -> None:
+            raw = self.rfile
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            chunked = "chunked" in str(self.headers.get("Transfer-Encoding", "")).lower()
+            self.keep_alive = length >= 0 and not chunked and not self.close_connection
+            if self.keep_alive:
+                self.rfile = _ThisRequestsBody(raw, length)  # type: ignore[assignment]
+            try:
+                super().run_wsgi()
+            finally:
+                self.rfile = raw
+            if not self.keep_alive:
+                self.close_connection = True
+
+        def send_header(self, keyword: str, value: str) -> None:
+            if self.keep_alive and keyword.lower() == "connection" and value.lower() == "close":
+                return
+            super().send_header(keyword, value)
+
+    return KeepAliveRequestHandler
+
+
+def _operation(environ: dict[str, Any]) -> str:
+    """`service:Operation` of a request, as far as its headers tell (S3: method and shape)."""
+    scope = environ.get("HTTP_AUTHORIZATION", "").partition("Credential=")[2].split("/")
+    service = scope[3] if len(scope) > 3 else "?"
+    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    if target:
+        return f"{service}:{target.rpartition('.')[2]}"
+    query = environ.get("QUERY_STRING", "")
+    if "Action=" in query:
+        return f"{service}:{query.partition('Action=')[2].partition('&')[0]}"
+    method = environ.get("REQUEST_METHOD", "GET")
+    if service == "s3":
+        path = environ.get("PATH_INFO", "").lstrip("/")
+        return f"s3:{method} {'object' if '/' in path.rstrip('/') else 'bucket'}"
+    return f"{service}:{method}"
+
+
+def _accounted(app: Any) -> Any:
+    """Count the emulator's requests and the CPU time (this thread's) each kind costs: what
+    an image costs the emulator, by operation. `GET /collections-api/requests` answers the
+    totals so far as JSON (for benchmarks and profiling; nothing else reads them)."""
+    lock = threading.Lock()
+    totals: dict[str, list[float]] = {}
+
+    def accounted(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO") == REQUESTS_PATH:
+            with lock:
+                body = json.dumps({k: {"count": int(v[0]), "cpu_s": round(v[1], 4)}
+                                   for k, v in sorted(totals.items())}).encode()
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [body]
+        started = time.thread_time()
+        result = None
+        try:
+            result = app(environ, start_response)
+            return list(result)
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:  # as the server would have (WSGI: close what you iterate)
+                close()
+            spent = time.thread_time() - started
+            name = _operation(environ)
+            with lock:
+                entry = totals.setdefault(name, [0.0, 0.0])
+                entry[0] += 1
+                entry[1] += spent
+
+    return accounted
 
 
 def main() -> None:

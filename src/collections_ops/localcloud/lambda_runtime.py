@@ -3,6 +3,12 @@
 Each function's directory and the shared code go on `sys.path`; each `handler.py` is loaded
 under a name of its own so the three can live in one interpreter. Helper modules inside the
 function directories must therefore have names unique across functions (a test checks this).
+
+Lambda gives each function its role's credentials as environment variables
+(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN). Here the functions' workers are
+threads of one process, so each worker thread ("container") gets its own values of those
+variables: `enter_container` overlays them on `os.environ` for that thread only. Handler code
+reads its environment exactly as on Lambda (boto3's credential chain reads `os.environ`).
 """
 
 from __future__ import annotations
@@ -29,6 +35,32 @@ from collections_ops.pipeline import Environment, Function
 
 _loaded: dict[str, ModuleType] = {}
 _load_lock = threading.Lock()
+_container = threading.local()
+
+
+class _ContainerEnviron(os._Environ):
+    """`os.environ`, where the current thread's container variables take precedence."""
+
+    def __getitem__(self, key: str) -> str:
+        overlay: dict[str, str] | None = getattr(_container, "environ", None)
+        if overlay is not None and key in overlay:
+            return overlay[key]
+        return str(super().__getitem__(key))
+
+    def __contains__(self, key: object) -> bool:
+        overlay: dict[str, str] | None = getattr(_container, "environ", None)
+        return (overlay is not None and key in overlay) or super().__contains__(key)
+
+
+def enter_container(variables: dict[str, str]) -> None:
+    """This thread is a container with these environment variables of its own (its
+    function's role credentials), as Lambda sets them for the function's process."""
+    if not isinstance(os.environ, _ContainerEnviron):
+        base = os.environ
+        # The same variables (one `_data`, one process environment), read through the overlay.
+        os.environ = _ContainerEnviron(  # noqa: B003
+            base._data, base.encodekey, base.decodekey, base.encodevalue, base.decodevalue)  # type: ignore[attr-defined]
+    _container.environ = dict(variables)
 
 
 def load_handler(fn: Function) -> Callable[[Any, Any], Any]:

@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from collections_ops import paths
+from collections_ops.localcloud.policies import role_policies
 from collections_ops.pipeline import (
     ASYNC_MAX_EVENT_AGE_S,
     ASYNC_RETRY_ATTEMPTS,
     FUNCTIONS,
     LIVE_ALIAS,
+    PARAMETER_STORE_POLICY,
     RULE_MAX_EVENT_AGE_S,
     RULE_RETRY_ATTEMPTS,
     RULE_TARGET_ID,
@@ -34,7 +36,6 @@ from collections_ops.pipeline import (
     Function,
     common_env,
     resource_tags,
-    secret,
 )
 
 SHARED_PACKAGE = "collections_core"
@@ -88,10 +89,8 @@ def shared_digest() -> str:
 
 def parameter_store_policy(env: Environment, fn: Function, *, region: str, account: str) -> str:
     """The guide's `ParameterStorePolicy`: read exactly this function's parameters."""
-    arns = [f"arn:aws:ssm:{region}:{account}:parameter"
-            f"{secret(name).parameter_name(env.parameter_prefix)}" for name in fn.secrets]
-    return json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": ["ssm:GetParameter"], "Resource": arns}]})
+    return json.dumps(role_policies(env, fn, region=region, account=account)[
+        PARAMETER_STORE_POLICY])
 
 
 def code_fingerprint() -> str:
@@ -166,9 +165,13 @@ def _register_functions(session: Any, env: Environment, *, account: str,
         role = iam.create_role(RoleName=fn.role_name(env.name), AssumeRolePolicyDocument=trust,
                                Description=fn.role_description(env.name),
                                Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
-        iam.put_role_policy(RoleName=fn.role_name(env.name), PolicyName="ParameterStorePolicy",
-                            PolicyDocument=parameter_store_policy(
-                                env, fn, region=region, account=account))
+        # The synthesized roles' policies (proven equal to the template's by
+        # tests/infra/test_local_policies.py); the emulator enforces them on the function's
+        # own requests.
+        for policy_name, document in role_policies(env, fn, region=region,
+                                                   account=account).items():
+            iam.put_role_policy(RoleName=fn.role_name(env.name), PolicyName=policy_name,
+                                PolicyDocument=json.dumps(document))
         code = function_code(fn)
         history = _history(history_dir, fn, code)
         name = fn.function_name(env.name)

@@ -33,18 +33,16 @@ class LocalState:
 
 def client_factory(state: LocalState) -> Callable[[str], Any]:
     """`client(service)` for the local cloud's endpoint, each client made once (for code that
-    runs outside the CLI's composition root: benchmarks, tests)."""
-    import boto3
+    runs outside the CLI's composition root: benchmarks, tests), as the local cloud's
+    administrator."""
+    from collections_ops.localcloud import iam
 
-    session = boto3.session.Session(aws_access_key_id="testing",
-                                    aws_secret_access_key="testing",  # noqa: S106 - moto
-                                    region_name=state.region)
+    session = iam.admin_session(state.state_dir, state.region)
     clients: dict[str, Any] = {}
 
     def client(service: str) -> Any:
         if service not in clients:
-            clients[service] = session.client(service,  # type: ignore[call-overload]
-                                              endpoint_url=state.endpoint_url)
+            clients[service] = session.client(service, endpoint_url=state.endpoint_url)
         return clients[service]
 
     return client

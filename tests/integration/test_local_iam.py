@@ -1,0 +1,152 @@
+"""IAM is enforced in the local cloud: each handler runs with its own role's credentials and
+the synthesized policies, so a permission missing from a role fails the pipeline locally, with
+AWS's AccessDenied naming the action, as it would in an AWS account. A real local cloud, driven
+through the CLI; the role is changed through the local IAM API as an operator would."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from botocore.exceptions import ClientError
+
+from collections_ops.localcloud import iam
+from collections_ops.pipeline import FUNCTIONS
+from tests import images
+from tests.e2e.cli import local_env, run
+
+pytestmark = pytest.mark.e2e
+PROCESSOR = next(fn for fn in FUNCTIONS if fn.key == "processor")
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    env = local_env(tmp_path_factory.mktemp("iam") / "state")
+    try:
+        started = run(env, "deploy", "local")
+        assert started.returncode == 0, started.stderr
+        yield {"env": env, "status": json.loads(run(env, "status", "--json").stdout)}
+    finally:
+        run(env, "destroy", "local", "--yes")
+
+
+def _client(status: dict[str, Any], service: str) -> Any:
+    return iam.admin_session(status["state_dir"], status["region"]).client(
+        service, endpoint_url=status["endpoint_url"])
+
+
+def _wait(predicate: Callable[[], Any], what: str, timeout: float = 120) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _embedded(status: dict[str, Any], user: str, item: str) -> bool:
+    with psycopg.connect(status["database_url"], connect_timeout=3) as conn:
+        row = conn.execute("SELECT count(*) FROM embeddings WHERE user_id = %s AND item_id = %s",
+                           (user, item)).fetchone()
+    return bool(row and row[0])
+
+
+def _dead_letters(status: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    sqs = _client(status, "sqs")
+    found = sqs.receive_message(QueueUrl=status["dead_letter_queues"][key],
+                                MaxNumberOfMessages=10, VisibilityTimeout=0,
+                                WaitTimeSeconds=1).get("Messages", [])
+    return [json.loads(m["Body"]) for m in found]
+
+
+def _function_log(status: dict[str, Any], text: str) -> list[str]:
+    events = _client(status, "logs").filter_log_events(
+        logGroupName=PROCESSOR.log_group("local"), filterPattern=f'"{text}"')["events"]
+    return [e["message"] for e in events]
+
+
+def test_a_request_with_credentials_the_local_cloud_did_not_issue_is_refused(cloud):
+    status = cloud["status"]
+    import boto3
+
+    stranger = boto3.session.Session(aws_access_key_id="AKIASTRANGER0000", region_name="us-east-1",
+                                     aws_secret_access_key="not-issued-here")
+    with pytest.raises(ClientError) as refused:
+        stranger.client("s3", endpoint_url=status["endpoint_url"]).list_objects_v2(
+            Bucket=status["buckets"]["images"])
+    assert refused.value.response["Error"]["Code"] == "InvalidAccessKeyId"
+
+
+def test_a_handler_may_do_only_what_its_role_allows(cloud):
+    # The embedder's role has no S3 permission: its own credentials cannot read an upload.
+    status = cloud["status"]
+    creds = iam.read(status["state_dir"])
+    assert creds is not None
+    variables = iam.function_environment(creds, "embedder")
+    import boto3
+
+    embedder = boto3.session.Session(
+        aws_access_key_id=variables["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=variables["AWS_SECRET_ACCESS_KEY"],
+        aws_session_token=variables["AWS_SESSION_TOKEN"], region_name=status["region"])
+    identity = embedder.client("sts", endpoint_url=status["endpoint_url"]).get_caller_identity()
+    assert identity["Arn"].endswith(":assumed-role/collections-local-EmbedderLambdaRole/"
+                                    "collections-local-EmbedderLambda")
+    with pytest.raises(ClientError) as denied:
+        embedder.client("s3", endpoint_url=status["endpoint_url"]).get_object(
+            Bucket=status["buckets"]["images"], Key="anything.jpg")
+    assert denied.value.response["Error"]["Code"] == "AccessDenied"
+    assert "s3:GetObject" in denied.value.response["Error"]["Message"]
+    # ... nor publish the analyzer's event (events:source is a condition of its grant).
+    with pytest.raises(ClientError) as forged:
+        embedder.client("events", endpoint_url=status["endpoint_url"]).put_events(Entries=[{
+            "Source": "collections.analyzer", "DetailType": "AnalysisComplete",
+            "Detail": "{}"}])
+    assert "events:PutEvents" in forged.value.response["Error"]["Message"]
+
+
+def test_removing_a_permission_fails_the_pipeline_with_access_denied_naming_the_action(cloud):
+    status = cloud["status"]
+    user = "iam-user"
+    s3, iam_api = _client(status, "s3"), _client(status, "iam")
+    role = PROCESSOR.role_name("local")
+    bucket = status["buckets"]["images"]
+    # GIVEN the pipeline flows with the synthesized policies
+    s3.put_object(Bucket=bucket, Key=f"{user}/before.jpg", Body=images.photo(seed=11))
+    _wait(lambda: _embedded(status, user, "before"), "the first upload embedded")
+
+    # WHEN the processor's role loses s3:PutObject on the thumbnails bucket
+    original = iam_api.get_role_policy(RoleName=role, PolicyName="PipelinePolicy")[
+        "PolicyDocument"]
+    if isinstance(original, str):
+        original = json.loads(original)
+    reduced = {**original, "Statement": [s for s in original["Statement"]
+                                         if s.get("Sid") != "WriteThumbnails"]}
+    assert len(reduced["Statement"]) == len(original["Statement"]) - 1
+    iam_api.put_role_policy(RoleName=role, PolicyName="PipelinePolicy",
+                            PolicyDocument=json.dumps(reduced))
+    try:
+        s3.put_object(Bucket=bucket, Key=f"{user}/denied.jpg", Body=images.photo(seed=12))
+        # THEN the upload fails at the processor, dead-lettered with AWS's AccessDenied,
+        # which names the action and the resource
+        letters = _wait(lambda: [d for d in _dead_letters(status, "processor")
+                                 if "denied.jpg" in json.dumps(d["requestPayload"])],
+                        "the denied upload in the processor's dead-letter queue")
+        reason = letters[0]["responsePayload"]["errorMessage"]
+        assert "access denied" in reason
+        assert "s3:PutObject" in reason
+        assert f"{status['buckets']['thumbnails']}/{user}/denied.jpg" in reason
+        assert _function_log(status, "s3:PutObject"), "the function's log names the action"
+        assert not _embedded(status, user, "denied")
+    finally:
+        # WHEN the permission is restored
+        iam_api.put_role_policy(RoleName=role, PolicyName="PipelinePolicy",
+                                PolicyDocument=json.dumps(original))
+    # THEN the pipeline flows again
+    s3.put_object(Bucket=bucket, Key=f"{user}/after.jpg", Body=images.photo(seed=13))
+    _wait(lambda: _embedded(status, user, "after"), "the upload after the restore embedded")
