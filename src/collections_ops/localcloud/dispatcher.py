@@ -281,16 +281,98 @@ class _Metrics:
                         self._stats.setdefault(name, {}).setdefault(metric, []).extend(values)
 
 
+HELD, RUNNING, FINISHED = "held", "running", "finished"
+JOURNAL_FLUSH_S = 0.1
+
+
+class Journal:
+    """The messages a dispatcher process holds, on disk, for the process that replaces it.
+
+    A message a dispatcher has received stays invisible in its queue for the function's
+    timeout. When the process dies (`kill -9`, a freeze the supervisor ends), Lambda would
+    not wait that long: an event whose sandbox died is a function error, retried after the
+    first retry delay, and an event no sandbox had started is handed to another at once. So
+    each process writes what it holds -- at once when it receives messages, and every
+    JOURNAL_FLUSH_S while their states change (a crash within that window costs a running
+    event its retry delay, or an early redelivery) -- and its successor, before it polls,
+    hands each message
+    back (`recover`): one not started, visible now; one running, visible after the retry
+    delay (the crash counts as its attempt); one finished but not yet deleted, deleted.
+    """
+
+    def __init__(self, path: Any) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[str, str]] = {}  # receipt handle -> (function, state)
+        self._dirty = False
+        self._write = threading.Lock()  # one writer of the file at a time
+
+    def mark(self, handle: str, function_key: str, state: str) -> None:
+        with self._lock:
+            self._entries[handle] = (function_key, state)
+            self._dirty = True
+
+    def drop(self, handle: str) -> None:
+        with self._lock:
+            if self._entries.pop(handle, None) is not None:
+                self._dirty = True
+
+    def flush(self) -> None:
+        with self._write:
+            with self._lock:
+                if not self._dirty:
+                    return
+                text, self._dirty = json.dumps(self._entries), False
+            tmp = self._path.with_suffix(".tmp")
+            try:
+                tmp.write_text(text)
+                os.replace(tmp, self._path)
+            except OSError as exc:  # a full disk: the messages still reappear, only later
+                log.warning("cannot write %s: %s", self._path.name, exc)
+                with self._lock:
+                    self._dirty = True
+
+    @staticmethod
+    def recover(path: Any, sqs: Any, queue_urls: Mapping[str, str],
+                retry_delay_s: int) -> dict[str, int]:
+        """Hand back what a dead predecessor held (see the class); the counts by state."""
+        try:
+            entries = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+        counts = dict.fromkeys((HELD, RUNNING, FINISHED), 0)
+        for handle, (key, state) in entries.items():
+            url = queue_urls.get(key)
+            if url is None or state not in counts:
+                continue
+            try:
+                if state == FINISHED:
+                    sqs.delete_message(QueueUrl=url, ReceiptHandle=handle)
+                else:
+                    sqs.change_message_visibility(
+                        QueueUrl=url, ReceiptHandle=handle,
+                        VisibilityTimeout=0 if state == HELD else retry_delay_s)
+            except Exception as exc:  # gone already, or the emulator restarted: all visible
+                log.debug("not handing back a %s message of %s: %s", state, key, exc)
+                continue
+            counts[state] += 1
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return counts
+
+
 class Dispatcher:
     def __init__(self, session: Any, env: Environment, queue_urls: dict[str, str],
                  dlq_urls: dict[str, str], policy: DispatchPolicy | None = None,
-                 slots_dir: Any = None, roles: Mapping[str, RoleCredentials] | None = None
-                 ) -> None:
+                 slots_dir: Any = None, roles: Mapping[str, RoleCredentials] | None = None,
+                 journal: Journal | None = None) -> None:
         # `session`: the Lambda service's side (polling, metrics, concurrency); `roles`: each
         # function's execution-role credentials, which its handler, its log lines and its
         # on-failure records use (as on Lambda). Without them, everything uses `session`.
+        # `journal`: what this process holds, for its successor after a crash (see Journal).
         self._session = session
         self._roles = dict(roles or {})
+        self._journal = journal
         self._slots_dir = slots_dir
         self._concurrency: dict[str, _Concurrency] = {}
         self._metrics = _Metrics(session.client("cloudwatch"), env)
@@ -334,6 +416,17 @@ class Dispatcher:
         flusher = threading.Thread(target=self._flush_metrics, daemon=True, name="metrics")
         flusher.start()
         self._threads.append(flusher)
+        if self._journal is not None:
+            journal = self._journal
+            writer = threading.Thread(target=self._flush_journal, args=(journal,),
+                                      daemon=True, name="journal")
+            writer.start()
+            self._threads.append(writer)
+
+    def _flush_journal(self, journal: Journal) -> None:
+        while not self._stop.wait(JOURNAL_FLUSH_S):
+            journal.flush()
+        journal.flush()
 
     def _flush_metrics(self) -> None:
         while not self._stop.wait(METRICS_FLUSH_S):
@@ -384,6 +477,10 @@ class Dispatcher:
                 time.sleep(0.5)
                 continue
             lane.take(len(messages))
+            if self._journal is not None and messages:
+                for message in messages:
+                    self._journal.mark(message["ReceiptHandle"], lane.fn.key, HELD)
+                self._journal.flush()  # before any of them runs: a crash now loses none
             for message in messages:
                 lane.inbox.put(message)
         self._delete_finished(sqs, url, lane)
@@ -403,6 +500,9 @@ class Dispatcher:
                 failed = [{"Id": str(n)} for n in range(len(chunk))]
             if failed:  # they reappear after their visibility timeout: delivered again
                 log.warning("%d message(s) of %s could not be deleted", len(failed), lane.fn.key)
+            if self._journal is not None:
+                for handle in chunk:
+                    self._journal.drop(handle)
 
     # ----------------------------------------------------------------------- invoking
 
@@ -431,6 +531,11 @@ class Dispatcher:
                 log.warning("delivering to %s failed: %s", fn.key, exc)
             finally:
                 lane.done(finished)
+                if self._journal is not None:  # to delete, or already handed back
+                    if finished is not None:
+                        self._journal.mark(finished, fn.key, FINISHED)
+                    else:
+                        self._journal.drop(message["ReceiptHandle"])
             if logs.age_s() >= LOG_FLUSH_S:
                 logs.flush()
         logs.flush()
@@ -476,6 +581,8 @@ class Dispatcher:
         if token is None:
             self._throttle(fn, message, event, sqs, dlq or sqs)
             return str(message["ReceiptHandle"])  # sent again, later (or parked)
+        if self._journal is not None:
+            self._journal.mark(message["ReceiptHandle"], fn.key, RUNNING)
         try:
             running = concurrency.held
             result = lambda_runtime.invoke(fn, self._env, event, log_stream=logs.stream)
@@ -637,8 +744,15 @@ def run_process(state_dir: Any, index: int) -> None:
     session = iam.admin_session(state_dir, ready["region"])
     roles = {fn.key: RoleCredentials(iam.function_environment(credentials, fn.key))
              for fn in FUNCTIONS}
-    dispatcher = Dispatcher(session, env, queue_urls, dlq_urls,
-                            slots_dir=state_dir / "concurrency", roles=roles)
+    policy = DispatchPolicy.from_environ()
+    journal_path = state_dir / f"dispatcher-{index}.journal.json"
+    handed_back = Journal.recover(journal_path, session.client("sqs"), queue_urls,
+                                  policy.retry_delays_s[0] if policy.retry_delays_s else 0)
+    if any(handed_back.values()):
+        log.info("handed back what the previous dispatcher-%d held: %s", index, handed_back)
+    dispatcher = Dispatcher(session, env, queue_urls, dlq_urls, policy,
+                            slots_dir=state_dir / "concurrency", roles=roles,
+                            journal=Journal(journal_path))
     dispatcher.start()
 
     stopping = threading.Event()

@@ -1,0 +1,69 @@
+"""A dispatcher process that dies holds messages its queue keeps invisible for the function's
+timeout. Its successor hands them back from the journal, as Lambda treats an event whose
+sandbox died: not started -> delivered again now; running -> again after the first retry
+delay (the crash was its attempt); finished but not yet deleted -> deleted. Against moto's
+real SQS, with the queues the local cloud provisions (visibility = the function's timeout).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from collections_ops.localcloud.dispatcher import FINISHED, HELD, RUNNING, Journal
+
+pytestmark = pytest.mark.reliability
+
+
+def _receive(sqs: Any, url: str, wait: int = 0) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    while True:
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=wait,
+                                  MessageSystemAttributeNames=["ApproximateReceiveCount"]
+                                  ).get("Messages", [])
+        if not got:
+            return out
+        out += got
+        wait = 0
+
+
+def test_what_a_dead_dispatcher_held_is_handed_back_by_its_successor(pipeline, tmp_path):
+    sqs = pipeline.client("sqs")
+    url = pipeline.queue_urls["analyzer"]
+    for state in (HELD, RUNNING, FINISHED):
+        sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"was": state}))
+    held = _receive(sqs, url, wait=1)
+    assert len(held) == 3
+    assert _receive(sqs, url) == [], "received: invisible for the function's timeout"
+
+    path = tmp_path / "dispatcher-0.journal.json"
+    journal = Journal(path)  # what the dead process had written
+    for message in held:
+        journal.mark(message["ReceiptHandle"], "analyzer", json.loads(message["Body"])["was"])
+    journal.flush()
+
+    counts = Journal.recover(path, sqs, pipeline.queue_urls, retry_delay_s=2)
+
+    assert counts == {HELD: 1, RUNNING: 1, FINISHED: 1}
+    assert not path.exists(), "handed back once"
+    now = _receive(sqs, url)
+    assert [json.loads(m["Body"]) for m in now] == [{"was": HELD}], "not started: at once"
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=now[0]["ReceiptHandle"])
+    later = _receive(sqs, url, wait=5)
+    assert [json.loads(m["Body"]) for m in later] == [{"was": RUNNING}], "after the delay"
+    assert later[0]["Attributes"]["ApproximateReceiveCount"] == "2", "the crash was attempt 1"
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=later[0]["ReceiptHandle"])
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
+        "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+    assert attrs == {"ApproximateNumberOfMessages": "0",
+                     "ApproximateNumberOfMessagesNotVisible": "0"}, "the finished one is gone"
+
+
+def test_a_journal_without_a_predecessor_or_unreadable_hands_back_nothing(pipeline, tmp_path):
+    sqs = pipeline.client("sqs")
+    assert Journal.recover(tmp_path / "none.json", sqs, pipeline.queue_urls, 2) == {}
+    torn = tmp_path / "torn.json"
+    torn.write_text('{"abc": ["analyzer", "hel')
+    assert Journal.recover(torn, sqs, pipeline.queue_urls, 2) == {}
