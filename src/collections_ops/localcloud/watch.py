@@ -44,6 +44,7 @@ from collections_ops.pipeline import FUNCTIONS, LIVE_ALIAS, Environment, Functio
 
 STAMP_FILE = "code.json"
 CODE_DIR = "code"  # under the state directory: <function>/<version>/, each published package
+RETRY_S = 2.0  # after a failed publish round
 POLL_S = 0.1  # how often the watcher looks at the sources' mtimes
 
 
@@ -321,11 +322,10 @@ def watch(lam: Any, env: Environment, state_dir: Path, *, report: Callable[[Relo
     sources have stayed the same for one poll (an editor's save is often several writes)."""
     stop = stop or threading.Event()
     known = source_times()
-    for reload in publish_changed(lam, env, state_dir):  # edits made before watching began
-        report(reload)
+    retry_at = _publish_round(lam, env, state_dir, report)  # edits made before watching
     while not stop.wait(poll_s):
         now = source_times()
-        if now == known:
+        if now == known and (retry_at is None or time.monotonic() < retry_at):
             continue
         while not stop.wait(poll_s):
             settled = source_times()
@@ -333,11 +333,23 @@ def watch(lam: Any, env: Environment, state_dir: Path, *, report: Callable[[Relo
                 break
             now = settled
         known = now
-        try:
-            for reload in publish_changed(lam, env, state_dir):
-                report(reload)
-        except OSError as exc:  # a file vanished mid-save: the next change tries again
-            report(Reload("handlers", None, 0.0, f"could not read the sources ({exc})"))
+        retry_at = _publish_round(lam, env, state_dir, report)
+
+
+def _publish_round(lam: Any, env: Environment, state_dir: Path,
+                   report: Callable[[Reload], None]) -> float | None:
+    """Publish what changed. A round that fails -- a file that vanished mid-save, the emulator
+    restarting under the supervisor -- is reported and tried again after RETRY_S, with or
+    without another change: watching never ends on it. Returns when to try again, if due."""
+    try:
+        for reload in publish_changed(lam, env, state_dir):
+            report(reload)
+    except Exception as exc:  # Ctrl-C (not an Exception) still ends watching
+        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        report(Reload("handlers", None, 0.0,
+                      f"could not publish ({text}); trying again in {RETRY_S:.0f} s"))
+        return time.monotonic() + RETRY_S
+    return None
 
 
 # --------------------------------------------------------------------------- the reloader
