@@ -116,6 +116,9 @@ def publish_changed(lam: Any, env: Environment, state_dir: Path) -> list[Reload]
     from collections_ops.localcloud.store import STORE_DIR
 
     started = time.monotonic()
+    # Before the sources are read: a save during this round makes the stamp older than what
+    # was published (the next `deploy local` compares again), never newer (it would skip it).
+    fingerprint = code_fingerprint()
     packages: dict[str, bytes] = {}
     for fn in FUNCTIONS:
         sources = {name: path.read_bytes() for name, path in function_sources(fn).items()}
@@ -145,7 +148,7 @@ def publish_changed(lam: Any, env: Environment, state_dir: Path) -> list[Reload]
         return []
     # The emulator has pointed the stamp at the new versions already (`follow_live`); this
     # also says the saved sources are what runs, so `deploy local` does not reload them again.
-    update_stamp(state_dir, moved, code=code_fingerprint())
+    update_stamp(state_dir, moved, code=fingerprint)
     took = time.monotonic() - started
     return [Reload(r.function, r.version, took) for r in reloads]
 
