@@ -66,8 +66,9 @@ def run(state_dir: Path, port: int) -> None:
 
     buckets = {env.images_bucket(LOCAL_ACCOUNT), env.thumbnails_bucket(LOCAL_ACCOUNT)}
     ready_event = threading.Event()
-    app = _accounted(_gate(s3_middleware(DomainDispatcherApplication(create_backend_app),
-                                         store, buckets, account=LOCAL_ACCOUNT), ready_event))
+    app = _accounted(_gate(_without_moto_api(s3_middleware(
+        DomainDispatcherApplication(create_backend_app), store, buckets,
+        account=LOCAL_ACCOUNT)), ready_event))
     server = make_server("127.0.0.1", port, app, threaded=True,
                          request_handler=_keep_alive_handler()
                          if os.environ.get(KEEP_ALIVE_ENV, "1").strip() != "0"
@@ -109,6 +110,28 @@ def run(state_dir: Path, port: int) -> None:
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     stopping.wait()
     server.shutdown()
+
+
+MOTO_API_PROBE = "/moto-api/"  # moto's dashboard page: static, what the supervisor probes
+
+
+def _without_moto_api(app: Any) -> Any:
+    """moto's own API answers without a signature, so IAM never sees it: `data.json` dumps
+    every resource with its secrets (the local administrator's key, the roles' sessions, every
+    SSM value) and `reset` wipes the cloud. AWS has no such door; the local cloud closes it to
+    all but the probe page."""
+
+    def guarded(environ: dict[str, Any], start_response: Any) -> Any:
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/moto-api") and path not in (MOTO_API_PROBE, "/moto-api"):
+            body = json.dumps({"__type": "AccessDeniedException",
+                               "message": f"{path} is not served by the local cloud"}).encode()
+            start_response("403 Forbidden", [("Content-Type", "application/json"),
+                                             ("Content-Length", str(len(body)))])
+            return [body]
+        return app(environ, start_response)
+
+    return guarded
 
 
 def _gate(app: Any, ready: threading.Event) -> Any:
