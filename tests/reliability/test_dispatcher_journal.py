@@ -67,3 +67,39 @@ def test_a_journal_without_a_predecessor_or_unreadable_hands_back_nothing(pipeli
     torn = tmp_path / "torn.json"
     torn.write_text('{"abc": ["analyzer", "hel')
     assert Journal.recover(torn, sqs, pipeline.queue_urls, 2) == {}
+
+
+def test_a_running_dispatcher_keeps_its_journal_to_what_it_holds(pipeline, db, tmp_path,
+                                                                 monkeypatch):
+    """Through retries, a dead letter and completions, the journal on disk ends naming nothing:
+    every message it named was deleted or handed back to its queue by the dispatcher itself."""
+    import time
+
+    from collections_ops.localcloud.dispatcher import Dispatcher, DispatchPolicy
+    from tests import images
+
+    path = tmp_path / "dispatcher-0.journal.json"
+    monkeypatch.setenv("THUMBNAIL_SIZE", "big")  # the processor raises: retried, then parked
+    dispatcher = Dispatcher(pipeline.session, pipeline.env, pipeline.queue_urls,
+                            pipeline.dlq_urls, DispatchPolicy(workers_per_function=2,
+                                                              max_retries=1,
+                                                              retry_delays_s=(0,)),
+                            journal=Journal(path))
+    dispatcher.start()
+    try:
+        pipeline.upload("user123/fails.jpg", images.photo(seed=1))
+        deadline = time.monotonic() + 60
+        while not pipeline.receive("processor", dlq=True, wait=0):
+            assert time.monotonic() < deadline, "the failing upload was never parked"
+            time.sleep(0.1)
+        monkeypatch.setenv("THUMBNAIL_SIZE", "512")
+        for n in range(3):
+            pipeline.upload(f"user123/ok {n}.jpg", images.photo(seed=10 + n))
+        while db.execute("SELECT count(*) FROM embeddings WHERE user_id = 'user123'"
+                         ).fetchone()[0] < 3:
+            assert time.monotonic() < deadline + 60, "the good uploads never completed"
+            time.sleep(0.1)
+    finally:
+        dispatcher.stop()
+    assert dispatcher.invocations >= 2 + 3 * 3
+    assert json.loads(path.read_text()) == {}, "nothing held after a clean stop"

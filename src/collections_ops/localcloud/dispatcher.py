@@ -442,6 +442,8 @@ class Dispatcher:
             sqs = self._session.client("sqs")
             for lane in self._lanes:
                 self._delete_finished(sqs, self._queue_urls[lane.fn.key], lane)
+        if self._journal is not None:  # what the workers did after the journal's writer stopped
+            self._journal.flush()
 
     def alive(self) -> bool:
         return bool(self._threads) and all(t.is_alive() for t in self._threads)
@@ -530,12 +532,13 @@ class Dispatcher:
             except Exception as exc:  # never lose the worker; the message reappears later
                 log.warning("delivering to %s failed: %s", fn.key, exc)
             finally:
-                lane.done(finished)
+                # Journal first: once `done`, the poller may delete it and drop its entry.
                 if self._journal is not None:  # to delete, or already handed back
                     if finished is not None:
                         self._journal.mark(finished, fn.key, FINISHED)
                     else:
                         self._journal.drop(message["ReceiptHandle"])
+                lane.done(finished)
             if logs.age_s() >= LOG_FLUSH_S:
                 logs.flush()
         logs.flush()
@@ -552,11 +555,20 @@ class Dispatcher:
             return None
         return "before" if (n // every) % 2 else "after"
 
+    def _release(self, message: dict[str, Any]) -> None:
+        """Before a message is made visible again for its retry: out of the journal, on disk,
+        so no successor hands back a message that another process may by then be running
+        (a crash in between leaves it invisible until its timeout: late, never twice)."""
+        if self._journal is not None:
+            self._journal.drop(message["ReceiptHandle"])
+            self._journal.flush()
+
     def _killed(self, fn: Function, message: dict[str, Any], sqs: Any,
                 logs: _LogBuffer) -> None:
         """The container died: no acknowledgement, and Lambda retries the event shortly."""
         logs.add([(int(time.time() * 1000),
                    "Runtime exited with error: signal: killed (fault injection)")])
+        self._release(message)
         sqs.change_message_visibility(QueueUrl=self._queue_urls[fn.key],
                                       ReceiptHandle=message["ReceiptHandle"],
                                       VisibilityTimeout=self._policy.retry_delays_s[0])
@@ -607,6 +619,7 @@ class Dispatcher:
         if attempt <= self._policy.max_retries:
             delays = self._policy.retry_delays_s
             delay = delays[min(attempt - 1, len(delays) - 1)] if delays else 0
+            self._release(message)
             sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"],
                                           VisibilityTimeout=delay)
             return None
