@@ -66,13 +66,21 @@ class RoleCredentials:
 
     environ: Mapping[str, str]
 
-    def session(self, region: str) -> Any:
+    def session(self, region: str, models_of: Any = None) -> Any:
+        """A session signing as the role. With `models_of` (another boto3 session), the service
+        models that session has loaded are shared, so this one parses no JSON again."""
         import boto3
+        import botocore.session
 
+        core = botocore.session.Session()
+        if models_of is not None:
+            core.register_component("data_loader",
+                                    models_of._session.get_component("data_loader"))
         return boto3.session.Session(
             aws_access_key_id=self.environ["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=self.environ["AWS_SECRET_ACCESS_KEY"],
-            aws_session_token=self.environ["AWS_SESSION_TOKEN"], region_name=region)
+            aws_session_token=self.environ["AWS_SESSION_TOKEN"], region_name=region,
+            botocore_session=core)
 
 
 @dataclass(frozen=True)
@@ -372,6 +380,11 @@ class Dispatcher:
         # `journal`: what this process holds, for its successor after a crash (see Journal).
         self._session = session
         self._roles = dict(roles or {})
+        # One session per role, made once (a session's first clients load the service models):
+        # every worker of the function makes its clients from it.
+        self._role_sessions = {key: role.session(session.region_name, models_of=session)
+                               for key, role in self._roles.items()}
+        self._clients_lock = threading.Lock()
         self._journal = journal
         self._slots_dir = slots_dir
         self._concurrency: dict[str, _Concurrency] = {}
@@ -510,14 +523,14 @@ class Dispatcher:
 
     def _worker(self, lane: _Lane) -> None:
         fn = lane.fn
-        sqs = self._session.client("sqs")
         role = self._roles.get(fn.key)
-        role_session = self._session
         if role is not None:
             lambda_runtime.enter_container(dict(role.environ))
-            role_session = role.session(self._session.region_name)
-        dlq = role_session.client("sqs")
-        logs = _LogBuffer(role_session.client("logs"), fn.log_group(self._env.name))
+        with self._clients_lock:  # boto3 sessions are not thread-safe; their clients are
+            sqs = self._session.client("sqs")
+            role_session = self._role_sessions.get(fn.key, self._session)
+            dlq = role_session.client("sqs")
+            logs = _LogBuffer(role_session.client("logs"), fn.log_group(self._env.name))
         while not self._stop.is_set():
             # Under load the next message follows within moments: keep the log lines and send
             # several invocations' worth in one call. When none comes, send them now.
