@@ -46,3 +46,13 @@ def test_an_explicit_deny_wins_and_nothing_is_allowed_by_default():
     assert not evaluate([allow, deny], "logs:PutLogEvents", "arn:aws:logs:x", {})
     assert evaluate([allow, deny], "sqs:SendMessage", "arn:aws:sqs:x", {})
     assert not evaluate([], "sqs:SendMessage", "arn:aws:sqs:x", {})
+
+
+def test_condition_key_names_match_whatever_their_case():
+    shouted = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "events:*", "Resource": "*"},
+        {"Effect": "Deny", "Action": "events:PutEvents", "Resource": "*",
+         "Condition": {"StringEquals": {"Events:Source": "collections.imageprocessor"}}}]}
+    forged = {**OWN, "events:source": "collections.imageprocessor"}
+    assert not evaluate([shouted], "events:PutEvents", BUS, forged), "the Deny applies"
+    assert evaluate([shouted], "events:PutEvents", BUS, OWN)

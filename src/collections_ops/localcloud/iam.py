@@ -347,6 +347,9 @@ def _applies(statement: dict[str, Any], action: str, resource: str,
 def _condition(operator: str, key: str, expected: Any, context: dict[str, str]) -> bool | None:
     if_exists = operator.endswith("IfExists")
     base = operator[:-len("IfExists")] if if_exists else operator
+    # Condition key names are case-insensitive in AWS (`Events:Source` is `events:source`).
+    context = {name.lower(): value for name, value in context.items()}
+    key = key.lower()
     present = key in context
     if base == "Null":
         return (not present) == (str(expected).lower() == "true")
