@@ -378,15 +378,17 @@ class CodeReloader:
         self._containers = threading.local()
         # ... and what it runs is what `live` points at: a rolled-back function's version,
         # when the stamp says so (no invocation runs yet, so this is its first reload).
-        self._seen: tuple[int, int] | None = None
+        self._seen: tuple[int, int, int] | None = None
         self._reload()
 
-    def _stat(self) -> tuple[int, int] | None:
+    def _stat(self) -> tuple[int, int, int] | None:
         try:
             st = os.stat(self._path)
         except OSError:
             return None
-        return st.st_mtime_ns, st.st_size
+        # The inode too: every write is a rename of a new file, and two writes within one tick
+        # of a coarse file-system clock can leave the time and the size the same.
+        return st.st_ino, st.st_mtime_ns, st.st_size
 
     def _read(self) -> dict[str, Any]:
         with contextlib.suppress(OSError, ValueError):
