@@ -198,10 +198,6 @@ def test_timestamps_as_the_data_routes_give_them_are_judged_by_age() -> None:
     assert kinds(old, min_age_s=60) == [(r.ITEM_WITHOUT_ANALYSIS, "cat", "u/cat.jpg")]
 
 
-class _OperationsRoute:
-    kind, description = "operations", "operations function collections-dev-OperationsLambda"
-
-
 def test_a_wrong_dimension_vector_is_not_re_driven_where_it_cannot_be_removed() -> None:
     # GIVEN an item whose vector has the wrong length, and one without an analysis
     found_in = consistent(embeddings=[embedding(embedding_dimensions=3)],
@@ -216,7 +212,12 @@ def test_a_wrong_dimension_vector_is_not_re_driven_where_it_cannot_be_removed() 
         return f"function {fn.key}:live"
 
     # WHEN --fix runs through the operations function, which deletes nothing
-    fix = r.actions(_OperationsRoute(), None, "thumbs")  # type: ignore[arg-type]
+    from collections_ops.services.dataroute import OperationsRoute
+
+    def never(request: dict[str, Any]) -> dict[str, Any]:
+        raise AssertionError(f"nothing is invoked to remove a vector: {request}")
+
+    fix = r.actions(OperationsRoute(never, "collections-dev-OperationsLambda"), None, "thumbs")
     redrives = r.redrive_all(found, found_in, deliver, fix, images_bucket="images",
                              account="123456789012", region="us-east-1")
     # THEN that item is refused, saying why, and the other one is re-driven

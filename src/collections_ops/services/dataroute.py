@@ -45,6 +45,7 @@ class Route(Protocol):
                        after: list[str] | None, limit: int) -> dict[str, Any]: ...
     def usage(self, *, since_ms: int, until_ms: int | None,
               user_id: str | None) -> dict[str, Any]: ...
+    def delete_embeddings(self, ids: list[int]) -> bool: ...
 
 
 # --------------------------------------------------------------------------- direct
@@ -58,6 +59,12 @@ class DirectRoute:
     def __init__(self, conn: Any, *, where: str = "this machine") -> None:
         self.conn = conn
         self.description = f"direct connection from {where}"
+
+    def delete_embeddings(self, ids: list[int]) -> bool:
+        """Remove these embedding rows (reconcile --fix: a vector no stage can repair)."""
+        with self.conn.cursor() as cur:
+            cur.execute("DELETE FROM embeddings WHERE id = ANY(%s)", (ids,))
+        return True
 
     def migrate(self) -> list[str]:
         from collections_ops.services import database
@@ -152,6 +159,9 @@ class OperationsRoute:
         self.function_name = function_name
         self.because = because  # why the direct route was not taken
         self.description = f"operations function {function_name}"
+
+    def delete_embeddings(self, ids: list[int]) -> bool:
+        return False  # the operations function answers read-only queries: it deletes nothing
 
     def call(self, action: str, query: str | None = None,
              params: dict[str, Any] | None = None) -> Any:

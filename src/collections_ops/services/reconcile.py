@@ -502,14 +502,10 @@ def actions(route: Route, s3: Any, thumbnails_bucket: str) -> FixActions:
     def delete_embeddings(ids: list[int]) -> None:
         if not ids:
             return
-        conn = getattr(route, "conn", None) if route.kind == "direct" else None
-        if conn is None:
-            # The operations function answers read-only queries only: it deletes nothing.
+        if not route.delete_embeddings(ids):
             raise RedriveRefused(f"removing the wrong-dimension vector needs a direct "
                                  f"database connection (this one is via {route.description}"
                                  "): set DATABASE_URL, e.g. through an SSM tunnel")
-        with conn.cursor() as cur:
-            cur.execute("DELETE FROM embeddings WHERE id = ANY(%s)", (ids,))
 
     def delete_thumbnails(keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):
