@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def run(env: dict[str, str], *args: str, input: str | None = None,
@@ -21,3 +24,27 @@ def local_env(state: Path, **extra: str) -> dict[str, str]:
     env.update({"COLLECTIONS_STATE_DIR": str(state), "NO_COLOR": "1", "COLUMNS": "200",
                 "COLLECTIONS_ENV": "local", **extra})
     return env
+
+
+def local_client(status: dict[str, Any], service: str) -> Any:
+    """A client of the local cloud `status` describes, signing as its administrator."""
+    from collections_ops.localcloud import iam
+
+    return iam.admin_session(status["state_dir"], status["region"]).client(
+        service, endpoint_url=status["endpoint_url"])
+
+
+def wait_for(predicate: Callable[[], Any], what: str, *, timeout: float, interval: float = 0.3,
+             tolerate: tuple[type[Exception], ...] = ()) -> Any:
+    """The first true value of `predicate()`, polled every `interval` until `timeout`; errors of
+    the `tolerate` types count as "not yet"."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except tolerate:
+            value = None
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")

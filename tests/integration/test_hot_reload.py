@@ -15,17 +15,18 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from collections_ops import paths
-from collections_ops.localcloud import iam
 from tests import images
-from tests.e2e.cli import local_env, run
+from tests.e2e.cli import local_client, local_env, run, wait_for
 
 pytestmark = pytest.mark.e2e
+_wait = partial(wait_for, timeout=60)
 MARKER = 'logger.warning("reload marker {}")\n'
 
 
@@ -86,11 +87,6 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         run(env, "destroy", "local", "--yes")
 
 
-def _client(status: dict[str, Any], service: str) -> Any:
-    return iam.admin_session(status["state_dir"], status["region"]).client(
-        service, endpoint_url=status["endpoint_url"])
-
-
 def _edit(path: Path, change: Callable[[str], str]) -> None:
     path.write_text(change(path.read_text()))
 
@@ -109,30 +105,20 @@ def _mark(lambdas: Path, word: str, *, before: str = "") -> None:
 
 
 def _upload(status: dict[str, Any], key: str) -> None:
-    _client(status, "s3").put_object(Bucket=status["buckets"]["images"], Key=key,
+    local_client(status, "s3").put_object(Bucket=status["buckets"]["images"], Key=key,
                                      Body=images.photo(64, 48, seed=len(key)))
 
 
 def _log_lines(status: dict[str, Any], pattern: str) -> list[str]:
-    events = _client(status, "logs").filter_log_events(
+    events = local_client(status, "logs").filter_log_events(
         logGroupName=f"/aws/lambda/{status['functions']['processor']}",
         filterPattern=f'"{pattern}"')["events"]
     return [e["message"] for e in events]
 
 
-def _wait(predicate: Callable[[], Any], what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _versions_that_logged(status: dict[str, Any], text: str) -> list[str]:
     """The version (its START line's) of each invocation that logged `text`, in order."""
-    paginator = _client(status, "logs").get_paginator("filter_log_events")
+    paginator = local_client(status, "logs").get_paginator("filter_log_events")
     group = f"/aws/lambda/{status['functions']['processor']}"
     events = [e for page in paginator.paginate(logGroupName=group) for e in page["events"]]
     running: dict[str, str] = {}  # log stream (one execution environment) -> its version

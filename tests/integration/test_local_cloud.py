@@ -10,8 +10,9 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,11 @@ import psycopg
 import pytest
 
 from collections_ops import paths
-from collections_ops.localcloud import iam
 from tests import images
-from tests.e2e.cli import local_env, run
+from tests.e2e.cli import local_client, local_env, run, wait_for
 
 pytestmark = pytest.mark.e2e
+_wait = partial(wait_for, timeout=180, interval=0.5, tolerate=(Exception,))
 
 
 @pytest.fixture(scope="module")
@@ -42,24 +43,6 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         run(env, "destroy", "local")
 
 
-def _client(status: dict[str, Any], service: str) -> Any:
-    return iam.admin_session(status["state_dir"], status["region"]).client(
-        service, endpoint_url=status["endpoint_url"])
-
-
-def _wait(predicate: Callable[[], Any], what: str, timeout: float = 180) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _embeddings(status: dict[str, Any], user: str) -> int:
     with psycopg.connect(status["database_url"], connect_timeout=3) as conn:
         return int(conn.execute("SELECT count(*) FROM embeddings WHERE user_id = %s",
@@ -68,7 +51,7 @@ def _embeddings(status: dict[str, Any], user: str) -> int:
 
 def _metric_sum(status: dict[str, Any], function: str, metric: str) -> float:
     now = datetime.now(UTC)
-    points = _client(status, "cloudwatch").get_metric_statistics(
+    points = local_client(status, "cloudwatch").get_metric_statistics(
         Namespace="AWS/Lambda", MetricName=metric,
         Dimensions=[{"Name": "FunctionName", "Value": status["functions"][function]}],
         StartTime=now - timedelta(hours=1), EndTime=now + timedelta(minutes=1), Period=3600,
@@ -83,7 +66,7 @@ def _alarm_state(env: dict[str, str], suffix: str) -> str | None:
 
 def test_metrics_and_alarms_reflect_what_happened(cloud):
     env, status = cloud["env"], cloud["status"]
-    s3 = _client(status, "s3")
+    s3 = local_client(status, "s3")
     before = _metric_sum(status, "processor", "Invocations")
     for n in range(18):
         s3.put_object(Bucket=status["buckets"]["images"], Key=f"metrics/ok{n}.jpg",
@@ -105,12 +88,12 @@ def test_metrics_and_alarms_reflect_what_happened(cloud):
 
 def test_reserved_concurrency_zero_throttles_visibly_and_keeps_the_event(cloud):
     env, status = cloud["env"], cloud["status"]
-    lam = _client(status, "lambda")
+    lam = local_client(status, "lambda")
     name = status["functions"]["embedder"]
     lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)
     try:
         time.sleep(6)  # the dispatchers read the limit every 5 s
-        _client(status, "s3").put_object(Bucket=status["buckets"]["images"],
+        local_client(status, "s3").put_object(Bucket=status["buckets"]["images"],
                                          Key="throttled/one.jpg", Body=images.photo(seed=3))
         _wait(lambda: _metric_sum(status, "embedder", "Throttles") >= 1, "a throttle metric")
         assert _embeddings(status, "throttled") == 0
@@ -152,7 +135,7 @@ def test_a_deploy_with_changed_code_publishes_a_version_kept_across_restarts(clo
 
 def test_the_s3_permission_is_on_the_live_alias_as_the_stack_grants_it(cloud):
     status = cloud["status"]
-    lam = _client(status, "lambda")
+    lam = local_client(status, "lambda")
     policy = json.loads(lam.get_policy(FunctionName=status["functions"]["processor"],
                                        Qualifier="live")["Policy"])
     [statement] = [s for s in policy["Statement"] if s["Sid"] == "s3-invoke"]

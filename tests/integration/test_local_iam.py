@@ -6,8 +6,8 @@ through the CLI; the role is changed through the local IAM API as an operator wo
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -17,9 +17,10 @@ from botocore.exceptions import ClientError
 from collections_ops.localcloud import iam
 from collections_ops.pipeline import FUNCTIONS
 from tests import images
-from tests.e2e.cli import local_env, run
+from tests.e2e.cli import local_client, local_env, run, wait_for
 
 pytestmark = pytest.mark.e2e
+_wait = partial(wait_for, timeout=120)
 PROCESSOR = next(fn for fn in FUNCTIONS if fn.key == "processor")
 
 
@@ -34,21 +35,6 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         run(env, "destroy", "local", "--yes")
 
 
-def _client(status: dict[str, Any], service: str) -> Any:
-    return iam.admin_session(status["state_dir"], status["region"]).client(
-        service, endpoint_url=status["endpoint_url"])
-
-
-def _wait(predicate: Callable[[], Any], what: str, timeout: float = 120) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _embedded(status: dict[str, Any], user: str, item: str) -> bool:
     with psycopg.connect(status["database_url"], connect_timeout=3) as conn:
         row = conn.execute("SELECT count(*) FROM embeddings WHERE user_id = %s AND item_id = %s",
@@ -57,7 +43,7 @@ def _embedded(status: dict[str, Any], user: str, item: str) -> bool:
 
 
 def _dead_letters(status: dict[str, Any], key: str) -> list[dict[str, Any]]:
-    sqs = _client(status, "sqs")
+    sqs = local_client(status, "sqs")
     found = sqs.receive_message(QueueUrl=status["dead_letter_queues"][key],
                                 MaxNumberOfMessages=10, VisibilityTimeout=0,
                                 WaitTimeSeconds=1).get("Messages", [])
@@ -65,7 +51,7 @@ def _dead_letters(status: dict[str, Any], key: str) -> list[dict[str, Any]]:
 
 
 def _function_log(status: dict[str, Any], text: str) -> list[str]:
-    events = _client(status, "logs").filter_log_events(
+    events = local_client(status, "logs").filter_log_events(
         logGroupName=PROCESSOR.log_group("local"), filterPattern=f'"{text}"')["events"]
     return [e["message"] for e in events]
 
@@ -100,7 +86,7 @@ def test_motos_unsigned_api_is_closed_so_no_secret_or_reset_bypasses_iam(cloud):
     with urllib.request.urlopen(status["endpoint_url"] + "/moto-api/", timeout=10) as page:
         assert page.status == 200
     # The reset above did nothing: the buckets are still there.
-    _client(status, "s3").head_bucket(Bucket=status["buckets"]["images"])
+    local_client(status, "s3").head_bucket(Bucket=status["buckets"]["images"])
 
 
 def test_a_handler_may_do_only_what_its_role_allows(cloud):
@@ -134,7 +120,7 @@ def test_a_handler_may_do_only_what_its_role_allows(cloud):
 def test_removing_a_permission_fails_the_pipeline_with_access_denied_naming_the_action(cloud):
     status = cloud["status"]
     user = "iam-user"
-    s3, iam_api = _client(status, "s3"), _client(status, "iam")
+    s3, iam_api = local_client(status, "s3"), local_client(status, "iam")
     role = PROCESSOR.role_name("local")
     bucket = status["buckets"]["images"]
     # GIVEN the pipeline flows with the synthesized policies

@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +30,11 @@ from botocore.config import Config
 
 from collections_ops.localcloud import iam
 from tests import images
-from tests.e2e.cli import local_env, run
+from tests.e2e.cli import local_env, run, wait_for
 
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e]
 UPLOADS, CONCURRENCY = 30, 8
+_wait = partial(wait_for, timeout=240, interval=0.5, tolerate=(Exception,))
 
 
 @pytest.fixture(scope="module")
@@ -67,18 +69,6 @@ def _s3(status: dict[str, Any]) -> Any:
     # user's would be; one that still fails is not counted as acknowledged.
     return _session(status).client("s3", endpoint_url=status["endpoint_url"], config=Config(
         retries={"mode": "standard", "max_attempts": 10}, connect_timeout=3, read_timeout=20))
-
-
-def _wait(predicate: Callable[[], bool], what: str, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except Exception:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _count(status: dict[str, Any], table: str, user: str) -> int:
