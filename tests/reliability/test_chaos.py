@@ -220,7 +220,7 @@ def test_a_frozen_emulator_is_reported_within_the_probe_deadline_and_clients_exi
     finally:
         with contextlib.suppress(ProcessLookupError):  # the supervisor may have replaced it
             os.kill(pid, signal.SIGCONT)
-    _wait(lambda: run(env, "status").returncode == 0, "the emulator answering again", 120)
+    _wait(lambda: run(env, "status").returncode == 0, "the emulator answering again", timeout=120)
 
 
 def test_a_frozen_emulator_is_replaced_by_the_supervisor(cloud):
@@ -234,7 +234,7 @@ def test_a_frozen_emulator_is_replaced_by_the_supervisor(cloud):
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(before["pid"], signal.SIGCONT)
-    _wait(lambda: run(env, "status").returncode == 0, "the new emulator answering", 120)
+    _wait(lambda: run(env, "status").returncode == 0, "the new emulator answering", timeout=120)
     after = _supervised(status)["emulator"]
     assert after["restarts"] > before["restarts"]
     assert after["last_exit"] == "stopped answering"
