@@ -13,13 +13,16 @@ the fake provider servers (tests/fakes/providers.py), all in this process or its
 As on Lambda, `/var/task` is read-only: `PYTHONDONTWRITEBYTECODE=1`, `-S` (no site-packages)
 and the bundle alone on `sys.path`, followed by a directory that stands in for `/var/runtime`
 (boto3 and botocore, which the runtime provides; compiled for the runtime's Python, as the
-runtime's own). Every round runs each function with the bundle's bytecode and with the same
-bundle stripped of it (hard links, no copy), alternating which goes first. The moment of the
-first call is taken in the child by an audit hook (`socket.connect` to the fake provider,
-`http.client.send` of the GetObject), on the same wall clock as the parent's start time.
+runtime's own), and the environment says it is Lambda's (`AWS_EXECUTION_ENV`), which is what
+lets `runtime.preload` pause the garbage collector during init and freeze what init made;
+`--gc` adds a variant without it, to measure that. Every round runs each function with the
+bundle's bytecode and with the same bundle stripped of it (hard links, no copy), alternating
+which goes first. The moment of the first call is taken in the child by an audit hook
+(`socket.connect` to the fake provider, `http.client.send` of the GetObject), on the same wall
+clock as the parent's start time.
 
     .venv/bin/collections build dev        # once; the benchmark reuses the bundles
-    .venv/bin/python bench/bench_coldstart.py [--runs 7] [--bundles DIR] [--python PATH]
+    .venv/bin/python bench/bench_coldstart.py [--runs 7] [--gc] [--bundles DIR] [--python PATH]
 """
 
 from __future__ import annotations
@@ -192,6 +195,7 @@ def _pipeline(tmp: Path) -> Iterator[dict[str, Any]]:
             "OPENAI_BASE_URL": fake.openai_base_url, "VOYAGE_BASE_URL": fake.voyage_base_url,
             "PROVIDER_TIMEOUT_S": "10", "NO_PROXY": "127.0.0.1,localhost",
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024", "PYTHONDONTWRITEBYTECODE": "1",
+            "AWS_EXECUTION_ENV": f"AWS_Lambda_python{PYTHON_VERSION}",  # as Lambda sets it
         }
         db = stack.enter_context(psycopg.connect(url, autocommit=True))
         yield {"env": child_env, "db": db, "fake": fake, "moto_port": port,
@@ -241,12 +245,15 @@ def _prepare(key: str, p: dict[str, Any]) -> int | None:
 
 
 def _run_one(python: str, bundle: Path, runtime: Path, key: str, p: dict[str, Any],
-             work: Path, profile: Path | None = None) -> dict[str, float]:
+             work: Path, profile: Path | None = None,
+             drop_env: tuple[str, ...] = ()) -> dict[str, float]:
     analysis_id = _prepare(key, p)
     event_file, out_file = work / f"{key}-event.json", work / f"{key}-out.json"
     event_file.write_text(json.dumps(_events(p, analysis_id)[key]))
     out_file.unlink(missing_ok=True)
     env = {**p["env"], "AWS_LAMBDA_FUNCTION_NAME": f"collections-dev-{key}"}
+    for name in drop_env:
+        env.pop(name, None)
     profiler = ["-m", "cProfile", "-o", str(profile)] if profile else []
     argv = [python, "-S", *profiler, str(work / "bootstrap.py"), str(bundle), str(runtime), key,
             str(event_file), str(out_file), _mark(key, p)]
@@ -300,8 +307,13 @@ def _summarise(samples: dict[str, dict[str, list[dict[str, float]]]]) -> dict[st
     return summary
 
 
+# The `--gc` variant: the bytecode bundle in an environment that does not say it is Lambda's,
+# so `runtime.preload` neither pauses the garbage collector nor freezes what init made.
+UNFROZEN_DROP_ENV = ("AWS_EXECUTION_ENV",)
+
+
 def run(runs: int, bundles: Path, python_path: str | None,
-        profile: str | None = None) -> dict[str, Any]:
+        profile: str | None = None, gc_variant: bool = False) -> dict[str, Any]:
     from collections_ops import pipeline
     from collections_ops.services import build
 
@@ -318,13 +330,17 @@ def run(runs: int, bundles: Path, python_path: str | None,
         variants = {"bytecode": dirs,
                     "source": {k: _without_bytecode(d, tmp / "source" / d.name)
                                for k, d in dirs.items()}}
+        if gc_variant:
+            variants["unfrozen"] = dirs
+        drop = {"unfrozen": UNFROZEN_DROP_ENV}
         (tmp / "bootstrap.py").write_text(_BOOTSTRAP)
         samples: dict[str, dict[str, list[dict[str, float]]]] = {
             v: {k: [] for k in FUNCTIONS} for v in variants}
         with _pipeline(tmp) as p:
             for key in FUNCTIONS:  # warm the page cache; also leaves the rows the next needs
                 for variant in variants:
-                    _run_one(python.path, variants[variant][key], runtime, key, p, tmp)
+                    _run_one(python.path, variants[variant][key], runtime, key, p, tmp,
+                             drop_env=drop.get(variant, ()))
             if profile:
                 _profile(python.path, variants["bytecode"], runtime, profile, p, tmp)
                 raise SystemExit(0)
@@ -333,7 +349,8 @@ def run(runs: int, bundles: Path, python_path: str | None,
                 for key in FUNCTIONS:
                     for variant in order:
                         samples[variant][key].append(
-                            _run_one(python.path, variants[variant][key], runtime, key, p, tmp))
+                            _run_one(python.path, variants[variant][key], runtime, key, p, tmp,
+                                     drop_env=drop.get(variant, ())))
                 print(f"round {round_ + 1}/{runs} done")
             requests = {"anthropic": len(p["fake"].messages.requests),
                         "voyage": len(p["fake"].embeddings.requests)}
@@ -358,9 +375,12 @@ def main() -> None:
     parser.add_argument("--python", default=None, help=f"a CPython {PYTHON_VERSION} to run")
     parser.add_argument("--profile", choices=FUNCTIONS, default=None,
                         help="instead: one cold start of this function under cProfile")
+    parser.add_argument("--gc", action="store_true",
+                        help="also run the bytecode bundles without the init-time garbage "
+                             "collector pause and freeze (outside a Lambda environment)")
     args = parser.parse_args()
     result = run(max(args.runs, 1), args.bundles or _default_bundles(), args.python,
-                 args.profile)
+                 args.profile, gc_variant=args.gc)
     path = write_result(NAME, result)
     print(f"\ncold start to the first provider call, median of {result['runs']} rounds "
           f"({result['python']}); wall seconds, bytecode / source:")
@@ -373,6 +393,13 @@ def main() -> None:
         print(f"{key:<10} {pair('first_call_s'):>15} {row['ratio']:>6.2f} "
               f"{row['target_s']:>6.1f}s {pair('first_call_cpu_s'):>15} "
               f"{pair('import_s'):>15} {pair('invocation_s'):>15}  {verdict}")
+    if args.gc:
+        print("without the init-time collector pause and freeze (bytecode; wall / CPU to the "
+              "first call):")
+        for key, row in result["summary"].items():
+            print(f"{key:<10} {row['unfrozen_first_call_s']:.3f} / "
+                  f"{row['unfrozen_first_call_cpu_s']:.3f}  (frozen: "
+                  f"{row['bytecode_first_call_s']:.3f} / {row['bytecode_first_call_cpu_s']:.3f})")
     print(f"bundle sizes (MB, unzipped, with bytecode): {result['bundle_mb']}")
     print(f"results: {path}")
 

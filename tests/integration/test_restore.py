@@ -91,3 +91,50 @@ def test_the_restore_hook_is_registered_with_the_runtime(tmp_path: Path) -> None
     assert result["hooks"] == ["forget_container_state"]
     assert result["secrets_after_restore"] is None
     assert {"PIL.Image", "psycopg"} <= set(result["loaded"])
+
+
+_GC_PROBE = textwrap.dedent("""
+    import gc, json, sys
+    from collections_core import runtime
+    result = {}
+    try:
+        runtime.preload(*sys.argv[1:])
+    except ImportError as exc:
+        result["error"] = type(exc).__name__
+    result.update(enabled_after=gc.isenabled(), frozen=gc.get_freeze_count(),
+                  enabled_during=sys.modules["gc_probe"].ENABLED
+                  if "gc_probe" in sys.modules else None)
+    print(json.dumps(result))
+""")
+
+
+def _gc_probe(tmp_path: Path, lambda_env: bool, *modules: str) -> dict[str, Any]:
+    (tmp_path / "gc_probe.py").write_text("import gc\nENABLED = gc.isenabled()\n"
+                                          "GARBAGE = [[] for _ in range(1000)]\n")
+    env = {k: v for k, v in os.environ.items() if k != "AWS_EXECUTION_ENV"}
+    if lambda_env:
+        env["AWS_EXECUTION_ENV"] = "AWS_Lambda_python3.12"
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(ROOT / "lambdas" / "shared"),
+                                         *sys.path])
+    proc = subprocess.run([sys.executable, "-c", _GC_PROBE, *modules], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_init_imports_run_without_the_collector_and_are_frozen_on_lambda(
+        tmp_path: Path) -> None:
+    # In a Lambda environment the collector is paused for the imports, then back on, and
+    # everything init made is in the permanent generation.
+    on_lambda = _gc_probe(tmp_path, True, "gc_probe")
+    assert on_lambda["enabled_during"] is False
+    assert on_lambda["enabled_after"] is True
+    assert on_lambda["frozen"] > 1000
+    # An import that fails still leaves the collector on (Lambda reports the init error).
+    failed = _gc_probe(tmp_path, True, "gc_probe", "no_such_module_here")
+    assert failed["error"] == "ModuleNotFoundError" and failed["enabled_after"] is True
+    # Elsewhere (the local cloud's dispatchers reload code in a long-lived process) the
+    # collector is left alone and nothing is frozen.
+    local = _gc_probe(tmp_path, False, "gc_probe")
+    assert local == {"enabled_after": True, "frozen": 0, "enabled_during": True}

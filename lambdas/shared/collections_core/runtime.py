@@ -15,9 +15,11 @@ TLS sessions, secret cache timestamps and random state.
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import json
 import logging
+import os
 import random
 import time
 import uuid
@@ -36,13 +38,38 @@ RUNTIME_PROVIDED = ("boto3",)
 
 def preload(*modules: str | None) -> None:
     """Import at init what every invocation needs (None entries are skipped: a provider's SDK
-    when that provider is not selected), plus boto3 where the runtime provides it."""
-    for name in modules:
-        if name:
-            importlib.import_module(name)
-    for name in RUNTIME_PROVIDED:
-        with contextlib.suppress(ImportError):
-            importlib.import_module(name)
+    when that provider is not selected), plus boto3 where the runtime provides it.
+
+    In a Lambda execution environment the imports run with the cyclic garbage collector
+    paused, and what init made is then frozen (`gc.freeze`): it lives as long as the
+    environment, so no later collection needs to look at it. The SDKs build hundreds of
+    thousands of objects at import (anthropic's pydantic models); every full collection
+    walked all of them, several times during the import and again in the first invocation,
+    ~60 ms each (docs/benchmarks.md). Elsewhere (the local cloud's dispatchers, which load
+    new code into a long-lived process) nothing is frozen: a reloaded module's objects must
+    stay collectable."""
+    dedicated = in_lambda_environment()
+    paused = dedicated and gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        for name in modules:
+            if name:
+                importlib.import_module(name)
+        for name in RUNTIME_PROVIDED:
+            with contextlib.suppress(ImportError):
+                importlib.import_module(name)
+    finally:
+        if dedicated:
+            gc.freeze()
+        if paused:
+            gc.enable()
+
+
+def in_lambda_environment() -> bool:
+    """True in an execution environment of Lambda's own (which sets `AWS_EXECUTION_ENV` to
+    `AWS_Lambda_<runtime>`); one environment runs one function's code for its lifetime."""
+    return os.environ.get("AWS_EXECUTION_ENV", "").startswith("AWS_Lambda_")
 
 
 def forget_container_state() -> None:
