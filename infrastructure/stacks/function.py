@@ -287,7 +287,8 @@ class PipelineFunction(Construct):
         statements = [
             iam.PolicyStatement(
                 sid="ReadOwnParameters",
-                actions=["ssm:GetParameter"],
+                # GetParameters: the handlers read an invocation's secrets in one call.
+                actions=["ssm:GetParameter", "ssm:GetParameters"],
                 resources=parameter_arns,
             ),
             iam.PolicyStatement(

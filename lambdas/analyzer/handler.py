@@ -37,6 +37,7 @@ runtime.preload("PIL.Image", "psycopg", "pgvector.psycopg",
                     os.environ.get("ANALYZER_PROVIDER", "")))
 FUNCTION_KEY = "analyzer"
 REQUIRED_DETAIL = ("item_id", "user_id", "bucket", "original_key")
+PROVIDER_KEYS = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -61,6 +62,9 @@ def _analyze_event(event: Any, context: Any) -> dict[str, Any]:
     user_id, item_id = events.user_id(detail["user_id"]), events.item_id(str(detail["item_id"]))
     log.bind(item_id=item_id, user_id=user_id)
     log.event(logger, "EventBridge event received", stage="received")
+    # Every secret this invocation may read, in one SSM call (one round trip, not three).
+    secrets.prefetch(required=("DATABASE_URL", PROVIDER_KEYS.get(settings.analyzer_provider)),
+                     optional=("LANGSMITH_API_KEY",))
     version = verified_version(settings, detail, user_id, item_id)
     if version is None:
         log.event(logger, "skipped: the event is for an older version of this item",

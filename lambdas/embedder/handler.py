@@ -35,6 +35,7 @@ runtime.preload("psycopg", "pgvector.psycopg",
                 {"voyage": "voyageai"}.get(os.environ.get("EMBEDDING_PROVIDER", "")))
 FUNCTION_KEY = "embedder"
 REQUIRED_DETAIL = ("item_id", "user_id", "analysis_id")
+PROVIDER_KEYS = {"voyage": "VOYAGE_API_KEY"}
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -49,6 +50,8 @@ def _embed_event(event: Any, context: Any) -> dict[str, Any]:
     user_id, item_id = events.user_id(detail["user_id"]), events.item_id(str(detail["item_id"]))
     log.bind(item_id=item_id, user_id=user_id)
     log.event(logger, "EventBridge event received", stage="received")
+    # The secrets this invocation may read, in one SSM call.
+    secrets.prefetch(required=("DATABASE_URL", PROVIDER_KEYS.get(settings.embedding_provider)))
 
     analysis = _fetch_analysis(user_id, item_id, _claimed_analysis_id(detail["analysis_id"]))
     log.bind(correlation_id=analysis["correlation_id"])

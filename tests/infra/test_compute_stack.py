@@ -260,7 +260,7 @@ def test_parameter_store_policy_reads_only_the_functions_parameters(
     statements = t.inline_policy(template, role, "ParameterStorePolicy")["Statement"]
     ssm = [s for s in statements if any(a.startswith("ssm:") for a in t.as_list(s["Action"]))]
     assert len(ssm) == 1
-    assert t.as_list(ssm[0]["Action"]) == ["ssm:GetParameter"]
+    assert t.as_list(ssm[0]["Action"]) == ["ssm:GetParameter", "ssm:GetParameters"]
     assert sorted(t.as_list(ssm[0]["Resource"])) == parameter_arns
     (kms,) = [s for s in statements if s["Action"] == "kms:Decrypt"]
     assert kms["Condition"]["StringEquals"]["kms:ViaService"] == f"ssm.{REGION}.amazonaws.com"

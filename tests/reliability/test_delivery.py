@@ -123,9 +123,9 @@ def test_access_denied_on_a_secret_is_a_clear_configuration_error(monkeypatch):
     from collections_core.errors import ConfigurationError
 
     class DeniedSSM:
-        def get_parameter(self, **_: Any) -> Any:
+        def get_parameters(self, **_: Any) -> Any:
             raise ClientError({"Error": {"Code": "AccessDeniedException",
-                                         "Message": "not authorized"}}, "GetParameter")
+                                         "Message": "not authorized"}}, "GetParameters")
 
     state.reset()
     monkeypatch.setenv("PARAMETER_PREFIX", "/collections")
@@ -137,17 +137,15 @@ def test_access_denied_on_a_secret_is_a_clear_configuration_error(monkeypatch):
 
 
 def test_an_absent_optional_secret_is_not_looked_up_on_every_invocation(monkeypatch):
-    from botocore.exceptions import ClientError
 
     from collections_core import secrets, state
 
     calls: list[str] = []
 
     class CountingSSM:
-        def get_parameter(self, Name: str, **_: Any) -> Any:
-            calls.append(Name)
-            raise ClientError({"Error": {"Code": "ParameterNotFound", "Message": ""}},
-                              "GetParameter")
+        def get_parameters(self, Names: list[str], **_: Any) -> Any:
+            calls.extend(Names)
+            return {"Parameters": [], "InvalidParameters": Names}
 
     state.reset()
     monkeypatch.setenv("PARAMETER_PREFIX", "/collections")

@@ -66,7 +66,8 @@ def role_policies(env: Environment, fn: Function, *, region: str,
     dlq = dlq_arn(env, fn, region=region, account=account)
     policies: dict[str, Document] = {
         PARAMETER_STORE_POLICY: _document([
-            {"Sid": "ReadOwnParameters", "Effect": "Allow", "Action": "ssm:GetParameter",
+            {"Sid": "ReadOwnParameters", "Effect": "Allow",
+             "Action": ["ssm:GetParameter", "ssm:GetParameters"],
              "Resource": params},
             {"Sid": "DecryptOwnParametersThroughSsm", "Effect": "Allow",
              "Action": "kms:Decrypt", "Resource": f"arn:aws:kms:{region}:{account}:key/*",
