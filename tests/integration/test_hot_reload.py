@@ -48,6 +48,7 @@ class Watcher:
 
     def expect(self, text: str, timeout: float = 30) -> str:
         deadline = time.monotonic() + timeout
+        seen: list[str] = []
         while time.monotonic() < deadline:
             try:
                 line = self.lines.get(timeout=0.2)
@@ -55,7 +56,8 @@ class Watcher:
                 continue
             if text in line:
                 return line
-        raise AssertionError(f"the watcher never printed {text!r}")
+            seen.append(line)
+        raise AssertionError(f"the watcher never printed {text!r}; it printed: {seen[-10:]}")
 
     def stop(self) -> None:
         if self.proc.poll() is None:

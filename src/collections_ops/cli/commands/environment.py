@@ -221,8 +221,10 @@ def _watch_local(ctx: Context) -> None:
     from collections_ops import paths
     from collections_ops.localcloud import watch
 
-    ui.info(f"watching {paths.lambdas_root()} for changes (Ctrl-C to stop)…")
     try:
+        # Inside the try: a Ctrl-C that lands while this line is still being written (the
+        # moment a reader sees it) is the end of watching too, not an interrupted deploy.
+        ui.info(f"watching {paths.lambdas_root()} for changes (Ctrl-C to stop)…")
         watch.watch(ctx.client("lambda"), ctx.env, ctx.state_dir,
                     report=lambda r: ui.info(r.line(), "red" if r.error else "green"))
     except KeyboardInterrupt:  # Ctrl-C is how watching ends: 130, as for every --follow
