@@ -148,6 +148,9 @@ def _gate(app: Any, ready: threading.Event) -> Any:
 
 REQUESTS_PATH = "/collections-api/requests"
 IDLE_CONNECTION_S = 120.0
+# An unread request body up to this size is read and dropped so the connection can be used
+# again (uploads are at most 40 MB); a larger one closes the connection instead.
+MAX_DISCARDED_BODY = 64 * 1024 * 1024
 KEEP_ALIVE_ENV = "COLLECTIONS_LOCAL_KEEP_ALIVE"  # "0": close after every response (werkzeug's)
 
 
@@ -176,6 +179,17 @@ class _ThisRequestsBody:
 
     def __iter__(self) -> Any:
         return iter(self.readline, b"")
+
+    def discard_rest(self, limit: int) -> bool:
+        """Read and drop what the application left of the body (a refusal answers without
+        reading it), up to `limit` bytes; False if more was left, or the client stopped
+        sending: then the connection cannot be used again."""
+        if self._left > limit:
+            return False
+        while self._left > 0:
+            if not self.read(min(self._left, 1 << 20)):
+                return False
+        return True
 
 
 def _keep_alive_handler() -> Any:
@@ -206,10 +220,20 @@ def _keep_alive_handler() -> Any:
                 length = -1
             chunked = "chunked" in str(self.headers.get("Transfer-Encoding", "")).lower()
             self.keep_alive = length >= 0 and not chunked and not self.close_connection
-            if self.keep_alive:
-                self.rfile = _ThisRequestsBody(raw, length)  # type: ignore[assignment]
+            body = _ThisRequestsBody(raw, length) if self.keep_alive else None
+            if body is not None:
+                self.rfile = body  # type: ignore[assignment]
             try:
                 super().run_wsgi()
+                # The next request starts after this one's body, not where the application
+                # stopped reading it. werkzeug's own drain only reads what the socket has
+                # within 10 ms, and never what is already in the read buffer: an unread
+                # body became the start of the next request line ("xxxPOST / HTTP/1.1").
+                if body is not None and not body.discard_rest(MAX_DISCARDED_BODY):
+                    self.keep_alive = False
+            except OSError:
+                self.keep_alive = False
+                raise
             finally:
                 self.rfile = raw
             if not self.keep_alive:

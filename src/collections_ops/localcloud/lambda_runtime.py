@@ -213,7 +213,8 @@ def invoke(fn: Function, env: Environment, event: Any, *, log_stream: str = "") 
     """Invoke `fn`'s handler with a Lambda-shaped context; capture its log lines, START to
     REPORT, as Lambda writes them to CloudWatch Logs."""
     install_capture()
-    with _reloader.invocation(fn) if _reloader else contextlib.nullcontext() as version:
+    with _reloader.invocation(fn, env.timeout(fn)) if _reloader \
+            else contextlib.nullcontext() as version:
         return _invoke(fn, env, event, log_stream, version or "$LATEST")
 
 

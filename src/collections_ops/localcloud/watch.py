@@ -15,7 +15,8 @@ Three parts, one file between them:
   stamp at that version's package: what the dispatchers run is what `live` names, as on AWS.
 - The **reloader** (in each dispatcher process) applies the stamp when it starts, then looks
   at the stamp's mtime before every invocation. When it changed, it lets the invocations in
-  flight finish on the old code, holds new ones back, and drops the changed functions'
+  flight finish on the old code (for as long as their timeout allows: one that runs past it
+  no longer holds the reload back), holds new ones back, and drops the changed functions'
   modules (every function's, and the shared `collections_core`, when the shared code
   changed); the next invocation imports the new code and starts with no per-container
   state, as a new Lambda container would.
@@ -30,7 +31,9 @@ is retried like any failure, and the next invocation tries to import again.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
+import logging
 import os
 import threading
 import time
@@ -46,6 +49,12 @@ STAMP_FILE = "code.json"
 CODE_DIR = "code"  # under the state directory: <function>/<version>/, each published package
 RETRY_S = 2.0  # after a failed publish round
 POLL_S = 0.1  # how often the watcher looks at the sources' mtimes
+# How long past its own timeout an invocation in flight may hold a reload back (Lambda would
+# have ended it by then); one that gives no timeout counts Lambda's largest.
+RELOAD_GRACE_S = 5.0
+MAX_TIMEOUT_S = 900.0
+
+log = logging.getLogger("collections.localcloud")
 
 
 @dataclass(frozen=True)
@@ -372,7 +381,8 @@ class CodeReloader:
         # What this process imported is the code on disk at its start...
         self._stamp = self._baseline()
         self._cond = threading.Condition()
-        self._running = 0
+        self._running: dict[int, float] = {}  # invocation in flight -> when it is overdue
+        self._tokens = itertools.count()
         self._reloading = False
         self._generation: dict[str, int] = {}  # function key -> reloads seen
         self._containers = threading.local()
@@ -410,14 +420,18 @@ class CodeReloader:
         return str(version) if version else None
 
     @contextlib.contextmanager
-    def invocation(self, fn: Function) -> Iterator[str | None]:
-        """Hold the code steady for one invocation; yields the version it runs (if known)."""
+    def invocation(self, fn: Function,
+                   timeout_s: float | None = None) -> Iterator[str | None]:
+        """Hold the code steady for one invocation (of at most `timeout_s`, its function's
+        timeout); yields the version it runs (if known)."""
         if self._stat() != self._seen:
             self._reload()
         with self._cond:
             while self._reloading:
                 self._cond.wait()
-            self._running += 1
+            token = next(self._tokens)
+            self._running[token] = time.monotonic() + RELOAD_GRACE_S + (
+                MAX_TIMEOUT_S if timeout_s is None else timeout_s)
             generation = self._generation.get(fn.key, 0)
         try:
             if getattr(self._containers, fn.key, 0) != generation:
@@ -431,7 +445,7 @@ class CodeReloader:
             yield self.version(fn.key)
         finally:
             with self._cond:
-                self._running -= 1
+                del self._running[token]
                 self._cond.notify_all()
 
     def _reload(self) -> None:
@@ -440,7 +454,14 @@ class CodeReloader:
                 return  # another worker is reloading; `invocation` waits for it
             self._reloading = True
             while self._running:
-                self._cond.wait()
+                wait = max(self._running.values()) - time.monotonic()
+                if wait <= 0:
+                    # Stuck past its timeout (Lambda would have ended it): it keeps the
+                    # modules it has, and stops holding every other invocation back.
+                    log.warning("reloading code while %d invocation(s) run past their "
+                                "timeout", len(self._running))
+                    break
+                self._cond.wait(wait)
         try:
             seen, stamp = self._stat(), self._read()
             if not stamp:  # removed by a full reload (new processes, fresh imports)
