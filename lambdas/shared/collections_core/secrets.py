@@ -93,22 +93,21 @@ def _fetch(names: list[str]) -> dict[str, str]:
     found: dict[str, str] = {}
     for start in range(0, len(names), MAX_NAMES_PER_CALL):
         chunk = {parameter_name(n): n for n in names[start:start + MAX_NAMES_PER_CALL]}
-        what = ", ".join(chunk)
+        what = ("SSM parameter " if len(chunk) == 1 else "SSM parameters ") + ", ".join(chunk)
         try:
             response = aws.client("ssm").get_parameters(Names=list(chunk), WithDecryption=True)
         except Exception as exc:
             code = aws.error_code(exc)
             if code in ("AccessDeniedException", "AccessDenied"):
                 raise ConfigurationError(
-                    f"access denied reading SSM parameter {what}",
+                    f"access denied reading {what}",
                     hint="the function's role needs ssm:GetParameters on it and kms:Decrypt "
                          "on its key",
                 ) from None
             if code is not None and code not in aws.RETRYABLE_AWS_CODES:
-                raise ConfigurationError(f"reading SSM parameter {what} failed: {code}") \
-                    from None
-            raise RetryableError(f"reading SSM parameter {what} failed: "
-                                 f"{code or type(exc).__name__}") from None
+                raise ConfigurationError(f"reading {what} failed: {code}") from None
+            raise RetryableError(f"reading {what} failed: {code or type(exc).__name__}") \
+                from None
         for parameter in response.get("Parameters", []):
             name = chunk.get(str(parameter.get("Name")))
             if name is not None:
