@@ -141,3 +141,36 @@ def test_the_s3_permission_is_on_the_live_alias_as_the_stack_grants_it(cloud):
     [statement] = [s for s in policy["Statement"] if s["Sid"] == "s3-invoke"]
     assert statement["Resource"].endswith(":live")
     assert statement["Principal"] == {"Service": "s3.amazonaws.com"}
+
+
+def test_a_versions_settings_and_a_prune_survive_a_restart_and_no_number_is_reused(cloud):
+    env, status = cloud["env"], cloud["status"]
+    lam = local_client(status, "lambda")
+    name = status["functions"]["embedder"]
+
+    def versions() -> dict[str, dict[str, Any]]:
+        listed = json.loads(run(env, "versions", "embedder", "--json").stdout)
+        return {v["version"]: v for v in listed if v["version"] != "$LATEST"}
+
+    # GIVEN a version published with its own memory (configure), and the oldest deleted (prune)
+    done = run(env, "configure", "embedder", "--env", "local", "--memory", "1536", "-o", "json")
+    assert done.returncode == 0, done.stderr
+    configured = json.loads(done.stdout)["to_version"]
+    oldest = min(versions(), key=int)
+    assert oldest != configured
+    lam.delete_function(FunctionName=name, Qualifier=oldest)
+    before = versions()
+    assert oldest not in before and before[configured]["memory"] == 1536
+    # WHEN the local cloud is killed and started again
+    state = json.loads(Path(status["state_dir"], "state.json").read_text())
+    os.killpg(os.getpgid(state["pid"]), signal.SIGKILL)
+    assert run(env, "deploy", "local").returncode == 0
+    # THEN the versions are the ones there were, each with its own settings, live unchanged
+    after = versions()
+    assert sorted(after, key=int) == sorted(before, key=int)
+    assert {v: after[v]["memory"] for v in after} == {v: before[v]["memory"] for v in before}
+    assert [v for v in after if after[v]["live"]] == [configured]
+    # AND the next version gets a new number, not the deleted one's nor a taken one
+    again = run(env, "configure", "embedder", "--env", "local", "--memory", "1024", "-o", "json")
+    assert again.returncode == 0, again.stderr
+    assert int(json.loads(again.stdout)["to_version"]) == max(int(v) for v in after) + 1

@@ -49,6 +49,9 @@ def run(state_dir: Path, port: int) -> None:
     from collections_ops.localcloud.moto_tuning import tune_in_process_moto
 
     tune_in_process_moto()
+    from collections_ops.localcloud import lambda_versions
+
+    lambda_versions.install()  # version numbers never reused, as on AWS
     store = Store(state_dir / STORE_DIR)
     install(store)
     from collections_ops.localcloud import iam

@@ -148,6 +148,49 @@ def record_live_version(history_dir: Path, function_key: str, version: str) -> N
         (folder / "live").write_text(version)
 
 
+# What else of a version the history keeps, beside its package `N.zip`, so that a restart
+# brings back the versions AWS would still have, as they were:
+#   N.json      its own settings (`configure` / `tune --apply` publish one with new ones)
+#   N.deleted   it was deleted (a prune): published again at start, to keep the numbering,
+#               then deleted again
+VERSION_SETTINGS = ("MemorySize", "Timeout")
+
+
+def record_version(history_dir: Path, function_key: str, version: str, code: bytes,
+                   settings: dict[str, int]) -> None:
+    """A version just published: its package and settings (kept once; a version is
+    immutable)."""
+    folder = history_dir / function_key
+    folder.mkdir(parents=True, exist_ok=True)
+    package, kept = folder / f"{version}.zip", folder / f"{version}.json"
+    if not package.exists():
+        package.write_bytes(code)
+    if not kept.exists():
+        kept.write_text(json.dumps({k: int(settings[k]) for k in VERSION_SETTINGS}))
+
+
+def record_deleted_version(history_dir: Path, function_key: str, version: str) -> None:
+    folder = history_dir / function_key
+    if folder.is_dir() and version.isdigit():
+        (folder / f"{version}.deleted").touch()
+
+
+def _version_settings(history_dir: Path | None, fn: Function, version: int,
+                      default: dict[str, int]) -> dict[str, int]:
+    if history_dir is not None:
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            kept = json.loads((history_dir / fn.key / f"{version}.json").read_text())
+            return {k: int(kept[k]) for k in VERSION_SETTINGS}
+    return default
+
+
+def _deleted_versions(history_dir: Path | None, fn: Function) -> list[str]:
+    if history_dir is None:
+        return []
+    return sorted((p.stem for p in (history_dir / fn.key).glob("*.deleted")
+                   if p.stem.isdigit()), key=int)
+
+
 def _register_functions(session: Any, env: Environment, *, account: str,
                         dlq_urls: dict[str, str], dlq_arns: dict[str, str],
                         history_dir: Path | None) -> None:
@@ -174,11 +217,14 @@ def _register_functions(session: Any, env: Environment, *, account: str,
                                 PolicyDocument=json.dumps(document))
         code = function_code(fn)
         history = _history(history_dir, fn, code)
+        defined = {"MemorySize": env.memory(fn), "Timeout": env.timeout(fn)}
+        settings = [_version_settings(history_dir, fn, n, defined)
+                    for n in range(1, len(history) + 1)]
         name = fn.function_name(env.name)
         lam.create_function(
             FunctionName=name, Runtime=RUNTIME, Architectures=[env.architecture],
             Role=role["Role"]["Arn"], Handler=fn.handler,
-            Code={"ZipFile": history[0]}, Timeout=env.timeout(fn), MemorySize=env.memory(fn),
+            Code={"ZipFile": history[0]}, **settings[0],
             Description=f"{fn.description} - {env.name}",
             # Each function learns only its own dead-letter queue, as the stack sets it.
             Environment={"Variables": common_env(env, account=account,
@@ -188,12 +234,16 @@ def _register_functions(session: Any, env: Environment, *, account: str,
             Tags=tags,
         )
         version = lam.publish_version(FunctionName=name)["Version"]
-        for earlier in history[1:]:
+        for earlier, own in zip(history[1:], settings[1:], strict=True):
             lam.update_function_code(FunctionName=name, ZipFile=earlier)
+            lam.update_function_configuration(FunctionName=name, **own)
             version = lam.publish_version(FunctionName=name)["Version"]
-        lam.create_alias(FunctionName=name, Name=LIVE_ALIAS,
-                         FunctionVersion=_live_version(history_dir, fn, version),
+        live = _live_version(history_dir, fn, version)
+        lam.create_alias(FunctionName=name, Name=LIVE_ALIAS, FunctionVersion=live,
                          Description=fn.alias_description(env.name))
+        for deleted in _deleted_versions(history_dir, fn):  # pruned: gone, as on AWS
+            if deleted != live and int(deleted) <= int(version):
+                lam.delete_function(FunctionName=name, Qualifier=deleted)
         for qualifier in ("$LATEST", LIVE_ALIAS):
             lam.put_function_event_invoke_config(
                 FunctionName=name, Qualifier=qualifier,

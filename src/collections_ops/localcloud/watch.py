@@ -267,14 +267,19 @@ def follow_live(env: Environment, state_dir: Path, *, code: str) -> None:
     `code` is the fingerprint of the sources this start publishes."""
     from moto.awslambda.models import LambdaBackend
 
-    from collections_ops.localcloud.provision import record_live_version
+    from collections_ops.localcloud.provision import (
+        record_deleted_version,
+        record_live_version,
+        record_version,
+    )
     from collections_ops.localcloud.store import STORE_DIR
 
     history = state_dir / STORE_DIR / "lambda"
     keys = {fn.function_name(env.name): fn.key for fn in FUNCTIONS}
     update_stamp(state_dir, {}, code=code, fresh=True)  # the provisioning fills it in
     create_alias, update_alias = LambdaBackend.create_alias, LambdaBackend.update_alias
-    publish_version = LambdaBackend.publish_version
+    publish_version, delete_function = LambdaBackend.publish_version, \
+        LambdaBackend.delete_function
 
     def short(function_name: str) -> str:
         return function_name.split(":function:", 1)[-1].split(":", 1)[0]
@@ -303,15 +308,24 @@ def follow_live(env: Environment, state_dir: Path, *, code: str) -> None:
         published = publish_version(self, function_name, *args, **kw)
         key = keys.get(short(function_name))
         if published is not None and key is not None:
-            kept = history / key / f"{published.version}.zip"
-            if not kept.exists():  # `configure`, `tune --apply`: a new version, the same code
-                kept.parent.mkdir(parents=True, exist_ok=True)
-                kept.write_bytes(published.code_bytes)
+            # Also `configure`, `tune --apply`: a new version of the same code, with its own
+            # settings, which a restart gives it again.
+            record_version(history, key, str(published.version), published.code_bytes,
+                           {"MemorySize": published.memory_size, "Timeout": published.timeout})
         return published
+
+    def on_delete(self: Any, function_name: str, qualifier: str | None = None) -> None:
+        delete_function(self, function_name, qualifier)
+        key = keys.get(short(function_name))
+        tail = function_name.split(":function:", 1)[-1]  # a name, `name:3` or an ARN
+        version = qualifier or (tail.split(":", 1)[1] if ":" in tail else None)
+        if key is not None and version and version.isdigit():
+            record_deleted_version(history, key, version)  # a prune: gone after a restart too
 
     LambdaBackend.create_alias = on_create  # type: ignore[method-assign]
     LambdaBackend.update_alias = on_update  # type: ignore[method-assign]
     LambdaBackend.publish_version = on_publish  # type: ignore[method-assign]
+    LambdaBackend.delete_function = on_delete  # type: ignore[method-assign]
 
 
 def _live(lam: Any, env: Environment, fn: Function) -> str:
