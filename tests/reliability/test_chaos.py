@@ -96,6 +96,18 @@ def _dlq_depths(status: dict[str, Any]) -> dict[str, int]:
     return depths
 
 
+def _dlq_reasons(status: dict[str, Any]) -> dict[str, list[str]]:
+    """What each dead-letter queue holds, by reason (read without taking it)."""
+    sqs = _session(status).client("sqs", endpoint_url=status["endpoint_url"])
+    reasons: dict[str, list[str]] = {}
+    for fn, url in status["dead_letter_queues"].items():
+        found = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0,
+                                    WaitTimeSeconds=0).get("Messages", [])
+        reasons[fn] = [str(json.loads(m["Body"]).get("responsePayload", {}).get("errorMessage"))
+                       [:300] for m in found]
+    return reasons
+
+
 def _supervised(status: dict[str, Any]) -> dict[str, Any]:
     return dict(json.loads(Path(status["state_dir"], "supervisor.json").read_text())["parts"])
 
@@ -104,6 +116,9 @@ def _upload_and_crash(cloud: dict[str, Any], user: str, crash: Callable[[], None
     """30 uploads at concurrency 8; `crash` once a few are through the pipeline and the rest
     in flight. Returns the ids of the uploads S3 acknowledged."""
     status = cloud["status"]
+    # What this crash is checked against: the dead-letter queues as they are now (so one
+    # test's failure is not every later test's too).
+    cloud["dlq"] = _dlq_depths(status)
     s3 = _s3(status)
     bucket = status["buckets"]["images"]
     bodies = {f"{user}/u{n:02d}.jpg": images.photo(480, 360, seed=n) for n in range(UPLOADS)}
@@ -145,7 +160,8 @@ def _deploy_and_check(cloud: dict[str, Any], user: str, acknowledged: set[str], 
     for table, rows in _rows(status, user).items():
         assert set(rows) >= acknowledged, f"{table}: missing {sorted(acknowledged - set(rows))}"
         assert set(rows.values()) == {1}, f"{table} has duplicates: {rows}"
-    assert _dlq_depths(status) == cloud["dlq"], "the dead-letter queues are as they were"
+    assert _dlq_depths(status) == cloud["dlq"], \
+        f"the dead-letter queues are as they were; they hold: {_dlq_reasons(status)}"
     kept = run(env, "verify", "kept", "--user", "before")
     assert kept.returncode == 0, kept.stdout + kept.stderr
     return deployed.stderr

@@ -14,7 +14,10 @@ definition at every start, and only the *data* is kept, write-through, in plain 
   its answer (a WSGI wrapper, because moto sets metadata after `put_object` returns);
 - SQS messages, one file per message, written in `send_message` (so S3 notifications and
   EventBridge deliveries, which moto makes in-process, are kept too) and removed when the
-  message is deleted or purged;
+  message is deleted or purged. The notifications of an upload are written after its object
+  (moto sends them while it stores the object, before the object reaches this store): a
+  `kill -9` between the two left a kept notification of an object that was lost, which the
+  processor then dead-lettered as missing. S3 never announces an object it has not kept;
 - SSM parameters, and CloudWatch Logs events (appended, one JSON line per `PutLogEvents`).
 
 An acknowledged write is therefore on disk before the client hears "OK": it survives a
@@ -33,6 +36,7 @@ the local cloud keeps running.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import logging
@@ -40,7 +44,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -211,6 +215,48 @@ class Store:
 
 
 _active: Store | None = None
+_held = threading.local()  # this thread's messages waiting for their object (held_messages)
+
+
+class HeldMessages:
+    """The messages one request sent while its object was not yet kept."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[Any, str, Any, dict[str, Any]]] = []
+
+    def keep(self, store: Store) -> None:
+        """The object is kept: write the messages still queued (one the dispatcher received
+        and deleted meanwhile is not written back)."""
+        with store.lock:
+            for backend, queue_name, message, record in self.messages:
+                if _queued(backend, queue_name, message):
+                    store.put_message(queue_name, message.id, record)
+
+    def drop(self, store: Store) -> None:
+        """The object was not kept (the upload is refused): its notifications go too."""
+        with store.lock:
+            for backend, queue_name, message, _ in self.messages:
+                with contextlib.suppress(Exception):
+                    backend.get_queue(queue_name)._messages.remove(message)
+
+
+def _queued(backend: Any, queue_name: str, message: Any) -> bool:
+    try:
+        return any(m is message for m in backend.get_queue(queue_name)._messages)
+    except Exception:
+        return True  # cannot tell: keep it (at-least-once)
+
+
+@contextlib.contextmanager
+def held_messages() -> Iterator[HeldMessages]:
+    """Messages sent by this thread inside the block are queued in moto at once but written
+    to the store only by `keep` (or removed by `drop`)."""
+    held = HeldMessages()
+    _held.current = held
+    try:
+        yield held
+    finally:
+        _held.current = None
 
 
 def install(store: Store) -> None:
@@ -231,10 +277,14 @@ def install(store: Store) -> None:
         with store.lock:  # a delete cannot slip between moto's add and the file
             message = send(self, queue_name, message_body, *args, **kwargs)
             if store.recording:
-                store.put_message(queue_name, message.id, {
-                    "body": message.body, "attributes": message.message_attributes,
-                    "group_id": message.group_id,
-                    "deduplication_id": message.deduplication_id, "sent": time.time()})
+                record = {"body": message.body, "attributes": message.message_attributes,
+                          "group_id": message.group_id,
+                          "deduplication_id": message.deduplication_id, "sent": time.time()}
+                held: HeldMessages | None = getattr(_held, "current", None)
+                if held is not None:
+                    held.messages.append((self, queue_name, message, record))
+                else:
+                    store.put_message(queue_name, message.id, record)
         return message
 
     queue_delete = Queue.delete_message
@@ -340,17 +390,21 @@ def s3_middleware(app: Callable[..., Any], store: Store, buckets: set[str], *,
             captured["status"], captured["headers"] = status, headers
             return lambda data: None  # moto's app returns its body; it never calls write()
 
-        body = b"".join(app(environ, capture))
+        # The object first, then its notifications, then the answer.
+        with held_messages() as held:
+            body = b"".join(app(environ, capture))
         ok = captured.get("status", "500").startswith("2")
         if ok and key:
             try:
                 _sync_object(store, bucket, key, account=account)
             except OSError as exc:  # a full disk: undo, and say why
                 log.error("could not keep s3://%s/%s: %s", bucket, key, exc)
+                held.drop(store)
                 _undo_put(bucket, key, account=account)
                 return _unavailable(start_response, str(exc.strerror or exc))
         elif ok and method == "POST" and "delete" in environ.get("QUERY_STRING", ""):
             _sync_bucket(store, bucket, account=account)  # DeleteObjects: reconcile
+        held.keep(store)
         start_response(captured["status"], captured["headers"])
         return [body]
 
