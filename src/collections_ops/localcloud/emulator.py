@@ -18,6 +18,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -165,18 +166,17 @@ class _ThisRequestsBody:
         self._raw, self._left = raw, length
 
     def read(self, size: int | None = -1) -> bytes:
-        if self._left <= 0:
-            return b""
-        wanted = self._left if size is None or size < 0 else min(size, self._left)
-        data = bytes(self._raw.read(wanted))
-        self._left -= len(data)
-        return data
+        return self._take(self._raw.read, size)
 
     def readline(self, size: int | None = -1) -> bytes:
+        return self._take(self._raw.readline, size)
+
+    def _take(self, reader: Callable[[int], bytes], size: int | None) -> bytes:
+        """`reader` of the raw stream, never past this request's body."""
         if self._left <= 0:
             return b""
         wanted = self._left if size is None or size < 0 else min(size, self._left)
-        data = bytes(self._raw.readline(wanted))
+        data = bytes(reader(wanted))
         self._left -= len(data)
         return data
 
