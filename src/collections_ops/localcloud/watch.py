@@ -147,9 +147,9 @@ def publish_changed(lam: Any, env: Environment, state_dir: Path) -> list[Reload]
             continue
         name = fn.function_name(env.name)
         lam.update_function_code(FunctionName=name, ZipFile=code)
+        # The emulator keeps the version's package in the history as it publishes it
+        # (`follow_live`), so the next round compares with it.
         version = str(lam.publish_version(FunctionName=name)["Version"])
-        history.mkdir(parents=True, exist_ok=True)
-        (history / f"{version}.zip").write_bytes(code)
         lam.update_alias(FunctionName=name, Name=LIVE_ALIAS, FunctionVersion=version)
         moved[fn.key] = _entry(state_dir, fn.key, version, code)
         reloads.append(Reload(fn.key, version, 0.0))
@@ -281,8 +281,13 @@ def follow_live(env: Environment, state_dir: Path, *, code: str) -> None:
     publish_version, delete_function = LambdaBackend.publish_version, \
         LambdaBackend.delete_function
 
+    def split(function_name: str) -> tuple[str, str | None]:
+        """A name, `name:3` or an ARN: the function's name and the qualifier, if any."""
+        name, _, qualifier = function_name.split(":function:", 1)[-1].partition(":")
+        return name, qualifier or None
+
     def short(function_name: str) -> str:
-        return function_name.split(":function:", 1)[-1].split(":", 1)[0]
+        return split(function_name)[0]
 
     def moved(backend: Any, alias: Any, function_name: str, *, start: bool) -> None:
         key = keys.get(short(function_name))
@@ -316,9 +321,8 @@ def follow_live(env: Environment, state_dir: Path, *, code: str) -> None:
 
     def on_delete(self: Any, function_name: str, qualifier: str | None = None) -> None:
         delete_function(self, function_name, qualifier)
-        key = keys.get(short(function_name))
-        tail = function_name.split(":function:", 1)[-1]  # a name, `name:3` or an ARN
-        version = qualifier or (tail.split(":", 1)[1] if ":" in tail else None)
+        name, named = split(function_name)
+        key, version = keys.get(name), qualifier or named
         if key is not None and version and version.isdigit():
             record_deleted_version(history, key, version)  # a prune: gone after a restart too
 
