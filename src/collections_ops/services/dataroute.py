@@ -105,24 +105,28 @@ class DirectRoute:
     def reconcile_page(self, table: str, *, user_id: str | None, item_id: str | None,
                        after: list[str] | None, limit: int) -> dict[str, Any]:
         # The operations function's own statements and paging, so both routes read alike.
-        query = _operations_queries().QUERIES["reconcile_rows"]
-        params = query.check({"table": table, "user_id": user_id, "item_id": item_id,
-                              "after": after, "limit": limit})
-        return dict(query.run(self.conn, params))
+        return self._named("reconcile_rows", {"table": table, "user_id": user_id,
+                                              "item_id": item_id, "after": after,
+                                              "limit": limit})
 
     def usage(self, *, since_ms: int, until_ms: int | None,
               user_id: str | None) -> dict[str, Any]:
         # The operations function's statements (`usage`), so both routes sum alike.
+        return self._named("usage", {"since": since_ms, "until": until_ms, "user_id": user_id})
+
+    def _named(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
+        """One of the operations function's named queries, run on this connection: its own
+        check of the parameters, its statements, its refusals as this CLI's errors."""
         paths.add_shared_to_path()
         from collections_core.errors import PipelineError
 
-        query = _operations_queries().QUERIES["usage"]
+        query = _operations_queries().QUERIES[name]
         try:
-            params = query.check({"since": since_ms, "until": until_ms, "user_id": user_id})
+            checked = query.check(params)
         except ValueError as exc:
-            raise errors.UsageError(f"usage: {exc}") from None
+            raise errors.UsageError(f"{name}: {exc}") from None
         try:
-            return dict(query.run(self.conn, params))
+            return dict(query.run(self.conn, checked))
         except PipelineError as exc:
             raise errors.DatabaseError(exc.reason, exc.hint) from None
 
