@@ -313,9 +313,15 @@ def _listed(value: Any) -> list[str]:
 
 def _wild_ok(pattern: str, value: str, case: bool) -> bool:
     """IAM wildcards: `*` any run of characters, `?` one character; nothing else special."""
+    return _wildcard(pattern, case).fullmatch(value) is not None
+
+
+@functools.lru_cache(maxsize=1024)
+def _wildcard(pattern: str, case: bool) -> re.Pattern[str]:
+    """A policy's pattern as a regex, built once (every request matches every statement)."""
     parts = [re.escape(p) for p in re.split(r"([*?])", pattern)]
     regex = "".join(".*" if p == r"\*" else "." if p == r"\?" else p for p in parts)
-    return re.fullmatch(regex, value, 0 if case else re.IGNORECASE) is not None
+    return re.compile(regex, 0 if case else re.IGNORECASE)
 
 
 def _element_matches(statement: dict[str, Any], name: str, value: str, *, case: bool) -> bool:
