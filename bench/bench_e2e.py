@@ -77,12 +77,11 @@ def _measure_one(s3: Any, conn: Any, bucket: str, data: bytes, n: int) -> dict[s
 
 def _handler_durations(state: Any) -> dict[str, dict[str, float]]:
     """Each function's handler durations (REPORT lines in its CloudWatch log group)."""
-    from collections_ops.localcloud import iam
+    from collections_ops.localcloud.state import client_factory
     from collections_ops.pipeline import FUNCTIONS, environment
 
     env = environment("local")
-    logs = iam.admin_session(state.state_dir, state.region).client(
-        "logs", endpoint_url=state.endpoint_url)
+    logs = client_factory(state)("logs")
     out: dict[str, dict[str, float]] = {}
     for fn in FUNCTIONS:
         durations: list[float] = []
@@ -109,13 +108,12 @@ def _stats(values: list[float]) -> dict[str, float]:
 def run(images: int, warmup: int) -> dict[str, Any]:
     import psycopg
 
-    from collections_ops.localcloud import iam
+    from collections_ops.localcloud.state import client_factory
 
     data = SAMPLE.read_bytes()
     state, start_s = _start()
     try:
-        s3 = iam.admin_session(state.state_dir, state.region).client(
-            "s3", endpoint_url=state.endpoint_url)
+        s3 = client_factory(state)("s3")
         with psycopg.connect(state.database_url, autocommit=True) as conn:
             conn.execute("DELETE FROM items WHERE user_id = %s", (USER,))
             runs = [_measure_one(s3, conn, state.images_bucket, data, n)

@@ -41,15 +41,11 @@ def main() -> int:
     cli = [sys.executable, "-m", "collections_ops"]
     subprocess.run([*cli, "deploy", "local"], env=env, check=True, capture_output=True)
     sys.path.insert(0, str(REPO / "src"))
-    from collections_ops.localcloud.state import read_state
+    from collections_ops.localcloud.state import client_factory, read_state
 
     local = read_state(state / "local")
     assert local is not None
-
-    from collections_ops.localcloud import iam
-
-    logs = iam.admin_session(local.state_dir, local.region).client(
-        "logs", endpoint_url=local.endpoint_url)
+    logs = client_factory(local)("logs")  # as the local cloud's administrator
     for group in GROUPS:
         logs.create_log_stream(logGroupName=group, logStreamName="bench-follow")
 
