@@ -70,9 +70,14 @@ def run(state_dir: Path, port: int) -> None:
 
     buckets = {env.images_bucket(LOCAL_ACCOUNT), env.thumbnails_bucket(LOCAL_ACCOUNT)}
     ready_event = threading.Event()
-    app = _accounted(_gate(_without_moto_api(s3_middleware(
-        DomainDispatcherApplication(create_backend_app), store, buckets,
-        account=LOCAL_ACCOUNT)), ready_event))
+    app = _without_moto_api(s3_middleware(DomainDispatcherApplication(create_backend_app),
+                                          store, buckets, account=LOCAL_ACCOUNT))
+    if iam.enforced():  # nothing unsigned gets past this, whatever its headers or path
+        from collections_ops.localcloud.frontdoor import front_door
+
+        app = front_door(app, account=LOCAL_ACCOUNT, region=region,
+                         open_paths=(MOTO_API_PROBE, "/moto-api"))
+    app = _accounted(_gate(app, ready_event))
     server = make_server("127.0.0.1", port, app, threaded=True,
                          request_handler=_keep_alive_handler()
                          if os.environ.get(KEEP_ALIVE_ENV, "1").strip() != "0"

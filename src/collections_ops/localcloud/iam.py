@@ -1,8 +1,8 @@
 """IAM in the local cloud: who may call the emulator, and with which permissions.
 
-Every request to the emulator is authenticated (moto's `INITIAL_NO_AUTH_ACTION_COUNT` is 0:
-the signature must verify against a key moto knows) and authorized against the caller's
-policies. There are two kinds of caller:
+Every request to the emulator is authenticated by the front door (`frontdoor`: the SigV4
+signature must verify against an active key, and a session's token must come with it, before
+moto sees the request) and authorized against the caller's policies. There are two kinds of caller:
 
 - the local cloud's administrator, an IAM user (`collections-local-admin`, `Action: *`) whose
   access key the CLI, the supervisor and the dispatchers' Lambda-service side use;
@@ -169,24 +169,16 @@ def issue_sessions(creds: dict[str, Any], env: Environment, *, account: str,
 
 
 def install() -> None:
-    """Authenticate every request and authorize it with `evaluate` (in moto's process)."""
+    """Authorize every request with `evaluate` (in moto's process). Authentication is the
+    front door's (`frontdoor`): moto's own signature check, and its shortcuts, never run."""
     from moto import settings
     from moto.iam.access_control import IAMRequestBase
 
+    from collections_ops.localcloud import frontdoor
+
     settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
     IAMRequestBase.check_action_permitted = _check_action_permitted  # type: ignore[method-assign]
-    create_request = IAMRequestBase._create_aws_request
-    if not getattr(create_request, "collections_lambda_fix", False):
-        def create_aws_request(self: Any) -> Any:
-            # moto's Lambda responses hand the request's *headers* over as its data; signed
-            # as a body they never match the client's signature. A bodiless Lambda request
-            # has no data.
-            if self._service == "lambda" and not self._body:
-                self._data = {}
-            return create_request(self)
-
-        create_aws_request.collections_lambda_fix = True  # type: ignore[attr-defined]
-        IAMRequestBase._create_aws_request = create_aws_request  # type: ignore[method-assign]
+    frontdoor.install()
 
 
 # ------------------------------------------------------------------------- evaluation
