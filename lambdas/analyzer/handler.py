@@ -73,10 +73,9 @@ def _analyze_event(event: Any, context: Any) -> dict[str, Any]:
     log.bind(correlation_id=version.correlation_id)
 
     existing = _existing(user_id, item_id)
-    if existing and (version.sequencer or version.etag) \
-            and existing["source_sequencer"] == version.sequencer \
-            and existing["source_etag"] == version.etag:
+    if existing and _same_object(existing, version):
         log.event(logger, "already analyzed this version; announcing it again", outcome="duplicate")
+        _advance(user_id, item_id, version)
         _publish(settings, user_id, item_id, version, existing["id"], existing["category"],
                  existing["provider"], existing["model"])
         return {"status": "duplicate", "analysis_id": existing["id"]}
@@ -200,6 +199,26 @@ def _download(version: Version) -> bytes | None:
     if int(response.get("ContentLength") or 0) > images.MAX_BYTES:
         raise TerminalError("the image is larger than the pipeline accepts")
     return bytes(response["Body"].read(images.MAX_BYTES + 1))
+
+
+def _same_object(existing: dict[str, Any], version: Version) -> bool:
+    """Whether the stored analysis is of the bytes the row records. The ETag names the content:
+    a second notification of one upload, or the same bytes uploaded again, has a new sequencer
+    and the same ETag, and is not worth a second model call (as the embedder does not embed an
+    unchanged text twice). Without an ETag only the very same sequencer is the same object."""
+    if version.etag:
+        return bool(existing["source_etag"] == version.etag)
+    return bool(version.sequencer) and existing["source_etag"] is None \
+        and existing["source_sequencer"] == version.sequencer
+
+
+def _advance(user_id: str, item_id: str, version: Version) -> None:
+    """Record that the stored analysis is of the row's version (the same bytes under a newer
+    sequencer), so that `reconcile` does not call it stale. No model call, no new analysis."""
+    with db.transaction() as cur:
+        cur.execute("UPDATE analyses SET source_sequencer = %s"
+                    " WHERE user_id = %s AND item_id = %s AND source_sequencer < %s",
+                    (version.sequencer, user_id, item_id, version.sequencer))
 
 
 def _existing(user_id: str, item_id: str) -> dict[str, Any] | None:

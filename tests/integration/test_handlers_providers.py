@@ -3,6 +3,7 @@ on 127.0.0.1, inside the provisioned pipeline (moto + PostgreSQL)."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -186,6 +187,58 @@ def test_a_redelivered_event_costs_no_call_and_keeps_the_stored_usage(pipeline, 
     assert pipeline.invoke("analyzer", event).result["status"] == "duplicate"
     assert len(providers.messages.requests) == calls
     assert _usage_rows(db, "twice")[0] == (1, 900, 90)
+
+
+def _with_sequencer(s3_event: dict[str, Any], sequencer: str) -> dict[str, Any]:
+    out = copy.deepcopy(s3_event)
+    out["Records"][0]["s3"]["object"]["sequencer"] = sequencer
+    return out
+
+
+def _drive(pipeline, s3_event: dict[str, Any]) -> dict[str, Any]:
+    results = {"processor": pipeline.invoke("processor", s3_event)}
+    for event in pipeline.receive("analyzer"):
+        results["analyzer"] = pipeline.invoke("analyzer", event)
+    for event in pipeline.receive("embedder"):
+        results["embedder"] = pipeline.invoke("embedder", event)
+    return results
+
+
+def test_one_object_notified_twice_under_a_newer_sequencer_costs_no_second_call(
+        pipeline, db, providers):
+    # GIVEN a photo analysed and embedded by the real SDKs
+    pipeline.upload("user123/big.jpg", images.photo(seed=3))
+    [s3_event] = pipeline.s3_events()
+    first = _drive(pipeline, _with_sequencer(s3_event, "0062D1A2B3C4D5E6F0"))
+    assert first["analyzer"].result["status"] == "analyzed", first
+    [(analysis_id, etag)] = db.execute("SELECT id, source_etag FROM analyses").fetchall()
+    calls, embeds = len(providers.messages.requests), len(providers.embeddings.requests)
+
+    # WHEN a second notification of the same object (same ETag) arrives with a newer sequencer,
+    # as a duplicated multipart-upload notification or an upload of the same bytes does
+    second = _drive(pipeline, _with_sequencer(s3_event, "0062D1A2B3C4D5E6F7"))
+
+    # THEN the processor takes the newer version, and the analyzer and embedder pay nothing
+    [processed] = second["processor"].result["results"]
+    assert processed["status"] == "processed"
+    assert second["analyzer"].result == {"status": "duplicate", "analysis_id": analysis_id}
+    assert second["embedder"].result["status"] == "duplicate"
+    assert len(providers.messages.requests) == calls
+    assert len(providers.embeddings.requests) == embeds
+    # one analysis, now recorded as of the row's version (reconcile does not call it stale)
+    item_sequencer = db.execute("SELECT sequencer FROM items").fetchone()[0]
+    assert item_sequencer.endswith("0062D1A2B3C4D5E6F7")
+    assert db.execute("SELECT id, source_etag, source_sequencer FROM analyses").fetchall() == [
+        (analysis_id, etag, item_sequencer)]
+
+
+def test_new_bytes_under_the_same_key_are_analysed_again(pipeline, db, providers):
+    pipeline.run_to_end("user123/changed.jpg", images.photo(seed=3))
+    calls = len(providers.messages.requests)
+    again = pipeline.run_to_end("user123/changed.jpg", images.photo(seed=4))
+    assert again["analyzer"].result["status"] == "analyzed", again
+    assert len(providers.messages.requests) == calls + 1
+    assert analyzed_rows(db) == 1
 
 
 @pytest.mark.parametrize("usage", [
