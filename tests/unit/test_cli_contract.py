@@ -245,6 +245,24 @@ def test_an_empty_secret_on_stdin_is_a_usage_error(runner: CliRunner, moto_accou
     assert result.exit_code == 2 and "the secret value is empty" in result.stderr
 
 
+def test_a_prompt_without_a_terminal_is_declined_not_interrupted(runner: CliRunner,
+                                                                moto_account: str) -> None:
+    # GIVEN a secret WHEN `secrets rm` runs with no terminal to ask on and no --yes
+    import boto3
+
+    ssm = boto3.client("ssm", endpoint_url=moto_account)
+    ssm.put_parameter(Name="/collections/VOYAGE_API_KEY", Value="pa-keep", Type="SecureString")
+    result = runner.invoke(app, ["secrets", "rm", "VOYAGE_API_KEY", "-e", "dev"], input="")
+    # THEN it is a declined prompt (exit 1) with a hint to pass --yes, and nothing is deleted
+    assert result.exit_code == exits.ExitCode.FAILURE == 1, result.output
+    assert "not confirmed" in result.stderr and "pass --yes" in result.stderr
+    assert "interrupted" not in result.stderr
+    as_json = runner.invoke(app, ["secrets", "rm", "VOYAGE_API_KEY", "-e", "dev", "-o", "json"],
+                            input="")
+    assert json.loads(as_json.stdout)["exit_code"] == as_json.exit_code == 1
+    assert ssm.get_parameter(Name="/collections/VOYAGE_API_KEY")["Parameter"]["Version"] == 1
+
+
 def test_tables_keep_identifying_columns_whole_off_a_terminal(runner: CliRunner,
                                                              moto_account: str) -> None:
     result = runner.invoke(app, ["secrets", "list", "-e", "dev"], env={"COLUMNS": ""})

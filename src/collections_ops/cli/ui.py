@@ -136,6 +136,16 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]], *,
     console().print(t)
 
 
+def confirm(question: str) -> bool:
+    """The operator's answer; without a terminal the question cannot be asked, and a prompt
+    that cannot be asked is declined (a script passes `--yes`), never an interruption."""
+    if not sys.stdin.isatty():
+        return False
+    import typer
+
+    return bool(typer.confirm(question))
+
+
 def mark(value: bool) -> Styled:
     return Styled("✓", "green") if value else Styled("✗", "red")
 

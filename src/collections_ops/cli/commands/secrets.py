@@ -134,8 +134,9 @@ def secrets_rm(name: Annotated[str, typer.Argument(help="Secret name.")],
 
     secrets.known_secret(name.upper())
     ctx = opt.context(env, profile, region)
-    if not yes and not typer.confirm(f"Delete {name.upper()} from {ctx.env.name}?"):
-        raise errors.CollectionsError("not confirmed: nothing was deleted")
+    if not yes and not ui.confirm(f"Delete {name.upper()} from {ctx.env.name}?"):
+        raise errors.CollectionsError("not confirmed: nothing was deleted",
+                                      "pass --yes to delete without a prompt")
     parameter = secrets.remove(ctx.client("ssm"), ctx.env, name.upper())
     if output is opt.Output.json:
         ui.print_json({"deleted": parameter})
