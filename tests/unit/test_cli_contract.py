@@ -263,6 +263,55 @@ def test_a_prompt_without_a_terminal_is_declined_not_interrupted(runner: CliRunn
     assert ssm.get_parameter(Name="/collections/VOYAGE_API_KEY")["Parameter"]["Version"] == 1
 
 
+def _put_required_secrets(endpoint: str) -> None:
+    import boto3
+
+    ssm = boto3.client("ssm", endpoint_url=endpoint)
+    for name, value in (("DATABASE_URL", "postgresql://u:p@db.example/collections"),
+                        ("ANTHROPIC_API_KEY", "sk-ant-test"), ("VOYAGE_API_KEY", "pa-test")):
+        ssm.put_parameter(Name=f"/collections/{name}", Value=value, Type="SecureString")
+
+
+def test_a_live_check_with_no_provider_reachable_exits_4_not_config(
+        runner: CliRunner, moto_account: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    # GIVEN every required secret, and providers that cannot be reached (a loopback port that
+    # refuses connections: no network to them)
+    _put_required_secrets(moto_account)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        nowhere = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        for name in ("ANTHROPIC_BASE_URL", "OPENAI_BASE_URL", "VOYAGE_BASE_URL"):
+            monkeypatch.setenv(name, nowhere)
+        result = runner.invoke(app, ["secrets", "verify", "--live", "-e", "dev"])
+        as_json = runner.invoke(app, ["secrets", "verify", "--live", "-e", "dev", "-o", "json"])
+    # THEN exit 4 (unreachable), and the hint is about the network, not re-entering a key
+    assert result.exit_code == exits.ExitCode.NOT_READY == 4, result.output
+    assert "could not be reached" in result.stderr and "network" in result.stderr
+    assert "secrets put" not in result.output
+    [checks] = _documents(as_json.stdout)  # one document: the checks, then exit 4
+    assert as_json.exit_code == 4
+    live = {c["name"]: c for c in checks if "provider" in c["detail"]}
+    assert set(live) == {"/collections/ANTHROPIC_API_KEY", "/collections/VOYAGE_API_KEY"}
+    assert all(not c["ok"] and "secrets put" not in c["fix"] for c in live.values())
+
+
+def test_a_live_check_a_provider_rejects_is_a_configuration_error(
+        runner: CliRunner, moto_account: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.fakes.providers import FakeProviders
+
+    _put_required_secrets(moto_account)
+    with FakeProviders(api_key="pa-the-right-key") as fake:  # the stored keys are not it
+        for name, url in (("ANTHROPIC_BASE_URL", fake.anthropic_base_url),
+                          ("VOYAGE_BASE_URL", fake.voyage_base_url)):
+            monkeypatch.setenv(name, url)
+        result = runner.invoke(app, ["secrets", "verify", "--live", "-e", "dev"])
+        assert fake.embeddings.requests, "the live check reached the fake provider"
+    assert result.exit_code == exits.ExitCode.CONFIG == 10, result.output
+    assert "secrets put" in result.stderr
+
+
 def test_tables_keep_identifying_columns_whole_off_a_terminal(runner: CliRunner,
                                                              moto_account: str) -> None:
     result = runner.invoke(app, ["secrets", "list", "-e", "dev"], env={"COLUMNS": ""})

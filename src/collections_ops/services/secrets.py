@@ -7,8 +7,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from collections_ops import aws, errors
-from collections_ops.checks import Check
+from collections_ops.checks import Check, failures
 from collections_ops.pipeline import SECRETS, Environment, Secret, secret
+
+
+@dataclass
+class Unanswered(Check):
+    """A live check the provider did not answer (network, DNS, TLS): no verdict on the key."""
+
+
+UNREACHABLE_FIX = "check the network (or proxy) to the provider, then verify again"
 
 
 @dataclass(frozen=True)
@@ -128,16 +136,35 @@ def verify(ssm: Any, env: Environment, *, live: bool = False) -> list[Check]:
                                 "missing (required)" if is_required else "not set (optional)",
                                 fix if is_required else None))
             continue
-        ok, detail = True, f"present, decrypts ({fingerprint(value)})"
+        detail = f"present, decrypts ({fingerprint(value)})"
+        verdict: bool | None = True
         if live:
-            ok, live_detail = check_live(spec.name, value)
+            verdict, live_detail = check_live(spec.name, value)
             detail += f"; {live_detail}"
-        checks.append(Check(parameter, ok, detail, None if ok else fix))
+        if verdict is None:
+            checks.append(Unanswered(parameter, False, detail, UNREACHABLE_FIX))
+        else:
+            checks.append(Check(parameter, verdict, detail, None if verdict else fix))
     return checks
 
 
-def check_live(name: str, value: str) -> tuple[bool, str]:
-    """Ask the provider whether it accepts the key. Never prints the key."""
+def require_usable(checks: list[Check]) -> None:
+    """Raise unless every secret is usable: a missing or rejected key is a configuration error;
+    when the only failures are providers that did not answer, nothing was judged (unreachable)."""
+    bad = failures(checks)
+    judged = [c for c in bad if not isinstance(c, Unanswered)]
+    if judged:
+        raise errors.ConfigError(f"secrets not usable: {', '.join(c.name for c in judged)}",
+                                 judged[0].fix)
+    if bad:
+        raise errors.Unreachable("the provider could not be reached to check "
+                                 f"{', '.join(c.name for c in bad)}; the key was not judged",
+                                 UNREACHABLE_FIX)
+
+
+def check_live(name: str, value: str) -> tuple[bool | None, str]:
+    """Ask the provider whether it accepts the key: True, False, or None when it did not
+    answer. Never prints the key."""
     try:
         if name == "ANTHROPIC_API_KEY":
             import anthropic
@@ -162,6 +189,6 @@ def check_live(name: str, value: str) -> tuple[bool, str]:
         kinds = " ".join(c.__name__ for c in type(exc).__mro__)
         if status is None and ("Connection" in kinds or "Timeout" in kinds):
             # No answer is not a verdict on the key.
-            return False, f"the provider could not be reached ({type(exc).__name__})"
+            return None, f"the provider could not be reached ({type(exc).__name__})"
         return False, f"rejected by the provider ({status or type(exc).__name__})"
     return True, "accepted by the provider"

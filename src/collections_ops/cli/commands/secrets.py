@@ -118,10 +118,8 @@ def secrets_verify(
 
     ctx = opt.context(env, profile, region)
     checks = secrets.verify(ctx.client("ssm"), ctx.env, live=live)
-    bad = render.checks(f"secrets ({ctx.env.name})", checks, as_json=output is opt.Output.json)
-    if bad:
-        raise errors.ConfigError(f"secrets not usable: {', '.join(c.name for c in bad)}",
-                                 bad[0].fix)
+    render.checks(f"secrets ({ctx.env.name})", checks, as_json=output is opt.Output.json)
+    secrets.require_usable(checks)
 
 
 @app.command("rm")
