@@ -133,7 +133,39 @@ def test_an_unknown_function_is_a_usage_error_with_one_message(runner: CliRunner
     result = runner.invoke(app, [*path.split(), *args, "-e", "local"])
     assert result.exit_code == 2, result.output
     assert "'nosuch' is not one of 'processor', 'analyzer', 'embedder'" in result.output
-    assert "unexpected" not in result.output
+    assert "unexpected" not in result.output and "Value error" not in result.output
+
+
+@pytest.mark.parametrize("argv", [["status", "local", "-o", "yaml"],
+                                  ["versions", "nosuch", "-e", "dev", "--json"]])
+def test_a_usage_error_is_the_sentence_without_the_validators_prefix(
+        runner: CliRunner, argv: list[str]) -> None:
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 2, result.output
+    assert "is not one of" in result.output
+    assert "Value error" not in result.output
+
+
+def test_n_is_limit_in_logs_too(runner: CliRunner, moto_account: str) -> None:
+    import time
+
+    import boto3
+
+    from collections_ops.pipeline import function
+
+    # GIVEN five lines in the analyzer's log group
+    logs = boto3.client("logs", endpoint_url=moto_account)
+    group = function("analyzer").log_group("dev")
+    logs.create_log_group(logGroupName=group)
+    logs.create_log_stream(logGroupName=group, logStreamName="s")
+    now = int(time.time() * 1000) - 5000
+    logs.put_log_events(logGroupName=group, logStreamName="s", logEvents=[
+        {"timestamp": now + i, "message": f"line {i}"} for i in range(5)])
+    # WHEN `logs -n 2` and `--limit 2` run THEN both print the last two lines, oldest first
+    for flag in ("-n", "--limit"):
+        result = runner.invoke(app, ["logs", "analyzer", flag, "2", "-e", "dev", "-o", "json"])
+        assert result.exit_code == 0, result.output
+        assert [r["message"] for r in json.loads(result.stdout)] == ["line 3", "line 4"]
 
 
 JSON_COMMANDS = sorted(p for p, c in COMMANDS.items()

@@ -93,6 +93,7 @@ def main() -> None:
         # Errors raised while parsing the root's own options (typer's bundled click).
         if "ClickException" not in {c.__name__ for c in type(exc).__mro__}:
             raise
+        exits.plain_usage_message(exc)
         exc.show()  # type: ignore[attr-defined]
         code = getattr(exc, "exit_code", exits.ExitCode.USAGE)
     sys.exit(code if isinstance(code, int) else 0)

@@ -105,6 +105,7 @@ def guard(run: Callable[[], T], *, as_json: bool) -> T:
         if "Abort" in kinds:  # Ctrl-C or end of input at a prompt
             _report("interrupted", None, ExitCode.INTERRUPTED, as_json=as_json)
         if "ClickException" in kinds:
+            plain_usage_message(exc)
             code = getattr(exc, "exit_code", ExitCode.USAGE) or ExitCode.USAGE
             if as_json:
                 _report(_click_message(exc), None, code, as_json=True)
@@ -118,6 +119,20 @@ def guard(run: Callable[[], T], *, as_json: bool) -> T:
         first_line = str(exc).splitlines()[0] if str(exc) else ""
         _report(f"unexpected {type(exc).__name__}: {first_line}",
                 "rerun with --debug for the traceback", ExitCode.FAILURE, as_json=as_json)
+
+
+# typer validates parameters with pydantic, which puts its error kind before the message of a
+# ValueError ("Value error, 'nosuch' is not one of …"): the user reads the sentence only.
+_VALIDATOR_PREFIXES = ("Value error, ", "Assertion failed, ")
+
+
+def plain_usage_message(exc: Any) -> None:
+    """Drop pydantic's error-kind prefix from a click usage error's message, in place."""
+    message = getattr(exc, "message", None)
+    if isinstance(message, str):
+        for prefix in _VALIDATOR_PREFIXES:
+            if message.startswith(prefix):
+                exc.message = message[len(prefix):]
 
 
 def _click_message(exc: Any) -> str:

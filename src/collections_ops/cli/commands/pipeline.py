@@ -4,6 +4,7 @@ send its events by hand.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Annotated
 
@@ -27,6 +28,9 @@ def logs(
                                                     "this text.")] = None,
     item: Annotated[str | None, typer.Option("--item", help="Only lines about this item id."
                                              )] = None,
+    limit: Annotated[int | None, typer.Option(
+        "--limit", "-n", min=1, help="Only the last N lines (with --follow: of those already "
+        "written; new lines all follow).", show_default=False)] = None,
     env: opt.EnvOption = None, output: opt.OutputOption = opt.Output.table,
     profile: opt.ProfileOption = None, region: opt.RegionOption = None,
 ) -> None:
@@ -42,10 +46,13 @@ def logs(
     reader = logs_service.LogReader(ctx.client("logs"), groups,
                                     start_ms=logs_service.parse_since(since), text=filter_text,
                                     item_id=item)
+    written = reader.poll()
+    if limit is not None:
+        written = written[-limit:]
     if not follow and as_json:  # one document; --follow streams JSON Lines
-        ui.print_json([render.log_record(line) for line in reader.poll()])
+        ui.print_json([render.log_record(line) for line in written])
         return
-    for line in logs_service.follow(reader) if follow else reader.poll():
+    for line in itertools.chain(written, logs_service.follow(reader) if follow else ()):
         render.log_line(line, as_json=as_json)  # Ctrl-C ends --follow: 130, "interrupted"
 
 
