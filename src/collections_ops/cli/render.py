@@ -25,15 +25,17 @@ def checks(title: str | None, results: list[Check], *, as_json: bool) -> list[Ch
     return failures(results)
 
 
-def log_record(line: LogEvent) -> dict[str, Any]:
+def log_record(line: LogEvent, *, item_id: str | None = None) -> dict[str, Any]:
     """A log line as one flat JSON object: a structured line's fields are merged in (never a
-    JSON string inside JSON); a plain line keeps its text as `message`."""
+    JSON string inside JSON); a plain line keeps its text as `message`. `item_id` is the item
+    the line is known to be about (a followed upload's), for a line that does not name it."""
     fields = line.fields()
-    return {**fields, "function": line.function_key, "timestamp": line.timestamp,
+    known = {"item_id": item_id} if item_id and not fields.get("item_id") else {}
+    return {**fields, **known, "function": line.function_key, "timestamp": line.timestamp,
             "event_id": line.event_id, "message": fields.get("message", line.message)}
 
 
-def log_text(line: LogEvent) -> Any:
+def log_text(line: LogEvent, *, item_id: str | None = None) -> Any:
     """One coloured line: time, function, item, and the message (a structured line's text)."""
     fields = line.fields()
     message = str(fields.get("message", line.message))
@@ -41,8 +43,9 @@ def log_text(line: LogEvent) -> Any:
     error = fields.get("level") in ("ERROR", "CRITICAL") or message.startswith('{"errorMessage"')
     out = ui.text(stamp, "dim") + " " + ui.text(f"{line.function_key:<9}",
                                                 COLOURS.get(line.function_key, "white"))
-    if fields.get("item_id"):
-        out += ui.text(" ") + ui.text(fields["item_id"], "dim")
+    item = fields.get("item_id") or item_id
+    if item:
+        out += ui.text(" ") + ui.text(item, "dim")
     return out + " " + ui.text(message, "red" if error else "")
 
 

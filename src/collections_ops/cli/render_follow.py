@@ -9,7 +9,8 @@ from typing import Any
 
 from collections_ops.cli import ui
 from collections_ops.cli.render import log_record, log_text
-from collections_ops.services.follow import Progress, Stage, Tracker
+from collections_ops.services.follow import Progress, Stage, Tracker, Upload
+from collections_ops.services.logs import LogEvent
 
 ICONS = {"pending": ui.Styled("·", ""), "running": ui.Styled("…", ""),
          "done": ui.Styled("✓", "green"), "failed": ui.Styled("✗", "red")}
@@ -30,24 +31,40 @@ def _stage_table(stages: list[Stage]) -> Any:
     return t
 
 
-def render_follow(updates: Iterator[Progress], *, as_json: bool) -> Progress:
+class _ItemId:
+    """The item a followed upload's lines are about: the id the upload was given, until a line
+    names the one the processor stored (its first line comes before the row that decides it)."""
+
+    def __init__(self, upload: Upload | None) -> None:
+        self.value = upload.item_id if upload is not None else None
+
+    def of(self, line: LogEvent) -> str | None:
+        named = line.fields().get("item_id")
+        if named:
+            self.value = str(named)
+        return self.value
+
+
+def render_follow(updates: Iterator[Progress], *, as_json: bool,
+                  upload: Upload | None = None) -> Progress:
     if as_json:
-        return _render_json(updates)
+        return _render_json(updates, upload)
     if sys.stdout.isatty():
-        return _render_live(updates)
-    return _render_plain(updates)
+        return _render_live(updates, upload)
+    return _render_plain(updates, upload)
 
 
-def _render_live(updates: Iterator[Progress]) -> Progress:
+def _render_live(updates: Iterator[Progress], upload: Upload | None) -> Progress:
     from rich.console import Group
     from rich.live import Live
     from rich.text import Text
 
+    item = _ItemId(upload)
     lines: list[Any] = []
     progress: Progress | None = None
     with Live(console=ui.console(), refresh_per_second=8, transient=False) as live:
         for progress in updates:
-            lines.extend(log_text(ln) for ln in progress.new_lines)
+            lines.extend(log_text(ln, item_id=item.of(ln)) for ln in progress.new_lines)
             del lines[:-MAX_LINES]
             live.update(Group(_stage_table(progress.stages),
                               Text("\n").join(lines) if lines else Text("")))
@@ -55,39 +72,63 @@ def _render_live(updates: Iterator[Progress]) -> Progress:
     return progress
 
 
-def _render_plain(updates: Iterator[Progress]) -> Progress:
+def _finished(progress: Progress, reported: dict[str, str]) -> Iterator[Stage]:
+    """The stages that finished (done or failed) since the last call, each once."""
+    for s in progress.stages:
+        if s.function and reported.get(s.name) != s.status and s.status in ("done", "failed"):
+            reported[s.name] = s.status
+            yield s
+
+
+def _render_plain(updates: Iterator[Progress], upload: Upload | None) -> Progress:
     console = ui.console()
+    item = _ItemId(upload)
     reported: dict[str, str] = {}
     progress: Progress | None = None
     for progress in updates:
         for line in progress.new_lines:
-            console.print(log_text(line), soft_wrap=True)
-        for s in progress.stages:
-            if s.function and reported.get(s.name) != s.status and s.status in ("done",
-                                                                                  "failed"):
-                reported[s.name] = s.status
-                duration = f" in {s.duration_ms / 1000:.2f} s" if s.duration_ms else ""
-                console.print(ui.text(ICONS[s.status]) + " " + ui.text(
-                    f"{s.name}{duration} {s.detail}".rstrip()), soft_wrap=True)
+            console.print(log_text(line, item_id=item.of(line)), soft_wrap=True)
+        for s in _finished(progress, reported):
+            duration = f" in {s.duration_ms / 1000:.2f} s" if s.duration_ms else ""
+            console.print(ui.text(ICONS[s.status]) + " " + ui.text(
+                f"{s.name}{duration} {s.detail}".rstrip()), soft_wrap=True)
     assert progress is not None
     return progress
 
 
-def _render_json(updates: Iterator[Progress]) -> Progress:
+def _render_json(updates: Iterator[Progress], upload: Upload | None) -> Progress:
+    """JSON Lines, one flat object per event: `log` lines, a `stage` object as each stage
+    finishes, and one `result` at the end."""
+    item = _ItemId(upload)
+    reported: dict[str, str] = {}
     progress: Progress | None = None
     for progress in updates:
         for line in progress.new_lines:
-            ui.json_line({"type": "log", **log_record(line)})
+            ui.json_line({"type": "log", **log_record(line, item_id=item.of(line))})
+        for s in _finished(progress, reported):
+            ui.json_line({"type": "stage", "stage": s.name, "function": s.function.key
+                          if s.function else None, "status": s.status,
+                          "duration_ms": s.duration_ms, "detail": s.detail})
     assert progress is not None
-    ui.json_line(result_record(progress))
+    ui.json_line(result_record(progress, upload=upload, item_id=item.value))
     return progress
 
 
-def result_record(progress: Progress) -> dict[str, Any]:
-    return {"type": "result", "complete": progress.complete,
-            "failed_stage": progress.failed.name if progress.failed else None,
-            "stages": [{"name": s.name, "status": s.status, "duration_ms": s.duration_ms,
-                        "detail": s.detail} for s in progress.stages]}
+def result_record(progress: Progress, *, upload: Upload | None = None,
+                  item_id: str | None = None) -> dict[str, Any]:
+    """The followed upload's outcome as one flat object: each stage's time is `<stage>_ms`."""
+    failed = progress.failed
+    out: dict[str, Any] = {"type": "result", "complete": progress.complete,
+                           "failed_stage": failed.name if failed else None,
+                           "failed_detail": failed.detail if failed else None,
+                           "item_id": item_id}
+    if upload is not None:
+        finished = [s.finished_ms for s in progress.stages if s.finished_ms is not None]
+        out.update(key=upload.key, user_id=upload.user_id,
+                   correlation_id=upload.correlation_id,
+                   duration_ms=max(finished) - upload.started_ms if progress.complete else None)
+    out.update({f"{s.name}_ms": s.duration_ms for s in progress.stages if s.function})
+    return out
 
 
 def render_batch(updates: Iterator[list[Tracker]], *, total: int, as_json: bool) -> list[Tracker]:

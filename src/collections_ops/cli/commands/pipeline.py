@@ -154,7 +154,8 @@ def test_upload(
                   f"(correlation id {ups[0].correlation_id})")
         follower = following.Follower(ctx.client("logs"), ctx.env, ups[0],
                                       sqs=ctx.client("sqs"))
-        progress = render_follow(following.follow(follower, timeout_s=timeout), as_json=as_json)
+        progress = render_follow(following.follow(follower, timeout_s=timeout), as_json=as_json,
+                                 upload=ups[0])
         uploads.check_followed(progress, ups[0], timeout_s=timeout)
         return
     batch = following.BatchFollower(ctx.client("logs"), ctx.env, ups, sqs=ctx.client("sqs"))
