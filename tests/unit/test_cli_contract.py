@@ -194,7 +194,18 @@ def test_the_json_alias_is_the_same_as_output_json(runner: CliRunner) -> None:
     assert json.loads(short.stdout) == json.loads(long.stdout)
 
 
-AWS_COMMANDS = sorted(p for p in COMMANDS if p not in OFFLINE and p != "logs")
+LOCAL_ONLY = {"chaos"}  # usage errors (2) on an AWS environment, before any credential check
+AWS_COMMANDS = sorted(p for p in COMMANDS
+                      if p not in OFFLINE and p not in LOCAL_ONLY and p != "logs")
+
+
+@pytest.mark.parametrize("path", sorted(LOCAL_ONLY))
+def test_a_local_only_command_on_an_aws_environment_is_a_usage_error(runner: CliRunner,
+                                                                      tmp_path: Path,
+                                                                      path: str) -> None:
+    result = runner.invoke(app, _argv(path, tmp_path))
+    assert result.exit_code == 2, result.output
+    assert "local cloud only" in result.stderr
 
 
 @pytest.mark.parametrize("path", AWS_COMMANDS)

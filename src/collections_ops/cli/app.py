@@ -15,6 +15,7 @@ import typer
 
 from collections_ops.cli import exits, ui
 from collections_ops.cli.commands import (
+    chaos,
     cost,
     db,
     dlq,
@@ -44,6 +45,7 @@ app.add_typer(operations.app)
 app.add_typer(cost.app)
 app.add_typer(monitoring.app)
 app.add_typer(reconcile.app)
+app.add_typer(chaos.app)
 app.add_typer(secrets.app, name="secrets")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(db.app, name="db")
