@@ -219,6 +219,7 @@ SHORT = ("kill-emulator", "kill-all", "hostile-requests", "hostile-keys")
 
 
 def run(cloud: Cloud, faults: list[str], *, uploads: int, concurrency: int,
+        settle_s: float = SETTLE_TIMEOUT_S,
         notify: Callable[[str], None] = lambda _: None) -> list[Outcome]:
     unknown = [f for f in faults if f not in FAULTS]
     if unknown:
@@ -227,11 +228,13 @@ def run(cloud: Cloud, faults: list[str], *, uploads: int, concurrency: int,
     outcomes = []
     for name in faults:
         notify(f"{name}: {FAULTS[name].summary}")
-        outcomes.append(run_one(cloud, FAULTS[name], uploads=uploads, concurrency=concurrency))
+        outcomes.append(run_one(cloud, FAULTS[name], uploads=uploads, concurrency=concurrency,
+                                settle_s=settle_s))
     return outcomes
 
 
-def run_one(cloud: Cloud, fault: Fault, *, uploads: int, concurrency: int) -> Outcome:
+def run_one(cloud: Cloud, fault: Fault, *, uploads: int, concurrency: int,
+            settle_s: float = SETTLE_TIMEOUT_S) -> Outcome:
     started = time.monotonic()
     user = f"chaos-{fault.name}-{uuid.uuid4().hex[:6]}"
     cloud.status["_user"] = user
@@ -273,14 +276,15 @@ def run_one(cloud: Cloud, fault: Fault, *, uploads: int, concurrency: int) -> Ou
     outcome.let_in = list(cloud.status.pop("_let_in", []))
     outcome.acknowledged = len(acknowledged)
     if outcome.recovered:
-        _judge(cloud, user, acknowledged, outcome)
+        _judge(cloud, user, acknowledged, outcome, settle_s=settle_s)
     outcome.seconds = round(time.monotonic() - started, 1)
     return outcome
 
 
-def _judge(cloud: Cloud, user: str, acknowledged: list[str], outcome: Outcome) -> None:
+def _judge(cloud: Cloud, user: str, acknowledged: list[str], outcome: Outcome, *,
+           settle_s: float) -> None:
     want = set(acknowledged)
-    _wait_until(lambda: want <= _complete(cloud, user), timeout=SETTLE_TIMEOUT_S)
+    _wait_until(lambda: want <= _complete(cloud, user), timeout=settle_s)
     time.sleep(3)  # redeliveries of finished work would show as duplicates now
     complete = _complete(cloud, user) & _still_stored(cloud, want)
     outcome.completed = len(want & complete)

@@ -28,6 +28,9 @@ def chaos(
     uploads: Annotated[int, typer.Option("--uploads", min=1, max=500,
                                          help="Uploads in flight per fault.")] = 24,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=64)] = 6,
+    settle: Annotated[float, typer.Option("--settle", min=1, help="Seconds to wait, after "
+                                          "recovering, for every acknowledged upload to "
+                                          "complete before it counts as lost.")] = 240.0,
     output: opt.OutputOption = opt.Output.table,
 ) -> None:
     """Break the local cloud on purpose, and check it kept everything it acknowledged."""
@@ -48,7 +51,7 @@ def chaos(
                 "buckets": {"images": state.images_bucket}},
         deploy=lambda: chaotic.deploy_local(dict(os.environ)))
     outcomes = chaotic.run(cloud, names, uploads=uploads, concurrency=concurrency,
-                           notify=ui.info)
+                           settle_s=settle, notify=ui.info)
     broken = [o for o in outcomes if not o.ok]
     if output is opt.Output.json:
         ui.print_json({"ok": not broken, "faults": [o.as_dict() for o in outcomes]})
