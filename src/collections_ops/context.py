@@ -87,22 +87,29 @@ class Context:
     def region(self) -> str:
         return str(self.session.region_name or self.env.region)
 
-    def client(self, service: str) -> Any:
+    def client(self, service: str, *, config: Any = None) -> Any:
+        """This context's client of `service` (made once); with `config`, a client of its own
+        with those timeouts and retries."""
+        if config is not None:
+            return self._new_client(service, config)
         if service not in self._clients:
-            from botocore.config import Config
-
-            kwargs: dict[str, Any] = {"config": Config(retries={"mode": "standard"},
-                                                       connect_timeout=5, read_timeout=60)}
-            if self.is_local:
-                # A frozen local part must not hang a command for minutes: give up after
-                # two tries of 10 s (the local cloud answers in milliseconds) with exit 4.
-                kwargs["config"] = Config(retries={"mode": "standard", "max_attempts": 2},
-                                          connect_timeout=3, read_timeout=10)
-                kwargs["endpoint_url"] = self.local.endpoint_url
-            elif not self.session.region_name:
-                kwargs["region_name"] = self.env.region
-            self._clients[service] = self.session.client(service, **kwargs)
+            self._clients[service] = self._new_client(service, None)
         return self._clients[service]
+
+    def _new_client(self, service: str, config: Any) -> Any:
+        from botocore.config import Config
+
+        kwargs: dict[str, Any] = {"config": config or Config(
+            retries={"mode": "standard"}, connect_timeout=5, read_timeout=60)}
+        if self.is_local:
+            # A frozen local part must not hang a command for minutes: give up after
+            # two tries of 10 s (the local cloud answers in milliseconds) with exit 4.
+            kwargs["config"] = config or Config(retries={"mode": "standard", "max_attempts": 2},
+                                                connect_timeout=3, read_timeout=10)
+            kwargs["endpoint_url"] = self.local.endpoint_url
+        elif not self.session.region_name:
+            kwargs["region_name"] = self.env.region
+        return self.session.client(service, **kwargs)
 
     @cached_property
     def aws(self) -> aws.Aws:
@@ -179,24 +186,38 @@ class Context:
             pass  # no vector extension yet: `db migrate` creates it
         return conn
 
+    def operations_route(self, because: str | None = None) -> Any:
+        """The operations function as a data route: waiting longer than the function may run
+        (botocore's 60 s gave up on a long migration and, retrying, started it again), and
+        sending what is not idempotent (`migrate`) once."""
+        from botocore.config import Config
+
+        from collections_ops.pipeline import OPERATIONS
+        from collections_ops.services import dataroute
+
+        name = OPERATIONS.function_name(self.env.name)
+        read_timeout = int(getattr(self.env, str(OPERATIONS.timeout_setting))) + 30
+
+        def lam(attempts: int) -> Any:
+            return self.client("lambda", config=Config(
+                retries={"mode": "standard", "total_max_attempts": attempts},
+                connect_timeout=5, read_timeout=read_timeout))
+
+        return dataroute.OperationsRoute(dataroute.lambda_invoker(lam(3), name, once=lam(1)),
+                                         name, because=because)
+
     @cached_property
     def data_route(self) -> Any:
         """How database commands reach the database: directly when this machine can connect,
         else through the operations function in the database's VPC (`services.dataroute`)."""
-        from collections_ops.pipeline import OPERATIONS
         from collections_ops.services import dataroute
-
-        def operations(because: str) -> dataroute.OperationsRoute:
-            name = OPERATIONS.function_name(self.env.name)
-            return dataroute.OperationsRoute(
-                dataroute.lambda_invoker(self.client("lambda"), name), name, because=because)
 
         private = (self.record is not None and self.record.database == "rds"
                    and not os.environ.get("DATABASE_URL"))
         if private:  # in isolated subnets: a direct attempt could only time out
-            return operations("database mode rds: the database is private")
+            return self.operations_route("database mode rds: the database is private")
         return dataroute.choose(self.env, connect=lambda: self.db,
-                                operations=None if self.is_local else operations)
+                                operations=None if self.is_local else self.operations_route)
 
 
 def _mask_url(text: str, url: str) -> str:

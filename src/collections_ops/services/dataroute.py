@@ -255,13 +255,21 @@ def reconcile_rows(route: Route, table: str, *, user_id: str | None = None,
         after = following
 
 
-def lambda_invoker(lam: Any, function_name: str) -> Invoker:
-    """Invoke the function with boto3 (RequestResponse) and return its JSON answer."""
+# Actions the CLI must not send twice: a retried `migrate` whose first try is still running
+# (the client gave up waiting, not the function) starts the migration again beside it.
+NOT_IDEMPOTENT = frozenset({"migrate"})
+
+
+def lambda_invoker(lam: Any, function_name: str, *, once: Any = None) -> Invoker:
+    """Invoke the function with boto3 (RequestResponse) and return its JSON answer. `once`, a
+    client without retries, sends the actions that are not idempotent."""
 
     def invoke(request: dict[str, Any]) -> dict[str, Any]:
+        client = once if once is not None and request.get("action") in NOT_IDEMPOTENT else lam
         try:
-            response = lam.invoke(FunctionName=function_name, InvocationType="RequestResponse",
-                                  Payload=json.dumps(request).encode())
+            response = client.invoke(FunctionName=function_name,
+                                     InvocationType="RequestResponse",
+                                     Payload=json.dumps(request).encode())
         except Exception as exc:
             if aws.is_not_found(exc, "ResourceNotFoundException"):
                 raise errors.NotFound(f"operations function {function_name} does not exist",
