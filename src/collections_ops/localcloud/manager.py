@@ -27,29 +27,16 @@ from collections_ops.localcloud.daemon import (
     SUPERVISOR_FILE,
     probe_endpoint,
 )
+from collections_ops.localcloud.postgres import stop_postgres
+from collections_ops.localcloud.processes import is_ours, pid_alive, terminate
 from collections_ops.localcloud.state import STATE_FILE, LocalState, read_state
+
+__all__ = ["pid_alive", "start", "status", "stop", "stop_postgres"]
 
 START_TIMEOUT_S = 120.0
 REPAIR_TIMEOUT_S = 60.0
 START_LOCK_FILE = "start.lock"
 ACK_FILE = "restarts-acknowledged.json"
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child still answers kill(0); treat it as dead.
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def running_state(state_dir: Path) -> LocalState | None:
@@ -248,15 +235,16 @@ def stop(state_dir: Path, *, remove: bool) -> bool:
     """Stop whatever of the local cloud runs; optionally delete its state. True if it ran."""
     state = read_state(state_dir)
     was_running = False
-    if state and pid_alive(state.pid):
+    if state and pid_alive(state.pid) and is_ours(state.pid, state_dir):
         was_running = True
-        _terminate(state.pid, 20)
+        terminate(state.pid, 20)
     # What a killed supervisor may have left: its children die with it (PDEATHSIG), but not
-    # on every platform; PostgreSQL is not its child at all.
-    for part in _supervisor(state_dir).get("parts", {}).values():
-        pid = part.get("pid")
-        if pid and pid_alive(pid) and _is_ours(pid, state_dir):
-            _terminate(pid, 5)
+    # at once, and not on every platform; PostgreSQL is not its child at all.
+    parts = [int(p["pid"]) for n, p in _supervisor(state_dir).get("parts", {}).items()
+             if n != "database" and p.get("pid")]
+    for pid in parts:
+        if pid_alive(pid) and is_ours(pid, state_dir):
+            terminate(pid, 5)
     stop_postgres(state_dir / "pgdata")
     if remove and state_dir.exists():
         shutil.rmtree(state_dir, ignore_errors=True)
@@ -278,47 +266,6 @@ def data_summary(state_dir: Path) -> str:
     if (state_dir / "pgdata" / "PG_VERSION").exists():
         parts.append("the PostgreSQL database")
     return ", ".join(parts)
-
-
-def _terminate(pid: int, timeout: float) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGCONT)  # a stopped (frozen) process cannot act on SIGTERM
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if pid_alive(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def _is_ours(pid: int, state_dir: Path) -> bool:
-    """The pid still runs one of this local cloud's parts (pids are reused)."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            argv = fh.read().split(b"\0")
-    except OSError:
-        return False
-    return str(state_dir).encode() in argv and any(b"collections_ops.localcloud" in a
-                                                   for a in argv)
-
-
-def stop_postgres(pgdata: Path) -> None:
-    pidfile = pgdata / "postmaster.pid"
-    try:
-        pid = int(pidfile.read_text().splitlines()[0])
-    except (OSError, ValueError, IndexError):
-        return
-    if not pid_alive(pid):
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGCONT)
-        os.kill(pid, signal.SIGINT)  # PostgreSQL's "fast shutdown"
-    deadline = time.monotonic() + 10
-    while pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if pid_alive(pid):
-        os.kill(pid, signal.SIGKILL)
 
 
 @dataclass

