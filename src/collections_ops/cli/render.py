@@ -13,15 +13,19 @@ from collections_ops.services.logs import LogEvent
 COLOURS = {"processor": "cyan", "analyzer": "magenta", "embedder": "yellow"}
 
 
-def checks(title: str | None, results: list[Check], *, as_json: bool) -> list[Check]:
+def checks(title: str | None, results: list[Check], *, as_json: bool,
+           glimpse: int | None = None) -> list[Check]:
     """Preflight, doctor, verify and secrets verify: one table (or JSON array); returns the
-    checks that failed (warnings do not fail)."""
+    checks that failed (warnings do not fail). With `glimpse`, a passing check's detail is cut
+    to that many characters in the table (`…`); a failure's reason, and JSON, stay whole."""
     if as_json:
         ui.print_json([c.as_dict() for c in results])
     else:
         ui.table(title, ["check", "ok", "detail", "fix"],
                  [[c.name, ui.Styled("!", "yellow") if not c.ok and c.severity == "warning"
-                   else ui.mark(c.ok), c.detail, c.fix or ""] for c in results])
+                   else ui.mark(c.ok),
+                   ui.cut(c.detail, glimpse) if glimpse and c.ok else c.detail, c.fix or ""]
+                  for c in results])
     return failures(results)
 
 

@@ -8,6 +8,10 @@ Two rules hold for everything printed here:
 - Identity is never cut off. A table's identifying columns (the first, unless told) keep their
   full width; other columns fold. Off a terminal the console is as wide as the content needs
   (or `COLUMNS`), so `collections secrets list | grep NAME` finds the row.
+- No column is dropped. A table too wide for the console even with every column folded to its
+  header's width is printed as one block of `column value` lines per row instead: rich would
+  squeeze the columns it cannot fit to nothing.
+- Text shortened for a table says so (`cut`: a trailing `…`); JSON is never shortened.
 """
 
 from __future__ import annotations
@@ -52,18 +56,26 @@ def _width(stream: Any) -> int | None:
     return int(columns) if columns.isdigit() and int(columns) > 0 else UNBOUNDED_WIDTH
 
 
-@lru_cache(maxsize=1)
 def console() -> Any:
-    from rich.console import Console
-
-    return Console(highlight=False, width=_width(sys.stdout))
+    return _console(_width(sys.stdout), stderr=False)
 
 
-@lru_cache(maxsize=1)
 def err_console() -> Any:
+    return _console(_width(sys.stderr), stderr=True)
+
+
+@lru_cache(maxsize=8)
+def _console(width: int | None, *, stderr: bool) -> Any:
+    """One console per width: `COLUMNS` is read on every use, not once per process."""
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False, width=_width(sys.stderr))
+    return Console(stderr=stderr, highlight=False, width=width)
+
+
+def cut(value: Any, limit: int) -> str:
+    """`value` as clean text of at most `limit` characters, ending in `…` when shortened."""
+    shown = clean("" if value is None else value)
+    return shown if len(shown) <= limit else shown[:limit - 1].rstrip() + "…"
 
 
 def text(value: Any, style: str = "") -> Any:
@@ -122,18 +134,41 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]], *,
     """A table of data. Columns in `ids` identify a row: they keep their full width."""
     from rich.table import Table
 
+    cells = [[text(v) for v in row] for row in rows]
+    widest = {i: max([len(col), *(c[i].cell_len for c in cells if i < len(c))])
+              for i, col in enumerate(columns) if i in ids}
+    # Identifying columns whole, every other one at least as wide as its header, " │ " between.
+    needed = sum(widest.get(i, len(col)) for i, col in enumerate(columns)) \
+        + 3 * (len(columns) - 1)
+    out = console()
+    if needed > out.width:
+        _records(title, columns, cells)
+        return
     t = Table(title=text(title) if title else None, title_justify="left", show_edge=False,
               pad_edge=False)
-    cells = [[text(v) for v in row] for row in rows]
     for i, col in enumerate(columns):
         if i in ids:
-            widest = max([len(col), *(c[i].cell_len for c in cells if i < len(c))])
-            t.add_column(col, no_wrap=True, min_width=widest)
+            t.add_column(col, no_wrap=True, min_width=widest[i])
         else:
-            t.add_column(col, overflow="fold")
+            t.add_column(col, overflow="fold", min_width=len(col))
     for row in cells:
         t.add_row(*row)
-    console().print(t)
+    out.print(t)
+
+
+def _records(title: str | None, columns: list[str], cells: list[list[Any]]) -> None:
+    """A table too wide for the console: each row as `column value` lines. A line is never
+    folded by us (an identifier stays one greppable piece); a terminal wraps what is longer."""
+    out = console()
+    if title:
+        out.print(text(title), soft_wrap=True)
+    label = max(len(col) for col in columns)
+    for n, row in enumerate(cells):
+        if n:
+            out.print()
+        for col, cell in zip(columns, row, strict=False):
+            out.print(text(f"{col:<{label}} " if cell.plain else col, "bold") + cell,
+                      soft_wrap=True)
 
 
 def confirm(question: str) -> bool:

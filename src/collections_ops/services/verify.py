@@ -160,7 +160,7 @@ def check(s3: Any, item_id: str, *, user_id: str | None,
         empty = [k for k in ("category", "summary") if not analysis.get(k)]
         report.checks.append(Check("analysis", not empty,
                                    f"missing {', '.join(empty)}" if empty else
-                                   f"{analysis['category']}: {analysis['summary'][:80]}"))
+                                   f"{analysis['category']}: {analysis['summary']}"))
 
     embedding = fetched.get("embedding")
     report.embedding = embedding

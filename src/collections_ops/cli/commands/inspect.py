@@ -12,6 +12,8 @@ from collections_ops.cli import options as opt
 from collections_ops.cli import ui
 
 app = typer.Typer(rich_markup_mode=None)
+# How much of an analysis summary a table row shows (cut with "…"); JSON carries it whole.
+SUMMARY_CHARS = 80
 
 
 @app.command()
@@ -87,7 +89,8 @@ def verify(
     if output is opt.Output.json:
         ui.print_json({**report.as_dict(), "route": route.kind})
     else:
-        render.checks(f"{report.user_id or '?'}/{item_id}", report.checks, as_json=False)
+        render.checks(f"{report.user_id or '?'}/{item_id}", report.checks, as_json=False,
+                      glimpse=SUMMARY_CHARS)
     verifying.raise_for_failure(report)
 
 
@@ -123,5 +126,6 @@ def search(
         return
     ui.table(f"{len(hits)} nearest to {query!r} ({model})",
              ["similarity", "item", "user", "category", "summary"],
-             [[f"{h.similarity:.3f}", h.item_id, h.user_id, h.category, h.summary[:80]]
+             [[f"{h.similarity:.3f}", h.item_id, h.user_id, h.category,
+               ui.cut(h.summary, SUMMARY_CHARS)]
               for h in hits], ids=(1, 2))
