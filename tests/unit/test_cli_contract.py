@@ -194,7 +194,7 @@ def test_the_json_alias_is_the_same_as_output_json(runner: CliRunner) -> None:
     assert json.loads(short.stdout) == json.loads(long.stdout)
 
 
-LOCAL_ONLY = {"chaos"}  # usage errors (2) on an AWS environment, before any credential check
+LOCAL_ONLY = {"chaos", "env"}  # usage errors (2) on an AWS environment, before any credential check
 AWS_COMMANDS = sorted(p for p in COMMANDS
                       if p not in OFFLINE and p not in LOCAL_ONLY and p != "logs")
 

@@ -26,6 +26,7 @@ from collections_ops.cli.commands import (
     pipeline,
     reconcile,
     secrets,
+    shellenv,
 )
 from collections_ops.cli.options import RootGroup
 
@@ -46,6 +47,7 @@ app.add_typer(cost.app)
 app.add_typer(monitoring.app)
 app.add_typer(reconcile.app)
 app.add_typer(chaos.app)
+app.add_typer(shellenv.app)
 app.add_typer(secrets.app, name="secrets")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(db.app, name="db")

@@ -60,3 +60,23 @@ def read_state(state_dir: Path) -> LocalState | None:
         return LocalState(**json.loads(path.read_text()))
     except (FileNotFoundError, json.JSONDecodeError, TypeError):
         return None
+
+
+# What the operator's shell must not keep: a session token or a profile would be used with, or
+# instead of, the administrator's key (a profile set in the environment makes the SDKs skip
+# the key variables altogether).
+OPERATOR_UNSET = ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE",
+                  "AWS_DEFAULT_PROFILE")
+
+
+def operator_environment(state: LocalState) -> dict[str, str]:
+    """The variables that point the `aws` CLI and the SDKs at this local cloud, signing as its
+    administrator (what `collections env local` prints)."""
+    from collections_ops.localcloud import iam
+
+    creds = iam.admin_credentials(state.state_dir)
+    return {"AWS_ENDPOINT_URL": state.endpoint_url,
+            "AWS_ACCESS_KEY_ID": creds["aws_access_key_id"],
+            "AWS_SECRET_ACCESS_KEY": creds["aws_secret_access_key"],
+            # Both: the aws CLI v2 and newer SDKs read AWS_REGION before AWS_DEFAULT_REGION.
+            "AWS_DEFAULT_REGION": state.region, "AWS_REGION": state.region}
