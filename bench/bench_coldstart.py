@@ -179,7 +179,7 @@ def _pipeline(tmp: Path) -> Iterator[dict[str, Any]]:
         ssm = session.client("ssm")
         for name, value in (("ANTHROPIC_API_KEY", ANTHROPIC_KEY),
                             ("VOYAGE_API_KEY", VOYAGE_KEY)):
-            ssm.put_parameter(Name=f"{env.parameter_prefix}/{name}", Value=value,
+            ssm.put_parameter(Name=env.parameter_name(name), Value=value,
                               Type="SecureString", Overwrite=True)
         image = (REPO / "samples" / "test-image.jpg").read_bytes()
         put = session.client("s3").put_object(Bucket=res.images_bucket, Key=KEY, Body=image)

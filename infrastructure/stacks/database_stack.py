@@ -3,7 +3,7 @@ the pipeline, reachable only from the functions' security group.
 
 RDS for PostgreSQL 16 ships pgvector; the pipeline's migrations run `CREATE EXTENSION vector`.
 The operations function (compute stack) reads the RDS-generated secret directly, applies the
-migrations on every deploy and writes `/collections/DATABASE_URL` from the secret for the
+migrations on every deploy and writes `/collections/<env>/DATABASE_URL` from the secret for the
 pipeline's functions -- CloudFormation cannot write SecureString parameters, and the first
 deploy must not wait for an operator to type a URL that exists only once this stack does.
 

@@ -134,8 +134,7 @@ class PipelineFunction(Construct):
             # The operations function reads the RDS-generated secret: the first deploy needs
             # no hand-written DATABASE_URL (it writes that parameter for the pipeline).
             environment["DATABASE_SECRET_ARN"] = database.secret.secret_arn
-            environment["DATABASE_URL_PARAMETER"] = pipeline.secret("DATABASE_URL") \
-                .parameter_name(settings.parameter_prefix)
+            environment["DATABASE_URL_PARAMETER"] = settings.parameter_name("DATABASE_URL")
             if database.proxy_endpoint is not None:
                 environment["DATABASE_HOST"] = database.proxy_endpoint
             database.secret.grant_read(self.role)
@@ -265,14 +264,14 @@ class PipelineFunction(Construct):
     def _parameter_store_policy(self, deployment: Deployment) -> iam.PolicyDocument:
         fn = self.definition
         stack = cdk.Stack.of(self)
+        # Exactly the parameters the handlers look up: the environment's own scope and the
+        # shared keys, never another environment's scope.
         parameter_arns = [
             stack.format_arn(
-                service="ssm", resource="parameter",
-                resource_name=pipeline.secret(name).parameter_name(
-                    deployment.settings.parameter_prefix).lstrip("/"),
+                service="ssm", resource="parameter", resource_name=parameter.lstrip("/"),
                 arn_format=cdk.ArnFormat.SLASH_RESOURCE_NAME,
             )
-            for name in fn.secrets
+            for name in fn.secrets for parameter in deployment.settings.parameter_lookup(name)
         ]
         any_key = stack.format_arn(service="kms", resource="key", resource_name="*",
                                    arn_format=cdk.ArnFormat.SLASH_RESOURCE_NAME)

@@ -149,8 +149,9 @@ class Context:
 
     def secret_value(self, name: str) -> str:
         """A secret from SSM (decrypted), for commands that call a provider themselves."""
-        parameter = f"{self.env.parameter_prefix}/{name}"
-        value = self.aws.parameter(parameter)
+        lookup = self.env.parameter_lookup(name)  # as the functions read it: override first
+        parameter = lookup[-1]
+        value = next((v for v in map(self.aws.parameter, lookup) if v is not None), None)
         if value is None:
             raise errors.ConfigError(f"SSM parameter {parameter} does not exist",
                                      f"collections secrets put {name} --env {self.env.name}")

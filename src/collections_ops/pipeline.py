@@ -10,12 +10,24 @@ This module is plain data and must stay import-light: the CLI imports it at star
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 PROJECT = "collections"
+# SSM Parameter Store layout. The shared scope is the prefix itself (the guide's
+# `/collections/ANTHROPIC_API_KEY`): API keys every environment may use. Each environment has a
+# scope of its own below it (`/collections/dev/...`) holding its DATABASE_URL, its deployment
+# record and any override of a shared key -- and its functions may read no other environment's.
 PARAMETER_PREFIX = "/collections"
+# Which scope a parameter lives in: `shared` (every environment's functions read it) or `env`
+# (the environment's own scope, which no other environment's functions can read).
+Scope = Literal["shared", "env"]
+SCOPES: tuple[Scope, ...] = ("shared", "env")
+DEPLOYMENT_RECORD = "deployment"  # the record's name in an environment's scope
+# Where the first layout kept what is now per environment (`collections secrets migrate`).
+LEGACY_RECORD_FOLDER = "deployment"  # `/collections/deployment/<env>`
 LOCAL_ENV = "local"
 LOCAL_ACCOUNT = "123456789012"  # moto's default account id
 DEFAULT_REGION = "us-east-1"
@@ -46,9 +58,21 @@ class Secret:
     required: bool  # required in dev/prod when the provider that needs it is selected
     used_by: tuple[str, ...]  # function keys
     example: str  # shape of a value, for prompts (never a real value)
+    # True: an API key, kept in the shared scope unless an environment overrides it in its own.
+    # False: one value per environment, never shared (DATABASE_URL: one environment's code
+    # must never write another environment's database).
+    shared: bool = True
 
-    def parameter_name(self, prefix: str = PARAMETER_PREFIX) -> str:
-        return f"{prefix}/{self.name}"
+    @property
+    def home_scope(self) -> Scope:
+        """Where `secrets put` writes it unless told otherwise."""
+        return "shared" if self.shared else "env"
+
+    @property
+    def lookup_scopes(self) -> tuple[Scope, ...]:
+        """The scopes a function reads it from, first found wins: the environment's override,
+        then the shared value."""
+        return ("env", "shared") if self.shared else ("env",)
 
 
 @dataclass(frozen=True)
@@ -233,7 +257,8 @@ OPERATIONS_QUERIES: tuple[str, ...] = ("find_items", "item_rows", "search", "dat
 
 SECRETS: tuple[Secret, ...] = (
     Secret("DATABASE_URL", "PostgreSQL connection string", True,
-           ("processor", "analyzer", "embedder"), "postgresql://user:password@host:5432/collections"),
+           ("processor", "analyzer", "embedder"), "postgresql://user:password@host:5432/collections",
+           shared=False),
     Secret("ANTHROPIC_API_KEY", "Anthropic API key (analyzer)", True, ("analyzer",), "sk-ant-..."),
     Secret("OPENAI_API_KEY", "OpenAI API key (optional analyzer provider)", False,
            ("analyzer",), "sk-..."),
@@ -387,7 +412,7 @@ class Environment:
     architecture: Architecture = "x86_64"
     prices: Prices = PRICES  # what `collections cost` charges (the settings file overrides it)
     alarm_email: str | None = None  # subscribed to the alarm topic when set
-    parameter_prefix: str = PARAMETER_PREFIX
+    parameter_prefix: str = PARAMETER_PREFIX  # the shared scope; the environment's is below it
     region: str = DEFAULT_REGION
     account: str | None = None  # None: taken from the credentials at deploy time
 
@@ -419,6 +444,40 @@ class Environment:
 
     def stack_name(self, kind: str = "Compute") -> str:
         return f"Collections{kind}Stack-{self.name}"
+
+    # -- SSM Parameter Store: the environment's scope and the shared one -----------------
+
+    def scope_prefix(self, scope: Scope) -> str:
+        prefix = self.parameter_prefix
+        return prefix if scope == "shared" else f"{prefix}/{self.name}"
+
+    def parameter_name(self, name: str, scope: Scope | None = None) -> str:
+        """The parameter of secret `name` in `scope` (default: the secret's home scope). A
+        secret that is never shared has no shared parameter."""
+        spec = secret(name)
+        scope = scope or spec.home_scope
+        if scope not in spec.lookup_scopes:
+            raise ValueError(f"{name} is kept per environment, never in the shared scope")
+        return f"{self.scope_prefix(scope)}/{name}"
+
+    def parameter_lookup(self, name: str) -> tuple[str, ...]:
+        """The parameters a function of this environment reads secret `name` from, in order
+        (the first that exists wins). Its role may read exactly these."""
+        return tuple(self.parameter_name(name, scope) for scope in secret(name).lookup_scopes)
+
+    def record_parameter(self) -> str:
+        """The deployment record (services/deployment.py), in the environment's scope."""
+        return f"{self.scope_prefix('env')}/{DEPLOYMENT_RECORD}"
+
+    def legacy_parameters(self) -> dict[str, str]:
+        """The first layout's parameters that belong to this environment now: old -> new.
+        It kept everything under the shared prefix, so one DATABASE_URL served every
+        environment and the record sat in a folder of its own."""
+        return {
+            **{f"{self.parameter_prefix}/{s.name}": self.parameter_name(s.name)
+               for s in SECRETS if not s.shared},
+            f"{self.parameter_prefix}/{LEGACY_RECORD_FOLDER}/{self.name}": self.record_parameter(),
+        }
 
     def required_secrets(self) -> tuple[Secret, ...]:
         """Secrets the functions cannot start without, given the selected providers."""
@@ -499,7 +558,9 @@ def common_env(env: Environment, *, account: str, dlq_urls: dict[str, str] | Non
         "THUMBNAILS_BUCKET": env.thumbnails_bucket(account),
         "THUMBNAIL_SIZE": str(env.thumbnail_size),
         "EVENT_BUS_NAME": event_bus,
-        "PARAMETER_PREFIX": env.parameter_prefix,
+        # Secret name -> the parameters to read it from, in order (Environment.parameter_lookup).
+        "SECRET_PARAMETERS": json.dumps({s.name: list(env.parameter_lookup(s.name))
+                                         for s in SECRETS}, separators=(",", ":")),
         "ANALYZER_PROVIDER": env.analyzer_provider,
         "ANALYZER_MODEL": env.analyzer_model,
         "EMBEDDING_PROVIDER": env.embedding_provider,

@@ -64,7 +64,7 @@ def private_db(database_url: str, moto_endpoint: str,
                                  "dbname": name}))
     monkeypatch.setenv("DATABASE_SECRET_ARN", secret["ARN"])  # the function's environment
     boto3.client("ssm", region_name="us-east-1").put_parameter(
-        Name="/collections/DATABASE_URL", Type="SecureString", Overwrite=True,
+        Name="/collections/dev/DATABASE_URL", Type="SecureString", Overwrite=True,
         Value=f"postgresql://collections:pw@127.0.0.1:{_closed_port()}/collections")
     yield url
     with psycopg.connect(database_url, autocommit=True) as admin:

@@ -69,7 +69,7 @@ def recorded(env: dict[str, str]) -> list[list[str]]:
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
-READY = ("/cdk-bootstrap/hnb659fds/version", "/collections/DATABASE_URL",
+READY = ("/cdk-bootstrap/hnb659fds/version", "/collections/dev/DATABASE_URL",
          "/collections/ANTHROPIC_API_KEY", "/collections/VOYAGE_API_KEY")
 
 
@@ -118,7 +118,7 @@ def test_diff_without_credentials_is_5_not_changes(aws_env):
 
 
 def test_missing_parameters_stop_the_deploy_before_cdk(aws_env, moto_endpoint):
-    put_parameters(moto_endpoint, "/cdk-bootstrap/hnb659fds/version", "/collections/DATABASE_URL")
+    put_parameters(moto_endpoint, "/cdk-bootstrap/hnb659fds/version", "/collections/dev/DATABASE_URL")
     result = run(aws_env, "deploy", "dev", "--profile", "ops", "--skip-build", "--yes")
     assert result.returncode == 10
     assert "preflight failed: parameter /collections/ANTHROPIC_API_KEY: missing" in result.stderr

@@ -153,9 +153,9 @@ def test_z_doctor_finds_a_removed_notification_and_a_missing_parameter(cli_env, 
     bucket = "collections-images-local-123456789012"
     saved = s3.get_bucket_notification_configuration(Bucket=bucket)
     saved.pop("ResponseMetadata", None)
-    url = ssm.get_parameter(Name="/collections/DATABASE_URL", WithDecryption=True)
+    url = ssm.get_parameter(Name="/collections/local/DATABASE_URL", WithDecryption=True)
     s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={})
-    ssm.delete_parameter(Name="/collections/DATABASE_URL")
+    ssm.delete_parameter(Name="/collections/local/DATABASE_URL")
     try:
         result = run(cli_env, "doctor", "--json")
         assert result.returncode == 8
@@ -168,5 +168,5 @@ def test_z_doctor_finds_a_removed_notification_and_a_missing_parameter(cli_env, 
     finally:
         s3.put_bucket_notification_configuration(Bucket=bucket,
                                                  NotificationConfiguration=saved)
-        ssm.put_parameter(Name="/collections/DATABASE_URL", Type="SecureString",
+        ssm.put_parameter(Name="/collections/local/DATABASE_URL", Type="SecureString",
                           Value=url["Parameter"]["Value"], Overwrite=True)

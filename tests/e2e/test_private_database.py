@@ -105,7 +105,7 @@ def test_rds_mode_goes_straight_to_the_function(private_db: str, dev_cli_env: di
     state = Path(dev_cli_env["COLLECTIONS_STATE_DIR"]) / "dev"
     deployment.save(state, deployment.plan(DEV, None, database="rds"))
     boto3.client("ssm", region_name="us-east-1").delete_parameter(
-        Name="/collections/DATABASE_URL")  # an RDS deploy writes none
+        Name="/collections/dev/DATABASE_URL")  # an RDS deploy writes none
     result = run(dev_cli_env, "db", "migrate", "-o", "json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["route"] == "operations"
@@ -122,7 +122,7 @@ def test_no_route_at_all_says_both_reasons(private_db: str, dev_cli_env: dict[st
 def test_the_direct_route_is_taken_when_it_works(migrated_db: str, dev_cli_env: dict[str, str],
                                                  moto_endpoint: str) -> None:
     boto3.client("ssm", region_name="us-east-1").put_parameter(
-        Name="/collections/DATABASE_URL", Type="SecureString", Overwrite=True,
+        Name="/collections/dev/DATABASE_URL", Type="SecureString", Overwrite=True,
         Value=migrated_db)
     result = run(dev_cli_env, "db", "status", "-o", "json")
     assert result.returncode == 0, result.stderr

@@ -250,13 +250,13 @@ def test_images_are_versioned_and_thumbnails_expire(existing_db_app: Synthesized
 @pytest.mark.parametrize("fn", definition.FUNCTIONS, ids=lambda fn: fn.key)
 def test_parameter_store_policy_reads_only_the_functions_parameters(
         existing_db_app: SynthesizedApp, env_name: str, fn: definition.Function) -> None:
-    settings = definition.environment(env_name)
     template = existing_db_app.template_json(env_name, "Compute")
     role = t.role_id(template, fn, env_name)
-    parameter_arns = sorted(
-        f"arn:aws:ssm:{REGION}:{TEST_ACCOUNT}:parameter"
-        f"{definition.secret(name).parameter_name(settings.parameter_prefix)}"
-        for name in fn.secrets)
+    # The environment's own scope for every secret; the shared scope for the API keys only.
+    expected = [f"/collections/{env_name}/{name}" for name in fn.secrets]
+    expected += [f"/collections/{name}" for name in fn.secrets if name != "DATABASE_URL"]
+    parameter_arns = sorted(f"arn:aws:ssm:{REGION}:{TEST_ACCOUNT}:parameter{name}"
+                            for name in expected)
     statements = t.inline_policy(template, role, "ParameterStorePolicy")["Statement"]
     ssm = [s for s in statements if any(a.startswith("ssm:") for a in t.as_list(s["Action"]))]
     assert len(ssm) == 1
@@ -270,6 +270,37 @@ def test_parameter_store_policy_reads_only_the_functions_parameters(
     others = [s for s in t.role_statements(template, role) if s not in statements]
     assert not [s for s in others
                 if any(a.split(":")[0] in ("ssm", "kms") for a in t.as_list(s["Action"]))]
+
+
+def _ssm_resources(template: dict[str, Any], role: str) -> set[str]:
+    return {r for s in t.role_statements(template, role)
+            if any(a.split(":")[0] in ("ssm", "kms") for a in t.as_list(s["Action"]))
+            for r in [*t.as_list(s["Resource"]), *t.as_list(s.get("Condition", {}).get(
+                "StringEquals", {}).get("kms:EncryptionContext:PARAMETER_ARN", []))]}
+
+
+@pytest.mark.parametrize("fn", [*definition.FUNCTIONS, definition.OPERATIONS],
+                         ids=lambda fn: fn.key)
+def test_dev_and_prod_roles_cannot_read_each_others_database_url(
+        rds_app: SynthesizedApp, fn: definition.Function) -> None:
+    # GIVEN both environments synthesized from one app (the operations function writes the URL)
+    dev = _ssm_resources(rds_app.template_json("dev", "Compute"),
+                         t.role_id(rds_app.template_json("dev", "Compute"), fn, "dev"))
+    prod = _ssm_resources(rds_app.template_json("prod", "Compute"),
+                          t.role_id(rds_app.template_json("prod", "Compute"), fn, "prod"))
+    url = "arn:aws:ssm:{r}:{a}:parameter/collections/{e}/DATABASE_URL"
+    dev_url = url.format(r=REGION, a=TEST_ACCOUNT, e="dev")
+    prod_url = url.format(r=REGION, a=TEST_ACCOUNT, e="prod")
+    # THEN each role's SSM and KMS grants name its own DATABASE_URL and not the other's,
+    assert dev_url in dev and prod_url not in dev
+    assert prod_url in prod and dev_url not in prod
+    # nor the first layout's one URL for every environment, nor any wildcard over the prefix
+    legacy = f"arn:aws:ssm:{REGION}:{TEST_ACCOUNT}:parameter/collections/DATABASE_URL"
+    assert legacy not in dev | prod
+    assert not [r for r in dev | prod if "parameter" in r and "*" in r]
+    # AND whatever the two share is a shared API key, never an environment's scope
+    assert all(r.rpartition("/")[2].endswith("_API_KEY") and r.count("/") == 2
+               for r in dev & prod if ":parameter/" in r)
 
 
 @pytest.mark.parametrize("fn", definition.FUNCTIONS, ids=lambda fn: fn.key)

@@ -59,7 +59,7 @@ def test_operations_function_reads_the_rds_secret_and_writes_only_database_url(
     variables = function["Properties"]["Environment"]["Variables"]
     assert "DatabaseStack" in json.dumps(variables["DATABASE_SECRET_ARN"]) or \
         "ImportValue" in json.dumps(variables["DATABASE_SECRET_ARN"])
-    url_parameter = definition.secret("DATABASE_URL").parameter_name(settings.parameter_prefix)
+    url_parameter = f"/collections/{env_name}/DATABASE_URL"
     assert variables["DATABASE_URL_PARAMETER"] == url_parameter
     assert "DATABASE_HOST" not in variables  # no proxy by default
     statements = t.role_statements(compute, t.role_id(compute, OPERATIONS, env_name))

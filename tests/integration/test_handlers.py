@@ -150,7 +150,7 @@ def test_bad_uploads_fail_terminally_with_no_rows_and_no_retry(pipeline, db, nam
 
 def test_a_database_outage_is_retryable(pipeline, db):
     ssm = pipeline.client("ssm")
-    ssm.put_parameter(Name="/collections/DATABASE_URL", Type="SecureString", Overwrite=True,
+    ssm.put_parameter(Name="/collections/local/DATABASE_URL", Type="SecureString", Overwrite=True,
                       Value="postgresql://u:hunter2secret@127.0.0.1:1/none")
     pipeline.upload("user123/outage.jpg", images.photo())
     [event] = pipeline.s3_events()

@@ -28,7 +28,7 @@ def ready(session, *names: str) -> None:
     ssm.put_parameter(Name=deploy.BOOTSTRAP_VERSION_PARAMETER, Value="21", Type="String",
                       Overwrite=True)
     for name in names:
-        ssm.put_parameter(Name=f"/collections/{name}", Value="x", Type="SecureString")
+        ssm.put_parameter(Name=DEV.parameter_name(name), Value="x", Type="SecureString")
 
 
 def test_the_first_rds_deploy_needs_no_database_url(session):
@@ -42,7 +42,7 @@ def test_the_first_rds_deploy_needs_no_database_url(session):
     existing = deploy.preflight(session.client, DEV, bundle_dir=None,
                                 record=deployment.plan(DEV, None))
     [missing] = [c for c in existing if not c.ok]
-    assert missing.name == "parameter /collections/DATABASE_URL"
+    assert missing.name == "parameter /collections/dev/DATABASE_URL"
 
 
 def test_a_cli_in_another_region_than_the_stacks_fails_preflight(session):

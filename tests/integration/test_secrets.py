@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -55,6 +56,8 @@ def test_an_absent_required_secret_is_not_cached_by_prefetch(pipeline: Any) -> N
 def test_more_names_than_one_call_takes_are_read_in_chunks(pipeline: Any,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     names = [f"EXTRA_{i}" for i in range(secrets.MAX_NAMES_PER_CALL + 2)]
+    monkeypatch.setenv("SECRET_PARAMETERS", json.dumps(
+        {name: [f"/collections/local/{name}"] for name in names}))
     for name in names:
         _put(pipeline, name, f"value-{name}")
     state.reset()

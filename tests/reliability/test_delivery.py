@@ -116,6 +116,13 @@ def test_a_vector_whose_dimension_disagrees_with_its_record_is_refused(db):
     assert db.execute("SELECT count(*) FROM embeddings").fetchone() == (0,)
 
 
+def _secret_parameters() -> str:
+    from collections_ops import pipeline
+
+    local = pipeline.environment("local")
+    return pipeline.common_env(local, account=pipeline.LOCAL_ACCOUNT)["SECRET_PARAMETERS"]
+
+
 def test_access_denied_on_a_secret_is_a_clear_configuration_error(monkeypatch):
     from botocore.exceptions import ClientError
 
@@ -128,10 +135,11 @@ def test_access_denied_on_a_secret_is_a_clear_configuration_error(monkeypatch):
                                          "Message": "not authorized"}}, "GetParameters")
 
     state.reset()
-    monkeypatch.setenv("PARAMETER_PREFIX", "/collections")
+    monkeypatch.setenv("SECRET_PARAMETERS", _secret_parameters())
     monkeypatch.setattr("collections_core.aws.client", lambda service: DeniedSSM())
-    with pytest.raises(ConfigurationError, match="access denied reading SSM parameter "
-                       "/collections/ANTHROPIC_API_KEY") as info:
+    with pytest.raises(ConfigurationError, match="access denied reading SSM parameters "
+                       "/collections/local/ANTHROPIC_API_KEY, /collections/ANTHROPIC_API_KEY"
+                       ) as info:
         secrets.get("ANTHROPIC_API_KEY")
     assert "kms:Decrypt" in (info.value.hint or "")
 
@@ -148,11 +156,12 @@ def test_an_absent_optional_secret_is_not_looked_up_on_every_invocation(monkeypa
             return {"Parameters": [], "InvalidParameters": Names}
 
     state.reset()
-    monkeypatch.setenv("PARAMETER_PREFIX", "/collections")
+    monkeypatch.setenv("SECRET_PARAMETERS", _secret_parameters())
     monkeypatch.setattr("collections_core.aws.client", lambda service: CountingSSM())
     for _ in range(5):
         assert secrets.get("LANGSMITH_API_KEY", required=False) is None
-    assert calls == ["/collections/LANGSMITH_API_KEY"]
+    # one call, for the environment's override and the shared key
+    assert calls == ["/collections/local/LANGSMITH_API_KEY", "/collections/LANGSMITH_API_KEY"]
     monkeypatch.setattr(secrets, "ABSENT_TTL_SECONDS", 0.0)
     secrets.get("LANGSMITH_API_KEY", required=False)
-    assert len(calls) == 2, "looked up again once the short cache expires"
+    assert len(calls) == 4, "looked up again once the short cache expires"

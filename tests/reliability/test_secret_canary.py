@@ -85,7 +85,7 @@ def test_a_database_password_with_percent_at_and_colon_never_leaks(pipeline, mon
     ssm = pipeline.client("ssm")
     # GIVEN each broken DATABASE_URL in turn, and an upload the processor must fail on
     for n, (case, url) in enumerate(URLS.items(), start=1):
-        ssm.put_parameter(Name="/collections/DATABASE_URL", Value=url, Type="SecureString",
+        ssm.put_parameter(Name="/collections/local/DATABASE_URL", Value=url, Type="SecureString",
                           Overwrite=True)
         pipeline.upload(f"user123/{case}.jpg", images.photo(seed=n))
         run_dispatcher(pipeline, lambda n=n: depth(pipeline, "processor") == n)

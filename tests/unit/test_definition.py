@@ -23,10 +23,18 @@ def test_function_names_follow_the_guide():
     assert pipeline.environment("prod").stack_name() == "CollectionsComputeStack-prod"
     assert pipeline.environment("dev").images_bucket("123456789") == \
         "collections-images-dev-123456789"
-    assert [s.parameter_name() for s in pipeline.SECRETS] == [
-        "/collections/DATABASE_URL", "/collections/ANTHROPIC_API_KEY",
+    dev = pipeline.environment("dev")
+    # The guide's names: the API keys in the shared scope; DATABASE_URL per environment.
+    assert [dev.parameter_name(s.name) for s in pipeline.SECRETS] == [
+        "/collections/dev/DATABASE_URL", "/collections/ANTHROPIC_API_KEY",
         "/collections/OPENAI_API_KEY", "/collections/LANGSMITH_API_KEY",
         "/collections/VOYAGE_API_KEY"]
+    assert dev.parameter_lookup("ANTHROPIC_API_KEY") == (
+        "/collections/dev/ANTHROPIC_API_KEY", "/collections/ANTHROPIC_API_KEY")
+    assert dev.parameter_lookup("DATABASE_URL") == ("/collections/dev/DATABASE_URL",)
+    assert dev.record_parameter() == "/collections/dev/deployment"
+    with pytest.raises(ValueError):
+        dev.parameter_name("DATABASE_URL", "shared")
 
 
 def _required_detail(handler: Path) -> tuple[str, ...]:

@@ -46,7 +46,7 @@ def invoke(event: Any) -> dict[str, Any]:
 
 def _put_database_url(url: str) -> None:
     boto3.client("ssm", region_name="us-east-1").put_parameter(
-        Name=f"{pipeline.PARAMETER_PREFIX}/DATABASE_URL", Value=url, Type="SecureString",
+        Name=LOCAL.parameter_name("DATABASE_URL"), Value=url, Type="SecureString",
         Overwrite=True)
 
 
@@ -196,7 +196,7 @@ def test_the_rds_generated_secret_is_read_directly(fresh_db: str, database_url: 
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     # GIVEN the RDS-generated secret (JSON credentials) and no DATABASE_URL parameter at all
     boto3.client("ssm", region_name="us-east-1").delete_parameter(
-        Name=f"{pipeline.PARAMETER_PREFIX}/DATABASE_URL")
+        Name=LOCAL.parameter_name("DATABASE_URL"))
     parts = urlsplit(fresh_db)
     socket_dir = parse_qs(parts.query)["host"][0]
     (socket_file,) = Path(socket_dir).glob(".s.PGSQL.*[0-9]")
@@ -217,7 +217,7 @@ def test_the_rds_generated_secret_is_read_directly(fresh_db: str, database_url: 
 def test_deploy_writes_database_url_from_the_rds_secret(
         fresh_db: str, monkeypatch: pytest.MonkeyPatch, response_url: _ResponseUrl) -> None:
     # GIVEN database mode rds: the secret, and no DATABASE_URL yet (the first deploy)
-    parameter = f"{pipeline.PARAMETER_PREFIX}/DATABASE_URL"
+    parameter = LOCAL.parameter_name("DATABASE_URL")
     ssm = boto3.client("ssm", region_name="us-east-1")
     ssm.delete_parameter(Name=parameter)
     parts = urlsplit(fresh_db)

@@ -25,7 +25,7 @@ def env(name: str) -> str:
 
 REQUIRED = (
     "COLLECTIONS_ENV", "IMAGES_BUCKET", "THUMBNAILS_BUCKET", "THUMBNAIL_SIZE", "EVENT_BUS_NAME",
-    "PARAMETER_PREFIX", "ANALYZER_PROVIDER", "ANALYZER_MODEL", "EMBEDDING_PROVIDER",
+    "SECRET_PARAMETERS", "ANALYZER_PROVIDER", "ANALYZER_MODEL", "EMBEDDING_PROVIDER",
     "EMBEDDING_MODEL", "IMAGE_PROCESSED_SOURCE", "IMAGE_PROCESSED_DETAIL_TYPE",
     "ANALYSIS_COMPLETE_SOURCE", "ANALYSIS_COMPLETE_DETAIL_TYPE",
 )
@@ -38,7 +38,6 @@ class Settings:
     thumbnails_bucket: str
     thumbnail_size: int
     event_bus: str
-    parameter_prefix: str
     analyzer_provider: str
     analyzer_model: str
     embedding_provider: str
@@ -60,7 +59,6 @@ class Settings:
             thumbnails_bucket=env("THUMBNAILS_BUCKET"),
             thumbnail_size=int(env("THUMBNAIL_SIZE")),
             event_bus=env("EVENT_BUS_NAME"),
-            parameter_prefix=env("PARAMETER_PREFIX"),
             analyzer_provider=env("ANALYZER_PROVIDER"),
             analyzer_model=env("ANALYZER_MODEL"),
             embedding_provider=env("EMBEDDING_PROVIDER"),

@@ -5,10 +5,17 @@ need (`prefetch`), and those not cached are read in one call, not one each -- th
 cold start made three round trips to SSM before its model call. SSM's read throughput is
 shared by the whole account (GetParameter and GetParameters count alike), so a burst of cold
 starts also asks it a third as often.
+
+Where each secret lives comes from `SECRET_PARAMETERS` (set from the pipeline definition): the
+parameters to read it from, in order, the first that exists winning -- the environment's own
+scope (`/collections/dev/ANTHROPIC_API_KEY`, an override), then the shared one
+(`/collections/ANTHROPIC_API_KEY`). DATABASE_URL has the environment's scope only. Every
+candidate is asked for in the same GetParameters call, so an override costs no round trip.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable
 
@@ -27,14 +34,34 @@ KNOWN = ("DATABASE_URL", "ANTHROPIC_API_KEY", "OPENAI_API_KEY", "LANGSMITH_API_K
          "VOYAGE_API_KEY")
 
 
+def lookup(name: str) -> list[str]:
+    """The parameters secret `name` is read from, in order (the last is its usual home)."""
+    raw = env("SECRET_PARAMETERS")
+    table: dict[str, tuple[str, list[str]]] = state.cached("secret_parameters", dict)
+    cached = table.get(name)
+    if cached is not None and cached[0] == raw:
+        return cached[1]
+    try:
+        names = json.loads(raw).get(name)
+    except (ValueError, AttributeError):
+        names = None
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise ConfigurationError(f"SECRET_PARAMETERS names no parameter for {name}",
+                                 hint="the function's environment comes from the pipeline "
+                                      "definition; redeploy")
+    table[name] = (raw, names)
+    return names
+
+
 def parameter_name(name: str) -> str:
-    return f"{env('PARAMETER_PREFIX').rstrip('/')}/{name}"
+    """Where an operator puts secret `name` (named in errors): its last, usual, home."""
+    return lookup(name)[-1]
 
 
 def register_all(names: tuple[str, ...] = KNOWN) -> None:
     """Read every secret the pipeline knows (those that exist) and the secret values in this
     process's environment, so that `log.mask` hides them in whatever this process writes --
-    also lines that no handler wrote (the local cloud's dispatcher). Needs PARAMETER_PREFIX."""
+    also lines that no handler wrote (the local cloud's dispatcher). Needs SECRET_PARAMETERS."""
     log.register_environ()
     for name in names:
         get(name, required=False)
@@ -90,9 +117,10 @@ def _fresh(hit: tuple[float, str | None] | None) -> bool:
 
 def _fetch(names: list[str]) -> dict[str, str]:
     """name -> value for those of `names` that exist (GetParameters, decrypted)."""
-    found: dict[str, str] = {}
-    for start in range(0, len(names), MAX_NAMES_PER_CALL):
-        chunk = {parameter_name(n): n for n in names[start:start + MAX_NAMES_PER_CALL]}
+    candidates = [(parameter, n) for n in names for parameter in lookup(n)]
+    values: dict[str, str] = {}
+    for start in range(0, len(candidates), MAX_NAMES_PER_CALL):
+        chunk = dict(candidates[start:start + MAX_NAMES_PER_CALL])
         what = ("SSM parameter " if len(chunk) == 1 else "SSM parameters ") + ", ".join(chunk)
         try:
             response = aws.client("ssm").get_parameters(Names=list(chunk), WithDecryption=True)
@@ -109,9 +137,12 @@ def _fetch(names: list[str]) -> dict[str, str]:
             raise RetryableError(f"reading {what} failed: {code or type(exc).__name__}") \
                 from None
         for parameter in response.get("Parameters", []):
-            name = chunk.get(str(parameter.get("Name")))
-            if name is not None:
+            if str(parameter.get("Name")) in chunk:
                 value = str(parameter["Value"])
                 log.register_secret(value)
-                found[name] = value
+                values[str(parameter["Name"])] = value
+    found: dict[str, str] = {}
+    for parameter, name in candidates:  # in lookup order: the first that exists wins
+        if name not in found and parameter in values:
+            found[name] = values[parameter]
     return found

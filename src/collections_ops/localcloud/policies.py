@@ -16,7 +16,7 @@ import hashlib
 import json
 from typing import Any
 
-from collections_ops.pipeline import PARAMETER_STORE_POLICY, Environment, Function, secret
+from collections_ops.pipeline import PARAMETER_STORE_POLICY, Environment, Function
 
 Document = dict[str, Any]
 
@@ -43,9 +43,10 @@ def _document(statements: list[dict[str, Any]]) -> Document:
 
 
 def parameter_arns(env: Environment, fn: Function, *, region: str, account: str) -> list[str]:
-    return [f"arn:aws:ssm:{region}:{account}:parameter/"
-            f"{secret(name).parameter_name(env.parameter_prefix).lstrip('/')}"
-            for name in fn.secrets]
+    """What the function may read: its secrets' lookup (the environment's scope, then the
+    shared keys), as the compute stack grants it."""
+    return [f"arn:aws:ssm:{region}:{account}:parameter/{parameter.lstrip('/')}"
+            for name in fn.secrets for parameter in env.parameter_lookup(name)]
 
 
 def log_group_arn(env: Environment, fn: Function, *, region: str, account: str) -> str:

@@ -295,7 +295,7 @@ def _queue_arn(sqs: Any, url: str) -> str:
 
 
 def put_database_url(ssm: Any, env: Environment, database_url: str) -> None:
-    ssm.put_parameter(Name=f"{env.parameter_prefix}/DATABASE_URL", Value=database_url,
+    ssm.put_parameter(Name=env.parameter_name("DATABASE_URL"), Value=database_url,
                       Type="SecureString", Overwrite=True)
 
 

@@ -325,7 +325,7 @@ def preflight(client: Any, env: Environment, *, bundle_dir: Path | None,
                             "ParameterNotFound" else f"cannot read bootstrap version ({code})",
                             f"collections bootstrap {env.name}"))
     for spec in required_parameters(env, record):
-        name = spec.parameter_name(env.parameter_prefix)
+        name = env.parameter_name(spec.name)
         try:
             ssm.get_parameter(Name=name)
             checks.append(Check(f"parameter {name}", True, "present"))

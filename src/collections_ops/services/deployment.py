@@ -9,14 +9,15 @@ database stack behind, and a CLI whose profile says eu-west-1 talks to an empty 
 stacks live in us-east-1.
 
 Where it lives, and why two places:
-- in the account, as the SSM String parameter `<prefix>/deployment/<env>` in the environment's
-  region: every machine and CI job that deploys the environment sees the same facts (the state
-  folder of one laptop is not where an account's facts belong);
+- in the account, as the SSM String parameter `<prefix>/<env>/deployment` (the environment's
+  scope, `Environment.record_parameter`) in the environment's region: every machine and CI
+  job that deploys the environment sees the same facts (the state folder of one laptop is not
+  where an account's facts belong);
 - a copy in the state folder (`<state>/<env>/deployment.json`): commands read it without an AWS
   call, and the region is known before any client is built.
 `deploy` writes both; a command reads the local copy, else the account's (and caches it).
-The parameter is outside `get_parameters_by_path(<prefix>, Recursive=False)`, so it never shows
-among the secrets, and it holds no secret.
+It holds no secret, and `secrets list` shows only the secrets' names, so it never shows among
+them.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class DeploymentRecord:
 
 
 def parameter_name(env: Environment) -> str:
-    return f"{env.parameter_prefix}/deployment/{env.name}"
+    return env.record_parameter()
 
 
 def record_path(state_dir: Path) -> Path:

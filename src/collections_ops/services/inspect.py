@@ -119,7 +119,7 @@ def notification(s3: Any, bucket: str) -> dict[str, Any] | None:
 def present_parameters(ssm: Any, env: Environment) -> dict[str, bool]:
     from collections_ops.pipeline import SECRETS
 
-    names = [s.parameter_name(env.parameter_prefix) for s in SECRETS]
+    names = [env.parameter_name(s.name) for s in SECRETS]
     found: set[str] = set()
     for start in range(0, len(names), 10):
         response = ssm.get_parameters(Names=names[start:start + 10], WithDecryption=False)
@@ -226,7 +226,6 @@ def check_invoke_permission(lam: Any, env: Environment) -> Finding:
 
 def check_role_policies(iam: Any, env: Environment, *, account: str,
                         region: str) -> list[Finding]:
-    from collections_ops.pipeline import secret
 
     findings = []
     for fn in FUNCTIONS:
@@ -250,8 +249,8 @@ def check_role_policies(iam: Any, env: Environment, *, account: str,
                     a in ("ssm:GetParameter", "ssm:GetParameters", "ssm:*") for a in actions):
                 res = statement.get("Resource", [])
                 resources.update([res] if isinstance(res, str) else res)
-        needed = [f"arn:aws:ssm:{region}:{account}:parameter"
-                  f"{secret(n).parameter_name(env.parameter_prefix)}" for n in fn.secrets]
+        needed = [f"arn:aws:ssm:{region}:{account}:parameter{parameter}"
+                  for n in fn.secrets for parameter in env.parameter_lookup(n)]
         missing = [n for n in needed if n not in resources]
         findings.append(Finding(
             f"IAM {role}", not missing,
@@ -263,9 +262,9 @@ def check_role_policies(iam: Any, env: Environment, *, account: str,
 
 def check_parameters(status: StatusReport, env: Environment) -> list[Finding]:
     findings = []
-    needed = {s.parameter_name(env.parameter_prefix): s for s in env.required_secrets()}
+    needed = {env.parameter_name(s.name): s for s in env.required_secrets()}
     if env.is_local:
-        needed.setdefault(f"{env.parameter_prefix}/DATABASE_URL", None)  # type: ignore[arg-type]
+        needed.setdefault(env.parameter_name("DATABASE_URL"), None)  # type: ignore[arg-type]
     for name, present in status.parameters.items():
         short = name.rpartition("/")[2]
         if name in needed:

@@ -45,7 +45,7 @@ def put(ssm: Any, env: Environment, name: str, value: str, *,
     value = value.strip("\r\n")
     if not value:
         raise errors.UsageError("the secret value is empty", "nothing was written")
-    parameter = spec.parameter_name(env.parameter_prefix)
+    parameter = env.parameter_name(spec.name)
     kwargs: dict[str, Any] = {"Name": parameter, "Value": value, "Type": "SecureString",
                               "Overwrite": True, "Description": spec.description}
     if kms_key_id:
@@ -66,10 +66,10 @@ def list_secrets(ssm: Any, env: Environment) -> list[SecretInfo]:
     required = {s.name for s in env.required_secrets()}
     out = []
     for spec in SECRETS:
-        param = found.get(spec.parameter_name(prefix))
+        param = found.get(env.parameter_name(spec.name))
         modified = param.get("LastModifiedDate") if param else None
         out.append(SecretInfo(
-            spec.name, spec.parameter_name(prefix), param is not None, spec.name in required,
+            spec.name, env.parameter_name(spec.name), param is not None, spec.name in required,
             fingerprint(param["Value"]) if param else None,
             int(param["Version"]) if param else None,
             modified.isoformat() if modified is not None else None))
@@ -86,7 +86,7 @@ def known_secret(name: str) -> Secret:
 
 def remove(ssm: Any, env: Environment, name: str) -> str:
     spec = known_secret(name)
-    parameter = spec.parameter_name(env.parameter_prefix)
+    parameter = env.parameter_name(spec.name)
     if aws.or_none(lambda: ssm.delete_parameter(Name=parameter)) is None:
         raise errors.NotFound(f"{parameter} does not exist")
     return parameter
@@ -119,7 +119,7 @@ def verify(ssm: Any, env: Environment, *, live: bool = False) -> list[Check]:
     required = {s.name for s in env.required_secrets()}
     checks = []
     for spec in SECRETS:
-        parameter = spec.parameter_name(env.parameter_prefix)
+        parameter = env.parameter_name(spec.name)
         is_required = spec.name in required
         fix = f"collections secrets put {spec.name} --env {env.name}"
         try:
