@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from collections_ops.cli import exits
 from collections_ops.cli.app import app, version_text
+from collections_ops.pipeline import environment
 from tests.moto_server import reset_moto
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -312,7 +313,8 @@ def _put_required_secrets(endpoint: str) -> None:
     ssm = boto3.client("ssm", endpoint_url=endpoint)
     for name, value in (("DATABASE_URL", "postgresql://u:p@db.example/collections"),
                         ("ANTHROPIC_API_KEY", "sk-ant-test"), ("VOYAGE_API_KEY", "pa-test")):
-        ssm.put_parameter(Name=f"/collections/{name}", Value=value, Type="SecureString")
+        ssm.put_parameter(Name=environment("dev").parameter_name(name), Value=value,
+                          Type="SecureString")
 
 
 def test_a_live_check_with_no_provider_reachable_exits_4_not_config(
