@@ -155,6 +155,34 @@ def test_after_a_deploy_every_function_is_pruned_and_missing_ones_skipped(pipeli
     assert pruned == {ANALYZER.function_name("local"): ["1", "2"]}
 
 
+def test_pruning_never_deletes_the_version_the_stack_records(pipeline):
+    """`configure` moved live far past the stack's version 1: a deploy's prune keeps 1 (a
+    stack rollback returns to it) as it keeps live and the one before."""
+    from collections_ops.services import drift
+
+    lam = pipeline.client("lambda")
+    name = ANALYZER.function_name("local")
+    for memory in (1100, 1200, 1300, 1400, 1500):
+        versions.configure(lam, pipeline.env, ANALYZER, memory=memory, keep=100,
+                           sleep=lambda s: None)
+    recorded = drift.stack_versions(_stack_with_versions({name: "1"}), "collections-local")
+    assert recorded == {name: "1"}
+    pruned = versions.prune_all(lam, pipeline.env, keep=3, recorded=recorded)
+    assert pruned == {name: ["2", "3", "4"]}
+    left = [v.version for v in versions.list_versions(lam, pipeline.env, ANALYZER)]
+    assert left == ["1", "5", "6"]
+
+
+def test_pruning_keeps_a_version_another_alias_points_at(pipeline):
+    lam = pipeline.client("lambda")
+    name = ANALYZER.function_name("local")
+    for memory in (1100, 1200, 1300, 1400):
+        versions.configure(lam, pipeline.env, ANALYZER, memory=memory, keep=100,
+                           sleep=lambda s: None)
+    lam.create_alias(FunctionName=name, Name="canary", FunctionVersion="2")
+    assert versions.prune(lam, pipeline.env, ANALYZER, keep=3) == ["1", "3"]
+
+
 # --------------------------------------------------------------------------- what runs locally
 
 

@@ -186,12 +186,14 @@ def deployed(client: Any, env: Environment, plan: DeployPlan, *, state_dir: Path
     """After `cdk deploy` succeeded: write the record (here and in the account) and prune
     the published versions beyond `versions_to_keep` (the stack retains them all).
     Returns the record written and the versions pruned per function."""
-    from collections_ops.services import deployment, versions
+    from collections_ops.services import deployment, drift, versions
 
     stamped = deployment.stamped(plan.record)
     deployment.save(state_dir, stamped)
     deployment.publish(client("ssm"), env, stamped)
-    return stamped, versions.prune_all(client("lambda"), env, keep=env.versions_to_keep)
+    recorded = drift.stack_versions(client("cloudformation"), env.stack_name("Compute"))
+    return stamped, versions.prune_all(client("lambda"), env, keep=env.versions_to_keep,
+                                       recorded=recorded)
 
 
 def destroyed(client: Any, env: Environment, *, state_dir: Path) -> None:

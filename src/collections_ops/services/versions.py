@@ -14,7 +14,8 @@ is made on `$LATEST`, waited for (`LastUpdateStatus`: the next call is refused w
 is in progress, and a version published too early carries the old configuration), published,
 and `live` is moved to the new version. Versions are retained across deploys (the stack keeps
 them); `prune` deletes the oldest beyond the environment's keep setting, never the live one nor
-the one before it (the rollback target).
+the one before it (the rollback target), nor the one the stack records (a stack rollback
+returns to it), nor one another alias points at.
 """
 
 from __future__ import annotations
@@ -180,31 +181,52 @@ def publish_live(lam: Any, env: Environment, fn: Function, *,
     return result
 
 
-def prunable(versions: list[str], *, live: str | None, keep: int) -> list[str]:
-    """The versions to delete: the oldest beyond `keep`, never `live` nor the one before it."""
+def prunable(versions: list[str], *, live: str | None, keep: int,
+             protected: frozenset[str] = frozenset()) -> list[str]:
+    """The versions to delete: the oldest beyond `keep`, never `live` nor the one before it,
+    nor any `protected` one (what the stack records, what another alias points at)."""
     if keep < 2:
         raise errors.UsageError(f"keep at least 2 versions (the live one and the one before), "
                               f"not {keep}")
     ordered = sorted(versions, key=int)
-    protected = set()
+    kept = set(protected)
     if live is not None:
-        protected.add(live)
+        kept.add(live)
         earlier = [v for v in ordered if int(v) < int(live)]
         if earlier:
-            protected.add(earlier[-1])
+            kept.add(earlier[-1])
     excess = len(ordered) - keep
-    return [v for v in ordered if v not in protected][:max(0, excess)]
+    return [v for v in ordered if v not in kept][:max(0, excess)]
 
 
-def prune(lam: Any, env: Environment, fn: Function, *, keep: int = DEFAULT_KEEP) -> list[str]:
-    """Delete the oldest published versions beyond `keep`; returns the versions deleted."""
+def _alias_versions(lam: Any, name: str) -> set[str]:
+    """Every version an alias of the function points at, weighted routing included."""
+    found: set[str] = set()
+    try:
+        for page in lam.get_paginator("list_aliases").paginate(FunctionName=name):
+            for alias in page.get("Aliases", []):
+                found.add(str(alias["FunctionVersion"]))
+                routing = alias.get("RoutingConfig") or {}
+                found.update(str(v) for v in routing.get("AdditionalVersionWeights") or {})
+    except Exception as exc:
+        if aws.error_code(exc) != "ResourceNotFoundException":
+            raise
+    return found
+
+
+def prune(lam: Any, env: Environment, fn: Function, *, keep: int = DEFAULT_KEEP,
+          protected: frozenset[str] = frozenset()) -> list[str]:
+    """Delete the oldest published versions beyond `keep`; returns the versions deleted.
+    `protected`: versions that must stay whatever their age (the stack's own version: a
+    rollback of the stack returns to it)."""
     name = fn.function_name(env.name)
     published = [c["Version"] for c in _published(lam, name)]
     try:
         live: str | None = live_version(lam, name)
     except errors.NotFound:
         live = None
-    doomed = prunable(published, live=live, keep=keep)
+    kept = frozenset(protected) | _alias_versions(lam, name)
+    doomed = prunable(published, live=live, keep=keep, protected=kept)
     deleted = []
     for version in doomed:
         try:
@@ -251,14 +273,20 @@ def configure(lam: Any, env: Environment, fn: Function, *, timeout: int | None =
                         description=f"collections configure: {described}")
 
 
-def prune_all(lam: Any, env: Environment, *, keep: int = DEFAULT_KEEP) -> dict[str, list[str]]:
-    """After a deploy: prune every deployed function (the stack retains its old versions)."""
+def prune_all(lam: Any, env: Environment, *, keep: int = DEFAULT_KEEP,
+              recorded: dict[str, str] | None = None) -> dict[str, list[str]]:
+    """After a deploy: prune every deployed function (the stack retains its old versions).
+    `recorded`: function name -> the version the stack's `AWS::Lambda::Version` is
+    (`drift.stack_versions`); it is never pruned, whatever `live` says."""
     from collections_ops.pipeline import DEPLOYED_FUNCTIONS
 
     pruned: dict[str, list[str]] = {}
     for fn in DEPLOYED_FUNCTIONS:
+        name = fn.function_name(env.name)
+        stack_version = (recorded or {}).get(name)
         try:
-            deleted = prune(lam, env, fn, keep=keep)
+            deleted = prune(lam, env, fn, keep=keep, protected=frozenset(
+                [stack_version] if stack_version else []))
         except errors.NotFound:
             continue  # not deployed (yet): nothing to prune
         if deleted:
