@@ -144,3 +144,28 @@ def test_deploy_after_kill_9_of_every_part_succeeds_first_time_and_loses_nothing
             assert verified.returncode == 0, verified.stdout + verified.stderr
     print(f"deploy local after kill -9 of every part: {TRIES} of {TRIES} exited 0;"
           f" (exit code, seconds): {outcomes}")
+
+
+def test_two_deploys_after_kill_9_of_every_part_one_starts_and_one_joins(cloud):
+    import subprocess
+    import sys
+
+    status = _status(cloud)
+    _kill_9(_every_part(Path(status["state_dir"])))
+    # WHEN two `deploy local` run at once on the dead cloud
+    argv = [sys.executable, "-m", "collections_ops", "deploy", "local"]
+    procs = [subprocess.Popen(argv, env=cloud, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    # THEN both exit 0: one started the cloud, the other joined it
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    said = [out + err for out, err in outputs]
+    started = [s for s in said if "local cloud started" in s]
+    joined = [s for s in said if "local cloud already running" in s]
+    assert len(started) == len(joined) == 1, said
+    state = json.loads(Path(status["state_dir"], "state.json").read_text())
+    if "waiting for" in joined[0]:  # it came while the other held the start lock: says whose
+        starter = next(p for p, s in zip(procs, said, strict=True) if s is started[0])
+        assert f"waiting for `deploy local` (pid {starter.pid}, since " in joined[0], joined[0]
+    assert _status(cloud)["up"]
+    assert state["endpoint_url"] == status["endpoint_url"]

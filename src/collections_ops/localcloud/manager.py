@@ -15,11 +15,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from collections_ops import locks
 from collections_ops.errors import CliError, NotReady
 from collections_ops.localcloud.daemon import (
     ALREADY_RUNNING_EXIT,
@@ -57,29 +58,6 @@ def restart_counts(state_dir: Path) -> dict[str, int]:
     return {name: int(p.get("restarts", 0)) for name, p in parts.items()}
 
 
-@contextlib.contextmanager
-def _start_lock(state_dir: Path, timeout: float) -> Iterator[None]:
-    """One `deploy local` at a time per state directory; the second waits for the first."""
-    import fcntl
-
-    state_dir.mkdir(parents=True, exist_ok=True)
-    with open(state_dir / START_LOCK_FILE, "a+") as handle:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise CliError("another `deploy local` is still starting this local cloud",
-                                   f"wait for it, or see {state_dir / 'daemon.log'}") from None
-                time.sleep(0.1)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _say(message: str) -> None:
     print(message, file=sys.stderr)
 
@@ -92,7 +70,10 @@ def start(state_dir: Path, notify: Callable[[str], None] | None = None
     and say which parts were restarted since the last `deploy local` ("restarted: database").
     """
     notify = notify or _say
-    with _start_lock(state_dir, START_TIMEOUT_S):
+    # One `deploy local` at a time per state directory: the second waits, saying for whom, and
+    # then joins the cloud the first started.
+    with locks.held(state_dir / START_LOCK_FILE, what="deploy local", wait_s=START_TIMEOUT_S,
+                    notify=notify):
         existing = running_state(state_dir)
         if existing is not None:
             restarted = repair(state_dir)
