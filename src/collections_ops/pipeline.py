@@ -358,6 +358,12 @@ class Prices:
     # embedding models, whose usage is one token count). A model missing here is unpriced
     # (shown as unknown, never as free); the offline `local` providers cost nothing.
     tokens_per_million: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    # SnapStart for Python: each published version's snapshot is cached (USD per GB-second of
+    # the function's memory, for as long as the version exists, at least 3 hours), and each
+    # restore of it is charged (USD per GB restored); the restore's billed duration is
+    # charged as duration.
+    snapstart_cache_gb_second: float = 0.0000015046
+    snapstart_restore_gb: float = 0.0001397998
 
 
 PRICES = Prices(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from collections_ops import errors
 from collections_ops.services import cost
 from collections_ops.services.cost import Report, Usage
 
@@ -213,3 +214,37 @@ def test_a_usage_answer_of_another_shape_is_refused(answer: object) -> None:
 
     with pytest.raises(errors.CollectionsError, match="operations function f"):
         cost.recorded_from(answer, "operations function f")
+
+
+def test_a_snapstart_restore_line_is_read() -> None:
+    line = ("REPORT RequestId: b2\tDuration: 120.00 ms\tBilled Duration: 121 ms\t"
+            "Memory Size: 1024 MB\tMax Memory Used: 150 MB\tRestore Duration: 474.16 ms\t"
+            "Billed Restore Duration: 178 ms\t")
+    assert cost.parse_report(line) == Report(121, 1024, restored=True, billed_restore_ms=178)
+
+
+def test_snapstart_adds_the_cache_the_restores_and_their_billed_duration() -> None:
+    reports = {"analyzer": [Report(1000, 2048, restored=True, billed_restore_ms=500),
+                            Report(1000, 2048)]}
+    off = cost.compute(reports, {}, images=2)
+    on = cost.compute(reports, {}, images=2, snapstart=cost.SnapStart(
+        window_s=3600, memory_mb={"analyzer": 2048}))
+    prices = cost.PRICES
+    cache = 2 * 3600 * prices.snapstart_cache_gb_second  # 2 GB for an hour, one version
+    restore = 2 * prices.snapstart_restore_gb + 0.5 * 2 * prices.lambda_gb_second["x86_64"]
+    (stage,) = on.stages
+    assert stage.restores == 1
+    assert stage.snapstart_usd == pytest.approx(cache + restore, rel=1e-12)
+    assert on.total_usd - off.total_usd == pytest.approx(cache + restore, rel=1e-12)
+    assert any("SnapStart is on" in note and prices.as_of in note for note in on.notes)
+    assert not any("SnapStart" in note for note in off.notes)
+
+
+def test_snapstart_prices_are_overridable_and_checked() -> None:
+    prices = cost.with_overrides(cost.PRICES, {"as_of": "2027-02-01",
+                                               "snapstart_restore_gb": 0.0002}, "test")
+    assert prices.snapstart_restore_gb == 0.0002
+    assert prices.snapstart_cache_gb_second == cost.PRICES.snapstart_cache_gb_second
+    with pytest.raises(errors.ConfigError, match="snapstart_cache_gb_second"):
+        cost.with_overrides(cost.PRICES, {"as_of": "2027-02-01",
+                                          "snapstart_cache_gb_second": -1}, "test")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date
@@ -43,7 +44,8 @@ FREE_PROVIDERS = ("local",)  # offline providers: no bill, whatever the model is
 def with_overrides(base: Prices, data: Mapping[str, Any], where: str) -> Prices:
     """`base` with the fields (and models) that `data` gives replaced. A table that changes a
     price must carry its own date (`as_of`): a figure is only as good as the date it names."""
-    known = {"as_of", "lambda_gb_second", "lambda_request", "tokens_per_million"}
+    known = {"as_of", "lambda_gb_second", "lambda_request", "tokens_per_million",
+             "snapstart_cache_gb_second", "snapstart_restore_gb"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise errors.ConfigError(f"{where}: unknown price fields {', '.join(unknown)}",
@@ -59,8 +61,11 @@ def with_overrides(base: Prices, data: Mapping[str, Any], where: str) -> Prices:
     gb_second = {**base.lambda_gb_second,
                  **_prices(data.get("lambda_gb_second", {}), f"{where} lambda_gb_second")}
     request = data.get("lambda_request", base.lambda_request)
-    if not _is_price(request):
-        raise errors.ConfigError(f"{where}: lambda_request must be a non-negative number")
+    flat = {name: data.get(name, getattr(base, name)) for name in
+            ("lambda_request", "snapstart_cache_gb_second", "snapstart_restore_gb")}
+    for name, value in flat.items():
+        if not _is_price(value):
+            raise errors.ConfigError(f"{where}: {name} must be a non-negative number")
     models = dict(base.tokens_per_million)
     table = data.get("tokens_per_million", {})
     if not isinstance(table, Mapping):
@@ -72,7 +77,9 @@ def with_overrides(base: Prices, data: Mapping[str, Any], where: str) -> Prices:
                                      "output (USD per million tokens)")
         models[str(model)] = priced
     return replace(base, as_of=str(as_of), lambda_gb_second=gb_second,
-                   lambda_request=float(request), tokens_per_million=models)
+                   lambda_request=float(request), tokens_per_million=models,
+                   snapstart_cache_gb_second=float(flat["snapstart_cache_gb_second"]),
+                   snapstart_restore_gb=float(flat["snapstart_restore_gb"]))
 
 
 def load_prices(path: Path, base: Prices = PRICES) -> Prices:
@@ -107,6 +114,8 @@ class Report:
     billed_ms: float
     memory_mb: int
     init_ms: float = 0.0  # cold starts only; informational, the bill uses Billed Duration
+    restored: bool = False  # SnapStart: this invocation's environment was restored
+    billed_restore_ms: float = 0.0  # charged as duration, beside the restore charge
 
 
 _REPORT = re.compile(
@@ -115,13 +124,18 @@ _REPORT = re.compile(
     re.DOTALL)
 
 
+_RESTORE = re.compile(r"Billed Restore Duration:\s*(?P<billed>[\d.]+)\s*ms")
+
+
 def parse_report(message: str) -> Report | None:
     """The figures of a Lambda REPORT log line; None for any other line."""
     match = _REPORT.search(message)
     if not match:
         return None
+    restore = _RESTORE.search(message)
     return Report(billed_ms=float(match["billed"]), memory_mb=int(match["memory"]),
-                  init_ms=float(match["init"] or 0.0))
+                  init_ms=float(match["init"] or 0.0), restored=restore is not None,
+                  billed_restore_ms=float(restore["billed"]) if restore else 0.0)
 
 
 # --------------------------------------------------------------------------------- usage
@@ -158,8 +172,10 @@ class StageCost:
     stage: str
     invocations: int
     gb_seconds: float
-    lambda_usd: float
+    lambda_usd: float  # SnapStart's charges included
     models: list[ModelCost] = field(default_factory=list)
+    snapstart_usd: float = 0.0  # of lambda_usd: snapshot cache, restores, restore duration
+    restores: int = 0
 
     @property
     def input_tokens(self) -> int:
@@ -245,27 +261,57 @@ def token_cost(usage: Usage, prices: Prices) -> float | None:
     return usd
 
 
+@dataclass(frozen=True)
+class SnapStart:
+    """What SnapStart charges over a window: the snapshot cache of `cached_versions` versions
+    of each function (at its memory) for `window_s`, and every restore the REPORT lines show."""
+
+    window_s: float
+    memory_mb: Mapping[str, int]  # stage -> the function's memory
+    cached_versions: int = 1
+
+
 def stage_cost(stage: str, reports: Iterable[Report], usage: Iterable[Usage], *,
-               architecture: str, prices: Prices) -> StageCost:
+               architecture: str, prices: Prices,
+               snapstart: SnapStart | None = None) -> StageCost:
     rows = list(reports)
+    gb_second = prices.lambda_gb_second[architecture]
     gb_seconds = sum(r.billed_ms / 1000.0 * r.memory_mb / GB for r in rows)
-    lambda_usd = (gb_seconds * prices.lambda_gb_second[architecture]
-                  + len(rows) * prices.lambda_request)
+    lambda_usd = gb_seconds * gb_second + len(rows) * prices.lambda_request
+    restored = [r for r in rows if r.restored]
+    snapstart_usd = 0.0
+    if snapstart is not None:
+        memory_gb = snapstart.memory_mb.get(stage, 0) / GB
+        snapstart_usd = (memory_gb * snapstart.window_s * snapstart.cached_versions
+                         * prices.snapstart_cache_gb_second
+                         + sum(r.memory_mb / GB for r in restored) * prices.snapstart_restore_gb
+                         + sum(r.billed_restore_ms / 1000.0 * r.memory_mb / GB
+                               for r in restored) * gb_second)
     models = [ModelCost(model=u.model, provider=u.provider, rows=u.rows, unreported=u.unreported,
                         input_tokens=u.input_tokens, output_tokens=u.output_tokens,
                         tokens_usd=token_cost(u, prices)) for u in usage]
     return StageCost(stage=stage, invocations=len(rows), gb_seconds=gb_seconds,
-                     lambda_usd=lambda_usd, models=models)
+                     lambda_usd=lambda_usd + snapstart_usd, models=models,
+                     snapstart_usd=snapstart_usd, restores=len(restored))
 
 
 def compute(reports: Mapping[str, Iterable[Report]], usage: Mapping[str, Sequence[Usage]], *,
-            images: int, architecture: str = "x86_64", prices: Prices = PRICES) -> CostReport:
-    """Cost per stage and in total over a window in which `images` images went through."""
+            images: int, architecture: str = "x86_64", prices: Prices = PRICES,
+            snapstart: SnapStart | None = None) -> CostReport:
+    """Cost per stage and in total over a window in which `images` images went through;
+    with `snapstart`, SnapStart's charges too."""
     if architecture not in prices.lambda_gb_second:
         raise ValueError(f"no Lambda price for architecture {architecture!r}")
     stages = [stage_cost(stage, rows, usage.get(stage, ()), architecture=architecture,
-                         prices=prices) for stage, rows in reports.items()]
+                         prices=prices, snapstart=snapstart) for stage, rows in reports.items()]
     notes = []
+    if snapstart is not None:
+        notes.append(
+            f"SnapStart is on: each function's snapshot cache over the {snapstart.window_s:.0f} s "
+            f"window ({snapstart.cached_versions} cached version each; every published version "
+            "is cached, at least 3 hours) and "
+            f"{sum(s.restores for s in stages)} restores are included, at the prices of "
+            f"{prices.as_of}")
     for s in stages:
         for m in s.models:
             if m.tokens_usd is None:
@@ -373,8 +419,14 @@ def collect(logs: Any, env: Any, *, since_ms: int, until_ms: int | None = None,
                                     until_ms=until_ms) for fn in pipeline.FUNCTIONS}
     images = (recorded.images if recorded is not None
               else len(reports[pipeline.IMAGE_PROCESSOR.key]))
+    snapstart = None
+    if env.snapstart:
+        until = until_ms if until_ms is not None else int(time.time() * 1000)
+        snapstart = SnapStart(window_s=max(0.0, (until - since_ms) / 1000.0), memory_mb={
+            fn.key: int(getattr(env, fn.memory_setting)) for fn in pipeline.FUNCTIONS})
     report = compute(reports, recorded.usage if recorded else {}, images=images,
-                     architecture=env.architecture, prices=prices or env.prices)
+                     architecture=env.architecture, prices=prices or env.prices,
+                     snapstart=snapstart)
     if recorded is None:
         report.tokens_recorded = False
         report.notes.append(f"token costs are not included, and images are counted as "
