@@ -162,7 +162,7 @@ def test_z_doctor_finds_a_removed_notification_and_a_missing_parameter(cli_env, 
         findings = {f["name"]: f for f in json.loads(result.stdout)}
         assert not findings["bucket notification"]["ok"]
         assert findings["bucket notification"]["detail"] == "no notification configured"
-        missing = findings["parameter /collections/DATABASE_URL"]
+        missing = findings["parameter /collections/local/DATABASE_URL"]
         assert not missing["ok"]
         assert missing["fix"] == "collections secrets put DATABASE_URL --env local"
     finally:

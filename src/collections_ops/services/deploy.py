@@ -327,15 +327,21 @@ def preflight(client: Any, env: Environment, *, bundle_dir: Path | None,
                             "ParameterNotFound" else f"cannot read bootstrap version ({code})",
                             f"collections bootstrap {env.name}"))
     for spec in required_parameters(env, record):
-        name = env.parameter_name(spec.name)
-        try:
-            ssm.get_parameter(Name=name)
-            checks.append(Check(f"parameter {name}", True, "present"))
-        except Exception as exc:
-            code = aws.error_code(exc)
-            checks.append(Check(f"parameter {name}", False,
-                                "missing" if code == "ParameterNotFound" else str(code),
-                                f"collections secrets put {spec.name} --env {env.name}"))
+        # As the functions read it: the environment's own value, else the shared one.
+        name, detail = env.parameter_name(spec.name), "missing"
+        for candidate in env.parameter_lookup(spec.name):
+            try:
+                ssm.get_parameter(Name=candidate)
+                name, detail = candidate, "present"
+                break
+            except Exception as exc:
+                code = aws.error_code(exc)
+                if code != "ParameterNotFound":
+                    name, detail = candidate, str(code)
+                    break
+        fix = f"collections secrets put {spec.name} --env {env.name}"
+        ok = detail == "present"
+        checks.append(Check(f"parameter {name}", ok, detail, None if ok else fix))
     checks.append(check_concurrency(client("lambda"), env))
     if bundle_dir is not None:
         missing = [fn.code_dir for fn in FUNCTIONS if not (bundle_dir / fn.code_dir).is_dir()]

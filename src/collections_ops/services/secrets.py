@@ -1,4 +1,12 @@
-"""SSM SecureString parameters: write, list masked. Values are never logged or returned whole."""
+"""SSM SecureString parameters: write, list masked. Values are never logged or returned whole.
+
+Every answer names the scope it touched (pipeline.py: `shared`, the guide's
+`/collections/NAME`, read by every environment that has no value of its own; `env`, the
+environment's own `/collections/<env>/NAME`). A write goes to the secret's home scope unless
+told otherwise: an API key to the shared scope, DATABASE_URL to the environment's (it has no
+shared scope). `list` and `verify` show what the environment's functions would read: the
+environment's value when there is one, else the shared one.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +16,7 @@ from typing import Any
 
 from collections_ops import aws, errors
 from collections_ops.checks import Check, failures
-from collections_ops.pipeline import SECRETS, Environment, Secret, secret
+from collections_ops.pipeline import SECRETS, Environment, Scope, Secret, secret
 
 
 @dataclass
@@ -28,6 +36,24 @@ class SecretInfo:
     fingerprint: str | None
     version: int | None
     last_modified: str | None
+    scope: Scope = "shared"  # where `parameter` is (for a missing secret: where it belongs)
+    scope_label: str = ""  # the scope as an operator reads it (scope_label())
+    overrides: str | None = None  # the shared parameter an environment's own value hides
+
+
+def scope_label(env: Environment, scope: Scope) -> str:
+    """The scope as an operator reads it."""
+    return f"{env.name} only" if scope == "env" else "shared by every environment"
+
+
+def resolve_scope(name: str, scope: Scope | None) -> Scope:
+    """The scope a write or delete touches: the asked one, else the secret's home."""
+    spec = known_secret(name)
+    chosen = scope or spec.home_scope
+    if chosen not in spec.lookup_scopes:
+        raise errors.UsageError(f"{spec.name} is kept per environment, never shared",
+                                "drop --scope shared: it goes to the environment's own scope")
+    return chosen
 
 
 def fingerprint(value: str) -> str:
@@ -39,40 +65,52 @@ def mask(value: str) -> str:
     return "****" if len(value) < 12 else f"{value[:3]}…{'*' * 4}"
 
 
-def put(ssm: Any, env: Environment, name: str, value: str, *,
+def put(ssm: Any, env: Environment, name: str, value: str, *, scope: Scope | None = None,
         kms_key_id: str | None = None) -> SecretInfo:
     spec = known_secret(name)
+    chosen = resolve_scope(name, scope)
     value = value.strip("\r\n")
     if not value:
         raise errors.UsageError("the secret value is empty", "nothing was written")
-    parameter = env.parameter_name(spec.name)
+    parameter = env.parameter_name(spec.name, chosen)
     kwargs: dict[str, Any] = {"Name": parameter, "Value": value, "Type": "SecureString",
                               "Overwrite": True, "Description": spec.description}
     if kms_key_id:
         kwargs["KeyId"] = kms_key_id
     response = ssm.put_parameter(**kwargs)
     return SecretInfo(name, parameter, True, spec.required, fingerprint(value),
-                      int(response.get("Version", 0)), None)
+                      int(response.get("Version", 0)), None, chosen, scope_label(env, chosen))
+
+
+def _by_path(ssm: Any, path: str) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    paginator = ssm.get_paginator("get_parameters_by_path")
+    for page in paginator.paginate(Path=path, Recursive=False, WithDecryption=True):
+        for p in page["Parameters"]:
+            found[p["Name"]] = p
+    return found
 
 
 def list_secrets(ssm: Any, env: Environment) -> list[SecretInfo]:
-    """Every known secret, present or not -- found by path, decrypted only to fingerprint it."""
-    prefix = env.parameter_prefix
-    found: dict[str, dict[str, Any]] = {}
-    paginator = ssm.get_paginator("get_parameters_by_path")
-    for page in paginator.paginate(Path=prefix, Recursive=False, WithDecryption=True):
-        for p in page["Parameters"]:
-            found[p["Name"]] = p
+    """Every known secret, present or not, as the environment's functions would read it (its
+    own value first, then the shared one) -- found by path in both scopes, decrypted only to
+    fingerprint it."""
+    found = {**_by_path(ssm, env.scope_prefix("shared")), **_by_path(ssm, env.scope_prefix("env"))}
     required = {s.name for s in env.required_secrets()}
     out = []
     for spec in SECRETS:
-        param = found.get(env.parameter_name(spec.name))
+        scopes = [sc for sc in spec.lookup_scopes if env.parameter_name(spec.name, sc) in found]
+        scope = scopes[0] if scopes else spec.home_scope
+        name = env.parameter_name(spec.name, scope)
+        param = found.get(name)
         modified = param.get("LastModifiedDate") if param else None
         out.append(SecretInfo(
-            spec.name, env.parameter_name(spec.name), param is not None, spec.name in required,
+            spec.name, name, param is not None, spec.name in required,
             fingerprint(param["Value"]) if param else None,
             int(param["Version"]) if param else None,
-            modified.isoformat() if modified is not None else None))
+            modified.isoformat() if modified is not None else None, scope,
+            scope_label(env, scope),
+            env.parameter_name(spec.name, "shared") if len(scopes) > 1 else None))
     return out
 
 
@@ -84,9 +122,9 @@ def known_secret(name: str) -> Secret:
                                 f"one of {', '.join(s.name for s in SECRETS)}") from None
 
 
-def remove(ssm: Any, env: Environment, name: str) -> str:
+def remove(ssm: Any, env: Environment, name: str, *, scope: Scope | None = None) -> str:
     spec = known_secret(name)
-    parameter = env.parameter_name(spec.name)
+    parameter = env.parameter_name(spec.name, resolve_scope(name, scope))
     if aws.or_none(lambda: ssm.delete_parameter(Name=parameter)) is None:
         raise errors.NotFound(f"{parameter} does not exist")
     return parameter
@@ -119,24 +157,32 @@ def verify(ssm: Any, env: Environment, *, live: bool = False) -> list[Check]:
     required = {s.name for s in env.required_secrets()}
     checks = []
     for spec in SECRETS:
-        parameter = env.parameter_name(spec.name)
         is_required = spec.name in required
         fix = f"collections secrets put {spec.name} --env {env.name}"
-        try:
-            value = aws.or_none(lambda p=parameter: ssm.get_parameter(  # type: ignore[misc]
-                Name=p, WithDecryption=True)["Parameter"]["Value"], "ParameterNotFound")
-        except Exception as exc:
-            if aws.translate(exc) is not None:  # no credentials, access denied: not per secret
-                raise
-            code = aws.error_code(exc) or type(exc).__name__
-            checks.append(Check(parameter, False, f"cannot read: {code}", fix))
+        # As the functions read it: the environment's own value, else the shared one.
+        parameter, value, scope, failed = env.parameter_name(spec.name), None, spec.home_scope, None
+        for candidate in spec.lookup_scopes:
+            name = env.parameter_name(spec.name, candidate)
+            try:
+                value = aws.or_none(lambda p=name: ssm.get_parameter(  # type: ignore[misc]
+                    Name=p, WithDecryption=True)["Parameter"]["Value"], "ParameterNotFound")
+            except Exception as exc:
+                if aws.translate(exc) is not None:  # no credentials, access denied: not per secret
+                    raise
+                parameter, failed = name, aws.error_code(exc) or type(exc).__name__
+                break
+            if value is not None:
+                parameter, scope = name, candidate
+                break
+        if failed is not None:
+            checks.append(Check(parameter, False, f"cannot read: {failed}", fix))
             continue
         if value is None:
             checks.append(Check(parameter, not is_required,
                                 "missing (required)" if is_required else "not set (optional)",
                                 fix if is_required else None))
             continue
-        detail = f"present, decrypts ({fingerprint(value)})"
+        detail = f"present, decrypts ({fingerprint(value)}), {scope_label(env, scope)}"
         verdict: bool | None = True
         if live:
             verdict, live_detail = check_live(spec.name, value)

@@ -13,6 +13,12 @@ import typer
 from collections_ops import errors
 from collections_ops.cli import options as opt
 from collections_ops.cli import ui
+from collections_ops.pipeline import Scope
+
+ScopeOption = Annotated[Scope | None, typer.Option(
+    "--scope", help="Which parameter: 'shared' (/collections/NAME, read by every environment "
+    "that has none of its own) or 'env' (/collections/<env>/NAME, this environment only). "
+    "Default: shared for the API keys, env for DATABASE_URL (never shared).")]
 
 app = typer.Typer(help="SSM SecureString secrets the functions read.", no_args_is_help=True,
                   rich_markup_mode=None)
@@ -38,7 +44,7 @@ def _written(infos: list[Any], *, as_json: bool) -> None:
         return
     for info in infos:
         ui.ok(f"{info.parameter} written (SecureString, version {info.version}, "
-              f"{info.fingerprint})")
+              f"{info.fingerprint}; scope: {info.scope_label})")
 
 
 @app.command("put")
@@ -50,6 +56,7 @@ def secrets_put(
     stdin: Annotated[bool, typer.Option("--stdin", help="Read the value from stdin.")] = False,
     kms_key_id: Annotated[str | None, typer.Option("--kms-key-id", help="KMS key for the "
                                                    "SecureString.")] = None,
+    scope: ScopeOption = None,
     output: opt.OutputOption = opt.Output.table,
     profile: opt.ProfileOption = None, region: opt.RegionOption = None,
 ) -> None:
@@ -57,10 +64,11 @@ def secrets_put(
     file — never from the command line."""
     from collections_ops.services import secrets
 
-    secrets.known_secret(name.upper())  # an unknown name fails before a prompt
+    secrets.resolve_scope(name.upper(), scope)  # an unknown name or scope fails before a prompt
     ctx = opt.context(env, profile, region)
     value = _read_secret_value(name, from_file, stdin)
-    info = secrets.put(ctx.client("ssm"), ctx.env, name.upper(), value, kms_key_id=kms_key_id)
+    info = secrets.put(ctx.client("ssm"), ctx.env, name.upper(), value, scope=scope,
+                       kms_key_id=kms_key_id)
     _written([info], as_json=output is opt.Output.json)
 
 
@@ -77,19 +85,22 @@ def secrets_list(env: opt.EnvOption = None, output: opt.OutputOption = opt.Outpu
     if output is opt.Output.json:
         ui.print_json([asdict(i) for i in infos])
         return
-    ui.table(f"secrets ({ctx.env.name})", ["name", "present", "required", "fingerprint",
-                                           "version", "modified"],
+    ui.table(f"secrets ({ctx.env.name})", ["name", "present", "required", "scope",
+                                           "fingerprint", "version", "modified"],
              [[i.parameter, ui.mark(i.present), "yes" if i.required else "optional",
+               i.scope_label + (f", overrides {i.overrides}" if i.overrides else ""),
                i.fingerprint, i.version, i.last_modified] for i in infos])
 
 
 @app.command("import")
 def secrets_import(
     dotenv: Annotated[Path, typer.Argument(help=".env file with KEY=VALUE lines.")],
-    env: opt.EnvOption = None, output: opt.OutputOption = opt.Output.table,
+    env: opt.EnvOption = None, scope: ScopeOption = None,
+    output: opt.OutputOption = opt.Output.table,
     profile: opt.ProfileOption = None, region: opt.RegionOption = None,
 ) -> None:
-    """Write every known secret found in a .env file (unknown keys are ignored)."""
+    """Write every known secret found in a .env file (unknown keys are ignored), each to its
+    home scope unless --scope says otherwise (DATABASE_URL always to the environment's)."""
     from collections_ops.services import secrets
 
     ctx = opt.context(env, profile, region)
@@ -101,7 +112,8 @@ def secrets_import(
     if not values:
         raise errors.UsageError(f"no known secrets in {dotenv}",
                                 "expected names like ANTHROPIC_API_KEY=…")
-    _written([secrets.put(ctx.client("ssm"), ctx.env, name, value)
+    _written([secrets.put(ctx.client("ssm"), ctx.env, name, value,
+                          scope=scope if secrets.known_secret(name).shared else None)
               for name, value in values.items()], as_json=output is opt.Output.json)
 
 
@@ -124,19 +136,22 @@ def secrets_verify(
 
 @app.command("rm")
 def secrets_rm(name: Annotated[str, typer.Argument(help="Secret name.")],
-               env: opt.EnvOption = None, yes: opt.YesOption = False,
+               env: opt.EnvOption = None, scope: ScopeOption = None,
+               yes: opt.YesOption = False,
                output: opt.OutputOption = opt.Output.table,
                profile: opt.ProfileOption = None, region: opt.RegionOption = None) -> None:
-    """Delete a secret."""
+    """Delete a secret from one scope (default: its home, as for put)."""
     from collections_ops.services import secrets
 
-    secrets.known_secret(name.upper())
+    chosen = secrets.resolve_scope(name.upper(), scope)
     ctx = opt.context(env, profile, region)
-    if not yes and not ui.confirm(f"Delete {name.upper()} from {ctx.env.name}?"):
+    label = secrets.scope_label(ctx.env, chosen)
+    if not yes and not ui.confirm(f"Delete {ctx.env.parameter_name(name.upper(), chosen)} "
+                                  f"({label})?"):
         raise errors.CollectionsError("not confirmed: nothing was deleted",
                                       "pass --yes to delete without a prompt")
-    parameter = secrets.remove(ctx.client("ssm"), ctx.env, name.upper())
+    parameter = secrets.remove(ctx.client("ssm"), ctx.env, name.upper(), scope=chosen)
     if output is opt.Output.json:
-        ui.print_json({"deleted": parameter})
+        ui.print_json({"deleted": parameter, "scope": chosen})
     else:
-        ui.ok(f"{parameter} deleted")
+        ui.ok(f"{parameter} deleted (scope: {label})")
