@@ -25,6 +25,7 @@ read is classified in memory by `classify`, a plain function of it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import importlib.util
@@ -32,6 +33,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -617,9 +619,25 @@ def reconcile(client_factory: ClientFactory, route: Route, env: Environment, *, 
               region: str, user_id: str | None = None, fix: bool = False,
               min_age_s: float = 0.0, timeout_s: float = 120.0,
               deliver: Deliver | None = None,
+              fix_lock: Callable[[], AbstractContextManager[Any]] | None = None,
               sleep: Callable[[float], None] = time.sleep) -> Report:
     """Scan; with `fix`, re-drive each item once, wait for them to settle, remove orphan
-    thumbnails that no item claimed meanwhile, and scan again."""
+    thumbnails that no item claimed meanwhile, and scan again.
+
+    With `fix`, all of it runs holding `fix_lock()` (the environment's `reconcile --fix`
+    lock), the first scan included: two runs that scanned before either re-drove would both
+    re-drive every item they found. The second scans only once the first is done, and finds
+    what the first left."""
+    with fix_lock() if fix and fix_lock is not None else contextlib.nullcontext():
+        return _reconcile(client_factory, route, env, account=account, region=region,
+                          user_id=user_id, fix=fix, min_age_s=min_age_s, timeout_s=timeout_s,
+                          deliver=deliver, sleep=sleep)
+
+
+def _reconcile(client_factory: ClientFactory, route: Route, env: Environment, *, account: str,
+               region: str, user_id: str | None, fix: bool, min_age_s: float,
+               timeout_s: float, deliver: Deliver | None,
+               sleep: Callable[[float], None]) -> Report:
     started = time.perf_counter()
     images, thumbs = env.images_bucket(account), env.thumbnails_bucket(account)
 

@@ -20,6 +20,7 @@ else:  # a choice typer shows in --help and checks (exit 2 for anything else)
 
 app = typer.Typer(rich_markup_mode=None)
 
+RECONCILE_LOCK_FILE = "reconcile.lock"  # in the environment's state directory
 UserOption = Annotated[str | None, typer.Option("--user", "-u", help="Only this user's items.")]
 
 
@@ -34,20 +35,29 @@ def reconcile(
                                            "be in flight).")] = 120.0,
     timeout: Annotated[float, typer.Option("--timeout", min=0, help="With --fix: seconds to "
                                            "wait for the re-driven items.")] = 120.0,
+    lock_wait: Annotated[float, typer.Option("--lock-wait", min=0, help="With --fix: seconds "
+                                             "to wait while another `reconcile --fix` of this "
+                                             "environment runs (0: exit 4 at once, naming "
+                                             "it).")] = 300.0,
     output: opt.OutputOption = opt.Output.table,
     profile: opt.ProfileOption = None, region: opt.RegionOption = None,
 ) -> None:
     """Compare the originals, thumbnails, items, analyses and embeddings; list every
     inconsistency by kind (exit 8 when any is left)."""
+    from functools import partial
+
+    from collections_ops import locks
     from collections_ops.services import reconcile as reconciling
 
     ctx = opt.context(opt.env_name(env, env_option), profile, region)
     ctx.require_credentials()
     route = ctx.data_route
     ui.info(f"route: {route.description}")
+    fix_lock = partial(locks.held, ctx.state_dir / RECONCILE_LOCK_FILE, wait_s=lock_wait,
+                       what=f"reconcile {ctx.env.name} --fix", notify=ui.info)
     report = reconciling.reconcile(ctx.client, route, ctx.env, account=ctx.account,
                                    region=ctx.region, user_id=user, fix=fix,
-                                   min_age_s=min_age, timeout_s=timeout)
+                                   min_age_s=min_age, timeout_s=timeout, fix_lock=fix_lock)
     if output is opt.Output.json:
         ui.print_json(report.as_dict())
     else:
