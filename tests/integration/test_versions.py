@@ -183,6 +183,50 @@ def test_pruning_keeps_a_version_another_alias_points_at(pipeline):
     assert versions.prune(lam, pipeline.env, ANALYZER, keep=3) == ["1", "3"]
 
 
+class _SnapStartLambda:
+    """Lambda as SnapStart makes it: a version just published is Pending for a few polls
+    (its snapshot is being taken), then Active; records when the alias moved."""
+
+    def __init__(self, lam, pending_polls: int, final: str = "Active") -> None:
+        self._lam, self._left, self._final = lam, pending_polls, final
+        self.events: list[str] = []
+
+    def __getattr__(self, name):
+        return getattr(self._lam, name)
+
+    def get_function_configuration(self, **kwargs):
+        cfg = dict(self._lam.get_function_configuration(**kwargs))
+        if kwargs.get("Qualifier") not in (None, "$LATEST", "live"):
+            state = "Pending" if self._left > 0 else self._final
+            self._left -= 1
+            self.events.append(state)
+            cfg["State"] = state
+            if state == "Failed":
+                cfg.update(StateReason="snapshot failed", StateReasonCode="SnapStartTimeout")
+        return cfg
+
+    def update_alias(self, **kwargs):
+        self.events.append("alias moved")
+        return self._lam.update_alias(**kwargs)
+
+
+def test_with_snapstart_live_moves_only_once_the_new_version_is_active(pipeline):
+    lam = _SnapStartLambda(pipeline.client("lambda"), pending_polls=3)
+    versions.configure(lam, pipeline.env, ANALYZER, memory=1500, sleep=lambda s: None)
+    active = lam.events.index("Active")
+    assert lam.events[:active] == ["Pending"] * 3
+    assert lam.events.index("alias moved") > active
+
+
+def test_a_version_whose_snapshot_failed_never_becomes_live(pipeline):
+    lam = _SnapStartLambda(pipeline.client("lambda"), pending_polls=1, final="Failed")
+    name = ANALYZER.function_name("local")
+    with pytest.raises(errors.CollectionsError, match="is Failed: snapshot failed"):
+        versions.configure(lam, pipeline.env, ANALYZER, memory=1600, sleep=lambda s: None)
+    assert "alias moved" not in lam.events
+    assert lam.get_alias(FunctionName=name, Name="live")["FunctionVersion"] == "1"
+
+
 # --------------------------------------------------------------------------- what runs locally
 
 

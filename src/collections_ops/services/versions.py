@@ -164,6 +164,7 @@ def publish_live(lam: Any, env: Environment, fn: Function, *,
             raise _missing(name, env) from None
         raise
     version = str(new["Version"])
+    wait_for_active(lam, name, version, sleep=sleep)  # SnapStart: the snapshot is being taken
     previous: str | None = None
     old_config: dict[str, Any] = before
     try:
@@ -179,6 +180,38 @@ def publish_live(lam: Any, env: Environment, fn: Function, *,
     result = Published(name, previous, version, changes_between(old_config, dict(new)))
     result.pruned = prune(lam, env, fn, keep=keep)
     return result
+
+
+def wait_for_active(lam: Any, name: str, version: str, *,
+                    sleep: Callable[[float], None] | None = None, timeout_s: float = 900,
+                    poll_s: float = 2.0) -> None:
+    """Until the published version is Active. With SnapStart a new version is Pending while
+    Lambda runs its init and takes the snapshot (minutes, at most the init timeout), and an
+    invoke of a Pending version fails: `live` must not move to it before."""
+    import time
+
+    pause = sleep or time.sleep
+    waited = 0.0
+    while True:
+        cfg = lam.get_function_configuration(FunctionName=name, Qualifier=version)
+        state = str(cfg.get("State") or "Active")
+        if cfg.get("LastUpdateStatus") == "Failed":  # a failed SnapStart init shows here too
+            state = "Failed"
+            cfg = {**cfg, "StateReason": cfg.get("LastUpdateStatusReason") or cfg.get(
+                "StateReason"), "StateReasonCode": cfg.get("LastUpdateStatusReasonCode")}
+        if state == "Active":
+            return
+        if state in ("Failed", "Inactive"):
+            raise errors.CollectionsError(
+                f"{name} version {version} is {state}: {cfg.get('StateReason') or 'no reason'}"
+                f" ({cfg.get('StateReasonCode') or 'no code'}); live was not moved",
+                "see the function's log group; live still runs the version before")
+        if waited >= timeout_s:
+            raise errors.CollectionsError(
+                f"{name} version {version} is still {state} after {timeout_s:.0f} s; live was "
+                "not moved", "run the command again once the version is Active")
+        pause(poll_s)
+        waited += poll_s
 
 
 def prunable(versions: list[str], *, live: str | None, keep: int,
