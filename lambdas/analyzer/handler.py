@@ -9,8 +9,10 @@ whatever the event says. A claimed sequencer must be an S3 sequencer and not new
 row's. Anything else is a terminal refusal (`ClaimRefused`): logged with its reason, parked in
 the dead-letter queue, no model call, nothing written.
 
-A redelivered event for an image version that is already analyzed does not pay for a second
-model call: the stored analysis is announced again instead. The provider's reported token usage
+A redelivered event for an image that is already analyzed (the same ETag, even under a newer
+sequencer) does not pay for a second model call: the stored analysis is announced again instead.
+Two deliveries at the same moment take turns (`_one_at_a_time`), so the second finds the first's
+analysis rather than paying too. The provider's reported token usage
 is stored with the analysis (`collections cost` prices it).
 """
 
@@ -20,13 +22,20 @@ import io
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import tracing
 import vision
 from collections_core import aws, db, events, images, log, runtime, secrets
 from collections_core.config import Settings
-from collections_core.errors import ClaimRefused, ConfigurationError, TerminalError
+from collections_core.errors import (
+    ClaimRefused,
+    ConfigurationError,
+    RetryableError,
+    TerminalError,
+)
 from collections_core.usage import Usage
 
 logger = log.get_logger("collections.analyzer")
@@ -38,6 +47,7 @@ runtime.preload("PIL.Image", "psycopg", "pgvector.psycopg",
 FUNCTION_KEY = "analyzer"
 REQUIRED_DETAIL = ("item_id", "user_id", "bucket", "original_key")
 PROVIDER_KEYS = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
+LOCK_MARGIN_S = 10  # of the invocation's time left after waiting for another's analysis
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -72,20 +82,37 @@ def _analyze_event(event: Any, context: Any) -> dict[str, Any]:
         return {"status": "stale"}
     log.bind(correlation_id=version.correlation_id)
 
-    existing = _existing(user_id, item_id)
-    if existing and _same_object(existing, version):
+    with _one_at_a_time(user_id, item_id, context):
+        existing = _existing(user_id, item_id)
+        if existing and _same_object(existing, version):
+            _advance(user_id, item_id, version)
+            stored = None
+        else:
+            stored = _analyze(settings, user_id, item_id, version, context)
+            if stored is None:
+                log.event(logger, "skipped: the object changed since its row was stored; its "
+                          "own event follows", outcome="stale")
+                return {"status": "stale"}
+    if stored is None:
+        assert existing is not None
         log.event(logger, "already analyzed this version; announcing it again", outcome="duplicate")
-        _advance(user_id, item_id, version)
         _publish(settings, user_id, item_id, version, existing["id"], existing["category"],
                  existing["provider"], existing["model"])
         return {"status": "duplicate", "analysis_id": existing["id"]}
+    analysis_id, category = stored
+    _publish(settings, user_id, item_id, version, analysis_id, category,
+             settings.analyzer_provider, settings.analyzer_model)
+    return {"status": "analyzed", "analysis_id": analysis_id}
 
+
+def _analyze(settings: Settings, user_id: str, item_id: str, version: Version,
+             context: Any) -> tuple[int, str] | None:
+    """Download the version, ask the model, store the analysis: its id and category; None when
+    the object changed since its row was stored."""
     started = time.perf_counter()
     data = _download(version)
     if data is None:
-        log.event(logger, "skipped: the object changed since its row was stored; its own event "
-                  "follows", outcome="stale")
-        return {"status": "stale"}
+        return None
     log.event(logger, "Image downloaded", stage="downloaded", bytes=len(data),
               duration_ms=_ms(started))
 
@@ -105,9 +132,33 @@ def _analyze_event(event: Any, context: Any) -> dict[str, Any]:
 
     analysis_id = _store(user_id, item_id, analysis, provider, model, version, usage)
     log.event(logger, "Analysis stored in PostgreSQL", stage="stored", analysis_id=analysis_id)
-    _publish(settings, user_id, item_id, version, analysis_id, analysis["category"], provider,
-             model)
-    return {"status": "analyzed", "analysis_id": analysis_id}
+    return analysis_id, str(analysis["category"])
+
+
+@contextmanager
+def _one_at_a_time(user_id: str, item_id: str, context: Any) -> Iterator[None]:
+    """One analysis of an item at a time. Two deliveries of its event at the same moment (S3
+    and EventBridge deliver at least once, sometimes twice at once) would both find no analysis
+    and both pay for a model call; instead the second waits here until the first has stored
+    its analysis, then finds it and announces it. The lock is PostgreSQL's, taken by the
+    transaction the analysis is stored in (the statements inside run as its savepoints), so it
+    is released exactly when the analysis becomes visible, and by the server if the invocation
+    dies. A wait that would outlast the invocation is left to Lambda's retry."""
+    import psycopg
+
+    wait_ms = max(1, int((runtime.remaining_seconds(context)() - LOCK_MARGIN_S) * 1000))
+    with db.transaction() as cur:
+        cur.execute("SELECT set_config('lock_timeout', %s, true),"
+                    " set_config('statement_timeout', %s, true)",
+                    (f"{wait_ms}ms", f"{wait_ms + 1000}ms"))
+        try:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                        (f"collections.analysis:{user_id}/{item_id}",))
+        except psycopg.errors.LockNotAvailable:
+            raise RetryableError("another invocation is still analysing this item") from None
+        cur.execute("SELECT set_config('statement_timeout', %s, true)",
+                    (f"{db.STATEMENT_TIMEOUT_MS}ms",))
+        yield
 
 
 def verified_version(settings: Settings, detail: dict[str, Any], user_id: str,

@@ -91,6 +91,7 @@ class Reply:
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
     hang_s: float = 0.0  # wait this long before answering (longer than the client timeout)
+    gate: threading.Event | None = None  # answer only once this is set (a test holds a call)
     usage: Any = None  # the reply's `usage` object, replacing the one counted from the request
 
 
@@ -457,6 +458,11 @@ class _Handler(BaseHTTPRequestHandler):
             reply = unauthorized()
         if reply.hang_s > 0:
             fake._stopping.wait(reply.hang_s)
+        if reply.gate is not None:  # held until the test opens it; never past 30 s or stop()
+            deadline = time.monotonic() + 30
+            while not reply.gate.wait(0.05) and not fake._stopping.is_set() \
+                    and time.monotonic() < deadline:
+                pass
         code, headers, payload = route.render(reply, recorded)
         self._send(code, headers, payload)
 

@@ -232,6 +232,59 @@ def test_one_object_notified_twice_under_a_newer_sequencer_costs_no_second_call(
         (analysis_id, etag, item_sequencer)]
 
 
+def _until(condition: Any, what: str, timeout_s: float = 20.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_two_deliveries_at_the_same_moment_make_one_model_call(pipeline, db, providers,
+                                                               migrated_db):
+    import threading
+
+    import psycopg
+
+    # GIVEN an item's ImageProcessed event, and a model call the test holds open
+    pipeline.upload("user123/twin.jpg", images.photo(seed=6))
+    [s3_event] = pipeline.s3_events()
+    assert pipeline.invoke("processor", s3_event).ok
+    [event] = pipeline.receive("analyzer")
+    held = threading.Event()
+    providers.messages.script(ok(gate=held))
+    results: dict[str, Any] = {}
+
+    def deliver(name: str) -> None:  # each thread is a container with its own connection
+        results[name] = pipeline.invoke("analyzer", event)
+
+    def waiting_for_the_lock() -> int:
+        with psycopg.connect(migrated_db) as conn:
+            return int(conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                                    " AND NOT granted").fetchone()[0])
+
+    first = threading.Thread(target=deliver, args=("first",))
+    first.start()
+    _until(lambda: len(providers.messages.requests) == 1, "the first model call")
+    # WHEN the same event is delivered again while the first call is in flight
+    second = threading.Thread(target=deliver, args=("second",))
+    second.start()
+    _until(lambda: waiting_for_the_lock() or len(providers.messages.requests) > 1,
+           "the second delivery to wait or to call the model")
+    held.set()
+    first.join(timeout=60)
+    second.join(timeout=60)
+
+    # THEN one model call, one analysis; the second delivery announces the first's analysis
+    assert len(providers.messages.requests) == 1
+    assert results["first"].result["status"] == "analyzed", results
+    assert results["second"].result == {"status": "duplicate",
+                                        "analysis_id": results["first"].result["analysis_id"]}
+    assert analyzed_rows(db) == 1
+    assert len(pipeline.receive("embedder")) == 2  # both announced: the embedder dedupes
+
+
 def test_new_bytes_under_the_same_key_are_analysed_again(pipeline, db, providers):
     pipeline.run_to_end("user123/changed.jpg", images.photo(seed=3))
     calls = len(providers.messages.requests)
