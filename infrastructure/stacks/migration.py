@@ -10,7 +10,7 @@ The resource is updated -- the migration re-runs -- on every deploy that changes
 schema depends on: the operations function's code (which carries the migrations), the
 migrations themselves, or the database it points at. A deploy that changes none of these has
 nothing to apply. The pipeline's `live` aliases depend on it, so new code goes live only after
-the schema it expects is in place.
+the schema it expects is in place. A rollback's Update and a Delete apply nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 
 import aws_cdk as cdk
+from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from collections_ops import pipeline
@@ -55,3 +56,8 @@ class SchemaMigration(Construct):
             # The function's own timeout plus the time to reach CloudFormation's URL.
             service_timeout=cdk.Duration.seconds(timeout_s + 60),
         )
+        # A rollback's Update must not migrate (lambdas/operations/cfn_response.py): the
+        # function tells one apart by its own stack's status, and only that stack's.
+        operations.function.add_to_role_policy(iam.PolicyStatement(
+            sid="ReadOwnStackStatus", actions=["cloudformation:DescribeStacks"],
+            resources=[cdk.Stack.of(self).stack_id]))

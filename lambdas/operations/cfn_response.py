@@ -8,6 +8,14 @@ deployment failed and rolled back.
 
 The physical id never changes, so an Update never makes CloudFormation delete the "old"
 resource, and Delete (stack removal, or the resource leaving the template) leaves the schema.
+
+A rollback's Update does nothing either. When a deploy fails (this migration, or anything else
+in the stack), CloudFormation rolls back by sending this resource an Update with the previous
+properties. Migrations only move forward, and the schema the new code applied serves the old
+code too (every migration is additive); running them again could only fail a second time (the
+database that refused the first run still refuses) and leave the stack in
+UPDATE_ROLLBACK_FAILED, which needs a manual `continue-update-rollback`. The stack's status says
+whether the Update is a rollback (`cloudformation:DescribeStacks` on its own stack).
 """
 
 from __future__ import annotations
@@ -39,7 +47,10 @@ def handle(event: dict[str, Any], context: Any,
                       or f"{getattr(context, 'function_name', 'operations')}:schema")
     data: dict[str, str] = {}
     try:
-        if request in ("Create", "Update"):
+        if request == "Update" and rolling_back(event):
+            status, reason = "SUCCESS", ("the stack is rolling back: the schema is left as "
+                                         "it is (migrations only move forward)")
+        elif request in ("Create", "Update"):
             result = migrate()
             data = {"Applied": ",".join(result["applied"]) or "none"}
             status, reason = "SUCCESS", f"schema up to date (applied: {data['Applied']})"
@@ -63,6 +74,24 @@ def handle(event: dict[str, Any], context: Any,
               reason=reason)
     send(str(event["ResponseURL"]), body)
     return body
+
+
+def rolling_back(event: dict[str, Any]) -> bool:
+    """Whether the stack that sent `event` is rolling back. Unknown (no stack id, or
+    CloudFormation unreachable): False, so the migration runs as it did before."""
+    from collections_core import aws
+
+    stack_id = event.get("StackId")
+    if not stack_id:
+        return False
+    try:
+        stacks = aws.client("cloudformation").describe_stacks(StackName=str(stack_id))["Stacks"]
+    except Exception as exc:  # the check is a courtesy; the migration is the contract
+        log.event(logger, "could not read the stack's status", logging.WARNING,
+                  stage="operations", outcome="unknown", error=log.mask(str(exc))[:200])
+        return False
+    status = str(stacks[0].get("StackStatus", "")) if stacks else ""
+    return status.endswith("ROLLBACK_IN_PROGRESS")
 
 
 def send(url: str, body: dict[str, Any]) -> None:

@@ -182,3 +182,15 @@ def test_active_tracing_stays_on(rds_app: SynthesizedApp, env_name: str) -> None
 def test_reserved_concurrency_is_exposed_for_preflight() -> None:
     prod = definition.environment("prod")
     assert prod.reserved_total() == sum(prod.reserved_concurrency.values())
+
+
+def test_the_migration_may_read_only_its_own_stacks_status(existing_db_app: SynthesizedApp,
+                                                           env_name: str) -> None:
+    """A rollback's Update is told apart by the stack's status (cfn_response.rolling_back):
+    the operations role may describe its own stack and no other."""
+    compute = existing_db_app.template_json(env_name, "Compute")
+    statements = t.role_statements(compute, t.role_id(compute, OPERATIONS, env_name))
+    cfn = [s for s in statements
+           if any(a.startswith("cloudformation:") for a in t.as_list(s["Action"]))]
+    assert [(t.as_list(s["Action"]), s["Resource"]) for s in cfn] == \
+        [(["cloudformation:DescribeStacks"], {"Ref": "AWS::StackId"})]

@@ -616,6 +616,40 @@ def test_a_failed_migration_fails_the_deploy_with_the_error(
     assert invoke({"action": "status"})["result"]["applied"] == []
 
 
+def _stack_in(status: str) -> str:
+    """A stack in moto's CloudFormation (this process's server) with the given status."""
+    from moto.cloudformation.models import cloudformation_backends
+
+    cfn = boto3.client("cloudformation", region_name="us-east-1")
+    stack_id = cfn.create_stack(StackName=f"collections-test-{uuid.uuid4().hex[:8]}",
+                                TemplateBody=json.dumps({"Resources": {"Handle": {
+                                    "Type": "AWS::CloudFormation::WaitConditionHandle"}}}))[
+        "StackId"]
+    backend = cloudformation_backends[pipeline.LOCAL_ACCOUNT]["us-east-1"]
+    backend.stacks[stack_id].status = status
+    return str(stack_id)
+
+
+def test_a_rollbacks_update_applies_nothing_and_succeeds(
+        fresh_db: str, response_url: _ResponseUrl) -> None:
+    import psycopg
+
+    # GIVEN a database where a migration fails, and a stack rolling back from that failure
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("CREATE VIEW items AS SELECT 1 AS id")
+    rolling_back = _stack_in("UPDATE_ROLLBACK_IN_PROGRESS")
+    invoke(_cfn_event("Update", response_url.url, PhysicalResourceId="p-1",
+                      StackId=rolling_back))
+    # an Update of a stack going forward still migrates (and here fails)
+    invoke(_cfn_event("Update", response_url.url, PhysicalResourceId="p-1",
+                      StackId=_stack_in("UPDATE_IN_PROGRESS")))
+    (rollback, forward) = response_url.received
+    assert rollback["body"]["Status"] == "SUCCESS"
+    assert "rolling back" in rollback["body"]["Reason"]
+    assert forward["body"]["Status"] == "FAILED"
+    assert invoke({"action": "status"})["result"]["applied"] == []
+
+
 def test_removing_the_resource_leaves_the_schema(moto_endpoint: str,
                                                  response_url: _ResponseUrl) -> None:
     reset_moto(moto_endpoint)  # no database at all: Delete must not need one

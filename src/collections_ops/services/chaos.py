@@ -291,13 +291,8 @@ def _judge(cloud: Cloud, user: str, acknowledged: list[str], outcome: Outcome, *
     outcome.lost = sorted(want - complete)
     prefix = f"{user}/"
     with _connect(cloud) as conn:
-        for table in ("items", "analyses", "embeddings"):
-            join = "" if table == "items" else \
-                f" JOIN {table} t ON t.user_id = i.user_id AND t.item_id = i.id"
-            rows = conn.execute(
-                f"SELECT i.original_key, count(*) FROM items i{join} "  # noqa: S608
-                "WHERE left(i.original_key, %s) = %s GROUP BY 1 HAVING count(*) > 1",
-                (len(prefix), prefix)).fetchall()
+        for table, sql in _DUPLICATES.items():
+            rows = conn.execute(sql, (len(prefix), prefix)).fetchall()
             outcome.duplicates += [f"{table}: {key} x{n}" for key, n in rows]
         crossed = conn.execute(
             "SELECT original_key, user_id FROM items WHERE (left(original_key, %s) = %s) "
@@ -306,6 +301,19 @@ def _judge(cloud: Cloud, user: str, acknowledged: list[str], outcome: Outcome, *
         for key in cloud.status.pop("_never_processed", []):
             if conn.execute("SELECT 1 FROM items WHERE original_key = %s", (key,)).fetchone():
                 outcome.let_in.append(f"{key} was processed")
+
+
+# Objects with more than one row, per table (fixed statements: nothing built from values).
+_DUPLICATES = {
+    "items": "SELECT i.original_key, count(*) FROM items i "
+             "WHERE left(i.original_key, %s) = %s GROUP BY 1 HAVING count(*) > 1",
+    "analyses": "SELECT i.original_key, count(*) FROM items i JOIN analyses t ON "
+                "t.user_id = i.user_id AND t.item_id = i.id "
+                "WHERE left(i.original_key, %s) = %s GROUP BY 1 HAVING count(*) > 1",
+    "embeddings": "SELECT i.original_key, count(*) FROM items i JOIN embeddings t ON "
+                  "t.user_id = i.user_id AND t.item_id = i.id "
+                  "WHERE left(i.original_key, %s) = %s GROUP BY 1 HAVING count(*) > 1",
+}
 
 
 def _complete(cloud: Cloud, user: str) -> set[str]:
