@@ -35,6 +35,10 @@ CONTEXT_ALARM_EMAIL = "collections:alarmEmail"  # subscribed to the alarm topic
 CONTEXT_RDS_PROXY = "collections:rdsProxy"  # "true": connect through RDS Proxy (mode rds)
 CONTEXT_SNAPSTART = "collections:snapstart"  # "true" / "false" (default: the definition's)
 CONTEXT_ARCHITECTURE = "collections:architecture"  # x86_64 / arm64 (default: the definition's)
+# JSON {setting: value} over the definition: what `collections deploy` resolved from its flags,
+# collections.toml and the deployment record (collections_ops/settings.py). The keys above
+# win over it, for a `cdk` run by hand.
+CONTEXT_SETTINGS = "collections:settings"
 ENV_BUNDLE_DIR = "COLLECTIONS_BUNDLE_DIR"  # same as CONTEXT_BUNDLE_DIR, for build scripts
 
 DATABASE_MODES = pipeline.DATABASE_MODES
@@ -164,6 +168,7 @@ def database_vpc(node: Node, settings: pipeline.Environment,
 def _with_context_settings(node: Node, settings: pipeline.Environment) -> pipeline.Environment:
     """The definition's settings with what an operator passed as context (the CLI passes the
     environment's deployment record this way)."""
+    settings = _with_settings_document(node, settings)
     email = _context(node, CONTEXT_ALARM_EMAIL)
     proxy = _context(node, CONTEXT_RDS_PROXY)
     if proxy is not None and proxy.lower() not in ("true", "false"):
@@ -172,6 +177,27 @@ def _with_context_settings(node: Node, settings: pipeline.Environment) -> pipeli
         settings,
         alarm_email=email if email is not None else settings.alarm_email,
         rds_proxy=proxy.lower() == "true" if proxy is not None else settings.rds_proxy)
+
+
+def _with_settings_document(node: Node, settings: pipeline.Environment) -> pipeline.Environment:
+    import json
+
+    from collections_ops import errors
+    from collections_ops import settings as operator_settings
+
+    document = _context(node, CONTEXT_SETTINGS)
+    if document is None:
+        return settings
+    try:
+        values = json.loads(document)
+        if not isinstance(values, dict):
+            raise ValueError("not an object")
+        # The same checks as collections.toml's: an unknown key is refused, not ignored.
+        return operator_settings.resolve(settings, flags=values).env
+    except ValueError as exc:
+        raise ConfigurationError(f"{CONTEXT_SETTINGS}: not a JSON object ({exc})") from None
+    except errors.UsageError as exc:
+        raise ConfigurationError(f"{CONTEXT_SETTINGS}: {exc.message}") from None
 
 
 def deployments(node: Node) -> list[Deployment]:

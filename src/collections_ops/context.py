@@ -22,10 +22,13 @@ class Context:
         self.settings = settings.load()
         name = env_name or self.settings.default_env
         try:
-            self.env: Environment = environment(name)
+            # The definition's environment; `env` is it as the operator's settings make it.
+            self.definition: Environment = environment(name)
         except KeyError as exc:
             raise errors.ConfigError(str(exc.args[0]),
                                      "pass --env local, dev or prod") from None
+        self.env: Environment = self.definition
+        self.env = self.effective.env
         self.profile = profile
         self._region = region
         self._clients: dict[str, Any] = {}
@@ -66,6 +69,16 @@ class Context:
             if mapped:
                 raise mapped from None
             raise
+
+    @cached_property
+    def effective(self) -> settings.Effective:
+        """Each setting of the environment and where it came from: the settings file, then
+        this machine's copy of the deployment record, then the definition (a deploy reads the
+        account's record: `services.deploy`)."""
+        from collections_ops.services import deployment
+
+        return deployment.effective(self.definition, self.record,
+                                    file=self.settings.file_settings(self.definition.name))
 
     @cached_property
     def record(self) -> Any:

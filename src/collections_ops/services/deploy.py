@@ -13,7 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -130,14 +130,14 @@ def bundle_dir_for(state_root: Path, env: Environment) -> Path:
 
 
 def recorded(client: Any, env: Environment, state_dir: Path, *, database: str | None = None,
-             ) -> DeploymentRecord:
-    """What the environment is, for commands that act on what was deployed (diff, destroy,
-    rollback): the deployment record (the account's, else the local copy), `--database` over
-    it."""
+             file: Mapping[str, Any] | None = None) -> DeploymentRecord:
+    """What the environment is, for commands that act on what was deployed: the deployment
+    record (the account's, else the local copy), `--database` over it -- and for `diff`, what
+    a deploy would make of it, the settings `file` over the record."""
     from collections_ops.services import deployment
 
     previous = deployment.in_account(state_dir, env, ssm=client("ssm"))
-    return deployment.plan(env, previous, database=database)
+    return deployment.plan(env, previous, database=database, file=file)
 
 
 @dataclass(frozen=True)
@@ -155,9 +155,11 @@ def deploy(client: Any, env: Environment, *, state_root: Path, state_dir: Path,
            profile: str | None, all_stacks: bool, approval: str, database: str | None = None,
            subnet_ids: Sequence[str] = (), security_group_ids: Sequence[str] = (),
            region: str | None = None, account: str | None = None,
-           build: bool = True) -> DeployPlan:
-    """Plan the deployment record (the options given, else what was deployed before), build
-    the bundles, run the preflight checks, and return them with the `cdk deploy` invocation;
+           build: bool = True, file: Mapping[str, Any] | None = None,
+           flags: Mapping[str, Any] | None = None) -> DeployPlan:
+    """Plan the deployment record (the options and `flags` given, else the settings `file`,
+    else what was deployed before, else the definition `env`), build the bundles, run the
+    preflight checks, and return them with the `cdk deploy` invocation;
     the caller shows the checks and runs the invocation only when none failed. The caller has
     checked the credentials: nothing here is worth building without them."""
     from collections_ops.services import deployment
@@ -168,7 +170,8 @@ def deploy(client: Any, env: Environment, *, state_root: Path, state_dir: Path,
     previous = deployment.in_account(state_dir, env, ssm=client("ssm"))
     record = deployment.plan(env, previous, database=database, subnet_ids=subnet_ids,
                              security_group_ids=security_group_ids, region=region,
-                             account=account)
+                             account=account, file=file, flags=flags)
+    env = deployment.environment_of(env, record)  # the settings this deploy deploys
     built: list[Any] = []
     if build:
         from collections_ops.services import build as building
@@ -188,6 +191,7 @@ def deployed(client: Any, env: Environment, plan: DeployPlan, *, state_dir: Path
     Returns the record written and the versions pruned per function."""
     from collections_ops.services import deployment, drift, versions
 
+    env = deployment.environment_of(env, plan.record)
     stamped = deployment.stamped(plan.record)
     deployment.save(state_dir, stamped)
     deployment.publish(client("ssm"), env, stamped)

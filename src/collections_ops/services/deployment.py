@@ -18,22 +18,29 @@ Where it lives, and why two places:
 `deploy` writes both; a command reads the local copy, else the account's (and caches it).
 It holds no secret, and `secrets list` shows only the secrets' names, so it never shows among
 them.
+
+It also keeps the environment's settings as deployed (`settings`: every value that is not the
+definition's, `collections_ops.settings`), so the next deploy keeps a value the settings file
+or `--set` gave once, and `collections configure` writes what it changed here, so a deploy
+keeps that too.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
 from collections_ops import aws, errors
+from collections_ops import settings as operator_settings
 from collections_ops.pipeline import DATABASE_MODES, DatabaseMode, Environment, VpcPlacement
 
 RECORD_FILE = "deployment.json"
+CONTEXT_SETTINGS = "collections:settings"  # the CDK context key the app reads them from
 SCHEMA_VERSION = 1
 
 
@@ -46,9 +53,12 @@ class DeploymentRecord:
     placement: VpcPlacement | None = None  # `existing` database inside a VPC; None: no VPC
     deployed_at: str | None = None
     version: int = SCHEMA_VERSION
+    # The settings as deployed, where not the definition's (`database` is the field above).
+    settings: Mapping[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
+        out["settings"] = dict(self.settings)
         if self.placement is not None:
             out["placement"] = {k: list(v) for k, v in out["placement"].items()}
         return out
@@ -70,10 +80,21 @@ class DeploymentRecord:
                     tuple(str(s) for s in placement["security_group_ids"]))
                 if placement else None,
                 deployed_at=str(data["deployed_at"]) if data.get("deployed_at") else None,
-                version=int(data.get("version", SCHEMA_VERSION)))
-        except (KeyError, TypeError, ValueError) as exc:
+                version=int(data.get("version", SCHEMA_VERSION)),
+                settings=_recorded_settings(data.get("settings") or {}))
+        except (KeyError, TypeError, ValueError, errors.UsageError) as exc:
             raise errors.ConfigError(f"the deployment record is malformed ({exc})",
                                      "redeploy the environment to rewrite it") from None
+
+
+def _recorded_settings(values: Any) -> dict[str, Any]:
+    """A record's settings, checked; a key this CLI does not know (a newer CLI wrote it) is
+    left out rather than refused."""
+    if not isinstance(values, Mapping):
+        raise TypeError(f"settings {values!r}")
+    known = {k: v for k, v in values.items()
+             if k in operator_settings.SETTABLE and k != "database"}
+    return operator_settings.validate(known, where="settings")
 
 
 def parameter_name(env: Environment) -> str:
@@ -182,15 +203,37 @@ def region_for(env: Environment, record: DeploymentRecord | None, *,
     return region
 
 
+def recorded_settings(record: DeploymentRecord | None) -> dict[str, Any]:
+    """What the record says of the settings, the database mode included."""
+    if record is None:
+        return {}
+    return {**record.settings, "database": record.database}
+
+
+def effective(env: Environment, record: DeploymentRecord | None, *,
+              file: Mapping[str, Any] | None = None,
+              flags: Mapping[str, Any] | None = None) -> operator_settings.Effective:
+    """`env` (the definition's) as a deploy makes it: flags, then the settings file, then
+    `record`, then the definition (`collections_ops.settings.resolve`). With the record a
+    deploy wrote and nothing else, what it deployed."""
+    return operator_settings.resolve(env, flags=flags, file=file,
+                                     recorded=recorded_settings(record))
+
+
 def plan(env: Environment, previous: DeploymentRecord | None, *,
          database: str | None = None, subnet_ids: Sequence[str] = (),
          security_group_ids: Sequence[str] = (), region: str | None = None,
-         account: str | None = None) -> DeploymentRecord:
-    """The record a deploy is about to make: the options given, else what was deployed before,
-    else the defaults (an `existing` database, reachable without a VPC)."""
-    mode = database or (previous.database if previous else env.database)
-    if mode not in DATABASE_MODES:
-        raise errors.UsageError(f"--database {mode!r} is not one of {', '.join(DATABASE_MODES)}")
+         account: str | None = None, file: Mapping[str, Any] | None = None,
+         flags: Mapping[str, Any] | None = None) -> DeploymentRecord:
+    """The record a deploy of `env` (the definition's) is about to make: the options given
+    (`--database`, `--set` as `flags`), else the settings `file`, else what was deployed before
+    (`previous`), else the definition; an `existing` database without a VPC unless told."""
+    if database is not None and database not in DATABASE_MODES:
+        raise errors.UsageError(f"--database {database!r} is not one of "
+                                f"{', '.join(DATABASE_MODES)}")
+    chosen = effective(env, previous, file=file,
+                       flags={**(flags or {}), **({"database": database} if database else {})})
+    mode = chosen.env.database
     if bool(subnet_ids) != bool(security_group_ids):
         raise errors.UsageError("a VPC placement needs both --subnet and --security-group")
     bad = [i for i in subnet_ids if not i.startswith("subnet-")] + [
@@ -210,9 +253,21 @@ def plan(env: Environment, previous: DeploymentRecord | None, *,
             f"environment {env.name} was deployed to {previous.region}, but its settings now "
             f"say {env.region}", f"destroy it in {previous.region} first "
             f"(`collections destroy {env.name}`), then deploy to {env.region}")
+    kept = {k: v for k, v in chosen.chosen().items() if k != "database"}
     return DeploymentRecord(env=env.name, database=cast(DatabaseMode, mode),
                             region=region_for(env, previous, requested=region),
-                            account=account or env.account, placement=placement)
+                            account=account or env.account, placement=placement,
+                            settings=kept)
+
+
+def environment_of(env: Environment, record: DeploymentRecord) -> Environment:
+    """`env` (the definition's) as `record` deploys it."""
+    return effective(env, record).env
+
+
+def with_settings(record: DeploymentRecord, values: Mapping[str, Any]) -> DeploymentRecord:
+    """The record with `values` recorded over its settings (`collections configure`)."""
+    return replace(record, settings={**record.settings, **_recorded_settings(values)})
 
 
 def stamped(record: DeploymentRecord) -> DeploymentRecord:
@@ -222,6 +277,11 @@ def stamped(record: DeploymentRecord) -> DeploymentRecord:
 def cdk_context(record: DeploymentRecord) -> dict[str, str]:
     """The CDK context that makes the app synthesize this record."""
     context: dict[str, str] = {"collections:database": record.database}
+    if record.settings:
+        # One JSON document: the app applies it over the definition (infrastructure/stacks/
+        # settings.py), checked by the same rules as the settings file.
+        context[CONTEXT_SETTINGS] = json.dumps(dict(record.settings), sort_keys=True,
+                                               separators=(",", ":"))
     if record.placement is not None:
         context["collections:subnetIds"] = ",".join(record.placement.subnet_ids)
         context["collections:securityGroupIds"] = ",".join(record.placement.security_group_ids)
@@ -242,7 +302,18 @@ def changes(previous: DeploymentRecord | None, planned: DeploymentRecord) -> lis
         out.append(f"VPC placement: {_shown(previous.placement)} -> {_shown(planned.placement)}")
     if previous.region != planned.region:
         out.append(f"region: {previous.region} -> {planned.region}")
+    for key in sorted(set(previous.settings) | set(planned.settings)):
+        before, after = previous.settings.get(key, _UNSET), planned.settings.get(key, _UNSET)
+        if before != after:
+            out.append(f"{key}: {_value(before)} -> {_value(after)}")
     return out
+
+
+_UNSET = object()
+
+
+def _value(value: Any) -> str:
+    return "the definition's" if value is _UNSET else operator_settings.shown(value)
 
 
 def _shown(placement: VpcPlacement | None) -> str:

@@ -35,6 +35,10 @@ SubnetOption = Annotated[list[str] | None, typer.Option(
     "functions (repeat for each; needs --security-group). Remembered.")]
 SecurityGroupOption = Annotated[list[str] | None, typer.Option(
     "--security-group", help="With --subnet: a security group the database admits (repeat).")]
+SetOption = Annotated[list[str] | None, typer.Option(
+    "--set", metavar="KEY=VALUE", help="A setting for this deploy, over collections.toml and "
+    "the deployment record (repeat; e.g. --set architecture=arm64). Recorded: the next deploy "
+    "keeps it.")]
 
 
 def _aws(env: str | None, option: str | None, profile: str | None, region: str | None,
@@ -67,10 +71,14 @@ def _cdk_failed(verb: str, rc: int, hint: str = "see the CDK output above") -> N
         raise errors.CollectionsError(f"cdk {verb} failed (exit {rc})", hint)
 
 
-def _recorded(ctx: Context, database: str | None = None) -> DeploymentRecord:
+def _recorded(ctx: Context, database: str | None = None, *,
+              with_file: bool = False) -> DeploymentRecord:
+    """The deployment record; `with_file`: as the next deploy would make it (`diff`)."""
     from collections_ops.services import deploy as deploying
 
-    return deploying.recorded(ctx.client, ctx.env, ctx.state_dir, database=database)
+    return deploying.recorded(ctx.client, ctx.definition, ctx.state_dir, database=database,
+                              file=ctx.settings.file_settings(ctx.env.name) if with_file
+                              else None)
 
 
 @app.command()
@@ -109,7 +117,8 @@ def synth(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
     from collections_ops.services import deployment
 
     as_json = output is opt.Output.json
-    record = deployment.plan(ctx.env, deployment.load(ctx.state_dir), database=database)
+    record = deployment.plan(ctx.definition, deployment.load(ctx.state_dir), database=database,
+                             file=ctx.settings.file_settings(ctx.env.name))
     _cdk_failed("synth", _run_cdk(ctx, ["synth", *deploying.stacks_for(
         ctx.env, database=record.database), "--quiet"], record=record, as_json=as_json))
     out_dir = Path(ctx.settings.state_root) / "cdk.out" / ctx.env.name
@@ -130,7 +139,7 @@ def diff(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
     from collections_ops.services import deploy as deploying
     from collections_ops.services import drift
 
-    record = _recorded(ctx, database)
+    record = _recorded(ctx, database, with_file=True)
     rc = _run_cdk(ctx, ["diff", *deploying.stacks_for(ctx.env, database=record.database),
                         "--fail"], record=record)
     moved = [a for a in drift.alias_drift(ctx.client("cloudformation"), ctx.client("lambda"),
@@ -153,6 +162,7 @@ def deploy(
     database: DatabaseOption = None,
     subnet: SubnetOption = None,
     security_group: SecurityGroupOption = None,
+    set_: SetOption = None,
     skip_build: Annotated[bool, typer.Option("--skip-build", help="Deploy the bundles "
                                              "already built.")] = False,
     watch: Annotated[bool, typer.Option("--watch", help="local: then watch the handlers' "
@@ -166,6 +176,9 @@ def deploy(
     dev/prod check credentials, build the bundles, run preflight checks and `cdk deploy`,
     then record what was deployed and prune old function versions."""
     ctx = opt.context(opt.env_name(env, env_option), profile, region)
+    from collections_ops import settings
+
+    flags = settings.parse_assignments(set_ or [], env=ctx.env.name)  # exit 2 before any work
     if ctx.is_local:
         _deploy_local(ctx, as_json=output is opt.Output.json)
         if watch:
@@ -180,10 +193,12 @@ def deploy(
     as_json = output is opt.Output.json
     ctx.require_credentials()
     plan = deploying.deploy(
-        ctx.client, ctx.env, state_root=Path(ctx.settings.state_root), state_dir=ctx.state_dir,
+        ctx.client, ctx.definition, state_root=Path(ctx.settings.state_root),
+        state_dir=ctx.state_dir,
         profile=ctx.profile, all_stacks=all_stacks, approval="never" if yes else require_approval,
         database=database, subnet_ids=subnet or (), security_group_ids=security_group or (),
-        region=region, account=ctx.account, build=not skip_build)
+        region=region, account=ctx.account, build=not skip_build,
+        file=ctx.settings.file_settings(ctx.env.name), flags=flags)
     for change in plan.changes:
         ui.info(f"deployment: {change}")
     if plan.built:
@@ -195,10 +210,13 @@ def deploy(
     _cdk_failed("deploy", _run(plan.invocation, as_json=as_json),
                 f"see the CDK output above; `collections rollback {ctx.env.name}` returns a "
                 "stack stuck in a failed update")
-    record, pruned = deploying.deployed(ctx.client, ctx.env, plan, state_dir=ctx.state_dir)
+    record, pruned = deploying.deployed(ctx.client, ctx.definition, plan,
+                                        state_dir=ctx.state_dir)
+    from collections_ops.services import deployment
+
+    keep = deployment.environment_of(ctx.definition, record).versions_to_keep
     for name, deleted in pruned.items():
-        ui.info(f"{name}: pruned versions {', '.join(deleted)} "
-                f"(keeping {ctx.env.versions_to_keep})")
+        ui.info(f"{name}: pruned versions {', '.join(deleted)} (keeping {keep})")
     (ui.info if as_json else ui.ok)(f"deployed {ctx.env.name} (database {record.database}, "
                                     f"{record.region})")
 
@@ -307,4 +325,5 @@ def bootstrap(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
 
     ctx = _aws(env, env_option, profile, region, "bootstrap")
     _cdk_failed("bootstrap", _run_cdk(ctx, ["bootstrap", f"aws://{ctx.account}/{ctx.region}"],
-                                      record=deployment.plan(ctx.env, None), bundle=False))
+                                      record=deployment.plan(ctx.definition, None),
+                                      bundle=False))
