@@ -298,3 +298,30 @@ def test_configure_takes_effect_on_live_and_versions_shows_it(aws_env, moto_endp
     shown = json.loads(run(aws_env, "versions", "analyzer", "--env", "dev", "-o", "json",
                            "--profile", "ops").stdout)
     assert [(v["version"], v["live"]) for v in shown] == [("1", False), ("2", True)]
+
+
+def test_a_deploy_moves_the_first_layout_into_the_environments_scope(aws_env, moto_endpoint):
+    # GIVEN dev deployed with the first layout: the URL and the record under the shared prefix
+    put_parameters(moto_endpoint, "/cdk-bootstrap/hnb659fds/version", "/collections/DATABASE_URL",
+                   "/collections/ANTHROPIC_API_KEY", "/collections/VOYAGE_API_KEY")
+    ssm = boto3.client("ssm", endpoint_url=moto_endpoint, region_name="us-east-1",
+                       aws_access_key_id="t", aws_secret_access_key="t")
+    ssm.put_parameter(Name="/collections/deployment/dev", Type="String", Value=json.dumps(
+        {"env": "dev", "database": "existing", "region": "us-east-1", "version": 1}))
+    # WHEN a deploy fails in CDK, the values are copied and nothing old is removed
+    failed = run({**aws_env, "FAKE_CDK_EXIT": "1"}, "deploy", "dev", "--profile", "ops",
+                 "--skip-build", "--yes")
+    assert failed.returncode != 0
+    assert "copied /collections/DATABASE_URL to /collections/dev/DATABASE_URL" in failed.stderr
+    assert ssm.get_parameter(Name="/collections/DATABASE_URL")
+    # WHEN the retry succeeds, the old parameters go: their values are in dev's scope
+    result = run(aws_env, "deploy", "dev", "--profile", "ops", "--skip-build", "--yes")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "removed /collections/DATABASE_URL" in result.stderr
+    assert "removed /collections/deployment/dev" in result.stderr
+    left = ssm.get_parameters(Names=["/collections/DATABASE_URL", "/collections/deployment/dev"])
+    assert left["Parameters"] == []
+    moved = ssm.get_parameter(Name="/collections/dev/DATABASE_URL", WithDecryption=True)
+    assert moved["Parameter"]["Value"] == "value-DATABASE_URL"
+    record = json.loads(ssm.get_parameter(Name="/collections/dev/deployment")["Parameter"]["Value"])
+    assert record["env"] == "dev" and record["deployed_at"]

@@ -162,11 +162,14 @@ def deploy(client: Any, env: Environment, *, state_root: Path, state_dir: Path,
     preflight checks, and return them with the `cdk deploy` invocation;
     the caller shows the checks and runs the invocation only when none failed. The caller has
     checked the credentials: nothing here is worth building without them."""
-    from collections_ops.services import deployment
+    from collections_ops.services import deployment, layout
 
     if approval not in APPROVALS:
         raise errors.UsageError(f"--require-approval {approval!r} is not one of "
                                 f"{', '.join(APPROVALS)}")
+    # The first SSM layout's parameters are copied into the environment's scope before
+    # anything reads them there; the old ones go once the deploy has succeeded (`deployed`).
+    moved = [m.sentence() for m in layout.copy_forward(client("ssm"), env)]
     previous = deployment.in_account(state_dir, env, ssm=client("ssm"))
     record = deployment.plan(env, previous, database=database, subnet_ids=subnet_ids,
                              security_group_ids=security_group_ids, region=region,
@@ -181,23 +184,26 @@ def deploy(client: Any, env: Environment, *, state_root: Path, state_dir: Path,
     targets = ["--all"] if all_stacks else stacks_for(env, database=record.database)
     inv = cdk(["deploy", *targets, "--require-approval", approval], env=env,
               state_root=state_root, profile=profile, region=record.region, record=record)
-    return DeployPlan(record, deployment.changes(previous, record), built, checks, inv)
+    return DeployPlan(record, [*moved, *deployment.changes(previous, record)], built, checks,
+                      inv)
 
 
 def deployed(client: Any, env: Environment, plan: DeployPlan, *, state_dir: Path,
-             ) -> tuple[DeploymentRecord, dict[str, list[str]]]:
-    """After `cdk deploy` succeeded: write the record (here and in the account) and prune
-    the published versions beyond `versions_to_keep` (the stack retains them all).
-    Returns the record written and the versions pruned per function."""
-    from collections_ops.services import deployment, drift, versions
+             ) -> tuple[DeploymentRecord, dict[str, list[str]], list[str]]:
+    """After `cdk deploy` succeeded: write the record (here and in the account), prune
+    the published versions beyond `versions_to_keep` (the stack retains them all), and
+    remove the first SSM layout's parameters the deployed functions no longer read.
+    Returns the record written, the versions pruned per function and what was removed."""
+    from collections_ops.services import deployment, drift, layout, versions
 
     env = deployment.environment_of(env, plan.record)
     stamped = deployment.stamped(plan.record)
     deployment.save(state_dir, stamped)
     deployment.publish(client("ssm"), env, stamped)
+    retired = [m.sentence() for m in layout.retire(client("ssm"), env)]
     recorded = drift.stack_versions(client("cloudformation"), env.stack_name("Compute"))
     return stamped, versions.prune_all(client("lambda"), env, keep=env.versions_to_keep,
-                                       recorded=recorded)
+                                       recorded=recorded), retired
 
 
 def destroyed(client: Any, env: Environment, *, state_dir: Path) -> None:

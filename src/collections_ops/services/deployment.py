@@ -139,6 +139,11 @@ def forget(state_dir: Path) -> None:
 def fetch(ssm: Any, env: Environment) -> DeploymentRecord | None:
     """The account's record (None when the environment was never deployed by this CLI)."""
     found = aws.or_none(lambda: ssm.get_parameter(Name=parameter_name(env)), "ParameterNotFound")
+    if found is None:  # deployed with the first layout: the next deploy moves it (layout.py)
+        from collections_ops.services import layout
+
+        found = aws.or_none(lambda: ssm.get_parameter(Name=layout.legacy_record(env)),
+                            "ParameterNotFound")
     if found is None:
         return None
     value = found["Parameter"]["Value"]

@@ -210,11 +210,13 @@ def deploy(
     _cdk_failed("deploy", _run(plan.invocation, as_json=as_json),
                 f"see the CDK output above; `collections rollback {ctx.env.name}` returns a "
                 "stack stuck in a failed update")
-    record, pruned = deploying.deployed(ctx.client, ctx.definition, plan,
-                                        state_dir=ctx.state_dir)
+    record, pruned, retired = deploying.deployed(ctx.client, ctx.definition, plan,
+                                                 state_dir=ctx.state_dir)
     from collections_ops.services import deployment
 
     keep = deployment.environment_of(ctx.definition, record).versions_to_keep
+    for moved in retired:
+        ui.info(f"parameters: {moved}")
     for name, deleted in pruned.items():
         ui.info(f"{name}: pruned versions {', '.join(deleted)} (keeping {keep})")
     (ui.info if as_json else ui.ok)(f"deployed {ctx.env.name} (database {record.database}, "

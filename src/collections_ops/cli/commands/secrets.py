@@ -155,3 +155,28 @@ def secrets_rm(name: Annotated[str, typer.Argument(help="Secret name.")],
         ui.print_json({"deleted": parameter, "scope": chosen})
     else:
         ui.ok(f"{parameter} deleted (scope: {label})")
+
+
+@app.command("migrate")
+def secrets_migrate(
+    env: opt.EnvOption = None,
+    remove_old: Annotated[bool, typer.Option("--remove-old", help="Also delete the old "
+                                             "parameters whose values are in place (do it once "
+                                             "the environment runs the new layout: `deploy` "
+                                             "does both itself).")] = False,
+    output: opt.OutputOption = opt.Output.table,
+    profile: opt.ProfileOption = None, region: opt.RegionOption = None,
+) -> None:
+    """Move the environment's parameters from the first layout (/collections/DATABASE_URL,
+    /collections/deployment/<env>) into its own scope, printing each move."""
+    from collections_ops.services import layout
+
+    ctx = opt.context(env, profile, region)
+    moves = layout.migrate(ctx.client("ssm"), ctx.env, remove_old=remove_old)
+    if output is opt.Output.json:
+        ui.print_json([m.as_dict() for m in moves])
+        return
+    for move in moves:
+        ui.ok(move.sentence())
+    if not moves:
+        ui.ok(f"nothing to move: {ctx.env.name} has no parameter in the first layout")
