@@ -222,7 +222,9 @@ class Resolver:
 
     def ref(self, name: str) -> Any:
         pseudo = {"AWS::Region": self.region, "AWS::AccountId": ACCOUNT,
-                  "AWS::Partition": "aws", "AWS::URLSuffix": "amazonaws.com"}
+                  "AWS::Partition": "aws", "AWS::URLSuffix": "amazonaws.com",
+                  # The operations role's stack status grant (not in the local cloud).
+                  "AWS::StackId": f"arn:aws:cloudformation:{self.region}:{ACCOUNT}:stack/<stack>"}
         if name in pseudo:
             return pseudo[name]
         resource = self.resources[name]
