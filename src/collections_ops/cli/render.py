@@ -89,3 +89,17 @@ def status(report: dict[str, Any]) -> None:
               for q, d in deployed["dead_letter_depths"].items()])
     ui.table(None, ["parameter", "present"],
              [[name, ui.mark(present)] for name, present in deployed["parameters"].items()])
+
+
+def settings(title: str, rows: list[dict[str, Any]]) -> None:
+    """The environment's effective settings and where each came from (`status`, `diff`):
+    every value that is not the definition's, then how many are."""
+    from collections_ops import settings as operator_settings
+
+    chosen = [r for r in rows if r["source"] != "definition"]
+    ui.table(title, ["setting", "value", "from"],
+             [[r["key"], operator_settings.shown(r["value"]),
+               operator_settings.SOURCE_WORDS[r["source"]]] for r in chosen])
+    ui.info(f"{len(rows) - len(chosen)} other settings are the definition's "
+            "(-o json lists every one)" if chosen else
+            f"all {len(rows)} settings are the definition's (-o json lists them)")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from collections_ops import aws, errors, paths
+from collections_ops import settings as operator_settings
 from collections_ops.checks import Check
 from collections_ops.pipeline import DEPLOYED_FUNCTIONS, FUNCTIONS, Environment, Secret
 
@@ -134,10 +135,19 @@ def recorded(client: Any, env: Environment, state_dir: Path, *, database: str | 
     """What the environment is, for commands that act on what was deployed: the deployment
     record (the account's, else the local copy), `--database` over it -- and for `diff`, what
     a deploy would make of it, the settings `file` over the record."""
+    return planned(client, env, state_dir, database=database, file=file)[0]
+
+
+def planned(client: Any, env: Environment, state_dir: Path, *, database: str | None = None,
+            file: Mapping[str, Any] | None = None,
+            ) -> tuple[DeploymentRecord, operator_settings.Effective]:
+    """`recorded`, with each setting's value and where it came from (`status`, `diff`)."""
     from collections_ops.services import deployment
 
     previous = deployment.in_account(state_dir, env, ssm=client("ssm"))
-    return deployment.plan(env, previous, database=database, file=file)
+    record = deployment.plan(env, previous, database=database, file=file)
+    return record, deployment.effective(env, previous, file=file, flags=(
+        {"database": database} if database else None))
 
 
 @dataclass(frozen=True)

@@ -326,3 +326,42 @@ def _shown(placement: VpcPlacement | None) -> str:
         return "none"
     return (f"subnets {', '.join(placement.subnet_ids)}, security groups "
             f"{', '.join(placement.security_group_ids)}")
+
+
+# --------------------------------------------------------------------------- configure
+
+
+@dataclass(frozen=True)
+class Remembered:
+    """What `configure` (and `tune --apply`, `concurrency`) did with a changed setting so that
+    the next deploy keeps it."""
+
+    recorded: bool  # written into the deployment record (this machine's copy and the account's)
+    overridden: dict[str, Any]  # keys collections.toml sets to another value: the deploy's
+    note: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"recorded": self.recorded, "kept_by_deploy": self.recorded and not
+                self.overridden, "overridden_by_file": self.overridden, "note": self.note}
+
+
+def remember(ssm: Any, env: Environment, state_dir: Path, values: Mapping[str, Any], *,
+             file: Mapping[str, Any] | None = None) -> Remembered:
+    """Write `values` (settings changed outside a deploy) into the environment's deployment
+    record, here and in the account, so that the next `deploy` keeps them -- unless the settings
+    `file` says otherwise, which wins (and is said)."""
+    overridden = {k: (file or {})[k] for k in values
+                  if k in (file or {}) and (file or {})[k] != values[k]}
+    record = in_account(state_dir, env, ssm=ssm)
+    if record is None:
+        return Remembered(False, overridden, f"{env.name} has no deployment record (it was not "
+                          "deployed by `collections deploy`): the next deploy applies the "
+                          "settings; put the value in collections.toml to keep it")
+    updated = with_settings(record, values)
+    save(state_dir, updated)
+    publish(ssm, env, updated)
+    if overridden:
+        said = ", ".join(f"{k} = {operator_settings.shown(v)}" for k, v in overridden.items())
+        return Remembered(True, overridden, f"recorded, but collections.toml sets {said}: the "
+                          "next deploy applies that (change it there to keep this)")
+    return Remembered(True, {}, "recorded in the deployment record: the next deploy keeps it")

@@ -131,26 +131,38 @@ def synth(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
 
 @app.command()
 def diff(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
-         database: DatabaseOption = None, profile: opt.ProfileOption = None,
-         region: opt.RegionOption = None) -> None:
-    """Show what a deploy would change, including a `live` alias moved outside the stack.
+         database: DatabaseOption = None, output: opt.OutputOption = opt.Output.table,
+         profile: opt.ProfileOption = None, region: opt.RegionOption = None) -> None:
+    """Show what a deploy would change -- the settings it would deploy and where each comes
+    from, the stacks' differences, a `live` alias moved outside the stack.
     Exit 0: no changes; 11: changes; 5: no credentials; other: error."""
     ctx = _aws(env, env_option, profile, region, "diff")
+    from collections_ops.cli import render
     from collections_ops.services import deploy as deploying
     from collections_ops.services import drift
 
-    record = _recorded(ctx, database, with_file=True)
+    as_json = output is opt.Output.json
+    record, effective = deploying.planned(ctx.client, ctx.definition, ctx.state_dir,
+                                          database=database,
+                                          file=ctx.settings.file_settings(ctx.env.name))
+    if not as_json:
+        render.settings(f"settings a deploy of {ctx.env.name} deploys", effective.as_dicts())
     rc = _run_cdk(ctx, ["diff", *deploying.stacks_for(ctx.env, database=record.database),
-                        "--fail"], record=record)
+                        "--fail"], record=record, as_json=as_json)
+    if rc not in (0, 1):  # 1 is `--fail`'s "differences"; anything else is cdk failing
+        _cdk_failed("diff", rc)
     moved = [a for a in drift.alias_drift(ctx.client("cloudformation"), ctx.client("lambda"),
                                           ctx.env) if not a.in_sync]
+    if as_json:
+        ui.print_json({"env": ctx.env.name, "database": record.database,
+                       "settings": effective.as_dicts(), "stacks_differ": rc == 1,
+                       "moved_aliases": [a.detail for a in moved]})
     for alias in moved:
         ui.info(f"! {alias.detail}", "yellow")
     if rc == 1 or moved:
         raise errors.Changes("the deployed stacks differ from the app" if rc == 1 else
                              f"{len(moved)} live alias(es) moved outside the stack",
                              f"`collections deploy {ctx.env.name}` puts back what the app says")
-    _cdk_failed("diff", rc)
 
 
 @app.command()

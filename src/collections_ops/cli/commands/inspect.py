@@ -20,12 +20,13 @@ SUMMARY_CHARS = 80
 def status(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
            output: opt.OutputOption = opt.Output.table,
            profile: opt.ProfileOption = None, region: opt.RegionOption = None) -> None:
-    """The guide's Step 4 in one screen: functions, rules, notification, DLQs, parameters."""
+    """The guide's Step 4 in one screen: functions, rules, notification, DLQs, parameters,
+    and the environment's settings with where each came from."""
     from collections_ops.cli import render
     from collections_ops.services import inspect
 
     ctx = opt.context(opt.env_name(env, env_option), profile, region)
-    report: dict[str, Any] = {}
+    report: dict[str, Any] = {"settings": _effective(ctx).as_dicts()}
     degraded: list[str] = []
     if ctx.is_local:
         from collections_ops.localcloud import manager
@@ -40,10 +41,23 @@ def status(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
         ui.print_json(report)
     else:
         render.status(report)
+        render.settings(f"settings ({ctx.env.name})", report["settings"])
     if degraded:
         raise errors.NotReady(f"the local cloud is degraded: {', '.join(degraded)} down",
                               "repair it: `collections deploy local` restarts what is down "
                               "and keeps the data")
+
+
+def _effective(ctx: Any) -> Any:
+    """The settings as deployed: the settings file over the deployment record (this
+    machine's copy, else the account's) over the definition."""
+    if ctx.is_local:
+        return ctx.effective
+    from collections_ops.services import deployment
+
+    record = deployment.current(ctx.state_dir, ctx.definition, ssm=ctx.client("ssm"))
+    return deployment.effective(ctx.definition, record,
+                                file=ctx.settings.file_settings(ctx.env.name))
 
 
 @app.command()

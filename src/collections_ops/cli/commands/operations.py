@@ -97,9 +97,12 @@ def tune(
         invoker.restore()
     published = (tuning.apply_live(lam, ctx.env, fn, result.recommended.memory_mb,
                                    keep=ctx.env.versions_to_keep) if apply_it else None)
+    kept = (_remember(ctx, {fn.memory_setting: result.recommended.memory_mb})
+            if published is not None else None)
     if output is opt.Output.json:  # with --apply, the version it published too
-        ui.print_json(result.table() if published is None
-                      else {"results": result.table(), "published": published.as_dict()})
+        ui.print_json(result.table() if published is None or kept is None
+                      else {"results": result.table(), "published": published.as_dict(),
+                            "settings": kept.as_dict()})
         return
     ui.table(f"{fn.function_name(ctx.env.name)} ({strategy})",
              ["memory", "average", "cost / 1M", "kept", ""],
@@ -108,11 +111,22 @@ def tune(
                "◀ recommended" if r["recommended"] else ""] for r in result.table()])
     for line in tuning.chart(result):
         ui.line(line)
-    if published is not None:
-        _report_published(published, f"memory {result.recommended.memory_mb} MB")
+    if published is not None and kept is not None:
+        _report_published(published, f"memory {result.recommended.memory_mb} MB", kept)
 
 
-def _report_published(published: Any, what: str) -> None:
+def _remember(ctx: Any, values: dict[str, Any]) -> Any:
+    """Settings changed outside a deploy, written where the next deploy reads them."""
+    from collections_ops.services import deployment
+
+    if ctx.is_local:  # the local cloud's version history keeps each version's settings
+        return deployment.Remembered(False, {}, "the local cloud keeps it across restarts; "
+                                     "`collections destroy local` forgets it")
+    return deployment.remember(ctx.client("ssm"), ctx.definition, ctx.state_dir, values,
+                               file=ctx.settings.file_settings(ctx.env.name))
+
+
+def _report_published(published: Any, what: str, kept: Any) -> None:
     moved = (f"live moved from version {published.from_version} to {published.to_version}"
              if published.from_version != published.to_version
              else f"live already runs version {published.to_version}")
@@ -121,7 +135,7 @@ def _report_published(published: Any, what: str) -> None:
         ui.line(f"  {change}")
     if published.pruned:
         ui.info(f"pruned old versions {', '.join(published.pruned)}")
-    ui.info("the next deploy restores the settings' values: change them there to keep this")
+    ui.info(kept.note, "" if kept.recorded and not kept.overridden else "yellow")
 
 
 @app.command()
@@ -134,20 +148,24 @@ def configure(
     profile: opt.ProfileOption = None, region: opt.RegionOption = None,
 ) -> None:
     """The guide's "Increase timeout", in a form that takes effect: change the configuration,
-    publish a version and move `live` (what the triggers invoke) to it."""
+    publish a version and move `live` (what the triggers invoke) to it; recorded in the
+    deployment record, so the next deploy keeps it."""
     from collections_ops.pipeline import function as find_function
     from collections_ops.services import versions
 
     ctx = opt.context(env, profile, region)
-    published = versions.configure(ctx.client("lambda"), ctx.env, find_function(function),
-                                   timeout=timeout, memory=memory,
-                                   keep=ctx.env.versions_to_keep)
+    fn = find_function(function)
+    published = versions.configure(ctx.client("lambda"), ctx.env, fn, timeout=timeout,
+                                   memory=memory, keep=ctx.env.versions_to_keep)
+    values = {**({fn.timeout_setting: timeout} if timeout is not None else {}),
+              **({fn.memory_setting: memory} if memory is not None else {})}
+    kept = _remember(ctx, values)
     if output is opt.Output.json:
-        ui.print_json(published.as_dict())
+        ui.print_json({**published.as_dict(), "settings": kept.as_dict()})
         return
     parts = [f"timeout {timeout} s" if timeout is not None else "",
              f"memory {memory} MB" if memory is not None else ""]
-    _report_published(published, ", ".join(p for p in parts if p))
+    _report_published(published, ", ".join(p for p in parts if p), kept)
 
 
 @app.command()
@@ -169,12 +187,17 @@ def concurrency(
     ctx = opt.context(env, profile, region)
     lam = ctx.client("lambda")
     fn = find_function(function)
+    kept = None
     if limit is not None or unreserve:
         state = drift.set_concurrency(lam, ctx.env, fn, None if unreserve else limit)
+        reserved = {k: v for k, v in ctx.env.reserved_concurrency.items() if k != fn.key}
+        if not ctx.is_local:
+            kept = _remember(ctx, {"reserved_concurrency": reserved if unreserve
+                                   else {**reserved, fn.key: limit}})
     else:
         state = drift.function_concurrency(lam, ctx.env, fn)
     if output is opt.Output.json:
-        ui.print_json(asdict(state))
+        ui.print_json({**asdict(state), **({"settings": kept.as_dict()} if kept else {})})
         return
     ui.table(None, ["function", "setting", "deployed", "state"],
              [[state.function_name, state.expected, state.deployed,
@@ -182,6 +205,8 @@ def concurrency(
     if limit is not None or unreserve:
         # PutFunctionConcurrency has no qualifier: it covers `live` and every version at once.
         ui.info("reserved concurrency is the function's, for every version: in effect now")
+    if kept is not None:
+        ui.info(kept.note)
 
 
 @app.command()
