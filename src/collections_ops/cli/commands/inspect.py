@@ -31,7 +31,7 @@ def status(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
     if ctx.is_local:
         from collections_ops.localcloud import manager
 
-        report = manager.status(ctx.state_dir)
+        report = {**manager.status(ctx.state_dir), **report}
         degraded = [n for n, p in report["parts"].items() if not p["up"]]
     if not degraded:
         deployed = inspect.gather_status(ctx.client, ctx.env, account=ctx.account,
