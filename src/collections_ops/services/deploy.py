@@ -189,7 +189,9 @@ def deploy(client: Any, env: Environment, *, state_root: Path, state_dir: Path,
     if build:
         from collections_ops.services import build as building
 
-        built = building.build(env.name, out_dir=bundle_dir_for(state_root, env))
+        # For the architecture this deploy deploys (the definition's may differ).
+        built = building.build(env.name, out_dir=bundle_dir_for(state_root, env),
+                               platform=building.PLATFORMS[env.architecture])
     checks = preflight(client, env, bundle_dir=bundle_dir_for(state_root, env), record=record)
     targets = ["--all"] if all_stacks else stacks_for(env, database=record.database)
     inv = cdk(["deploy", *targets, "--require-approval", approval], env=env,

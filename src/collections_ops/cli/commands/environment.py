@@ -92,7 +92,9 @@ def build(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
 
     ctx = opt.context(opt.env_name(env, env_option))
     out_dir = deploying.bundle_dir_for(Path(ctx.settings.state_root), ctx.env)
-    reports = building.build(ctx.env.name, out_dir=out_dir)
+    # The environment's architecture as its settings make it (collections.toml, the record).
+    reports = building.build(ctx.env.name, out_dir=out_dir,
+                             platform=building.PLATFORMS[ctx.env.architecture])
     if output is opt.Output.json:
         ui.print_json([asdict(r) for r in reports])
         return
