@@ -177,7 +177,7 @@ def deploy_time_migration() -> dict[str, Any]:
 
 
 def run(action: str, query: str | None, params: dict[str, Any]) -> Any:
-    with queries.connect(for_migration=action == "migrate") as conn:
+    with queries.connect() as conn:
         if action == "migrate":
             return queries.migrate(conn)
         if action == "status":

@@ -4,6 +4,9 @@ schema's status, and a closed set of read-only named queries.
 Every statement is static text with bound parameters; parameters are checked for type and
 range before any connection is made. Read-only queries run in a transaction that is rolled
 back, with a statement timeout, so a query can neither write nor hold the database for long.
+The timeout is the transaction's first statement, `SET LOCAL` (set_config's local form), never
+a startup `options` (RDS Proxy refuses it) nor a session `SET` (which pins the connection):
+see collections_core/db.py.
 
 `search` keeps the statements of the CLI's direct route (services/search.py of the CLI package):
 the HNSW query repeats the partial index's expression and predicate, a user with few rows is
@@ -22,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from collections_core import aws, log, secrets
+from collections_core import aws, db, log, secrets
 from collections_core import migrate as migrations
 from collections_core.errors import ConfigurationError, RetryableError, TerminalError
 
@@ -96,22 +99,30 @@ def publish_database_url() -> bool:
 
 
 @contextlib.contextmanager
-def connect(*, for_migration: bool = False) -> Iterator[Any]:
+def connect() -> Iterator[Any]:
+    """A connection that sets nothing on its session: each query runs in `_read_only`, a
+    migration under migrate.apply's own timeouts. A statement over its timeout is retryable."""
     import psycopg
 
     url = database_url()
     password = _password(url)
     if password:
         log.register_secret(password)
-    # A migration may build an index: it is bounded by the function's timeout, not this one.
-    options = "" if for_migration else f"-c statement_timeout={QUERY_TIMEOUT_MS}"
     try:
         conn = psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_SECONDS, autocommit=True,
-                               options=options, application_name="collections-operations")
+                               application_name="collections-operations",
+                               prepare_threshold=None)  # a prepared statement pins, too
     except psycopg.OperationalError as exc:
         raise RetryableError(f"database unreachable: {_first_line(exc)}") from None
     try:
         yield conn
+    except psycopg.errors.QueryCanceled as exc:  # before OperationalError, its base class
+        raise RetryableError(f"database statement timed out: {_first_line(exc)}",
+                             hint="retry when the database is less busy") from None
+    except psycopg.errors.LockNotAvailable as exc:  # likewise
+        raise RetryableError(f"database lock not granted in time: {_first_line(exc)}",
+                             hint="another session holds a lock on the tables; retry when "
+                                  "it has finished") from None
     except psycopg.OperationalError as exc:
         raise RetryableError(f"database connection lost: {_first_line(exc)}") from None
     except psycopg.Error as exc:
@@ -139,7 +150,8 @@ def _first_line(exc: BaseException) -> str:
 def migrate(conn: Any) -> dict[str, Any]:
     """Apply pending migrations under collections_core's advisory lock (one transaction)."""
     applied = migrations.apply(conn)  # its own transaction, autocommit or not
-    return {"applied": applied, "pending": migrations.pending(conn)}
+    with _read_only(conn) as cur:
+        return {"applied": applied, "pending": migrations.pending_in(cur)}
 
 
 def status(conn: Any) -> dict[str, Any]:
@@ -167,7 +179,7 @@ def status(conn: Any) -> dict[str, Any]:
         cur.execute("SELECT current_setting('server_version'),"
                     " (SELECT extversion FROM pg_extension WHERE extname = 'vector')")
         server = cur.fetchone()
-    pending = migrations.pending(conn)
+        pending = migrations.pending_in(cur)
     return {"applied": applied, "pending": pending, "tables": tables, "indexes": indexes,
             "database": {"server_version": server[0] if server else None,
                          "vector": server[1] if server else None}}
@@ -177,6 +189,7 @@ def status(conn: Any) -> dict[str, Any]:
 def _read_only(conn: Any) -> Iterator[Any]:
     with conn.transaction(force_rollback=True), conn.cursor() as cur:
         cur.execute("SET TRANSACTION READ ONLY")
+        cur.execute(db.SET_STATEMENT_TIMEOUT, (f"{QUERY_TIMEOUT_MS}ms",))
         yield cur
 
 
@@ -318,6 +331,7 @@ def _search(conn: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
     from pgvector.psycopg import register_vector
 
     try:
+        # A catalog lookup of its own (a cursor takes the connection's adapters when created).
         register_vector(conn)
     except Exception:
         raise TerminalError("the database has no `vector` extension",
@@ -356,8 +370,8 @@ def _database_check(conn: Any, params: dict[str, Any]) -> dict[str, Any]:
     with _read_only(conn) as cur:
         cur.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
         row = cur.fetchone()
-    return {"reachable": True, "vector": row[0] if row else None,
-            "pending": migrations.pending(conn)}
+        pending = migrations.pending_in(cur)
+    return {"reachable": True, "vector": row[0] if row else None, "pending": pending}
 
 
 # ------------------------------------------------------------------- reconcile_rows

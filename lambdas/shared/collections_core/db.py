@@ -9,6 +9,15 @@ prepared statement pins the client to one database connection for its lifetime, 
 the pooling the proxy is for; the pipeline's statements are few and small, so planning them
 each time costs microseconds. The same setting serves a direct connection, so there is one
 code path for both.
+
+For the same reason nothing is set on the session. RDS Proxy refuses the startup parameter
+`options` ("feature not supported"), and a session-level `SET` pins the client to its backend
+(https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/rds-proxy-pinning.html). The statement
+timeout is the first statement of every transaction instead: `SET LOCAL`, written as
+`set_config(..., true)` so that its value is a bound parameter. It ends with the transaction,
+which is where a pooler in transaction mode (RDS Proxy, PgBouncer) may hand the backend to
+another client. tests/integration/test_pooler.py runs the handlers through PgBouncer in
+transaction mode, which refuses `options` as RDS Proxy does.
 """
 
 from __future__ import annotations
@@ -24,6 +33,9 @@ from collections_core.errors import ConfigurationError, RetryableError, Terminal
 
 CONNECT_TIMEOUT_SECONDS = 5
 STATEMENT_TIMEOUT_MS = 15_000
+# SET LOCAL in its function form (set_config's third argument, is_local): the same
+# transaction-scoped setting, with the value a bound parameter as every value here is.
+SET_STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', %s, true)"
 
 
 def database_url() -> str:
@@ -43,7 +55,6 @@ def _connect() -> Any:
             url,
             connect_timeout=CONNECT_TIMEOUT_SECONDS,
             autocommit=False,
-            options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
             application_name=os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "collections")[:60],
             prepare_threshold=None,
         )
@@ -96,17 +107,21 @@ def connection() -> Any:
 
 @contextmanager
 def transaction() -> Iterator[Any]:
-    """Yield a cursor inside a transaction; commit on success, roll back on any error."""
+    """Yield a cursor inside a transaction whose statements are cancelled after
+    STATEMENT_TIMEOUT_MS; commit on success, roll back on any error. Nested, it is a savepoint
+    of the enclosing transaction (whose timeout it sets again)."""
     import psycopg
 
     conn = connection()
     try:
         with conn.transaction(), conn.cursor() as cur:
+            cur.execute(SET_STATEMENT_TIMEOUT, (f"{STATEMENT_TIMEOUT_MS}ms",))
             yield cur
+    except psycopg.errors.QueryCanceled as exc:
+        # An OperationalError too, but the connection is fine: it is kept for the next event.
+        raise RetryableError(f"database statement timed out: {_first_line(exc)}") from None
     except psycopg.OperationalError as exc:
         state.forget("db")
         with contextlib.suppress(Exception):  # the connection is already gone
             conn.close()
         raise RetryableError(f"database error: {_first_line(exc)}") from None
-    except psycopg.errors.QueryCanceled as exc:
-        raise RetryableError(f"database statement timed out: {_first_line(exc)}") from None

@@ -40,10 +40,15 @@ def apply(conn: Any) -> list[str]:
 
 def pending(conn: Any) -> list[str]:
     with conn.cursor() as cur:
-        cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
-        row = cur.fetchone()
-        if not row or not row[0]:
-            return [v for v, _ in migrations()]
-        cur.execute("SELECT version FROM schema_migrations")
-        done = {r[0] for r in cur.fetchall()}
+        return pending_in(cur)
+
+
+def pending_in(cur: Any) -> list[str]:
+    """The versions not yet applied, read with `cur` (in the caller's transaction)."""
+    cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    row = cur.fetchone()
+    if not row or not row[0]:
+        return [v for v, _ in migrations()]
+    cur.execute("SELECT version FROM schema_migrations")
+    done = {r[0] for r in cur.fetchall()}
     return [v for v, _ in migrations() if v not in done]
