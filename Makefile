@@ -7,9 +7,9 @@ BIN    := $(VENV)/bin
 export CDK_DISABLE_TELEMETRY := true
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: setup cdk-cli demo test check lint typecheck bench clean
+.PHONY: setup cdk-cli pgbouncer demo test check lint typecheck bench clean
 
-setup: $(VENV)/.installed cdk-cli
+setup: $(VENV)/.installed cdk-cli pgbouncer
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,17 @@ cdk-cli:
 	  (cd infrastructure && npm ci --no-audit --no-fund --loglevel=error) && \
 	  cp infrastructure/package-lock.json infrastructure/node_modules/.lock-installed; \
 	fi
+
+# PgBouncer in transaction mode stands in for RDS Proxy in the tests (tests/pgbouncer.py):
+# the Debian package, installed as root where apt-get exists; otherwise those tests skip.
+pgbouncer:
+	@command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer) \
+	      >/dev/null; \
+	  else \
+	    echo "pgbouncer is not installed (apt-get install pgbouncer as root): the pooler tests will skip" >&2; \
+	  fi
 
 demo: setup
 	$(BIN)/collections deploy local
