@@ -270,3 +270,31 @@ def test_every_named_query_answers_through_the_pooler(
     assert answers["database_check"]["pending"] == []
     assert [r["id"] for r in answers["reconcile_rows"]["rows"]] == ["test-image"]
     assert answers["usage"]["images"] == 1
+
+
+def test_a_migration_waits_for_a_held_table_lock_only_until_its_lock_timeout(
+        fresh_pooled_db: str, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from urllib.parse import urlsplit
+
+    from collections_core import migrate
+
+    assert operations({"action": "migrate"})["ok"] is True
+    direct = urlsplit(database_url)._replace(path=urlsplit(fresh_pooled_db).path).geturl()
+    with psycopg.connect(direct, autocommit=True) as admin:  # 0004 is pending again
+        admin.execute("DELETE FROM schema_migrations WHERE version = '0004_usage'")
+    monkeypatch.setattr(migrate, "LOCK_TIMEOUT_MS", TIMEOUT_MS)
+
+    # WHEN a session of the pipeline holds a lock on analyses, which 0004 alters
+    started = time.monotonic()
+    with psycopg.connect(direct) as reader:
+        reader.execute("LOCK TABLE analyses IN ACCESS SHARE MODE")
+        answer = operations({"action": "migrate"})
+        reader.rollback()
+    waited = time.monotonic() - started
+
+    # THEN the migration gives up at its lock timeout, retryable, and applied nothing
+    assert answer["ok"] is False and answer["kind"] == "unreachable", answer
+    assert answer["error"].startswith("database lock not granted in time: "), answer
+    assert waited < 10, f"gave up at {TIMEOUT_MS} ms, not the 10 s default ({waited:.1f} s)"
+    status = operations({"action": "status"})["result"]
+    assert status["pending"] == ["0004_usage"]
