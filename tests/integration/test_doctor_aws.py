@@ -45,7 +45,7 @@ def aws_shaped_dev(session: Any, *, permission_on_alias: bool = True) -> None:
     bucket = DEV.images_bucket(ACCOUNT)
     s3.create_bucket(Bucket=bucket)
     for name in ("DATABASE_URL", "ANTHROPIC_API_KEY", "VOYAGE_API_KEY"):
-        ssm.put_parameter(Name=f"/collections/{name}", Value="x", Type="SecureString")
+        ssm.put_parameter(Name=DEV.parameter_name(name), Value="x", Type="SecureString")
     alias_arns = {}
     for fn in FUNCTIONS:
         role = iam.create_role(RoleName=fn.role_name("dev"), AssumeRolePolicyDocument=trust)
