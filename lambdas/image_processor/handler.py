@@ -66,6 +66,17 @@ def sequencer_key(sequencer: str) -> str:
     return events.sequencer_key(sequencer)
 
 
+def check_key(key: str) -> None:
+    """Refuse a key with a `.` or `..` segment or no user: S3 keeps `u/../x.jpg` as it is,
+    but any code that reads the key as a path (a thumbnail key, a folder, a share link)
+    would leave the user's folder, so the object is bad input, refused before any work."""
+    segments = key.split("/")
+    if not segments[0] or any(s in (".", "..") for s in segments):
+        raise TerminalError(f"key {key!r} has an empty user or a '.' or '..' segment",
+                            hint="upload to s3://<bucket>/<user_id>/<file> without . or .. "
+                                 "folders")
+
+
 def thumbnail_key_for(user_id: str, item_id: str) -> str:
     return f"{user_id}/{item_id}.jpg"
 
@@ -74,6 +85,7 @@ def process_object(obj: events.S3Object, settings: Settings) -> dict[str, Any]:
     if obj.bucket != settings.images_bucket:
         raise TerminalError(f"s3://{obj.bucket}/{obj.key} is not in this environment's images "
                             f"bucket ({settings.images_bucket})")
+    check_key(obj.key)
     user_id, candidates = events.item_candidates(obj.key)
     log.bind(user_id=user_id, key=obj.key)
     sequencer = sequencer_key(obj.sequencer)
