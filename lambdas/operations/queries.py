@@ -149,7 +149,11 @@ def _first_line(exc: BaseException) -> str:
 
 def migrate(conn: Any) -> dict[str, Any]:
     """Apply pending migrations under collections_core's advisory lock (one transaction)."""
-    applied = migrations.apply(conn)  # its own transaction, autocommit or not
+    try:
+        applied = migrations.apply(conn)  # its own transactions, autocommit or not
+    except migrations.IndexBuildInProgress as exc:
+        raise RetryableError(str(exc), hint="run the migration again when the build has "
+                             "finished") from None
     with _read_only(conn) as cur:
         return {"applied": applied, "pending": migrations.pending_in(cur)}
 

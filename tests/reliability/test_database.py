@@ -230,11 +230,26 @@ def _sql_sources() -> list[Path]:
 
 
 def _built_sql(node: ast.expr) -> bool:
-    """True if the SQL text is assembled at run time from values (f-string, +, %, format)."""
+    """True if the SQL text is assembled at run time from values (f-string, +, %, format).
+    psycopg's composition of a constant with quoted identifiers only
+    (`sql.SQL("...").format(sql.Identifier(name))`) is not: an identifier cannot carry SQL."""
     if isinstance(node, ast.JoinedStr | ast.BinOp):
         return True
     return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-            and node.func.attr == "format")
+            and node.func.attr == "format" and not _identifiers_only(node))
+
+
+def _named_call(node: ast.expr, name: str) -> bool:
+    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr == name)
+
+
+def _identifiers_only(call: ast.Call) -> bool:
+    receiver = call.func.value if isinstance(call.func, ast.Attribute) else None
+    return (receiver is not None and _named_call(receiver, "SQL")
+            and isinstance(receiver, ast.Call) and len(receiver.args) == 1
+            and isinstance(receiver.args[0], ast.Constant) and not call.keywords
+            and all(_named_call(arg, "Identifier") for arg in call.args))
 
 
 def test_no_sql_text_is_built_from_values_in_the_functions_or_the_cli():
