@@ -325,3 +325,39 @@ def test_a_deploy_moves_the_first_layout_into_the_environments_scope(aws_env, mo
     assert moved["Parameter"]["Value"] == "value-DATABASE_URL"
     record = json.loads(ssm.get_parameter(Name="/collections/dev/deployment")["Parameter"]["Value"])
     assert record["env"] == "dev" and record["deployed_at"]
+
+
+# --------------------------------------------------------------------------- a failed deploy
+
+
+def test_a_retry_after_a_failed_first_deploy_adopts_what_it_left(aws_env, moto_endpoint):
+    # GIVEN dev's first deploy rolled back: no stack, but its retained buckets exist
+    put_parameters(moto_endpoint, *READY)
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1",
+                      aws_access_key_id="t", aws_secret_access_key="t")
+    images, thumbnails = ("collections-images-dev-123456789012",
+                          "collections-thumbnails-dev-123456789012")
+    for bucket in (images, thumbnails):
+        s3.create_bucket(Bucket=bucket)
+    # WHEN the deploy is run again
+    result = run(aws_env, "deploy", "dev", "--profile", "ops", "--skip-build", "--yes")
+    assert result.returncode == 0, result.stdout + result.stderr
+    # THEN CloudFormation is asked to adopt them, with names static in the template
+    first, then = recorded(aws_env)
+    assert first[:3] == ["deploy", "CollectionsComputeStack-dev", "CollectionsMonitoringStack-dev"]
+    assert "--import-existing-resources" in first
+    assert "collections:account=123456789012" in contexts_of(first)
+    assert images in result.stdout and thumbnails in result.stdout
+    # AND a second, drift-reverting deploy of the stack that adopted them applies the
+    # template's configuration (an import keeps a resource as it was)
+    assert then[:3] == ["deploy", "CollectionsComputeStack-dev", "--exclusively"]
+    assert "--revert-drift" in then and "--import-existing-resources" not in then
+
+
+def test_an_ordinary_deploy_adopts_nothing(aws_env, moto_endpoint):
+    put_parameters(moto_endpoint, *READY)
+    result = run(aws_env, "deploy", "dev", "--profile", "ops", "--skip-build", "--yes")
+    assert result.returncode == 0, result.stdout + result.stderr
+    [argv] = recorded(aws_env)
+    assert "--import-existing-resources" not in argv and "--revert-drift" not in argv
+    assert "nothing retained by an earlier deploy" in result.stdout

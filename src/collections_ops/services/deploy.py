@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +26,7 @@ from collections_ops.pipeline import DEPLOYED_FUNCTIONS, FUNCTIONS, Environment,
 
 if TYPE_CHECKING:
     from collections_ops.services.deployment import DeploymentRecord
+    from collections_ops.services.leftovers import Leftover
 
 BOOTSTRAP_VERSION_PARAMETER = "/cdk-bootstrap/hnb659fds/version"
 APPROVALS = ("never", "broadening", "any-change")
@@ -108,10 +109,12 @@ def invocation(command: list[str], *, env: Environment, profile: str | None,
 
 
 def cdk(command: list[str], *, env: Environment, state_root: Path, profile: str | None,
-        region: str | None, record: DeploymentRecord, bundle: bool = True) -> CdkInvocation:
+        region: str | None, record: DeploymentRecord, bundle: bool = True,
+        pin_account: bool = False) -> CdkInvocation:
     """The CDK command for an environment as `record` describes it (database mode, VPC
-    placement), with this install's state folders. The CDK app imports aws-cdk-lib: without
-    the `[infra]` extra, say so before running anything."""
+    placement), with this install's state folders; `pin_account`: the record's account is
+    the app's, not left to AWS::AccountId. The CDK app imports aws-cdk-lib: without the
+    `[infra]` extra, say so before running anything."""
     import importlib.util
 
     from collections_ops.services import deployment
@@ -123,7 +126,9 @@ def cdk(command: list[str], *, env: Environment, state_root: Path, profile: str 
     return invocation(command, env=env, profile=profile, region=region,
                       bundle_dir=bundle_dir if bundle and bundle_dir.is_dir() else None,
                       out_dir=state_root / "cdk.out" / env.name, cache_root=state_root / "tools",
-                      extra_context=deployment.cdk_context(record))
+                      extra_context={**deployment.cdk_context(record), **(
+                          {"collections:account": record.account}
+                          if pin_account and record.account else {})})
 
 
 def bundle_dir_for(state_root: Path, env: Environment) -> Path:
@@ -159,6 +164,11 @@ class DeployPlan:
     built: list[Any]  # the bundles built (`build.BundleReport`); empty with build=False
     checks: list[Check]
     invocation: CdkInvocation
+    # Retained resources an earlier deploy left that CloudFormation adopts (leftovers.py).
+    adopted: list[Leftover] = field(default_factory=list)
+    # Run once `invocation` succeeded: an import keeps a resource as it was, so a second,
+    # drift-reverting deploy of the stack that adopted it applies the template's configuration.
+    then: CdkInvocation | None = None
 
 
 def deploy(client: Any, env: Environment, *, state_root: Path, state_dir: Path,
@@ -166,13 +176,14 @@ def deploy(client: Any, env: Environment, *, state_root: Path, state_dir: Path,
            subnet_ids: Sequence[str] = (), security_group_ids: Sequence[str] = (),
            region: str | None = None, account: str | None = None,
            build: bool = True, file: Mapping[str, Any] | None = None,
-           flags: Mapping[str, Any] | None = None) -> DeployPlan:
+           flags: Mapping[str, Any] | None = None, revert_drift: bool = False) -> DeployPlan:
     """Plan the deployment record (the options and `flags` given, else the settings `file`,
     else what was deployed before, else the definition `env`), build the bundles, run the
-    preflight checks, and return them with the `cdk deploy` invocation;
+    preflight checks, and return them with the `cdk deploy` invocation (`revert_drift`: one
+    that also puts resources changed outside CloudFormation back to the template);
     the caller shows the checks and runs the invocation only when none failed. The caller has
     checked the credentials: nothing here is worth building without them."""
-    from collections_ops.services import deployment, layout
+    from collections_ops.services import deployment, layout, leftovers
 
     if approval not in APPROVALS:
         raise errors.UsageError(f"--require-approval {approval!r} is not one of "
@@ -193,11 +204,26 @@ def deploy(client: Any, env: Environment, *, state_root: Path, state_dir: Path,
         built = building.build(env.name, out_dir=bundle_dir_for(state_root, env),
                                platform=building.PLATFORMS[env.architecture])
     checks = preflight(client, env, bundle_dir=bundle_dir_for(state_root, env), record=record)
+    account = record.account or str(client("sts").get_caller_identity()["Account"])
+    adopted = leftovers.find(client, env, account)
+    checks.append(leftovers.check(adopted))
     targets = ["--all"] if all_stacks else stacks_for(env, database=record.database)
-    inv = cdk(["deploy", *targets, "--require-approval", approval], env=env,
-              state_root=state_root, profile=profile, region=record.region, record=record)
+    adopting = any(found.adoptable for found in adopted)
+    # CloudFormation imports only resources whose name is static in the template: when it
+    # adopts, the account is pinned rather than left to AWS::AccountId.
+    run_cdk = partial(cdk, env=env, state_root=state_root, profile=profile,
+                      region=record.region, record=replace(record, account=account),
+                      pin_account=adopting)
+    inv = run_cdk(["deploy", *targets, "--require-approval", approval,
+                   *(["--import-existing-resources"] if adopting else []),
+                   *(["--revert-drift"] if revert_drift else [])])
+    then = None
+    if adopting:
+        stacks = sorted({found.resource.stack for found in adopted if found.adoptable})
+        then = run_cdk(["deploy", *stacks, "--exclusively", "--require-approval", approval,
+                        "--revert-drift"])
     return DeployPlan(record, [*moved, *deployment.changes(previous, record)], built, checks,
-                      inv)
+                      inv, adopted=adopted, then=then)
 
 
 def deployed(client: Any, env: Environment, plan: DeployPlan, *, state_dir: Path,

@@ -179,6 +179,9 @@ def deploy(
     set_: SetOption = None,
     skip_build: Annotated[bool, typer.Option("--skip-build", help="Deploy the bundles "
                                              "already built.")] = False,
+    revert_drift: Annotated[bool, typer.Option(
+        "--revert-drift", help="Also put back what was changed outside CloudFormation "
+        "(a drift-aware change set).")] = False,
     watch: Annotated[bool, typer.Option("--watch", help="local: then watch the handlers' "
                                         "sources and reload each change (Ctrl-C stops "
                                         "watching; the cloud keeps running).")] = False,
@@ -212,7 +215,7 @@ def deploy(
         profile=ctx.profile, all_stacks=all_stacks, approval="never" if yes else require_approval,
         database=database, subnet_ids=subnet or (), security_group_ids=security_group or (),
         region=region, account=ctx.account, build=not skip_build,
-        file=ctx.settings.file_settings(ctx.env.name), flags=flags)
+        file=ctx.settings.file_settings(ctx.env.name), flags=flags, revert_drift=revert_drift)
     for change in plan.changes:
         ui.info(f"deployment: {change}")
     if plan.built:
@@ -222,8 +225,16 @@ def deploy(
         first = failed[0]
         raise errors.ConfigError(f"preflight failed: {first.name}: {first.detail}", first.fix)
     _cdk_failed("deploy", _run(plan.invocation, as_json=as_json),
-                f"see the CDK output above; `collections rollback {ctx.env.name}` returns a "
-                "stack stuck in a failed update")
+                f"see the CDK output above and docs/operations.md, 'When a deploy fails'; "
+                f"`collections rollback {ctx.env.name}` returns a stack stuck in a failed "
+                "update")
+    if plan.then is not None:
+        ui.info("adopted: " + "; ".join(f.sentence() for f in plan.adopted if f.adoptable)
+                + ". An import keeps a resource as it was: applying the template's "
+                "configuration to it")
+        _cdk_failed("deploy --revert-drift", _run(plan.then, as_json=as_json),
+                    f"the stack is deployed; `collections deploy {ctx.env.name} --revert-drift` "
+                    "applies the template to the adopted resources")
     record, pruned, retired = deploying.deployed(ctx.client, ctx.definition, plan,
                                                  state_dir=ctx.state_dir)
     from collections_ops.services import deployment
