@@ -182,23 +182,7 @@ class Context:
 
     @cached_property
     def db(self) -> Any:
-        import psycopg
-
-        url = self.database_url()
-        try:
-            conn = psycopg.connect(url, connect_timeout=5, autocommit=True)
-        except psycopg.OperationalError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreachable"
-            raise errors.DatabaseError(
-                f"cannot connect to the database: {_mask_url(first, url)}",
-                "check DATABASE_URL and that this machine can reach the database") from None
-        try:
-            from pgvector.psycopg import register_vector
-
-            register_vector(conn)
-        except psycopg.ProgrammingError:
-            pass  # no vector extension yet: `db migrate` creates it
-        return conn
+        return open_database(self.database_url())
 
     def operations_route(self, because: str | None = None) -> Any:
         """The operations function as a data route: waiting longer than the function may run
@@ -239,3 +223,25 @@ def _mask_url(text: str, url: str) -> str:
 
     password = urlsplit(url).password
     return text.replace(password, "****") if password else text
+
+
+def open_database(url: str) -> Any:
+    """The CLI's own connection (`verify`, `search`, `db` on a direct route): autocommit, and
+    nothing a pooler keeps per client: no startup options and no prepared statements (psycopg
+    prepares a query run five times; RDS Proxy pins a client that prepares)."""
+    import psycopg
+
+    try:
+        conn = psycopg.connect(url, connect_timeout=5, autocommit=True, prepare_threshold=None)
+    except psycopg.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreachable"
+        raise errors.DatabaseError(
+            f"cannot connect to the database: {_mask_url(first, url)}",
+            "check DATABASE_URL and that this machine can reach the database") from None
+    try:
+        from pgvector.psycopg import register_vector
+
+        register_vector(conn)
+    except psycopg.ProgrammingError:
+        pass  # no vector extension yet: `db migrate` creates it
+    return conn

@@ -298,3 +298,31 @@ def test_a_migration_waits_for_a_held_table_lock_only_until_its_lock_timeout(
     assert waited < 10, f"gave up at {TIMEOUT_MS} ms, not the 10 s default ({waited:.1f} s)"
     status = operations({"action": "status"})["result"]
     assert status["pending"] == ["0004_usage"]
+
+
+def test_the_clis_direct_route_verifies_searches_and_migrates_through_the_pooler(
+        pipeline: Any, pooled: pgbouncer.PgBouncer) -> None:
+    from collections_ops.context import open_database
+    from collections_ops.services import search, verify
+    from collections_ops.services.dataroute import DirectRoute
+
+    # GIVEN an upload stored through the pooler, and the CLI's connection naming PgBouncer
+    # as `collections verify/search/db` on this machine open it (autocommit, context.py)
+    pipeline.run_to_end("user123/cli-route.jpg", images.photo(seed=7))
+    with open_database(pooled.url) as conn:
+        route = DirectRoute(conn)
+        # WHEN verify, search, db migrate and db status run over it, six times each (past
+        # psycopg's five runs before it would prepare a statement, and on whatever server
+        # connection the pooler hands out next)
+        for _ in range(6):
+            report = verify.through(route, pipeline.client("s3"), "cli-route", user_id="user123")
+            vector = search.embed_query("a photo", provider=pipeline.env.embedding_provider,
+                                        model=pipeline.env.embedding_model)
+            hits = route.search(vector, model=pipeline.env.embedding_model,
+                                dimensions=len(vector), user_id="user123", limit=3)
+            applied = route.migrate()
+            status = route.status()
+            # THEN each answers as it does on a direct connection
+            assert report.ok, [c for c in report.checks if not c.ok]
+            assert [h.item_id for h in hits][:1] == ["cli-route"]
+            assert applied == [] and status["pending"] == []
