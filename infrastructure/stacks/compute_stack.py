@@ -31,6 +31,13 @@ class ComputeStack(cdk.Stack):
             description=f"collections image pipeline ({deployment.name}): storage, functions, "
                         "triggers",
         )
+        # What this stack takes from the database stack (subnets, security group, secret,
+        # endpoints) is imported from that stack's exports, not read by name when it deploys
+        # (the app's default, Fn::GetStackOutput): CloudFormation then knows the one depends
+        # on the other -- an exported value cannot change or vanish under the functions, and
+        # the database stack cannot be deleted while this one still uses it. Set before any
+        # child exists (it is this scope's context).
+        cdk.CrossStackReferences.of(self).consume(cdk.ReferenceStrength.STRONG)
         self.deployment = deployment
         self.storage = PipelineStorage(self, "Storage", deployment=deployment)
 

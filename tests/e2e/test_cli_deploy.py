@@ -361,3 +361,27 @@ def test_an_ordinary_deploy_adopts_nothing(aws_env, moto_endpoint):
     [argv] = recorded(aws_env)
     assert "--import-existing-resources" not in argv and "--revert-drift" not in argv
     assert "nothing retained by an earlier deploy" in result.stdout
+
+
+# --------------------------------------------------------------------------- cross-stack
+
+
+def test_turning_the_proxy_off_deploys_the_compute_stack_first(aws_env, moto_endpoint):
+    # GIVEN dev runs on RDS through the proxy: the compute stack imports the proxy's endpoint
+    put_parameters(moto_endpoint, *READY)
+    assert run(aws_env, "deploy", "dev", "--database", "rds", "--set", "rds_proxy=true",
+               "--profile", "ops", "--skip-build", "--yes").returncode == 0
+    # WHEN a deploy turns the proxy off (the database stack drops the endpoint's export)
+    result = run(aws_env, "deploy", "dev", "--set", "rds_proxy=false", "--profile", "ops",
+                 "--skip-build", "--yes")
+    assert result.returncode == 0, result.stdout + result.stderr
+    # THEN the compute stack stops importing it alone, before the database stack deploys:
+    # CloudFormation refuses to delete an export that another stack imports
+    _, first, full = recorded(aws_env)
+    assert first[:3] == ["deploy", "CollectionsComputeStack-dev", "--exclusively"]
+    assert full[:2] == ["deploy", "CollectionsDatabaseStack-dev"]
+    assert all('"rds_proxy":false' in " ".join(contexts_of(argv)) for argv in (first, full))
+    # AND a deploy that leaves the proxy alone runs once
+    again = run(aws_env, "deploy", "dev", "--profile", "ops", "--skip-build", "--yes")
+    assert again.returncode == 0
+    assert len(recorded(aws_env)) == 4

@@ -166,6 +166,9 @@ class DeployPlan:
     invocation: CdkInvocation
     # Retained resources an earlier deploy left that CloudFormation adopts (leftovers.py).
     adopted: list[Leftover] = field(default_factory=list)
+    # Run before `invocation`: the compute stack alone, when it must stop importing a value
+    # of the database stack before that stack can stop exporting it (`drops_an_import`).
+    first: CdkInvocation | None = None
     # Run once `invocation` succeeded: an import keeps a resource as it was, so a second,
     # drift-reverting deploy of the stack that adopted it applies the template's configuration.
     then: CdkInvocation | None = None
@@ -195,6 +198,7 @@ def deploy(client: Any, env: Environment, *, state_root: Path, state_dir: Path,
     record = deployment.plan(env, previous, database=database, subnet_ids=subnet_ids,
                              security_group_ids=security_group_ids, region=region,
                              account=account, file=file, flags=flags)
+    before = deployment.environment_of(env, previous) if previous is not None else None
     env = deployment.environment_of(env, record)  # the settings this deploy deploys
     built: list[Any] = []
     if build:
@@ -217,13 +221,27 @@ def deploy(client: Any, env: Environment, *, state_root: Path, state_dir: Path,
     inv = run_cdk(["deploy", *targets, "--require-approval", approval,
                    *(["--import-existing-resources"] if adopting else []),
                    *(["--revert-drift"] if revert_drift else [])])
+    first = None
+    if drops_an_import(before, env, previous, record):
+        first = run_cdk(["deploy", env.stack_name("Compute"), "--exclusively",
+                         "--require-approval", approval])
     then = None
     if adopting:
         stacks = sorted({found.resource.stack for found in adopted if found.adoptable})
         then = run_cdk(["deploy", *stacks, "--exclusively", "--require-approval", approval,
                         "--revert-drift"])
     return DeployPlan(record, [*moved, *deployment.changes(previous, record)], built, checks,
-                      inv, adopted=adopted, then=then)
+                      inv, adopted=adopted, first=first, then=then)
+
+
+def drops_an_import(before: Environment | None, after: Environment,
+                    previous: DeploymentRecord | None, planned: DeploymentRecord) -> bool:
+    """Whether the database stack would stop exporting a value the deployed compute stack
+    imports (the RDS Proxy's endpoint, when `rds_proxy` is turned off). CloudFormation refuses
+    to delete an export in use, and the database stack deploys first: the compute stack must
+    stop importing it in a deploy of its own before."""
+    return (before is not None and previous is not None and previous.database == "rds"
+            and planned.database == "rds" and before.rds_proxy and not after.rds_proxy)
 
 
 def deployed(client: Any, env: Environment, plan: DeployPlan, *, state_dir: Path,

@@ -224,6 +224,9 @@ def deploy(
     if failed:
         first = failed[0]
         raise errors.ConfigError(f"preflight failed: {first.name}: {first.detail}", first.fix)
+    if plan.first is not None:
+        ui.info("the compute stack stops using what the database stack removes, first")
+        _cdk_failed("deploy", _run(plan.first, as_json=as_json))
     _cdk_failed("deploy", _run(plan.invocation, as_json=as_json),
                 f"see the CDK output above and docs/operations.md, 'When a deploy fails'; "
                 f"`collections rollback {ctx.env.name}` returns a stack stuck in a failed "
