@@ -23,6 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from collections_ops.localcloud.state import private_dir, state_dir_mode
 from collections_ops.localcloud.store import STORE_DIR, Store, install, restore, s3_middleware
 from collections_ops.pipeline import LOCAL_ACCOUNT
 
@@ -53,6 +54,7 @@ def run(state_dir: Path, port: int) -> None:
     from collections_ops.localcloud import lambda_versions
 
     lambda_versions.install()  # version numbers never reused, as on AWS
+    private_dir(state_dir, state_dir_mode())
     store = Store(state_dir / STORE_DIR)
     install(store)
     from collections_ops.localcloud import iam

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,9 +49,31 @@ def client_factory(state: LocalState) -> Callable[[str], Any]:
     return client
 
 
+def private_dir(path: Path, mode: int = 0o700) -> Path:
+    """`path`, made if missing, open to its owner only (`mode`): the local cloud's folders
+    hold every photo and message, its administrator's key and the database's URL, and any
+    local user could read them from a 0755 folder. A folder made by an earlier version is
+    closed too."""
+    path.mkdir(mode=mode, parents=True, exist_ok=True)
+    if stat.S_IMODE(path.stat().st_mode) != mode:
+        path.chmod(mode)
+    return path
+
+
+def state_dir_mode() -> int:
+    """0700; 0711 when run as root, where the embedded PostgreSQL runs as a user of its own
+    and must pass through the state directory to reach its data directory (it cannot list
+    the directory, and what it holds is 0600 or in 0700 folders)."""
+    return 0o711 if os.geteuid() == 0 else 0o700
+
+
 def write_state(state_dir: Path, state: LocalState) -> None:
+    private_dir(state_dir, state_dir_mode())
     tmp = state_dir / (STATE_FILE + ".tmp")
-    tmp.write_text(json.dumps(asdict(state), indent=2))
+    tmp.unlink(missing_ok=True)  # one a crash left may be 0644: the new one is 0600
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps(asdict(state), indent=2))
     os.replace(tmp, state_dir / STATE_FILE)
 
 
