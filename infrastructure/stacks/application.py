@@ -41,7 +41,8 @@ def build(app: cdk.App) -> dict[str, EnvironmentStacks]:
         compute = ComputeStack(app, deployment.stack_name("Compute"), deployment=deployment,
                                network=database.network if database else None,
                                database=database.access if database else None,
-                               database_endpoint=database.endpoint if database else None)
+                               database_endpoint=(database.connection_endpoint if database
+                                                  else None))
         monitoring = MonitoringStack(app, deployment.stack_name("Monitoring"),
                                      deployment=deployment)
         # Names, not references, connect them: the order only keeps alarms from pointing at

@@ -137,6 +137,11 @@ class DatabaseStack(cdk.Stack):
         self.access = DatabaseAccess(
             secret=secret,
             proxy_endpoint=self.proxy.endpoint if self.proxy is not None else None)
+        # Where the pipeline connects: the proxy when there is one. The migration resource
+        # carries it, so turning the proxy on or off re-runs the migration, which rewrites
+        # DATABASE_URL for the new endpoint.
+        self.connection_endpoint = (self.proxy.endpoint if self.proxy is not None
+                                    else self.endpoint)
 
         nag.acknowledge(
             self.instance, "AwsSolutions-RDS11",

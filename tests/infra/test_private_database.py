@@ -157,6 +157,40 @@ def test_rds_proxy_by_setting(rds_proxy_app: SynthesizedApp, rds_app: Synthesize
     assert not t.resources(rds_app.template_json("dev", "Database"), "AWS::RDS::DBProxy")
 
 
+def _migration_database(app: SynthesizedApp) -> Any:
+    compute = app.template_json("dev", "Compute")
+    (_, migration), = t.resources(compute, "Custom::SchemaMigration").items()
+    return migration["Properties"]["Database"]
+
+
+def _exported(app: SynthesizedApp, reference: Any) -> Any:
+    """The value of the Database stack's output that `reference` names: an export
+    (Fn::ImportValue) or an output read by name (Fn::GetStackOutput)."""
+    outputs = app.template_json("dev", "Database")["Outputs"]
+    if "Fn::ImportValue" in reference:
+        (value,) = [o["Value"] for o in outputs.values()
+                    if o.get("Export", {}).get("Name") == reference["Fn::ImportValue"]]
+        return value
+    return outputs[reference["Fn::GetStackOutput"]["OutputName"]]["Value"]
+
+
+def test_turning_the_proxy_on_or_off_reruns_the_migration_for_the_new_endpoint(
+        rds_proxy_app: SynthesizedApp, rds_app: SynthesizedApp) -> None:
+    # The migration resource is updated (so the operations function migrates and rewrites
+    # DATABASE_URL) whenever its Database property changes: it is the endpoint the pipeline
+    # connects to, a strong reference to the proxy's when there is one, else the instance's.
+    database = rds_proxy_app.template_json("dev", "Database")
+    (proxy_id, _), = t.resources(database, "AWS::RDS::DBProxy").items()
+    (instance_id, _), = t.resources(database, "AWS::RDS::DBInstance").items()
+    assert _exported(rds_proxy_app, _migration_database(rds_proxy_app)) == {
+        "Fn::GetAtt": [proxy_id, "Endpoint"]}
+    plain = rds_app.template_json("dev", "Database")
+    (plain_instance, _), = t.resources(plain, "AWS::RDS::DBInstance").items()
+    assert _exported(rds_app, _migration_database(rds_app)) == {
+        "Fn::GetAtt": [plain_instance, "Endpoint.Address"]}
+    assert instance_id == plain_instance
+
+
 def test_existing_database_in_a_vpc_places_every_function(existing_vpc_app: SynthesizedApp
                                                           ) -> None:
     compute = existing_vpc_app.template_json("dev", "Compute")
