@@ -3,26 +3,22 @@ trimmed voyageai set proven by calling `Client.embed` from a bundle alone, refus
 and the stamp that skips pip.
 
 The real bundles are built once per module (Python 3.12, the Lambda runtime, and 3.11, the
-interpreter here, for the import tests). The other cases build tiny offline bundles from wheels
-made in tmp, with `--no-index`.
+interpreter here, for the import tests), at the versions the checked-in requirements.lock files
+pin. The other cases build tiny offline bundles from wheels made in tmp, with `--no-index`
+(tests/fakes/wheels.py; each writes its lock from those wheels).
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import glob
-import hashlib
-import io
 import json
 import os
 import platform as platform_module
 import shutil
 import subprocess
 import sys
-import tarfile
 import textwrap
-import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -30,7 +26,10 @@ import pytest
 
 from collections_ops import paths, pipeline
 from collections_ops.services import build as b
+from collections_ops.services import bundle_lock
+from tests.fakes import wheels
 from tests.fakes.providers import FakeProviders, fake_embedding
+from tests.fakes.wheels import Offline
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -289,7 +288,7 @@ def test_embedder_bundle_is_far_smaller_than_voyageai_full_tree(
         lambda_bundles: Built, tmp_path: Path) -> None:
     trimmed = lambda_bundles.reports["embedder"]
     omitted = trimmed.omitted
-    assert {"tokenizers", "hf-xet", "langsmith", "zstandard", "fsspec"} <= set(omitted)
+    assert {"tokenizers", "langsmith", "zstandard", "fsspec"} <= set(omitted)
     assert not set(omitted) & set(trimmed.packages)
     # What the untrimmed tree adds: the omitted distributions (same resolution, same target).
     extra = tmp_path / "omitted"
@@ -316,86 +315,10 @@ def test_embedder_bundle_is_far_smaller_than_voyageai_full_tree(
 # ------------------------------------------------------------ offline fixtures: tiny wheels
 
 
-def _wheel(wheelhouse: Path, name: str, version: str, *, requires: Sequence[str] = (),
-           tag: str = "py3-none-any", size: int = 0) -> Path:
-    dist = f"{name.replace('-', '_')}-{version}"
-    module = name.replace("-", "_")
-    files = {
-        f"{module}/__init__.py": f"VERSION = {version!r}\n",
-        f"{dist}.dist-info/METADATA": "Metadata-Version: 2.1\n"
-        f"Name: {name}\nVersion: {version}\n" + "".join(f"Requires-Dist: {r}\n" for r in requires),
-        f"{dist}.dist-info/WHEEL": f"Wheel-Version: 1.0\nGenerator: test\n"
-        f"Root-Is-Purelib: true\nTag: {tag}\n",
-    }
-    if size:
-        files[f"{module}/blob.bin"] = "x" * size
-    record = []
-    for path, text in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
-        record.append(f"{path},sha256={digest.decode()},{len(text.encode())}")
-    record.append(f"{dist}.dist-info/RECORD,,")
-    files[f"{dist}.dist-info/RECORD"] = "\n".join(record) + "\n"
-    path = wheelhouse / f"{dist}-{tag}.whl"
-    with zipfile.ZipFile(path, "w") as zf:
-        for name_, text in files.items():
-            zf.writestr(name_, text)
-    return path
-
-
-def _sdist(wheelhouse: Path, name: str, version: str) -> Path:
-    path = wheelhouse / f"{name}-{version}.tar.gz"
-    with tarfile.open(path, "w:gz") as tar:
-        data = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
-        info = tarfile.TarInfo(f"{name}-{version}/PKG-INFO")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return path
-
-
-@dataclasses.dataclass
-class Offline:
-    lambdas: Path
-    wheelhouse: Path
-    out: Path
-    fn: pipeline.Function
-
-    @property
-    def pip_args(self) -> tuple[str, ...]:
-        return ("--no-index", "--find-links", str(self.wheelhouse))
-
-    def requirements(self, text: str) -> None:
-        (self.lambdas / "fakefn" / "requirements.txt").write_text(textwrap.dedent(text))
-
-    def build(self, pip: b.PipRunner = b.run_pip, **kwargs: object) -> b.BundleReport:
-        options: dict[str, object] = {"platform": PLATFORM, "pip": pip,
-                                      "pip_args": self.pip_args, **kwargs}
-        [report] = b.build("dev", out_dir=self.out, functions=[self.fn], lambdas_dir=self.lambdas,
-                           **options)  # type: ignore[arg-type]
-        return report
-
-
 @pytest.fixture
 def offline(tmp_path: Path) -> Offline:
     """A one-function lambdas/ tree and a local wheelhouse; pip never leaves the machine."""
-    lambdas = tmp_path / "lambdas"
-    (lambdas / "fakefn").mkdir(parents=True)
-    (lambdas / "fakefn" / "handler.py").write_text("def handler(event, context):\n    return 1\n")
-    (lambdas / "fakefn" / "helper.py").write_text("X = 1\n")
-    core = lambdas / "shared" / "collections_core"
-    (core / "migrations").mkdir(parents=True)
-    (core / "__init__.py").write_text("")
-    (core / "migrations" / "0001_initial.sql").write_text("SELECT 1;\n")
-    wheelhouse = tmp_path / "wheels"
-    wheelhouse.mkdir()
-    _wheel(wheelhouse, "toplib", "1.0", requires=["lightdep>=1", "heavydep"])
-    _wheel(wheelhouse, "lightdep", "1.0")
-    _wheel(wheelhouse, "lightdep", "2.0")
-    _wheel(wheelhouse, "heavydep", "1.0", size=100_000)
-    _wheel(wheelhouse, "plainlib", "1.0", requires=["lightdep<2"])
-    _sdist(wheelhouse, "sdistonly", "1.0")
-    _wheel(wheelhouse, "winonly", "1.0", tag="cp312-cp312-win_amd64")
-    fn = dataclasses.replace(pipeline.IMAGE_PROCESSOR, key="fake", code_dir="fakefn")
-    return Offline(lambdas, wheelhouse, tmp_path / "out", fn)
+    return wheels.offline(tmp_path, PLATFORM)
 
 
 # ---------------------------------------------------------------- (4) no wheel: refused by name
@@ -403,7 +326,9 @@ def offline(tmp_path: Path) -> Offline:
 
 @pytest.mark.parametrize("package", ["sdistonly", "winonly"])
 def test_requirement_without_a_wheel_is_refused_by_name(offline: Offline, package: str) -> None:
-    offline.requirements(f"plainlib\n{package}==1.0\n")
+    # A lock that pins it (as one written before the package lost its wheel would).
+    offline.requirements(f"plainlib\n{package}==1.0\n",
+                         pins={"plainlib": "1.0", "lightdep": "1.0", package: "1.0"})
     with pytest.raises(b.BuildError) as info:
         offline.build(python_version="3.12")
     message = str(info.value)
@@ -412,7 +337,8 @@ def test_requirement_without_a_wheel_is_refused_by_name(offline: Offline, packag
 
 
 def test_no_wheel_in_the_no_deps_section_is_refused_by_name(offline: Offline) -> None:
-    offline.requirements(f"plainlib\n{b.NO_DEPS_MARKER}\nsdistonly\n")
+    offline.requirements(f"plainlib\n{b.NO_DEPS_MARKER}\nsdistonly\n",
+                         pins={"plainlib": "1.0", "lightdep": "1.0", "sdistonly": "1.0"})
     with pytest.raises(b.BuildError, match=f"^sdistonly has no wheel for {PLATFORM}"):
         offline.build()
 
@@ -550,6 +476,19 @@ def test_an_arm64_environment_gets_aarch64_wheels(arm64_bundles: Built, key: str
     assert report.size_bytes < 0.8 * b.LAMBDA_UNZIPPED_LIMIT
 
 
+def test_both_architectures_vendor_the_versions_the_lock_pins(lambda_bundles: Built,
+                                                                arm64_bundles: Built) -> None:
+    # Without the lock pip picked psycopg 3.3 for x86_64 (it has manylinux2014 wheels there)
+    # and 3.2 for arm64 (3.3 has none for manylinux2014_aarch64).
+    for fn in pipeline.DEPLOYED_FUNCTIONS:
+        x86, arm = lambda_bundles.reports[fn.key], arm64_bundles.reports[fn.key]
+        assert x86.packages == arm.packages, fn.key
+        assert x86.omitted == arm.omitted, fn.key
+        lock = bundle_lock.Lock.read(paths.lambda_code_dir(fn.code_dir) / bundle_lock.LOCK_FILE)
+        # Everything vendored, and everything the no-deps section leaves out, is locked.
+        assert {**x86.packages, **x86.omitted} == lock.pins, fn.key
+
+
 def test_the_platform_follows_the_environments_architecture(offline: Offline,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     offline.requirements("plainlib\n")
@@ -644,7 +583,7 @@ def test_a_module_that_does_not_compile_is_named_and_shipped_as_source(offline: 
 
 
 def test_a_failed_build_leaves_no_stamp_that_would_skip_pip(offline: Offline) -> None:
-    offline.requirements("sdistonly\n")
+    offline.requirements("sdistonly\n", pins={"sdistonly": "1.0"})
     with pytest.raises(b.BuildError):
         offline.build()
     assert not (offline.out / "fakefn" / b.STAMP_FILE).exists()

@@ -13,8 +13,12 @@ never imports on the `Client.embed` path. The file stays an ordinary pip require
 
 Wheels are installed for the target (`--platform`, `--python-version`, `--only-binary=:all:`),
 never for this machine's interpreter, and a requirement with no wheel for the target is refused
-by name. The pip step is skipped when a stamp in the bundle says it already ran for the same
-requirements, platform and Python version; the function's code is copied afresh every time.
+by name. Every pip step takes the function's `requirements.lock` as a constraint (`-c`): one
+resolution for both Lambda architectures, written by `collections build --lock`
+(`bundle_lock`), so an arm64 and an x86_64 bundle vendor the same versions; a function whose
+lock is missing or older than its requirements.txt is refused. The pip step is skipped when a
+stamp in the bundle says it already ran for the same requirements, lock, platform and Python
+version; the function's code is copied afresh every time.
 
 Every bundle then gets bytecode for the runtime's Python. Lambda's `/var/task` is read-only, so
 an interpreter that finds no `__pycache__` compiles every module it imports on every cold start
@@ -133,6 +137,11 @@ class Requirements:
     def read(cls, path: Path) -> Requirements:
         return cls.parse(path.read_text() if path.is_file() else "")
 
+    @property
+    def lines(self) -> tuple[str, ...]:
+        """Every requirement, in the file's order: what the whole file resolves."""
+        return self.regular + self.no_deps
+
 
 def canonical_name(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
@@ -219,9 +228,14 @@ def _build_one(fn: pipeline.Function, *, root: Path, out_dir: Path, python_versi
     if not shared.is_dir():
         raise BuildError(f"shared package {shared} does not exist")
     requirements = Requirements.read(source / REQUIREMENTS_FILE)
+    # Imported here: the lock resolves with this module's pip step.
+    from collections_ops.services import bundle_lock
+
+    lock = bundle_lock.current(fn.key, source, requirements) if requirements.lines else None
     bundle = out_dir / fn.code_dir
-    digest = _stamp_hash(requirements, platform=platform, python_version=python_version,
-                         implementation=implementation, pip_args=pip_args)
+    digest = _stamp_hash(requirements, lock_text=lock.text if lock else "", platform=platform,
+                         python_version=python_version, implementation=implementation,
+                         pip_args=pip_args)
     stamp = _read_stamp(bundle)
     cached = stamp is not None and stamp.get("hash") == digest and _deps_intact(bundle, stamp)
 
@@ -236,9 +250,10 @@ def _build_one(fn: pipeline.Function, *, root: Path, out_dir: Path, python_versi
         if bundle.exists():
             shutil.rmtree(bundle)
         bundle.mkdir(parents=True)
+        constraints = ("-c", str(lock.path)) if lock else ()
         omitted = _install(fn, requirements, bundle, python_version=python_version,
                            platform=platform, implementation=implementation, pip=pip,
-                           pip_args=pip_args)
+                           pip_args=(*constraints, *pip_args))
     _strip(bundle)  # also byte-code that running from a cached bundle may have left
     deps = sorted(p.name for p in bundle.iterdir() if p.name != STAMP_FILE)
 
@@ -273,12 +288,11 @@ def _install(fn: pipeline.Function, requirements: Requirements, bundle: Path, *,
              python_version: str, platform: str, implementation: str, pip: PipRunner,
              pip_args: tuple[str, ...]) -> dict[str, str]:
     """pip into the (empty) bundle; returns what the no-deps section leaves out of the tree."""
-    if not requirements.regular and not requirements.no_deps:
+    if not requirements.lines:
         return {}
-    common = ["install", "--target", str(bundle), "--platform", platform,
-              "--implementation", implementation, "--python-version", python_version,
-              "--only-binary=:all:", "--no-compile", "--disable-pip-version-check",
-              "--no-input", "--progress-bar", "off", *pip_args]
+    common = ["install", "--target", str(bundle), *target_args(platform, python_version,
+                                                                 implementation),
+              "--no-compile", *QUIET_ARGS, *pip_args]
     context = f"{fn.key} ({platform} / Python {python_version})"
     with tempfile.TemporaryDirectory(prefix="collections-build-") as tmp_name:
         tmp = Path(tmp_name)
@@ -288,12 +302,9 @@ def _install(fn: pipeline.Function, requirements: Requirements, bundle: Path, *,
             _pip(pip, [*common, "-r", str(reqs)], platform, python_version, context)
             return {}
         # The whole file, resolved with dependencies but not installed: versions for everything.
-        everything = tmp / "all.txt"
-        everything.write_text("\n".join(requirements.regular + requirements.no_deps) + "\n")
-        report = tmp / "report.json"
-        _pip(pip, [*common, "--dry-run", "--ignore-installed", "--report", str(report),
-                   "-r", str(everything)], platform, python_version, context)
-        resolved = _resolution(report)
+        resolved = resolve(requirements.lines, platform=platform, python_version=python_version,
+                           implementation=implementation, pip=pip, pip_args=pip_args,
+                           context=context)
         if requirements.regular:
             constraints = tmp / "constraints.txt"
             constraints.write_text("".join(f"{n}=={v}\n" for n, (v, _) in sorted(resolved.items())))
@@ -322,8 +333,39 @@ def _install(fn: pipeline.Function, requirements: Requirements, bundle: Path, *,
         return {n: v for n, (v, _) in sorted(resolved.items()) if n not in installed}
 
 
+# pip options for any platform and Python: quiet, no questions, no self-update check.
+QUIET_ARGS = ("--disable-pip-version-check", "--no-input", "--progress-bar", "off")
+
+
+def target_args(platform: str, python_version: str, implementation: str) -> list[str]:
+    """pip's options for wheels of the target, never this machine's interpreter."""
+    return ["--platform", platform, "--implementation", implementation,
+            "--python-version", python_version, "--only-binary=:all:"]
+
+
+def resolve(lines: Sequence[str], *, platform: str, python_version: str,
+            implementation: str = "cp", pip: PipRunner = run_pip,
+            pip_args: Sequence[str] = (), context: str = "",
+            ) -> dict[str, tuple[str, str | None]]:
+    """What pip's resolver picks for requirement `lines` on the target, with dependencies,
+    installing nothing: canonical name -> (version, wheel URL). `pip_args` may carry
+    constraints (`-c FILE`) and the index options."""
+    with tempfile.TemporaryDirectory(prefix="collections-resolve-") as tmp_name:
+        listing = Path(tmp_name) / REQUIREMENTS_FILE
+        listing.write_text("\n".join(lines) + "\n")
+        report = Path(tmp_name) / "report.json"
+        _pip(pip, ["install", "--dry-run", "--ignore-installed", "--report", str(report),
+                   *target_args(platform, python_version, implementation), *QUIET_ARGS,
+                   *pip_args, "-r", str(listing)],
+             platform, python_version, context or f"{platform} / Python {python_version}")
+        return _resolution(report)
+
+
 _NO_MATCH = re.compile(r"No matching distribution found for ([^\s;]+)")
 _NO_VERSION = re.compile(r"Could not find a version that satisfies the requirement ([^\s;]+)")
+# What pip says instead when a constraint (the lock) pins the package it has no wheel for.
+_NO_DISTRIBUTIONS = re.compile(
+    r"no matching distributions available for your environment:\s*\n\s*([^\s;]+)")
 
 
 def _pip(pip: PipRunner, args: list[str], platform: str, python_version: str,
@@ -332,7 +374,8 @@ def _pip(pip: PipRunner, args: list[str], platform: str, python_version: str,
     if result.returncode == 0:
         return
     output = f"{result.stderr or ''}\n{result.stdout or ''}"
-    match = _NO_MATCH.search(output) or _NO_VERSION.search(output)
+    match = (_NO_MATCH.search(output) or _NO_VERSION.search(output)
+             or _NO_DISTRIBUTIONS.search(output))
     if match:
         requirement = match.group(1)
         name = requirement_name(requirement)
@@ -545,9 +588,10 @@ def compile_bundle(bundle: Path, interpreter: Interpreter, *,
 # ------------------------------------------------------------------------------------ stamps
 
 
-def _stamp_hash(requirements: Requirements, *, platform: str, python_version: str,
-                implementation: str, pip_args: tuple[str, ...]) -> str:
+def _stamp_hash(requirements: Requirements, *, lock_text: str, platform: str,
+                python_version: str, implementation: str, pip_args: tuple[str, ...]) -> str:
     payload = json.dumps({"format": BUILD_FORMAT, "requirements": requirements.text,
+                          "lock": lock_text,
                           "platform": platform, "python_version": python_version,
                           "implementation": implementation, "pip_args": list(pip_args)},
                          sort_keys=True)

@@ -81,15 +81,25 @@ def _recorded(ctx: Context, database: str | None = None, *,
                               else None)
 
 
+LockOption = Annotated[bool, typer.Option(
+    "--lock", help="Instead of building: resolve each function's requirements.txt afresh, one "
+    "version per package for x86_64 and arm64, into lambdas/<fn>/requirements.lock (commit "
+    "them; the build installs only what they pin).")]
+
+
 @app.command()
 def build(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
-          output: opt.OutputOption = opt.Output.table) -> None:
-    """Build each function's bundle with its dependencies vendored for the Lambda runtime."""
+          lock: LockOption = False, output: opt.OutputOption = opt.Output.table) -> None:
+    """Build each function's bundle with its dependencies vendored for the Lambda runtime, at
+    the versions its requirements.lock pins (--lock writes the locks)."""
     from dataclasses import asdict
 
     from collections_ops.services import build as building
     from collections_ops.services import deploy as deploying
 
+    if lock:
+        _lock(as_json=output is opt.Output.json)
+        return
     ctx = opt.context(opt.env_name(env, env_option))
     out_dir = deploying.bundle_dir_for(Path(ctx.settings.state_root), ctx.env)
     # The environment's architecture as its settings make it (collections.toml, the record).
@@ -106,6 +116,30 @@ def build(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
               for r in reports])
     for note in dict.fromkeys(n for r in reports for n in r.notes):
         ui.info(note)
+
+
+def _lock(*, as_json: bool) -> None:
+    from dataclasses import asdict
+
+    from collections_ops.services import bundle_lock
+
+    reports = bundle_lock.lock()
+    if as_json:
+        ui.print_json([asdict(r) for r in reports])
+        return
+    ui.table("locks (x86_64 and arm64)", ["function", "packages", "lock", "aligned"],
+             [[r.function, len(r.packages), f"{r.path} ({'written' if r.changed else 'unchanged'})",
+               ", ".join(_aligned(name, r.packages.get(name, "?"), versions)
+                         for name, versions in r.aligned.items()) or "-"]
+              for r in reports])
+    ui.info("commit the lock files; `collections build ENV` installs what they pin")
+
+
+def _aligned(name: str, locked: str, versions: dict[str, str]) -> str:
+    """`psycopg 3.2.13 (x86_64 3.3.9)`: the locked version, and what an architecture resolved
+    on its own where that was another."""
+    others = ", ".join(f"{arch} {v}" for arch, v in versions.items() if v != locked)
+    return f"{name} {locked} ({others})" if others else f"{name} {locked}"
 
 
 @app.command()
