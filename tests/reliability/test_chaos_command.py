@@ -15,8 +15,6 @@ from tests.e2e.cli import local_env, run
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e]
 
 
-@pytest.mark.xfail(strict=True, reason="the store loses keys with %XX across a restart and "
-                   "accepts 1,025-byte keys; `..` keys are processed (store fix pending)")
 def test_the_short_chaos_run_holds_every_invariant(tmp_path):
     env = local_env(tmp_path / "state", COLLECTIONS_LOCAL_TIME_SCALE="0.1")
     try:
