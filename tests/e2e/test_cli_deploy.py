@@ -385,3 +385,79 @@ def test_turning_the_proxy_off_deploys_the_compute_stack_first(aws_env, moto_end
     again = run(aws_env, "deploy", "dev", "--profile", "ops", "--skip-build", "--yes")
     assert again.returncode == 0
     assert len(recorded(aws_env)) == 4
+
+
+# --------------------------------------------------------------------------- mode changes
+
+
+def running_database_stack(endpoint: str) -> str:
+    """The database stack an rds deploy left in the account (a stand-in with its output)."""
+    cfn = boto3.client("cloudformation", endpoint_url=endpoint, region_name="us-east-1",
+                       aws_access_key_id="t", aws_secret_access_key="t")
+    template = {"Resources": {"Network": {"Type": "AWS::SQS::Queue"}},
+                "Outputs": {"DatabaseEndpoint": {"Value": "db.abc123.us-east-1.rds.amazonaws.com"}}}
+    cfn.create_stack(StackName="CollectionsDatabaseStack-dev", TemplateBody=json.dumps(template))
+    return "CollectionsDatabaseStack-dev"
+
+
+def stack_exists(endpoint: str, name: str) -> bool:
+    cfn = boto3.client("cloudformation", endpoint_url=endpoint, region_name="us-east-1",
+                       aws_access_key_id="t", aws_secret_access_key="t")
+    return any(s["StackName"] == name and s["StackStatus"] != "DELETE_COMPLETE"
+               for s in cfn.list_stacks()["StackSummaries"])
+
+
+def test_switching_rds_to_existing_removes_the_database_stack_with_yes(aws_env, moto_endpoint):
+    # GIVEN dev deployed in mode rds, its database stack running, and DATABASE_URL now naming
+    # the existing database the environment moves to
+    put_parameters(moto_endpoint, *READY)
+    assert run(aws_env, "deploy", "dev", "--database", "rds", "--profile", "ops",
+               "--skip-build", "--yes").returncode == 0
+    stack = running_database_stack(moto_endpoint)
+    # WHEN the switch is deployed from a script without --yes
+    refused = run(aws_env, "deploy", "dev", "--database", "existing", "--profile", "ops",
+                  "--skip-build", input="")
+    # THEN it says what it would remove and stops before CDK runs
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert f"removes {stack}" in refused.stderr and "--yes" in refused.stderr
+    assert len(recorded(aws_env)) == 1 and stack_exists(moto_endpoint, stack)
+    # WHEN it is deployed with --yes
+    result = run(aws_env, "deploy", "dev", "--database", "existing", "--profile", "ops",
+                 "--skip-build", "--yes")
+    assert result.returncode == 0, result.stdout + result.stderr
+    # THEN the compute and monitoring stacks deploy (the compute stack stops importing from
+    # the database stack), and then the database stack is deleted
+    argv = recorded(aws_env)[-1]
+    assert argv[:3] == ["deploy", "CollectionsComputeStack-dev", "CollectionsMonitoringStack-dev"]
+    assert f"removed {stack}" in result.stderr
+    assert not stack_exists(moto_endpoint, stack)
+
+
+def test_the_switch_stops_while_database_url_still_names_the_rds_database(aws_env,
+                                                                          moto_endpoint):
+    put_parameters(moto_endpoint, *READY)
+    stack = running_database_stack(moto_endpoint)
+    ssm = boto3.client("ssm", endpoint_url=moto_endpoint, region_name="us-east-1",
+                       aws_access_key_id="t", aws_secret_access_key="t")
+    ssm.put_parameter(Name="/collections/dev/DATABASE_URL", Type="SecureString", Overwrite=True,
+                      Value="postgresql://u:p@db.abc123.us-east-1.rds.amazonaws.com:5432/c")
+    result = run(aws_env, "deploy", "dev", "--database", "existing", "--profile", "ops",
+                 "--skip-build", "--yes")
+    assert result.returncode == 10, result.stdout + result.stderr
+    assert "collections secrets put DATABASE_URL --env dev" in result.stderr
+    assert recorded(aws_env) == [] and stack_exists(moto_endpoint, stack)
+
+
+def test_destroy_removes_a_database_stack_the_app_no_longer_has(aws_env, moto_endpoint):
+    # GIVEN the record says existing, but the database stack of an earlier rds deploy runs
+    put_parameters(moto_endpoint, *READY)
+    assert run(aws_env, "deploy", "dev", "--profile", "ops", "--skip-build",
+               "--yes").returncode == 0
+    stack = running_database_stack(moto_endpoint)
+    # WHEN the environment is destroyed
+    result = run(aws_env, "destroy", "dev", "--yes", "--profile", "ops")
+    assert result.returncode == 0, result.stdout + result.stderr
+    # THEN CDK destroys the app's stacks and the database stack goes too
+    assert recorded(aws_env)[-1][:3] == ["destroy", "CollectionsComputeStack-dev",
+                                        "CollectionsMonitoringStack-dev"]
+    assert not stack_exists(moto_endpoint, stack)

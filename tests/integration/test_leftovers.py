@@ -82,3 +82,92 @@ def test_buckets_a_live_stack_owns_are_not_leftovers(session):
 def test_nothing_is_left_in_a_fresh_account(session):
     assert leftovers.find(session.client, DEV, ACCOUNT) == []
     assert leftovers.check([]).detail.startswith("none")
+
+
+# --------------------------------------------------------------------------- stacks
+
+
+def database_stack(session, *, endpoint: str = "db.abc123.us-east-1.rds.amazonaws.com",
+                   protected: bool = False) -> str:
+    """A stand-in for CollectionsDatabaseStack-dev: an RDS instance and the endpoint output
+    (the functions' DATABASE_URL names it in mode rds)."""
+    template = {
+        "Resources": {"Database": {"Type": "AWS::RDS::DBInstance", "Properties": {
+            "Engine": "postgres", "DBInstanceClass": "db.t4g.micro", "AllocatedStorage": "20",
+            "MasterUsername": "collections", "MasterUserPassword": "not-a-secret-1"}}},
+        "Outputs": {"DatabaseEndpoint": {"Value": endpoint}},
+    }
+    name = DEV.stack_name("Database")
+    cfn = session.client("cloudformation")
+    cfn.create_stack(StackName=name, TemplateBody=json.dumps(template))
+    if protected:  # as production's (moto's CloudFormation leaves the property out)
+        (instance,) = cfn.list_stack_resources(StackName=name)["StackResourceSummaries"]
+        session.client("rds").modify_db_instance(
+            DBInstanceIdentifier=instance["PhysicalResourceId"], DeletionProtection=True)
+    return name
+
+
+def plan_existing(session, tmp_path):
+    from collections_ops.services import deploy
+
+    return deploy.deploy(session.client, DEV, state_root=tmp_path, state_dir=tmp_path / "dev",
+                         profile=None, all_stacks=False, approval="never", database="existing",
+                         account=ACCOUNT, build=False)
+
+
+def put_url(session, host: str) -> None:
+    session.client("ssm").put_parameter(Name=DEV.parameter_name("DATABASE_URL"), Type="SecureString",
+                                        Value=f"postgresql://u:p@{host}:5432/collections",
+                                        Overwrite=True)
+
+
+def test_a_switch_to_an_existing_database_plans_to_remove_the_database_stack(session, tmp_path):
+    # GIVEN dev ran in mode rds (its database stack is in the account) and its DATABASE_URL
+    # now names the existing database
+    stack = database_stack(session)
+    put_url(session, "pg.example.internal")
+    # WHEN a deploy is planned in mode existing
+    plan = plan_existing(session, tmp_path)
+    # THEN it deploys the compute and monitoring stacks and then removes the database stack
+    assert plan.removes == [stack]
+    assert "CollectionsDatabaseStack-dev" not in plan.invocation.argv
+    (check,) = [c for c in plan.checks if c.name == f"removing {stack}"]
+    assert check.ok
+
+
+def test_the_switch_stops_while_database_url_names_the_database_that_goes(session, tmp_path):
+    # GIVEN the URL the rds mode wrote: the database stack's own endpoint
+    stack = database_stack(session)
+    put_url(session, "db.abc123.us-east-1.rds.amazonaws.com")
+    plan = plan_existing(session, tmp_path)
+    (check,) = [c for c in plan.checks if c.name == f"removing {stack}"]
+    assert not check.ok
+    assert check.fix and "collections secrets put DATABASE_URL --env dev" in check.fix
+
+
+def test_a_protected_database_is_named_with_the_command_that_unprotects_it(session, tmp_path):
+    stack = database_stack(session, protected=True)
+    put_url(session, "pg.example.internal")
+    plan = plan_existing(session, tmp_path)
+    (check,) = [c for c in plan.checks if c.name == f"removing {stack}"]
+    assert not check.ok and "deletion protection" in check.detail
+    assert check.fix and "--no-deletion-protection" in check.fix
+
+
+def test_the_stale_stack_is_removed(session, tmp_path):
+    from collections_ops.services import deploy
+
+    stack = database_stack(session)
+    deploy.remove_stale(session.client, stack)
+    assert leftovers.stack_status(session.client("cloudformation"), stack) is None
+    assert leftovers.stale_stacks(session.client("cloudformation"), DEV, []) == []
+
+
+def test_an_rds_deploy_removes_nothing(session, tmp_path):
+    from collections_ops.services import deploy
+
+    database_stack(session)
+    plan = deploy.deploy(session.client, DEV, state_root=tmp_path, state_dir=tmp_path / "dev",
+                         profile=None, all_stacks=False, approval="never", database="rds",
+                         account=ACCOUNT, build=False)
+    assert plan.removes == []

@@ -85,6 +85,6 @@ def test_changes_are_told_before_a_deploy():
     rds = deployment.plan(DEV, None, database="rds")
     back = deployment.plan(DEV, rds, database="existing")
     assert deployment.changes(rds, back) == [
-        "database: rds -> existing (the database stack is kept; `collections destroy` "
-        "removes it)"]
+        "database: rds -> existing (the database stack is removed once the compute stack "
+        "no longer uses it)"]
     assert deployment.changes(rds, deployment.plan(DEV, rds)) == []

@@ -166,6 +166,8 @@ class DeployPlan:
     invocation: CdkInvocation
     # Retained resources an earlier deploy left that CloudFormation adopts (leftovers.py).
     adopted: list[Leftover] = field(default_factory=list)
+    # Stacks of the environment the app no longer has: removed once the deploy succeeded.
+    removes: list[str] = field(default_factory=list)
     # Run before `invocation`: the compute stack alone, when it must stop importing a value
     # of the database stack before that stack can stop exporting it (`drops_an_import`).
     first: CdkInvocation | None = None
@@ -211,6 +213,9 @@ def deploy(client: Any, env: Environment, *, state_root: Path, state_dir: Path,
     account = record.account or str(client("sts").get_caller_identity()["Account"])
     adopted = leftovers.find(client, env, account)
     checks.append(leftovers.check(adopted))
+    removes = leftovers.stale_stacks(client("cloudformation"), env,
+                                     stacks_for(env, database=record.database))
+    checks += [check for stack in removes for check in removal_checks(client, env, stack)]
     targets = ["--all"] if all_stacks else stacks_for(env, database=record.database)
     adopting = any(found.adoptable for found in adopted)
     # CloudFormation imports only resources whose name is static in the template: when it
@@ -231,7 +236,59 @@ def deploy(client: Any, env: Environment, *, state_root: Path, state_dir: Path,
         then = run_cdk(["deploy", *stacks, "--exclusively", "--require-approval", approval,
                         "--revert-drift"])
     return DeployPlan(record, [*moved, *deployment.changes(previous, record)], built, checks,
-                      inv, adopted=adopted, first=first, then=then)
+                      inv, adopted=adopted, removes=removes, first=first,
+                      then=then)
+
+
+def removal_checks(client: Any, env: Environment, stack: str) -> list[Check]:
+    """What must hold before a deploy removes `stack` (one the app no longer has): leaving mode
+    `rds`, the DATABASE_URL the functions read must not name the database that goes (the rds
+    mode wrote it from the RDS-generated secret), and CloudFormation must be able to delete
+    the database (production's has deletion protection)."""
+    from collections_ops.services import leftovers
+
+    cfn = client("cloudformation")
+    name = env.parameter_name("DATABASE_URL")
+    found = aws.or_none(partial(client("ssm").get_parameter, Name=name, WithDecryption=True),
+                        "ParameterNotFound")
+    url = found["Parameter"]["Value"] if found else ""
+    checks = []
+    if url and leftovers.url_points_into(url, cfn, stack):
+        checks.append(Check(f"removing {stack}", False,
+                            f"{name} names the database of {stack}, which this deploy removes",
+                            f"put the existing database's URL first: collections secrets put "
+                            f"DATABASE_URL --env {env.name}"))
+    for instance in leftovers.protected_instances(cfn, client("rds"), stack):
+        checks.append(Check(f"removing {stack}", False,
+                            f"RDS instance {instance} has deletion protection on",
+                            f"aws rds modify-db-instance --db-instance-identifier {instance} "
+                            "--no-deletion-protection --apply-immediately (it is deleted "
+                            "with a final snapshot)"))
+    return checks or [Check(f"removing {stack}", True, "the app no longer has it: removed "
+                            "once the deploy succeeded")]
+
+
+def stale_stacks(client: Any, env: Environment, wanted: list[str]) -> list[str]:
+    """The environment's stacks in the account that are not among the app's `wanted` ones."""
+    from collections_ops.services import leftovers
+
+    return leftovers.stale_stacks(client("cloudformation"), env, wanted)
+
+
+def remove_stale(client: Any, stack: str) -> None:
+    """After the deploy succeeded (nothing deployed imports from it any more): delete a stack
+    the app no longer has, and wait for CloudFormation to finish."""
+    from botocore.exceptions import WaiterError
+
+    from collections_ops.services import leftovers
+
+    try:
+        leftovers.remove(client("cloudformation"), stack)
+    except WaiterError:  # the stack ended in DELETE_FAILED
+        raise errors.CollectionsError(
+            f"CloudFormation could not delete {stack}",
+            f"aws cloudformation describe-stack-events --stack-name {stack} --max-items 20; "
+            "after fixing the cause, `collections destroy` or the next deploy removes it") from None
 
 
 def drops_an_import(before: Environment | None, after: Environment,

@@ -301,8 +301,8 @@ def changes(previous: DeploymentRecord | None, planned: DeploymentRecord) -> lis
     out = []
     if previous.database != planned.database:
         out.append(f"database: {previous.database} -> {planned.database}"
-                   + (" (the database stack is kept; `collections destroy` removes it)"
-                      if previous.database == "rds" else ""))
+                   + (" (the database stack is removed once the compute stack no longer "
+                      "uses it)" if previous.database == "rds" else ""))
     if previous.placement != planned.placement:
         out.append(f"VPC placement: {_shown(previous.placement)} -> {_shown(planned.placement)}")
     if previous.region != planned.region:

@@ -14,6 +14,12 @@ functions' environment, every command, the local cloud and the images bucket's n
 (whose Lambda permission names the bucket, keeping the graph acyclic without a custom resource)
 -- and a generated name would leave a redeployed environment's uploads in a bucket nothing
 points at.
+
+Stacks are left behind too: a stack the app no longer has (the database stack, once the
+environment's database mode is `existing`) keeps running -- and costing -- until something
+deletes it. `stale_stacks` names them from what the account holds, not from the record (which
+may be lost or older); `deploy` removes them once the stacks it deployed stopped importing from
+them, and `destroy` removes them with the others.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
+from urllib.parse import urlsplit
 
 from collections_ops import aws
 from collections_ops.pipeline import DEPLOYED_FUNCTIONS, Environment
@@ -30,6 +37,7 @@ LOG_GROUP = "AWS::Logs::LogGroup"
 # A stack that failed its creation: the CDK CLI deletes it before creating it again, so it
 # owns nothing the next deploy could keep.
 FAILED_CREATION = frozenset({"ROLLBACK_COMPLETE", "ROLLBACK_FAILED"})
+STACK_KINDS = ("Database", "Compute", "Monitoring")
 
 
 @dataclass(frozen=True)
@@ -142,3 +150,48 @@ def check(found: list[Leftover]) -> Any:
         return Check("leftovers", True, "none: nothing retained by an earlier deploy")
     return Check("leftovers", True, "adopting what an earlier deploy left: "
                  + "; ".join(f.sentence() for f in found))
+
+
+# --------------------------------------------------------------------------- stacks
+
+
+def stale_stacks(cfn: Any, env: Environment, wanted: list[str]) -> list[str]:
+    """Stacks of `env` that exist in the account but are not among the app's `wanted` ones
+    (the database stack, once the database mode is `existing`)."""
+    return [name for name in (env.stack_name(kind) for kind in STACK_KINDS)
+            if name not in wanted and stack_status(cfn, name) is not None]
+
+
+def stack_outputs(cfn: Any, name: str) -> dict[str, str]:
+    found = aws.or_none(partial(cfn.describe_stacks, StackName=name), "ValidationError")
+    stacks = (found or {}).get("Stacks") or [{}]
+    return {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
+
+
+def url_points_into(url: str, cfn: Any, stack: str) -> bool:
+    """Whether a DATABASE_URL names the host of the database (or its proxy) of `stack`."""
+    hosts = {v for k, v in stack_outputs(cfn, stack).items()
+             if k in ("DatabaseEndpoint", "DatabaseProxyEndpoint")}
+    return urlsplit(url).hostname in hosts
+
+
+def protected_instances(cfn: Any, rds: Any, stack: str) -> list[str]:
+    """The stack's RDS instances with deletion protection on (production's): CloudFormation
+    cannot delete the stack until it is turned off."""
+    pages = cfn.get_paginator("list_stack_resources").paginate(StackName=stack)
+    ids = [r["PhysicalResourceId"] for page in pages for r in page["StackResourceSummaries"]
+           if r["ResourceType"] == "AWS::RDS::DBInstance" and r.get("PhysicalResourceId")]
+    protected = []
+    for identifier in ids:
+        found = aws.or_none(partial(rds.describe_db_instances, DBInstanceIdentifier=identifier),
+                            "DBInstanceNotFound", "DBInstanceNotFoundFault")
+        if any(i.get("DeletionProtection") for i in (found or {}).get("DBInstances", [])):
+            protected.append(identifier)
+    return protected
+
+
+def remove(cfn: Any, name: str, *, poll_s: int = 15) -> None:
+    """Delete the stack and wait until CloudFormation has (a failure raises WaiterError)."""
+    cfn.delete_stack(StackName=name)
+    cfn.get_waiter("stack_delete_complete").wait(
+        StackName=name, WaiterConfig={"Delay": poll_s, "MaxAttempts": 3600 // poll_s})

@@ -258,6 +258,7 @@ def deploy(
     if failed:
         first = failed[0]
         raise errors.ConfigError(f"preflight failed: {first.name}: {first.detail}", first.fix)
+    _agree_to_remove(ctx, plan.removes, yes=yes, verb="deploy")
     if plan.first is not None:
         ui.info("the compute stack stops using what the database stack removes, first")
         _cdk_failed("deploy", _run(plan.first, as_json=as_json))
@@ -274,6 +275,7 @@ def deploy(
                     "applies the template to the adopted resources")
     record, pruned, retired = deploying.deployed(ctx.client, ctx.definition, plan,
                                                  state_dir=ctx.state_dir)
+    _remove_stale(ctx, plan.removes)
     from collections_ops.services import deployment
 
     keep = deployment.environment_of(ctx.definition, record).versions_to_keep
@@ -283,6 +285,34 @@ def deploy(
         ui.info(f"{name}: pruned versions {', '.join(deleted)} (keeping {keep})")
     (ui.info if as_json else ui.ok)(f"deployed {ctx.env.name} (database {record.database}, "
                                     f"{record.region})")
+
+
+def _agree_to_remove(ctx: Context, stacks: list[str], *, yes: bool, verb: str) -> None:
+    """Say which stacks the app no longer has and go on only if the operator agrees: --yes,
+    or an answer at a terminal. A script without --yes stops before anything runs."""
+    if not stacks:
+        return
+    names = ", ".join(stacks)
+    ui.info(f"removes: {names} (the environment's app no longer has it: database mode "
+            "existing)", "yellow")
+    if yes:
+        return
+    if sys.stdin.isatty():
+        if not typer.confirm(f"Delete {names}?"):
+            raise typer.Abort()
+        return
+    raise errors.UsageError(f"{verb} {ctx.env.name} removes {names}",
+                            f"pass --yes to remove it, or keep database mode rds: "
+                            f"`collections deploy {ctx.env.name} --database rds`")
+
+
+def _remove_stale(ctx: Context, stacks: list[str]) -> None:
+    from collections_ops.services import deploy as deploying
+
+    for stack in stacks:
+        ui.info(f"removing {stack}…")
+        deploying.remove_stale(ctx.client, stack)
+        ui.info(f"removed {stack}")
 
 
 def _deploy_local(ctx: Context, *, as_json: bool) -> None:
@@ -339,9 +369,14 @@ def destroy(
 
     ctx.require_credentials()
     record = _recorded(ctx, database)
-    command = ["destroy", *deploying.stacks_for(ctx.env, database=record.database)]
-    _cdk_failed("destroy", _run_cdk(ctx, [*command, *(["--force"] if yes else [])],
+    stacks = deploying.stacks_for(ctx.env, database=record.database)
+    # Every stack the environment has in the account, also one its app no longer has (the
+    # database stack after a switch to `existing`): removed once the app's stacks are gone.
+    stale = deploying.stale_stacks(ctx.client, ctx.env, stacks)
+    _agree_to_remove(ctx, stale, yes=yes, verb="destroy")
+    _cdk_failed("destroy", _run_cdk(ctx, ["destroy", *stacks, *(["--force"] if yes else [])],
                                     record=record, bundle=False))
+    _remove_stale(ctx, stale)
     deploying.destroyed(ctx.client, ctx.env, state_dir=ctx.state_dir)
 
 
