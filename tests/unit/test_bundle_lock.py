@@ -202,13 +202,17 @@ def test_build_lock_writes_every_functions_lock(lambdas_tree: Path) -> None:
     assert "nativelib 1.0 (x86_64 2.0)" in again.stdout
 
 
-def test_build_names_the_refresh_command_for_a_stale_lock(lambdas_tree: Path) -> None:
+def test_build_names_every_stale_lock_and_the_refresh_command(lambdas_tree: Path) -> None:
     assert CliRunner().invoke(app, ["build", "--lock"]).exit_code == 0
-    (lambdas_tree / "analyzer" / b.REQUIREMENTS_FILE).write_text("plainlib\nlightdep\n")
+    for code_dir in ("analyzer", "embedder"):
+        (lambdas_tree / code_dir / b.REQUIREMENTS_FILE).write_text("plainlib\nlightdep\n")
     result = CliRunner().invoke(app, ["build", "dev"])
     assert result.exit_code == 1
-    assert "analyzer:" in result.output and "requirements.lock is stale" in result.output
+    assert result.output.count("requirements.lock is stale") == 2
+    assert "analyzer:" in result.output and "embedder:" in result.output
     assert bundle_lock.REFRESH_COMMAND in result.output
+    # Refused before any bundle was made (the others' locks are current).
+    assert not (lambdas_tree.parent / "state" / "build" / "dev").exists()
 
 
 # --------------------------------------------------------------------------- the real locks

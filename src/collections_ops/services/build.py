@@ -47,9 +47,13 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from collections_ops import paths, pipeline
 from collections_ops.errors import CliError
+
+if TYPE_CHECKING:
+    from collections_ops.services.bundle_lock import Lock
 
 # Lambda's limit on a function's code plus layers, unzipped: 250 MB.
 LAMBDA_UNZIPPED_LIMIT = 262_144_000
@@ -199,13 +203,14 @@ def build(env_name: str, *, out_dir: Path, python_version: str = DEFAULT_PYTHON_
         if compiler is None:
             notes.append(missing_interpreter_note(python_version))
             logger.warning(notes[-1])
+    locks = _current_locks(selected, root)  # every stale lock named before any work
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def one(fn: pipeline.Function) -> BundleReport:
         report = _build_one(fn, root=root, out_dir=out_dir, python_version=python_version,
                             platform=platform, implementation=implementation, pip=pip,
                             pip_args=tuple(pip_args), max_unzipped_bytes=max_unzipped_bytes,
-                            compiler=compiler)
+                            compiler=compiler, inputs=locks[fn.key])
         report.notes[:0] = notes
         return report
 
@@ -217,9 +222,32 @@ def build(env_name: str, *, out_dir: Path, python_version: str = DEFAULT_PYTHON_
         return [f.result() for f in futures]  # in order; the first failure is raised
 
 
+def _current_locks(functions: Sequence[pipeline.Function],
+                   root: Path) -> dict[str, tuple[Requirements, Lock | None]]:
+    """Each function's requirements and the lock written for them (None: nothing to install);
+    one error naming every function whose lock is missing or stale."""
+    # Imported here: the lock resolves with this module's pip step.
+    from collections_ops.services import bundle_lock
+
+    found: dict[str, tuple[Requirements, Lock | None]] = {}
+    problems: list[BuildError] = []
+    for fn in functions:
+        source = root / fn.code_dir
+        requirements = Requirements.read(source / REQUIREMENTS_FILE)
+        try:
+            found[fn.key] = (requirements, bundle_lock.current(fn.key, source, requirements)
+                             if requirements.lines else None)
+        except BuildError as exc:
+            problems.append(exc)
+    if problems:
+        raise BuildError("; ".join(p.message for p in problems), problems[0].hint)
+    return found
+
+
 def _build_one(fn: pipeline.Function, *, root: Path, out_dir: Path, python_version: str,
                platform: str, implementation: str, pip: PipRunner, pip_args: tuple[str, ...],
-               max_unzipped_bytes: int, compiler: Interpreter | None) -> BundleReport:
+               max_unzipped_bytes: int, compiler: Interpreter | None,
+               inputs: tuple[Requirements, Lock | None]) -> BundleReport:
     started = time.perf_counter()
     source = root / fn.code_dir
     shared = root / "shared" / SHARED_PACKAGE
@@ -227,13 +255,9 @@ def _build_one(fn: pipeline.Function, *, root: Path, out_dir: Path, python_versi
         raise BuildError(f"{fn.key}: {source} has no {fn.handler.split('.')[0]}.py")
     if not shared.is_dir():
         raise BuildError(f"shared package {shared} does not exist")
-    requirements = Requirements.read(source / REQUIREMENTS_FILE)
-    # Imported here: the lock resolves with this module's pip step.
-    from collections_ops.services import bundle_lock
-
-    lock = bundle_lock.current(fn.key, source, requirements) if requirements.lines else None
+    requirements, locked = inputs
     bundle = out_dir / fn.code_dir
-    digest = _stamp_hash(requirements, lock_text=lock.text if lock else "", platform=platform,
+    digest = _stamp_hash(requirements, lock_text=locked.text if locked else "", platform=platform,
                          python_version=python_version, implementation=implementation,
                          pip_args=pip_args)
     stamp = _read_stamp(bundle)
@@ -250,7 +274,7 @@ def _build_one(fn: pipeline.Function, *, root: Path, out_dir: Path, python_versi
         if bundle.exists():
             shutil.rmtree(bundle)
         bundle.mkdir(parents=True)
-        constraints = ("-c", str(lock.path)) if lock else ()
+        constraints = ("-c", str(locked.path)) if locked else ()
         omitted = _install(fn, requirements, bundle, python_version=python_version,
                            platform=platform, implementation=implementation, pip=pip,
                            pip_args=(*constraints, *pip_args))
