@@ -461,3 +461,10 @@ def test_destroy_removes_a_database_stack_the_app_no_longer_has(aws_env, moto_en
     assert recorded(aws_env)[-1][:3] == ["destroy", "CollectionsComputeStack-dev",
                                         "CollectionsMonitoringStack-dev"]
     assert not stack_exists(moto_endpoint, stack)
+
+
+def test_diff_names_a_stack_the_app_no_longer_has(aws_env, moto_endpoint):
+    stack = running_database_stack(moto_endpoint)
+    result = run(aws_env, "diff", "dev", "--profile", "ops", "-o", "json")
+    assert result.returncode == 11, result.stdout + result.stderr
+    assert json.loads(result.stdout)["stale_stacks"] == [stack]

@@ -189,15 +189,20 @@ def diff(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
         _cdk_failed("diff", rc)
     moved = [a for a in drift.alias_drift(ctx.client("cloudformation"), ctx.client("lambda"),
                                           ctx.env) if not a.in_sync]
+    stale = deploying.stale_stacks(ctx.client, ctx.env,
+                                   deploying.stacks_for(ctx.env, database=record.database))
     if as_json:
         ui.print_json({"env": ctx.env.name, "database": record.database,
                        "settings": effective.as_dicts(), "stacks_differ": rc == 1,
-                       "moved_aliases": [a.detail for a in moved]})
+                       "moved_aliases": [a.detail for a in moved], "stale_stacks": stale})
     for alias in moved:
         ui.info(f"! {alias.detail}", "yellow")
-    if rc == 1 or moved:
+    for stack in stale:
+        ui.info(f"! {stack} runs, but the app no longer has it: a deploy removes it", "yellow")
+    if rc == 1 or moved or stale:
         raise errors.Changes("the deployed stacks differ from the app" if rc == 1 else
-                             f"{len(moved)} live alias(es) moved outside the stack",
+                             f"{len(moved)} live alias(es) moved outside the stack" if moved
+                             else f"{', '.join(stale)} is no longer in the app",
                              f"`collections deploy {ctx.env.name}` puts back what the app says")
 
 
