@@ -74,7 +74,7 @@ def test_the_lock_is_one_resolution_for_both_architectures(offline: Offline) -> 
     text = report.path.read_text()
     assert report.path == offline.source / "requirements.lock"
     assert text.endswith("lightdep==1.0\nnativelib==1.0\nplainlib==1.0\n")
-    assert f"#     {bundle_lock.REFRESH_COMMAND}\n" in text
+    assert f"#     {b.LOCK_COMMAND}\n" in text
     assert X86 in text and ARM in text
 
     # AND a bundle built for either architecture vendors the same versions
@@ -128,12 +128,12 @@ def test_a_missing_or_stale_lock_is_refused_with_the_refresh_command(offline: Of
     with pytest.raises(b.BuildError) as stale:
         offline.build(bytecode=False)
     assert "fake: " in str(stale.value) and "requirements.lock is stale" in str(stale.value)
-    assert stale.value.hint and bundle_lock.REFRESH_COMMAND in stale.value.hint
+    assert stale.value.hint and b.LOCK_COMMAND in stale.value.hint
 
     bundle_lock.lock_path(offline.source).unlink()
     with pytest.raises(b.BuildError, match=r"requirements\.lock is missing") as missing:
         offline.build(bytecode=False)
-    assert missing.value.hint and bundle_lock.REFRESH_COMMAND in missing.value.hint
+    assert missing.value.hint and b.LOCK_COMMAND in missing.value.hint
 
     # Refreshed, the build takes the new requirement.
     offline.lock()
@@ -185,7 +185,9 @@ def lambdas_tree(offline: Offline, tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 
 def test_build_lock_writes_every_functions_lock(lambdas_tree: Path) -> None:
-    result = CliRunner().invoke(app, ["build", "--lock", "-o", "json"])
+    # The command every error names is the one that writes them.
+    assert b.LOCK_COMMAND == "collections build --lock"
+    result = CliRunner().invoke(app, [*b.LOCK_COMMAND.split()[1:], "-o", "json"])
     assert result.exit_code == 0, result.output
     reports = {r["function"]: r for r in json.loads(result.stdout)}
     assert set(reports) == {fn.key for fn in pipeline.DEPLOYED_FUNCTIONS}
@@ -210,7 +212,7 @@ def test_build_names_every_stale_lock_and_the_refresh_command(lambdas_tree: Path
     assert result.exit_code == 1
     assert result.output.count("requirements.lock is stale") == 2
     assert "analyzer:" in result.output and "embedder:" in result.output
-    assert bundle_lock.REFRESH_COMMAND in result.output
+    assert b.LOCK_COMMAND in result.output
     # Refused before any bundle was made (the others' locks are current).
     assert not (lambdas_tree.parent / "state" / "build" / "dev").exists()
 

@@ -64,6 +64,8 @@ DEFAULT_PLATFORM = "manylinux2014_x86_64"
 # Amazon Linux 2023 (glibc 2.34), so every one of them loads there.
 PLATFORMS: dict[str, str] = {"x86_64": DEFAULT_PLATFORM, "arm64": "manylinux2014_aarch64"}
 REQUIREMENTS_FILE = "requirements.txt"
+# Writes each function's requirements.lock (services/bundle_lock.py), what the build installs.
+LOCK_COMMAND = "collections build --lock"
 STAMP_FILE = ".collections-build.json"
 NO_DEPS_MARKER = "# collections-build: no-deps"
 SHARED_PACKAGE = "collections_core"
@@ -407,7 +409,7 @@ def _pip(pip: PipRunner, args: list[str], platform: str, python_version: str,
             f"{name} has no wheel for {platform} / Python {python_version} "
             f"(pip: no matching distribution for {requirement}, building {context})",
             f"pin a version of {name} that publishes a {platform} or pure-Python wheel, "
-            "or drop it from the function's requirements.txt",
+            f"or drop it from the function's requirements.txt; then `{LOCK_COMMAND}`",
         )
     lines = [ln for ln in output.splitlines()
              if ln.strip() and not ln.startswith("WARNING: Location")]

@@ -35,7 +35,6 @@ from collections_ops.services import build as building
 from collections_ops.services.build import BuildError, PipRunner, Requirements
 
 LOCK_FILE = "requirements.lock"
-REFRESH_COMMAND = "collections build --lock"
 DIGEST_KEY = "requirements-sha256"
 # Resolutions per architecture before giving up on agreeing (each round pins what differed).
 MAX_ROUNDS = 4
@@ -67,7 +66,7 @@ class Lock:
                 pin = _PIN.match(line)
                 if not pin:
                     raise BuildError(f"{path}: {line!r} is not a pinned `name==version` line",
-                                     f"run `{REFRESH_COMMAND}` to write it again")
+                                     f"run `{building.LOCK_COMMAND}` to write it again")
                 pins[building.canonical_name(pin.group(1))] = pin.group(2)
         return cls(path, text, pins, digest)
 
@@ -103,12 +102,12 @@ def current(function: str, source: Path, requirements: Requirements) -> Lock:
     if not path.is_file():
         raise BuildError(f"{function}: {path} is missing: the bundles install only what a lock "
                          "pins, the same for x86_64 and arm64",
-                         f"run `{REFRESH_COMMAND}` and commit the lock files it writes")
+                         f"run `{building.LOCK_COMMAND}` and commit the lock files it writes")
     lock = Lock.read(path)
     if lock.requirements_digest != requirements_digest(requirements):
         raise BuildError(f"{function}: {path} is stale: {building.REQUIREMENTS_FILE} changed "
                          "since the lock was written",
-                         f"run `{REFRESH_COMMAND}` and commit the lock files it writes")
+                         f"run `{building.LOCK_COMMAND}` and commit the lock files it writes")
     return lock
 
 
@@ -121,7 +120,7 @@ def render(requirements: Requirements, pins: Mapping[str, str], *, python_versio
         f"# ({targets}; {implementation}{python_version.replace('.', '')} wheels).",
         "# `collections build` installs with this file as a constraint and refuses it once",
         f"# {building.REQUIREMENTS_FILE} has changed. Written by, and refreshed with:",
-        f"#     {REFRESH_COMMAND}",
+        f"#     {building.LOCK_COMMAND}",
         f"# {DIGEST_KEY}: {requirements_digest(requirements)}",
     ]
     return "\n".join([*header, *(f"{name}=={version}" for name, version in sorted(pins.items()))]
