@@ -217,27 +217,39 @@ def deploy(client: Any, env: Environment, *, state_root: Path, state_dir: Path,
                                      stacks_for(env, database=record.database))
     checks += [check for stack in removes for check in removal_checks(client, env, stack)]
     targets = ["--all"] if all_stacks else stacks_for(env, database=record.database)
-    adopting = any(found.adoptable for found in adopted)
+    first, inv, then = _invocations(
+        partial(cdk, env=env, state_root=state_root, profile=profile, region=record.region,
+                record=replace(record, account=account)),
+        targets, approval=approval, adopted=adopted, revert_drift=revert_drift,
+        compute_first=env.stack_name("Compute") if drops_an_import(before, env, previous,
+                                                                    record) else None)
+    return DeployPlan(record, [*moved, *deployment.changes(previous, record)], built, checks,
+                      inv, adopted=adopted, removes=removes, first=first, then=then)
+
+
+def _invocations(run_cdk: Any, targets: list[str], *, approval: str, adopted: list[Leftover],
+                 revert_drift: bool, compute_first: str | None,
+                 ) -> tuple[CdkInvocation | None, CdkInvocation, CdkInvocation | None]:
+    """The `cdk deploy` runs of one deploy, in order: the compute stack alone (when it must
+    stop importing what the database stack stops exporting), the deploy itself, and after an
+    adoption, the drift-reverting deploy of the stacks that adopted something."""
+    adopting = [found for found in adopted if found.adoptable]
     # CloudFormation imports only resources whose name is static in the template: when it
     # adopts, the account is pinned rather than left to AWS::AccountId.
-    run_cdk = partial(cdk, env=env, state_root=state_root, profile=profile,
-                      region=record.region, record=replace(record, account=account),
-                      pin_account=adopting)
-    inv = run_cdk(["deploy", *targets, "--require-approval", approval,
+    run_cdk = partial(run_cdk, pin_account=bool(adopting))
+    approve = ["--require-approval", approval]
+    first = (run_cdk(["deploy", compute_first, "--exclusively", *approve])
+             if compute_first else None)
+    # Adopting, the drift revert follows in a deploy of its own: an import and a drift
+    # revert are not one change set.
+    inv = run_cdk(["deploy", *targets, *approve,
                    *(["--import-existing-resources"] if adopting else []),
-                   *(["--revert-drift"] if revert_drift else [])])
-    first = None
-    if drops_an_import(before, env, previous, record):
-        first = run_cdk(["deploy", env.stack_name("Compute"), "--exclusively",
-                         "--require-approval", approval])
+                   *(["--revert-drift"] if revert_drift and not adopting else [])])
     then = None
     if adopting:
-        stacks = sorted({found.resource.stack for found in adopted if found.adoptable})
-        then = run_cdk(["deploy", *stacks, "--exclusively", "--require-approval", approval,
-                        "--revert-drift"])
-    return DeployPlan(record, [*moved, *deployment.changes(previous, record)], built, checks,
-                      inv, adopted=adopted, removes=removes, first=first,
-                      then=then)
+        stacks = sorted({found.resource.stack for found in adopting})
+        then = run_cdk(["deploy", *stacks, "--exclusively", *approve, "--revert-drift"])
+    return first, inv, then
 
 
 def removal_checks(client: Any, env: Environment, stack: str) -> list[Check]:
