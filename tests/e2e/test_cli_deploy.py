@@ -23,7 +23,8 @@ STAND_IN = """#!{python}
 import json, os, sys
 with open(os.environ["FAKE_CDK_LOG"], "a") as fh:
     fh.write(json.dumps(sys.argv[1:]) + "\\n")
-sys.exit(int(os.environ.get("FAKE_CDK_EXIT", "0")))
+sys.exit(int(os.environ.get("FAKE_CDK_EXIT", "0"))
+         or (3 if os.environ.get("FAKE_CDK_FAIL_ON", "-") in sys.argv else 0))
 """
 
 
@@ -352,6 +353,19 @@ def test_a_retry_after_a_failed_first_deploy_adopts_what_it_left(aws_env, moto_e
     # template's configuration (an import keeps a resource as it was)
     assert then[:3] == ["deploy", "CollectionsComputeStack-dev", "--exclusively"]
     assert "--revert-drift" in then and "--import-existing-resources" not in then
+
+
+def test_a_failed_drift_revert_after_an_adoption_keeps_the_record(aws_env, moto_endpoint):
+    put_parameters(moto_endpoint, *READY)
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1",
+                      aws_access_key_id="t", aws_secret_access_key="t")
+    s3.create_bucket(Bucket="collections-thumbnails-dev-123456789012")
+    result = run(dict(aws_env, FAKE_CDK_FAIL_ON="--revert-drift"), "deploy", "dev",
+                 "--profile", "ops", "--skip-build", "--yes")
+    # the stack is deployed and recorded; the hint is the command that finishes the job
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "collections deploy dev --revert-drift" in result.stderr
+    assert (Path(aws_env["COLLECTIONS_STATE_DIR"]) / "dev" / "deployment.json").exists()
 
 
 def test_an_ordinary_deploy_adopts_nothing(aws_env, moto_endpoint):

@@ -18,7 +18,7 @@ from collections_ops.cli import ui
 
 if TYPE_CHECKING:
     from collections_ops.context import Context
-    from collections_ops.services.deploy import CdkInvocation
+    from collections_ops.services.deploy import CdkInvocation, DeployPlan
     from collections_ops.services.deployment import DeploymentRecord
 
 app = typer.Typer(rich_markup_mode=None)
@@ -264,23 +264,10 @@ def deploy(
         first = failed[0]
         raise errors.ConfigError(f"preflight failed: {first.name}: {first.detail}", first.fix)
     _agree_to_remove(ctx, plan.removes, yes=yes, verb="deploy")
-    if plan.first is not None:
-        ui.info("the compute stack stops using what the database stack removes, first")
-        _cdk_failed("deploy", _run(plan.first, as_json=as_json))
-    _cdk_failed("deploy", _run(plan.invocation, as_json=as_json),
-                f"see the CDK output above and docs/operations.md, 'When a deploy fails'; "
-                f"`collections rollback {ctx.env.name}` returns a stack stuck in a failed "
-                "update")
-    if plan.then is not None:
-        ui.info("adopted: " + "; ".join(f.sentence() for f in plan.adopted if f.adoptable)
-                + ". An import keeps a resource as it was: applying the template's "
-                "configuration to it")
-        _cdk_failed("deploy --revert-drift", _run(plan.then, as_json=as_json),
-                    f"the stack is deployed; `collections deploy {ctx.env.name} --revert-drift` "
-                    "applies the template to the adopted resources")
+    _run_deploy(ctx, plan, as_json=as_json)
     record, pruned, retired = deploying.deployed(ctx.client, ctx.definition, plan,
                                                  state_dir=ctx.state_dir)
-    _remove_stale(ctx, plan.removes)
+    _after_deploy(ctx, plan, as_json=as_json)
     from collections_ops.services import deployment
 
     keep = deployment.environment_of(ctx.definition, record).versions_to_keep
@@ -290,6 +277,31 @@ def deploy(
         ui.info(f"{name}: pruned versions {', '.join(deleted)} (keeping {keep})")
     (ui.info if as_json else ui.ok)(f"deployed {ctx.env.name} (database {record.database}, "
                                     f"{record.region})")
+
+
+def _run_deploy(ctx: Context, plan: DeployPlan, *, as_json: bool) -> None:
+    """The deploy's `cdk deploy` runs, the compute stack alone first when it must stop
+    importing what the database stack stops exporting."""
+    if plan.first is not None:
+        ui.info("the compute stack stops using what the database stack removes, first")
+        _cdk_failed("deploy", _run(plan.first, as_json=as_json))
+    _cdk_failed("deploy", _run(plan.invocation, as_json=as_json),
+                f"see the CDK output above and docs/operations.md, 'When a deploy fails'; "
+                f"`collections rollback {ctx.env.name}` returns a stack stuck in a failed "
+                "update")
+
+
+def _after_deploy(ctx: Context, plan: DeployPlan, *, as_json: bool) -> None:
+    """Once the deploy succeeded (and is recorded): the template's configuration applied to
+    what it adopted, and the stacks its app no longer has removed."""
+    if plan.then is not None:
+        ui.info("adopted: " + "; ".join(f.sentence() for f in plan.adopted if f.adoptable)
+                + ". An import keeps a resource as it was: applying the template's "
+                "configuration to it")
+        _cdk_failed("deploy --revert-drift", _run(plan.then, as_json=as_json),
+                    f"the stack is deployed; `collections deploy {ctx.env.name} --revert-drift` "
+                    "applies the template to the adopted resources")
+    _remove_stale(ctx, plan.removes)
 
 
 def _agree_to_remove(ctx: Context, stacks: list[str], *, yes: bool, verb: str) -> None:
