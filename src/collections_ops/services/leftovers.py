@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from collections_ops import aws
+from collections_ops.checks import Check
 from collections_ops.pipeline import DEPLOYED_FUNCTIONS, Environment
 
 BUCKET = "AWS::S3::Bucket"
@@ -137,10 +138,8 @@ def find(client: Any, env: Environment, account: str) -> list[Leftover]:
     return out
 
 
-def check(found: list[Leftover]) -> Any:
+def check(found: list[Leftover]) -> Check:
     """The preflight line: what the deploy adopts, or what it cannot."""
-    from collections_ops.checks import Check
-
     foreign = [f for f in found if not f.adoptable]
     if foreign:
         return Check("leftovers", False, "; ".join(f.sentence() for f in foreign),
