@@ -85,6 +85,21 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def _keep_aside(meta: Path) -> Path:
+    """A copy of `meta` to take a write back to: a hard link (no data to write, so it works
+    on a full disk), or where links are not supported a copy."""
+    backup = meta.with_name(f".{meta.name}.{uuid.uuid4().hex[:8]}.undo")
+    try:
+        os.link(meta, backup)
+    except OSError:
+        try:
+            _write_new(backup, meta.read_bytes())
+        except BaseException:
+            backup.unlink(missing_ok=True)
+            raise
+    return backup
+
+
 def _make_private(root: Path) -> None:
     """Folders 0700 and files 0600 under `root`: a store written by an earlier version has
     0755 folders and 0644 files."""
@@ -186,8 +201,7 @@ class Store:
         try:
             _write_new(new_body, body)
             if old is not None:
-                backup = meta.with_name(f".{meta.name}.{uuid.uuid4().hex[:8]}.undo")
-                os.link(meta, backup)
+                backup = _keep_aside(meta)
             _write_atomic(meta, json.dumps({**record, "bucket": bucket, "key": key,
                                             "body": new_body.name}).encode())
         except BaseException:
