@@ -100,7 +100,7 @@ def _run(root: Path, steps: str, *, versioned: bool = True) -> dict[str, Any]:
                            "versioned" if versioned else "plain",
                            _DESCRIBE + textwrap.dedent(steps)],
                           capture_output=True, text=True, timeout=180, check=False)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-9000:]
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
@@ -229,3 +229,34 @@ def test_a_multipart_upload_is_announced_once_and_kept_once(tmp_path):
         out["object"] = describe("u2/big.jpg")
     """)
     assert again["object"] == out["object"]
+
+
+def test_a_refused_multipart_completion_leaves_the_upload_open_to_complete_again(tmp_path):
+    out = _run(tmp_path, """
+        import errno
+        from botocore.exceptions import ClientError
+        upload = s3.create_multipart_upload(Bucket="images", Key="u2/parts.jpg")["UploadId"]
+        part = s3.upload_part(Bucket="images", Key="u2/parts.jpg", UploadId=upload,
+                              PartNumber=1, Body=b"only part")
+        parts = {"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]}
+        writes = kept.Store.put_message
+
+        def full(*args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        kept.Store.put_message = full
+        try:
+            s3.complete_multipart_upload(Bucket="images", Key="u2/parts.jpg",
+                                         UploadId=upload, MultipartUpload=parts)
+        except ClientError as exc:
+            out["refused"] = exc.response["Error"]["Code"]
+        out["listed_refused"] = listed()
+        kept.Store.put_message = writes  # room again: the client tries the completion again
+        s3.complete_multipart_upload(Bucket="images", Key="u2/parts.jpg", UploadId=upload,
+                                     MultipartUpload=parts)
+        out["object"] = describe("u2/parts.jpg")
+        out["notifications"] = notifications()
+    """)
+    assert out["refused"] == "ServiceUnavailable" and out["listed_refused"] == {}
+    assert out["object"]["sha"] == hashlib.sha256(b"only part").hexdigest()
+    assert out["notifications"] == [["ObjectCreated:CompleteMultipartUpload", "u2/parts.jpg"]]

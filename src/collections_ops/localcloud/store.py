@@ -464,10 +464,19 @@ def _install_s3_notifications() -> None:
     """One `ObjectCreated:CompleteMultipartUpload` per completed multipart upload, as S3
     sends: moto's completion stores the object with `put_object`, which announces an
     `ObjectCreated:Put` of its own, so the pipeline ran twice for every large upload."""
-    from moto.s3.models import S3Backend
+    from moto.s3.models import MultipartDict, S3Backend
 
     put_object = S3Backend.put_object
     complete = S3Backend.complete_multipart_upload
+    forget_upload = MultipartDict.__delitem__
+
+    def forget_upload_hook(self: Any, upload_id: str) -> None:
+        if getattr(_completing, "active", False):
+            # Its parts stay readable until the object is kept (`_Before.done`): a refused
+            # completion puts the upload back, to be completed again.
+            dict.__delitem__(self, upload_id)
+            return
+        forget_upload(self, upload_id)
 
     def put_object_hook(self: Any, *args: Any, **kwargs: Any) -> Any:
         if getattr(_completing, "active", False):
@@ -482,6 +491,7 @@ def _install_s3_notifications() -> None:
             _completing.active = False
 
     S3Backend.put_object = put_object_hook  # type: ignore[method-assign]
+    MultipartDict.__delitem__ = forget_upload_hook  # type: ignore[method-assign]
     S3Backend.complete_multipart_upload = complete_hook  # type: ignore[method-assign]
 
 
@@ -600,6 +610,7 @@ def s3_middleware(app: Callable[..., Any], store: Store, buckets: set[str], *,
                 held.drop()
                 before.put_back(store, account=account)
                 return _unavailable(start_response, str(exc.strerror or exc))
+            before.done()
         else:
             if ok and key:
                 _sync_object(store, bucket, key, account=account)  # a DELETE
@@ -655,8 +666,17 @@ class _Before:
         bucket = _bucket(bucket_name, account=account)
         versions = list(bucket.keys.getlist(key, [])) if bucket is not None else []
         upload_id = parse_qs(environ.get("QUERY_STRING", "")).get("uploadId", [""])[0]
-        upload = bucket.multiparts.get(upload_id) if bucket is not None and upload_id else None
-        return cls(bucket_name, key, versions, (upload_id, upload) if upload else None)
+        completes = environ.get("REQUEST_METHOD") == "POST" and upload_id  # not a part
+        upload = bucket.multiparts.get(upload_id) if bucket is not None and completes else None
+        return cls(bucket_name, key, versions,
+                   (upload_id, upload) if upload is not None else None)
+
+    def done(self) -> None:
+        """The write is kept: a completed upload's parts are read no more (what moto does
+        when it completes one)."""
+        if self.upload is not None:
+            with contextlib.suppress(Exception):
+                self.upload[1].dispose()
 
     def put_back(self, store: Store, *, account: str) -> None:
         """moto as it was: the versions it had (an unversioned bucket's replaced object is
@@ -666,6 +686,9 @@ class _Before:
             with store.lock:
                 bucket = _bucket(self.bucket, account=account)
                 alive = [v for v in self.versions if not getattr(v, "disposed", False)]
+                for refused in bucket.keys.getlist(self.key, []):
+                    if self.upload is not None and not any(refused is v for v in alive):
+                        refused.multipart = None  # disposing it would close the parts
                 if alive:
                     bucket.keys.setlist(self.key, alive)
                 else:
