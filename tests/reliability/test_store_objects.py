@@ -260,3 +260,21 @@ def test_a_refused_multipart_completion_leaves_the_upload_open_to_complete_again
     assert out["refused"] == "ServiceUnavailable" and out["listed_refused"] == {}
     assert out["object"]["sha"] == hashlib.sha256(b"only part").hexdigest()
     assert out["notifications"] == [["ObjectCreated:CompleteMultipartUpload", "u2/parts.jpg"]]
+
+
+def test_an_object_an_earlier_version_kept_is_restored(tmp_path):
+    # GIVEN an object as the store kept it before ETags and LastModified were kept
+    from collections_ops.localcloud.store import _digest
+
+    folder = tmp_path / "s3" / _digest("images")
+    folder.mkdir(parents=True)
+    (folder / f"{_digest('u2/old.jpg')}.bin").write_bytes(b"old body")
+    (folder / f"{_digest('u2/old.jpg')}.json").write_text(json.dumps(
+        {"bucket": "images", "key": "u2/old.jpg", "metadata": {"Content-Type": "image/jpeg"}}))
+    # WHEN the emulator starts on it
+    out = _run(tmp_path, """
+        out["object"] = describe("u2/old.jpg")
+    """)
+    # THEN the object is there, with its body and the ETag S3 gives such a body
+    assert out["object"]["sha"] == hashlib.sha256(b"old body").hexdigest()
+    assert out["object"]["etag"] == f'"{hashlib.md5(b"old body").hexdigest()}"'

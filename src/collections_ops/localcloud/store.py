@@ -777,8 +777,9 @@ def _put_in_moto(s3: Any, record: dict[str, Any], body: Path) -> None:
     restored = s3.put_object(record["bucket"], record["key"], body.read_bytes(),
                              etag=record.get("etag") or None, disable_notification=True)
     restored.set_metadata(dict(record.get("metadata") or {}))
-    with contextlib.suppress(TypeError, ValueError):
-        restored.last_modified = dt.datetime.fromisoformat(record["last_modified"])
+    if isinstance(record.get("last_modified"), str):  # a record of an earlier version has none
+        with contextlib.suppress(ValueError):
+            restored.last_modified = dt.datetime.fromisoformat(record["last_modified"])
     if record.get("version_id"):
         restored._version_id = record["version_id"]
 
