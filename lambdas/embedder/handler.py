@@ -121,7 +121,7 @@ def _already_embedded(user_id: str, item_id: str, model: str, content_hash: str)
 def _embed(provider: str, model: str, text: str, context: Any) -> tuple[list[float], int | None]:
     """The text's vector and the tokens the provider reported for it (local: none)."""
     if provider == "local":
-        return embedding.local_embed(text), None
+        return embedding.local_embed_as(text, model=model, as_query=False), None
     if provider == "voyage":
         key = secrets.get("VOYAGE_API_KEY")
         assert key is not None

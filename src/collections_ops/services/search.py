@@ -218,18 +218,23 @@ def embed_query(text: str, *, provider: str, model: str, api_key: str | None = N
                 timeout_s: float = 30.0) -> list[float]:
     """Embed a search query with the pipeline's provider, so it is comparable to the documents.
 
-    `local` is the offline feature-hashing model (`local-hash-v1`, 1024 dimensions); `voyage`
-    calls the Voyage API with `input_type="query"` (the documents were embedded with
-    `input_type="document"`).
+    `local` is one of the offline models: `multilingual-e5-small-q4` (384 dimensions, searched
+    exactly: the HNSW index is for 1024) embeds the query with e5's `query: ` prefix (the
+    documents were embedded as passages); `local-hash-v1` is feature hashing (1024
+    dimensions). `voyage` calls the Voyage API with `input_type="query"` (the documents were
+    embedded with `input_type="document"`).
     """
     if not text or not text.strip():
         raise ValueError("the query text is empty")
     embedding = _embedding_module()
     if provider == "local":
-        if model != embedding.LOCAL_MODEL:
-            raise ValueError(f"the local provider's model is {embedding.LOCAL_MODEL!r}, "
-                             f"not {model!r}")
-        return list(embedding.local_embed(text))
+        if model not in embedding.LOCAL_MODELS:
+            raise ValueError(f"the local provider's models are "
+                             f"{', '.join(map(repr, embedding.LOCAL_MODELS))}, not {model!r}")
+        try:
+            return list(embedding.local_embed_as(text, model=model, as_query=True))
+        except embedding.ModelMissing as exc:
+            raise ValueError(str(exc)) from None
     if provider == "voyage":
         if not api_key:
             raise ValueError("the voyage provider needs an API key (VOYAGE_API_KEY)")
