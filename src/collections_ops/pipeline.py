@@ -505,9 +505,9 @@ ENVIRONMENTS: dict[str, Environment] = {
         lambda_memory_embedder=512,
         log_retention_days=7,
         analyzer_provider="local",
-        analyzer_model="local-pillow-v1",
+        analyzer_model="local-mobilenet-v2",
         embedding_provider="local",
-        embedding_model="local-hash-v1",
+        embedding_model="multilingual-e5-small-q4",
         account=LOCAL_ACCOUNT,
     ),
     "dev": Environment(

@@ -82,6 +82,50 @@ def test_search_finds_the_sample_by_what_its_analysis_says(cli_env):
     assert json.loads(none.stdout) == []
 
 
+def test_search_for_cat_finds_the_cat_photo_first(cli_env, tmp_path):
+    # GIVEN scikit-image's cat (chelsea) and, as a distractor, its rocket, through the pipeline
+    from collections_ops.services import evaluation
+
+    photos = []
+    for item_id, name in (("chelsea", "chelsea.png"), ("rocket", "rocket.jpg")):
+        photo = tmp_path / f"{item_id}{Path(name).suffix}"
+        photo.write_bytes(evaluation.golden_photo(name).read_bytes())
+        photos.append(str(photo))
+    upload = run(cli_env, "test-upload", *photos, "--user", "photos", "--follow",
+                 "--timeout", "120")
+    assert upload.returncode == 0, upload.stdout + upload.stderr
+
+    # WHEN the offline search is asked for "cat", across every user's items
+    result = run(cli_env, "search", "cat", "--env", "local", "--json")
+
+    # THEN the cat comes first: the analysis named it and the embedding knows the word
+    assert result.returncode == 0, result.stderr
+    hits = json.loads(result.stdout)
+    assert hits[0]["item_id"] == "chelsea", hits
+    assert "cat" in hits[0]["summary"]
+
+
+def test_eval_uploads_a_golden_set_and_reports_recall_and_mrr(cli_env, tmp_path):
+    # GIVEN a golden set of two photos and three queries (the bundled one has 16 and 24)
+    golden = tmp_path / "golden.json"
+    golden.write_text(json.dumps({
+        "photos": {"cat": "chelsea.png", "cup": "coffee.png"},
+        "queries": [{"query": "cat", "expected": ["cat"]},
+                    {"query": "espresso", "expected": ["cup"]},
+                    {"query": "a cup of coffee", "expected": ["cup"]}]}))
+
+    # WHEN eval runs it through the local cloud
+    result = run(cli_env, "eval", "local", "--golden", str(golden), "-o", "json")
+
+    # THEN every query found its photo first, among that run's photos only
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert (report["photos"], report["queries"]) == (2, 3)
+    assert report["model"] == "multilingual-e5-small-q4"
+    assert report["recall_at_1"] == report["recall_at_5"] == report["mrr"] == 1.0
+    assert {tuple(r["ranked"]) for r in report["results"]} <= {("cat", "cup"), ("cup", "cat")}
+
+
 def test_a_failing_stage_is_named_with_its_own_exit_code(cli_env, tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(images.truncated(images.photo(1200, 900)))

@@ -143,7 +143,7 @@ def test_an_analyzer_failure_redriven_after_the_fix_completes(pipeline, db, monk
         assert pipeline.invoke("embedder", e).ok
     assert counts(db, "user123", "later") == (1, 1, 1)
     row = db.execute("SELECT embedding_model FROM embeddings WHERE item_id = 'later'").fetchone()
-    assert row == ("local-hash-v1",)
+    assert row == ("multilingual-e5-small-q4",)
 
 
 def test_a_processor_run_that_exhausted_its_retries_is_redriven_to_its_queue(pipeline, db):

@@ -33,7 +33,8 @@ def test_an_upload_flows_through_all_three_handlers(pipeline, db):
     emb = db.execute("SELECT id, item_id, embedding_model, embedding_dimensions,"
                      " vector_dims(embedding) FROM embeddings WHERE item_id = 'test-image'"
                      ).fetchall()
-    assert emb == [(1, "test-image", "local-hash-v1", 1024, 1024)]
+    # the local cloud's offline embedding: multilingual-e5-small, 384 dimensions
+    assert emb == [(1, "test-image", "multilingual-e5-small-q4", 384, 384)]
     thumb = pipeline.client("s3").get_object(Bucket=pipeline.thumbnails_bucket,
                                              Key="user123/test-image.jpg")
     from PIL import Image

@@ -20,6 +20,7 @@ from collections_ops.cli.commands import (
     db,
     dlq,
     environment,
+    evaluation,
     inspect,
     monitoring,
     operations,
@@ -48,6 +49,7 @@ app.add_typer(monitoring.app)
 app.add_typer(reconcile.app)
 app.add_typer(chaos.app)
 app.add_typer(shellenv.app)
+app.add_typer(evaluation.app)
 app.add_typer(secrets.app, name="secrets")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(db.app, name="db")

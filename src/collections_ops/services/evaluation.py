@@ -1,31 +1,95 @@
-"""How well offline search finds photos by content: the golden set and its figures.
+"""How well search finds photos by content: the golden set, run through the real pipeline.
 
-The golden set (`bench/golden/golden.json`, bundled with the package) is a list of photos that
-ship inside scikit-image (`skimage/data/`, public-domain or CC0 images: a cat, a cup of coffee,
-a rocket, ...) and of queries, each with the photos a person would expect it to find. The photos
-are read from the installed package's files, never downloaded, and scikit-image itself is not
-imported (its data files are all that is needed).
+The golden set (`bench/golden/golden.json`) names photos that ship inside scikit-image
+(`skimage/data/`: a cat, a cup of coffee, a rocket, ...) and queries, each with the photos a
+person would expect it to find. The photos are read from the installed package's files, never
+downloaded, and scikit-image itself is not imported (its data files are all that is needed).
+
+`run` uploads every photo under a user of its own (a fresh id per run, so an earlier run's
+items, or anyone else's, never compete and nothing is skipped as already analysed), follows them
+through the thumbnail, analysis and embedding stages, then asks each query with the pipeline's
+own query embedding and scores the rank of its expected photos among all the set's photos:
+recall@1, recall@5 (the share of a query's expected photos in its first k) and MRR (the mean
+of 1 / the rank of the first expected photo).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
+
+from collections_ops import errors
 
 PHOTOS_PACKAGE = "skimage"
 PHOTOS_INSTALL = "pip install scikit-image"
+_PACKAGE = Path(__file__).resolve().parents[1]
+_GOLDEN_CANDIDATES = (_PACKAGE / "_bundled" / "bench" / "golden" / "golden.json",
+                      _PACKAGE.parents[1] / "bench" / "golden" / "golden.json")
+KS = (1, 5)
 
 
-class GoldenPhotosMissing(RuntimeError):
+class GoldenPhotosMissing(errors.ConfigError):
     """scikit-image (which ships the golden photos) is not installed."""
+
+
+@dataclass(frozen=True)
+class GoldenQuery:
+    query: str
+    expected: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GoldenSet:
+    photos: dict[str, str]  # item id -> file name in skimage/data
+    queries: tuple[GoldenQuery, ...]
+
+
+@dataclass
+class QueryResult:
+    query: str
+    expected: list[str]
+    ranked: list[str]  # item ids, nearest first
+    first_rank: int | None  # 1-based rank of the first expected photo; None: not returned
+
+    def recall_at(self, k: int) -> float:
+        return len(set(self.ranked[:k]) & set(self.expected)) / len(self.expected)
+
+
+@dataclass
+class Report:
+    model: str
+    user_id: str
+    photos: int
+    results: list[QueryResult] = field(default_factory=list)
+
+    def recall_at(self, k: int) -> float:
+        return sum(r.recall_at(k) for r in self.results) / len(self.results)
+
+    @property
+    def mrr(self) -> float:
+        return sum(1 / r.first_rank for r in self.results if r.first_rank) / len(self.results)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "user_id": self.user_id, "photos": self.photos,
+                "queries": len(self.results),
+                **{f"recall_at_{k}": round(self.recall_at(k), 4) for k in KS},
+                "mrr": round(self.mrr, 4),
+                "results": [asdict(r) for r in self.results]}
 
 
 def photos_dir() -> Path:
     """`skimage/data/` of the installed scikit-image, found without importing it."""
     spec = importlib.util.find_spec(PHOTOS_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise GoldenPhotosMissing(f"the golden photos ship with scikit-image, which is not "
-                                  f"installed: {PHOTOS_INSTALL}")
+        raise GoldenPhotosMissing("the golden photos ship with scikit-image, which is not "
+                                  f"installed: {PHOTOS_INSTALL}", PHOTOS_INSTALL)
     return Path(next(iter(spec.submodule_search_locations))) / "data"
 
 
@@ -33,6 +97,55 @@ def golden_photo(name: str) -> Path:
     """The path of one golden photo (`chelsea.png`)."""
     path = photos_dir() / name
     if not path.is_file():
-        raise GoldenPhotosMissing(f"{path} is missing from the installed scikit-image: "
+        raise GoldenPhotosMissing(f"{path} is missing from the installed scikit-image",
                                   f"{PHOTOS_INSTALL} --force-reinstall")
     return path
+
+
+def golden_set(path: Path | None = None) -> GoldenSet:
+    """The golden set shipped with the package (or the one at `path`)."""
+    found = path or next((p for p in _GOLDEN_CANDIDATES if p.is_file()), None)
+    if found is None:
+        raise errors.NotFound("the golden set bench/golden/golden.json is missing from this "
+                              "install", "reinstall collections-ops")
+    data = json.loads(found.read_text(encoding="utf-8"))
+    queries = tuple(GoldenQuery(q["query"], tuple(q["expected"])) for q in data["queries"])
+    unknown = sorted({e for q in queries for e in q.expected} - set(data["photos"]))
+    if unknown:
+        raise errors.ConfigError(f"the golden set's queries expect unknown photos: "
+                                 f"{', '.join(unknown)}")
+    return GoldenSet(dict(data["photos"]), queries)
+
+
+def staged_photos(golden: GoldenSet, folder: Path) -> list[Path]:
+    """Copies of the photos named by item id (`chelsea.png`), so the upload's key says the id."""
+    staged = []
+    for item_id, name in golden.photos.items():
+        source = golden_photo(name)
+        target = folder / f"{item_id}{source.suffix}"
+        shutil.copyfile(source, target)
+        staged.append(target)
+    return staged
+
+
+def score(golden: GoldenSet, search: Callable[[str, int], Sequence[str]]) -> list[QueryResult]:
+    """Each query's ranking of the set's photos (`search(query, limit)` -> item ids)."""
+    results = []
+    for q in golden.queries:
+        ranked = list(search(q.query, len(golden.photos)))
+        first = next((i + 1 for i, item in enumerate(ranked) if item in q.expected), None)
+        results.append(QueryResult(q.query, list(q.expected), ranked, first))
+    return results
+
+
+def run(golden: GoldenSet, *, model: str, upload_and_follow: Callable[[list[Path], str], None],
+        search: Callable[[str, str, int], Sequence[str]]) -> Report:
+    """Upload the golden photos under a fresh user, wait for the pipeline, score every query.
+
+    `upload_and_follow(paths, user_id)` returns once every photo is embedded (or raises);
+    `search(query, user_id, limit)` returns item ids, nearest first."""
+    user_id = f"golden-{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory(prefix="collections-golden-") as folder:
+        upload_and_follow(staged_photos(golden, Path(folder)), user_id)
+    results = score(golden, lambda query, limit: search(query, user_id, limit))
+    return Report(model=model, user_id=user_id, photos=len(golden.photos), results=results)

