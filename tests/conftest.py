@@ -135,6 +135,18 @@ def migrated_db(database_url: str) -> str:
     return database_url
 
 
+@pytest.fixture(scope="session")
+def function_urls(migrated_db: str) -> dict[str, str]:
+    """Each pipeline function's own URL (function key -> URL): its role, given a password."""
+    import psycopg
+
+    from collections_core import roles
+
+    with psycopg.connect(migrated_db, autocommit=True) as conn:
+        return roles.function_urls(conn, migrated_db,
+                                   {key: roles.new_password() for key in roles.FUNCTION_KEYS})
+
+
 @pytest.fixture
 def db(migrated_db: str) -> Iterator[Any]:
     """A connection to a clean schema (rows from earlier tests removed)."""
@@ -203,9 +215,10 @@ class Pipeline:
 
 
 @pytest.fixture
-def pipeline(moto_endpoint: str, migrated_db: str, db: Any,
+def pipeline(moto_endpoint: str, migrated_db: str, db: Any, function_urls: dict[str, str],
              monkeypatch: pytest.MonkeyPatch) -> Iterator[Pipeline]:
-    """A freshly provisioned pipeline (moto state reset) with the local providers."""
+    """A freshly provisioned pipeline (moto state reset) with the local providers; each
+    function connects to the database as its own role."""
     import boto3
 
     from collections_core import state
@@ -215,7 +228,8 @@ def pipeline(moto_endpoint: str, migrated_db: str, db: Any,
     reset_moto(moto_endpoint)
     env = environment("local")
     session = boto3.session.Session(region_name="us-east-1")
-    res = provision(session, env, account=LOCAL_ACCOUNT, database_url=migrated_db)
+    res = provision(session, env, account=LOCAL_ACCOUNT, database_url=migrated_db,
+                    function_urls=function_urls)
     for key, value in common_env(env, account=LOCAL_ACCOUNT, dlq_urls=res.dlq_urls).items():
         monkeypatch.setenv(key, value)
     state.reset()

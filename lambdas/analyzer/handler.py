@@ -73,7 +73,7 @@ def _analyze_event(event: Any, context: Any) -> dict[str, Any]:
     log.bind(item_id=item_id, user_id=user_id)
     log.event(logger, "EventBridge event received", stage="received")
     # Every secret this invocation may read, in one SSM call (one round trip, not three).
-    secrets.prefetch(required=("DATABASE_URL", PROVIDER_KEYS.get(settings.analyzer_provider)),
+    secrets.prefetch(required=(db.secret_name(), PROVIDER_KEYS.get(settings.analyzer_provider)),
                      optional=("LANGSMITH_API_KEY",))
     version = verified_version(settings, detail, user_id, item_id)
     if version is None:

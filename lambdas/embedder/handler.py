@@ -51,7 +51,7 @@ def _embed_event(event: Any, context: Any) -> dict[str, Any]:
     log.bind(item_id=item_id, user_id=user_id)
     log.event(logger, "EventBridge event received", stage="received")
     # The secrets this invocation may read, in one SSM call.
-    secrets.prefetch(required=("DATABASE_URL", PROVIDER_KEYS.get(settings.embedding_provider)))
+    secrets.prefetch(required=(db.secret_name(), PROVIDER_KEYS.get(settings.embedding_provider)))
 
     analysis = _fetch_analysis(user_id, item_id, _claimed_analysis_id(detail["analysis_id"]))
     log.bind(correlation_id=analysis["correlation_id"])

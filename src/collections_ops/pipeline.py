@@ -140,6 +140,9 @@ class Function:
     # key reads as 404, not 403) and write thumbnails.
     reads_images: bool = False
     writes_thumbnails: bool = False
+    # The secret holding the URL this function connects to the database with: a pipeline
+    # function's own role (collections_core/roles.py), the operations function's the owner.
+    database_url_name: str = "DATABASE_URL"
 
     def function_name(self, env: str) -> str:
         return f"{PROJECT}-{env}-{self.logical_id}"
@@ -186,13 +189,14 @@ IMAGE_PROCESSOR = Function(
     handler="handler.handler",
     description="Image processor Lambda",
     trigger=Trigger(kind="s3"),
-    secrets=("DATABASE_URL",),
+    secrets=("DATABASE_URL_PROCESSOR",),
     publishes=IMAGE_PROCESSED,
     timeout_setting="lambda_timeout_processor",
     memory_setting="lambda_memory_processor",
     stage="thumbnail",
     reads_images=True,
     writes_thumbnails=True,
+    database_url_name="DATABASE_URL_PROCESSOR",
 )
 
 ANALYZER = Function(
@@ -202,13 +206,15 @@ ANALYZER = Function(
     handler="handler.handler",
     description="Image analyzer Lambda",
     trigger=Trigger(kind="eventbridge", event=IMAGE_PROCESSED, rule_id="ImageProcessedRule"),
-    secrets=("DATABASE_URL", "ANTHROPIC_API_KEY", "OPENAI_API_KEY", "LANGSMITH_API_KEY"),
+    secrets=("DATABASE_URL_ANALYZER", "ANTHROPIC_API_KEY", "OPENAI_API_KEY",
+             "LANGSMITH_API_KEY"),
     publishes=ANALYSIS_COMPLETE,
     timeout_setting="lambda_timeout_analyzer",
     memory_setting="lambda_memory_analyzer",
     stage="analysis",
     reads_images=True,
     writes_thumbnails=False,
+    database_url_name="DATABASE_URL_ANALYZER",
 )
 
 EMBEDDER = Function(
@@ -218,13 +224,14 @@ EMBEDDER = Function(
     handler="handler.handler",
     description="Embedding generator Lambda",
     trigger=Trigger(kind="eventbridge", event=ANALYSIS_COMPLETE, rule_id="AnalysisCompleteRule"),
-    secrets=("DATABASE_URL", "VOYAGE_API_KEY"),
+    secrets=("DATABASE_URL_EMBEDDER", "VOYAGE_API_KEY"),
     publishes=None,
     timeout_setting="lambda_timeout_embedder",
     memory_setting="lambda_memory_embedder",
     stage="embedding",
     reads_images=False,
     writes_thumbnails=False,
+    database_url_name="DATABASE_URL_EMBEDDER",
 )
 
 FUNCTIONS: tuple[Function, ...] = (IMAGE_PROCESSOR, ANALYZER, EMBEDDER)
@@ -255,10 +262,18 @@ OPERATIONS_ACTIONS: tuple[str, ...] = ("migrate", "status", "query")
 OPERATIONS_QUERIES: tuple[str, ...] = ("find_items", "item_rows", "search", "database_check",
                                        "reconcile_rows", "usage")
 
+# DATABASE_URL is the owner's: only the operations function (which runs the migrations) and
+# the operator's CLI use it. Each pipeline function connects as a role of its own, with a URL
+# the deploy writes (the operations function from the owner's connection, the local cloud at
+# start): DATABASE_URL_<FUNCTION>, readable by that function alone.
 SECRETS: tuple[Secret, ...] = (
-    Secret("DATABASE_URL", "PostgreSQL connection string", True,
-           ("processor", "analyzer", "embedder"), "postgresql://user:password@host:5432/collections",
+    Secret("DATABASE_URL", "PostgreSQL connection string of the schema's owner", True,
+           ("operations",), "postgresql://user:password@host:5432/collections",
            shared=False),
+    *(Secret(fn.database_url_name, f"PostgreSQL connection string of the {fn.key}'s own role "
+                                 "(written by the deploy)", False, (fn.key,),
+             f"postgresql://collections_{fn.key}:password@host:5432/collections", shared=False)
+      for fn in FUNCTIONS),
     Secret("ANTHROPIC_API_KEY", "Anthropic API key (analyzer)", True, ("analyzer",), "sk-ant-..."),
     Secret("OPENAI_API_KEY", "OpenAI API key (optional analyzer provider)", False,
            ("analyzer",), "sk-..."),
@@ -480,8 +495,8 @@ class Environment:
         It kept everything under the shared prefix, so one DATABASE_URL served every
         environment and the record sat in a folder of its own."""
         return {
-            **{f"{self.parameter_prefix}/{s.name}": self.parameter_name(s.name)
-               for s in SECRETS if not s.shared},
+            # The functions' own URLs came after it: they never had a shared name.
+            f"{self.parameter_prefix}/DATABASE_URL": self.parameter_name("DATABASE_URL"),
             f"{self.parameter_prefix}/{LEGACY_RECORD_FOLDER}/{self.name}": self.record_parameter(),
         }
 

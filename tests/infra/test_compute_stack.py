@@ -253,8 +253,12 @@ def test_parameter_store_policy_reads_only_the_functions_parameters(
     template = existing_db_app.template_json(env_name, "Compute")
     role = t.role_id(template, fn, env_name)
     # The environment's own scope for every secret; the shared scope for the API keys only.
+    # Of the database URLs, only the function's own: never the owner's, nor another's.
     expected = [f"/collections/{env_name}/{name}" for name in fn.secrets]
-    expected += [f"/collections/{name}" for name in fn.secrets if name != "DATABASE_URL"]
+    expected += [f"/collections/{name}" for name in fn.secrets if definition.secret(name).shared]
+    database_urls = [name.rpartition("/")[2] for name in expected
+                     if name.rpartition("/")[2].startswith("DATABASE_URL")]
+    assert database_urls == [f"DATABASE_URL_{fn.key.upper()}"]
     parameter_arns = sorted(f"arn:aws:ssm:{REGION}:{TEST_ACCOUNT}:parameter{name}"
                             for name in expected)
     statements = t.inline_policy(template, role, "ParameterStorePolicy")["Statement"]
@@ -288,19 +292,35 @@ def test_dev_and_prod_roles_cannot_read_each_others_database_url(
                          t.role_id(rds_app.template_json("dev", "Compute"), fn, "dev"))
     prod = _ssm_resources(rds_app.template_json("prod", "Compute"),
                           t.role_id(rds_app.template_json("prod", "Compute"), fn, "prod"))
-    url = "arn:aws:ssm:{r}:{a}:parameter/collections/{e}/DATABASE_URL"
-    dev_url = url.format(r=REGION, a=TEST_ACCOUNT, e="dev")
-    prod_url = url.format(r=REGION, a=TEST_ACCOUNT, e="prod")
-    # THEN each role's SSM and KMS grants name its own DATABASE_URL and not the other's,
+    url = "arn:aws:ssm:{r}:{a}:parameter/collections/{e}/{name}"
+    own = fn.database_url_name
+    dev_url = url.format(r=REGION, a=TEST_ACCOUNT, e="dev", name=own)
+    prod_url = url.format(r=REGION, a=TEST_ACCOUNT, e="prod", name=own)
+    # THEN each role's SSM and KMS grants name its own database URL and not the other's,
     assert dev_url in dev and prod_url not in dev
     assert prod_url in prod and dev_url not in prod
     # nor the first layout's one URL for every environment, nor any wildcard over the prefix
-    legacy = f"arn:aws:ssm:{REGION}:{TEST_ACCOUNT}:parameter/collections/DATABASE_URL"
+    legacy = f"arn:aws:ssm:{REGION}:{TEST_ACCOUNT}:parameter/collections/{own}"
     assert legacy not in dev | prod
     assert not [r for r in dev | prod if "parameter" in r and "*" in r]
     # AND whatever the two share is a shared API key, never an environment's scope
     assert all(r.rpartition("/")[2].endswith("_API_KEY") and r.count("/") == 2
                for r in dev & prod if ":parameter/" in r)
+
+
+@pytest.mark.parametrize("app", ["existing_db_app", "rds_app"])
+def test_no_pipeline_functions_role_may_read_the_owners_database_url_or_anothers(
+        request: pytest.FixtureRequest, app: str, env_name: str) -> None:
+    template = request.getfixturevalue(app).template_json(env_name, "Compute")
+    urls = {name: f"arn:aws:ssm:{REGION}:{TEST_ACCOUNT}:parameter/collections/{env_name}/{name}"
+            for name in ("DATABASE_URL", *(fn.database_url_name for fn in definition.FUNCTIONS))}
+    for fn in definition.FUNCTIONS:
+        readable = _ssm_resources(template, t.role_id(template, fn, env_name))
+        assert {name for name, arn in urls.items() if arn in readable} == {
+            fn.database_url_name}, fn.key
+    # The operations function, which runs the migrations, reads the owner's.
+    operations = _ssm_resources(template, t.role_id(template, definition.OPERATIONS, env_name))
+    assert urls["DATABASE_URL"] in operations
 
 
 @pytest.mark.parametrize("fn", definition.FUNCTIONS, ids=lambda fn: fn.key)

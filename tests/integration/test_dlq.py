@@ -152,8 +152,8 @@ def test_a_processor_run_that_exhausted_its_retries_is_redriven_to_its_queue(pip
     from collections_core import runtime, state
 
     ssm = pipeline.client("ssm")
-    good = ssm.get_parameter(Name="/collections/local/DATABASE_URL", WithDecryption=True)
-    ssm.put_parameter(Name="/collections/local/DATABASE_URL", Type="SecureString", Overwrite=True,
+    good = ssm.get_parameter(Name="/collections/local/DATABASE_URL_PROCESSOR", WithDecryption=True)
+    ssm.put_parameter(Name="/collections/local/DATABASE_URL_PROCESSOR", Type="SecureString", Overwrite=True,
                       Value="postgresql://u:p@127.0.0.1:1/none")
     pipeline.upload("user123/outage day.jpg", images.photo())
     [event] = pipeline.s3_events()
@@ -171,7 +171,7 @@ def test_a_processor_run_that_exhausted_its_retries_is_redriven_to_its_queue(pip
                                                                    "outage day")
     assert "database unreachable" in failed.error
 
-    ssm.put_parameter(Name="/collections/local/DATABASE_URL", Type="SecureString", Overwrite=True,
+    ssm.put_parameter(Name="/collections/local/DATABASE_URL_PROCESSOR", Type="SecureString", Overwrite=True,
                       Value=good["Parameter"]["Value"])
     state.reset()  # the secret cache of this "container"
     report = dlq.redrive(pipeline.client, pipeline.env, "processor", rate_per_s=100)

@@ -151,8 +151,8 @@ def test_bad_uploads_fail_terminally_with_no_rows_and_no_retry(pipeline, db, nam
 
 def test_a_database_outage_is_retryable(pipeline, db):
     ssm = pipeline.client("ssm")
-    ssm.put_parameter(Name="/collections/local/DATABASE_URL", Type="SecureString", Overwrite=True,
-                      Value="postgresql://u:hunter2secret@127.0.0.1:1/none")
+    ssm.put_parameter(Name="/collections/local/DATABASE_URL_PROCESSOR", Type="SecureString",
+                      Overwrite=True, Value="postgresql://u:hunter2secret@127.0.0.1:1/none")
     pipeline.upload("user123/outage.jpg", images.photo())
     [event] = pipeline.s3_events()
     result = pipeline.invoke("processor", event)

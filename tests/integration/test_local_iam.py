@@ -9,13 +9,14 @@ import json
 from collections.abc import Iterator
 from functools import partial
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 from botocore.exceptions import ClientError
 
 from collections_ops.localcloud import iam
-from collections_ops.pipeline import FUNCTIONS
+from collections_ops.pipeline import FUNCTIONS, environment
 from tests import images
 from tests.e2e.cli import local_client, local_env, run, wait_for
 
@@ -115,6 +116,58 @@ def test_a_handler_may_do_only_what_its_role_allows(cloud):
             "Source": "collections.analyzer", "DetailType": "AnalysisComplete",
             "Detail": "{}"}])
     assert "events:PutEvents" in forged.value.response["Error"]["Message"]
+
+
+def _session_of(status: dict[str, Any], function_key: str) -> Any:
+    import boto3
+
+    creds = iam.read(status["state_dir"])
+    assert creds is not None
+    variables = iam.function_environment(creds, function_key)
+    return boto3.session.Session(
+        aws_access_key_id=variables["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=variables["AWS_SECRET_ACCESS_KEY"],
+        aws_session_token=variables["AWS_SESSION_TOKEN"], region_name=status["region"])
+
+
+def test_the_processors_credentials_read_its_own_database_url_and_are_refused_the_owners(cloud):
+    status = cloud["status"]
+    env = environment("local")
+    ssm = _session_of(status, "processor").client("ssm", endpoint_url=status["endpoint_url"])
+    # The processor reads its own URL: its role's user, not the owner's
+    own = ssm.get_parameter(Name=env.parameter_name("DATABASE_URL_PROCESSOR"),
+                            WithDecryption=True)["Parameter"]["Value"]
+    assert urlsplit(own).username == "postgres_processor"
+    # ... and is refused the owner's, and every other function's, with AWS's AccessDenied
+    for name in ("DATABASE_URL", "DATABASE_URL_ANALYZER", "DATABASE_URL_EMBEDDER"):
+        with pytest.raises(ClientError) as denied:
+            ssm.get_parameter(Name=env.parameter_name(name), WithDecryption=True)
+        assert denied.value.response["Error"]["Code"] == "AccessDeniedException", name
+    # ... also as one of several names in one call (GetParameters is refused whole)
+    with pytest.raises(ClientError):
+        ssm.get_parameters(Names=[env.parameter_name("DATABASE_URL_PROCESSOR"),
+                                  env.parameter_name("DATABASE_URL")], WithDecryption=True)
+
+
+def test_the_local_database_admits_only_scram_passwords(cloud):
+    status = cloud["status"]
+    owner = status["database_url"]
+    parts = urlsplit(owner)
+    assert parts.password  # the owner's URL carries the local cloud's password
+    # GIVEN the owner's URL without its password, or with a wrong one
+    for password in ("", "wrong-password"):
+        forged = parts._replace(netloc=f"postgres:{password}@{parts.hostname or ''}").geturl()
+        # THEN the server refuses it
+        with pytest.raises(psycopg.OperationalError) as refused:
+            psycopg.connect(forged, connect_timeout=5).close()
+        assert "password" in str(refused.value)
+    with psycopg.connect(owner, connect_timeout=5) as conn:
+        method = conn.execute("SELECT auth_method FROM pg_hba_file_rules"
+                              " WHERE type = 'local'").fetchone()
+        stored = conn.execute("SELECT rolpassword FROM pg_authid"
+                              " WHERE rolname = 'postgres_processor'").fetchone()
+    assert method == ("scram-sha-256",)
+    assert stored is not None and stored[0].startswith("SCRAM-SHA-256$")
 
 
 def test_removing_a_permission_fails_the_pipeline_with_access_denied_naming_the_action(cloud):

@@ -100,7 +100,7 @@ def test_a_dead_lettered_analyzer_stage_fails_the_follow_with_the_reason(pipelin
     [event] = pipeline.receive("analyzer")
 
     ssm = pipeline.client("ssm")
-    ssm.put_parameter(Name="/collections/local/DATABASE_URL", Type="SecureString", Overwrite=True,
+    ssm.put_parameter(Name="/collections/local/DATABASE_URL_ANALYZER", Type="SecureString", Overwrite=True,
                       Value="postgresql://u:p@127.0.0.1:1/none")
     state.reset()
     analyzed = pipeline.invoke("analyzer", event)

@@ -38,9 +38,13 @@ def bouncer(migrated_db: str) -> Iterator[pgbouncer.PgBouncer]:
 
 
 def _put_database_url(url: str) -> None:
-    boto3.client("ssm", region_name="us-east-1").put_parameter(
-        Name=LOCAL.parameter_name("DATABASE_URL"), Value=url, Type="SecureString",
-        Overwrite=True)
+    """The owner's URL and each function's: this PgBouncer logs in to the server as the one
+    user its [databases] entry names, so through it every function is that user (what is
+    tested here is the pooler's transaction mode, not the roles' grants)."""
+    ssm = boto3.client("ssm", region_name="us-east-1")
+    for name in ("DATABASE_URL", *(fn.database_url_name for fn in definition.FUNCTIONS)):
+        ssm.put_parameter(Name=LOCAL.parameter_name(name), Value=url, Type="SecureString",
+                          Overwrite=True)
 
 
 @pytest.fixture(params=["direct", "pgbouncer"])

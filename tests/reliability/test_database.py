@@ -231,8 +231,10 @@ def _sql_sources() -> list[Path]:
 
 def _built_sql(node: ast.expr) -> bool:
     """True if the SQL text is assembled at run time from values (f-string, +, %, format).
-    psycopg's composition of a constant with quoted identifiers only
-    (`sql.SQL("...").format(sql.Identifier(name))`) is not: an identifier cannot carry SQL."""
+    psycopg's composition of a constant with quoted identifiers and literals only
+    (`sql.SQL("...").format(sql.Identifier(name), sql.Literal(value))`) is not: neither can
+    carry SQL (a statement that takes no bound parameters, ALTER ROLE ... PASSWORD, needs a
+    literal)."""
     if isinstance(node, ast.JoinedStr | ast.BinOp):
         return True
     return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
@@ -249,7 +251,8 @@ def _identifiers_only(call: ast.Call) -> bool:
     return (receiver is not None and _named_call(receiver, "SQL")
             and isinstance(receiver, ast.Call) and len(receiver.args) == 1
             and isinstance(receiver.args[0], ast.Constant) and not call.keywords
-            and all(_named_call(arg, "Identifier") for arg in call.args))
+            and all(_named_call(arg, "Identifier") or _named_call(arg, "Literal")
+                    for arg in call.args))
 
 
 def test_no_sql_text_is_built_from_values_in_the_functions_or_the_cli():

@@ -83,10 +83,10 @@ def test_a_database_password_with_percent_at_and_colon_never_leaks(pipeline, mon
     from collections_ops.services import dlq
 
     ssm = pipeline.client("ssm")
-    # GIVEN each broken DATABASE_URL in turn, and an upload the processor must fail on
+    # GIVEN each broken URL of the processor in turn, and an upload the processor must fail on
     for n, (case, url) in enumerate(URLS.items(), start=1):
-        ssm.put_parameter(Name="/collections/local/DATABASE_URL", Value=url, Type="SecureString",
-                          Overwrite=True)
+        ssm.put_parameter(Name="/collections/local/DATABASE_URL_PROCESSOR", Value=url,
+                          Type="SecureString", Overwrite=True)
         pipeline.upload(f"user123/{case}.jpg", images.photo(seed=n))
         run_dispatcher(pipeline, lambda n=n: depth(pipeline, "processor") == n)
 
@@ -101,7 +101,7 @@ def test_a_database_password_with_percent_at_and_colon_never_leaks(pipeline, mon
     parked = dlq.peek(pipeline.client("sqs"), pipeline.env, "processor")
     by_item = {f.item_id: f for f in parked}
     assert by_item["unencoded"].error_type == "ConfigurationError"
-    assert "DATABASE_URL is not a valid connection URL" in by_item["unencoded"].error
+    assert "DATABASE_URL_PROCESSOR is not a valid connection URL" in by_item["unencoded"].error
     assert by_item["decoded-in-error"].condition == "RetriesExhausted"
     assert "invalid sslmode value" in by_item["decoded-in-error"].error
     assert by_item["setting"].error_type == "ValueError"
@@ -129,7 +129,8 @@ def test_through_the_installed_cli_the_password_is_in_no_output_log_or_state_fil
     started = run(env, "deploy", "local")
     assert started.returncode == 0, started.stderr
     try:
-        put = run(env, "secrets", "put", "DATABASE_URL", "--stdin", input=URLS["unencoded"])
+        put = run(env, "secrets", "put", "DATABASE_URL_PROCESSOR", "--stdin",
+                  input=URLS["unencoded"])
         assert put.returncode == 0, put.stderr
         sample = Path(__file__).resolve().parents[2] / "samples" / "test-image.jpg"
         commands = [
@@ -145,7 +146,7 @@ def test_through_the_installed_cli_the_password_is_in_no_output_log_or_state_fil
         results = [run(env, *command) for command in commands]
         assert results[0].returncode != 0  # the stage failed, and said so
         shown = json.loads(results[3].stdout)
-        assert shown and "DATABASE_URL is not a valid connection URL" in json.dumps(shown)
+        assert shown and "DATABASE_URL_PROCESSOR is not a valid connection URL" in json.dumps(shown)
         outputs = [put.stdout, put.stderr] + [r.stdout + r.stderr for r in results]
         leaks = [f"{form!r} in the output of command {n}" for n, out in enumerate(outputs)
                  for form in FORMS if form in out]

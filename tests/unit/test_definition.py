@@ -24,9 +24,12 @@ def test_function_names_follow_the_guide():
     assert pipeline.environment("dev").images_bucket("123456789") == \
         "collections-images-dev-123456789"
     dev = pipeline.environment("dev")
-    # The guide's names: the API keys in the shared scope; DATABASE_URL per environment.
+    # The guide's names: the API keys in the shared scope; DATABASE_URL per environment, and
+    # beside it each function's own.
     assert [dev.parameter_name(s.name) for s in pipeline.SECRETS] == [
-        "/collections/dev/DATABASE_URL", "/collections/ANTHROPIC_API_KEY",
+        "/collections/dev/DATABASE_URL", "/collections/dev/DATABASE_URL_PROCESSOR",
+        "/collections/dev/DATABASE_URL_ANALYZER", "/collections/dev/DATABASE_URL_EMBEDDER",
+        "/collections/ANTHROPIC_API_KEY",
         "/collections/OPENAI_API_KEY", "/collections/LANGSMITH_API_KEY",
         "/collections/VOYAGE_API_KEY"]
     assert dev.parameter_lookup("ANTHROPIC_API_KEY") == (
@@ -83,3 +86,15 @@ def test_required_secrets_follow_the_selected_providers():
     names = {s.name for s in pipeline.environment("dev").required_secrets()}
     assert names == {"DATABASE_URL", "ANTHROPIC_API_KEY", "VOYAGE_API_KEY"}
     assert pipeline.environment("local").required_secrets() == ()
+
+
+def test_each_function_reads_its_own_database_url_and_only_the_operations_function_the_owners():
+    from collections_core import roles
+
+    for fn in pipeline.FUNCTIONS:
+        # The shared code names a function's URL as the definition does.
+        assert fn.database_url_name == roles.secret_name(fn.key)
+        assert fn.database_url_name in fn.secrets and "DATABASE_URL" not in fn.secrets
+        assert pipeline.secret(fn.database_url_name).used_by == (fn.key,)
+    assert pipeline.OPERATIONS.secrets == ("DATABASE_URL",)
+    assert tuple(fn.key for fn in pipeline.FUNCTIONS) == roles.FUNCTION_KEYS

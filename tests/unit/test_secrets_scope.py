@@ -101,7 +101,7 @@ def test_each_environment_has_its_own_database_url_and_none_is_shared(
         text = cli.invoke(app, ["secrets", "list", "-e", env]).stdout
         assert f"/collections/{other}/" not in text and f"{env} only" in text
     verified = cli.invoke(app, ["secrets", "verify", "-e", "dev", "-o", "json"])
-    [check] = [c for c in json.loads(verified.stdout) if "DATABASE_URL" in c["name"]]
+    [check] = [c for c in json.loads(verified.stdout) if c["name"].endswith("/DATABASE_URL")]
     assert check["name"] == "/collections/dev/DATABASE_URL" and check["ok"]
     assert "dev only" in check["detail"]
     # AND a shared DATABASE_URL is refused (usage, nothing written)

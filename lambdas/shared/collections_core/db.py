@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from collections_core import log, secrets, state
+from collections_core import log, roles, secrets, state
 from collections_core.errors import ConfigurationError, RetryableError, TerminalError
 
 CONNECT_TIMEOUT_SECONDS = 5
@@ -38,8 +38,26 @@ STATEMENT_TIMEOUT_MS = 15_000
 SET_STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', %s, true)"
 
 
+OWNER_URL_NAME = "DATABASE_URL"
+
+
+def connect_as(function_key: str) -> None:
+    """This container runs `function_key`'s code: its connection is made with that function's
+    own credentials (collections_core/roles.py), never the owner's. Called by runtime.invoke
+    on every invocation; a cached connection made with other credentials (the local cloud and
+    the tests run several functions on one thread) is replaced on its next use."""
+    state.forget("db_secret")
+    state.cached("db_secret", lambda: roles.secret_name(function_key))
+
+
+def secret_name() -> str:
+    """The secret this container connects with: its function's own (the owner's only for code
+    that is no function's, as the operator's tools and tests are)."""
+    return str(state.peek("db_secret") or OWNER_URL_NAME)
+
+
 def database_url() -> str:
-    url = secrets.get("DATABASE_URL")
+    url = secrets.get(secret_name())
     assert url is not None
     log.register_secret(url)  # the URL, and its password in every form a parser may quote it
     return url
@@ -50,6 +68,8 @@ def _connect() -> Any:
     from pgvector.psycopg import register_vector
 
     url = database_url()
+    state.forget("db_made_with")
+    state.cached("db_made_with", secret_name)
     try:
         conn = psycopg.connect(
             url,
@@ -63,9 +83,10 @@ def _connect() -> Any:
                              hint="check the database is running and reachable") from None
     except psycopg.ProgrammingError as exc:
         # libpq could not parse the connection string: no retry can fix that, an operator can.
-        raise ConfigurationError(f"DATABASE_URL is not a valid connection URL: {_first_line(exc)}",
+        raise ConfigurationError(f"{secret_name()} is not a valid connection URL: "
+                                 f"{_first_line(exc)}",
                                  hint="percent-encode reserved characters in the password, "
-                                      "then: collections secrets put DATABASE_URL") from None
+                                      f"then: collections secrets put {secret_name()}") from None
     try:
         register_vector(conn)
         conn.commit()
@@ -88,7 +109,12 @@ def connection() -> Any:
     import psycopg
 
     conn = state.cached("db", _connect)
-    if conn.closed or conn.broken:
+    if state.peek("db_made_with") not in (None, secret_name()):
+        state.forget("db")
+        with contextlib.suppress(Exception):
+            conn.close()
+        conn = state.cached("db", _connect)
+    elif conn.closed or conn.broken:
         state.forget("db")
         conn = state.cached("db", _connect)
     elif not state.cached("db_checked", lambda: False):

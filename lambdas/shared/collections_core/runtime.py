@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from collections_core import aws, log, state
+from collections_core import aws, db, log, state
 from collections_core.config import Settings
 from collections_core.errors import PipelineError, RetryableError, TerminalError
 
@@ -147,6 +147,7 @@ def invoke(function_key: str, event: Any, context: Any,
            work: Callable[[Any, Any], dict[str, Any]]) -> dict[str, Any]:
     log.clear()
     state.forget("db_checked")  # the database connection is checked once per invocation
+    db.connect_as(function_key)  # with the function's own credentials
     log.bind(function=function_key, request_id=getattr(context, "aws_request_id", None))
     started = time.perf_counter()
     try:

@@ -30,7 +30,8 @@ ABSENT_TTL_SECONDS = 60.0
 MAX_NAMES_PER_CALL = 10  # GetParameters' limit
 
 
-KNOWN = ("DATABASE_URL", "ANTHROPIC_API_KEY", "OPENAI_API_KEY", "LANGSMITH_API_KEY",
+KNOWN = ("DATABASE_URL", "DATABASE_URL_PROCESSOR", "DATABASE_URL_ANALYZER",
+         "DATABASE_URL_EMBEDDER", "ANTHROPIC_API_KEY", "OPENAI_API_KEY", "LANGSMITH_API_KEY",
          "VOYAGE_API_KEY")
 
 
@@ -84,7 +85,9 @@ def get(name: str, *, required: bool = True) -> str | None:
     if value is None and required:
         raise ConfigurationError(
             f"SSM parameter {parameter_name(name)} does not exist",
-            hint=f"run: collections secrets put {name}",
+            # A function's own database URL is written by the deploy's migration.
+            hint=("run: collections db migrate" if name.startswith("DATABASE_URL_")
+                  else f"run: collections secrets put {name}"),
         )
     return value
 

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from collections_ops.localcloud.postgres import Database
+from collections_ops.localcloud.postgres import OWNER, Database, credentials
 from collections_ops.localcloud.state import LocalState, write_state
 from collections_ops.pipeline import FUNCTIONS, LOCAL_ACCOUNT, Environment, environment
 
@@ -47,15 +47,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def migrate(url: str) -> list[str]:
+def migrate(url: str, passwords: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """Apply the migrations as the owner, then give each function's role its password
+    (function key -> password); return the versions applied and each function's URL."""
     from collections_ops import paths
 
     paths.add_shared_to_path()
     from collections_core import migrate as migrations
+    from collections_core import roles
     from collections_ops.localcloud.postgres import connect
 
     with connect(url, timeout=MIGRATE_CONNECT_S, autocommit=False) as conn:
-        return migrations.apply(conn)
+        applied = migrations.apply(conn)
+        return applied, roles.function_urls(conn, url, passwords)
 
 
 def local_environment() -> Environment:
@@ -197,8 +201,12 @@ class Supervisor:
                                       str(state_dir), str(n)], log_path)
             for n in range(processes_wanted())]
         url = os.environ.get("DATABASE_URL")
-        self.database = None if url else Database(state_dir / "pgdata")
+        # The owner's password and each function role's, kept with the data they protect.
+        self.passwords = credentials(state_dir, tuple(fn.key for fn in FUNCTIONS))
+        self.database = None if url else Database(state_dir / "pgdata",
+                                                  self.passwords[OWNER])
         self.database_url = url or ""
+        self.function_urls: dict[str, str] = {}
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.monitor: Any = None
@@ -219,7 +227,8 @@ class Supervisor:
         if self.database is not None:
             self.database.start()
             self.database_url = self.database.url
-        applied = migrate(self.database_url)
+        applied, self.function_urls = migrate(
+            self.database_url, {fn.key: self.passwords[fn.key] for fn in FUNCTIONS})
         log.info("database ready; migrations applied: %s", applied or "none pending")
         ready = self._wait_for_emulator()
         self._put_database_url()
@@ -294,7 +303,7 @@ class Supervisor:
         env = local_environment()
         ssm = boto3.session.Session(region_name=os.environ["AWS_DEFAULT_REGION"]).client(
             "ssm", endpoint_url=self.endpoint)
-        put_database_url(ssm, env, self.database_url)
+        put_database_url(ssm, env, self.database_url, self.function_urls)
 
     # ------------------------------------------------------------------ watch
 

