@@ -131,12 +131,15 @@ class DatabaseStack(cdk.Stack):
         self.endpoint = self.instance.db_instance_endpoint_address
         secret = self.instance.secret
         assert secret is not None  # from_generated_secret
+        self.role_secrets = self._role_secrets()
         self.proxy: rds.DatabaseProxy | None = None
         if deployment.settings.rds_proxy:
-            self.proxy = self._proxy(secret, database_security_group)
+            self.proxy = self._proxy([secret, *self.role_secrets.values()],
+                                     database_security_group)
         self.access = DatabaseAccess(
             secret=secret,
-            proxy_endpoint=self.proxy.endpoint if self.proxy is not None else None)
+            proxy_endpoint=self.proxy.endpoint if self.proxy is not None else None,
+            role_secrets=dict(self.role_secrets))
         # Where the pipeline connects: the proxy when there is one. The migration resource
         # carries it, so turning the proxy on or off re-runs the migration, which rewrites
         # DATABASE_URL for the new endpoint.
@@ -181,7 +184,25 @@ class DatabaseStack(cdk.Stack):
                              "?sslmode=require) from it"),
             )
 
-    def _proxy(self, secret: secretsmanager.ISecret,
+    def _role_secrets(self) -> dict[str, rds.DatabaseSecret]:
+        """Each pipeline function's own database role (migration 0005), its password generated
+        here: the operations function sets it on the role and writes the function's URL, and
+        RDS Proxy, which authenticates every user with a secret, admits the role with it."""
+        role_secrets: dict[str, rds.DatabaseSecret] = {}
+        for fn in pipeline.FUNCTIONS:
+            role_secret = rds.DatabaseSecret(
+                self, f"{fn.logical_id}DatabaseRole",
+                username=fn.database_role(DATABASE_NAME),
+                dbname=DATABASE_NAME)
+            nag.acknowledge(
+                role_secret, "AwsSolutions-SMG4",
+                "The function reads its URL from SSM, which the deploy-time migration writes "
+                "from this secret, setting the role's password to it; a rotation between "
+                "deploys would break the function until the next deploy.")
+            role_secrets[fn.key] = role_secret
+        return role_secrets
+
+    def _proxy(self, secrets: list[secretsmanager.ISecret],
                database_security_group: ec2.SecurityGroup) -> rds.DatabaseProxy:
         proxy_security_group = ec2.SecurityGroup(
             self, "ProxySecurityGroup", vpc=self.vpc,
@@ -198,7 +219,7 @@ class DatabaseStack(cdk.Stack):
         return rds.DatabaseProxy(
             self, "Proxy",
             proxy_target=rds.ProxyTarget.from_instance(self.instance),
-            secrets=[secret],
+            secrets=secrets,
             vpc=self.vpc,
             vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED),
             security_groups=[proxy_security_group],

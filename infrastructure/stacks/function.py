@@ -82,6 +82,9 @@ class DatabaseAccess:
 
     secret: secretsmanager.ISecret
     proxy_endpoint: str | None = None
+    # Function key -> the generated credentials of its own database role (migration 0005),
+    # from which the operations function sets the role's password and writes its URL.
+    role_secrets: dict[str, secretsmanager.ISecret] | None = None
 
 
 class PipelineFunction(Construct):
@@ -138,6 +141,12 @@ class PipelineFunction(Construct):
             if database.proxy_endpoint is not None:
                 environment["DATABASE_HOST"] = database.proxy_endpoint
             database.secret.grant_read(self.role)
+            role_secrets = database.role_secrets or {}
+            if role_secrets:
+                environment["DATABASE_ROLE_SECRETS"] = cdk.Stack.of(self).to_json_string(
+                    {key: secret.secret_arn for key, secret in role_secrets.items()})
+            for role_secret in role_secrets.values():
+                role_secret.grant_read(self.role)
 
         # Retained: `rollback --function` needs the previous versions (aws-cdk#7636).
         version_options = (None if self.invoked_directly else lambda_.VersionOptions(
@@ -266,13 +275,18 @@ class PipelineFunction(Construct):
         stack = cdk.Stack.of(self)
         # Exactly the parameters the handlers look up: the environment's own scope and the
         # shared keys, never another environment's scope.
-        parameter_arns = [
-            stack.format_arn(
-                service="ssm", resource="parameter", resource_name=parameter.lstrip("/"),
-                arn_format=cdk.ArnFormat.SLASH_RESOURCE_NAME,
-            )
-            for name in fn.secrets for parameter in deployment.settings.parameter_lookup(name)
-        ]
+        def arn(parameter: str) -> str:
+            return stack.format_arn(service="ssm", resource="parameter",
+                                    resource_name=parameter.lstrip("/"),
+                                    arn_format=cdk.ArnFormat.SLASH_RESOURCE_NAME)
+
+        own_arns = [arn(parameter) for name in fn.secrets
+                    for parameter in deployment.settings.parameter_lookup(name)]
+        # The operations function writes each pipeline function's own database URL on every
+        # migration (reading it first: a URL that is current is not written again).
+        function_url_arns = ([arn(p) for p in deployment.settings.function_url_parameters()]
+                             if self.invoked_directly else [])
+        parameter_arns = own_arns + function_url_arns
         any_key = stack.format_arn(service="kms", resource="key", resource_name="*",
                                    arn_format=cdk.ArnFormat.SLASH_RESOURCE_NAME)
         nag.acknowledge(
@@ -300,13 +314,19 @@ class PipelineFunction(Construct):
                 }},
             ),
         ]
+        if function_url_arns:
+            statements.append(iam.PolicyStatement(
+                sid="WriteEachFunctionsDatabaseUrl",
+                actions=["ssm:PutParameter"],
+                resources=function_url_arns,
+            ))
         if self.invoked_directly and deployment.database == "rds":
             # The deploy-time migration writes DATABASE_URL from the RDS-generated secret, so
-            # the pipeline's functions find it without an operator typing it.
+            # the operator's CLI finds it without an operator typing it.
             statements.append(iam.PolicyStatement(
                 sid="WriteDatabaseUrlFromTheRdsSecret",
                 actions=["ssm:PutParameter"],
-                resources=parameter_arns,
+                resources=own_arns,
             ))
         return iam.PolicyDocument(statements=statements)
 

@@ -53,7 +53,10 @@ Response (always a JSON object; the function never raises for a request it can a
 
     {"ok": true, "action": "...", ["query": "...",] "result": <see above>,
      "function": "<function name>", "duration_ms": float}
-      migrate -> result {"applied": [versions applied now], "pending": []}
+      migrate -> result {"applied": [versions applied now], "pending": [],
+                         "credentials_written": ["processor", ...]}  -- the functions whose
+                         own URL (DATABASE_URL_<FUNCTION>) was written: every migrate sets
+                         each function role's password and publishes its URL (new, or changed)
       status  -> result {"applied": [{"version": str, "applied_at": iso8601}, ...],
                          "pending": [str, ...],
                          "tables": {"items": int, "analyses": int, "embeddings": int},
@@ -67,8 +70,9 @@ Response (always a JSON object; the function never raises for a request it can a
       failed      the database answered with an error (a failed migration, a missing table)
 
 A CloudFormation custom-resource event (`RequestType` + `ResponseURL`) runs `migrate` on
-Create and Update (and, in database mode `rds`, writes the `DATABASE_URL` parameter from the
-RDS-generated secret when it differs, so the pipeline's functions need no hand-written URL)
+Create and Update -- which also publishes each pipeline function's own database URL, so the
+functions need no hand-written one -- (and, in database mode `rds`, writes the `DATABASE_URL`
+parameter from the RDS-generated secret when it differs, for the operator's CLI)
 and does nothing on Delete; the outcome goes to the ResponseURL, and a failed
 migration fails the deploy with the error as its reason.
 

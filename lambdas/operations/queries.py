@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from collections_core import aws, db, log, secrets
+from collections_core import aws, db, log, roles, secrets
 from collections_core import migrate as migrations
 from collections_core.errors import ConfigurationError, RetryableError, TerminalError
 
@@ -82,20 +82,82 @@ def publish_database_url() -> bool:
         return False
     url = database_url()
     ssm = aws.client("ssm")
+    if _parameter(ssm, name) == url:
+        return False
+    _put_parameter(ssm, name, url, "Written on deploy from the RDS-generated secret")
+    return True
+
+
+def publish_function_urls(conn: Any) -> list[str]:
+    """Set each pipeline function's role password (migration 0005) and write the function's
+    URL -- the owner's, as that role -- to its own parameter, DATABASE_URL_<FUNCTION>
+    (collections_core.roles.publish); returns the function keys whose URL was written. In
+    database mode `rds` each password is its role's generated secret (`DATABASE_ROLE_SECRETS`:
+    RDS Proxy authenticates every user with a secret); in `existing` the one its parameter
+    holds, or a new one on the first deploy."""
+    ssm = aws.client("ssm")
+    role_secrets = _role_secrets()
+    database = str(conn.info.dbname)
+    passwords = {key: _role_password(arn, roles.role_name(database, key))
+                 for key, arn in role_secrets.items()}
+    for password in passwords.values():
+        log.register_secret(password)
+    parameters = {key: secrets.parameter_name(roles.secret_name(key))
+                  for key in roles.FUNCTION_KEYS}
+
+    def write(name: str, url: str) -> None:
+        log.register_secret(url)  # a new password, masked in whatever follows
+        _put_parameter(ssm, name, url, "A pipeline function's own database role, written "
+                                       "on deploy")
+
+    return roles.publish(conn, database_url(), parameters,
+                         read=lambda name: _parameter(ssm, name), write=write,
+                         passwords=passwords)
+
+
+def _role_secrets() -> dict[str, str]:
+    raw = os.environ.get("DATABASE_ROLE_SECRETS")
+    if not raw:
+        return {}
     try:
-        current = ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+        table = json.loads(raw)
+        return {str(k): str(v) for k, v in table.items()}
+    except (ValueError, AttributeError):
+        raise ConfigurationError("DATABASE_ROLE_SECRETS is not a JSON object of secret ARNs",
+                                 hint="the function's environment comes from the stack; "
+                                      "redeploy") from None
+
+
+def _role_password(arn: str, role: str) -> str:
+    try:
+        value = aws.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
+        secret = json.loads(value)
+        username, password = str(secret["username"]), str(secret["password"])
+    except (ValueError, KeyError, TypeError):
+        raise ConfigurationError(f"the secret of role {role} is not a username and "
+                                 "password") from None
+    except Exception as exc:
+        raise aws.classify(exc, f"reading the secret of role {role}") from None
+    if username != role:
+        raise ConfigurationError(f"the secret of role {role} names the user {username!r}")
+    return password
+
+
+def _parameter(ssm: Any, name: str) -> str | None:
+    try:
+        return str(ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
     except Exception as exc:
         if aws.error_code(exc) != "ParameterNotFound":
             raise aws.classify(exc, f"reading {name}") from None
-        current = None
-    if current == url:
-        return False
+    return None
+
+
+def _put_parameter(ssm: Any, name: str, value: str, description: str) -> None:
     try:
-        ssm.put_parameter(Name=name, Value=url, Type="SecureString", Overwrite=True,
-                          Description="Written on deploy from the RDS-generated secret")
+        ssm.put_parameter(Name=name, Value=value, Type="SecureString", Overwrite=True,
+                          Description=description)
     except Exception as exc:
         raise aws.classify(exc, f"writing {name}") from None
-    return True
 
 
 @contextlib.contextmanager
@@ -148,14 +210,17 @@ def _first_line(exc: BaseException) -> str:
 
 
 def migrate(conn: Any) -> dict[str, Any]:
-    """Apply pending migrations under collections_core's advisory lock (one transaction)."""
+    """Apply pending migrations under collections_core's advisory lock, then publish each
+    pipeline function's own credentials (`publish_function_urls`)."""
     try:
         applied = migrations.apply(conn)  # its own transactions, autocommit or not
     except migrations.IndexBuildInProgress as exc:
         raise RetryableError(str(exc), hint="run the migration again when the build has "
                              "finished") from None
+    credentials = publish_function_urls(conn)
     with _read_only(conn) as cur:
-        return {"applied": applied, "pending": migrations.pending_in(cur)}
+        return {"applied": applied, "pending": migrations.pending_in(cur),
+                "credentials_written": credentials}
 
 
 def status(conn: Any) -> dict[str, Any]:

@@ -215,7 +215,15 @@ class Context:
         if private:  # in isolated subnets: a direct attempt could only time out
             return self.operations_route("database mode rds: the database is private")
         return dataroute.choose(self.env, connect=lambda: self.db,
-                                operations=None if self.is_local else self.operations_route)
+                                operations=None if self.is_local else self.operations_route,
+                                # The local cloud gives the roles their passwords itself.
+                                publish=None if self.is_local else self._publish_function_urls)
+
+    def _publish_function_urls(self, conn: Any) -> list[str]:
+        from collections_ops.services import database
+
+        return database.publish_function_urls(conn, self.client("ssm"), self.env,
+                                              self.database_url())
 
 
 def _mask_url(text: str, url: str) -> str:

@@ -147,6 +147,11 @@ class Function:
     def function_name(self, env: str) -> str:
         return f"{PROJECT}-{env}-{self.logical_id}"
 
+    def database_role(self, database: str) -> str:
+        """The function's own login role in `database` (migration 0005; the functions'
+        code names it with collections_core.roles.role_name, which a test keeps equal)."""
+        return f"{database}_{self.key}".encode()[:63].decode(errors="ignore")
+
     def log_group(self, env: str) -> str:
         return f"/aws/lambda/{self.function_name(env)}"
 
@@ -485,6 +490,11 @@ class Environment:
         """The parameters a function of this environment reads secret `name` from, in order
         (the first that exists wins). Its role may read exactly these."""
         return tuple(self.parameter_name(name, scope) for scope in secret(name).lookup_scopes)
+
+    def function_url_parameters(self) -> tuple[str, ...]:
+        """Each pipeline function's own database URL, which the operations function writes
+        (and nothing else may read but that function)."""
+        return tuple(self.parameter_name(fn.database_url_name) for fn in FUNCTIONS)
 
     def record_parameter(self) -> str:
         """The deployment record (services/deployment.py), in the environment's scope."""

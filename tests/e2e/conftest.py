@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import boto3
 import pytest
 
-from collections_ops.pipeline import environment
+from collections_ops.pipeline import FUNCTIONS, common_env, environment
 from tests.e2e.cli import local_env, run
 from tests.fakes.lambda_invoke import FakeLambda
 from tests.fakes.providers import FakeProviders
@@ -62,13 +62,18 @@ def private_db(database_url: str, moto_endpoint: str,
                                  "engine": "postgres", "host": socket_dir,
                                  "port": int(socket_file.name.rsplit(".", 1)[1]),
                                  "dbname": name}))
-    monkeypatch.setenv("DATABASE_SECRET_ARN", secret["ARN"])  # the function's environment
+    # The function's environment: what the stack gives every function, and the secret.
+    for key, value in common_env(DEV, account="123456789012").items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("DATABASE_SECRET_ARN", secret["ARN"])
     boto3.client("ssm", region_name="us-east-1").put_parameter(
         Name="/collections/dev/DATABASE_URL", Type="SecureString", Overwrite=True,
         Value=f"postgresql://collections:pw@127.0.0.1:{_closed_port()}/collections")
     yield url
     with psycopg.connect(database_url, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        for fn in FUNCTIONS:  # the migration's roles are the server's
+            admin.execute(f'DROP ROLE IF EXISTS "{fn.database_role(name)}"')
 
 
 @pytest.fixture

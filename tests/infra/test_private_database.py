@@ -66,9 +66,12 @@ def test_operations_function_reads_the_rds_secret_and_writes_only_database_url(
     actions = {a for s in statements for a in t.as_list(s["Action"])}
     assert "secretsmanager:GetSecretValue" in actions
     assert not [a for a in actions if a.startswith(("s3:", "events:", "sqs:"))]
-    (put,) = [s for s in statements if "ssm:PutParameter" in t.as_list(s["Action"])]
-    assert t.as_list(put["Resource"]) == [
-        f"arn:aws:ssm:{settings.region}:{TEST_ACCOUNT}:parameter{url_parameter}"]
+    # It writes DATABASE_URL and each pipeline function's own URL, nothing else.
+    written = sorted(r for s in statements if "ssm:PutParameter" in t.as_list(s["Action"])
+                     for r in t.as_list(s["Resource"]))
+    assert written == sorted(
+        f"arn:aws:ssm:{settings.region}:{TEST_ACCOUNT}:parameter{name}"
+        for name in (url_parameter, *settings.function_url_parameters()))
     # The pipeline's functions keep reading (never writing) their parameters.
     for fn in definition.FUNCTIONS:
         fn_actions = {a for s in t.role_statements(compute, t.role_id(compute, fn, env_name))
@@ -103,6 +106,42 @@ def test_existing_mode_migrates_too(existing_db_app: SynthesizedApp, env_name: s
     _, function = t.function(compute, OPERATIONS, env_name)
     assert "VpcConfig" not in function["Properties"]
     assert "DATABASE_SECRET_ARN" not in function["Properties"]["Environment"]["Variables"]
+    assert "DATABASE_ROLE_SECRETS" not in function["Properties"]["Environment"]["Variables"]
+    # The migration gives each function's role a password and writes its URL (only those):
+    # the operator's DATABASE_URL is never written.
+    settings = definition.environment(env_name)
+    statements = t.role_statements(compute, t.role_id(compute, OPERATIONS, env_name))
+    written = sorted(r for s in statements if "ssm:PutParameter" in t.as_list(s["Action"])
+                     for r in t.as_list(s["Resource"]))
+    assert written == sorted(f"arn:aws:ssm:{settings.region}:{TEST_ACCOUNT}:parameter{name}"
+                             for name in settings.function_url_parameters())
+
+
+def test_each_functions_role_has_a_generated_secret_the_migration_reads(
+        rds_app: SynthesizedApp, env_name: str) -> None:
+    database = rds_app.template_json(env_name, "Database")
+    compute = rds_app.template_json(env_name, "Compute")
+    # GIVEN one generated secret per pipeline function, named for its role
+    generated = {json.loads(r["Properties"]["GenerateSecretString"]["SecretStringTemplate"])[
+        "username"]: lid for lid, r in t.resources(database, "AWS::SecretsManager::Secret").items()}
+    for fn in definition.FUNCTIONS:
+        assert fn.database_role("collections") in generated, fn.key
+    # THEN the operations function is told each one (by function key), and may read them
+    _, function = t.function(compute, OPERATIONS, env_name)
+    secrets = json.dumps(function["Properties"]["Environment"]["Variables"][
+        "DATABASE_ROLE_SECRETS"])
+    for fn in definition.FUNCTIONS:
+        assert f'\\"{fn.key}\\"' in secrets or f'"{fn.key}"' in secrets, secrets
+    statements = t.role_statements(compute, t.role_id(compute, OPERATIONS, env_name))
+    readable = json.dumps([s["Resource"] for s in statements
+                           if "secretsmanager:GetSecretValue" in t.as_list(s["Action"])])
+    roles = [generated[fn.database_role("collections")] for fn in definition.FUNCTIONS]
+    assert all(lid in readable for lid in roles), readable
+    # AND no pipeline function may read any database secret
+    for fn in definition.FUNCTIONS:
+        fn_actions = {a for s in t.role_statements(compute, t.role_id(compute, fn, env_name))
+                      for a in t.as_list(s["Action"])}
+        assert not [a for a in fn_actions if a.startswith("secretsmanager:")]
 
 
 @pytest.mark.parametrize("app_name", ["existing_db_app", "rds_app", "rds_proxy_app"])
@@ -155,6 +194,8 @@ def test_rds_proxy_by_setting(rds_proxy_app: SynthesizedApp, rds_app: Synthesize
     _, function = t.function(compute, OPERATIONS, "dev")
     assert "DATABASE_HOST" in function["Properties"]["Environment"]["Variables"]
     assert not t.resources(rds_app.template_json("dev", "Database"), "AWS::RDS::DBProxy")
+    # The proxy admits the owner and every function's role: one secret for each.
+    assert len(proxy["Properties"]["Auth"]) == 1 + len(definition.FUNCTIONS)
 
 
 def _migration_database(app: SynthesizedApp) -> Any:

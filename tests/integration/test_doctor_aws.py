@@ -44,7 +44,8 @@ def aws_shaped_dev(session: Any, *, permission_on_alias: bool = True) -> None:
         "Action": "sts:AssumeRole"}]})
     bucket = DEV.images_bucket(ACCOUNT)
     s3.create_bucket(Bucket=bucket)
-    for name in ("DATABASE_URL", "ANTHROPIC_API_KEY", "VOYAGE_API_KEY"):
+    for name in ("DATABASE_URL", "ANTHROPIC_API_KEY", "VOYAGE_API_KEY",
+                 *(fn.database_url_name for fn in FUNCTIONS)):  # the migration writes these
         ssm.put_parameter(Name=DEV.parameter_name(name), Value="x", Type="SecureString")
     alias_arns = {}
     for fn in FUNCTIONS:
@@ -96,6 +97,31 @@ def test_doctor_finds_no_fault_in_a_healthy_aws_deployment(session, db):
     assert by_check["invoke permission"].detail.endswith(f":{LIVE_ALIAS}")
     assert by_check["bucket notification"].detail.endswith(
         f"function:collections-dev-ImageProcessorLambda:{LIVE_ALIAS}")
+
+
+def test_a_functions_missing_database_url_and_a_role_that_reads_the_owners_are_faults(
+        session, db):
+    # GIVEN a healthy dev deployment whose processor lost its URL, and whose analyzer's role
+    # was given the owner's DATABASE_URL by hand
+    aws_shaped_dev(session)
+    processor, analyzer = FUNCTIONS[0], FUNCTIONS[1]
+    session.client("ssm").delete_parameter(Name=DEV.parameter_name(processor.database_url_name))
+    iam = session.client("iam")
+    policy = json.loads(parameter_store_policy(DEV, analyzer, region=REGION, account=ACCOUNT))
+    policy["Statement"][0]["Resource"].append(
+        f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{DEV.parameter_name('DATABASE_URL')}")
+    iam.put_role_policy(RoleName=analyzer.role_name("dev"), PolicyName="ParameterStorePolicy",
+                        PolicyDocument=json.dumps(policy))
+    # WHEN doctor runs
+    findings = {f.name: f for f in inspect.doctor(session.client, DEV, account=ACCOUNT,
+                                                  region=REGION, route=lambda: DirectRoute(db))}
+    # THEN both are faults, each with its fix
+    lost = findings[f"parameter {DEV.parameter_name(processor.database_url_name)}"]
+    assert not lost.ok and "processor cannot connect" in lost.detail
+    assert lost.fix and "collections db migrate --env dev" in lost.fix
+    reads = findings[f"IAM {analyzer.role_name('dev')}"]
+    assert not reads.ok and "owner's /collections/dev/DATABASE_URL" in reads.detail
+    assert findings[f"IAM {processor.role_name('dev')}"].ok
 
 
 def test_a_notification_on_the_bare_function_is_a_fault(session, db):

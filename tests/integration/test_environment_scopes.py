@@ -121,24 +121,33 @@ def test_a_functions_credentials_are_refused_another_environments_parameters(clo
                               "aws_secret_access_key": variables["AWS_SECRET_ACCESS_KEY"],
                               "aws_session_token": variables["AWS_SESSION_TOKEN"]})
     dev = _session(status, _dev_processor_role(cloud))
-    # THEN each reads its own environment's DATABASE_URL
-    own = local.get_parameters(Names=["/collections/local/DATABASE_URL"], WithDecryption=True)
-    assert [p["Name"] for p in own["Parameters"]] == ["/collections/local/DATABASE_URL"]
-    assert dev.get_parameter(Name="/collections/dev/DATABASE_URL", WithDecryption=True)[
-        "Parameter"]["Value"] == URLS["dev"]
-    # AND is refused the others' URLs and records, naming the action
-    for client, others in ((local, ("dev", "prod")), (dev, ("local", "prod"))):
+    # AND dev's processor URL (what dev's migration writes)
+    own_url = "/collections/dev/DATABASE_URL_PROCESSOR"
+    cloud["ssm"].put_parameter(Name=own_url, Value=URLS["dev"], Type="SecureString",
+                               Overwrite=True)
+    # THEN each reads its own environment's URL of the processor
+    own = local.get_parameters(Names=["/collections/local/DATABASE_URL_PROCESSOR"],
+                               WithDecryption=True)
+    assert [p["Name"] for p in own["Parameters"]] == ["/collections/local/DATABASE_URL_PROCESSOR"]
+    assert dev.get_parameter(Name=own_url, WithDecryption=True)["Parameter"]["Value"] == \
+        URLS["dev"]
+    # AND is refused the others' URLs and records, naming the action (and its own
+    # environment's owner URL: a function connects as its own role)
+    for client, env, others in ((local, "local", ("dev", "prod")),
+                                (dev, "dev", ("local", "prod"))):
+        _denied(lambda c=client, e=env: c.get_parameter(Name=f"/collections/{e}/DATABASE_URL"))
         for other in others:
-            message = _denied(lambda c=client, o=other: c.get_parameter(
-                Name=f"/collections/{o}/DATABASE_URL", WithDecryption=True))
-            assert "ssm:GetParameter" in message
+            for name in ("DATABASE_URL", "DATABASE_URL_PROCESSOR"):
+                message = _denied(lambda c=client, o=other, n=name: c.get_parameter(
+                    Name=f"/collections/{o}/{n}", WithDecryption=True))
+                assert "ssm:GetParameter" in message
             _denied(lambda c=client, o=other: c.get_parameter(Name=f"/collections/{o}/deployment"))
         # (GetParameters is refused whole when one name is not allowed)
         _denied(lambda c=client, o=others[0]: c.get_parameters(Names=[
-            f"/collections/{o}/DATABASE_URL", "/collections/ANTHROPIC_API_KEY"]))
-    # AND neither may write its own URL (only the operations function may, in mode rds)
-    _denied(lambda: dev.put_parameter(Name="/collections/dev/DATABASE_URL", Value="x",
-                                      Type="SecureString", Overwrite=True))
+            f"/collections/{o}/DATABASE_URL_PROCESSOR", "/collections/ANTHROPIC_API_KEY"]))
+    # AND neither may write its own URL (only the operations function may)
+    _denied(lambda: dev.put_parameter(Name=own_url, Value="x", Type="SecureString",
+                                      Overwrite=True))
 
 
 def test_the_first_layout_is_moved_over_without_losing_a_value(cloud):

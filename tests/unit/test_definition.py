@@ -96,5 +96,7 @@ def test_each_function_reads_its_own_database_url_and_only_the_operations_functi
         assert fn.database_url_name == roles.secret_name(fn.key)
         assert fn.database_url_name in fn.secrets and "DATABASE_URL" not in fn.secrets
         assert pipeline.secret(fn.database_url_name).used_by == (fn.key,)
+        for database in ("collections", "d" * 70):
+            assert fn.database_role(database) == roles.role_name(database, fn.key)
     assert pipeline.OPERATIONS.secrets == ("DATABASE_URL",)
     assert tuple(fn.key for fn in pipeline.FUNCTIONS) == roles.FUNCTION_KEYS

@@ -69,6 +69,8 @@ def fresh_db(database_url: str, moto_endpoint: str) -> Iterator[str]:
     yield url
     with psycopg.connect(database_url, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for fn in pipeline.FUNCTIONS:  # roles are the server's: they outlive the database
+            admin.execute(f'DROP ROLE IF EXISTS "{fn.database_role(name)}"')
 
 
 def _versions() -> list[str]:
@@ -154,9 +156,10 @@ def test_status_of_an_empty_database_lists_every_migration_as_pending(fresh_db: 
 def test_migrate_applies_once_and_status_reports_it(fresh_db: str) -> None:
     first = invoke({"action": "migrate"})
     assert first["ok"] is True, first
-    assert first["result"] == {"applied": _versions(), "pending": []}
+    assert first["result"] == {"applied": _versions(), "pending": [],
+                               "credentials_written": ["processor", "analyzer", "embedder"]}
     again = invoke({"action": "migrate"})
-    assert again["result"] == {"applied": [], "pending": []}
+    assert again["result"] == {"applied": [], "pending": [], "credentials_written": []}
 
     status = invoke({"action": "status"})["result"]
     assert [a["version"] for a in status["applied"]] == _versions()
@@ -246,6 +249,95 @@ def test_deploy_writes_database_url_from_the_rds_secret(
         assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (
             len(_versions()),)
     assert "pw/with:odd@chars" not in json.dumps(response_url.received)
+
+
+def _function_url(function_key: str) -> str | None:
+    ssm = boto3.client("ssm", region_name="us-east-1")
+    name = LOCAL.parameter_name(pipeline.function(function_key).database_url_name)
+    try:
+        return str(ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
+    except ssm.exceptions.ParameterNotFound:
+        return None
+
+
+def _current_user(url: str) -> str:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return str(conn.execute("SELECT current_user").fetchone()[0])
+
+
+def test_migrate_publishes_each_functions_own_url_once_and_keeps_its_password(
+        fresh_db: str) -> None:
+    database = urlsplit(fresh_db).path.lstrip("/")
+    # WHEN the function migrates an empty database (database mode `existing`)
+    first = invoke({"action": "migrate"})["result"]
+    # THEN each pipeline function has a URL of its own, which logs in as its own role
+    assert first["credentials_written"] == ["processor", "analyzer", "embedder"]
+    urls = {fn.key: _function_url(fn.key) for fn in pipeline.FUNCTIONS}
+    for fn in pipeline.FUNCTIONS:
+        url = urls[fn.key]
+        assert url is not None and _current_user(url) == fn.database_role(database)
+        assert urlsplit(url).password and urlsplit(url).password != urlsplit(fresh_db).password
+    # WHEN it migrates again: nothing is rewritten and every password is kept
+    again = invoke({"action": "migrate"})["result"]
+    assert again["credentials_written"] == []
+    assert {fn.key: _function_url(fn.key) for fn in pipeline.FUNCTIONS} == urls
+    # WHEN one function's URL is lost, the next migrate gives that function a new one
+    boto3.client("ssm", region_name="us-east-1").delete_parameter(
+        Name=LOCAL.parameter_name("DATABASE_URL_ANALYZER"))
+    assert invoke({"action": "migrate"})["result"]["credentials_written"] == ["analyzer"]
+    renewed = _function_url("analyzer")
+    assert renewed is not None and renewed != urls["analyzer"]
+    assert _current_user(renewed) == pipeline.ANALYZER.database_role(database)
+
+
+def test_concurrent_publishes_write_each_url_once_with_the_password_its_role_has(
+        fresh_db: str) -> None:
+    import psycopg
+
+    invoke({"action": "migrate"})
+    boto3.client("ssm", region_name="us-east-1").delete_parameters(
+        Names=[LOCAL.parameter_name(fn.database_url_name) for fn in pipeline.FUNCTIONS])
+
+    def publish(_: int) -> list[str]:
+        import queries
+
+        with psycopg.connect(fresh_db, autocommit=True) as conn:
+            return list(queries.publish_function_urls(conn))
+
+    # GIVEN three publishes racing (two deploys' migrations and an operator's migrate)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        written = [key for keys in pool.map(publish, range(3)) for key in keys]
+    # THEN the advisory lock makes them take turns: each URL is written once, and the
+    # password it holds is the one its role has
+    assert sorted(written) == sorted(fn.key for fn in pipeline.FUNCTIONS)
+    for fn in pipeline.FUNCTIONS:
+        url = _function_url(fn.key)
+        assert url is not None and _current_user(url) == fn.database_role(
+            urlsplit(fresh_db).path.lstrip("/"))
+
+
+def test_with_generated_role_secrets_each_functions_url_carries_its_secrets_password(
+        fresh_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN database mode `rds`: a generated secret per function role (the database stack's)
+    database = urlsplit(fresh_db).path.lstrip("/")
+    manager = boto3.client("secretsmanager", region_name="us-east-1")
+    arns = {fn.key: manager.create_secret(
+        Name=f"collections-test-{fn.key}-{uuid.uuid4().hex[:8]}",
+        SecretString=json.dumps({"username": fn.database_role(database),
+                                 "password": f"generated-{fn.key}-{uuid.uuid4().hex}"}))["ARN"]
+        for fn in pipeline.FUNCTIONS}
+    monkeypatch.setenv("DATABASE_ROLE_SECRETS", json.dumps(arns))
+    # WHEN the function migrates
+    invoke({"action": "migrate"})
+    # THEN each function's URL logs in as its role with the password of its role's secret
+    for fn in pipeline.FUNCTIONS:
+        url = _function_url(fn.key)
+        assert url is not None
+        secret = json.loads(manager.get_secret_value(SecretId=arns[fn.key])["SecretString"])
+        assert urlsplit(url).password == secret["password"]
+        assert _current_user(url) == fn.database_role(database)
 
 
 # ------------------------------------------------------------------------- named queries

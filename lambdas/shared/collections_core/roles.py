@@ -16,6 +16,7 @@ on every deploy, the local cloud at start. A function reads only its own paramet
 from __future__ import annotations
 
 import secrets as _random
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -49,6 +50,11 @@ def role_url(owner_url: str, role: str, password: str) -> str:
     userinfo = f"{quote(role, safe='')}:{quote(password, safe='')}"
     return urlunsplit((parts.scheme, f"{userinfo}@{host}", parts.path, parts.query,
                        parts.fragment))
+
+
+def url_user(url: str | None) -> str | None:
+    user = urlsplit(url).username if url else None
+    return unquote(user) if user else None
 
 
 def url_password(url: str) -> str | None:
@@ -85,3 +91,34 @@ def function_urls(conn: Any, owner_url: str, passwords: dict[str, str]) -> dict[
     if not conn.autocommit:
         conn.commit()
     return urls
+
+
+def publish(conn: Any, owner_url: str, parameters: Mapping[str, str], *,
+            read: Callable[[str], str | None], write: Callable[[str, str], None],
+            passwords: Mapping[str, str] | None = None) -> list[str]:
+    """Give each function's role (function key -> its URL's parameter) a password and write
+    the function's URL where it changed; return the keys written. The password is the one
+    `passwords` names (generated secrets: database mode `rds`), else the one the parameter
+    already holds for that role, else a new one. Every role's password is set on every call,
+    so a role and its URL cannot drift apart, under the migrations' advisory lock held until
+    the passwords are committed: two concurrent runs take turns, and the second finds the
+    first's URLs and keeps them."""
+    from collections_core import migrate
+
+    database = str(conn.info.dbname)
+    written: list[str] = []
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (migrate.LOCK_ID,))
+        for key, name in parameters.items():
+            role = role_name(database, key)
+            current = read(name)
+            password = (passwords or {}).get(key)
+            if password is None:
+                kept = url_password(current) if current else None
+                password = kept if kept and url_user(current) == role else new_password()
+            set_password(conn, role, password)
+            url = role_url(owner_url, role, password)
+            if url != current:
+                write(name, url)
+                written.append(key)
+    return written

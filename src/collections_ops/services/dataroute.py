@@ -56,9 +56,13 @@ class DirectRoute:
 
     kind: RouteKind = "direct"
 
-    def __init__(self, conn: Any, *, where: str = "this machine") -> None:
+    def __init__(self, conn: Any, *, where: str = "this machine",
+                 publish: Callable[[Any], list[str]] | None = None) -> None:
         self.conn = conn
         self.description = f"direct connection from {where}"
+        # After a migration: give each function's role its password and write its URL, as
+        # the operations function's migrate does (services.database.publish_function_urls).
+        self.publish = publish
 
     def delete_embeddings(self, ids: list[int]) -> bool:
         """Remove these embedding rows (reconcile --fix: a vector no stage can repair)."""
@@ -69,7 +73,10 @@ class DirectRoute:
     def migrate(self) -> list[str]:
         from collections_ops.services import database
 
-        return database.migrate(self.conn)
+        applied = database.migrate(self.conn)
+        if self.publish is not None:
+            self.publish(self.conn)
+        return applied
 
     def status(self) -> dict[str, Any]:
         # The same statements as the operations function's, so both routes report alike.
@@ -296,7 +303,8 @@ def lambda_invoker(lam: Any, function_name: str, *, once: Any = None) -> Invoker
 
 
 def choose(env: Environment, *, connect: Callable[[], Any],
-           operations: Callable[[str], OperationsRoute] | None) -> Route:
+           operations: Callable[[str], OperationsRoute] | None,
+           publish: Callable[[Any], list[str]] | None = None) -> Route:
     """The direct route if a connection can be made, else the operations function (built by
     `operations(reason the direct route failed)`).
 
@@ -304,7 +312,7 @@ def choose(env: Environment, *, connect: Callable[[], Any],
     then stands.
     """
     try:
-        return DirectRoute(connect())
+        return DirectRoute(connect(), publish=publish)
     except (errors.DatabaseError, errors.ConfigError) as exc:
         if operations is None or env.is_local:
             raise

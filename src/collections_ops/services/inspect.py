@@ -252,11 +252,18 @@ def check_role_policies(iam: Any, env: Environment, *, account: str,
         needed = [f"arn:aws:ssm:{region}:{account}:parameter{parameter}"
                   for n in fn.secrets for parameter in env.parameter_lookup(n)]
         missing = [n for n in needed if n not in resources]
+        # A pipeline function connects as its own role: the owner's URL is not for it.
+        owner = f"arn:aws:ssm:{region}:{account}:parameter{env.parameter_name('DATABASE_URL')}"
+        too_much = owner in resources or any(r.endswith(":parameter/*") or r == "*"
+                                             for r in resources)
+        detail = ("may read its parameters" if not missing else
+                  f"cannot read {', '.join(m.rpartition(':parameter')[2] for m in missing)}")
+        if too_much:
+            detail = f"may read the owner's {env.parameter_name('DATABASE_URL')}"
         findings.append(Finding(
-            f"IAM {role}", not missing,
-            "may read its parameters" if not missing else
-            f"cannot read {', '.join(m.rpartition(':parameter')[2] for m in missing)}",
-            None if not missing else f"redeploy: `collections deploy {env.name}`"))
+            f"IAM {role}", not missing and not too_much, detail,
+            None if not missing and not too_much
+            else f"redeploy: `collections deploy {env.name}`"))
     return findings
 
 
@@ -265,9 +272,21 @@ def check_parameters(status: StatusReport, env: Environment) -> list[Finding]:
     needed = {env.parameter_name(s.name): s for s in env.required_secrets()}
     if env.is_local:
         needed.setdefault(env.parameter_name("DATABASE_URL"), None)  # type: ignore[arg-type]
+    # Each function's own database URL, which every migration writes (the local cloud's
+    # start, the operations function's migrate, `db migrate` on a direct route).
+    own_urls = {env.parameter_name(fn.database_url_name): fn for fn in FUNCTIONS}
     for name, present in status.parameters.items():
         short = name.rpartition("/")[2]
-        if name in needed:
+        if name in own_urls:
+            fn = own_urls[name]
+            fix = (f"collections deploy {env.name}" if env.is_local
+                   else f"collections db migrate --env {env.name}")
+            findings.append(Finding(
+                f"parameter {name}", present,
+                f"present: the {fn.key}'s own database role" if present else
+                f"missing: the {fn.key} cannot connect to the database", None if present
+                else f"{fix} (writes it)"))
+        elif name in needed:
             findings.append(Finding(f"parameter {name}", present,
                                     "present" if present else "missing (required)",
                                     None if present else f"collections secrets put {short} "
