@@ -141,8 +141,15 @@ def test_the_state_directory_and_every_stored_file_are_the_owners_only(cloud):
     modes = {(p.is_dir(), stat.S_IMODE(p.stat().st_mode)) for p in [store, *store.rglob("*")]
              if not p.is_symlink()}
     assert modes <= {(True, 0o700), (False, 0o600)}, modes
-    for name in ("state.json", "credentials.json"):
+    for name in ("state.json", "credentials.json", "daemon.log"):
         assert stat.S_IMODE((state_dir / name).stat().st_mode) == 0o600, name
+    # Nothing below it is open to anyone else either (the state directory itself is 0711 as
+    # root only so that the database's own user can pass through it).
+    everything = {(str(p.relative_to(state_dir)), stat.S_IMODE(p.lstat().st_mode))
+                  for p in state_dir.rglob("*")
+                  if not (p.is_symlink() or p.is_socket())}
+    open_to_others = {(name, oct(mode)) for name, mode in everything if mode & 0o077}
+    assert open_to_others == set()
 
 
 def test_a_20_mb_multipart_upload_runs_the_pipeline_once(cloud, tmp_path):

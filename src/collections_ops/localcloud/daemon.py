@@ -518,6 +518,9 @@ def run(state_dir: Path) -> None:
 
 
 def main() -> None:
+    # Everything the local cloud writes (its logs, the store, the database's files, the
+    # functions' scratch files) is its owner's only, whatever the operator's umask.
+    os.umask(0o077)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger().handlers[0].addFilter(

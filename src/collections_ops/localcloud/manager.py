@@ -30,7 +30,7 @@ from collections_ops.localcloud.daemon import (
 )
 from collections_ops.localcloud.postgres import stop_postgres
 from collections_ops.localcloud.processes import is_ours, pid_alive, terminate
-from collections_ops.localcloud.state import STATE_FILE, LocalState, read_state
+from collections_ops.localcloud.state import STATE_FILE, LocalState, read_state, write_private
 
 __all__ = ["pid_alive", "start", "status", "stop", "stop_postgres"]
 
@@ -91,7 +91,9 @@ def start(state_dir: Path, notify: Callable[[str], None] | None = None
 
 def _spawn(state_dir: Path) -> LocalState:
     log_path = state_dir / "daemon.log"
-    with log_path.open("ab") as log_file:
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.fchmod(fd, 0o600)  # one an earlier version left 0644
+    with os.fdopen(fd, "ab") as log_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", "collections_ops.localcloud.daemon", str(state_dir)],
             stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
@@ -126,7 +128,7 @@ def _wait_ready(state_dir: Path, deadline: float) -> LocalState | None:
 
 
 def _acknowledge(state_dir: Path) -> None:
-    (state_dir / ACK_FILE).write_text(json.dumps(restart_counts(state_dir)))
+    write_private(state_dir / ACK_FILE, json.dumps(restart_counts(state_dir)))
 
 
 def repair(state_dir: Path, timeout: float = REPAIR_TIMEOUT_S) -> list[str]:

@@ -67,14 +67,19 @@ def state_dir_mode() -> int:
     return 0o711 if os.geteuid() == 0 else 0o700
 
 
-def write_state(state_dir: Path, state: LocalState) -> None:
-    private_dir(state_dir, state_dir_mode())
-    tmp = state_dir / (STATE_FILE + ".tmp")
+def write_private(path: Path, text: str) -> None:
+    """Replace `path` with `text` in one rename, the file 0600 whatever the umask."""
+    tmp = path.with_name(path.name + ".tmp")
     tmp.unlink(missing_ok=True)  # one a crash left may be 0644: the new one is 0600
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
-        fh.write(json.dumps(asdict(state), indent=2))
-    os.replace(tmp, state_dir / STATE_FILE)
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def write_state(state_dir: Path, state: LocalState) -> None:
+    private_dir(state_dir, state_dir_mode())
+    write_private(state_dir / STATE_FILE, json.dumps(asdict(state), indent=2))
 
 
 def read_state(state_dir: Path) -> LocalState | None:
