@@ -17,7 +17,7 @@ from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 BENCHMARKS = ("bench_thumbnail", "bench_startup", "bench_e2e", "bench_follow", "bench_load",
-              "bench_search")
+              "bench_search", "bench_classifier", "bench_golden")
 
 
 def main() -> int:
