@@ -163,9 +163,10 @@ def test_an_abandoned_build_is_dropped_and_built_again(fresh_url):
         assert _index_valid(conn) is True and _recorded(conn)
 
 
-def test_a_build_still_running_elsewhere_is_not_recorded_as_applied(fresh_url):
+def test_a_build_still_running_elsewhere_is_not_recorded_as_applied(fresh_url, monkeypatch):
     from collections_core import migrate
 
+    monkeypatch.setattr(migrate, "BUILD_WAIT_S", 1.0)  # production waits 240 s
     _migrate(fresh_url)
     _seed(fresh_url)
     with psycopg.connect(fresh_url, autocommit=True) as conn:
@@ -175,7 +176,7 @@ def test_a_build_still_running_elsewhere_is_not_recorded_as_applied(fresh_url):
         # GIVEN one migrate's build in progress (waiting for the open writer)
         first, outcome = _in_thread(lambda: _migrate(fresh_url))
         _wait_for(lambda: _building(fresh_url))
-        # WHEN a second migrate runs meanwhile
+        # WHEN a second migrate runs meanwhile and the build outlasts its wait
         with pytest.raises(migrate.IndexBuildInProgress, match=INDEX):
             _migrate(fresh_url)
         # THEN it neither dropped the other's index nor recorded the migration
@@ -186,5 +187,29 @@ def test_a_build_still_running_elsewhere_is_not_recorded_as_applied(fresh_url):
         open_writer.close()
     first.join(60)
     assert outcome.get("result") == [HNSW], outcome
+    with psycopg.connect(fresh_url) as conn:
+        assert _index_valid(conn) is True and _recorded(conn)
+
+
+def test_a_second_migrate_during_a_build_waits_for_it_and_records_the_version_once(fresh_url):
+    _migrate(fresh_url)
+    _seed(fresh_url)
+    with psycopg.connect(fresh_url, autocommit=True) as conn:
+        _forget_the_index(conn)
+    open_writer = _writer_open(fresh_url)
+    try:
+        # GIVEN one migrate's build in progress, and a second migrate started meanwhile
+        first, first_outcome = _in_thread(lambda: _migrate(fresh_url))
+        _wait_for(lambda: _building(fresh_url))
+        second, second_outcome = _in_thread(lambda: _migrate(fresh_url))
+    finally:
+        # WHEN the build can finish
+        open_writer.commit()
+        open_writer.close()
+    first.join(60)
+    second.join(60)
+    # THEN both succeed, and the version is applied by exactly one of them
+    assert "error" not in first_outcome and "error" not in second_outcome
+    assert sorted([*first_outcome["result"], *second_outcome["result"]]) == [HNSW]
     with psycopg.connect(fresh_url) as conn:
         assert _index_valid(conn) is True and _recorded(conn)
