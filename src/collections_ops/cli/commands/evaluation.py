@@ -30,6 +30,7 @@ def evaluate(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
     from collections_ops.services import follow as following
     from collections_ops.services import search as searching
 
+    golden_set = evaluation.golden_set(golden)  # a bad set is refused before any upload
     ctx = opt.context(opt.env_name(env, env_option), profile, region)
     provider, model = ctx.env.embedding_provider, ctx.env.embedding_model
     api_key = ctx.provider_key("VOYAGE_API_KEY") if provider == "voyage" else None
@@ -56,7 +57,6 @@ def evaluate(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
         return [h.item_id for h in route.search(vector, model=model, dimensions=len(vector),
                                                 user_id=user_id, limit=limit)]
 
-    golden_set = evaluation.golden_set(golden)
     if output is not opt.Output.json:
         ui.info(f"route: {route.description}; uploading {len(golden_set.photos)} golden photos")
     report = evaluation.run(golden_set, model=model, upload_and_follow=upload_and_follow,
