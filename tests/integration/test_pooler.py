@@ -234,9 +234,10 @@ def test_migrate_and_status_through_the_pooler(fresh_pooled_db: str) -> None:
 
     applied = operations({"action": "migrate"})
     assert applied["ok"] is True, applied
-    assert applied["result"] == {"applied": versions, "pending": []}
+    assert applied["result"] == {"applied": versions, "pending": [],
+                                 "credentials_written": ["processor", "analyzer", "embedder"]}
     again = operations({"action": "migrate"})
-    assert again["result"] == {"applied": [], "pending": []}
+    assert again["result"] == {"applied": [], "pending": [], "credentials_written": []}
 
     status = operations({"action": "status"})["result"]
     assert [a["version"] for a in status["applied"]] == versions
