@@ -163,6 +163,18 @@ def requirement_name(line: str) -> str:
 # --------------------------------------------------------------------------------- building
 
 
+def selected_functions(functions: Iterable[str | pipeline.Function] | None
+                       ) -> list[pipeline.Function]:
+    """The functions named (keys or definitions), default every deployed one; an unknown
+    key is a BuildError naming the known ones."""
+    try:
+        return [pipeline.function(f) if isinstance(f, str) else f
+                for f in (functions if functions is not None else pipeline.DEPLOYED_FUNCTIONS)]
+    except KeyError as exc:
+        known = ", ".join(fn.key for fn in pipeline.DEPLOYED_FUNCTIONS)
+        raise BuildError(f"unknown function {exc.args[0]!r} (known: {known})") from None
+
+
 def build(env_name: str, *, out_dir: Path, python_version: str = DEFAULT_PYTHON_VERSION,
           platform: str | None = None, implementation: str = "cp",
           pip: PipRunner = run_pip,
@@ -189,12 +201,7 @@ def build(env_name: str, *, out_dir: Path, python_version: str = DEFAULT_PYTHON_
         platform = PLATFORMS[environment.architecture]
     _target(platform)  # refuse an unsupported platform before any work
     root = lambdas_dir if lambdas_dir is not None else paths.lambdas_root()
-    try:
-        selected = [pipeline.function(f) if isinstance(f, str) else f
-                    for f in (functions if functions is not None else pipeline.DEPLOYED_FUNCTIONS)]
-    except KeyError as exc:
-        known = ", ".join(fn.key for fn in pipeline.DEPLOYED_FUNCTIONS)
-        raise BuildError(f"unknown function {exc.args[0]!r} (known: {known})") from None
+    selected = selected_functions(functions)
     if len({fn.code_dir for fn in selected}) != len(selected):
         raise BuildError("two functions share a code directory: " +
                          ", ".join(fn.code_dir for fn in selected))

@@ -221,12 +221,7 @@ def lock(functions: Iterable[pipeline.Function | str] | None = None, *,
     function), afresh: the newest versions its requirements.txt allows that every
     architecture has wheels for. Functions are resolved `jobs` at a time (default: all)."""
     root = lambdas_dir if lambdas_dir is not None else paths.lambdas_root()
-    try:
-        selected = [pipeline.function(f) if isinstance(f, str) else f
-                    for f in (functions if functions is not None else pipeline.DEPLOYED_FUNCTIONS)]
-    except KeyError as exc:
-        known = ", ".join(fn.key for fn in pipeline.DEPLOYED_FUNCTIONS)
-        raise BuildError(f"unknown function {exc.args[0]!r} (known: {known})") from None
+    selected = building.selected_functions(functions)
 
     def one(fn: pipeline.Function) -> LockReport:
         return _lock_one(fn, root / fn.code_dir, python_version=python_version,
