@@ -6,19 +6,17 @@ the real pipeline; the figures differ only by the pipeline's downscaling before 
 
 For each (analysis model, embedding model): every golden photo is analysed (the image
 downscaled to 1568 px on its longest edge as the pipeline renders it), its `document_text`
-embedded as a document, each query embedded as a query and the photos ranked by cosine.
+embedded as a document, each query embedded as a query and the photos ranked by cosine
+(`evaluation.in_process`, which the quality gate in tests/unit/test_search_quality.py runs too).
 """
 
 from __future__ import annotations
 
 import sys
-import time
 
 from _common import REPO, write_result
 
-for _p in (REPO / "src", REPO / "lambdas" / "shared", REPO / "lambdas" / "analyzer",
-           REPO / "lambdas" / "embedder"):
-    sys.path.insert(0, str(_p))
+sys.path.insert(0, str(REPO / "src"))
 
 NAME = "bench_golden"
 PAIRS = (("local-pillow-v1", "local-hash-v1"), ("local-mobilenet-v2", "local-hash-v1"),
@@ -28,38 +26,18 @@ RENDER_EDGE = 1568
 
 
 def score_pair(analyzer_model: str, embedding_model: str) -> dict[str, object]:
-    from PIL import Image
-
-    import embedding
-    import vision
     from collections_ops.services import evaluation
 
-    golden = evaluation.golden_set()
-    vectors: dict[str, list[float]] = {}
-    started = time.perf_counter()
-    for item_id, name in golden.photos.items():
-        with Image.open(evaluation.golden_photo(name)) as image:
-            rgb = image.convert("RGB")
-        rgb.thumbnail((RENDER_EDGE, RENDER_EDGE))
-        analysis = vision.validate(vision.local_analysis(
-            rgb, {"width": rgb.width, "height": rgb.height}, model=analyzer_model))
-        vectors[item_id] = embedding.local_embed_as(embedding.document_text(analysis),
-                                                    model=embedding_model, as_query=False)
-    indexed_s = time.perf_counter() - started
-
-    def search(query: str, limit: int) -> list[str]:
-        q = embedding.local_embed_as(query, model=embedding_model, as_query=True)
-        scored = sorted(vectors, key=lambda i: -sum(a * b for a, b in zip(q, vectors[i],
-                                                                           strict=True)))
-        return scored[:limit]
-
-    report = evaluation.Report(model=embedding_model, user_id="-", photos=len(golden.photos),
-                               results=evaluation.score(golden, search))
+    report, indexed_s = evaluation.in_process(evaluation.golden_set(),
+                                              analyzer_model=analyzer_model,
+                                              embedding_model=embedding_model)
     figures = report.as_dict()
     return {"analyzer_model": analyzer_model, "embedding_model": embedding_model,
             "recall_at_1": figures["recall_at_1"], "recall_at_5": figures["recall_at_5"],
             "mrr": figures["mrr"], "queries": figures["queries"], "photos": figures["photos"],
-            "index_s": round(indexed_s, 2)}
+            "index_s": round(indexed_s, 2), "misses": [
+                {"query": r["query"], "expected": r["expected"], "ranked": r["ranked"][:3]}
+                for r in figures["results"] if r["first_rank"] != 1]}
 
 
 def main() -> int:

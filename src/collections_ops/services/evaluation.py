@@ -11,6 +11,11 @@ through the thumbnail, analysis and embedding stages, then asks each query with 
 own query embedding and scores the rank of its expected photos among all the set's photos:
 recall@1, recall@5 (the share of a query's expected photos in its first k) and MRR (the mean
 of 1 / the rank of the first expected photo).
+
+`in_process` scores the same set with the offline models called directly (the functions' own
+`vision` and `embedding` modules, no local cloud): seconds instead of a minute, so the
+benchmark can compare model pairs and a test can hold the figure recorded in
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -18,14 +23,16 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from collections_ops import errors
+from collections_ops import errors, paths
 
 PHOTOS_PACKAGE = "skimage"
 PHOTOS_INSTALL = "pip install scikit-image"
@@ -33,6 +40,7 @@ _PACKAGE = Path(__file__).resolve().parents[1]
 _GOLDEN_CANDIDATES = (_PACKAGE / "_bundled" / "bench" / "golden" / "golden.json",
                       _PACKAGE.parents[1] / "bench" / "golden" / "golden.json")
 KS = (1, 5)
+RENDER_EDGE = 1568  # the longest edge of the rendition the pipeline analyses
 
 
 class GoldenPhotosMissing(errors.ConfigError):
@@ -149,3 +157,56 @@ def run(golden: GoldenSet, *, model: str, upload_and_follow: Callable[[list[Path
         upload_and_follow(staged_photos(golden, Path(folder)), user_id)
     results = score(golden, lambda query, limit: search(query, user_id, limit))
     return Report(model=model, user_id=user_id, photos=len(golden.photos), results=results)
+
+
+def in_process(golden: GoldenSet, *, analyzer_model: str,
+               embedding_model: str) -> tuple[Report, float]:
+    """The golden set scored with the offline models called in this process, and the seconds
+    it took to analyse and embed the photos.
+
+    Each photo is downscaled as the pipeline renders it, analysed, validated and its
+    `document_text` embedded as a document; each query is embedded as a query and the photos
+    ranked by cosine (the vectors are unit length, so by dot product), as `search` ranks one
+    user's embeddings exactly."""
+    vision, embedding = _offline_modules()
+    vectors: dict[str, list[float]] = {}
+    started = time.perf_counter()
+    for item_id, name in golden.photos.items():
+        image = rendered_photo(name)
+        analysis = vision.validate(vision.local_analysis(
+            image, {"width": image.width, "height": image.height}, model=analyzer_model))
+        vectors[item_id] = embedding.local_embed_as(
+            embedding.document_text(analysis), model=embedding_model, as_query=False)
+    indexed_s = time.perf_counter() - started
+
+    def search(query: str, limit: int) -> list[str]:
+        q = embedding.local_embed_as(query, model=embedding_model, as_query=True)
+        return sorted(vectors, key=lambda i: -sum(
+            a * b for a, b in zip(q, vectors[i], strict=True)))[:limit]
+
+    report = Report(model=embedding_model, user_id="-", photos=len(golden.photos),
+                    results=score(golden, search))
+    return report, indexed_s
+
+
+def rendered_photo(name: str) -> Any:
+    """A golden photo as an RGB Pillow image, downscaled as the pipeline's rendition."""
+    from PIL import Image
+
+    with Image.open(golden_photo(name)) as image:
+        rgb = image.convert("RGB")
+    rgb.thumbnail((RENDER_EDGE, RENDER_EDGE))
+    return rgb
+
+
+def _offline_modules() -> tuple[Any, Any]:
+    """lambdas/analyzer/vision.py and lambdas/embedder/embedding.py, importable with the
+    functions' shared code."""
+    for directory in (paths.shared_code_dir(), paths.lambda_code_dir("analyzer"),
+                      paths.lambda_code_dir("embedder")):
+        if str(directory) not in sys.path:
+            sys.path.insert(0, str(directory))
+    import embedding
+    import vision
+
+    return vision, embedding
