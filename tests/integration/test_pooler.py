@@ -222,6 +222,8 @@ def fresh_pooled_db(database_url: str, moto_endpoint: str, monkeypatch: pytest.M
     yield url
     with psycopg.connect(database_url, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for fn in definition.FUNCTIONS:  # the migration's roles are the server's
+            admin.execute(f'DROP ROLE IF EXISTS "{fn.database_role(name)}"')
 
 
 def test_migrate_and_status_through_the_pooler(fresh_pooled_db: str) -> None:

@@ -194,11 +194,16 @@ def connect(url: str, *, timeout: float, **kwargs: Any) -> Any:
         try:
             return psycopg.connect(url, connect_timeout=max(1, min(5, int(remaining))),
                                    **kwargs)
-        except psycopg.OperationalError:
-            if time.monotonic() + pause >= deadline:
+        except psycopg.OperationalError as exc:
+            # A server that refuses the password answers so at once, and will again.
+            if time.monotonic() + pause >= deadline or _wrong_password(exc):
                 raise
         time.sleep(pause)
         pause = min(0.5, pause * 2)
+
+
+def _wrong_password(exc: BaseException) -> bool:
+    return "password authentication failed" in str(exc)
 
 
 def _pidfile_status(pgdata: Path) -> str:
@@ -251,6 +256,11 @@ class Database:
                 connect(url, timeout=ANSWER_TIMEOUT_S).close()
                 break
             except Exception as exc:
+                if _wrong_password(exc):
+                    raise RuntimeError(
+                        f"PostgreSQL refuses the local cloud's owner password: "
+                        f"{self.pgdata.parent / CREDENTIALS_FILE} does not hold the passwords "
+                        f"of {self.pgdata}; `collections destroy local` starts afresh") from exc
                 if attempt == START_ATTEMPTS:
                     raise RuntimeError(f"PostgreSQL did not start ({type(exc).__name__}: "
                                        f"{exc}); see {self.pgdata / 'log'}") from exc
