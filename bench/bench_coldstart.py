@@ -150,7 +150,7 @@ def _pipeline(tmp: Path) -> Iterator[dict[str, Any]]:
     paths.add_shared_to_path()
     from tests.fakes.providers import FakeProviders
 
-    from collections_core import migrate
+    from collections_core import migrate, roles
     from collections_ops.localcloud.provision import provision
     from collections_ops.pipeline import LOCAL_ACCOUNT, common_env, environment
 
@@ -173,9 +173,13 @@ def _pipeline(tmp: Path) -> Iterator[dict[str, Any]]:
         url = server.get_uri()
         with psycopg.connect(url) as conn:
             migrate.apply(conn)
+            # Each function connects as its own role, as deployed.
+            function_urls = roles.function_urls(
+                conn, url, {key: roles.new_password() for key in roles.FUNCTION_KEYS})
         env = environment("local")
         session = boto3.session.Session(region_name="us-east-1")
-        res = provision(session, env, account=LOCAL_ACCOUNT, database_url=url)
+        res = provision(session, env, account=LOCAL_ACCOUNT, database_url=url,
+                        function_urls=function_urls)
         ssm = session.client("ssm")
         for name, value in (("ANTHROPIC_API_KEY", ANTHROPIC_KEY),
                             ("VOYAGE_API_KEY", VOYAGE_KEY)):
