@@ -150,7 +150,8 @@ class Function:
     def database_role(self, database: str) -> str:
         """The function's own login role in `database` (migration 0005; the functions'
         code names it with collections_core.roles.role_name, which a test keeps equal)."""
-        return f"{database}_{self.key}".encode()[:63].decode(errors="ignore")
+        suffix = f"_{self.key}"  # a long name is shortened, never the suffix
+        return database[:63 - len(suffix)] + suffix
 
     def log_group(self, env: str) -> str:
         return f"/aws/lambda/{self.function_name(env)}"

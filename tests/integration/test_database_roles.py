@@ -147,3 +147,33 @@ def test_the_pipeline_runs_end_to_end_with_each_functions_own_credentials(pipeli
     counts = db.execute("SELECT (SELECT count(*) FROM items), (SELECT count(*) FROM analyses),"
                         " (SELECT count(*) FROM embeddings)").fetchone()
     assert counts == (1, 1, 1)
+
+
+def test_a_database_name_at_postgresqls_limit_names_its_roles_as_the_code_does(database_url):
+    # GIVEN a database whose name leaves no room for the role's suffix (63 bytes)
+    import uuid
+    from urllib.parse import urlsplit
+
+    name = f"long_{'x' * 50}{uuid.uuid4().hex[:8]}"
+    assert len(name) == roles.MAX_NAME_CHARS
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = urlsplit(database_url)._replace(path=f"/{name}").geturl()
+        # WHEN it is migrated
+        with psycopg.connect(url) as conn:
+            migrate.apply(conn)
+            # THEN each role is where collections_core.roles says, and takes its password,
+            urls = roles.function_urls(conn, url, {key: roles.new_password()
+                                                   for key in roles.FUNCTION_KEYS})
+        # ... each function's own (the name shortened, never the suffix)
+        users = {key: urlsplit(u).username for key, u in urls.items()}
+        assert users == {key: f"{name[:62 - len(key)]}_{key}" for key in roles.FUNCTION_KEYS}
+        for key, role_url in urls.items():
+            with psycopg.connect(role_url) as conn:
+                assert conn.execute("SELECT current_user").fetchone() == (users[key],)
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            for key in roles.FUNCTION_KEYS:
+                admin.execute(f'DROP ROLE IF EXISTS "{roles.role_name(name, key)}"')

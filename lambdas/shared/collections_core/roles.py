@@ -22,7 +22,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 # The pipeline's functions that connect to the database, by their key in the definition.
 FUNCTION_KEYS = ("processor", "analyzer", "embedder")
-MAX_NAME_BYTES = 63  # PostgreSQL's identifier limit (NAMEDATALEN - 1)
+MAX_NAME_CHARS = 63  # PostgreSQL's identifier limit (NAMEDATALEN - 1, in bytes)
 PASSWORD_BYTES = 32  # token_urlsafe: 43 characters that need no quoting in a URL
 
 
@@ -32,11 +32,12 @@ def secret_name(function_key: str) -> str:
 
 
 def role_name(database: str, function_key: str) -> str:
-    """The role migration 0005 creates for `function_key` in `database` (its expression is
-    `current_database() || '_' || <key>`, cut to PostgreSQL's identifier limit as the server
-    cuts it)."""
-    name = f"{database}_{function_key}".encode()[:MAX_NAME_BYTES]
-    return name.decode(errors="ignore")
+    """The role migration 0005 creates for `function_key` in `database`: the database's name
+    and `_<key>`, the name shortened (never the suffix) to PostgreSQL's identifier limit, so
+    each function's role stays its own (the migration's `left(current_database(), ...)`
+    counts characters, as this does; database names are ASCII in practice)."""
+    suffix = f"_{function_key}"
+    return database[:MAX_NAME_CHARS - len(suffix)] + suffix
 
 
 def new_password() -> str:
@@ -72,11 +73,6 @@ def set_password(conn: Any, role: str, password: str) -> None:
                                             b"scram-sha-256").decode()
     conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role),
                                                             sql.Literal(verifier)))
-
-
-def role_exists(conn: Any, role: str) -> bool:
-    row = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
-    return row is not None
 
 
 def function_urls(conn: Any, owner_url: str, passwords: dict[str, str]) -> dict[str, str]:

@@ -1,7 +1,8 @@
 -- One login role per pipeline function, with only what its handler's statements need; the
 -- owner (who runs this) keeps the schema. A role is named after its database
--- (`<database>_processor`, see collections_core/roles.py): roles belong to the server, so two
--- environments' databases on one server never share one. No password here: the operations
+-- (`<database>_processor`, the database's name shortened to fit PostgreSQL's 63 characters, see
+-- collections_core/roles.py): roles belong to the server, so two environments' databases on
+-- one server never share one. No password here: the operations
 -- function (on AWS) or the local cloud sets each from the function's own credentials, and
 -- until then the role cannot log in. Safe to run again: a role that exists is kept, and each
 -- role's table privileges are revoked and granted anew, so they end exactly as listed here.
@@ -18,35 +19,37 @@
 -- the analyzer takes (pg_advisory_xact_lock) is PUBLIC's to execute.
 DO $roles$
 DECLARE
-    fn text;
+    -- left(): a long database name is shortened, never the suffix (63 = NAMEDATALEN - 1).
+    processor text := left(current_database(), 63 - length('_processor')) || '_processor';
+    analyzer text := left(current_database(), 63 - length('_analyzer')) || '_analyzer';
+    embedder text := left(current_database(), 63 - length('_embedder')) || '_embedder';
+    role text;
 BEGIN
-    FOREACH fn IN ARRAY ARRAY['processor', 'analyzer', 'embedder'] LOOP
-        IF NOT EXISTS (SELECT FROM pg_roles
-                       WHERE rolname = left(current_database() || '_' || fn, 63)) THEN
+    FOREACH role IN ARRAY ARRAY[processor, analyzer, embedder] LOOP
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = role) THEN
             EXECUTE format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT',
-                           left(current_database() || '_' || fn, 63));
+                           role);
         END IF;
         EXECUTE format('REVOKE ALL ON items, analyses, embeddings, schema_migrations FROM %I',
-                       left(current_database() || '_' || fn, 63));
+                       role);
     END LOOP;
 
     EXECUTE format(
         'GRANT SELECT, INSERT, UPDATE (bucket, thumbnail_bucket, thumbnail_key, content_type,'
         ' width, height, size_bytes, etag, sequencer, correlation_id, status, updated_at)'
-        ' ON items TO %I', left(current_database() || '_processor', 63));
+        ' ON items TO %I', processor);
 
-    EXECUTE format('GRANT SELECT ON items TO %I', left(current_database() || '_analyzer', 63));
+    EXECUTE format('GRANT SELECT ON items TO %I', analyzer);
     EXECUTE format(
         'GRANT SELECT, INSERT, UPDATE (category, summary, description, tags, colors,'
         ' text_content, provider, model, source_etag, source_sequencer, raw, correlation_id,'
         ' input_tokens, output_tokens, updated_at)'
-        ' ON analyses TO %I', left(current_database() || '_analyzer', 63));
+        ' ON analyses TO %I', analyzer);
 
-    EXECUTE format('GRANT SELECT ON items, analyses TO %I',
-                   left(current_database() || '_embedder', 63));
+    EXECUTE format('GRANT SELECT ON items, analyses TO %I', embedder);
     EXECUTE format(
         'GRANT SELECT, INSERT, UPDATE (analysis_id, embedding_dimensions, embedding,'
         ' content_hash, correlation_id, embedding_provider, input_tokens, updated_at)'
-        ' ON embeddings TO %I', left(current_database() || '_embedder', 63));
+        ' ON embeddings TO %I', embedder);
 END
 $roles$;
