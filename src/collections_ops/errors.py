@@ -72,16 +72,3 @@ def missing_extra(exc: ModuleNotFoundError, extra: str, purpose: str) -> Missing
     return MissingExtra(f"{purpose} needs the `{extra}` extra ({exc.name} is not installed)",
                         f"pip install 'collections-ops[{extra}]'")
 
-
-def aws_error_code(exc: BaseException) -> str | None:
-    """Kept for callers not yet on `collections_ops.aws`: the one helper lives there."""
-    from collections_ops.aws import error_code
-
-    return error_code(exc)
-
-
-def from_botocore(exc: BaseException) -> CollectionsError | None:
-    """Kept for callers not yet on `collections_ops.aws.translate`."""
-    from collections_ops.aws import translate
-
-    return translate(exc)

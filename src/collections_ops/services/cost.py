@@ -28,7 +28,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from collections_ops import errors
+from collections_ops import aws, errors
 from collections_ops.pipeline import PRICES, Prices
 
 __all__ = ["PRICES", "Prices", "Recorded", "Report", "Usage", "collect", "compute",
@@ -344,7 +344,7 @@ def read_reports(logs: Any, log_group: str, *, since_ms: int,
                 if report is not None:
                     found.append(report)
     except Exception as exc:
-        if errors.aws_error_code(exc) == "ResourceNotFoundException":
+        if aws.is_not_found(exc, "ResourceNotFoundException"):
             return []
         raise
     return found

@@ -362,7 +362,7 @@ def check_credentials(client: Any) -> Check:
     except errors.CollectionsError:
         raise  # a configuration error (e.g. the region) is not a credentials one
     except Exception as exc:
-        mapped = errors.from_botocore(exc)
+        mapped = aws.translate(exc)
         return Check("credentials", False, mapped.message if mapped else str(exc),
                      mapped.hint if mapped else "configure AWS credentials")
     return Check("credentials", True, f"account {identity['Account']} as "
@@ -408,7 +408,7 @@ def check_concurrency(lam: Any, env: Environment) -> Check:
     try:
         account_settings = lam.get_account_settings()
     except Exception as exc:
-        if errors.from_botocore(exc) is not None:
+        if aws.translate(exc) is not None:
             raise
         return Check("account concurrency", False,
                      f"cannot read the account's Lambda settings ({aws.error_code(exc)})",
