@@ -6,11 +6,18 @@ description, and its tags are the plain words: each class's first two synonyms, 
 those synonyms ("tabby cat" -> "tabby", "cat"), and the common name of the group the class
 belongs to ("golden retriever" -> "dog"), with Pillow's measurements (shape, tone, colours)
 kept as they were. The schema is unchanged: the embedder and `verify` read it as before.
+
+ImageNet has no class for much of what people photograph (a page of text, a night sky, a
+logo, a wall): on those the classifier's best guess is noise ("Petri dish"). So `looks` adds
+generic findings from the pixels themselves, each a threshold on a plain statistic (dark with
+many bright local maxima, rows of short dark strokes on light, mostly flat colour, the same
+amount of detail in every tile), worded as what such pixels usually are ("as in a photo of
+stars"). They never look for a particular photo; `bench/bench_golden.py` measured them.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from classifier import Prediction, model
 
@@ -37,14 +44,30 @@ def recognised_analysis(image: Any, measured: dict[str, Any]) -> dict[str, Any]:
     best = predictions[0]
     seen = _phrase(predictions)
     verb = "shows" if best.probability >= SURE else "may show"
+    found = looks(image, measured)
     summary = f"{measured['summary'].rstrip('.')}; it {verb} {seen}."
+    if found:
+        summary = f"{summary[:-1]}. It looks like {found[0].phrase}."
     scores = ", ".join(f"{', '.join(p.names)} {p.probability:.0%}" for p in predictions)
     description = (f"Recognised offline by an ImageNet classifier (MobileNetV2): {scores}. "
                    f"{measured['description']}")
-    tags = [*class_tags(predictions), *measured["tags"]]
-    return {**measured, "summary": summary[:500], "description": description[:4000],
+    if found:
+        description += f" The pixels look like {'; and '.join(f.phrase for f in found)}."
+    tags = [*(t for f in found for t in f.tags), *class_tags(predictions), *measured["tags"]]
+    return {**measured, "category": _category(measured["category"], found),
+            "summary": summary[:500], "description": description[:4000],
             "tags": list(dict.fromkeys(t[:60] for t in tags))[:MAX_TAGS],
             "confidence": round(min(1.0, max(0.0, best.probability)), 3)}
+
+
+def _category(measured: str, found: list[Look]) -> str:
+    """Lines of text make a document and flat colour a graphic, whatever the measurements
+    guessed (a greyscale photo has few distinct colours, like a screenshot)."""
+    if TEXT in found:
+        return "document"
+    if FLAT in found:
+        return "graphic"
+    return measured
 
 
 def kept(predictions: list[Prediction]) -> list[Prediction]:
@@ -85,3 +108,119 @@ def _common_name(prediction: Prediction) -> str:
 
 def _with_article(name: str) -> str:
     return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+
+# ------------------------------------------------------------ what the pixels look like
+
+
+class Look(NamedTuple):
+    """A generic finding from the pixels, for photos ImageNet has no class for: a phrase for
+    the description and plain words for the tags."""
+
+    phrase: str
+    tags: tuple[str, ...]
+
+
+STARRY = Look("many small bright points of light on a black background, as in a photo of "
+              "stars or galaxies in the night sky",
+              ("night sky", "stars", "points of light", "space"))
+TEXT = Look("rows of small dark marks on a light background, as in lines of printed or "
+            "written text on a page", ("text", "page", "document", "writing"))
+FLAT = Look("large flat areas of solid colour with sharp edges, as in a logo, an icon, an "
+            "illustration or a diagram rather than a photograph",
+            ("logo", "graphic", "illustration", "flat colour"))
+TEXTURE = Look("a close-up of one surface or texture that fills the whole frame, with no "
+               "single subject", ("texture", "surface", "close-up", "pattern"))
+MONOCHROME = Look("a black-and-white image", ("black and white", "monochrome"))
+_LOOK_EDGE = 256  # the pixels are judged on a copy this size on its longest edge
+
+
+def looks(image: Any, measured: dict[str, Any]) -> list[Look]:
+    """What the pixels look like, judged by thresholds on plain statistics, never on what the
+    photo is expected to be."""
+    import numpy as np
+
+    small = image.convert("RGB")
+    small.thumbnail((_LOOK_EDGE, _LOOK_EDGE))
+    rgb = np.asarray(small, dtype=np.float32) / 255.0
+    grey = rgb.mean(axis=2)
+    starry = _starry(grey)
+    found = [look for look, seen in ((STARRY, starry), (TEXT, _text_like(grey)),
+                                     (FLAT, _flat(rgb)), (TEXTURE, not starry and _texture(grey)))
+             if seen]
+    if measured.get("saturation", 1.0) < 0.02:
+        found.append(MONOCHROME)
+    return found
+
+
+def _local_maxima(grey: Any, floor: float) -> int:
+    """The count of pixels above `floor` that are the brightest of their 5x5 neighbourhood."""
+    import numpy as np
+
+    padded = np.pad(grey, 2, mode="constant")
+    height, width = grey.shape
+    neighbourhood = np.max([padded[dy:dy + height, dx:dx + width]
+                            for dy in range(5) for dx in range(5)], axis=0)
+    return int(((grey >= neighbourhood) & (grey > floor)).sum())
+
+
+def _starry(grey: Any) -> bool:
+    """Mostly black, with many separate small bright points (not one bright region)."""
+    if grey.mean() > 0.2 or (grey > 0.5).mean() > 0.05:
+        return False
+    floor = max(0.25, float(grey.mean()) + 0.15)
+    return _local_maxima(grey, floor) >= 20
+
+
+def _text_like(grey: Any) -> bool:
+    """Light background with dark marks that stand in rows, each row broken into many short
+    strokes (characters), not the long lines of a pattern."""
+    import numpy as np
+
+    local = _box_mean(grey, 7)
+    ink = grey < local - 0.06
+    share = float(ink.mean())
+    if not 0.02 <= share <= 0.35 or float(np.median(grey)) < 0.45:
+        return False
+    rows = ink.mean(axis=1)
+    inked = rows > max(0.02, share * 0.6)
+    lines = int((inked[1:] & ~inked[:-1]).sum())  # starts of runs of inked rows
+    strokes = np.abs(np.diff(ink[inked].astype(np.int8), axis=1)).sum(axis=1)
+    per_100px = float(strokes.mean()) * 100 / grey.shape[1] if strokes.size else 0.0
+    return lines >= 4 and per_100px >= 12
+
+
+def _flat(rgb: Any) -> bool:
+    """Most of the picture is areas where neighbouring pixels have exactly one colour."""
+    import numpy as np
+
+    same_right = (np.abs(np.diff(rgb, axis=1)).max(axis=2) < 1 / 255)[:-1, :]
+    same_down = (np.abs(np.diff(rgb, axis=0)).max(axis=2) < 1 / 255)[:, :-1]
+    return float((same_right & same_down).mean()) > 0.5
+
+
+def _texture(grey: Any) -> bool:
+    """Busy everywhere and alike everywhere: every tile of a 4x4 grid has about the same
+    amount of detail, and a lot of it."""
+    import numpy as np
+
+    gradient = np.abs(np.diff(grey, axis=0))[:, :-1] + np.abs(np.diff(grey, axis=1))[:-1, :]
+    height, width = gradient.shape
+    tiles = [gradient[r * height // 4:(r + 1) * height // 4,
+                      c * width // 4:(c + 1) * width // 4].mean()
+             for r in range(4) for c in range(4)]
+    mean = float(np.mean(tiles))
+    return mean > 0.05 and float(np.std(tiles)) / mean < 0.25
+
+
+def _box_mean(grey: Any, radius: int) -> Any:
+    """The mean of each pixel's (2r+1)^2 neighbourhood, edges clamped (an integral image)."""
+    import numpy as np
+
+    padded = np.pad(grey, radius + 1, mode="edge").astype(np.float64)
+    summed = padded.cumsum(axis=0).cumsum(axis=1)
+    size = 2 * radius + 1
+    height, width = grey.shape
+    window = (summed[size:size + height, size:size + width] - summed[:height, size:size + width]
+              - summed[size:size + height, :width] + summed[:height, :width])
+    return window / (size * size)

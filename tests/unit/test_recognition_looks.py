@@ -1,0 +1,102 @@
+"""What the offline analysis says about photos ImageNet has no class for: generic findings
+from the pixels (points of light on black, rows of text, flat colour, an all-over texture),
+checked on drawn images whose look is known by construction."""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+for _p in (ROOT / "lambdas" / "shared", ROOT / "lambdas" / "analyzer"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+from PIL import Image, ImageDraw  # noqa: E402
+
+import recognition  # noqa: E402
+import vision  # noqa: E402
+from collections_ops.services import evaluation  # noqa: E402
+
+
+def looks_of(image: Image.Image) -> list[recognition.Look]:
+    return recognition.looks(image, vision.measure(image))
+
+
+def starfield() -> Image.Image:
+    image = Image.new("RGB", (400, 300), (4, 4, 8))
+    draw = ImageDraw.Draw(image)
+    rng = random.Random(7)
+    for _ in range(80):
+        x, y = rng.randrange(400), rng.randrange(300)
+        draw.ellipse((x, y, x + 2, y + 2), fill=(230, 230, 210))
+    return image
+
+
+def printed_page() -> Image.Image:
+    image = Image.new("RGB", (400, 300), (235, 232, 225))
+    draw = ImageDraw.Draw(image)
+    for line in range(12):
+        draw.text((12, 10 + line * 23), "the quick brown fox jumps over the lazy dog, again",
+                  fill=(20, 20, 20))
+    return image
+
+
+def flat_logo() -> Image.Image:
+    image = Image.new("RGB", (300, 300), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((40, 40, 260, 260), fill=(240, 160, 20))
+    draw.rectangle((120, 90, 180, 210), fill=(30, 70, 200))
+    return image
+
+
+def noise_texture() -> Image.Image:
+    rng = random.Random(3)
+    return Image.frombytes("L", (256, 256),
+                           bytes(rng.randrange(256) for _ in range(256 * 256))).convert("RGB")
+
+
+def test_small_bright_points_on_black_look_like_a_night_sky() -> None:
+    found = looks_of(starfield())
+
+    assert recognition.STARRY in found
+    assert recognition.TEXTURE not in found  # the points are the subject, not a surface
+
+
+def test_rows_of_printed_characters_look_like_text_and_make_a_document() -> None:
+    found = looks_of(printed_page())
+
+    assert recognition.TEXT in found
+    assert recognition._category("photo", found) == "document"
+
+
+def test_solid_shapes_in_flat_colour_look_like_a_graphic() -> None:
+    found = looks_of(flat_logo())
+
+    assert recognition.FLAT in found
+    assert recognition.TEXT not in found and recognition.STARRY not in found
+
+
+def test_detail_alike_all_over_the_frame_looks_like_a_texture() -> None:
+    found = looks_of(noise_texture())
+
+    assert recognition.TEXTURE in found
+    assert recognition.MONOCHROME in found
+
+
+def test_a_colour_photo_of_a_cat_gets_none_of_these_findings() -> None:
+    found = looks_of(evaluation.rendered_photo("chelsea.png"))
+
+    assert found == []
+
+
+def test_the_analysis_says_what_the_pixels_look_like_in_its_description_and_tags() -> None:
+    # GIVEN a drawn night sky, WHEN the classifier model analyses it
+    analysis = vision.validate(vision.local_analysis(
+        starfield(), {"width": 400, "height": 300}, model=vision.CLASSIFIER_MODEL))
+
+    # THEN the finding is in the summary, the description and the first tags
+    assert "points of light" in analysis["summary"]
+    assert recognition.STARRY.phrase in analysis["description"]
+    assert analysis["tags"][:2] == ["night sky", "stars"]
