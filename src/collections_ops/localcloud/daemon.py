@@ -22,7 +22,6 @@ running and adopted by the next supervisor.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import os
@@ -35,8 +34,15 @@ from pathlib import Path
 from typing import Any
 
 from collections_ops.localcloud.postgres import OWNER, Database, credentials
-from collections_ops.localcloud.state import LocalState, write_state
-from collections_ops.pipeline import FUNCTIONS, LOCAL_ACCOUNT, Environment, environment
+from collections_ops.localcloud.state import (
+    EMULATOR_FILE,
+    SUPERVISOR_FILE,
+    LocalState,
+    heartbeat_path,
+    local_environment,
+    write_state,
+)
+from collections_ops.pipeline import FUNCTIONS, LOCAL_ACCOUNT
 
 log = logging.getLogger("collections.localcloud")
 
@@ -62,22 +68,6 @@ def migrate(url: str, passwords: dict[str, str]) -> tuple[list[str], dict[str, s
         return applied, roles.function_urls(conn, url, passwords)
 
 
-def local_environment() -> Environment:
-    """The `local` settings, with providers overridable for trying real ones locally:
-    COLLECTIONS_ANALYZER_PROVIDER / _MODEL and COLLECTIONS_EMBEDDING_PROVIDER / _MODEL."""
-    env = environment("local")
-    overrides: dict[str, Any] = {
-        field: os.environ[var] for field, var in (
-            ("analyzer_provider", "COLLECTIONS_ANALYZER_PROVIDER"),
-            ("analyzer_model", "COLLECTIONS_ANALYZER_MODEL"),
-            ("embedding_provider", "COLLECTIONS_EMBEDDING_PROVIDER"),
-            ("embedding_model", "COLLECTIONS_EMBEDDING_MODEL"),
-        ) if os.environ.get(var)
-    }
-    return dataclasses.replace(env, **overrides) if overrides else env
-
-
-SUPERVISOR_FILE = "supervisor.json"
 LOCK_FILE = "daemon.lock"
 PORT_FILE = "port"
 PROCESSES_ENV = "COLLECTIONS_LOCAL_PROCESSES"
@@ -216,11 +206,9 @@ class Supervisor:
     # ------------------------------------------------------------------ start
 
     def start(self) -> LocalState:
-        from collections_ops.localcloud.emulator import EMULATOR_FILE
-
         (self.state_dir / EMULATOR_FILE).unlink(missing_ok=True)
         for n in range(len(self.dispatchers), 64):  # heartbeats of a larger earlier run
-            (self.state_dir / f"dispatcher-{n}.json").unlink(missing_ok=True)
+            heartbeat_path(self.state_dir, n).unlink(missing_ok=True)
         self.emulator.start()
         for child in self.dispatchers:  # they import the handlers while moto starts
             child.start()
@@ -259,8 +247,6 @@ class Supervisor:
         return state
 
     def _wait_for_emulator(self) -> dict[str, Any]:
-        from collections_ops.localcloud.emulator import EMULATOR_FILE
-
         deadline = time.monotonic() + EMULATOR_READY_S
         path = self.state_dir / EMULATOR_FILE
         while time.monotonic() < deadline:
@@ -277,8 +263,6 @@ class Supervisor:
 
     def _wait_for_dispatchers(self) -> None:
         """Ready means ready to deliver: every dispatcher has loaded the handlers and beat."""
-        from collections_ops.localcloud.dispatcher import heartbeat_path
-
         deadline = time.monotonic() + EMULATOR_READY_S
         waiting = list(enumerate(self.dispatchers))
         while waiting and time.monotonic() < deadline:
@@ -392,8 +376,6 @@ class Supervisor:
         self._put_database_url()
 
     def _check_dispatcher(self, child: Child) -> None:
-        from collections_ops.localcloud.dispatcher import heartbeat_path
-
         code = child.exited()
         if code is None:
             beat: dict[str, Any] = {}
@@ -421,8 +403,6 @@ class Supervisor:
         tmp.write_text(json.dumps(record))
         os.replace(tmp, self.state_dir / SUPERVISOR_FILE)
         # The aggregate heartbeat earlier tools read: one file, every dispatcher summed.
-        from collections_ops.localcloud.dispatcher import heartbeat_path
-
         beats = []
         for n in range(len(self.dispatchers)):
             with contextlib.suppress(OSError, ValueError):
@@ -467,7 +447,6 @@ def _wait_for_previous_parts(state_dir: Path) -> None:
     """The parts of a supervisor that was killed die with it, but not at once: until they are
     gone they hold the emulator's port and write their files. Wait for them (with a deadline,
     then kill them)."""
-    from collections_ops.localcloud.emulator import EMULATOR_FILE
     from collections_ops.localcloud.processes import is_ours, kill_and_wait, wait_gone
 
     pids: set[int] = set()

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from collections_ops.localcloud import lambda_runtime
+from collections_ops.localcloud.state import EMULATOR_FILE, heartbeat_path, local_environment
 from collections_ops.pipeline import FUNCTIONS, Environment, Function
 
 log = logging.getLogger("collections.localcloud")
@@ -732,17 +733,11 @@ class _LogBuffer:
 # --------------------------------------------------------------------------- process
 
 
-def heartbeat_path(state_dir: Any, index: int) -> Any:
-    return state_dir / f"dispatcher-{index}.json"
-
-
 def run_process(state_dir: Any, index: int) -> None:
     """One dispatcher process: the queues' pollers and this process's share of the handler
     workers. The supervisor runs several (one per core by default), so handlers run in
     parallel on every core; SQS hands each message to one of them."""
     from collections_ops.localcloud import iam
-    from collections_ops.localcloud.daemon import local_environment
-    from collections_ops.localcloud.emulator import EMULATOR_FILE
     from collections_ops.pipeline import LOCAL_ACCOUNT, common_env
 
     for fn in FUNCTIONS:  # the slow part of starting (imports), done while moto starts

@@ -23,12 +23,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from collections_ops.localcloud.state import private_dir, state_dir_mode
+from collections_ops.localcloud.state import (
+    EMULATOR_FILE,
+    local_environment,
+    private_dir,
+    state_dir_mode,
+)
 from collections_ops.localcloud.store import STORE_DIR, Store, install, restore, s3_middleware
 from collections_ops.pipeline import LOCAL_ACCOUNT
 
 log = logging.getLogger("collections.localcloud")
-EMULATOR_FILE = "emulator.json"
 # The access key of the emulator's own provisioning requests (an IAM user of its own, whose
 # secret lives in this process only): the only ones served before the data is restored
 # (anything else waits, so a handler never sees a bucket without its objects or a missing
@@ -38,8 +42,6 @@ GATE_WAIT_S = 120.0
 
 
 def run(state_dir: Path, port: int) -> None:
-    from collections_ops.localcloud.daemon import local_environment
-
     env = local_environment()
     region = os.environ.get("AWS_DEFAULT_REGION") or env.region
     os.environ["AWS_DEFAULT_REGION"] = region

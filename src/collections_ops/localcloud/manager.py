@@ -25,12 +25,18 @@ from collections_ops.errors import CliError, NotReady
 from collections_ops.localcloud.daemon import (
     ALREADY_RUNNING_EXIT,
     PROBE_TIMEOUT_S,
-    SUPERVISOR_FILE,
     probe_endpoint,
 )
 from collections_ops.localcloud.postgres import stop_postgres
 from collections_ops.localcloud.processes import is_ours, pid_alive, terminate
-from collections_ops.localcloud.state import STATE_FILE, LocalState, read_state, write_private
+from collections_ops.localcloud.state import (
+    EMULATOR_FILE,
+    STATE_FILE,
+    SUPERVISOR_FILE,
+    LocalState,
+    read_state,
+    write_private,
+)
 
 __all__ = ["pid_alive", "start", "status", "stop", "stop_postgres"]
 
@@ -161,16 +167,12 @@ def repair(state_dir: Path, timeout: float = REPAIR_TIMEOUT_S) -> list[str]:
 
 
 def _emulator_pid(state_dir: Path) -> int | None:
-    from collections_ops.localcloud.emulator import EMULATOR_FILE
-
     with contextlib.suppress(OSError, ValueError):
         return int(json.loads((state_dir / EMULATOR_FILE).read_text())["pid"])
     return None
 
 
 def _emulator_code(state_dir: Path) -> str | None:
-    from collections_ops.localcloud.emulator import EMULATOR_FILE
-
     with contextlib.suppress(OSError, ValueError):
         code = json.loads((state_dir / EMULATOR_FILE).read_text()).get("code")
         return str(code) if code else None

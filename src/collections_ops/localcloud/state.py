@@ -1,7 +1,15 @@
-"""The local cloud's state file: what is running where. Written atomically by the daemon."""
+"""The local cloud's state directory: what is running where (`state.json`, written atomically by
+the daemon), the names of the files its parts leave there for each other, and the settings
+they all run with.
+
+The supervisor (`daemon`), its parts (`emulator`, `dispatcher`) and the CLI side (`manager`)
+read each other's files; the names and the helpers they share live here, below all of them,
+so each imports this module and none imports another for a file name.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
@@ -10,7 +18,31 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from collections_ops.pipeline import Environment, environment
+
 STATE_FILE = "state.json"
+EMULATOR_FILE = "emulator.json"  # written by the emulator once it answers
+SUPERVISOR_FILE = "supervisor.json"  # the supervisor's parts and their restarts
+
+
+def heartbeat_path(state_dir: Any, index: int) -> Any:
+    """The heartbeat file of dispatcher process `index`, which the supervisor watches."""
+    return state_dir / f"dispatcher-{index}.json"
+
+
+def local_environment() -> Environment:
+    """The `local` settings, with providers overridable for trying real ones locally:
+    COLLECTIONS_ANALYZER_PROVIDER / _MODEL and COLLECTIONS_EMBEDDING_PROVIDER / _MODEL."""
+    env = environment("local")
+    overrides: dict[str, Any] = {
+        field: os.environ[var] for field, var in (
+            ("analyzer_provider", "COLLECTIONS_ANALYZER_PROVIDER"),
+            ("analyzer_model", "COLLECTIONS_ANALYZER_MODEL"),
+            ("embedding_provider", "COLLECTIONS_EMBEDDING_PROVIDER"),
+            ("embedding_model", "COLLECTIONS_EMBEDDING_MODEL"),
+        ) if os.environ.get(var)
+    }
+    return dataclasses.replace(env, **overrides) if overrides else env
 
 
 @dataclass
