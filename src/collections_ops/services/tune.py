@@ -32,6 +32,8 @@ from typing import Any, Literal
 
 from collections_ops import aws, errors
 from collections_ops.pipeline import LOCAL_ENV, PRICES, Environment, Function, Prices, environment
+from collections_ops.services import versions
+from collections_ops.services.versions import MAX_MEMORY_MB, MIN_MEMORY_MB
 
 Invoker = Callable[[int], float]
 Strategy = Literal["balanced", "cost", "speed"]
@@ -40,7 +42,6 @@ STRATEGIES: tuple[Strategy, ...] = ("balanced", "cost", "speed")
 DEFAULT_MEMORY_SIZES = (512, 1024, 1536, 2048, 3008)
 DISCARD_TOP_BOTTOM = 0.2  # Power Tuning's default: drop 20 % of the runs at each end
 BALANCED_WEIGHT = 0.5  # Power Tuning's default: 0 = all speed, 1 = all cost
-MIN_MEMORY_MB, MAX_MEMORY_MB = 128, 10240
 
 
 class TuneError(errors.CliError):
@@ -191,8 +192,6 @@ def apply_live(lambda_client: Any, env: Environment, fn: Function, memory: int, 
                keep: int = 10, sleep: Callable[[float], None] | None = None) -> Any:
     """Set the recommended memory where it takes effect: on a new published version that
     `live` (what the triggers invoke) then points at. Returns a `versions.Published`."""
-    from collections_ops.services import versions
-
     return versions.configure(lambda_client, env, fn, memory=memory, keep=keep, sleep=sleep)
 
 
@@ -209,20 +208,12 @@ def _update(lambda_client: Any, function_name: str, changes: dict[str, Any]) -> 
 def wait_for_update(lambda_client: Any, function_name: str, *,
                     sleep: Callable[[float], None] = time.sleep,
                     timeout_s: float = 120, poll_s: float = 1.0) -> dict[str, Any]:
-    """Poll until LastUpdateStatus is Successful (an update in progress rejects the next one)."""
-    waited = 0.0
-    while True:
-        cfg = dict(lambda_client.get_function_configuration(FunctionName=function_name))
-        status = cfg.get("LastUpdateStatus", "Successful")
-        if status == "Successful":
-            return cfg
-        if status == "Failed":
-            raise TuneError(f"updating {function_name} failed: "
-                            f"{cfg.get('LastUpdateStatusReason', 'no reason given')}")
-        if waited >= timeout_s:
-            raise TuneError(f"{function_name} is still updating after {timeout_s:.0f} s")
-        sleep(poll_s)
-        waited += poll_s
+    """`versions.wait_for_update`, its failure a `TuneError` (a tuning run could not measure)."""
+    try:
+        return versions.wait_for_update(lambda_client, function_name, sleep=sleep,
+                                        timeout_s=timeout_s, poll_s=poll_s)
+    except versions.UpdateFailed as exc:
+        raise TuneError(exc.message, exc.hint) from None
 
 
 _BILLED = re.compile(r"Billed Duration:\s*([\d.]+)\s*ms")

@@ -20,6 +20,7 @@ returns to it), nor one another alias points at.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -29,6 +30,30 @@ from collections_ops.pipeline import LIVE_ALIAS, Environment, Function
 
 COMPARED = ("CodeSha256", "Runtime", "Handler", "MemorySize", "Timeout", "Description")
 DEFAULT_KEEP = 10  # published versions kept per function when the settings say nothing
+MIN_MEMORY_MB, MAX_MEMORY_MB = 128, 10240  # Lambda's limits
+
+
+class UpdateFailed(errors.CliError):
+    """A configuration update of `$LATEST` failed, or did not settle in time."""
+
+
+def wait_for_update(lambda_client: Any, function_name: str, *,
+                    sleep: Callable[[float], None] = time.sleep,
+                    timeout_s: float = 120, poll_s: float = 1.0) -> dict[str, Any]:
+    """Poll until LastUpdateStatus is Successful (an update in progress rejects the next one)."""
+    waited = 0.0
+    while True:
+        cfg = dict(lambda_client.get_function_configuration(FunctionName=function_name))
+        status = cfg.get("LastUpdateStatus", "Successful")
+        if status == "Successful":
+            return cfg
+        if status == "Failed":
+            raise UpdateFailed(f"updating {function_name} failed: "
+                               f"{cfg.get('LastUpdateStatusReason', 'no reason given')}")
+        if waited >= timeout_s:
+            raise UpdateFailed(f"{function_name} is still updating after {timeout_s:.0f} s")
+        sleep(poll_s)
+        waited += poll_s
 
 
 @dataclass(frozen=True)
@@ -148,15 +173,13 @@ def publish_live(lam: Any, env: Environment, fn: Function, *,
     The previous live version stays published: `collections rollback ENV --function F`
     returns to it.
     """
-    from collections_ops.services import tune
-
     name = fn.function_name(env.name)
     waits: dict[str, Any] = {"timeout_s": timeout_s, **({"sleep": sleep} if sleep else {})}
     try:
-        before = tune.wait_for_update(lam, name, **waits)  # a deploy may still be updating
+        before = wait_for_update(lam, name, **waits)  # a deploy may still be updating
         if changes:
             lam.update_function_configuration(FunctionName=name, **changes)
-            tune.wait_for_update(lam, name, **waits)
+            wait_for_update(lam, name, **waits)
         new = lam.publish_version(FunctionName=name, Description=description,
                                   CodeSha256=before["CodeSha256"])
     except Exception as exc:
@@ -287,8 +310,6 @@ def configure(lam: Any, env: Environment, fn: Function, *, timeout: int | None =
     The next `collections deploy` puts the definition's values back; change the environment's
     settings to keep them.
     """
-    from collections_ops.services.tune import MAX_MEMORY_MB, MIN_MEMORY_MB
-
     changes: dict[str, Any] = {}
     if timeout is not None:
         if not 1 <= timeout <= MAX_TIMEOUT_S:
