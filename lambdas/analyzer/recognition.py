@@ -10,9 +10,11 @@ kept as they were. The schema is unchanged: the embedder and `verify` read it as
 ImageNet has no class for much of what people photograph (a page of text, a night sky, a
 logo, a wall): on those the classifier's best guess is noise ("Petri dish"). So `looks` adds
 generic findings from the pixels themselves, each a threshold on a plain statistic (dark with
-many bright local maxima, rows of short dark strokes on light, mostly flat colour, the same
-amount of detail in every tile), worded as what such pixels usually are ("as in a photo of
-stars"). They never look for a particular photo; `bench/bench_golden.py` measured them.
+many bright local maxima, rows of short dark strokes on light, mostly flat colour, a strong
+autocorrelation peak away from the centre, the same amount of detail in every tile), the more
+specific first (the summary names the first), worded as what such pixels usually are ("as in
+a photo of stars"). They never look for a particular photo; `bench/bench_golden.py` measured
+them.
 """
 
 from __future__ import annotations
@@ -131,6 +133,9 @@ FLAT = Look("large flat areas of solid colour with sharp edges, as in a logo, an
             ("logo", "graphic", "illustration", "flat colour"))
 TEXTURE = Look("a close-up of one surface or texture that fills the whole frame, with no "
                "single subject", ("texture", "surface", "close-up", "pattern"))
+REPEATING = Look("a regular pattern that repeats across the frame, the same shape again and "
+                 "again in rows, as in brickwork, tiles, a fence or a grid",
+                 ("repeating pattern", "regular pattern", "rows"))
 MONOCHROME = Look("a black-and-white image", ("black and white", "monochrome"))
 _LOOK_EDGE = 256  # the pixels are judged on a copy this size on its longest edge
 
@@ -146,7 +151,8 @@ def looks(image: Any, measured: dict[str, Any]) -> list[Look]:
     grey = rgb.mean(axis=2)
     starry = _starry(grey)
     found = [look for look, seen in ((STARRY, starry), (TEXT, _text_like(grey)),
-                                     (FLAT, _flat(rgb)), (TEXTURE, not starry and _texture(grey)))
+                                     (FLAT, _flat(rgb)), (REPEATING, _repeating(grey)),
+                                     (TEXTURE, not starry and _texture(grey)))
              if seen]
     if measured.get("saturation", 1.0) < 0.02:
         found.append(MONOCHROME)
@@ -211,6 +217,27 @@ def _texture(grey: Any) -> bool:
              for r in range(4) for c in range(4)]
     mean = float(np.mean(tiles))
     return mean > 0.05 and float(np.std(tiles)) / mean < 0.25
+
+
+def _repeating(grey: Any) -> bool:
+    """The picture matches itself when shifted by some distance, though not when shifted by a
+    few pixels: its autocorrelation has a strong peak away from the centre and has fallen off
+    near it (a smooth photo stays correlated at every short shift)."""
+    import numpy as np
+
+    centred = grey - grey.mean()
+    spectrum = np.fft.rfft2(centred)
+    correlation = np.fft.irfft2(np.abs(spectrum) ** 2, s=centred.shape)
+    if correlation[0, 0] <= 0:
+        return False
+    correlation /= correlation[0, 0]
+    height, width = correlation.shape
+    dy = np.minimum(np.arange(height), height - np.arange(height))[:, None]
+    dx = np.minimum(np.arange(width), width - np.arange(width))[None, :]
+    shift = np.sqrt(dy ** 2 + dx ** 2)
+    near = float(correlation[(shift >= 3.5) & (shift < 4.5)].mean())
+    repeat = float(correlation[(shift >= 6) & (shift <= min(height, width) / 3)].max())
+    return near < 0.3 and repeat >= 0.4
 
 
 def _box_mean(grey: Any, radius: int) -> Any:

@@ -57,6 +57,17 @@ def noise_texture() -> Image.Image:
                            bytes(rng.randrange(256) for _ in range(256 * 256))).convert("RGB")
 
 
+def brickwork() -> Image.Image:
+    image = Image.new("RGB", (320, 240), (200, 200, 195))
+    draw = ImageDraw.Draw(image)
+    for row in range(12):
+        shift = 0 if row % 2 else 20
+        for col in range(-1, 9):
+            x, y = col * 40 + shift, row * 20
+            draw.rectangle((x + 2, y + 2, x + 37, y + 17), fill=(150, 70, 50))
+    return image
+
+
 def test_small_bright_points_on_black_look_like_a_night_sky() -> None:
     found = looks_of(starfield())
 
@@ -83,6 +94,14 @@ def test_detail_alike_all_over_the_frame_looks_like_a_texture() -> None:
 
     assert recognition.TEXTURE in found
     assert recognition.MONOCHROME in found
+
+
+def test_the_same_shape_in_rows_looks_like_a_repeating_pattern() -> None:
+    found = looks_of(brickwork())
+
+    assert recognition.REPEATING in found
+    if recognition.TEXTURE in found:  # the more specific finding comes first
+        assert found.index(recognition.REPEATING) < found.index(recognition.TEXTURE)
 
 
 def test_a_colour_photo_of_a_cat_gets_none_of_these_findings() -> None:
