@@ -334,6 +334,11 @@ def alarm_name(env_name: str, fn: Function, kind: str) -> str:
     return f"{PROJECT}-{env_name}-{fn.key}-{kind}"
 
 
+def alarm_prefix(env_name: str) -> str:
+    """What every alarm of the environment's name starts with (`alarm_name`)."""
+    return f"{PROJECT}-{env_name}-"
+
+
 def alarm_topic_name(env_name: str) -> str:
     """The monitoring stack's SNS topic: the action of every alarm it owns."""
     return f"{PROJECT}-{env_name}-alarms"

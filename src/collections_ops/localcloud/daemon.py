@@ -42,7 +42,7 @@ from collections_ops.localcloud.state import (
     local_environment,
     write_state,
 )
-from collections_ops.pipeline import FUNCTIONS, LOCAL_ACCOUNT
+from collections_ops.pipeline import FUNCTIONS, LOCAL_ACCOUNT, alarm_prefix
 
 log = logging.getLogger("collections.localcloud")
 
@@ -235,7 +235,6 @@ class Supervisor:
             started_at=time.time(), state_dir=str(self.state_dir),
         )
         from collections_ops.localcloud.monitor import Monitor
-        from collections_ops.services.monitoring import alarm_prefix
 
         self.monitor = Monitor(self.endpoint, ready["region"],
                                {**resources["queue_urls"], **resources["dlq_urls"]},

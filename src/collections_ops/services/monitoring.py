@@ -31,6 +31,7 @@ from collections_ops.pipeline import (
     Environment,
     Function,
     alarm_name,
+    alarm_prefix,
     alarm_topic_name,
     dashboard_name,
 )
@@ -52,10 +53,6 @@ E2E_STATS = ("p50", "p90", "Maximum")
 
 ALARM_KINDS = ("errors", "throttles", "duration", "dlq-depth")
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
-
-
-def alarm_prefix(env_name: str) -> str:
-    return f"{PROJECT}-{env_name}-"
 
 
 def topic_name(env_name: str) -> str:
