@@ -371,12 +371,12 @@ def provision(session: Any, env: Environment, *, account: str,
         put_database_url(ssm, env, database_url, function_urls)
     _register_functions(session, env, account=account, dlq_urls=dlq_urls, dlq_arns=dlq_arns,
                         history_dir=history_dir)
-    from collections_ops.services import drift, monitoring
+    from collections_ops import stack_resources
 
-    drift.apply_lifecycle(s3, env, account)
+    stack_resources.apply_lifecycle(s3, env, account)
     # The monitoring stack's alarms and dashboard, as AWS has them; the supervisor's monitor
     # evaluates the alarms (moto does not).
     cw = session.client("cloudwatch")
-    monitoring.ensure_alarms(cw, env)
-    monitoring.put_dashboard(cw, env, session.region_name, account=account)
+    stack_resources.ensure_alarms(cw, env)
+    stack_resources.put_dashboard(cw, env, session.region_name, account=account)
     return Provisioned(images, thumbs, queue_urls, dlq_urls)

@@ -13,23 +13,21 @@ command put the rule on the images bucket, which here would expire the originals
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from collections_ops import aws, errors
 from collections_ops.pipeline import (
-    ABORT_MULTIPART_UPLOAD_DAYS,
     FUNCTIONS,
-    THUMBNAIL_EXPIRY_RULE_ID,
     Environment,
     Function,
 )
 
-THUMBNAIL_RULE_ID = THUMBNAIL_EXPIRY_RULE_ID
-
-
-
+# Comparing and writing the lifecycle rule is shared with the local cloud's provisioning.
+from collections_ops.stack_resources import LifecycleDrift as LifecycleDrift
+from collections_ops.stack_resources import apply_lifecycle as apply_lifecycle
+from collections_ops.stack_resources import lifecycle_drift as lifecycle_drift
 
 # --------------------------------------------------------------------------- concurrency
 
@@ -99,118 +97,6 @@ def set_concurrency(lam: Any, env: Environment, fn: Function, n: int | None) -> 
                 "for a higher concurrency quota") from None
         raise
     return function_concurrency(lam, env, fn)
-
-
-# --------------------------------------------------------------------------- lifecycle
-
-
-def expected_thumbnail_rule(env: Environment) -> dict[str, Any]:
-    """The storage stack's thumbnail rule, in S3's API shape."""
-    rule: dict[str, Any] = {
-        "ID": THUMBNAIL_RULE_ID, "Status": "Enabled", "Filter": {"Prefix": ""},
-        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": ABORT_MULTIPART_UPLOAD_DAYS},
-    }
-    if env.thumbnail_expiry_days:
-        rule["Expiration"] = {"Days": env.thumbnail_expiry_days}
-    return rule
-
-
-@dataclass(frozen=True)
-class LifecycleDrift:
-    bucket: str
-    rule_id: str
-    expected_expiry_days: int | None
-    deployed_expiry_days: int | None
-    bucket_exists: bool
-    rule_found: bool
-    differences: list[str] = field(default_factory=list)
-
-    @property
-    def in_sync(self) -> bool:
-        return self.bucket_exists and self.rule_found and not self.differences
-
-
-def _scope(rule: dict[str, Any]) -> str:
-    """'' when the rule covers the whole bucket; otherwise what narrows it."""
-    if rule.get("Prefix"):  # the legacy top-level prefix
-        return f"prefix {rule['Prefix']!r}"
-    flt = rule.get("Filter") or {}
-    narrowing = [f"{k} {v!r}" for k, v in flt.items() if k != "Prefix" or v]
-    return ", ".join(narrowing)
-
-
-def _differences(expected: dict[str, Any], deployed: dict[str, Any]) -> list[str]:
-    found = []
-    if deployed.get("Status") != "Enabled":
-        found.append(f"rule is {deployed.get('Status', 'missing a status')}, not Enabled")
-    want = (expected.get("Expiration") or {}).get("Days")
-    have = (deployed.get("Expiration") or {}).get("Days")
-    if want != have or set(deployed.get("Expiration") or {}) - {"Days"}:
-        found.append(f"expiry: deployed {_days(have, deployed.get('Expiration'))}, "
-                     f"definition says {_days(want, None)}")
-    want_abort = expected["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"]
-    have_abort = (deployed.get("AbortIncompleteMultipartUpload") or {}).get("DaysAfterInitiation")
-    if want_abort != have_abort:
-        found.append(f"incomplete multipart uploads: deployed {_days(have_abort, None)}, "
-                     f"definition says {want_abort} days")
-    scope = _scope(deployed)
-    if scope:
-        found.append(f"rule covers only part of the bucket ({scope}), not all of it")
-    return found
-
-
-def _days(days: int | None, expiration: dict[str, Any] | None) -> str:
-    if days is not None:
-        return f"{days} days"
-    if expiration:
-        return ", ".join(f"{k} {v}" for k, v in expiration.items())
-    return "never"
-
-
-def _deployed_rules(s3: Any, bucket: str) -> list[dict[str, Any]] | None:
-    """The bucket's lifecycle rules; [] when it has none; None when the bucket does not exist."""
-    try:
-        return list(s3.get_bucket_lifecycle_configuration(Bucket=bucket).get("Rules", []))
-    except Exception as exc:
-        code = aws.error_code(exc)
-        if code == "NoSuchLifecycleConfiguration":
-            return []
-        if code == "NoSuchBucket":
-            return None
-        raise
-
-
-def lifecycle_drift(s3: Any, env: Environment, account: str) -> LifecycleDrift:
-    """The thumbnails bucket's `ExpireThumbnails` rule against `thumbnail_expiry_days`."""
-    bucket = env.thumbnails_bucket(account)
-    expected = expected_thumbnail_rule(env)
-    want = env.thumbnail_expiry_days or None
-    rules = _deployed_rules(s3, bucket)
-    if rules is None:
-        return LifecycleDrift(bucket, THUMBNAIL_RULE_ID, want, None, False, False,
-                              [f"bucket {bucket} does not exist"])
-    deployed = next((r for r in rules if r.get("ID") == THUMBNAIL_RULE_ID), None)
-    if deployed is None:
-        return LifecycleDrift(bucket, THUMBNAIL_RULE_ID, want, None, True, False,
-                              [f"no rule {THUMBNAIL_RULE_ID} on {bucket}"])
-    have = (deployed.get("Expiration") or {}).get("Days")
-    return LifecycleDrift(bucket, THUMBNAIL_RULE_ID, want, have, True, True,
-                          _differences(expected, deployed))
-
-
-def apply_lifecycle(s3: Any, env: Environment, account: str) -> LifecycleDrift:
-    """Write the definition's thumbnail rule, keeping the bucket's other rules (S3 replaces the
-    whole configuration on every put). Returns the state read back."""
-    bucket = env.thumbnails_bucket(account)
-    rules = _deployed_rules(s3, bucket)
-    if rules is None:
-        raise errors.NotReady(f"bucket {bucket} does not exist",
-                              f"deploy the pipeline first: `collections deploy {env.name}`")
-    others = [r for r in rules if r.get("ID") != THUMBNAIL_RULE_ID]
-    s3.put_bucket_lifecycle_configuration(
-        Bucket=bucket,
-        LifecycleConfiguration={"Rules": [*others, expected_thumbnail_rule(env)]})
-    return lifecycle_drift(s3, env, account)
 
 
 # --------------------------------------------------------------------------- live alias

@@ -3,8 +3,8 @@ dashboard, the per-function alarms, a terminal view of the functions' metrics, a
 an alarm notifies someone.
 
 The CDK monitoring stack (`infrastructure/stacks/monitoring_stack.py`) deploys the same dashboard
-and the same errors / dead-letter / duration alarms on AWS; this module spells them with plain
-boto3 so the local cloud (moto) gets them too, so an operator can add what the stack does not
+and the same errors / dead-letter / duration alarms on AWS; `stack_resources` spells them with
+plain boto3 so the local cloud (moto) gets them too, so an operator can add what the stack does not
 (throttle alarms, an e-mail topic, the end-to-end latency widget), and so `dashboard --show`
 can read the metrics without a browser. Names and parameters here must stay equal to the stack's:
 `put_metric_alarm` on a stack-owned name replaces that alarm's definition.
@@ -14,7 +14,6 @@ Every function takes the client it needs (`cw`, `sns`), built by the composition
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -22,34 +21,25 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from collections_ops import errors
+from collections_ops.pipeline import DURATION_ALARM_FRACTION as DURATION_ALARM_FRACTION
 from collections_ops.pipeline import (
-    DURATION_ALARM_FRACTION,
-    ERROR_ALARM_THRESHOLD,
     FUNCTIONS,
-    METRIC_PERIOD_S,
     PROJECT,
     Environment,
     Function,
-    alarm_name,
-    alarm_prefix,
     alarm_topic_name,
-    dashboard_name,
+)
+from collections_ops.stack_resources import (
+    LAMBDA_METRICS,
+    PERIOD_S,
+    existing_alarms,
+    resource_tags,
 )
 
-PERIOD_S = METRIC_PERIOD_S
-ERROR_THRESHOLD = ERROR_ALARM_THRESHOLD
-DASHBOARD_START = "-PT3H"  # the stack's default_interval
-
-# The guide's three Lambda metrics, with the statistic its dashboard.json gives each.
-LAMBDA_METRICS: tuple[tuple[str, str], ...] = (
-    ("Invocations", "Sum"), ("Errors", "Sum"), ("Duration", "Average"))
-
-# A custom metric: upload -> embedding stored, in milliseconds, one value per item, dimension
-# Environment=<env>. Nothing emits it yet: the embedder has to publish it (an EMF line on
-# "Embedding stored"); until then the dashboard's latency widget stays empty.
-E2E_NAMESPACE = "Collections"
-E2E_METRIC = "EndToEndLatency"
-E2E_STATS = ("p50", "p90", "Maximum")
+# Writing the dashboard and the alarms is shared with the local cloud's provisioning.
+from collections_ops.stack_resources import dashboard_body as dashboard_body
+from collections_ops.stack_resources import ensure_alarms as ensure_alarms
+from collections_ops.stack_resources import put_dashboard as put_dashboard
 
 ALARM_KINDS = ("errors", "throttles", "duration", "dlq-depth")
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
@@ -57,75 +47,6 @@ SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 
 def topic_name(env_name: str) -> str:
     return f"{PROJECT}-{env_name}-alarms"
-
-
-
-
-# --------------------------------------------------------------------------- dashboard
-
-
-def _function_widget(fn: Function, env_name: str, region: str, y: int) -> dict[str, Any]:
-    name = fn.function_name(env_name)
-    metrics: list[list[Any]] = []
-    for metric, stat in LAMBDA_METRICS:
-        options: dict[str, Any] = {"stat": stat}
-        if metric == "Duration":
-            options["yAxis"] = "right"  # milliseconds next to counts
-        metrics.append(["AWS/Lambda", metric, "FunctionName", name, options])
-    return {"type": "metric", "x": 0, "y": y, "width": 24, "height": 6, "properties": {
-        "view": "timeSeries", "title": f"{name} ({fn.stage})", "region": region,
-        "metrics": metrics, "period": PERIOD_S, "yAxis": {}}}
-
-
-def _dead_letter_widget(env_name: str, region: str, y: int) -> dict[str, Any]:
-    metrics = [["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName",
-                fn.dlq_name(env_name), {"label": fn.dlq_name(env_name), "stat": "Maximum"}]
-               for fn in FUNCTIONS]
-    return {"type": "metric", "x": 0, "y": y, "width": 12, "height": 6, "properties": {
-        "view": "timeSeries", "title": "Dead-letter queue depth", "region": region,
-        "metrics": metrics, "period": PERIOD_S, "yAxis": {}}}
-
-
-def _latency_widget(env_name: str, region: str, x: int, y: int) -> dict[str, Any]:
-    metrics = [[E2E_NAMESPACE, E2E_METRIC, "Environment", env_name,
-                {"stat": stat, "label": f"upload -> embedding {stat}"}] for stat in E2E_STATS]
-    return {"type": "metric", "x": x, "y": y, "width": 12, "height": 6, "properties": {
-        "view": "timeSeries", "title": "End-to-end latency (upload -> embedding stored)",
-        "region": region, "metrics": metrics, "period": PERIOD_S, "yAxis": {}}}
-
-
-def _alarm_widget(env: Environment, region: str, account: str, y: int) -> dict[str, Any]:
-    arns = [f"arn:aws:cloudwatch:{region}:{account}:alarm:{name}"
-            for name in (spec["AlarmName"] for spec in alarm_specs(env))]
-    return {"type": "alarm", "x": 0, "y": y, "width": 24, "height": 3, "properties": {
-        "title": "Alarms", "alarms": arns}}
-
-
-def dashboard_body(env: Environment, region: str, *, account: str | None = None) -> dict[str, Any]:
-    """The guide's dashboard.json, per function: Invocations and Errors (Sum), Duration (Average)
-    on the right axis, as the monitoring stack draws them; then dead-letter queue depth and the
-    end-to-end latency. With `account`, an alarm status widget too (it addresses alarms by ARN).
-    """
-    widgets = [_function_widget(fn, env.name, region, 6 * i) for i, fn in enumerate(FUNCTIONS)]
-    y = 6 * len(FUNCTIONS)
-    widgets += [_dead_letter_widget(env.name, region, y),
-                _latency_widget(env.name, region, 12, y)]
-    if account is not None:
-        widgets.append(_alarm_widget(env, region, account, y + 6))
-    return {"start": DASHBOARD_START, "widgets": widgets}
-
-
-def put_dashboard(cw: Any, env: Environment, region: str, *,
-                  account: str | None = None) -> str:
-    """Create or replace the dashboard; returns its name."""
-    name = dashboard_name(env.name)
-    response = cw.put_dashboard(DashboardName=name, DashboardBody=json.dumps(
-        dashboard_body(env, region, account=account)))
-    problems = response.get("DashboardValidationMessages") or []
-    if problems:
-        raise errors.CliError(f"CloudWatch rejected parts of dashboard {name}: "
-                              + "; ".join(str(p.get("Message")) for p in problems))
-    return name
 
 
 # --------------------------------------------------------------------------- show
@@ -220,55 +141,6 @@ def sparkline(values: Sequence[float | None]) -> str:
 # --------------------------------------------------------------------------- alarms
 
 
-def _lambda_dimensions(fn: Function, env_name: str) -> list[dict[str, str]]:
-    return [{"Name": "FunctionName", "Value": fn.function_name(env_name)}]
-
-
-def _tags(env_name: str) -> list[dict[str, str]]:
-    return [{"Key": "environment", "Value": env_name}, {"Key": "project", "Value": PROJECT}]
-
-
-def function_alarm_specs(env: Environment, fn: Function) -> list[dict[str, Any]]:
-    """`put_metric_alarm` arguments for one function's four alarms.
-
-    errors: the guide's alarm as written (Errors, Sum, 300 s, > 5, 1 evaluation period);
-    throttles: any throttled invocation (reserved concurrency reached);
-    duration: the slowest invocation of a period above DURATION_ALARM_FRACTION of the timeout;
-    dlq-depth: any message waiting in the function's dead-letter queue.
-    Missing data is not breaching: a function nobody invoked is healthy.
-    """
-    name = fn.function_name(env.name)
-    timeout_ms = env.timeout(fn) * 1000
-    common: dict[str, Any] = {"Period": PERIOD_S, "EvaluationPeriods": 1,
-                              "ComparisonOperator": "GreaterThanThreshold",
-                              "TreatMissingData": "notBreaching", "Tags": _tags(env.name)}
-    lambda_metric = {"Namespace": "AWS/Lambda", "Dimensions": _lambda_dimensions(fn, env.name)}
-    return [
-        {**common, **lambda_metric, "AlarmName": alarm_name(env.name, fn, "errors"),
-         "AlarmDescription": f"Alert when {name} has errors",
-         "MetricName": "Errors", "Statistic": "Sum", "Threshold": ERROR_THRESHOLD},
-        {**common, **lambda_metric, "AlarmName": alarm_name(env.name, fn, "throttles"),
-         "AlarmDescription": f"{name} invocations are throttled (reserved concurrency reached)",
-         "MetricName": "Throttles", "Statistic": "Sum", "Threshold": 0},
-        {**common, **lambda_metric, "AlarmName": alarm_name(env.name, fn, "duration"),
-         "AlarmDescription": (f"{name} invocations take more than "
-                              f"{int(DURATION_ALARM_FRACTION * 100)} % of the "
-                              f"{timeout_ms // 1000} s timeout"),
-         "MetricName": "Duration", "Statistic": "Maximum",
-         "Threshold": int(timeout_ms * DURATION_ALARM_FRACTION)},
-        {**common, "AlarmName": alarm_name(env.name, fn, "dlq-depth"),
-         "AlarmDescription": (f"Messages are waiting in {fn.dlq_name(env.name)}: "
-                              f"events {name} could not process"),
-         "Namespace": "AWS/SQS", "MetricName": "ApproximateNumberOfMessagesVisible",
-         "Dimensions": [{"Name": "QueueName", "Value": fn.dlq_name(env.name)}],
-         "Statistic": "Maximum", "Threshold": 0},
-    ]
-
-
-def alarm_specs(env: Environment) -> list[dict[str, Any]]:
-    return [spec for fn in FUNCTIONS for spec in function_alarm_specs(env, fn)]
-
-
 @dataclass(frozen=True)
 class Notification:
     topic_arn: str
@@ -287,7 +159,7 @@ def notification_topic(sns: Any, env: Environment, email: str) -> Notification:
         raise errors.UsageError(f"{email!r} is not an e-mail address")
     arn = str(sns.create_topic(Name=topic_name(env.name))["TopicArn"])
     # Tagged apart: create_topic refuses an existing topic whose tags differ from the ones given.
-    sns.tag_resource(ResourceArn=arn, Tags=_tags(env.name))
+    sns.tag_resource(ResourceArn=arn, Tags=resource_tags(env.name))
     for page in sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=arn):
         for sub in page.get("Subscriptions", []):
             if sub.get("Protocol") == "email" and sub.get("Endpoint") == email:
@@ -311,7 +183,7 @@ def stack_alarms(cw: Any, sns: Any, env: Environment, *,
     if arn is None:
         raise errors.NotReady(f"the {env.name} monitoring stack's topic {wanted} does not exist",
                               f"collections deploy {env.name}")
-    names = sorted(_existing_alarms(cw, env.name))
+    names = sorted(existing_alarms(cw, env.name))
     if email is None:
         return names, None
     for page in sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=arn):
@@ -326,37 +198,6 @@ def stack_alarms(cw: Any, sns: Any, env: Environment, *,
 def _subscription_state(arn: str) -> str:
     # AWS lists an unconfirmed subscription as "PendingConfirmation" (or "pending confirmation").
     return arn if arn.startswith("arn:") else "pending confirmation"
-
-
-def _existing_alarms(cw: Any, env_name: str) -> dict[str, dict[str, Any]]:
-    found: dict[str, dict[str, Any]] = {}
-    for page in cw.get_paginator("describe_alarms").paginate(
-            AlarmNamePrefix=alarm_prefix(env_name), AlarmTypes=["MetricAlarm"]):
-        for alarm in page.get("MetricAlarms", []):
-            found[alarm["AlarmName"]] = alarm
-    return found
-
-
-def ensure_alarms(cw: Any, env: Environment, *, sns_topic_arn: str | None = None) -> list[str]:
-    """Create or update every function's alarms; returns their names.
-
-    With `sns_topic_arn` the topic is notified on ALARM and on the return to OK. Without it, the
-    actions an alarm already has are kept, so re-running without `--email` does not silence it.
-    """
-    existing = _existing_alarms(cw, env.name)
-    names = []
-    for spec in alarm_specs(env):
-        current = existing.get(spec["AlarmName"], {})
-        if sns_topic_arn is not None:
-            alarm_actions = sorted({*current.get("AlarmActions", []), sns_topic_arn})
-            ok_actions = sorted({*current.get("OKActions", []), sns_topic_arn})
-        else:
-            alarm_actions = list(current.get("AlarmActions", []))
-            ok_actions = list(current.get("OKActions", []))
-        cw.put_metric_alarm(**spec, ActionsEnabled=True, AlarmActions=alarm_actions,
-                            OKActions=ok_actions)
-        names.append(spec["AlarmName"])
-    return names
 
 
 @dataclass(frozen=True)
@@ -394,7 +235,7 @@ def _alarm_info(alarm: dict[str, Any]) -> AlarmInfo:
 
 def list_alarms(cw: Any, env: Environment) -> list[AlarmInfo]:
     """Every alarm named `collections-<env>-...`, with its state, those firing first."""
-    alarms = [_alarm_info(a) for a in _existing_alarms(cw, env.name).values()]
+    alarms = [_alarm_info(a) for a in existing_alarms(cw, env.name).values()]
     order = {"ALARM": 0, "INSUFFICIENT_DATA": 1, "OK": 2}
     return sorted(alarms, key=lambda a: (order.get(a.state, 3), a.name))
 
