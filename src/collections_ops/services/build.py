@@ -47,13 +47,9 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from collections_ops import paths, pipeline
 from collections_ops.errors import CliError
-
-if TYPE_CHECKING:
-    from collections_ops.services.bundle_lock import Lock
 
 # Lambda's limit on a function's code plus layers, unzipped: 250 MB.
 LAMBDA_UNZIPPED_LIMIT = 262_144_000
@@ -160,6 +156,70 @@ def requirement_name(line: str) -> str:
     return match.group(1)
 
 
+# ------------------------------------------------------------------------------------- locks
+# The bundles' locks as the build reads them; `bundle_lock` resolves and writes them.
+
+LOCK_FILE = "requirements.lock"
+DIGEST_KEY = "requirements-sha256"
+_DIGEST_LINE = re.compile(rf"#\s*{DIGEST_KEY}:\s*([0-9a-f]{{64}})\s*$")
+_PIN = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)$")
+
+
+@dataclass(frozen=True)
+class Lock:
+    """A function's lock file as read."""
+
+    path: Path
+    text: str
+    pins: dict[str, str]  # canonical name -> version
+    requirements_digest: str | None  # None: the header has no digest line
+
+    @classmethod
+    def read(cls, path: Path) -> Lock:
+        text = path.read_text()
+        pins: dict[str, str] = {}
+        digest = None
+        for raw in text.splitlines():
+            line = raw.strip()
+            header = _DIGEST_LINE.match(line)
+            if header:
+                digest = header.group(1)
+            elif line and not line.startswith("#"):
+                pin = _PIN.match(line)
+                if not pin:
+                    raise BuildError(f"{path}: {line!r} is not a pinned `name==version` line",
+                                     f"run `{LOCK_COMMAND}` to write it again")
+                pins[canonical_name(pin.group(1))] = pin.group(2)
+        return cls(path, text, pins, digest)
+
+
+def requirements_digest(requirements: Requirements) -> str:
+    """The digest the lock records: of the requirement lines and the no-deps split, not the
+    comments, so rewording a comment in requirements.txt does not make the lock stale."""
+    payload = "\n".join([*requirements.regular, NO_DEPS_MARKER, *requirements.no_deps])
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def lock_path(source: Path) -> Path:
+    return source / LOCK_FILE
+
+
+def current(function: str, source: Path, requirements: Requirements) -> Lock:
+    """The function's lock, if it was written for these requirements; else a BuildError that
+    says which and names the refresh command."""
+    path = lock_path(source)
+    if not path.is_file():
+        raise BuildError(f"{function}: {path} is missing: the bundles install only what a lock "
+                         "pins, the same for x86_64 and arm64",
+                         f"run `{LOCK_COMMAND}` and commit the lock files it writes")
+    lock = Lock.read(path)
+    if lock.requirements_digest != requirements_digest(requirements):
+        raise BuildError(f"{function}: {path} is stale: {REQUIREMENTS_FILE} changed "
+                         "since the lock was written",
+                         f"run `{LOCK_COMMAND}` and commit the lock files it writes")
+    return lock
+
+
 # --------------------------------------------------------------------------------- building
 
 
@@ -235,16 +295,13 @@ def _current_locks(functions: Sequence[pipeline.Function],
                    root: Path) -> dict[str, tuple[Requirements, Lock | None]]:
     """Each function's requirements and the lock written for them (None: nothing to install);
     one error naming every function whose lock is missing or stale."""
-    # Imported here: the lock resolves with this module's pip step.
-    from collections_ops.services import bundle_lock
-
     found: dict[str, tuple[Requirements, Lock | None]] = {}
     problems: list[BuildError] = []
     for fn in functions:
         source = root / fn.code_dir
         requirements = Requirements.read(source / REQUIREMENTS_FILE)
         try:
-            found[fn.key] = (requirements, bundle_lock.current(fn.key, source, requirements)
+            found[fn.key] = (requirements, current(fn.key, source, requirements)
                              if requirements.lines else None)
         except BuildError as exc:
             problems.append(exc)

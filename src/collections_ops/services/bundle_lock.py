@@ -21,7 +21,6 @@ with the refresh command: `collections build --lock`.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import tempfile
 import time
@@ -32,43 +31,22 @@ from pathlib import Path
 
 from collections_ops import paths, pipeline
 from collections_ops.services import build as building
-from collections_ops.services.build import BuildError, PipRunner, Requirements
+from collections_ops.services.build import (
+    DIGEST_KEY,
+    BuildError,
+    PipRunner,
+    Requirements,
+    lock_path,
+    requirements_digest,
+)
 
-LOCK_FILE = "requirements.lock"
-DIGEST_KEY = "requirements-sha256"
+# Reading a lock is the build's; these names stay here for the callers of `build --lock`.
+from collections_ops.services.build import LOCK_FILE as LOCK_FILE
+from collections_ops.services.build import Lock as Lock
+from collections_ops.services.build import current as current
+
 # Resolutions per architecture before giving up on agreeing (each round pins what differed).
 MAX_ROUNDS = 4
-
-_DIGEST_LINE = re.compile(rf"#\s*{DIGEST_KEY}:\s*([0-9a-f]{{64}})\s*$")
-_PIN = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)$")
-
-
-@dataclass(frozen=True)
-class Lock:
-    """A function's lock file as read."""
-
-    path: Path
-    text: str
-    pins: dict[str, str]  # canonical name -> version
-    requirements_digest: str | None  # None: the header has no digest line
-
-    @classmethod
-    def read(cls, path: Path) -> Lock:
-        text = path.read_text()
-        pins: dict[str, str] = {}
-        digest = None
-        for raw in text.splitlines():
-            line = raw.strip()
-            header = _DIGEST_LINE.match(line)
-            if header:
-                digest = header.group(1)
-            elif line and not line.startswith("#"):
-                pin = _PIN.match(line)
-                if not pin:
-                    raise BuildError(f"{path}: {line!r} is not a pinned `name==version` line",
-                                     f"run `{building.LOCK_COMMAND}` to write it again")
-                pins[building.canonical_name(pin.group(1))] = pin.group(2)
-        return cls(path, text, pins, digest)
 
 
 @dataclass
@@ -82,33 +60,6 @@ class LockReport:
     aligned: dict[str, dict[str, str]] = field(default_factory=dict)
     rounds: int = 1  # resolutions per architecture
     seconds: float = 0.0
-
-
-def requirements_digest(requirements: Requirements) -> str:
-    """The digest the lock records: of the requirement lines and the no-deps split, not the
-    comments, so rewording a comment in requirements.txt does not make the lock stale."""
-    payload = "\n".join([*requirements.regular, building.NO_DEPS_MARKER, *requirements.no_deps])
-    return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def lock_path(source: Path) -> Path:
-    return source / LOCK_FILE
-
-
-def current(function: str, source: Path, requirements: Requirements) -> Lock:
-    """The function's lock, if it was written for these requirements; else a BuildError that
-    says which and names the refresh command."""
-    path = lock_path(source)
-    if not path.is_file():
-        raise BuildError(f"{function}: {path} is missing: the bundles install only what a lock "
-                         "pins, the same for x86_64 and arm64",
-                         f"run `{building.LOCK_COMMAND}` and commit the lock files it writes")
-    lock = Lock.read(path)
-    if lock.requirements_digest != requirements_digest(requirements):
-        raise BuildError(f"{function}: {path} is stale: {building.REQUIREMENTS_FILE} changed "
-                         "since the lock was written",
-                         f"run `{building.LOCK_COMMAND}` and commit the lock files it writes")
-    return lock
 
 
 def render(requirements: Requirements, pins: Mapping[str, str], *, python_version: str,
