@@ -43,6 +43,19 @@ def lambda_code_dir(code_dir: str) -> Path:
     return lambdas_root() / code_dir
 
 
+# What a function's folder holds that is not its code: the dependency lists `build` reads.
+NOT_CODE = frozenset({"requirements.txt", "requirements.lock"})
+
+
+def function_files(folder: Path) -> list[Path]:
+    """A function's own files, as its bundle and the local cloud's versions carry them: its
+    modules and the data files they read (e.g. the analyzer's ImageNet class names), not its
+    dependency lists, caches or hidden files. Sorted by name."""
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and p.name not in NOT_CODE
+                  and not p.name.startswith(".") and p.suffix != ".pyc")
+
+
 def shared_code_dir() -> Path:
     return lambdas_root() / "shared"
 

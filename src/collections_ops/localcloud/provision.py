@@ -52,7 +52,7 @@ class Provisioned:
 def function_sources(fn: Function) -> dict[str, Path]:
     """The files of `fn`'s bundle, by their name in it: the function's modules and the shared
     package, as `collections build` lays them out (less the vendored dependencies)."""
-    sources = {path.name: path for path in sorted(paths.lambda_code_dir(fn.code_dir).glob("*.py"))}
+    sources = {path.name: path for path in paths.function_files(paths.lambda_code_dir(fn.code_dir))}
     shared = paths.shared_code_dir() / SHARED_PACKAGE
     for path in sorted(shared.rglob("*.py")):
         if "__pycache__" not in path.parts:
@@ -97,11 +97,14 @@ def code_fingerprint() -> str:
     """The handlers' code as the local cloud runs it (function folders and the shared code):
     a `deploy local` that finds it changed reloads the cloud and publishes new versions."""
     digest = hashlib.sha256()
-    folders = [paths.shared_code_dir(), *(paths.lambda_code_dir(fn.code_dir) for fn in FUNCTIONS)]
-    for folder in folders:
-        for path in sorted(folder.rglob("*.py")):
-            if "__pycache__" not in path.parts:
-                digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
+    shared = paths.shared_code_dir()
+    files = [(shared, path) for path in sorted(shared.rglob("*.py"))
+             if "__pycache__" not in path.parts]
+    for fn in FUNCTIONS:
+        folder = paths.lambda_code_dir(fn.code_dir)
+        files += [(folder, path) for path in paths.function_files(folder)]
+    for folder, path in files:
+        digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 

@@ -94,13 +94,15 @@ def _source_dirs() -> list[Path]:
 def source_times() -> dict[str, tuple[int, int]]:
     """Every handler source file and its (mtime, size)."""
     seen: dict[str, tuple[int, int]] = {}
-    for folder in _source_dirs():
-        for path in folder.rglob("*.py"):
-            if "__pycache__" in path.parts:
-                continue
-            with contextlib.suppress(OSError):
-                st = path.stat()
-                seen[str(path)] = (st.st_mtime_ns, st.st_size)
+    shared, *function_dirs = _source_dirs()
+    files = [p for p in shared.rglob("*.py") if "__pycache__" not in p.parts]
+    for folder in function_dirs:
+        with contextlib.suppress(OSError):
+            files += paths.function_files(folder)
+    for path in files:
+        with contextlib.suppress(OSError):
+            st = path.stat()
+            seen[str(path)] = (st.st_mtime_ns, st.st_size)
     return seen
 
 

@@ -505,7 +505,7 @@ def _strip(bundle: Path) -> None:
 
 def _copy_code(fn: pipeline.Function, source: Path, shared: Path, bundle: Path) -> list[str]:
     copied: list[str] = []
-    for module in sorted(source.glob("*.py")):
+    for module in paths.function_files(source):
         target = bundle / module.name
         if target.exists():
             raise BuildError(f"{fn.key}: {module.name} collides with a vendored package's file")
