@@ -54,6 +54,7 @@ test: setup lint typecheck
 
 lint: setup
 	$(BIN)/ruff check src lambdas tests bench infrastructure
+	$(BIN)/lint-imports  # the import layering in pyproject.toml's [tool.importlinter]
 
 typecheck: setup
 	$(BIN)/mypy src lambdas/shared
