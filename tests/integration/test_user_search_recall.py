@@ -1,0 +1,88 @@
+"""Per-user search through the HNSW index keeps its recall because of the iterative scan: many
+users' vectors in one table, each user's top 10 compared with the exact answer (a smaller
+version of bench/bench_user_search.py, whose 50,000-vector figures are in docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from collections_ops.services import search as search_service
+
+MODEL = "voyage-3.5"
+DIM = 1024
+ROWS, USERS = 3000, 30  # 100 rows each: 3.3% of the table per user
+EF_SEARCH = 100  # search()'s default
+
+
+def clustered_vectors(n: int, *, seed: int) -> np.ndarray:
+    """Unit vectors around 60 centres (uniform noise has no neighbours worth the name)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((60, DIM)).astype(np.float32)
+    points = centres[rng.integers(0, 60, n)] + 0.6 * rng.standard_normal((n, DIM)).astype(
+        np.float32)
+    return points / np.linalg.norm(points, axis=1, keepdims=True)
+
+
+def load(db: Any, vectors: np.ndarray) -> None:
+    """Items, analyses and embeddings by binary COPY, user `u-NN` owning every USERS-th row."""
+    with db.cursor() as cur:
+        with cur.copy("COPY items (id, user_id, bucket, original_key) FROM STDIN") as copy:
+            for i in range(len(vectors)):
+                copy.write_row((f"i{i}", f"u-{i % USERS:02d}", "images", f"k{i}.jpg"))
+        with cur.copy("COPY analyses (item_id, user_id, category, summary, provider, model,"
+                      " raw) FROM STDIN") as copy:
+            for i in range(len(vectors)):
+                copy.write_row((f"i{i}", f"u-{i % USERS:02d}", "photo", "s", "t", "t", "{}"))
+        ids = dict(cur.execute("SELECT item_id, id FROM analyses").fetchall())
+        with cur.copy("COPY embeddings (item_id, user_id, analysis_id, embedding_model,"
+                      " embedding_dimensions, embedding, content_hash)"
+                      " FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["text", "text", "int8", "text", "int4", "vector", "text"])
+            for i, vector in enumerate(vectors):
+                copy.write_row((f"i{i}", f"u-{i % USERS:02d}", ids[f"i{i}"], MODEL, DIM,
+                                vector, "h"))
+    db.execute("ANALYZE embeddings")
+
+
+def index_top10(db: Any, query: np.ndarray, user_id: str, *, iterative: bool) -> list[str]:
+    """The service's filtered index SQL under its own settings, iterative scan on or off."""
+    sql = search_service.search_sql(DIM, filtered=True)
+    ef, mode = search_service.settings_params(ef_search=EF_SEARCH, limit=10, filtered=True)
+    with db.transaction():
+        db.execute(search_service.SETTINGS_SQL, (ef, mode if iterative else "off"))
+        rows = db.execute(sql, {"q": query, "model": MODEL, "limit": 10, "user_id": user_id,
+                                "dimensions": DIM}).fetchall()
+    return [r[0] for r in rows]
+
+
+@pytest.fixture
+def crowded(db: Any) -> Any:
+    load(db, clustered_vectors(ROWS, seed=11))
+    return db
+
+
+def test_each_users_top_10_through_the_index_matches_exact_search_with_iterative_scan(
+        crowded: Any) -> None:
+    # GIVEN 3,000 vectors spread over 30 users in one table, and one query per user
+    queries = clustered_vectors(USERS, seed=12)
+    recall: dict[bool, list[float]] = {True: [], False: []}
+
+    # WHEN each user's top 10 is asked through the index, iterative scan on and off
+    for n, query in enumerate(queries):
+        user_id = f"u-{n:02d}"
+        exact = {h.item_id for h in search_service.search(
+            crowded, query, model=MODEL, dimensions=DIM, limit=10, user_id=user_id,
+            exact=True)}
+        assert len(exact) == 10
+        for iterative in recall:
+            found = index_top10(crowded, query, user_id, iterative=iterative)
+            recall[iterative].append(len(set(found) & exact) / 10)
+
+    # THEN with it the index answers as the exact search does; without it, the filter keeps
+    # only the user's few rows among ef_search candidates
+    assert float(np.mean(recall[True])) >= 0.95, recall[True]
+    assert float(np.mean(recall[False])) < 0.5, recall[False]
