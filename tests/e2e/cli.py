@@ -26,6 +26,16 @@ def local_env(state: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def owner_url(status: dict[str, Any]) -> str:
+    """The database owner's URL of the local cloud `status` describes: from its state file
+    (the CLI shows it with the password masked)."""
+    from collections_ops.localcloud.state import read_state
+
+    state = read_state(Path(status["state_dir"]))
+    assert state is not None, f"no local cloud in {status['state_dir']}"
+    return state.database_url
+
+
 def local_client(status: dict[str, Any], service: str) -> Any:
     """A client of the local cloud `status` describes, signing as its administrator."""
     from collections_ops.localcloud import iam

@@ -10,11 +10,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 from tests import images
-from tests.e2e.cli import run
+from tests.e2e.cli import owner_url, run
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,6 +40,9 @@ def test_status_json_describes_the_local_cloud(cli_env):
     assert status["region"] == "us-east-1"
     assert status["buckets"]["images"] == "collections-images-local-123456789012"
     assert status["database_url"].startswith("postgresql://")
+    password = urlsplit(owner_url(status)).password
+    assert password and password not in result.stdout  # shown masked
+    assert ":****@" in status["database_url"]
     assert status["functions"] == {
         "processor": "collections-local-ImageProcessorLambda",
         "analyzer": "collections-local-AnalyzerLambda",
@@ -63,7 +67,7 @@ def test_the_main_job_uploads_follows_and_verifies_the_sample(cli_env):
 
     import psycopg
     status = json.loads(run(cli_env, "status", "--json").stdout)
-    with psycopg.connect(status["database_url"]) as conn:
+    with psycopg.connect(owner_url(status)) as conn:
         assert conn.execute("SELECT * FROM items WHERE id = 'test-image'").fetchall()
         assert conn.execute("SELECT id, item_id, category, summary FROM analyses"
                             " WHERE item_id = 'test-image'").fetchall()

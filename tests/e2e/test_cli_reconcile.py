@@ -11,7 +11,7 @@ import pytest
 
 from collections_ops.localcloud import iam
 from tests import images
-from tests.e2e.cli import run
+from tests.e2e.cli import owner_url, run
 
 pytestmark = pytest.mark.e2e
 USER = "rec"
@@ -36,7 +36,7 @@ def test_reconcile_fix_finishes_broken_items_and_a_second_run_finds_none(cli_env
     s3 = iam.admin_session(status["state_dir"], "us-east-1").client(
         "s3", endpoint_url=status["endpoint_url"])
     s3.delete_object(Bucket=status["buckets"]["thumbnails"], Key=f"{USER}/p0.jpg")
-    with psycopg.connect(status["database_url"], autocommit=True) as conn:
+    with psycopg.connect(owner_url(status), autocommit=True) as conn:
         conn.execute("DELETE FROM analyses WHERE user_id = %s AND item_id IN ('p1', 'p2')",
                      (USER,))
         conn.execute("DELETE FROM embeddings WHERE user_id = %s AND item_id IN ('p3', 'p4')",
@@ -74,7 +74,7 @@ def test_reconcile_fix_finishes_broken_items_and_a_second_run_finds_none(cli_env
     for n in range(6):
         verify = run(cli_env, "verify", f"p{n}", "-u", USER, "-o", "json")
         assert verify.returncode == 0, verify.stdout
-    with psycopg.connect(status["database_url"]) as conn:
+    with psycopg.connect(owner_url(status)) as conn:
         for table in ("items", "analyses", "embeddings"):
             count = conn.execute(f"SELECT count(*) FROM {table} WHERE user_id = %s",
                                  (USER,)).fetchone()

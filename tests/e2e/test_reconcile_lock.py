@@ -17,7 +17,7 @@ import pytest
 from collections_ops import locks
 from collections_ops.cli.commands.reconcile import RECONCILE_LOCK_FILE
 from tests import images
-from tests.e2e.cli import run
+from tests.e2e.cli import owner_url, run
 
 pytestmark = pytest.mark.e2e
 USER = "twice"
@@ -37,7 +37,7 @@ def _break(env: dict[str, str], tmp_path: Path) -> dict[str, Any]:
     upload = run(env, "test-upload", str(folder), "-u", USER, "--follow", "--timeout", "120")
     assert upload.returncode == 0, upload.stdout + upload.stderr
     status = _status(env)
-    with psycopg.connect(status["database_url"], autocommit=True) as conn:
+    with psycopg.connect(owner_url(status), autocommit=True) as conn:
         conn.execute("DELETE FROM embeddings WHERE user_id = %s", (USER,))
         conn.execute("DELETE FROM analyses WHERE user_id = %s", (USER,))
     return status

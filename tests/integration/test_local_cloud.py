@@ -21,7 +21,7 @@ import pytest
 
 from collections_ops import paths
 from tests import images
-from tests.e2e.cli import local_client, local_env, run, wait_for
+from tests.e2e.cli import local_client, local_env, owner_url, run, wait_for
 
 pytestmark = pytest.mark.e2e
 _wait = partial(wait_for, timeout=180, interval=0.5, tolerate=(Exception,))
@@ -44,7 +44,7 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 
 def _embeddings(status: dict[str, Any], user: str) -> int:
-    with psycopg.connect(status["database_url"], connect_timeout=3) as conn:
+    with psycopg.connect(owner_url(status), connect_timeout=3) as conn:
         return int(conn.execute("SELECT count(*) FROM embeddings WHERE user_id = %s",
                                 (user,)).fetchone()[0])
 

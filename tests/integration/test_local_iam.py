@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 from collections_ops.localcloud import iam
 from collections_ops.pipeline import FUNCTIONS, environment
 from tests import images
-from tests.e2e.cli import local_client, local_env, run, wait_for
+from tests.e2e.cli import local_client, local_env, owner_url, run, wait_for
 
 pytestmark = pytest.mark.e2e
 _wait = partial(wait_for, timeout=120)
@@ -37,7 +37,7 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 
 def _embedded(status: dict[str, Any], user: str, item: str) -> bool:
-    with psycopg.connect(status["database_url"], connect_timeout=3) as conn:
+    with psycopg.connect(owner_url(status), connect_timeout=3) as conn:
         row = conn.execute("SELECT count(*) FROM embeddings WHERE user_id = %s AND item_id = %s",
                            (user, item)).fetchone()
     return bool(row and row[0])
@@ -151,7 +151,7 @@ def test_the_processors_credentials_read_its_own_database_url_and_are_refused_th
 
 def test_the_local_database_admits_only_scram_passwords(cloud):
     status = cloud["status"]
-    owner = status["database_url"]
+    owner = owner_url(status)
     parts = urlsplit(owner)
     assert parts.password  # the owner's URL carries the local cloud's password
     # GIVEN the owner's URL without its password, or with a wrong one

@@ -30,7 +30,7 @@ from botocore.config import Config
 
 from collections_ops.localcloud import iam
 from tests import images
-from tests.e2e.cli import local_env, run, wait_for
+from tests.e2e.cli import local_env, owner_url, run, wait_for
 
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e]
 UPLOADS, CONCURRENCY = 30, 8
@@ -72,13 +72,13 @@ def _s3(status: dict[str, Any]) -> Any:
 
 
 def _count(status: dict[str, Any], table: str, user: str) -> int:
-    with psycopg.connect(status["database_url"], connect_timeout=3) as conn:
+    with psycopg.connect(owner_url(status), connect_timeout=3) as conn:
         return int(conn.execute(f"SELECT count(*) FROM {table} WHERE user_id = %s",
                                 (user,)).fetchone()[0])
 
 
 def _rows(status: dict[str, Any], user: str) -> dict[str, dict[str, int]]:
-    with psycopg.connect(status["database_url"], connect_timeout=3) as conn:
+    with psycopg.connect(owner_url(status), connect_timeout=3) as conn:
         return {table: dict(conn.execute(
             f"SELECT {col}, count(*) FROM {table} WHERE user_id = %s GROUP BY {col}",
             (user,)).fetchall()) for table, col in (("items", "id"), ("analyses", "item_id"),

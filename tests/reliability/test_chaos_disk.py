@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 
 from collections_ops.localcloud import iam
 from tests import images
-from tests.e2e.cli import local_env, run
+from tests.e2e.cli import local_env, owner_url, run
 
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e]
 
@@ -62,7 +62,7 @@ def test_a_full_disk_refuses_uploads_clearly_and_loses_nothing(small_store):
 
     assert run(env, "status").returncode == 0, "the local cloud keeps running"
     deadline = time.monotonic() + 180
-    with psycopg.connect(status["database_url"], autocommit=True) as conn:
+    with psycopg.connect(owner_url(status), autocommit=True) as conn:
         while time.monotonic() < deadline:
             rows = conn.execute("SELECT count(*) FROM items WHERE user_id = 'disk'").fetchone()[0]
             if rows >= len(accepted):

@@ -19,7 +19,7 @@ import pytest
 
 from collections_ops.localcloud import iam
 from tests import images
-from tests.e2e.cli import local_env, run
+from tests.e2e.cli import local_env, owner_url, run
 
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e]
 VALID, INVALID, CONCURRENCY = 190, 10, 16
@@ -37,7 +37,7 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 def _started_at(status: dict[str, Any]) -> Any:
-    with psycopg.connect(status["database_url"], autocommit=True, connect_timeout=3) as conn:
+    with psycopg.connect(owner_url(status), autocommit=True, connect_timeout=3) as conn:
         return conn.execute("SELECT pg_postmaster_start_time()").fetchone()[0]
 
 
@@ -83,7 +83,7 @@ def test_nothing_is_lost_or_duplicated_under_load_and_faults(cloud):
         futures = [pool.submit(put, key) for key in keys]
         # Restart the database once the pipeline is busy: every worker then holds a
         # connection that the restart breaks under it.
-        with psycopg.connect(status["database_url"], autocommit=True) as conn:
+        with psycopg.connect(owner_url(status), autocommit=True) as conn:
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline and conn.execute(
                     "SELECT count(*) FROM embeddings").fetchone()[0] < VALID // 4:
@@ -93,7 +93,7 @@ def test_nothing_is_lost_or_duplicated_under_load_and_faults(cloud):
             f.result()
 
     deadline = time.monotonic() + 300
-    with psycopg.connect(status["database_url"], autocommit=True) as conn:
+    with psycopg.connect(owner_url(status), autocommit=True) as conn:
         while time.monotonic() < deadline:
             done = conn.execute("SELECT count(*) FROM embeddings WHERE user_id = 'load'"
                                 ).fetchone()[0]

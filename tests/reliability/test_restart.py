@@ -32,7 +32,7 @@ import pytest
 
 from collections_ops.localcloud import iam
 from tests import images
-from tests.e2e.cli import local_env, run, wait_for
+from tests.e2e.cli import local_env, owner_url, run, wait_for
 
 TRIES = int(os.environ.get("COLLECTIONS_RESTART_TRIES", "3"))
 UPLOADS = 3  # per try, in flight at the kill
@@ -108,7 +108,7 @@ def _upload_and_kill(status: dict[str, Any], user: str) -> set[str]:
 
     with ThreadPoolExecutor(UPLOADS) as pool:
         futures = [pool.submit(put, f"u{n}") for n in range(UPLOADS)]
-        _wait(lambda: _rows(status["database_url"], user)["items"], "the first item")
+        _wait(lambda: _rows(owner_url(status), user)["items"], "the first item")
         _kill_9(_every_part(state_dir))
         return {f.result() for f in futures} - {None}  # type: ignore[return-value]
 
@@ -133,10 +133,10 @@ def test_deploy_after_kill_9_of_every_part_succeeds_first_time_and_loses_nothing
         assert after["endpoint_url"] == status["endpoint_url"], "the endpoint survives"
         # AND every acknowledged upload is one item, one analysis and one embedding, verified
         assert acknowledged, "the first upload was acknowledged before the kill"
-        url = after["database_url"]
+        url = owner_url(after)
         _wait(lambda u=user, a=acknowledged, db=url: set(_rows(db, u)["embeddings"]) >= a,
               f"{sorted(acknowledged)} embedded")
-        for table, rows in _rows(after["database_url"], user).items():
+        for table, rows in _rows(owner_url(after), user).items():
             assert set(rows) >= acknowledged, f"{table}: missing {acknowledged - set(rows)}"
             assert set(rows.values()) == {1}, f"{table} has duplicates: {rows}"
         for name in sorted(acknowledged):

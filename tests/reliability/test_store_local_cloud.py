@@ -23,7 +23,7 @@ from botocore.exceptions import ClientError
 
 from collections_ops.localcloud.state import state_dir_mode
 from tests import images
-from tests.e2e.cli import local_client, local_env, run, wait_for
+from tests.e2e.cli import local_client, local_env, owner_url, run, wait_for
 
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e]
 _wait = partial(wait_for, timeout=240, interval=0.5, tolerate=(Exception,))
@@ -48,7 +48,7 @@ def _key_of_bytes(prefix: str, size: int) -> str:
 
 def _complete(status: dict[str, Any], user: str) -> dict[str, tuple[str, int, int, int]]:
     """original key -> (item id, items, analyses, embeddings rows) of `user`."""
-    with psycopg.connect(status["database_url"], connect_timeout=3) as conn:
+    with psycopg.connect(owner_url(status), connect_timeout=3) as conn:
         rows = conn.execute(
             "SELECT i.original_key, i.id, count(DISTINCT i.id), count(DISTINCT a.item_id),"
             " count(DISTINCT e.item_id) FROM items i"

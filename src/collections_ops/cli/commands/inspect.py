@@ -32,6 +32,9 @@ def status(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
         from collections_ops.localcloud import manager
 
         report = {**manager.status(ctx.state_dir), **report}
+        # The owner's URL names its password: shown with the password masked, as every
+        # output does (the URL itself is in the state directory's state.json, 0600).
+        report["database_url"] = masked_url(report["database_url"])
         degraded = [n for n, p in report["parts"].items() if not p["up"]]
     if not degraded:
         deployed = inspect.gather_status(ctx.client, ctx.env, account=ctx.account,
@@ -143,3 +146,14 @@ def search(
              [[f"{h.similarity:.3f}", h.item_id, h.user_id, h.category,
                ui.cut(h.summary, SUMMARY_CHARS)]
               for h in hits], ids=(1, 2))
+
+
+def masked_url(url: str) -> str:
+    """`url` with its password, if any, shown as ****."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":****@", 1)
+    return parts._replace(netloc=netloc).geturl()
