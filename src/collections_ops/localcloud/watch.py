@@ -107,7 +107,10 @@ def source_times() -> dict[str, tuple[int, int]]:
 
 
 def _syntax_error(sources: dict[str, bytes]) -> str | None:
+    """The first syntax error among the package's modules (its data files are not Python)."""
     for name, source in sorted(sources.items()):
+        if not name.endswith(".py"):
+            continue
         try:
             compile(source, name, "exec", dont_inherit=True)
         except SyntaxError as exc:
