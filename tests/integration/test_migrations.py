@@ -213,3 +213,30 @@ def test_a_second_migrate_during_a_build_waits_for_it_and_records_the_version_on
     assert sorted([*first_outcome["result"], *second_outcome["result"]]) == [HNSW]
     with psycopg.connect(fresh_url) as conn:
         assert _index_valid(conn) is True and _recorded(conn)
+
+
+def test_a_failed_build_gives_its_claim_up_so_the_next_run_builds_at_once(fresh_url,
+                                                                          monkeypatch):
+    from collections_core import migrate
+
+    _migrate(fresh_url)
+    with psycopg.connect(fresh_url, autocommit=True) as conn:
+        _forget_the_index(conn)
+    monkeypatch.setattr(migrate, "BUILD_WAIT_S", 2.0)  # a claim left behind would show here
+    real = migrate._build_and_record
+
+    def cut_off(*args: Any, **kwargs: Any) -> bool:  # the session's build stops midway
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    # GIVEN a migrate whose build failed after it claimed the migration
+    monkeypatch.setattr(migrate, "_build_and_record", cut_off)
+    with pytest.raises(psycopg.OperationalError):
+        _migrate(fresh_url)
+    with psycopg.connect(fresh_url) as conn:
+        assert conn.execute("SELECT count(*) FROM schema_migration_claims").fetchone() == (0,)
+    # WHEN the operator runs it again
+    monkeypatch.setattr(migrate, "_build_and_record", real)
+    # THEN it builds and records the index (it waited for no one)
+    assert _migrate(fresh_url) == [HNSW]
+    with psycopg.connect(fresh_url) as conn:
+        assert _index_valid(conn) is True and _recorded(conn)

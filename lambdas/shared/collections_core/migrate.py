@@ -132,12 +132,17 @@ def _autocommit(conn: Any) -> Iterator[None]:
         conn.autocommit = autocommit
 
 
+_RECORDED_OR_UNCLAIMED = (
+    "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = %(v)s)"
+    "    OR NOT EXISTS (SELECT 1 FROM schema_migration_claims WHERE version = %(v)s)")
+
+
 def _wait_for_record(conn: Any, version: str, indexes: list[str]) -> None:
-    """Wait, up to BUILD_WAIT_S, for the session that claimed `version` to record it."""
+    """Wait, up to BUILD_WAIT_S, for the session that claimed `version` to record it, or to
+    give its claim up (its build failed: the caller's next round claims it)."""
     deadline = time.monotonic() + BUILD_WAIT_S
     with _autocommit(conn):
-        while conn.execute("SELECT 1 FROM schema_migrations WHERE version = %s",
-                           (version,)).fetchone() is None:
+        while not conn.execute(_RECORDED_OR_UNCLAIMED, {"v": version}).fetchone()[0]:
             if time.monotonic() >= deadline:
                 raise IndexBuildInProgress(
                     f"migration {version}: index {', '.join(indexes)} is still being built "
@@ -151,25 +156,39 @@ def _apply_outside_transaction(conn: Any, version: str, sql: str) -> bool:
 
     indexes = _CONCURRENT_INDEX.findall(sql)
     with _autocommit(conn):
-        _wait_while_building(conn, version, indexes)  # a claim taken over from a live build
-        for index in indexes:
-            _drop_if_abandoned(conn, index)
-        for statement in _statements(sql):
-            # A session whose claim was taken over may create the same index at that moment.
-            with contextlib.suppress(psycopg.errors.UniqueViolation,
-                                     psycopg.errors.DuplicateTable):
-                conn.execute(statement)
-        _wait_while_building(conn, version, indexes)
-        invalid = [index for index in indexes if _state(conn, index) != "valid"]
-        if invalid:  # another session's build stopped: the next run builds it again
-            raise IndexBuildInProgress(
-                f"migration {version}: index {', '.join(invalid)} is not valid (another "
-                "session's build stopped); run the migration again to rebuild it")
-        row = conn.execute("INSERT INTO schema_migrations (version) VALUES (%s) "
-                           "ON CONFLICT (version) DO NOTHING RETURNING version",
-                           (version,)).fetchone()
-        conn.execute("DELETE FROM schema_migration_claims WHERE version = %s", (version,))
-        return row is not None
+        try:
+            return _build_and_record(conn, version, sql, indexes)
+        except BaseException:
+            # Give the claim up, so that a run right after this failure (a retried deploy, the
+            # operator's `db migrate`) builds it rather than waiting for a build nobody runs.
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("DELETE FROM schema_migration_claims WHERE version = %s",
+                             (version,))
+            raise
+
+
+def _build_and_record(conn: Any, version: str, sql: str, indexes: list[str]) -> bool:
+    import psycopg
+
+    _wait_while_building(conn, version, indexes)  # a claim taken over from a live build
+    for index in indexes:
+        _drop_if_abandoned(conn, index)
+    for statement in _statements(sql):
+        # A session whose claim was taken over may create the same index at that moment.
+        with contextlib.suppress(psycopg.errors.UniqueViolation,
+                                 psycopg.errors.DuplicateTable):
+            conn.execute(statement)
+    _wait_while_building(conn, version, indexes)
+    invalid = [index for index in indexes if _state(conn, index) != "valid"]
+    if invalid:  # another session's build stopped: the next run builds it again
+        raise IndexBuildInProgress(
+            f"migration {version}: index {', '.join(invalid)} is not valid (another "
+            "session's build stopped); run the migration again to rebuild it")
+    row = conn.execute("INSERT INTO schema_migrations (version) VALUES (%s) "
+                       "ON CONFLICT (version) DO NOTHING RETURNING version",
+                       (version,)).fetchone()
+    conn.execute("DELETE FROM schema_migration_claims WHERE version = %s", (version,))
+    return row is not None
 
 
 def _wait_while_building(conn: Any, version: str, indexes: list[str]) -> None:
