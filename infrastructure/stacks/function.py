@@ -31,7 +31,9 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from collections_ops import pipeline
+from collections_ops.pipeline import permissions
 from stacks import nag
+from stacks import permissions as stack_permissions
 from stacks.settings import ConfigurationError, Deployment
 
 # SnapStart is offered for the Python runtimes from python3.12 on (the definition's runtime);
@@ -40,7 +42,7 @@ RUNTIME = lambda_.Runtime(pipeline.RUNTIME, lambda_.RuntimeFamily.PYTHON,
                           supports_snap_start=True)
 ASYNC_RETRY_ATTEMPTS = pipeline.ASYNC_RETRY_ATTEMPTS
 ASYNC_MAX_EVENT_AGE = cdk.Duration.seconds(pipeline.ASYNC_MAX_EVENT_AGE_S)
-DLQ_RETENTION = cdk.Duration.days(14)  # SQS maximum: time for an operator to replay
+DLQ_RETENTION = cdk.Duration.seconds(pipeline.DLQ_RETENTION_S)
 
 _RETENTION_DAYS = {
     1: logs.RetentionDays.ONE_DAY, 3: logs.RetentionDays.THREE_DAYS,
@@ -109,17 +111,18 @@ class PipelineFunction(Construct):
                             else cdk.RemovalPolicy.DESTROY),
         )
 
-        policies = {
-            pipeline.PARAMETER_STORE_POLICY: self._parameter_store_policy(deployment),
-            "LoggingPolicy": iam.PolicyDocument(statements=[iam.PolicyStatement(
-                sid="WriteOwnLogGroup",
-                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-                resources=[self.log_group.log_group_arn],
-            )]),
-        }
-        pipeline_policy = self._pipeline_policy(deployment)
-        if pipeline_policy is not None:  # the operations function touches no bucket or bus
-            policies["PipelinePolicy"] = pipeline_policy
+        in_vpc = network is not None or deployment.database_vpc is not None
+        # The role's policies, from the definition: the inline ones rendered here, CDK's
+        # default policy granted by the constructs (tracing, the on-failure destination) plus
+        # what no construct grants.
+        self.policies = permissions.role_policies(settings, fn, database=deployment.database,
+                                                  in_vpc=in_vpc)
+        filled = stack_permissions.values(
+            self, log_group_arn=self.log_group.log_group_arn,
+            **({"dlq_arn": self.dead_letter_queue.queue_arn}
+               if self.dead_letter_queue is not None else {}))
+        policies = {policy.name: stack_permissions.document(policy, filled)
+                    for policy in self.policies if policy.inline}
         self.role = iam.Role(
             self, "Role",
             role_name=fn.role_name(env_name),
@@ -191,9 +194,12 @@ class PipelineFunction(Construct):
             cfn_function.vpc_config = lambda_.CfnFunction.VpcConfigProperty(
                 subnet_ids=list(placement.subnet_ids),
                 security_group_ids=list(placement.security_group_ids))
-        in_vpc = network is not None or placement is not None
-        if in_vpc:
-            self._allow_vpc_networking()
+        for policy in self.policies:
+            if not policy.inline:
+                for added in policy.statements:
+                    if added in permissions.ADDED_TO_DEFAULT_POLICY:
+                        self.role.add_to_policy(stack_permissions.statement(added, filled))
+            stack_permissions.acknowledge_wildcards(self, policy, filled)
         if self.snapstart:
             cdk.Annotations.of(self.function).acknowledge_warning(
                 "@aws-cdk/aws-lambda:snapStartRequirePublish",
@@ -212,17 +218,6 @@ class PipelineFunction(Construct):
                 **async_failures,
             )
 
-        wildcard_reasons = [
-            "X-Ray active tracing: xray:PutTraceSegments and xray:PutTelemetryRecords do not "
-            "support resource-level permissions, so AWS requires Resource '*'.",
-        ]
-        if in_vpc:
-            wildcard_reasons.append(
-                "VPC attachment: ec2:CreateNetworkInterface/DescribeNetworkInterfaces/"
-                "DeleteNetworkInterface (the actions of AWSLambdaVPCAccessExecutionRole) are "
-                "not resource-scopable for Lambda's ENI management.")
-        nag.acknowledge(self.role, "AwsSolutions-IAM5", " ".join(wildcard_reasons),
-                        finding="Resource::*")
         runtime_reason = (
             f"The deployment guide fixes the runtime at {RUNTIME.name}, which AWS supports; the "
             "bundles (Pillow, psycopg binary wheels) are built for it. Moving to a newer runtime "
@@ -267,135 +262,3 @@ class PipelineFunction(Construct):
             "messages. Its depth is alarmed on in the monitoring stack.",
         )
         return queue
-
-    # -- policies --------------------------------------------------------------------------
-
-    def _parameter_store_policy(self, deployment: Deployment) -> iam.PolicyDocument:
-        fn = self.definition
-        stack = cdk.Stack.of(self)
-        # Exactly the parameters the handlers look up: the environment's own scope and the
-        # shared keys, never another environment's scope.
-        def arn(parameter: str) -> str:
-            return stack.format_arn(service="ssm", resource="parameter",
-                                    resource_name=parameter.lstrip("/"),
-                                    arn_format=cdk.ArnFormat.SLASH_RESOURCE_NAME)
-
-        own_arns = [arn(parameter) for name in fn.secrets
-                    for parameter in deployment.settings.parameter_lookup(name)]
-        # The operations function writes each pipeline function's own database URL on every
-        # migration (reading it first: a URL that is current is not written again).
-        function_url_arns = ([arn(p) for p in deployment.settings.function_url_parameters()]
-                             if self.invoked_directly else [])
-        parameter_arns = own_arns + function_url_arns
-        any_key = stack.format_arn(service="kms", resource="key", resource_name="*",
-                                   arn_format=cdk.ArnFormat.SLASH_RESOURCE_NAME)
-        nag.acknowledge(
-            self, "AwsSolutions-IAM5",
-            "SecureString parameters are encrypted with the account's aws/ssm key, whose key id "
-            "differs per account and is not known at synth time. kms:Decrypt is bounded by "
-            "conditions instead: only through SSM in this region (kms:ViaService) and only for "
-            "this function's own parameters (kms:EncryptionContext:PARAMETER_ARN).",
-            finding=f"Resource::{nag.rendered(self, any_key)}",
-        )
-        statements = [
-            iam.PolicyStatement(
-                sid="ReadOwnParameters",
-                # GetParameters: the handlers read an invocation's secrets in one call.
-                actions=["ssm:GetParameter", "ssm:GetParameters"],
-                resources=parameter_arns,
-            ),
-            iam.PolicyStatement(
-                sid="DecryptOwnParametersThroughSsm",
-                actions=["kms:Decrypt"],
-                resources=[any_key],
-                conditions={"StringEquals": {
-                    "kms:ViaService": f"ssm.{deployment.region}.amazonaws.com",
-                    "kms:EncryptionContext:PARAMETER_ARN": parameter_arns,
-                }},
-            ),
-        ]
-        if function_url_arns:
-            statements.append(iam.PolicyStatement(
-                sid="WriteEachFunctionsDatabaseUrl",
-                actions=["ssm:PutParameter"],
-                resources=function_url_arns,
-            ))
-        if self.invoked_directly and deployment.database == "rds":
-            # The deploy-time migration writes DATABASE_URL from the RDS-generated secret, so
-            # the operator's CLI finds it without an operator typing it.
-            statements.append(iam.PolicyStatement(
-                sid="WriteDatabaseUrlFromTheRdsSecret",
-                actions=["ssm:PutParameter"],
-                resources=own_arns,
-            ))
-        return iam.PolicyDocument(statements=statements)
-
-    def _pipeline_policy(self, deployment: Deployment) -> iam.PolicyDocument | None:
-        fn = self.definition
-        stack = cdk.Stack.of(self)
-        statements: list[iam.PolicyStatement] = []
-
-        def objects(bucket_name: str) -> str:
-            return stack.format_arn(service="s3", region="", account="", resource=bucket_name,
-                                    resource_name="*", arn_format=cdk.ArnFormat.SLASH_RESOURCE_NAME)
-
-        if fn.reads_images:
-            images = objects(deployment.images_bucket_name)
-            statements.append(iam.PolicyStatement(
-                sid="ReadUploadedImages", actions=["s3:GetObject"], resources=[images]))
-            # Without s3:ListBucket, S3 answers 403 (not 404) for a key that does not exist, and
-            # a deleted upload would read as "access denied".
-            statements.append(iam.PolicyStatement(
-                sid="TellMissingUploadsApart", actions=["s3:ListBucket"],
-                resources=[stack.format_arn(service="s3", region="", account="",
-                                            resource=deployment.images_bucket_name,
-                                            arn_format=cdk.ArnFormat.NO_RESOURCE_NAME)]))
-            nag.acknowledge(
-                self, "AwsSolutions-IAM5",
-                "Object keys are chosen by uploaders (<user_id>/<name>), so reading an upload "
-                "needs every key of the images bucket; the grant is s3:GetObject on that one "
-                "bucket only.",
-                finding=f"Resource::{nag.rendered(self, images)}",
-            )
-        if fn.writes_thumbnails:
-            thumbnails = objects(deployment.thumbnails_bucket_name)
-            statements.append(iam.PolicyStatement(
-                sid="WriteThumbnails", actions=["s3:PutObject"], resources=[thumbnails]))
-            nag.acknowledge(
-                self, "AwsSolutions-IAM5",
-                "Thumbnail keys mirror the uploader's keys (<user_id>/<item_id>.jpg); the grant "
-                "is s3:PutObject on the thumbnails bucket only, which has no notification.",
-                finding=f"Resource::{nag.rendered(self, thumbnails)}",
-            )
-        if fn.publishes is not None:
-            default_bus = stack.format_arn(service="events", resource="event-bus",
-                                           resource_name="default",
-                                           arn_format=cdk.ArnFormat.SLASH_RESOURCE_NAME)
-            statements.append(iam.PolicyStatement(
-                sid="PublishOwnEvents",
-                actions=["events:PutEvents"],
-                resources=[default_bus],
-                conditions={"StringEquals": {
-                    "events:source": fn.publishes.source,
-                    "events:detail-type": fn.publishes.detail_type,
-                }},
-            ))
-        if self.dead_letter_queue is not None:
-            statements.append(iam.PolicyStatement(
-                sid="DeadLetterOwnFailures",
-                actions=["sqs:SendMessage"],
-                resources=[self.dead_letter_queue.queue_arn],
-            ))
-        return iam.PolicyDocument(statements=statements) if statements else None
-
-    def _allow_vpc_networking(self) -> None:
-        self.role.add_to_policy(iam.PolicyStatement(
-            sid="ManageFunctionNetworkInterfaces",
-            actions=[
-                "ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces",
-                "ec2:DescribeSubnets", "ec2:DeleteNetworkInterface",
-                "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses",
-            ],
-            resources=["*"],
-        ))
-

@@ -18,10 +18,11 @@ from __future__ import annotations
 import hashlib
 
 import aws_cdk as cdk
-from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from collections_ops import pipeline
+from collections_ops.pipeline import permissions
+from stacks import permissions as stack_permissions
 from stacks.code import LAMBDAS_DIR, source_hash
 from stacks.function import PipelineFunction
 
@@ -58,6 +59,6 @@ class SchemaMigration(Construct):
         )
         # A rollback's Update must not migrate (lambdas/operations/cfn_response.py): the
         # function tells one apart by its own stack's status, and only that stack's.
-        operations.function.add_to_role_policy(iam.PolicyStatement(
-            sid="ReadOwnStackStatus", actions=["cloudformation:DescribeStacks"],
-            resources=[cdk.Stack.of(self).stack_id]))
+        operations.function.add_to_role_policy(stack_permissions.statement(
+            permissions.READ_OWN_STACK_STATUS,
+            stack_permissions.values(self, stack_id=cdk.Stack.of(self).stack_id)))

@@ -1,16 +1,20 @@
-"""The local cloud's execution roles carry the synthesized policies: for every pipeline
-function, the role's policies built by `localcloud.policies` equal the dev template's inline
-policies and CDK's default policy, statement for statement (ARNs resolved as CloudFormation
-resolves them). The local cloud enforces these documents, so a permission missing from the
-stack fails locally too."""
+"""One statement list, two renderings: the definition's role policies (`pipeline.permissions`)
+are what the synthesized template carries -- every deployed function, every database mode,
+inside a VPC or not -- and what the local cloud's IAM evaluator enforces. So a permission
+missing from the definition is refused locally and missing on AWS alike."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from collections_ops.localcloud.policies import normalized, role_policies
-from collections_ops.pipeline import FUNCTIONS, environment
+import pytest
+
+from collections_ops.localcloud import iam as local_iam
+from collections_ops.localcloud.policies import normalized, role_policies, values
+from collections_ops.pipeline import DEPLOYED_FUNCTIONS, FUNCTIONS, environment, permissions
 from tests.infra.support import TEST_ACCOUNT, SynthesizedApp
+
+STACK_ID = "the compute stack's id"  # `Ref AWS::StackId`, resolved
 
 
 def _resolve(value: Any, resources: dict[str, Any], region: str) -> Any:
@@ -19,6 +23,8 @@ def _resolve(value: Any, resources: dict[str, Any], region: str) -> Any:
         return [_resolve(v, resources, region) for v in value]
     if not isinstance(value, dict):
         return value
+    if value == {"Ref": "AWS::StackId"}:
+        return STACK_ID
     if set(value) == {"Fn::GetAtt"}:
         logical_id, attribute = value["Fn::GetAtt"]
         resource = resources[logical_id]
@@ -49,6 +55,41 @@ def _template_policies(template: dict[str, Any], role_name: str,
     return policies
 
 
+def _without_generated_secrets(document: dict[str, Any]) -> dict[str, Any]:
+    """The operations function's default policy in database mode `rds` also reads the
+    RDS-generated secrets, which CDK grants from the secrets (not part of the definition)."""
+    return {**document, "Statement": [s for s in document["Statement"]
+                                      if not str(s.get("Action")).count("secretsmanager:")]}
+
+
+VARIANTS = [("existing_db_app", "existing", False), ("rds_app", "rds", True),
+            ("existing_vpc_app", "existing", True)]
+
+
+@pytest.mark.parametrize(("app_fixture", "database", "in_vpc"), VARIANTS)
+def test_the_template_carries_the_definitions_policies(
+        request: pytest.FixtureRequest, app_fixture: str, database: str, in_vpc: bool) -> None:
+    # GIVEN the dev compute template of one database mode, synthesized for the test account
+    app: SynthesizedApp = request.getfixturevalue(app_fixture)
+    template = app.template_json("dev", "Compute")
+    dev = environment("dev")
+    for fn in DEPLOYED_FUNCTIONS:
+        # WHEN the definition's policies for that function and mode are rendered
+        specs = permissions.role_policies(dev, fn, database=database,  # type: ignore[arg-type]
+                                          in_vpc=in_vpc)
+        filled = {**values(dev, fn, region=dev.region, account=TEST_ACCOUNT),
+                  "stack_id": STACK_ID}
+        rendered = {p.name: p.document(filled) for p in specs}
+        synthesized = _template_policies(template, fn.role_name("dev"), dev.region)
+        # THEN the role has exactly those policies, with exactly those statements
+        assert set(rendered) == set(synthesized), (app_fixture, fn.key)
+        for name, document in rendered.items():
+            have = synthesized[name]
+            if not next(p for p in specs if p.name == name).inline:
+                have = _without_generated_secrets(have)
+            assert normalized(document) == normalized(have), (app_fixture, fn.key, name)
+
+
 def test_local_role_policies_are_the_synthesized_ones(existing_db_app: SynthesizedApp) -> None:
     # GIVEN the dev compute template, synthesized for the test account
     template = existing_db_app.template_json("dev", "Compute")
@@ -62,3 +103,44 @@ def test_local_role_policies_are_the_synthesized_ones(existing_db_app: Synthesiz
         assert set(local) == set(synthesized), fn.key
         for name in local:
             assert normalized(local[name]) == normalized(synthesized[name]), (fn.key, name)
+
+
+def _context(statement: permissions.Statement, filled: dict[str, str]) -> dict[str, str]:
+    """Request values that satisfy the statement's conditions (their first value)."""
+    context = {}
+    for condition in statement.conditions:
+        value = condition.value if isinstance(condition.value, str) else condition.value[0]
+        context[condition.key] = permissions.fill(value, filled)
+    return context
+
+
+def test_the_local_evaluator_allows_what_the_template_grants_and_refuses_the_rest(
+        existing_db_app: SynthesizedApp) -> None:
+    # GIVEN each pipeline function's role policies as the template carries them
+    template = existing_db_app.template_json("dev", "Compute")
+    dev = environment("dev")
+    for fn in FUNCTIONS:
+        documents = list(_template_policies(template, fn.role_name("dev"), dev.region).values())
+        filled = values(dev, fn, region=dev.region, account=TEST_ACCOUNT)
+        for spec in permissions.role_policies(dev, fn):
+            for statement in spec.statements:
+                context = _context(statement, filled)
+                for action in statement.actions:
+                    for pattern in statement.resources:
+                        resource = permissions.fill(pattern, filled).replace("*", "any")
+                        # THEN the local evaluator allows every action the definition grants
+                        assert local_iam.evaluate(documents, action, resource, context), (
+                            fn.key, action, resource)
+        # AND refuses what no statement grants: another function's parameter, a write to the
+        # images bucket, an event from another source
+        other = next(f for f in FUNCTIONS if f is not fn)
+        foreign = permissions.fill(
+            permissions.parameter_arn(dev.parameter_name(other.database_url_name)), filled)
+        assert not local_iam.evaluate(documents, "ssm:GetParameter", foreign, {}), fn.key
+        images = f"arn:aws:s3:::{dev.images_bucket(TEST_ACCOUNT)}/user/upload.jpg"
+        assert not local_iam.evaluate(documents, "s3:PutObject", images, {}), fn.key
+        bus = f"arn:aws:events:{dev.region}:{TEST_ACCOUNT}:event-bus/default"
+        assert not local_iam.evaluate(documents, "events:PutEvents", bus,
+                                      {"events:source": "someone.else",
+                                       "events:detail-type": "Anything"}), fn.key
+

@@ -93,7 +93,7 @@ def test_helper_modules_of_every_deployed_function_have_unique_names() -> None:
     """The local cloud loads every function, the operations one included, in one interpreter."""
     seen: dict[str, str] = {}
     for fn in pipeline.DEPLOYED_FUNCTIONS:
-        for path in (Path(pipeline.__file__).parents[2] / "lambdas" / fn.code_dir).glob("*.py"):
+        for path in (Path(pipeline.__file__).parents[3] / "lambdas" / fn.code_dir).glob("*.py"):
             if path.name != "handler.py":
                 assert path.stem not in seen, f"{path.stem}: {seen.get(path.stem)} and {fn.key}"
                 seen[path.stem] = fn.key

@@ -25,6 +25,7 @@ from collections_ops.localcloud.policies import role_policies
 from collections_ops.pipeline import (
     ASYNC_MAX_EVENT_AGE_S,
     ASYNC_RETRY_ATTEMPTS,
+    DLQ_RETENTION_S,
     FUNCTIONS,
     LIVE_ALIAS,
     PARAMETER_STORE_POLICY,
@@ -211,8 +212,8 @@ def _register_functions(session: Any, env: Environment, *, account: str,
         role = iam.create_role(RoleName=fn.role_name(env.name), AssumeRolePolicyDocument=trust,
                                Description=fn.role_description(env.name),
                                Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
-        # The synthesized roles' policies (proven equal to the template's by
-        # tests/infra/test_local_policies.py); the emulator enforces them on the function's
+        # The definition's role policies, as the template carries them
+        # (tests/infra/test_local_policies.py); the emulator enforces them on the function's
         # own requests.
         for policy_name, document in role_policies(env, fn, region=region,
                                                    account=account).items():
@@ -330,7 +331,7 @@ def provision(session: Any, env: Environment, *, account: str,
     queue_urls, dlq_urls, queue_arns, dlq_arns = {}, {}, {}, {}
     for fn in FUNCTIONS:
         dlq = sqs.create_queue(QueueName=fn.dlq_name(env.name),
-                               Attributes={"MessageRetentionPeriod": "1209600",
+                               Attributes={"MessageRetentionPeriod": str(DLQ_RETENTION_S),
                                            "SqsManagedSseEnabled": "true"},
                                tags=tags)["QueueUrl"]
         dlq_urls[fn.key] = dlq

@@ -1,6 +1,6 @@
 """SSM SecureString parameters: write, list masked. Values are never logged or returned whole.
 
-Every answer names the scope it touched (pipeline.py: `shared`, the guide's
+Every answer names the scope it touched (pipeline/constants.py: `shared`, the guide's
 `/collections/NAME`, read by every environment that has no value of its own; `env`, the
 environment's own `/collections/<env>/NAME`). A write goes to the secret's home scope unless
 told otherwise: an API key to the shared scope, DATABASE_URL to the environment's (it has no

@@ -1,11 +1,6 @@
-"""The pipeline, described once.
-
-Every name an operator or a machine uses to find a piece of the pipeline -- function names, log
-groups, rule names, bucket names, queue names, SSM parameter names, stack names -- is spelled here
-and nowhere else. The CDK stacks loop over this data, the local cloud provisions itself from it,
-the CLI finds what it drives through it, and the tests assert the synthesized template against it.
-
-This module is plain data and must stay import-light: the CLI imports it at start-up.
+"""The environments (local, dev, prod) and their settings, the secrets the functions read and
+where each lives in Parameter Store, the prices `collections cost` applies, and the environment
+variables every function starts with.
 """
 
 from __future__ import annotations
@@ -13,40 +8,26 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
 
-PROJECT = "collections"
-# SSM Parameter Store layout. The shared scope is the prefix itself (the guide's
-# `/collections/ANTHROPIC_API_KEY`): API keys every environment may use. Each environment has a
-# scope of its own below it (`/collections/dev/...`) holding its DATABASE_URL, its deployment
-# record and any override of a shared key -- and its functions may read no other environment's.
-PARAMETER_PREFIX = "/collections"
-# Which scope a parameter lives in: `shared` (every environment's functions read it) or `env`
-# (the environment's own scope, which no other environment's functions can read).
-Scope = Literal["shared", "env"]
-SCOPES: tuple[Scope, ...] = ("shared", "env")
-DEPLOYMENT_RECORD = "deployment"  # the record's name in an environment's scope
-# Where the first layout kept what is now per environment (`collections secrets migrate`).
-LEGACY_RECORD_FOLDER = "deployment"  # `/collections/deployment/<env>`
-LOCAL_ENV = "local"
-LOCAL_ACCOUNT = "123456789012"  # moto's default account id
-DEFAULT_REGION = "us-east-1"
-
-# `invoke`: called directly (by the CLI and by the deploy-time migration), never by an event.
-TriggerKind = Literal["s3", "eventbridge", "invoke"]
-# Where the database lives: `existing` (DATABASE_URL in SSM, optionally inside a VPC of the
-# operator's) or `rds` (a private RDS PostgreSQL created by the database stack).
-DatabaseMode = Literal["existing", "rds"]
-DATABASE_MODES: tuple[DatabaseMode, ...] = ("existing", "rds")
-# The functions' instruction set; `collections build` fetches wheels for it.
-Architecture = Literal["x86_64", "arm64"]
-ARCHITECTURES: tuple[Architecture, ...] = ("x86_64", "arm64")
-
-# Spelled once, used by the stacks, the local cloud, the handlers' tests and the CLI.
-RUNTIME = "python3.12"  # the guide's runtime; the bundles are built for it
-PYTHON_VERSION = RUNTIME.removeprefix("python")
-PARAMETER_STORE_POLICY = "ParameterStorePolicy"  # the guide's troubleshooting reads it by name
-CORRELATION_METADATA = "correlation-id"  # S3 object metadata carrying an upload's correlation id
+from collections_ops.pipeline.constants import (
+    DEFAULT_REGION,
+    DEPLOYMENT_RECORD,
+    LEGACY_RECORD_FOLDER,
+    LOCAL_ACCOUNT,
+    LOCAL_ENV,
+    PARAMETER_PREFIX,
+    PROJECT,
+    Architecture,
+    DatabaseMode,
+    Scope,
+)
+from collections_ops.pipeline.functions import (
+    ANALYSIS_COMPLETE,
+    DEPLOYED_FUNCTIONS,
+    FUNCTIONS,
+    IMAGE_PROCESSED,
+    Function,
+)
 
 
 @dataclass(frozen=True)
@@ -74,199 +55,6 @@ class Secret:
         then the shared value."""
         return ("env", "shared") if self.shared else ("env",)
 
-
-@dataclass(frozen=True)
-class EventType:
-    """An EventBridge event the pipeline publishes: source, detail-type and its detail schema."""
-
-    source: str
-    detail_type: str
-    required_detail: tuple[str, ...]
-    optional_detail: tuple[str, ...] = ()
-
-    def pattern(self) -> dict[str, list[str]]:
-        return {"source": [self.source], "detail-type": [self.detail_type]}
-
-
-IMAGE_PROCESSED = EventType(
-    source="collections.imageprocessor",
-    detail_type="ImageProcessed",
-    # The guide's manual test event carries exactly these four; anything more is optional.
-    required_detail=("item_id", "user_id", "bucket", "original_key"),
-    optional_detail=(
-        "thumbnail_bucket",
-        "thumbnail_key",
-        "content_type",
-        "width",
-        "height",
-        "size_bytes",
-        "sequencer",
-        "correlation_id",
-    ),
-)
-
-ANALYSIS_COMPLETE = EventType(
-    source="collections.analyzer",
-    detail_type="AnalysisComplete",
-    required_detail=("item_id", "user_id", "analysis_id"),
-    optional_detail=("category", "provider", "model", "correlation_id"),
-)
-
-EVENT_TYPES: tuple[EventType, ...] = (IMAGE_PROCESSED, ANALYSIS_COMPLETE)
-
-
-@dataclass(frozen=True)
-class Trigger:
-    kind: TriggerKind
-    # For eventbridge triggers: the event that invokes the function and the rule's logical name.
-    event: EventType | None = None
-    rule_id: str | None = None  # e.g. "ImageProcessedRule" -> collections-<env>-ImageProcessedRule
-
-
-@dataclass(frozen=True)
-class Function:
-    key: str  # short name used on the command line: processor, analyzer, embedder
-    logical_id: str  # ImageProcessorLambda -- the guide's construct id and name suffix
-    code_dir: str  # directory under lambdas/
-    handler: str
-    description: str  # "<text> - <env>" in the guide
-    trigger: Trigger
-    secrets: tuple[str, ...]  # secret names this function may read
-    publishes: EventType | None
-    timeout_setting: str  # key in the environment settings
-    memory_setting: str
-    stage: str  # the stage an operator sees when following an upload
-    # What the role may touch in S3: read uploads (s3:GetObject + s3:ListBucket, so a missing
-    # key reads as 404, not 403) and write thumbnails.
-    reads_images: bool = False
-    writes_thumbnails: bool = False
-    # The secret holding the URL this function connects to the database with: a pipeline
-    # function's own role (collections_core/roles.py), the operations function's the owner.
-    database_url_name: str = "DATABASE_URL"
-
-    def function_name(self, env: str) -> str:
-        return f"{PROJECT}-{env}-{self.logical_id}"
-
-    def database_role(self, database: str) -> str:
-        """The function's own login role in `database` (migration 0005; the functions'
-        code names it with collections_core.roles.role_name, which a test keeps equal)."""
-        suffix = f"_{self.key}"  # a long name is shortened, never the suffix
-        return database[:63 - len(suffix)] + suffix
-
-    def log_group(self, env: str) -> str:
-        return f"/aws/lambda/{self.function_name(env)}"
-
-    def role_name(self, env: str) -> str:
-        return f"{PROJECT}-{env}-{self.logical_id}Role"
-
-    def rule_name(self, env: str) -> str | None:
-        if self.trigger.rule_id is None:
-            return None
-        return f"{PROJECT}-{env}-{self.trigger.rule_id}"
-
-    def queue_name(self, env: str) -> str:
-        """Local cloud: the queue that carries this function's trigger events."""
-        return f"{PROJECT}-{env}-{self.logical_id}-events"
-
-    def dlq_name(self, env: str) -> str:
-        return f"{PROJECT}-{env}-{self.logical_id}-dlq"
-
-    def dlq_env_var(self) -> str:
-        return f"DLQ_URL_{self.key.upper()}"
-
-    # Descriptions AWS shows for the function's resources (the stacks and the local cloud).
-    def role_description(self, env: str) -> str:
-        return f"Execution role of {self.function_name(env)}"
-
-    def alias_description(self, env: str) -> str:
-        return f"What the triggers of {self.function_name(env)} invoke"
-
-    def rule_description(self, env: str) -> str | None:
-        event = self.trigger.event
-        if event is None:
-            return None
-        return f"{event.source} / {event.detail_type} -> {self.function_name(env)}"
-
-
-IMAGE_PROCESSOR = Function(
-    key="processor",
-    logical_id="ImageProcessorLambda",
-    code_dir="image_processor",
-    handler="handler.handler",
-    description="Image processor Lambda",
-    trigger=Trigger(kind="s3"),
-    secrets=("DATABASE_URL_PROCESSOR",),
-    publishes=IMAGE_PROCESSED,
-    timeout_setting="lambda_timeout_processor",
-    memory_setting="lambda_memory_processor",
-    stage="thumbnail",
-    reads_images=True,
-    writes_thumbnails=True,
-    database_url_name="DATABASE_URL_PROCESSOR",
-)
-
-ANALYZER = Function(
-    key="analyzer",
-    logical_id="AnalyzerLambda",
-    code_dir="analyzer",
-    handler="handler.handler",
-    description="Image analyzer Lambda",
-    trigger=Trigger(kind="eventbridge", event=IMAGE_PROCESSED, rule_id="ImageProcessedRule"),
-    secrets=("DATABASE_URL_ANALYZER", "ANTHROPIC_API_KEY", "OPENAI_API_KEY",
-             "LANGSMITH_API_KEY"),
-    publishes=ANALYSIS_COMPLETE,
-    timeout_setting="lambda_timeout_analyzer",
-    memory_setting="lambda_memory_analyzer",
-    stage="analysis",
-    reads_images=True,
-    writes_thumbnails=False,
-    database_url_name="DATABASE_URL_ANALYZER",
-)
-
-EMBEDDER = Function(
-    key="embedder",
-    logical_id="EmbedderLambda",
-    code_dir="embedder",
-    handler="handler.handler",
-    description="Embedding generator Lambda",
-    trigger=Trigger(kind="eventbridge", event=ANALYSIS_COMPLETE, rule_id="AnalysisCompleteRule"),
-    secrets=("DATABASE_URL_EMBEDDER", "VOYAGE_API_KEY"),
-    publishes=None,
-    timeout_setting="lambda_timeout_embedder",
-    memory_setting="lambda_memory_embedder",
-    stage="embedding",
-    reads_images=False,
-    writes_thumbnails=False,
-    database_url_name="DATABASE_URL_EMBEDDER",
-)
-
-FUNCTIONS: tuple[Function, ...] = (IMAGE_PROCESSOR, ANALYZER, EMBEDDER)
-
-# Not a pipeline stage: the database's in-VPC operator. It applies the migrations on every
-# deploy (a CloudFormation custom resource) and answers the CLI's database commands when the
-# database is not reachable from the operator's machine. Its request/response contract is the
-# docstring of lambdas/operations/handler.py.
-OPERATIONS = Function(
-    key="operations",
-    logical_id="OperationsLambda",
-    code_dir="operations",
-    handler="handler.handler",
-    description="Database operations Lambda",
-    trigger=Trigger(kind="invoke"),
-    secrets=("DATABASE_URL",),
-    publishes=None,
-    timeout_setting="lambda_timeout_operations",
-    memory_setting="lambda_memory_operations",
-    stage="operations",
-)
-# Every function the CDK app deploys (and `collections build` bundles).
-DEPLOYED_FUNCTIONS: tuple[Function, ...] = (*FUNCTIONS, OPERATIONS)
-
-# The operations function's closed vocabulary (lambdas/operations/handler.py; a test keeps the
-# two equal). No request can carry SQL: a query is one of these names plus typed parameters.
-OPERATIONS_ACTIONS: tuple[str, ...] = ("migrate", "status", "query")
-OPERATIONS_QUERIES: tuple[str, ...] = ("find_items", "item_rows", "search", "database_check",
-                                       "reconcile_rows", "usage")
 
 # DATABASE_URL is the owner's: only the operations function (which runs the migrations) and
 # the operator's CLI use it. Each pipeline function connects as a role of its own, with a URL
@@ -296,52 +84,11 @@ PROVIDER_SECRETS: dict[str, str] = {
 }
 
 
-# Every deploy publishes a version of each function; the triggers invoke this alias, so an
-# operator can point it back at the previous version (`collections rollback ENV --function F`).
-LIVE_ALIAS = "live"
-
-# Lambda's asynchronous invocation of the pipeline's functions (their EventInvokeConfig, on
-# $LATEST and on `live`): retries after a function error, and how old an event may get.
-ASYNC_RETRY_ATTEMPTS = 2
-ASYNC_MAX_EVENT_AGE_S = 6 * 3600
-# EventBridge's delivery to a rule's target (the target's RetryPolicy); what still cannot be
-# delivered goes to the target function's dead-letter queue.
-RULE_RETRY_ATTEMPTS = 8
-RULE_MAX_EVENT_AGE_S = 2 * 3600
-RULE_TARGET_ID = "Target0"  # the id CDK gives a rule's first target
-
-
-def resource_tags(env_name: str) -> dict[str, str]:
-    """The tags every resource of an environment carries."""
-    return {"project": PROJECT, "environment": env_name}
-
-# Monitoring: the guide's dashboard and error alarm, per environment. Used by the CDK
-# monitoring stack and by `collections dashboard/alarms`, which must agree on every name.
-METRIC_PERIOD_S = 300  # the guide's period
-ERROR_ALARM_THRESHOLD = 5  # the guide's: more than 5 errors in one period
-DURATION_ALARM_FRACTION = 0.8  # alarm when an invocation takes 80 % of its timeout
-
-# Lifecycle rules the storage construct sets and `collections lifecycle` checks.
-THUMBNAIL_EXPIRY_RULE_ID = "ExpireThumbnails"
-ABORT_MULTIPART_UPLOAD_DAYS = 7
-
-
-def dashboard_name(env_name: str) -> str:
-    return f"{PROJECT}-{env_name}-lambdas"  # the guide's `collections-lambdas`, per environment
-
-
-def alarm_name(env_name: str, fn: Function, kind: str) -> str:
-    return f"{PROJECT}-{env_name}-{fn.key}-{kind}"
-
-
-def alarm_prefix(env_name: str) -> str:
-    """What every alarm of the environment's name starts with (`alarm_name`)."""
-    return f"{PROJECT}-{env_name}-"
-
-
-def alarm_topic_name(env_name: str) -> str:
-    """The monitoring stack's SNS topic: the action of every alarm it owns."""
-    return f"{PROJECT}-{env_name}-alarms"
+def secret(name: str) -> Secret:
+    for s in SECRETS:
+        if s.name == name:
+            return s
+    raise KeyError(name)
 
 
 @dataclass(frozen=True)
@@ -352,22 +99,6 @@ class VpcPlacement:
 
     subnet_ids: tuple[str, ...]
     security_group_ids: tuple[str, ...]
-
-
-def function(key_or_name: str) -> Function:
-    """Find a function by CLI key (`analyzer`), logical id or code directory."""
-    wanted = key_or_name.lower()
-    for fn in FUNCTIONS:
-        if wanted in (fn.key, fn.logical_id.lower(), fn.code_dir, fn.logical_id.lower()[:-6]):
-            return fn
-    raise KeyError(key_or_name)
-
-
-def secret(name: str) -> Secret:
-    for s in SECRETS:
-        if s.name == name:
-            return s
-    raise KeyError(name)
 
 
 @dataclass(frozen=True)
