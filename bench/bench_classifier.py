@@ -6,7 +6,12 @@ embedder embeds one analysis-sized passage and one short query per repetition.
 
     .venv/bin/python bench/bench_classifier.py [--reps 5]
 
-Target: at most 100 ms per image for the classifier (median, after warm-up).
+It then times the whole offline path of one item as the pipeline runs it: the rendition
+analysed by `local-mobilenet-v2` (Pillow's measurements, the classifier, the pixel findings),
+validated, and its real `document_text` embedded as an e5 passage -- every golden photo.
+
+Target: at most 100 ms per image for the offline analysis plus embedding (median, after
+warm-up); the classifier alone is reported too.
 """
 
 from __future__ import annotations
@@ -68,9 +73,14 @@ def main() -> int:
         t0 = time.perf_counter()
         embedding.e5_embed_query("a cat on a sofa")
         query_ms.append((time.perf_counter() - t0) * 1000)
+    item_ms, text_chars = item_times(args.reps)
     result = {
-        "target": f"classifier <= {TARGET_MS:.0f} ms per image (median, 1 thread)",
-        "met": median(times) <= TARGET_MS,
+        "target": f"analysis + embedding <= {TARGET_MS:.0f} ms per image (median, 1 thread)",
+        "met": median(item_ms) <= TARGET_MS,
+        "item_median_ms": round(median(item_ms), 1),
+        "item_p95_ms": round(percentile(item_ms, 95), 1),
+        "items": len(item_ms),
+        "document_text_median_chars": int(median(text_chars)),
         "classifier_load_ms": round(load_ms, 1),
         "classifier_median_ms": round(median(times), 1),
         "classifier_p95_ms": round(percentile(times, 95), 1),
@@ -82,6 +92,29 @@ def main() -> int:
         print(f"  {key:24s} {value}")
     write_result(NAME, result)
     return 0
+
+
+def item_times(reps: int) -> tuple[list[float], list[float]]:
+    """Milliseconds per golden photo for analysis + embedding, and its document text's length."""
+    import embedding
+    import vision
+    from collections_ops.services import evaluation
+
+    golden = evaluation.golden_set()
+    renditions = [evaluation.rendered_photo(name) for name in golden.photos.values()]
+    times, chars = [], []
+    for rep in range(reps + 1):  # the first round warms up
+        for image in renditions:
+            t0 = time.perf_counter()
+            analysis = vision.validate(vision.local_analysis(
+                image, {"width": image.width, "height": image.height},
+                model=vision.CLASSIFIER_MODEL))
+            text = embedding.document_text(analysis)
+            embedding.local_embed_as(text, model=embedding.E5_MODEL, as_query=False)
+            if rep:
+                times.append((time.perf_counter() - t0) * 1000)
+                chars.append(float(len(text)))
+    return times, chars
 
 
 if __name__ == "__main__":

@@ -5,7 +5,10 @@ is typed in plain words ("cat"). So the analysis says the classes in its summary
 description, and its tags are the plain words: each class's first two synonyms, the words of
 those synonyms ("tabby cat" -> "tabby", "cat"), and the common name of the group the class
 belongs to ("golden retriever" -> "dog"), with Pillow's measurements (shape, tone, colours)
-kept as they were. The schema is unchanged: the embedder and `verify` read it as before.
+kept as they were. The summary says it in one sentence with the groups' plain names ("it
+shows an Egyptian cat (or a tiger cat, a tabby cat): a cat, an animal"): it is what the offline
+embedding model embeds (`embedding.e5_passage`). The schema is unchanged: the embedder and
+`verify` read it as before.
 
 ImageNet has no class for much of what people photograph (a page of text, a night sky, a
 logo, a wall): on those the classifier's best guess is noise ("Petri dish"). So `looks` adds
@@ -19,6 +22,7 @@ them.
 
 from __future__ import annotations
 
+import re
 from typing import Any, NamedTuple
 
 from classifier import Prediction, model
@@ -47,7 +51,12 @@ def recognised_analysis(image: Any, measured: dict[str, Any]) -> dict[str, Any]:
     seen = _phrase(predictions)
     verb = "shows" if best.probability >= SURE else "may show"
     found = looks(image, measured)
-    summary = f"{measured['summary'].rstrip('.')}; it {verb} {seen}."
+    category = _category(measured["category"], found)
+    # The summary is what e5 embeds (embedding.e5_passage): it says the final category, the
+    # classes and their plain group names ("a cat, an animal"), not the pixel size (e5 costs
+    # time per token, and nobody searches for "451x300").
+    summary = re.sub(r"^A (\w+) \w+, \d+x\d+,", rf"A \1 {category},", measured["summary"])
+    summary = f"{summary.rstrip('.')}; it {verb} {seen}{_kinds(predictions)}."
     if found:
         summary = f"{summary[:-1]}. It looks like {found[0].phrase}."
     scores = ", ".join(f"{', '.join(p.names)} {p.probability:.0%}" for p in predictions)
@@ -56,7 +65,7 @@ def recognised_analysis(image: Any, measured: dict[str, Any]) -> dict[str, Any]:
     if found:
         description += f" The pixels look like {'; and '.join(f.phrase for f in found)}."
     tags = [*(t for f in found for t in f.tags), *class_tags(predictions), *measured["tags"]]
-    return {**measured, "category": _category(measured["category"], found),
+    return {**measured, "category": category,
             "summary": summary[:500], "description": description[:4000],
             "tags": list(dict.fromkeys(t[:60] for t in tags))[:MAX_TAGS],
             "confidence": round(min(1.0, max(0.0, best.probability)), 3)}
@@ -88,6 +97,13 @@ def class_tags(predictions: list[Prediction]) -> list[str]:
                         if w not in _STOP_WORDS and len(w) > 1)
         tags.extend(group for indices, group in _GROUPS if prediction.class_index in indices)
     return list(dict.fromkeys(tags))
+
+
+def _kinds(predictions: list[Prediction]) -> str:
+    """ ": a cat, an animal": the plain names of the groups of the kept classes, if any."""
+    groups = list(dict.fromkeys(group for p in predictions for indices, group in _GROUPS
+                                if p.class_index in indices))
+    return f": {', '.join(_with_article(g) for g in groups)}" if groups else ""
 
 
 def _phrase(predictions: list[Prediction]) -> str:

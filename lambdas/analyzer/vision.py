@@ -127,18 +127,25 @@ def _check_field(name: str, value: Any, spec: dict[str, Any]) -> None:
 
 # --------------------------------------------------------------------------- local provider
 
+# Chromatic names only: a colour with little chroma is named by its lightness (`_GREYS`), so
+# a grey photo is "grey" and "dark grey", never the nearest hue ("dark green").
 _NAMED_COLOURS = {
-    "black": (0, 0, 0), "white": (255, 255, 255), "grey": (128, 128, 128),
-    "silver": (192, 192, 192), "red": (200, 30, 30), "maroon": (128, 0, 0),
+    "red": (200, 30, 30), "maroon": (128, 0, 0),
     "orange": (240, 140, 20), "yellow": (240, 220, 40), "olive": (128, 128, 0),
     "green": (40, 160, 60), "dark green": (20, 80, 30), "teal": (0, 128, 128),
     "sky blue": (120, 180, 235), "blue": (30, 70, 200), "navy": (0, 0, 110),
     "purple": (128, 40, 160), "pink": (240, 150, 190), "brown": (130, 80, 40),
     "beige": (225, 205, 165),
 }
+_GREYS = ((45, "black"), (100, "dark grey"), (165, "grey"), (220, "light grey"),
+          (256, "white"))
+_MIN_CHROMA = 28  # max - min of the channels below which a colour is a grey
 
 
 def _colour_name(rgb: tuple[int, int, int]) -> str:
+    if max(rgb) - min(rgb) < _MIN_CHROMA:
+        lightness = sum(rgb) / 3
+        return next(name for bound, name in _GREYS if lightness < bound)
     return min(_NAMED_COLOURS, key=lambda n: sum(
         (a - b) ** 2 for a, b in zip(_NAMED_COLOURS[n], rgb, strict=True)))
 
@@ -169,7 +176,10 @@ def measure(image: Any) -> dict[str, Any]:
         name = _colour_name((rgb[0], rgb[1], rgb[2])) if len(rgb) == 3 else "grey"
         if name not in colours:
             colours.append(name)
-    distinct = len(distinct_colours) / n_pixels
+    # The share of the distinct colours the image could have: a greyscale image has at most
+    # 256, so its count is judged against that, or every grey photo would count as a graphic.
+    greyscale = all(rgb[0] == rgb[1] == rgb[2] for _count, rgb in distinct_colours)
+    distinct = len(distinct_colours) / (min(n_pixels, 256) if greyscale else n_pixels)
     edges = ImageStat.Stat(small.convert("L").filter(ImageFilter.FIND_EDGES)).mean[0] / 255
     return {"brightness": brightness, "saturation": saturation, "colours": colours,
             "distinct_ratio": distinct, "edge_density": edges}

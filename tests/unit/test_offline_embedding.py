@@ -76,3 +76,18 @@ def test_an_unknown_local_embedding_model_names_the_known_ones() -> None:
         embedding.local_embed_as("cat", model="e5-large", as_query=True)
 
     assert embedding.E5_MODEL in str(refused.value.hint)
+
+
+def test_e5_embeds_an_analysis_by_its_summary_and_the_text_in_the_image() -> None:
+    # GIVEN a document text with a description and tags that repeat the summary at length
+    text = embedding.document_text({
+        "category": "document", "summary": "A page of printed text.",
+        "description": "Many lines of small print. " * 20, "tags": ["text", "page"],
+        "colors": ["white"], "text_content": "Chapter one"})
+
+    # THEN e5 embeds the summary and the written text only (a fifth of the tokens)
+    assert embedding.e5_passage(text) == "A page of printed text.\nText: Chapter one"
+    assert embedding.e5_embed_passage(text) == embedding.e5_embed_passage(
+        "A page of printed text.\nText: Chapter one")
+    # and a text that is not a document text is embedded as it is
+    assert embedding.e5_passage("a cat on a sofa") == "a cat on a sofa"
