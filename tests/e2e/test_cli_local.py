@@ -130,6 +130,44 @@ def test_eval_uploads_a_golden_set_and_reports_recall_and_mrr(cli_env, tmp_path)
     assert {tuple(r["ranked"]) for r in report["results"]} <= {("cat", "cup"), ("cup", "cat")}
 
 
+
+def test_eval_compare_scores_a_candidate_beside_the_pipeline_and_writes_nothing(cli_env,
+                                                                                tmp_path):
+    # GIVEN the same two-photo golden set, and the rows the database holds before
+    import psycopg
+
+    golden = tmp_path / "golden.json"
+    golden.write_text(json.dumps({
+        "photos": {"cat": "chelsea.png", "cup": "coffee.png"},
+        "queries": [{"query": "cat", "expected": ["cat"]},
+                    {"query": "espresso", "expected": ["cup"]}]}))
+    status = json.loads(run(cli_env, "status", "--json").stdout)
+
+    def counts():
+        with psycopg.connect(owner_url(status)) as conn:
+            return [conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                    for table in ("analyses", "embeddings")]
+
+    before = counts()
+
+    # WHEN eval compares the offline colours-only analysis with the hash embedding
+    result = run(cli_env, "eval", "local", "--golden", str(golden), "--compare",
+                 "local-pillow-v1+local-hash-v1", "-o", "json")
+
+    # THEN both pairs are scored on the same photos, each item's analysis is diffed,
+    assert result.returncode == 0, result.stdout + result.stderr
+    compared = json.loads(result.stdout)
+    assert compared["baseline"] == "local-mobilenet-v2 + multilingual-e5-small-q4"
+    assert compared["candidate"] == "local-pillow-v1 + local-hash-v1"
+    assert compared["figures"]["baseline"]["recall_at_1"] == 1.0
+    cat = next(i for i in compared["items"] if i["item_id"] == "cat")
+    assert "cat" in cat["summary"][0] and "cat" in cat["tags_removed"]  # the stored analysis
+    assert [q["query"] for q in compared["queries"]] == ["cat", "espresso"]
+    assert compared["cost"]["offline"] and compared["cost"]["run_usd"] == 0.0
+    # and only the pipeline's own run wrote rows (two photos), the candidate none
+    assert [b + 2 for b in before] == counts()
+
+
 def test_a_failing_stage_is_named_with_its_own_exit_code(cli_env, tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(images.truncated(images.photo(1200, 900)))

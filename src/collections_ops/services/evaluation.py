@@ -168,7 +168,7 @@ def in_process(golden: GoldenSet, *, analyzer_model: str,
     `document_text` embedded as a document; each query is embedded as a query and the photos
     ranked by cosine (the vectors are unit length, so by dot product), as `search` ranks one
     user's embeddings exactly."""
-    vision, embedding = _offline_modules()
+    vision, embedding = function_modules()
     vectors: dict[str, list[float]] = {}
     started = time.perf_counter()
     for item_id, name in golden.photos.items():
@@ -199,7 +199,7 @@ def rendered_photo(name: str) -> Any:
     return rgb
 
 
-def _offline_modules() -> tuple[Any, Any]:
+def function_modules() -> tuple[Any, Any]:
     """lambdas/analyzer/vision.py and lambdas/embedder/embedding.py, importable with the
     functions' shared code."""
     for directory in (paths.shared_code_dir(), paths.lambda_code_dir("analyzer"),
