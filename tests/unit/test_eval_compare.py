@@ -3,6 +3,12 @@ analyses and ranks diffed against the environment's, and the cost of switching e
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from collections_ops import errors
@@ -75,3 +81,74 @@ def test_an_offline_candidate_costs_nothing_and_a_real_one_is_estimated_first() 
 
     unpriced = comparing.parse("anthropic:claude-unreleased", current=LOCAL_CLOUD)
     assert comparing.estimate(unpriced, LOCAL_CLOUD, GOLDEN, prices=PRICES)["run_usd"] is None
+
+
+def test_a_real_provider_candidate_calls_the_providers_api_as_the_functions_do(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.fakes.providers import VALID_ANALYSIS, FakeProviders
+
+    candidate = comparing.parse("anthropic:claude-haiku-4-5+voyage:voyage-3.5",
+                                current=LOCAL_CLOUD)
+    with FakeProviders(api_key="k-test") as fake:
+        for name, url in (("ANTHROPIC_BASE_URL", fake.anthropic_base_url),
+                          ("VOYAGE_BASE_URL", fake.voyage_base_url)):
+            monkeypatch.setenv(name, url)
+        calls = comparing.calls_for(candidate, keys={"ANTHROPIC_API_KEY": "k-test",
+                                                     "VOYAGE_API_KEY": "k-test"})
+
+        # WHEN the candidate runs on the three photos
+        report, analyses = comparing.run(GOLDEN, candidate, calls, stored={},
+                                         reuse_stored=False)
+
+        # THEN each photo was analysed once, as a JPEG, by the named model; the analyses were
+        # embedded as documents in one call and each query as a query
+        messages = fake.messages.requests
+        assert len(messages) == 3 and {m.body["model"] for m in messages} == \
+            {"claude-haiku-4-5"}
+        image = messages[0].body["messages"][0]["content"][0]
+        assert image["source"]["media_type"] == "image/jpeg"
+        kinds = [e.body["input_type"] for e in fake.embeddings.requests]
+        assert kinds == ["document", "query", "query", "query"]
+    assert all(a["summary"] == VALID_ANALYSIS["summary"] for a in analyses.values())
+    assert len(report.results) == 3
+
+
+def test_a_new_embedding_of_a_real_providers_analyses_reuses_the_stored_ones(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.fakes.providers import FakeProviders
+
+    deployed = comparing.Candidate("anthropic", "claude-sonnet-4-6", "voyage", "voyage-3.5")
+    candidate = comparing.parse("voyage:voyage-3.5-lite", current=deployed)
+    stored = {item: {"category": "photo", "summary": f"a photo of {item}", "tags": [item]}
+              for item in GOLDEN.photos}
+    with FakeProviders() as fake:
+        monkeypatch.setenv("VOYAGE_BASE_URL", fake.voyage_base_url)
+        calls = comparing.calls_for(candidate, keys={"VOYAGE_API_KEY": "k"})
+
+        _report, analyses = comparing.run(GOLDEN, candidate, calls, stored=stored,
+                                          reuse_stored=True)
+
+        # THEN no photo is analysed again (no Anthropic call is paid for twice)
+        assert fake.messages.requests == []
+        assert fake.embeddings.requests[0].body["model"] == "voyage-3.5-lite"
+    assert analyses == stored
+    assert not comparing.estimate(candidate, deployed, GOLDEN, prices=PRICES)["reanalyses"]
+
+
+def test_a_real_provider_candidate_prints_its_cost_and_stops_unless_confirmed(
+        tmp_path: Path) -> None:
+    # GIVEN no terminal to ask on and no --yes
+    env = {**os.environ, "COLLECTIONS_STATE_DIR": str(tmp_path), "COLLECTIONS_ENV": "local"}
+
+    # WHEN eval is asked to compare a real provider
+    result = subprocess.run([sys.executable, "-m", "collections_ops", "eval", "local",
+                             "--compare", "anthropic:claude-haiku-4-5", "-o", "json"],
+                            env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                            timeout=120)
+
+    # THEN the estimate came first, on stderr, and nothing ran: the one JSON document is the
+    # refusal, naming --yes
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "calls a real provider for 16 photos and 24 queries: about $" in result.stderr
+    refused = json.loads(result.stdout)
+    assert "not confirmed" in refused["error"] and "--yes" in refused["hint"]
