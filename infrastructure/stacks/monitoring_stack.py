@@ -1,5 +1,7 @@
-"""`CollectionsMonitoringStack-<env>`: the guide's dashboard and error alarms, plus dead-letter
-queue depth and duration-near-timeout alarms, for every function in the definition.
+"""`CollectionsMonitoringStack-<env>`: the guide's dashboard and error alarms, plus throttle,
+duration-near-timeout and dead-letter queue depth alarms, for every function in the definition.
+The alarms are the definition's (`pipeline.alarms`), rendered here; `alarms ensure` renders the
+same ones for the local cloud.
 
 Metrics are addressed by the names the definition gives functions and queues, so this stack
 holds no cross-stack references: it can be deployed, changed or removed without touching the
@@ -14,6 +16,8 @@ KMS-encrypted: CloudWatch alarms cannot publish to a topic encrypted with the AW
 
 from __future__ import annotations
 
+import re
+
 import aws_cdk as cdk
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
@@ -23,14 +27,12 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
 from collections_ops import pipeline
+from collections_ops.pipeline import alarms as definition_alarms
 from stacks import nag
 from stacks.settings import Deployment
 
 PERIOD = cdk.Duration.seconds(pipeline.METRIC_PERIOD_S)
-ERROR_THRESHOLD = pipeline.ERROR_ALARM_THRESHOLD
-DURATION_ALARM_FRACTION = pipeline.DURATION_ALARM_FRACTION
 dashboard_name = pipeline.dashboard_name
-alarm_name = pipeline.alarm_name
 
 
 def lambda_metric(fn: pipeline.Function, env_name: str, metric: str,
@@ -50,51 +52,43 @@ def dlq_depth_metric(fn: pipeline.Function, env_name: str) -> cloudwatch.Metric:
     )
 
 
+# The construct id of each kind of alarm (it makes the alarm's logical id: keep it).
+CONSTRUCT_IDS = {"errors": "Errors", "throttles": "Throttles", "duration": "Duration",
+                 "dlq-depth": "DeadLetters"}
+
+
+def _member(value: str) -> str:
+    """CloudWatch's spelling (`GreaterThanThreshold`, `notBreaching`) as CDK's enum member."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", value).upper()
+
+
+def alarm(scope: Construct, spec: definition_alarms.Alarm) -> cloudwatch.Alarm:
+    """One of the definition's alarms as CloudFormation."""
+    return cloudwatch.Alarm(
+        scope, CONSTRUCT_IDS[spec.kind],
+        alarm_name=spec.name,
+        alarm_description=spec.description,
+        metric=cloudwatch.Metric(
+            namespace=spec.namespace, metric_name=spec.metric,
+            dimensions_map=dict(spec.dimensions), statistic=spec.statistic,
+            period=cdk.Duration.seconds(spec.period_s)),
+        threshold=spec.threshold,
+        comparison_operator=cloudwatch.ComparisonOperator[_member(spec.comparison)],
+        evaluation_periods=spec.evaluation_periods,
+        treat_missing_data=cloudwatch.TreatMissingData[_member(spec.treat_missing_data)],
+    )
+
+
 class FunctionAlarms(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, fn: pipeline.Function,
                  deployment: Deployment) -> None:
         super().__init__(scope, construct_id)
-        env_name = deployment.name
-        name = fn.function_name(env_name)
-        timeout_ms = deployment.settings.timeout(fn) * 1000
-
-        self.errors = cloudwatch.Alarm(
-            self, "Errors",
-            alarm_name=alarm_name(env_name, fn, "errors"),
-            alarm_description=f"Alert when {name} has errors",
-            metric=lambda_metric(fn, env_name, "Errors", "Sum"),
-            threshold=ERROR_THRESHOLD,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            evaluation_periods=1,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-        )
-        self.dead_letters = cloudwatch.Alarm(
-            self, "DeadLetters",
-            alarm_name=alarm_name(env_name, fn, "dlq-depth"),
-            alarm_description=(f"Messages are waiting in {fn.dlq_name(env_name)}: "
-                               f"events {name} could not process"),
-            metric=dlq_depth_metric(fn, env_name),
-            threshold=0,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            evaluation_periods=1,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-        )
-        self.duration = cloudwatch.Alarm(
-            self, "Duration",
-            alarm_name=alarm_name(env_name, fn, "duration"),
-            alarm_description=(f"{name} invocations take more than "
-                               f"{int(DURATION_ALARM_FRACTION * 100)} % of the "
-                               f"{timeout_ms // 1000} s timeout"),
-            metric=lambda_metric(fn, env_name, "Duration", "Maximum"),
-            threshold=int(timeout_ms * DURATION_ALARM_FRACTION),
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            evaluation_periods=1,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-        )
+        self.specs = definition_alarms.function_alarms(deployment.settings, fn)
+        self.by_kind = {spec.kind: alarm(self, spec) for spec in self.specs}
 
     @property
     def alarms(self) -> list[cloudwatch.Alarm]:
-        return [self.errors, self.dead_letters, self.duration]
+        return list(self.by_kind.values())
 
 
 class MonitoringStack(cdk.Stack):

@@ -1,11 +1,12 @@
 """What the storage and monitoring stacks own that is also written outside CloudFormation: the
 thumbnails bucket's lifecycle rule, the functions' alarms and the Lambda dashboard.
 
-On AWS the stacks create them, and the services compare with them (`services.drift`,
-`services.monitoring`) or put them back by hand. The local cloud has no CloudFormation: its
-provisioning writes the same resources with the same functions, so both sides agree on every
-rule, alarm and widget. Built from the definition (`pipeline`) only, below the services and the
-local cloud alike.
+The alarms are the definition's (`pipeline.alarms`), rendered here as `put_metric_alarm`
+calls as the monitoring stack renders them as CloudFormation. On AWS the stacks create them, and
+the services compare with them (`services.drift`, `services.monitoring`) or put them back by
+hand. The local cloud has no CloudFormation: its provisioning writes the same resources with the
+same functions, so both sides agree on every rule, alarm and widget. Built from the definition
+(`pipeline`) only, below the services and the local cloud alike.
 """
 
 from __future__ import annotations
@@ -17,21 +18,18 @@ from typing import Any
 from collections_ops import aws, errors
 from collections_ops.pipeline import (
     ABORT_MULTIPART_UPLOAD_DAYS,
-    DURATION_ALARM_FRACTION,
-    ERROR_ALARM_THRESHOLD,
     FUNCTIONS,
     METRIC_PERIOD_S,
     PROJECT,
     THUMBNAIL_EXPIRY_RULE_ID,
     Environment,
     Function,
-    alarm_name,
     alarm_prefix,
     dashboard_name,
 )
+from collections_ops.pipeline import alarms as definition_alarms
 
 PERIOD_S = METRIC_PERIOD_S
-ERROR_THRESHOLD = ERROR_ALARM_THRESHOLD
 DASHBOARD_START = "-PT3H"  # the stack's default_interval
 
 # The guide's three Lambda metrics, with the statistic its dashboard.json gives each.
@@ -118,53 +116,15 @@ def put_dashboard(cw: Any, env: Environment, region: str, *,
 # --------------------------------------------------------------------------- alarms
 
 
-def _lambda_dimensions(fn: Function, env_name: str) -> list[dict[str, str]]:
-    return [{"Name": "FunctionName", "Value": fn.function_name(env_name)}]
-
-
 def resource_tags(env_name: str) -> list[dict[str, str]]:
     return [{"Key": "environment", "Value": env_name}, {"Key": "project", "Value": PROJECT}]
 
 
-def function_alarm_specs(env: Environment, fn: Function) -> list[dict[str, Any]]:
-    """`put_metric_alarm` arguments for one function's four alarms.
-
-    errors: the guide's alarm as written (Errors, Sum, 300 s, > 5, 1 evaluation period);
-    throttles: any throttled invocation (reserved concurrency reached);
-    duration: the slowest invocation of a period above DURATION_ALARM_FRACTION of the timeout;
-    dlq-depth: any message waiting in the function's dead-letter queue.
-    Missing data is not breaching: a function nobody invoked is healthy.
-    """
-    name = fn.function_name(env.name)
-    timeout_ms = env.timeout(fn) * 1000
-    common: dict[str, Any] = {"Period": PERIOD_S, "EvaluationPeriods": 1,
-                              "ComparisonOperator": "GreaterThanThreshold",
-                              "TreatMissingData": "notBreaching", "Tags": resource_tags(env.name)}
-    lambda_metric = {"Namespace": "AWS/Lambda", "Dimensions": _lambda_dimensions(fn, env.name)}
-    return [
-        {**common, **lambda_metric, "AlarmName": alarm_name(env.name, fn, "errors"),
-         "AlarmDescription": f"Alert when {name} has errors",
-         "MetricName": "Errors", "Statistic": "Sum", "Threshold": ERROR_THRESHOLD},
-        {**common, **lambda_metric, "AlarmName": alarm_name(env.name, fn, "throttles"),
-         "AlarmDescription": f"{name} invocations are throttled (reserved concurrency reached)",
-         "MetricName": "Throttles", "Statistic": "Sum", "Threshold": 0},
-        {**common, **lambda_metric, "AlarmName": alarm_name(env.name, fn, "duration"),
-         "AlarmDescription": (f"{name} invocations take more than "
-                              f"{int(DURATION_ALARM_FRACTION * 100)} % of the "
-                              f"{timeout_ms // 1000} s timeout"),
-         "MetricName": "Duration", "Statistic": "Maximum",
-         "Threshold": int(timeout_ms * DURATION_ALARM_FRACTION)},
-        {**common, "AlarmName": alarm_name(env.name, fn, "dlq-depth"),
-         "AlarmDescription": (f"Messages are waiting in {fn.dlq_name(env.name)}: "
-                              f"events {name} could not process"),
-         "Namespace": "AWS/SQS", "MetricName": "ApproximateNumberOfMessagesVisible",
-         "Dimensions": [{"Name": "QueueName", "Value": fn.dlq_name(env.name)}],
-         "Statistic": "Maximum", "Threshold": 0},
-    ]
-
-
 def alarm_specs(env: Environment) -> list[dict[str, Any]]:
-    return [spec for fn in FUNCTIONS for spec in function_alarm_specs(env, fn)]
+    """`put_metric_alarm` arguments for the definition's alarms (`pipeline.alarms`), tagged as
+    the stack tags them."""
+    return [{**alarm.properties(), "Tags": resource_tags(env.name)}
+            for alarm in definition_alarms.alarms(env)]
 
 
 def existing_alarms(cw: Any, env_name: str) -> dict[str, dict[str, Any]]:

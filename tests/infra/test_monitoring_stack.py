@@ -7,8 +7,11 @@ import json
 import pytest
 
 from collections_ops import pipeline as definition
+from collections_ops.pipeline import alarms
+from collections_ops.services import monitoring
 from tests.infra import templates as t
 from tests.infra.support import SynthesizedApp
+from tests.moto_server import reset_moto
 
 pytestmark = pytest.mark.infra
 
@@ -81,3 +84,31 @@ def test_monitoring_needs_no_cross_stack_references(existing_db_app: Synthesized
     body = json.dumps(existing_db_app.template_json(env_name, "Monitoring"))
     assert "Fn::ImportValue" not in body
     assert "Fn::GetStackOutput" not in body
+
+
+def test_the_template_and_alarms_ensure_carry_the_definitions_alarms(
+        existing_db_app: SynthesizedApp, env_name: str, moto_endpoint: str) -> None:
+    import boto3
+
+    env = definition.environment(env_name)
+    specs = alarms.alarms(env)
+    # GIVEN the environment's monitoring template
+    template = existing_db_app.template_json(env_name, "Monitoring")
+    synthesized = {props["AlarmName"]: props for props in
+                   (r["Properties"] for r in t.resources(template, "AWS::CloudWatch::Alarm")
+                    .values())}
+    # WHEN `alarms ensure` writes the environment's alarms (to moto, as the local cloud does)
+    reset_moto(moto_endpoint)
+    cw = boto3.client("cloudwatch", region_name=env.region, endpoint_url=moto_endpoint)
+    ensured = monitoring.ensure_alarms(cw, env)
+    written = {a["AlarmName"]: a for a in cw.describe_alarms()["MetricAlarms"]}
+    # THEN both are exactly the definition's alarms, property for property
+    names = {spec.name for spec in specs}
+    assert set(synthesized) == names
+    assert set(ensured) == set(written) == names
+    for spec in specs:
+        wanted = spec.properties()
+        assert {k: synthesized[spec.name].get(k) for k in wanted} == wanted, spec.name
+        assert {k: written[spec.name].get(k) for k in wanted} == wanted, spec.name
+    # AND every alarm of the template notifies the stack's topic
+    assert all(props["AlarmActions"] for props in synthesized.values())

@@ -2,12 +2,11 @@
 dashboard, the per-function alarms, a terminal view of the functions' metrics, and a way to prove
 an alarm notifies someone.
 
-The CDK monitoring stack (`infrastructure/stacks/monitoring_stack.py`) deploys the same dashboard
-and the same errors / dead-letter / duration alarms on AWS; `stack_resources` spells them with
-plain boto3 so the local cloud (moto) gets them too, so an operator can add what the stack does not
-(throttle alarms, an e-mail topic, the end-to-end latency widget), and so `dashboard --show`
-can read the metrics without a browser. Names and parameters here must stay equal to the stack's:
-`put_metric_alarm` on a stack-owned name replaces that alarm's definition.
+The alarms are the definition's (`pipeline.alarms`): the CDK monitoring stack
+(`infrastructure/stacks/monitoring_stack.py`) deploys them on AWS, and `stack_resources` writes
+the same ones with plain boto3 for the local cloud (moto), which has no CloudFormation; a test
+proves the two equal. The same module draws the dashboard (the stack's, plus the end-to-end
+latency widget), and `dashboard --show` reads the metrics without a browser.
 
 Every function takes the client it needs (`cw`, `sns`), built by the composition root.
 """
@@ -24,11 +23,11 @@ from collections_ops import errors
 from collections_ops.pipeline import DURATION_ALARM_FRACTION as DURATION_ALARM_FRACTION
 from collections_ops.pipeline import (
     FUNCTIONS,
-    PROJECT,
     Environment,
     Function,
     alarm_topic_name,
 )
+from collections_ops.pipeline.alarms import ALARM_KINDS as ALARM_KINDS
 from collections_ops.stack_resources import (
     LAMBDA_METRICS,
     PERIOD_S,
@@ -41,12 +40,11 @@ from collections_ops.stack_resources import dashboard_body as dashboard_body
 from collections_ops.stack_resources import ensure_alarms as ensure_alarms
 from collections_ops.stack_resources import put_dashboard as put_dashboard
 
-ALARM_KINDS = ("errors", "throttles", "duration", "dlq-depth")
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 
 
-def topic_name(env_name: str) -> str:
-    return f"{PROJECT}-{env_name}-alarms"
+# The stack's topic; locally `alarms ensure --email` creates it.
+topic_name = alarm_topic_name
 
 
 # --------------------------------------------------------------------------- show
