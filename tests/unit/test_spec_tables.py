@@ -1,0 +1,82 @@
+"""The docs' tables of what each role may do and what is alarmed are the definition's specs
+(`pipeline.permissions`, `pipeline.alarms`) rendered: a permission or an alarm changed in the
+definition and not in docs/operations.md fails here.
+
+`python -m tests.unit.test_spec_tables` rewrites the tables from the definition.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from collections_ops.pipeline import DEPLOYED_FUNCTIONS, alarms, environment, permissions
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
+ENV = "dev"  # the tables show dev; prod's differ in the environment's name and timeouts
+
+
+def _cell(items: list[str]) -> str:
+    return "<br>".join(f"`{item}`" for item in items) if items else ""
+
+
+def permissions_table() -> str:
+    env = environment(ENV)
+    rows = ["| function | policy | statement | actions | resources | conditions |",
+            "|---|---|---|---|---|---|"]
+    for fn in DEPLOYED_FUNCTIONS:
+        for policy in permissions.role_policies(env, fn):
+            name = policy.name if policy.inline else "CDK's default policy"
+            for statement in policy.statements:
+                conditions = [f"{c.operator} {c.key}: " + (
+                    c.value if isinstance(c.value, str) else ", ".join(c.value))
+                    for c in statement.conditions]
+                rows.append(f"| {fn.key} | {name} | {statement.sid or ''} | "
+                            f"{_cell(sorted(statement.actions))} | "
+                            f"{_cell(list(statement.resources))} | {_cell(conditions)} |")
+    return "\n".join(rows)
+
+
+def alarms_table() -> str:
+    rows = ["| alarm | metric | statistic | fires when | what it means |",
+            "|---|---|---|---|---|"]
+    for alarm in alarms.alarms(environment(ENV)):
+        dimensions = ", ".join(f"{n}={v}" for n, v in alarm.dimensions)
+        rows.append(f"| `{alarm.name}` | {alarm.namespace} {alarm.metric} ({dimensions}) | "
+                    f"{alarm.statistic} over {alarm.period_s} s | "
+                    f"{alarm.comparison} {alarm.threshold} | {alarm.description} |")
+    return "\n".join(rows)
+
+
+TABLES = {"permissions": permissions_table, "alarms": alarms_table}
+
+
+def _block(name: str) -> re.Pattern[str]:
+    return re.compile(rf"(<!-- {name} table: generated -->\n)(.*?)(\n<!-- end of {name} table -->)",
+                      re.S)
+
+
+def _documented(name: str) -> str:
+    found = _block(name).search(DOC.read_text())
+    assert found, f"docs/operations.md has no generated {name} table"
+    return found.group(2)
+
+
+def test_the_docs_permissions_table_is_the_definitions() -> None:
+    assert _documented("permissions") == permissions_table(), (
+        "docs/operations.md: run `python -m tests.unit.test_spec_tables`")
+
+
+def test_the_docs_alarms_table_is_the_definitions() -> None:
+    assert _documented("alarms") == alarms_table(), (
+        "docs/operations.md: run `python -m tests.unit.test_spec_tables`")
+
+
+if __name__ == "__main__":
+    text = DOC.read_text()
+    for table, render in TABLES.items():
+        text, found = _block(table).subn(lambda m, r=render: m.group(1) + r() + m.group(3), text)
+        if not found:
+            sys.exit(f"docs/operations.md has no generated {table} table")
+    DOC.write_text(text)
