@@ -42,7 +42,7 @@ def _destroy() -> None:
 
 
 def _client_factory(state: Any) -> Any:
-    from collections_ops.localcloud.state import client_factory
+    from collections_ops.localcloud.access import client_factory
 
     return client_factory(state)
 

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from collections_ops.localcloud import postgres
+from collections_ops.localcloud.state import StateDir
 
 
 @pytest.fixture
@@ -35,7 +36,7 @@ def _without_password(url: str, password: str = "") -> str:
 def test_a_new_data_directory_admits_only_the_owners_scram_password(cloud_dir):
     # GIVEN the local cloud's passwords, made once and kept owner-only
     passwords = postgres.credentials(cloud_dir, ("processor",))
-    assert (cloud_dir / postgres.CREDENTIALS_FILE).stat().st_mode & 0o777 == 0o600
+    assert StateDir(cloud_dir).database_credentials.stat().st_mode & 0o777 == 0o600
     assert postgres.credentials(cloud_dir, ("processor",)) == passwords
     # WHEN the database starts on a new data directory
     database = postgres.Database(cloud_dir / "pgdata", passwords[postgres.OWNER])
@@ -66,5 +67,5 @@ def test_a_start_with_passwords_that_are_not_the_data_directorys_says_so_at_once
         postgres.Database(cloud_dir / "pgdata", "another-password").start()
     # THEN the start gives up at once, naming the credentials file and the way out
     assert time.monotonic() - started < 30
-    assert postgres.CREDENTIALS_FILE in str(refused.value)
+    assert StateDir.database_credentials.name in str(refused.value)
     assert "collections destroy local" in str(refused.value)

@@ -249,10 +249,11 @@ class Reloads:
 
     def __init__(self, state_dir) -> None:
         from collections_ops.localcloud import watch
+        from collections_ops.localcloud.state import StateDir
 
         self.purged: list[dict[str, str]] = []
         self.reloader = watch.CodeReloader(
-            watch.stamp_path(state_dir),
+            StateDir(state_dir).code_stamp,
             lambda dirs, shared: self.purged.append({k: str(v) for k, v in dirs.items()}))
 
     def next_invocation(self) -> str | None:
@@ -292,7 +293,7 @@ def test_the_dispatchers_run_the_package_of_the_version_live_points_at(pipeline,
 
 def test_configure_runs_the_same_code_as_the_new_version_and_keeps_it(pipeline, followed):
     from collections_ops.localcloud.provision import code_digest, function_code
-    from collections_ops.localcloud.store import STORE_DIR
+    from collections_ops.localcloud.state import StateDir
 
     reloads = Reloads(followed)
     lam = pipeline.client("lambda")
@@ -302,5 +303,5 @@ def test_configure_runs_the_same_code_as_the_new_version_and_keeps_it(pipeline, 
     assert reloads.next_invocation() == done.to_version == "2"
     assert reloads.purged == []
     # AND the version's package is kept, so a restart publishes the same versions again
-    kept = followed / STORE_DIR / "lambda" / "analyzer" / "2.zip"
+    kept = StateDir(followed).lambda_history / "analyzer" / "2.zip"
     assert code_digest(kept.read_bytes()) == code_digest(function_code(ANALYZER))

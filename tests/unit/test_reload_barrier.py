@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from collections_ops.localcloud import watch
+from collections_ops.localcloud.state import StateDir
 from collections_ops.pipeline import FUNCTIONS
 
 PROCESSOR = next(fn for fn in FUNCTIONS if fn.key == "processor")
@@ -18,7 +19,7 @@ PROCESSOR = next(fn for fn in FUNCTIONS if fn.key == "processor")
 def _reloader(state_dir: Path) -> tuple[watch.CodeReloader, list[dict[str, str]]]:
     purged: list[dict[str, str]] = []
     reloader = watch.CodeReloader(
-        watch.stamp_path(state_dir),
+        StateDir(state_dir).code_stamp,
         lambda dirs, shared: purged.append({k: str(v) for k, v in dirs.items()}))
     return reloader, purged
 

@@ -35,10 +35,8 @@ from typing import Any
 
 from collections_ops.localcloud.postgres import OWNER, Database, credentials
 from collections_ops.localcloud.state import (
-    EMULATOR_FILE,
-    SUPERVISOR_FILE,
     LocalState,
-    heartbeat_path,
+    StateDir,
     local_environment,
     write_state,
 )
@@ -68,8 +66,6 @@ def migrate(url: str, passwords: dict[str, str]) -> tuple[list[str], dict[str, s
         return applied, roles.function_urls(conn, url, passwords)
 
 
-LOCK_FILE = "daemon.lock"
-PORT_FILE = "port"
 PROCESSES_ENV = "COLLECTIONS_LOCAL_PROCESSES"
 PROBE_TIMEOUT_S = 3.0
 DISPATCHER_FROZEN_S = 15.0
@@ -142,7 +138,7 @@ def _port(state_dir: Path) -> int:
     fixed = os.environ.get("COLLECTIONS_LOCAL_PORT")
     if fixed:
         return int(fixed)
-    path = state_dir / PORT_FILE
+    path = StateDir(state_dir).port
     with contextlib.suppress(OSError, ValueError):
         port = int(path.read_text().strip())
         with socket.socket() as s:
@@ -180,10 +176,11 @@ def probe_endpoint(url: str, timeout: float = PROBE_TIMEOUT_S) -> tuple[bool, st
 class Supervisor:
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
+        self.files = StateDir(state_dir)
         self.port = _port(state_dir)
         self.endpoint = f"http://127.0.0.1:{self.port}"
         python = sys.executable
-        log_path = state_dir / "daemon.log"
+        log_path = self.files.log
         self.emulator = Child("emulator", [python, "-m", "collections_ops.localcloud.emulator",
                                            str(state_dir), str(self.port)], log_path)
         self.dispatchers = [
@@ -193,7 +190,7 @@ class Supervisor:
         url = os.environ.get("DATABASE_URL")
         # The owner's password and each function role's, kept with the data they protect.
         self.passwords = credentials(state_dir, tuple(fn.key for fn in FUNCTIONS))
-        self.database = None if url else Database(state_dir / "pgdata",
+        self.database = None if url else Database(self.files.pgdata,
                                                   self.passwords[OWNER])
         self.database_url = url or ""
         self.function_urls: dict[str, str] = {}
@@ -206,9 +203,9 @@ class Supervisor:
     # ------------------------------------------------------------------ start
 
     def start(self) -> LocalState:
-        (self.state_dir / EMULATOR_FILE).unlink(missing_ok=True)
+        self.files.emulator.unlink(missing_ok=True)
         for n in range(len(self.dispatchers), 64):  # heartbeats of a larger earlier run
-            heartbeat_path(self.state_dir, n).unlink(missing_ok=True)
+            self.files.dispatcher_heartbeat(n).unlink(missing_ok=True)
         self.emulator.start()
         for child in self.dispatchers:  # they import the handlers while moto starts
             child.start()
@@ -247,7 +244,7 @@ class Supervisor:
 
     def _wait_for_emulator(self) -> dict[str, Any]:
         deadline = time.monotonic() + EMULATOR_READY_S
-        path = self.state_dir / EMULATOR_FILE
+        path = self.files.emulator
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError, ValueError):
                 ready = json.loads(path.read_text())
@@ -267,7 +264,7 @@ class Supervisor:
         while waiting and time.monotonic() < deadline:
             for n, child in list(waiting):
                 with contextlib.suppress(OSError, ValueError):
-                    beat = json.loads(heartbeat_path(self.state_dir, n).read_text())
+                    beat = json.loads(self.files.dispatcher_heartbeat(n).read_text())
                     if beat.get("pid") == child.pid and beat.get("alive"):
                         waiting.remove((n, child))
                 code = child.exited()
@@ -379,8 +376,8 @@ class Supervisor:
         if code is None:
             beat: dict[str, Any] = {}
             with contextlib.suppress(OSError, ValueError):
-                beat = json.loads(heartbeat_path(self.state_dir, int(child.name[11:])
-                                                 ).read_text())
+                beat = json.loads(self.files.dispatcher_heartbeat(int(child.name[11:])
+                                                                  ).read_text())
             age = time.time() - float(beat.get("time", child.started_at))
             if age > DISPATCHER_FROZEN_S and time.time() - child.started_at > 30:
                 child.kill()
@@ -398,22 +395,22 @@ class Supervisor:
         record = {"pid": os.getpid(), "time": time.time(), "reloads": self.reloads, "parts": {
             p.name: {"pid": p.pid, "restarts": p.restarts, "started_at": p.started_at,
                      "last_exit": p.last_exit} for p in parts}}
-        tmp = self.state_dir / (SUPERVISOR_FILE + ".tmp")
+        tmp = self.files.supervisor.with_name(self.files.supervisor.name + ".tmp")
         tmp.write_text(json.dumps(record))
-        os.replace(tmp, self.state_dir / SUPERVISOR_FILE)
+        os.replace(tmp, self.files.supervisor)
         # The aggregate heartbeat earlier tools read: one file, every dispatcher summed.
         beats = []
         for n in range(len(self.dispatchers)):
             with contextlib.suppress(OSError, ValueError):
-                beats.append(json.loads(heartbeat_path(self.state_dir, n).read_text()))
+                beats.append(json.loads(self.files.dispatcher_heartbeat(n).read_text()))
         beat = {"time": time.time(),
                 "dispatcher": len(beats) == len(self.dispatchers)
                 and all(b.get("alive") for b in beats),
                 "invocations": sum(int(b.get("invocations", 0)) for b in beats),
                 "killed": sum(int(b.get("killed", 0)) for b in beats)}
-        tmp = self.state_dir / "heartbeat.tmp"
+        tmp = self.files.heartbeat.with_name(self.files.heartbeat.name + ".tmp")
         tmp.write_text(json.dumps(beat))
-        os.replace(tmp, self.state_dir / "heartbeat")
+        os.replace(tmp, self.files.heartbeat)
 
     def stop(self) -> None:
         if self.monitor is not None:
@@ -429,7 +426,7 @@ def _lock(state_dir: Path) -> Any:
     """Hold `daemon.lock` exclusively, or return None if another supervisor holds it."""
     import fcntl
 
-    handle = open(state_dir / LOCK_FILE, "a+")  # noqa: SIM115 - held for the process's life
+    handle = open(StateDir(state_dir).daemon_lock, "a+")  # noqa: SIM115 - held for the process's life
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -449,9 +446,10 @@ def _wait_for_previous_parts(state_dir: Path) -> None:
     from collections_ops.localcloud.processes import is_ours, kill_and_wait, wait_gone
 
     pids: set[int] = set()
-    for name in (SUPERVISOR_FILE, EMULATOR_FILE):
+    files = StateDir(state_dir)
+    for path in (files.supervisor, files.emulator):
         with contextlib.suppress(OSError, ValueError, AttributeError, TypeError):
-            record = json.loads((state_dir / name).read_text())
+            record = json.loads(path.read_text())
             parts = record.get("parts", {"emulator": record})
             pids |= {int(p["pid"]) for n, p in parts.items() if n != "database" and p.get("pid")}
     pids.discard(os.getpid())
@@ -466,7 +464,7 @@ def run(state_dir: Path) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     lock = _lock(state_dir)
     if lock is None:
-        log.error("another local cloud supervisor holds %s", state_dir / LOCK_FILE)
+        log.error("another local cloud supervisor holds %s", StateDir(state_dir).daemon_lock)
         sys.exit(ALREADY_RUNNING_EXIT)
     _wait_for_previous_parts(state_dir)
     env = local_environment()

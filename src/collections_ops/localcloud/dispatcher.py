@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from collections_ops.localcloud import lambda_runtime
-from collections_ops.localcloud.state import EMULATOR_FILE, heartbeat_path, local_environment
+from collections_ops.localcloud.state import StateDir, local_environment
 from collections_ops.pipeline import FUNCTIONS, Environment, Function
 
 log = logging.getLogger("collections.localcloud")
@@ -742,13 +742,12 @@ def run_process(state_dir: Any, index: int) -> None:
 
     for fn in FUNCTIONS:  # the slow part of starting (imports), done while moto starts
         lambda_runtime.load_handler(fn)
-    from collections_ops.localcloud.watch import stamp_path
-
-    lambda_runtime.watch_code(stamp_path(state_dir))  # `deploy local --watch` reloads
+    files = StateDir(state_dir)
+    lambda_runtime.watch_code(files.code_stamp)  # `deploy local --watch` reloads
     ready: dict[str, Any] = {}
     while not ready:
         try:
-            ready = json.loads((state_dir / EMULATOR_FILE).read_text())
+            ready = json.loads(files.emulator.read_text())
         except (OSError, ValueError):
             time.sleep(0.05)
     env = local_environment()
@@ -766,13 +765,13 @@ def run_process(state_dir: Any, index: int) -> None:
     roles = {fn.key: RoleCredentials(iam.function_environment(credentials, fn.key))
              for fn in FUNCTIONS}
     policy = DispatchPolicy.from_environ()
-    journal_path = state_dir / f"dispatcher-{index}.journal.json"
+    journal_path = files.dispatcher_journal(index)
     handed_back = Journal.recover(journal_path, session.client("sqs"), queue_urls,
                                   policy.retry_delays_s[0] if policy.retry_delays_s else 0)
     if any(handed_back.values()):
         log.info("handed back what the previous dispatcher-%d held: %s", index, handed_back)
     dispatcher = Dispatcher(session, env, queue_urls, dlq_urls, policy,
-                            slots_dir=state_dir / "concurrency", roles=roles,
+                            slots_dir=files.concurrency, roles=roles,
                             journal=Journal(journal_path))
     dispatcher.start()
 
@@ -781,7 +780,7 @@ def run_process(state_dir: Any, index: int) -> None:
 
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    path = heartbeat_path(state_dir, index)
+    path = files.dispatcher_heartbeat(index)
     while True:
         beat = {"pid": os.getpid(), "time": time.time(), "alive": dispatcher.alive(),
                 "invocations": dispatcher.invocations, "killed": dispatcher.killed}

@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from collections_ops.localcloud.state import (
-    EMULATOR_FILE,
+    StateDir,
     local_environment,
     private_dir,
     state_dir_mode,
 )
-from collections_ops.localcloud.store import STORE_DIR, Store, install, restore, s3_middleware
+from collections_ops.localcloud.store import Store, install, restore, s3_middleware
 from collections_ops.pipeline import LOCAL_ACCOUNT
 
 log = logging.getLogger("collections.localcloud")
@@ -46,7 +46,8 @@ def run(state_dir: Path, port: int) -> None:
     region = os.environ.get("AWS_DEFAULT_REGION") or env.region
     os.environ["AWS_DEFAULT_REGION"] = region
     started = time.monotonic()
-    (state_dir / EMULATOR_FILE).unlink(missing_ok=True)
+    files = StateDir(state_dir)
+    files.emulator.unlink(missing_ok=True)
 
     from werkzeug.serving import make_server
 
@@ -57,7 +58,7 @@ def run(state_dir: Path, port: int) -> None:
 
     lambda_versions.install()  # version numbers never reused, as on AWS
     private_dir(state_dir, state_dir_mode())
-    store = Store(state_dir / STORE_DIR)
+    store = Store(files.store)
     install(store)
     from collections_ops.localcloud import iam
 
@@ -98,7 +99,7 @@ def run(state_dir: Path, port: int) -> None:
                                     aws_secret_access_key=provisioning_secret,
                                     region_name=region)
     code = code_fingerprint()  # before provisioning reads the code: a later edit reloads again
-    history = state_dir / STORE_DIR / "lambda"
+    history = files.lambda_history
     from collections_ops.localcloud.watch import follow_live
 
     follow_live(env, state_dir, code=code)  # `live` decides what the dispatchers run
@@ -114,9 +115,9 @@ def run(state_dir: Path, port: int) -> None:
     ready = {"pid": os.getpid(), "endpoint_url": endpoint, "region": region,
              "resources": asdict(resources), "restored": restored, "time": time.time(),
              "code": code}
-    tmp = state_dir / (EMULATOR_FILE + ".tmp")
+    tmp = files.emulator.with_name(files.emulator.name + ".tmp")
     tmp.write_text(json.dumps(ready))
-    os.replace(tmp, state_dir / EMULATOR_FILE)
+    os.replace(tmp, files.emulator)
 
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())

