@@ -34,7 +34,8 @@ QUERY_TIMEOUT_MS = 15_000
 MAX_TEXT = 1024  # item and user ids are S3 key parts: at most 1024 bytes
 MAX_LIMIT = 1000
 MAX_DIMENSIONS = 16_000
-EXACT_SCAN_MAX_ROWS = 1000
+EXACT_SCAN_MAX_ROWS = 5000  # as services/search.py, which says why
+FILTERED_EF_SEARCH = 400
 TABLES = ("items", "analyses", "embeddings")
 # Written out, not assembled: no SQL text in this package is built at run time.
 _COUNT_ROWS = {
@@ -370,29 +371,70 @@ SELECT n.item_id, n.user_id, a.category, a.summary, n.distance
 FROM nearest n JOIN analyses a ON a.id = n.analysis_id
 ORDER BY n.distance, n.user_id, n.item_id
 """
-_HNSW_DISTANCE = "e.embedding::vector(1024) <=> %(q)s::vector(1024)"
+# `{d}`: the dimension, an integer `_check_search` checked -- the only text put into these
+# statements. The index's expression and predicate: migrations 0002/0007 (one per dimension)
+# or a model's own (`model_index_name`, built by `collections reembed`).
+_HNSW_DISTANCE = "e.embedding::vector({d}) <=> %(q)s::vector({d})"
 _EXACT_DISTANCE = "e.embedding <=> %(q)s::vector"
-_HNSW_WHERE = "e.embedding_dimensions = 1024 AND e.embedding_model = %(model)s"
+_HNSW_WHERE = "e.embedding_dimensions = {d} AND e.embedding_model = %(model)s"
 _EXACT_WHERE = "e.embedding_dimensions = %(dimensions)s AND e.embedding_model = %(model)s"
 _USER = " AND e.user_id = %(user_id)s"
-HNSW_DIMENSIONS = 1024  # migrations/0002_hnsw.sql: embeddings_hnsw_1024
+MAX_SCAN_TUPLES = 20_000
 
 
-def search_sql(*, approximate: bool, filtered: bool) -> str:
+def dimension_index_name(dimensions: int) -> str:
+    return f"embeddings_hnsw_{dimensions}"
+
+
+def model_index_name(model: str) -> str:
+    """`model`'s own partial HNSW index: as services/search.py names it."""
+    import hashlib
+    import re
+
+    slug = re.sub(r"[^a-z0-9]+", "_", model.lower()).strip("_")[:32]
+    return f"embeddings_hnsw_m_{slug}_{hashlib.sha256(model.encode()).hexdigest()[:8]}"
+
+
+def _iterative_scan_available(extversion: str | None) -> bool:
+    """pgvector 0.8.0 and later have hnsw.iterative_scan (as services/search.py decides)."""
+    parts = [int(p) if p.isdigit() else 0 for p in (extversion or "").split(".")]
+    return bool(extversion) and parts >= [0, 8]
+
+
+def search_sql(*, approximate: bool, filtered: bool, dimensions: int = 1024) -> str:
+    if isinstance(dimensions, bool) or not isinstance(dimensions, int) \
+            or not 1 <= dimensions <= MAX_DIMENSIONS:
+        raise ValueError(f"dimensions must be an integer from 1 to {MAX_DIMENSIONS}")
     where = (_HNSW_WHERE if approximate else _EXACT_WHERE) + (_USER if filtered else "")
-    return _NEAREST.format(distance=_HNSW_DISTANCE if approximate else _EXACT_DISTANCE,
-                           where=where)
+    distance = _HNSW_DISTANCE if approximate else _EXACT_DISTANCE
+    return _NEAREST.format(distance=distance, where=where).replace("{d}", str(dimensions))
 
 
 _SETTINGS = ("SELECT set_config('hnsw.ef_search', %s, true),"
-             " set_config('hnsw.iterative_scan', %s, true),"
+             " set_config('hnsw.iterative_scan', 'relaxed_order', true),"
+             " set_config('hnsw.max_scan_tuples', %s, true),"
              " set_config('enable_seqscan', 'off', true),"
              " set_config('enable_bitmapscan', 'off', true),"
              " set_config('enable_sort', 'off', true)")
+# pgvector < 0.8: no iterative scan (and its `hnsw.` prefix is reserved: setting one is an
+# error); a filtered search is answered exactly.
+_SETTINGS_BEFORE_0_8 = ("SELECT set_config('hnsw.ef_search', %s, true),"
+                        " set_config('enable_seqscan', 'off', true),"
+                        " set_config('enable_bitmapscan', 'off', true),"
+                        " set_config('enable_sort', 'off', true)")
 _DEFAULTS = ("SET LOCAL enable_seqscan TO DEFAULT; SET LOCAL enable_bitmapscan TO DEFAULT;"
              " SET LOCAL enable_sort TO DEFAULT")
-_USER_ROWS = ("SELECT count(*) FROM (SELECT 1 FROM embeddings WHERE user_id = %s"
-              " AND embedding_model = %s AND embedding_dimensions = %s LIMIT %s) AS capped")
+_PLAN_FACTS = """
+SELECT (SELECT extversion FROM pg_extension WHERE extname = 'vector'),
+       EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+               WHERE i.indisvalid AND i.indrelid = 'embeddings'::regclass
+                 AND c.relname = ANY(%(indexes)s)),
+       (SELECT count(*) FROM (
+            SELECT 1 FROM embeddings
+            WHERE user_id = %(user_id)s AND embedding_model = %(model)s
+              AND embedding_dimensions = %(dimensions)s
+            LIMIT %(cap)s) AS capped)
+"""
 
 
 def _search(conn: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -405,22 +447,33 @@ def _search(conn: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
     except Exception:
         raise TerminalError("the database has no `vector` extension",
                             hint="run: collections db migrate") from None
+    dimensions = params["dimensions"]
     args = {"q": Vector(params["vector"]), "model": params["model"],
-            "limit": params["limit"], "dimensions": params["dimensions"],
+            "limit": params["limit"], "dimensions": dimensions,
             "user_id": params["user_id"]}
     filtered = params["user_id"] is not None
-    approximate = not params["exact"] and params["dimensions"] == HNSW_DIMENSIONS
+    approximate = not params["exact"]
+    iterative = False
     with _read_only(conn) as cur:
-        if approximate and filtered:
-            cur.execute(_USER_ROWS, (params["user_id"], params["model"], params["dimensions"],
-                                     EXACT_SCAN_MAX_ROWS), prepare=False)
-            row = cur.fetchone()
-            approximate = row is not None and row[0] >= EXACT_SCAN_MAX_ROWS
         if approximate:
-            cur.execute(_SETTINGS, (str(max(params["ef_search"], params["limit"])),
-                                    "relaxed_order" if filtered else "off"), prepare=False)
-        cur.execute(search_sql(approximate=approximate, filtered=filtered), args,
-                    prepare=False)
+            cur.execute(_PLAN_FACTS, {**args, "cap": EXACT_SCAN_MAX_ROWS, "indexes": [
+                dimension_index_name(dimensions), model_index_name(params["model"])]},
+                prepare=False)
+            facts = cur.fetchone()
+            iterative, indexed, user_rows = (
+                (_iterative_scan_available(facts[0]), bool(facts[1]), int(facts[2]))
+                if facts else (False, False, 0))
+            approximate = indexed and (
+                not filtered or (iterative and user_rows >= EXACT_SCAN_MAX_ROWS))
+        if approximate:
+            floor = max(params["limit"], FILTERED_EF_SEARCH) if filtered else params["limit"]
+            ef = str(max(params["ef_search"], floor))
+            if iterative:
+                cur.execute(_SETTINGS, (ef, str(MAX_SCAN_TUPLES)), prepare=False)
+            else:
+                cur.execute(_SETTINGS_BEFORE_0_8, (ef,), prepare=False)
+        cur.execute(search_sql(approximate=approximate, filtered=filtered,
+                               dimensions=dimensions), args, prepare=False)
         rows = cur.fetchall()
         if approximate and filtered and len(rows) < params["limit"]:
             cur.execute(_DEFAULTS, prepare=False)

@@ -209,8 +209,10 @@ def test_a_filtered_search_still_returns_limit_rows_through_the_index(db, monkey
     counts = {}
     for iterative in (False, True):
         with db.transaction():
-            ef, mode = search_service.settings_params(ef_search=10, limit=10, filtered=iterative)
-            db.execute(search_service.SETTINGS_SQL, (ef, mode))
+            ef, relaxed, tuples = search_service.settings_params(ef_search=10, limit=10,
+                                                                 filtered=False)
+            mode = relaxed if iterative else "off"
+            db.execute(search_service.SETTINGS_SQL, (ef, mode, tuples))
             plan = json.dumps(db.execute("EXPLAIN (FORMAT JSON) " + sql, params).fetchone()[0])
             assert '"Index Name": "embeddings_hnsw_1024"' in plan, plan
             counts[mode] = len(db.execute(sql, params).fetchall())
@@ -327,8 +329,11 @@ def test_other_dimensions_fall_back_to_an_exact_scan(catalog):
                                  dimensions=8)
     assert [h.item_id for h in hits] == ["small-1", "small-2"]
     assert hits[1].distance == pytest.approx(1 - 0.1 / (0.81 + 0.01) ** 0.5, abs=1e-6)
-    sql = search_service.search_sql(8, filtered=False)
-    assert "vector(1024)" not in sql and "e.embedding_dimensions = %(dimensions)s" in sql
+    # No index serves 8 dimensions: the exact statement answers.
+    recorder = Recorder(catalog)
+    search_service.search(recorder, [0.9, 0.1] + [0.0] * 6, model="tiny-8", dimensions=8)
+    assert search_service.search_sql(8, filtered=False, exact=True) in recorder.statements
+    assert search_service.SETTINGS_SQL not in recorder.statements
     # 1024-d rows of the same model name never reach the 8-d distance operator.
     add(catalog, "user123", "big", summary="tiny", model="tiny-8")
     assert len(search_service.search(catalog, [1.0] * 8, model="tiny-8", dimensions=8)) == 2

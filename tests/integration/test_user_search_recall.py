@@ -51,9 +51,11 @@ def load(db: Any, vectors: np.ndarray) -> None:
 def index_top10(db: Any, query: np.ndarray, user_id: str, *, iterative: bool) -> list[str]:
     """The service's filtered index SQL under its own settings, iterative scan on or off."""
     sql = search_service.search_sql(DIM, filtered=True)
-    ef, mode = search_service.settings_params(ef_search=EF_SEARCH, limit=10, filtered=True)
+    _ef, mode, tuples = search_service.settings_params(ef_search=EF_SEARCH, limit=10,
+                                                       filtered=True)
     with db.transaction():
-        db.execute(search_service.SETTINGS_SQL, (ef, mode if iterative else "off"))
+        db.execute(search_service.SETTINGS_SQL,
+                   (str(EF_SEARCH), mode if iterative else "off", tuples))
         rows = db.execute(sql, {"q": query, "model": MODEL, "limit": 10, "user_id": user_id,
                                 "dimensions": DIM}).fetchall()
     return [r[0] for r in rows]
@@ -86,3 +88,39 @@ def test_each_users_top_10_through_the_index_matches_exact_search_with_iterative
     # only the user's few rows among ef_search candidates
     assert float(np.mean(recall[True])) >= 0.95, recall[True]
     assert float(np.mean(recall[False])) < 0.5, recall[False]
+
+
+def test_search_answers_each_user_within_0_01_of_exact_because_small_users_are_exact(
+        crowded: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN the same 3,000 vectors and queries, every user below EXACT_SCAN_MAX_ROWS
+    queries = clustered_vectors(USERS, seed=12)
+
+    def recall_of_search() -> float:
+        recalls = []
+        for n, query in enumerate(queries):
+            user_id = f"u-{n:02d}"
+            exact = {h.item_id for h in search_service.search(
+                crowded, query, model=MODEL, dimensions=DIM, limit=10, user_id=user_id,
+                exact=True)}
+            found = {h.item_id for h in search_service.search(
+                crowded, query, model=MODEL, dimensions=DIM, limit=10, user_id=user_id)}
+            recalls.append(len(found & exact) / 10)
+        return float(np.mean(recalls))
+
+    # WHEN each user searches through the service, THEN it is exact
+    assert recall_of_search() >= 0.99
+    # and the same data without the per-user threshold (the index path at the pre-fix
+    # ef_search of 100) is not within 0.01 of exact
+    monkeypatch.setattr(search_service, "EXACT_SCAN_MAX_ROWS", 1)
+    monkeypatch.setattr(search_service, "FILTERED_EF_SEARCH", EF_SEARCH)
+    assert recall_of_search() < 0.99
+
+
+@pytest.mark.parametrize(("version", "available"), [
+    ("0.8.0", True), ("0.8.6", True), ("0.10.1", True), ("1.0.0", True),
+    ("0.7.4", False), ("0.6.2", False), ("", False), (None, False)])
+def test_a_pgvector_without_iterative_scan_is_searched_exactly(version: str | None,
+                                                               available: bool) -> None:
+    from collections_ops.services import search
+
+    assert search.iterative_scan_available(version) is available
