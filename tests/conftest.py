@@ -154,7 +154,8 @@ def db(migrated_db: str) -> Iterator[Any]:
     from pgvector.psycopg import register_vector
 
     with psycopg.connect(migrated_db, autocommit=True) as conn:
-        conn.execute("TRUNCATE items, analyses, embeddings RESTART IDENTITY CASCADE")
+        conn.execute("TRUNCATE items, analyses, embeddings, embedding_models"
+                     " RESTART IDENTITY CASCADE")
         register_vector(conn)
         yield conn
 

@@ -9,6 +9,12 @@ The analysis may not be visible yet when the event arrives (another region of th
 transaction race, or a replica): that is retryable, not a failure. An unchanged analysis that is
 already embedded with the same model is not embedded again. The provider's reported token count
 is stored with the embedding (`collections cost` prices it).
+
+Which models: the database's active one (collections_core/models.py; the configured
+EMBEDDING_MODEL while none is recorded, and the first stored vector records it) and every model
+`collections reembed` is filling, so a fill never falls behind new uploads. An event that names
+`embedding_model` (reembed's fan-out on AWS) is embedded with that model only, and only if it is
+active or filling.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import time
 from typing import Any
 
 import embedding
-from collections_core import db, events, log, runtime, secrets
+from collections_core import db, events, log, models, runtime, secrets
 from collections_core.config import Settings
 from collections_core.errors import (
     ClaimRefused,
@@ -59,13 +65,41 @@ def _embed_event(event: Any, context: Any) -> dict[str, Any]:
               analysis_id=analysis["id"])
     text = embedding.document_text(analysis)
     content_hash = hashlib.sha256(text.encode()).hexdigest()
-    model = settings.embedding_model
+    targets = _models_to_embed(settings.embedding_model, detail.get("embedding_model"))
+    results = [_embed_with(model, settings, user_id, item_id, analysis, text, content_hash,
+                           context) for model in targets]
+    if len(results) == 1:
+        return results[0]
+    return {"status": "embedded" if any(r["status"] == "embedded" for r in results)
+            else "duplicate", "models": dict(zip(targets, results, strict=True))}
+
+
+def _models_to_embed(configured: str, named: Any) -> list[str]:
+    with db.transaction() as cur:
+        recorded = models.registered(cur, in_use_only=True)
+    targets = models.embedding_targets(recorded, configured)
+    if named is None:
+        return targets
+    try:
+        name = models.check_model_name(named)
+    except ValueError as exc:
+        raise ClaimRefused(f"refused: {exc}") from None
+    if name not in targets:
+        raise ClaimRefused(f"refused: {name} is neither the active model nor one being filled")
+    return [name]
+
+
+def _embed_with(model: str, settings: Settings, user_id: str, item_id: str,
+                analysis: dict[str, Any], text: str, content_hash: str,
+                context: Any) -> dict[str, Any]:
     if _already_embedded(user_id, item_id, model, content_hash):
-        log.event(logger, "already embedded this analysis", outcome="duplicate")
+        log.event(logger, "already embedded this analysis", outcome="duplicate", model=model)
         return {"status": "duplicate"}
 
     started = time.perf_counter()
-    provider = settings.embedding_provider
+    provider = models.provider_of(model, configured_model=settings.embedding_model,
+                                  configured_provider=settings.embedding_provider,
+                                  local_models=embedding.LOCAL_MODELS)
     vector, input_tokens = _embed(provider, model, text, context)
     _check_vector(vector, model)
     log.event(logger, "Embedding generated", stage="embedded", model=model,
@@ -74,7 +108,7 @@ def _embed_event(event: Any, context: Any) -> dict[str, Any]:
     embedding_id = _store(user_id, item_id, analysis["id"], model, vector, content_hash,
                           analysis["correlation_id"], provider=provider, input_tokens=input_tokens)
     log.event(logger, "Embedding stored in pgvector", stage="stored", embedding_id=embedding_id,
-              dimensions=len(vector))
+              dimensions=len(vector), model=model)
     return {"status": "embedded", "embedding_id": embedding_id, "dimensions": len(vector)}
 
 
@@ -163,7 +197,8 @@ def _store(user_id: str, item_id: str, analysis_id: int, model: str, vector: lis
            content_hash: str, correlation_id: str | None, *, provider: str,
            input_tokens: int | None) -> int:
     """Upsert the item's embedding for `model`; its token count is this call's (a re-embedding
-    replaces it, so a row is one call's tokens)."""
+    replaces it, so a row is one call's tokens). A database with no active model records this
+    one (collections_core/models.py)."""
     import psycopg
     from pgvector import Vector
 
@@ -173,6 +208,7 @@ def _store(user_id: str, item_id: str, analysis_id: int, model: str, vector: lis
                                   Vector(vector), content_hash, correlation_id, provider,
                                   input_tokens))
             row = cur.fetchone()
+            cur.execute(models.RECORD_ACTIVE_SQL, (model, len(vector)))
     except psycopg.errors.ForeignKeyViolation:
         raise RetryableError(f"analysis {analysis_id} is not visible yet") from None
     except psycopg.errors.CheckViolation:

@@ -48,6 +48,10 @@ Queries and their parameters (unknown parameters are refused):
                        with the rows written in the window (epoch milliseconds, `until`
                        excluded), summed in SQL per stage, model and provider, and the items
                        written in it; a few groups whatever the row count
+    embedding_models {}
+                    -> {"models": [{"model", "dimensions", "state": "active" | "filling" |
+                                    "retired", "index_name", "rows"}, ...]}  -- the models
+                       the database holds and the one it searches with (migration 0006)
 
 Response (always a JSON object; the function never raises for a request it can answer):
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from collections_core import aws, db, log, roles, secrets
+from collections_core import aws, db, log, models, roles, secrets
 from collections_core import migrate as migrations
 from collections_core.errors import ConfigurationError, RetryableError, TerminalError
 
@@ -662,6 +662,32 @@ def usage(conn: Any, params: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
+# ------------------------------------------------------------------------ embedding_models
+
+
+def _check_embedding_models(params: dict[str, Any]) -> dict[str, Any]:
+    _only(params, set())
+    return {}
+
+
+def embedding_models(conn: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """The database's recorded embedding models (collections_core/models.py, migration 0006),
+    each with how many rows it has: {"models": [{"model", "dimensions", "state",
+    "index_name", "rows"}, ...]}."""
+    import psycopg
+
+    try:
+        with _read_only(conn) as cur:
+            recorded = models.registered(cur)
+            cur.execute("SELECT embedding_model, count(*) FROM embeddings"
+                        " GROUP BY embedding_model")
+            rows = {str(r[0]): int(r[1]) for r in cur.fetchall()}
+    except psycopg.errors.UndefinedTable:
+        raise TerminalError("the database has no embedding_models table yet",
+                            hint="run: collections db migrate") from None
+    return {"models": [{**m._asdict(), "rows": rows.get(m.model, 0)} for m in recorded]}
+
+
 @dataclass(frozen=True)
 class NamedQuery:
     check: Callable[[dict[str, Any]], dict[str, Any]]  # raises ValueError
@@ -675,4 +701,5 @@ QUERIES: dict[str, NamedQuery] = {
     "database_check": NamedQuery(_check_database_check, _database_check),
     "reconcile_rows": NamedQuery(_check_reconcile_rows, reconcile_rows),
     "usage": NamedQuery(_check_usage, usage),
+    "embedding_models": NamedQuery(_check_embedding_models, embedding_models),
 }

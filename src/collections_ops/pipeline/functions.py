@@ -201,7 +201,7 @@ DEPLOYED_FUNCTIONS: tuple[Function, ...] = (*FUNCTIONS, OPERATIONS)
 # two equal). No request can carry SQL: a query is one of these names plus typed parameters.
 OPERATIONS_ACTIONS: tuple[str, ...] = ("migrate", "status", "query")
 OPERATIONS_QUERIES: tuple[str, ...] = ("find_items", "item_rows", "search", "database_check",
-                                       "reconcile_rows", "usage")
+                                       "reconcile_rows", "usage", "embedding_models")
 
 
 def alarm_name(env_name: str, fn: Function, kind: str) -> str:

@@ -46,6 +46,7 @@ class Route(Protocol):
     def usage(self, *, since_ms: int, until_ms: int | None,
               user_id: str | None) -> dict[str, Any]: ...
     def delete_embeddings(self, ids: list[int]) -> bool: ...
+    def embedding_models(self) -> list[dict[str, Any]]: ...
 
 
 # --------------------------------------------------------------------------- direct
@@ -120,6 +121,9 @@ class DirectRoute:
               user_id: str | None) -> dict[str, Any]:
         # The operations function's statements (`usage`), so both routes sum alike.
         return self._named("usage", {"since": since_ms, "until": until_ms, "user_id": user_id})
+
+    def embedding_models(self) -> list[dict[str, Any]]:
+        return list(self._named("embedding_models", {})["models"])
 
     def _named(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
         """One of the operations function's named queries, run on this connection: its own
@@ -236,6 +240,9 @@ class OperationsRoute:
               user_id: str | None) -> dict[str, Any]:
         return dict(self.call("query", "usage", {"since": since_ms, "until": until_ms,
                                                  "user_id": user_id}))
+
+    def embedding_models(self) -> list[dict[str, Any]]:
+        return list(self.call("query", "embedding_models", {})["models"])
 
 
 RECONCILE_PAGE_ROWS = 5000  # the operations function's maximum; its 4 MB cap may end a page first

@@ -268,6 +268,22 @@ def search(conn: Any, query_vector: Sequence[float] | Any, *, model: str, dimens
                       distance=float(r[4])) for r in rows]
 
 
+def search_model(route: Any, *, configured_model: str,
+                 configured_provider: str) -> tuple[str, str]:
+    """(model, provider) an environment's search embeds its query with: the model its database
+    records as active (migration 0006, `collections reembed --activate`), or the configured
+    one while none is recorded."""
+    recorded = route.embedding_models()
+    model = next((str(m["model"]) for m in recorded if m["state"] == "active"),
+                 configured_model)
+    embedding = _embedding_module()
+    from collections_core import models
+
+    return model, models.provider_of(model, configured_model=configured_model,
+                                     configured_provider=configured_provider,
+                                     local_models=tuple(embedding.LOCAL_MODELS))
+
+
 def embed_query(text: str, *, provider: str, model: str, api_key: str | None = None,
                 timeout_s: float = 30.0) -> list[float]:
     """Embed a search query with the pipeline's provider, so it is comparable to the documents.

@@ -125,12 +125,15 @@ def search(
     from collections_ops.services import search as searching
 
     ctx = opt.context(env, profile, region)
-    provider, model = ctx.env.embedding_provider, ctx.env.embedding_model
+    route = ctx.data_route
+    ui.info(f"route: {route.description}")
+    # The database's active model (`collections reembed --activate`), else the configured one.
+    model, provider = searching.search_model(
+        route, configured_model=ctx.env.embedding_model,
+        configured_provider=ctx.env.embedding_provider)
     api_key = ctx.provider_key("VOYAGE_API_KEY") if provider == "voyage" else None
     try:
         vector = searching.embed_query(query, provider=provider, model=model, api_key=api_key)
-        route = ctx.data_route
-        ui.info(f"route: {route.description}")
         hits = route.search(vector, model=model, dimensions=len(vector), user_id=user,
                             limit=limit)
     except ValueError as exc:
