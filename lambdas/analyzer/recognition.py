@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 from typing import Any, NamedTuple
 
+import faces
 from classifier import Prediction, model
 
 TOP_CLASSES = 5
@@ -44,19 +45,33 @@ _GROUPS: tuple[tuple[range, str], ...] = (
 _STOP_WORDS = frozenset({"a", "an", "and", "of", "the", "for", "with", "to", "in", "on", "s"})
 
 
-def recognised_analysis(image: Any, measured: dict[str, Any]) -> dict[str, Any]:
-    """`measured` (the Pillow analysis of `image`) with what the classifier saw added."""
+def small_copy(image: Any) -> Any:
+    """The RGB copy, 256 px on its longest edge, that the pixel findings, the face count and
+    Pillow's measurements read (made once: each downscale of a full rendition costs ~2.5 ms)."""
+    small = image.convert("RGB")
+    small.thumbnail((_LOOK_EDGE, _LOOK_EDGE))
+    return small
+
+
+def recognised_analysis(image: Any, measured: dict[str, Any], *,
+                        small: Any = None) -> dict[str, Any]:
+    """`measured` (the Pillow analysis of `image`) with what the classifier saw added;
+    `small`: `small_copy(image)`, if the caller has made it."""
+    small = small_copy(image) if small is None else small
     predictions = kept(model().predict(image, top=TOP_CLASSES))
     best = predictions[0]
     seen = _phrase(predictions)
     verb = "shows" if best.probability >= SURE else "may show"
-    found = looks(image, measured)
+    found = looks(small, measured)
     category = _category(measured["category"], found)
     # The summary is what e5 embeds (embedding.e5_passage): it says the final category, the
     # classes and their plain group names ("a cat, an animal"), not the pixel size (e5 costs
     # time per token, and nobody searches for "451x300").
     summary = re.sub(r"^A (\w+) \w+, \d+x\d+,", rf"A \1 {category},", measured["summary"])
     summary = f"{summary.rstrip('.')}; it {verb} {seen}{_kinds(predictions)}."
+    people = faces.count(small)
+    if people:
+        summary = f"{summary[:-1]}. It shows {_people(people)}."
     if found:
         summary = f"{summary[:-1]}. It looks like {found[0].phrase}."
     scores = ", ".join(f"{', '.join(p.names)} {p.probability:.0%}" for p in predictions)
@@ -64,7 +79,10 @@ def recognised_analysis(image: Any, measured: dict[str, Any]) -> dict[str, Any]:
                    f"{measured['description']}")
     if found:
         description += f" The pixels look like {'; and '.join(f.phrase for f in found)}."
-    tags = [*(t for f in found for t in f.tags), *class_tags(predictions), *measured["tags"]]
+    people_tags = (["person", "face", "portrait"] if people == 1
+                   else ["people", "group", "faces"] if people else [])
+    tags = [*people_tags, *(t for f in found for t in f.tags), *class_tags(predictions),
+            *measured["tags"]]
     return {**measured, "category": category,
             "summary": summary[:500], "description": description[:4000],
             "tags": list(dict.fromkeys(t[:60] for t in tags))[:MAX_TAGS],
@@ -97,6 +115,13 @@ def class_tags(predictions: list[Prediction]) -> list[str]:
                         if w not in _STOP_WORDS and len(w) > 1)
         tags.extend(group for indices, group in _GROUPS if prediction.class_index in indices)
     return list(dict.fromkeys(tags))
+
+
+def _people(count: int) -> str:
+    """ "one person (a face seen from the front)", "3 people (...)"."""
+    if count == 1:
+        return "one person (a face seen from the front)"
+    return f"{count} people (their faces seen from the front)"
 
 
 def _kinds(predictions: list[Prediction]) -> str:
@@ -163,11 +188,12 @@ def looks(image: Any, measured: dict[str, Any]) -> list[Look]:
 
     small = image.convert("RGB")
     small.thumbnail((_LOOK_EDGE, _LOOK_EDGE))
-    rgb = np.asarray(small, dtype=np.float32) / 255.0
+    pixels = np.asarray(small)
+    rgb = pixels.astype(np.float32) / 255.0
     grey = rgb.mean(axis=2)
     starry = _starry(grey)
     found = [look for look, seen in ((STARRY, starry), (TEXT, _text_like(grey)),
-                                     (FLAT, _flat(rgb)), (REPEATING, _repeating(grey)),
+                                     (FLAT, _flat(pixels)), (REPEATING, _repeating(grey)),
                                      (TEXTURE, not starry and _texture(grey)))
              if seen]
     if measured.get("saturation", 1.0) < 0.02:
@@ -212,12 +238,11 @@ def _text_like(grey: Any) -> bool:
     return lines >= 4 and per_100px >= 12
 
 
-def _flat(rgb: Any) -> bool:
-    """Most of the picture is areas where neighbouring pixels have exactly one colour."""
-    import numpy as np
-
-    same_right = (np.abs(np.diff(rgb, axis=1)).max(axis=2) < 1 / 255)[:-1, :]
-    same_down = (np.abs(np.diff(rgb, axis=0)).max(axis=2) < 1 / 255)[:, :-1]
+def _flat(pixels: Any) -> bool:
+    """Most of the picture is areas where neighbouring pixels have exactly one colour
+    (`pixels`: the 8-bit RGB array, compared as bytes: four times faster than as floats)."""
+    same_right = (pixels[:, 1:] == pixels[:, :-1]).all(axis=2)[:-1, :]
+    same_down = (pixels[1:, :] == pixels[:-1, :]).all(axis=2)[:, :-1]
     return float((same_right & same_down).mean()) > 0.5
 
 

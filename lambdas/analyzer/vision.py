@@ -213,8 +213,11 @@ def local_analysis(image: Any, facts: dict[str, Any], *,
                 f"the offline classifier needs {exc.name}, which is not installed: "
                 f"pip install {exc.name}", hint="pip install -e '.[local]'") from None
 
+        small = recognition.small_copy(image)
+        sized = {**facts, "width": facts.get("width") or image.width,
+                 "height": facts.get("height") or image.height}
         return recognition.recognised_analysis(
-            image, measured_analysis(image, facts, recognised=True))
+            image, measured_analysis(small, sized, recognised=True), small=small)
     raise ConfigurationError(f"unknown local analysis model {model!r}",
                              hint=f"ANALYZER_MODEL is one of {', '.join(LOCAL_MODELS)}")
 

@@ -122,3 +122,16 @@ def test_the_classifier_summary_says_the_plain_group_of_the_class(chelsea: Image
     analysis = vision.local_analysis(chelsea, {}, model=vision.CLASSIFIER_MODEL)
 
     assert ": a cat, an animal." in analysis["summary"]
+
+
+def test_the_face_count_finds_the_astronaut_and_no_one_in_the_cat_photo(
+        chelsea: Image.Image) -> None:
+    import faces
+
+    with Image.open(evaluation.golden_photo("astronaut.png")) as image:
+        astronaut = image.convert("RGB")
+
+    assert faces.count(astronaut) == 1
+    assert faces.count(chelsea) == 0
+    analysis = vision.local_analysis(astronaut, {}, model=vision.CLASSIFIER_MODEL)
+    assert "one person" in analysis["summary"] and analysis["tags"][:2] == ["person", "face"]

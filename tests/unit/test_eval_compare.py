@@ -149,6 +149,6 @@ def test_a_real_provider_candidate_prints_its_cost_and_stops_unless_confirmed(
     # THEN the estimate came first, on stderr, and nothing ran: the one JSON document is the
     # refusal, naming --yes
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "calls a real provider for 16 photos and 24 queries: about $" in result.stderr
+    assert "calls a real provider for 16 photos and 26 queries: about $" in result.stderr
     refused = json.loads(result.stdout)
     assert "not confirmed" in refused["error"] and "--yes" in refused["hint"]
