@@ -17,9 +17,6 @@ class CollectionsError(Exception):
         self.hint = hint
 
 
-CliError = CollectionsError  # the name the command layer used before the domain errors
-
-
 class UsageError(CollectionsError):
     """The input is malformed: a bad value, a missing argument, an unknown name."""
 
@@ -62,6 +59,11 @@ class VerifyFailed(CollectionsError):
 
 class Changes(CollectionsError):
     """`diff`/drift: what is deployed differs from what the app or the settings ask for."""
+
+
+class Failed(CollectionsError):
+    """An operation ran and failed, with no more specific kind: a tool (pip, npm) exited
+    non-zero, AWS refused a request, a tuning run could not measure."""
 
 
 class MissingExtra(CollectionsError):

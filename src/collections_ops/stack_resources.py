@@ -108,8 +108,8 @@ def put_dashboard(cw: Any, env: Environment, region: str, *,
         dashboard_body(env, region, account=account)))
     problems = response.get("DashboardValidationMessages") or []
     if problems:
-        raise errors.CliError(f"CloudWatch rejected parts of dashboard {name}: "
-                              + "; ".join(str(p.get("Message")) for p in problems))
+        raise errors.Failed(f"CloudWatch rejected parts of dashboard {name}: "
+                            + "; ".join(str(p.get("Message")) for p in problems))
     return name
 
 

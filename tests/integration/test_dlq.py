@@ -491,7 +491,7 @@ def test_an_undeployed_environment_and_an_unknown_function_are_clear_errors(pipe
 
     with pytest.raises(errors.NotReady, match="collections-prod-AnalyzerLambda-dlq does not"):
         dlq.peek(pipeline.client("sqs"), environment("prod"), "analyzer")
-    with pytest.raises(errors.CliError, match="unknown function 'thumbnailer'"):
+    with pytest.raises(errors.UsageError, match="unknown function 'thumbnailer'"):
         dlq.peek(pipeline.client("sqs"), pipeline.env, "thumbnailer")
     assert all(not q.exists for q in dlq.list_queues(pipeline.client("sqs"),
                                                       environment("prod")))

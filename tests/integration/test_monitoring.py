@@ -167,7 +167,7 @@ def test_email_topic_notifies_and_a_rerun_without_it_keeps_the_actions(client: C
 
 
 def test_an_address_without_at_is_refused(client: Clients) -> None:
-    with pytest.raises(errors.CliError):
+    with pytest.raises(errors.UsageError):
         monitoring.notification_topic(client("sns"), DEV, "ops.example.com")
 
 
@@ -235,7 +235,7 @@ def test_show_reads_each_functions_metrics_into_periods(client: Clients) -> None
 
 
 def test_show_refuses_a_period_cloudwatch_cannot_serve(client: Clients) -> None:
-    with pytest.raises(errors.CliError):
+    with pytest.raises(errors.UsageError):
         monitoring.show(client("cloudwatch"), DEV, hours=1, period=90)
 
 
@@ -306,7 +306,7 @@ def test_concurrency_of_missing_functions(client: Clients) -> None:
     assert not drift.concurrency_drift(lam, DEV)[0].in_sync
     with pytest.raises(errors.NotFound):
         drift.set_concurrency(lam, DEV, FUNCTIONS[0], 3)
-    with pytest.raises(errors.CliError):
+    with pytest.raises(errors.UsageError):
         drift.set_concurrency(lam, DEV, FUNCTIONS[0], -1)
 
 

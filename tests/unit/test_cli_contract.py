@@ -374,6 +374,42 @@ def test_the_readme_exit_code_table_is_the_contract() -> None:
     assert {"0", "1", "2", "130"} <= set(table)
 
 
+def _codes() -> set[int]:
+    return {v for k, v in vars(exits.ExitCode).items() if k.isupper()}
+
+
+def test_the_documented_exit_codes_are_exactly_the_exits_table() -> None:
+    # README's table and docs/operations.md's list name every code of ExitCode and no other,
+    # and every code TABLE maps an error to is one of them.
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Exit codes", 1)[1].split("\n## ", 1)[0]
+    assert {int(c) for c in re.findall(r"^\| (\d+) \|", section, re.M)} == _codes()
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    listed = operations.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    assert {int(c) for c in re.findall(r"\b(\d+)\s+[a-z`]", listed)} == _codes()
+    assert {code for _, code, _ in exits.TABLE} <= _codes()
+
+
+def test_a_local_cloud_that_fails_to_start_exits_not_ready(runner: CliRunner,
+                                                           tmp_path: Path) -> None:
+    # GIVEN a state directory whose supervisor lock is a directory (the supervisor dies at
+    # once) WHEN `deploy local` starts the local cloud THEN exit 4 (not running), naming
+    # the failure and the log, never 1
+    from collections_ops import settings
+    from collections_ops.localcloud import manager
+    from collections_ops.localcloud.state import StateDir
+
+    state = settings.load().state_dir("local")
+    StateDir(state).daemon_lock.mkdir(parents=True)
+    try:
+        result = runner.invoke(app, ["deploy", "local"])
+    finally:
+        manager.stop(state, remove=True)  # were it to start after all
+    assert result.exit_code == exits.ExitCode.NOT_READY == 4, result.output
+    assert "the local cloud failed to start" in result.stderr
+    assert "daemon.log" in result.stderr or "full log" in result.stderr
+
+
 def test_watch_reloads_only_the_local_cloud(runner: CliRunner) -> None:
     # GIVEN an AWS environment WHEN `deploy --watch` is asked for THEN a usage error (exit 2),
     # before any credentials check or build

@@ -39,7 +39,7 @@ def test_an_existing_database_in_a_vpc_is_remembered_and_passed_to_cdk():
 
 
 def test_a_half_placement_or_a_placement_with_rds_is_refused():
-    with pytest.raises(errors.CliError, match="both --subnet and --security-group"):
+    with pytest.raises(errors.UsageError, match="both --subnet and --security-group"):
         deployment.plan(DEV, None, subnet_ids=["subnet-1"])
     with pytest.raises(errors.UsageError, match="not subnet-/sg- ids: sg-1, subnet-2"):
         deployment.plan(DEV, None, subnet_ids=["sg-1"], security_group_ids=["subnet-2"])

@@ -49,6 +49,7 @@ TABLE: tuple[tuple[type[errors.CollectionsError], int, str], ...] = (
     (errors.MissingExtra, ExitCode.CONFIG, "an optional extra ([infra], [local]) is missing"),
     (errors.ConfigError, ExitCode.CONFIG, "bad configuration, config file or missing secret"),
     (errors.Changes, ExitCode.CHANGES, "`diff`/drift: deployed differs from the app"),
+    (errors.Failed, ExitCode.FAILURE, "a failure with no more specific code"),
 )
 
 # Which extra provides a module the CLI may miss at run time.

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from collections_ops import locks
-from collections_ops.errors import CliError, NotReady
+from collections_ops.errors import NotReady
 from collections_ops.localcloud.daemon import (
     ALREADY_RUNNING_EXIT,
     PROBE_TIMEOUT_S,
@@ -112,11 +112,11 @@ def _spawn(state_dir: Path) -> LocalState:
             if other is not None:
                 return other
         if code is not None:
-            raise CliError(f"the local cloud failed to start: {_last_error(log_path)}",
+            raise NotReady(f"the local cloud failed to start: {_last_error(log_path)}",
                            f"full log: {log_path}")
         time.sleep(0.05)
     proc.terminate()
-    raise CliError(f"the local cloud did not become ready in {START_TIMEOUT_S:.0f} s",
+    raise NotReady(f"the local cloud did not become ready in {START_TIMEOUT_S:.0f} s",
                    f"see {log_path}")
 
 

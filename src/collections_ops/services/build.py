@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from collections_ops import paths, pipeline
-from collections_ops.errors import CliError
+from collections_ops.errors import Failed
 
 # Lambda's limit on a function's code plus layers, unzipped: 250 MB.
 LAMBDA_UNZIPPED_LIMIT = 262_144_000
@@ -77,7 +77,7 @@ logger = logging.getLogger(__name__)
 PipRunner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
 
 
-class BuildError(CliError):
+class BuildError(Failed):
     """A bundle cannot be built: a requirement has no wheel for the target, pip failed, or the
     bundle is too large for Lambda."""
 

@@ -75,9 +75,9 @@ def find_cdk(infra: Path, cache_root: Path) -> list[str]:
         result = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
                                 cwd=cached, check=False, capture_output=True, text=True)
         if result.returncode != 0:
-            raise errors.CliError(f"installing the CDK CLI {version} failed: "
-                                  f"{result.stderr.strip().splitlines()[-1:]}",
-                                  "check npm's access to its registry")
+            raise errors.Failed(f"installing the CDK CLI {version} failed: "
+                                f"{result.stderr.strip().splitlines()[-1:]}",
+                                "check npm's access to its registry")
     return [str(binary)]
 
 

@@ -91,7 +91,7 @@ def set_concurrency(lam: Any, env: Environment, fn: Function, n: int | None) -> 
                                   f"deploy it: `collections deploy {env.name}`") from None
         if code in ("InvalidParameterValueException", "LimitExceededException"):
             message = getattr(exc, "response", {}).get("Error", {}).get("Message", str(exc))
-            raise errors.CliError(
+            raise errors.Failed(
                 f"Lambda refused {n} reserved executions for {name}: {message}",
                 "an account keeps at least 100 unreserved executions; lower the value or ask "
                 "for a higher concurrency quota") from None

@@ -44,7 +44,7 @@ DISCARD_TOP_BOTTOM = 0.2  # Power Tuning's default: drop 20 % of the runs at eac
 BALANCED_WEIGHT = 0.5  # Power Tuning's default: 0 = all speed, 1 = all cost
 
 
-class TuneError(errors.CliError):
+class TuneError(errors.Failed):
     """A tuning run could not measure: the function failed, or its update did not settle."""
 
 

@@ -33,7 +33,7 @@ DEFAULT_KEEP = 10  # published versions kept per function when the settings say 
 MIN_MEMORY_MB, MAX_MEMORY_MB = 128, 10240  # Lambda's limits
 
 
-class UpdateFailed(errors.CliError):
+class UpdateFailed(errors.Failed):
     """A configuration update of `$LATEST` failed, or did not settle in time."""
 
 

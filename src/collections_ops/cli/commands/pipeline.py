@@ -99,7 +99,7 @@ def events_send(
                        "detail": result.detail, "event_id": result.event_id,
                        "error": result.error})
     if result.error:
-        raise errors.CliError(f"EventBridge rejected the event: {result.error}")
+        raise errors.Failed(f"EventBridge rejected the event: {result.error}")
     if not as_json:
         ui.ok(f"sent {result.source} / {result.detail_type} (event id {result.event_id})")
 
