@@ -36,7 +36,13 @@ from typing import Any
 
 from collections_ops.localcloud import lambda_runtime
 from collections_ops.localcloud.state import StateDir, local_environment
-from collections_ops.pipeline import FUNCTIONS, Environment, Function
+from collections_ops.pipeline import (
+    ASYNC_MAX_EVENT_AGE_S,
+    ASYNC_RETRY_ATTEMPTS,
+    FUNCTIONS,
+    Environment,
+    Function,
+)
 
 log = logging.getLogger("collections.localcloud")
 WORKERS_ENV = "COLLECTIONS_LOCAL_WORKERS"
@@ -48,9 +54,10 @@ FAULT_EVERY_ENV = "COLLECTIONS_LOCAL_FAULT_EVERY"
 # throttles for up to 6 minutes); SQS counts visibility in whole seconds, so 1 s at least.
 TIME_SCALE_ENV = "COLLECTIONS_LOCAL_TIME_SCALE"
 DEFAULT_TIME_SCALE = 1 / 60
-LAMBDA_RETRY_DELAYS_S = (60, 120)
+# AWS retries after 1 minute, then 2; the definition's EventInvokeConfig says how many times.
+LAMBDA_RETRY_DELAYS_S = (60, 120)[:ASYNC_RETRY_ATTEMPTS]
 LAMBDA_THROTTLE_BACKOFF_S = (1, 300)  # first, longest
-LAMBDA_MAX_EVENT_AGE_S = 6 * 3600
+LAMBDA_MAX_EVENT_AGE_S = ASYNC_MAX_EVENT_AGE_S
 THROTTLED_ATTRIBUTE = "collections-throttled"  # how often, and since when (a message attribute)
 CONCURRENCY_REFRESH_S = 5.0
 METRICS_FLUSH_S = 2.0
@@ -88,9 +95,11 @@ class RoleCredentials:
 class DispatchPolicy:
     workers_per_function: int = 3
     workers: Mapping[str, int] = field(default_factory=dict)  # function key -> workers
-    max_retries: int = 2  # Lambda's default for asynchronous invocations
+    max_retries: int = ASYNC_RETRY_ATTEMPTS  # the functions' EventInvokeConfig
     time_scale: float = DEFAULT_TIME_SCALE
-    retry_delays_s: tuple[int, ...] = (1, 2)  # LAMBDA_RETRY_DELAYS_S at the default scale
+    # LAMBDA_RETRY_DELAYS_S at the default scale
+    retry_delays_s: tuple[int, ...] = tuple(max(1, round(d * DEFAULT_TIME_SCALE))
+                                            for d in LAMBDA_RETRY_DELAYS_S)
     wait_time_s: int = 1
     batch_size: int = SQS_BATCH_MAX  # messages per receive, at most
     prefetch_per_worker: int = 1  # messages received ahead of a free worker
