@@ -48,6 +48,27 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.basetemp = tempfile.mkdtemp(prefix="collections-pytest-")
 
 
+TIERS = ("unit", "integration", "infra", "e2e", "reliability")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Each test's tier marker is its folder's (tests/<tier>/...), so `-m <tier>` and
+    `pytest tests/<tier>` select the same tests. A tier marker written in a module that
+    disagrees with its folder is dropped: the folder is the only source of truth."""
+    tests_root = Path(__file__).resolve().parent
+    for item in items:
+        try:
+            tier = item.path.resolve().relative_to(tests_root).parts[0]
+        except ValueError:
+            continue
+        if tier not in TIERS:
+            continue
+        for node in item.listchain():
+            node.own_markers[:] = [m for m in node.own_markers
+                                   if m.name not in TIERS or m.name == tier]
+        item.add_marker(tier)
+
+
 os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                    "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"})
 
