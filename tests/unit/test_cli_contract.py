@@ -416,3 +416,13 @@ def test_watch_reloads_only_the_local_cloud(runner: CliRunner) -> None:
     result = runner.invoke(app, ["deploy", "dev", "--watch"])
     assert result.exit_code == 2, result.output
     assert "deploy local --watch" in result.output
+
+
+@pytest.mark.parametrize("flag", ["--user", "--yes", "--env", "--profile", "--region",
+                                  "--output"])
+def test_a_shared_option_is_declared_only_in_options(flag: str) -> None:
+    # A command takes a shared option through cli/options.py's types, so it means one thing
+    # everywhere; a second typer.Option spelling it elsewhere would drift.
+    commands = ROOT / "src" / "collections_ops" / "cli" / "commands"
+    declaring = [p.name for p in sorted(commands.glob("*.py")) if f'"{flag}"' in p.read_text()]
+    assert declaring == [], f"{flag} declared outside cli/options.py in {declaring}"

@@ -10,6 +10,8 @@ command gets the same spelling for free.
 - `OutputOption` (`-o/--output table|json`); `--json` is its alias, rewritten once at the root
   (`JsonAliasGroup`) instead of a second flag in every command.
 - `ProfileOption`/`RegionOption` for the AWS identity.
+- `--user/-u`: `UserFilterOption` (only this user's), `ItemUserOption` (whose item, when
+  several have it), `UserIdOption` (the user id of what a command makes).
 """
 
 from __future__ import annotations
@@ -56,6 +58,15 @@ FunctionsArg = Annotated[FunctionOrAll, typer.Argument(
     metavar="FUNCTION",
     help=f"{', '.join(FUNCTION_KEYS)} or all.")]
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")]
+DeployYesOption = Annotated[bool, typer.Option(
+    "--yes", "-y", help="Do not ask; same as --require-approval never.")]
+# `--user/-u` means a user id everywhere; which of three roles it plays is the type's name.
+UserFilterOption = Annotated[str | None, typer.Option(
+    "--user", "-u", help="Only this user's items.")]
+ItemUserOption = Annotated[str | None, typer.Option(
+    "--user", "-u", help="User id, when several users have this item.")]
+UserIdOption = Annotated[str, typer.Option(
+    "--user", "-u", help="User id of the items made: their key prefix.")]
 
 
 def env_name(positional: str | None, option: str | None) -> str | None:

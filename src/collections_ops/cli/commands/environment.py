@@ -25,8 +25,6 @@ app = typer.Typer(rich_markup_mode=None)
 
 ApprovalOption = Annotated[str, typer.Option(
     "--require-approval", help="never, broadening or any-change (CDK's approval level).")]
-YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask; same as "
-                                         "--require-approval never.")]
 DatabaseOption = Annotated[str | None, typer.Option(
     "--database", help="existing (DATABASE_URL in SSM) or rds (a private RDS PostgreSQL). "
     "Default: what was deployed before, else the environment's setting.", show_default=False)]
@@ -211,7 +209,7 @@ def deploy(
     env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
     all_stacks: Annotated[bool, typer.Option("--all", help="Every stack of the app.")] = False,
     require_approval: ApprovalOption = "broadening",
-    yes: YesOption = False,
+    yes: opt.DeployYesOption = False,
     database: DatabaseOption = None,
     subnet: SubnetOption = None,
     security_group: SecurityGroupOption = None,
@@ -364,7 +362,7 @@ def _watch_local(ctx: Context) -> None:
 @app.command()
 def destroy(
     env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
-    yes: YesOption = False, database: DatabaseOption = None,
+    yes: opt.DeployYesOption = False, database: DatabaseOption = None,
     profile: opt.ProfileOption = None, region: opt.RegionOption = None,
 ) -> None:
     """Destroy an environment: what was deployed to it (the database stack too). `local`

@@ -85,8 +85,7 @@ def doctor(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
 @app.command()
 def verify(
     item_id: Annotated[str, typer.Argument(help="Item id: the file name without extension.")],
-    user: Annotated[str | None, typer.Option("--user", "-u", help="User id, when several "
-                                             "users have this item.")] = None,
+    user: opt.ItemUserOption = None,
     env: opt.EnvOption = None, output: opt.OutputOption = opt.Output.table,
     profile: opt.ProfileOption = None, region: opt.RegionOption = None,
 ) -> None:
@@ -114,8 +113,7 @@ def verify(
 @app.command()
 def search(
     query: Annotated[str, typer.Argument(help="What to look for, in words.")],
-    user: Annotated[str | None, typer.Option("--user", "-u", help="Only this user's items.")]
-    = None,
+    user: opt.UserFilterOption = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many results.", min=1,
                                        max=1000)] = 10,
     env: opt.EnvOption = None, output: opt.OutputOption = opt.Output.table,

@@ -245,8 +245,7 @@ def load_test(
     = 8,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for them all.")]
     = 300.0,
-    user: Annotated[str, typer.Option("--user", "-u", help="User id for the test images.")]
-    = "loadtest",
+    user: opt.UserIdOption = "loadtest",
     output: opt.OutputOption = opt.Output.table,
     profile: opt.ProfileOption = None, region: opt.RegionOption = None,
 ) -> None:

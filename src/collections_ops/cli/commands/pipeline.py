@@ -69,8 +69,7 @@ def events_send(
                                                "generated one).")] = None,
     item: Annotated[str, typer.Option("--item", help="Item id for the generated detail.")]
     = "test-image",
-    user: Annotated[str, typer.Option("--user", "-u", help="User id for the generated "
-                                      "detail.")] = "user123",
+    user: opt.UserIdOption = "user123",
     env: opt.EnvOption = None, output: opt.OutputOption = opt.Output.table,
     profile: opt.ProfileOption = None, region: opt.RegionOption = None,
 ) -> None:
@@ -110,8 +109,7 @@ def test_upload(
         help="Images to upload, or folders of them.", show_default=False)] = None,
     sample: Annotated[bool, typer.Option("--sample", help="Upload the bundled sample image "
                                          "(the guide's test-image.jpg).")] = False,
-    user: Annotated[str, typer.Option("--user", "-u", help="User id: the key prefix.")]
-    = "user123",
+    user: opt.UserIdOption = "user123",
     name: Annotated[str | None, typer.Option("--name", help="Object name (default: the file's "
                                              "name).")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Follow it through all stages."

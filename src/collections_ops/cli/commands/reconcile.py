@@ -21,12 +21,12 @@ else:  # a choice typer shows in --help and checks (exit 2 for anything else)
 app = typer.Typer(rich_markup_mode=None)
 
 RECONCILE_LOCK_FILE = "reconcile.lock"  # in the environment's state directory
-UserOption = Annotated[str | None, typer.Option("--user", "-u", help="Only this user's items.")]
 
 
 @app.command()
 def reconcile(
-    env: opt.EnvArgument = None, env_option: opt.EnvOption = None, user: UserOption = None,
+    env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
+    user: opt.UserFilterOption = None,
     fix: Annotated[bool, typer.Option("--fix", help="Re-drive each inconsistent item once, "
                                       "from the stage that repairs it, and report the result.")]
     = False,
@@ -102,8 +102,7 @@ def replay(
                                            "without extension.")],
     stage: Annotated[StageName, typer.Option("--from", help="The stage to re-run from: "
                                              "processor, analyzer or embedder.")],
-    user: Annotated[str | None, typer.Option("--user", "-u", help="User id, when several "
-                                             "users have this item.")] = None,
+    user: opt.ItemUserOption = None,
     env: opt.EnvOption = None, output: opt.OutputOption = opt.Output.table,
     profile: opt.ProfileOption = None, region: opt.RegionOption = None,
 ) -> None:
