@@ -426,3 +426,17 @@ def test_a_shared_option_is_declared_only_in_options(flag: str) -> None:
     commands = ROOT / "src" / "collections_ops" / "cli" / "commands"
     declaring = [p.name for p in sorted(commands.glob("*.py")) if f'"{flag}"' in p.read_text()]
     assert declaring == [], f"{flag} declared outside cli/options.py in {declaring}"
+
+
+def test_the_readme_names_exactly_the_commands_taking_a_positional_environment() -> None:
+    # The list is generated from the app: every command whose arguments include `env`.
+    positional = {path for path, command in COMMANDS.items()
+                  if any(type(p).__name__ == "TyperArgument" and p.name == "env"
+                         for p in command.params)}
+    readme = (ROOT / "README.md").read_text()
+    sentence = readme.split("Commands whose subject is the environment", 1)[1].split(")", 1)[0]
+    named = set()
+    for name in re.findall(r"`([^`]+)`", sentence):
+        group, _, subs = name.rpartition(" ")
+        named |= {f"{group} {s}".strip() for s in subs.split("|")}
+    assert named == positional
