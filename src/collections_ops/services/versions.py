@@ -86,7 +86,7 @@ def _published(lam: Any, name: str) -> list[dict[str, Any]]:
         for page in lam.get_paginator("list_versions_by_function").paginate(FunctionName=name):
             configs += [c for c in page["Versions"] if c["Version"] != "$LATEST"]
     except Exception as exc:
-        if aws.error_code(exc) == "ResourceNotFoundException":
+        if aws.is_not_found(exc):
             raise errors.NotFound(f"function {name} does not exist",
                                   "deploy the environment first") from None
         raise
@@ -97,7 +97,7 @@ def live_version(lam: Any, name: str) -> str:
     try:
         return str(lam.get_alias(FunctionName=name, Name=LIVE_ALIAS)["FunctionVersion"])
     except Exception as exc:
-        if aws.error_code(exc) == "ResourceNotFoundException":
+        if aws.is_not_found(exc):
             raise errors.NotFound(f"{name} has no `{LIVE_ALIAS}` alias",
                                   "redeploy with this version of the CDK app") from None
         raise
@@ -183,7 +183,7 @@ def publish_live(lam: Any, env: Environment, fn: Function, *,
         new = lam.publish_version(FunctionName=name, Description=description,
                                   CodeSha256=before["CodeSha256"])
     except Exception as exc:
-        if aws.error_code(exc) == "ResourceNotFoundException":
+        if aws.is_not_found(exc):
             raise _missing(name, env) from None
         raise
     version = str(new["Version"])
@@ -265,7 +265,7 @@ def _alias_versions(lam: Any, name: str) -> set[str]:
                 routing = alias.get("RoutingConfig") or {}
                 found.update(str(v) for v in routing.get("AdditionalVersionWeights") or {})
     except Exception as exc:
-        if aws.error_code(exc) != "ResourceNotFoundException":
+        if not aws.is_not_found(exc):
             raise
     return found
 
