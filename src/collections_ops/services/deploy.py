@@ -456,10 +456,9 @@ def preflight(client: Any, env: Environment, *, bundle_dir: Path | None,
         version = ssm.get_parameter(Name=BOOTSTRAP_VERSION_PARAMETER)["Parameter"]["Value"]
         checks.append(Check("bootstrap", True, f"CDK bootstrap version {version}"))
     except Exception as exc:
-        code = aws.error_code(exc)
         checks.append(Check("bootstrap", False,
-                            "this account/region is not bootstrapped" if code ==
-                            "ParameterNotFound" else f"cannot read bootstrap version ({code})",
+                            "this account/region is not bootstrapped" if aws.is_not_found(exc)
+                            else f"cannot read bootstrap version ({aws.error_code(exc)})",
                             f"collections bootstrap {env.name}"))
     for spec in required_parameters(env, record):
         # As the functions read it: the environment's own value, else the shared one.
@@ -470,9 +469,8 @@ def preflight(client: Any, env: Environment, *, bundle_dir: Path | None,
                 name, detail = candidate, "present"
                 break
             except Exception as exc:
-                code = aws.error_code(exc)
-                if code != "ParameterNotFound":
-                    name, detail = candidate, str(code)
+                if not aws.is_not_found(exc):
+                    name, detail = candidate, str(aws.error_code(exc))
                     break
         fix = f"collections secrets put {spec.name} --env {env.name}"
         ok = detail == "present"

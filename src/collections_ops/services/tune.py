@@ -199,8 +199,7 @@ def _update(lambda_client: Any, function_name: str, changes: dict[str, Any]) -> 
     try:
         lambda_client.update_function_configuration(FunctionName=function_name, **changes)
     except Exception as exc:
-        if aws.error_code(exc) == \
-                "ResourceNotFoundException":
+        if aws.is_not_found(exc):
             raise errors.NotFound(f"function {function_name} does not exist") from None
         raise
 
