@@ -26,6 +26,7 @@ from collections_ops.cli.commands import (
     operations,
     pipeline,
     reconcile,
+    reembed,
     secrets,
     shellenv,
 )
@@ -47,6 +48,7 @@ app.add_typer(operations.app)
 app.add_typer(cost.app)
 app.add_typer(monitoring.app)
 app.add_typer(reconcile.app)
+app.add_typer(reembed.app)
 app.add_typer(chaos.app)
 app.add_typer(shellenv.app)
 app.add_typer(evaluation.app)
