@@ -63,7 +63,8 @@ def test_a_small_load_test_completes_with_consistent_figures(local_cloud):
     assert len({i.size for i in report.items}) > 1  # distinct images
     assert 0 < report.upload_s <= report.wall_s
     assert report.span_s is not None and 0 < report.span_s <= report.wall_s + 1.0
-    assert report.throughput_per_s == pytest.approx(COUNT / report.span_s, rel=0.01)
+    # The report rounds throughput to 0.01 per second.
+    assert report.throughput_per_s == pytest.approx(COUNT / report.span_s, abs=0.005)
 
     lat = report.latency_s
     for name in ("thumbnail", "analysis", "embedding", "end_to_end"):

@@ -87,7 +87,7 @@ def test_every_data_command_answers_through_the_operations_function(
     assert [h["item_id"] for h in json.loads(found.stdout)] == ["test-image"]
     assert f"route: {via}" in found.stderr
     assert [p.get("query") for _, p in fake_lambda.calls if p["action"] == "query"] == [
-        "find_items", "item_rows", "search"]
+        "find_items", "item_rows", "embedding_models", "search"]
 
 
 def test_status_table_names_the_route(private_db: str, dev_cli_env: dict[str, str]) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from collections_ops import pipeline as definition
+from collections_ops.pipeline import alarms as alarm_specs
 from tests.infra import templates as t
 from tests.infra.support import TEST_ACCOUNT, SynthesizedApp
 
@@ -167,7 +168,7 @@ def test_every_alarm_notifies_the_stacks_topic(rds_app: SynthesizedApp, env_name
     topic_id, _ = t.the(monitoring, "AWS::SNS::Topic",
                         TopicName=definition.alarm_topic_name(env_name))
     alarms = t.resources(monitoring, "AWS::CloudWatch::Alarm")
-    assert len(alarms) == 3 * len(definition.FUNCTIONS)
+    assert len(alarms) == len(alarm_specs.ALARM_KINDS) * len(definition.FUNCTIONS)
     for alarm in alarms.values():
         assert alarm["Properties"]["AlarmActions"] == [{"Ref": topic_id}]
     (policy,) = t.resources(monitoring, "AWS::SNS::TopicPolicy").values()

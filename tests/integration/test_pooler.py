@@ -263,6 +263,7 @@ def test_every_named_query_answers_through_the_pooler(
         "database_check": {},
         "reconcile_rows": {"table": "items"},
         "usage": {"since": 0},
+        "embedding_models": {},
     }
     assert set(requests) == set(definition.OPERATIONS_QUERIES), "every query is asked"
     answers = {}
