@@ -250,9 +250,23 @@ def _identifiers_only(call: ast.Call) -> bool:
     receiver = call.func.value if isinstance(call.func, ast.Attribute) else None
     return (receiver is not None and _named_call(receiver, "SQL")
             and isinstance(receiver, ast.Call) and len(receiver.args) == 1
-            and isinstance(receiver.args[0], ast.Constant) and not call.keywords
+            and isinstance(receiver.args[0], ast.Constant)
             and all(_named_call(arg, "Identifier") or _named_call(arg, "Literal")
-                    for arg in call.args))
+                    for arg in [*call.args, *(k.value for k in call.keywords)]))
+
+
+def test_the_scan_tells_composed_identifiers_from_text_built_from_values():
+    def built(src: str) -> bool:
+        return _built_sql(ast.parse(src, mode="eval").body)
+
+    assert not built('sql.SQL("DROP INDEX {n}").format(sql.Identifier(x))')
+    assert not built('sql.SQL("CREATE INDEX {n} ... {d}").format(n=sql.Identifier(x),'
+                     ' d=sql.Literal(3))')
+    assert built('sql.SQL("DROP INDEX {n}").format(n=x)')
+    assert built('sql.SQL("DROP INDEX {}").format(x)')
+    assert built('"SELECT " + x')
+    assert built('f"SELECT {x}"')
+    assert built('"SELECT {}".format(x)')
 
 
 def test_no_sql_text_is_built_from_values_in_the_functions_or_the_cli():
