@@ -66,7 +66,7 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
 
 def start_local_cloud(state_dir: Path) -> tuple[Any, float]:
     """Start the local cloud (or use the one running there); return its state and start time."""
-    from collections_ops.localcloud import manager
+    from collections_ops.localcloud.supervisor import manager
 
     t0 = time.perf_counter()
     state, started = manager.start(state_dir)
@@ -82,6 +82,6 @@ def destroy_local_cloud(state_root: Path) -> None:
                           env={**os.environ, "COLLECTIONS_STATE_DIR": str(state_root)},
                           check=False, timeout=120)
     if proc.returncode != 0:
-        from collections_ops.localcloud import manager
+        from collections_ops.localcloud.supervisor import manager
 
         manager.stop(state_root / "local", remove=True)

@@ -44,7 +44,7 @@ class Context:
     @cached_property
     def local(self) -> Any:
         """The running local cloud's state; raises NotReady when it is not running."""
-        from collections_ops.localcloud import manager
+        from collections_ops.localcloud.supervisor import manager
 
         state = manager.running_state(self.state_dir)
         if state is None:

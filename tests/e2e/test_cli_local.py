@@ -329,6 +329,6 @@ def test_zz_a_crashed_local_cloud_is_reported_and_destroy_cleans_up(cli_env):
     destroyed = run(cli_env, "destroy", "local")
     assert destroyed.returncode == 0
     assert not Path(status["state_dir"]).exists()
-    from collections_ops.localcloud.manager import pid_alive
+    from collections_ops.localcloud.supervisor.manager import pid_alive
 
     assert state["pg_pid"] and not pid_alive(state["pg_pid"]), "destroy stops the orphan"

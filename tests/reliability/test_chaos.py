@@ -289,7 +289,7 @@ def test_two_concurrent_deploys_start_one_supervisor(tmp_path):
         said = " ".join(out + err for out, err in outputs)
         assert "local cloud started" in said and "already running" in said
         state = json.loads((tmp_path / "twice" / "local" / "state.json").read_text())
-        daemons = subprocess.run(["pgrep", "-f", "collections_ops.localcloud.daemon "
+        daemons = subprocess.run(["pgrep", "-f", "collections_ops.localcloud.supervisor.daemon "
                                   + str(tmp_path / "twice")],
                                  capture_output=True, text=True, check=False).stdout.split()
         assert daemons == [str(state["pid"])]

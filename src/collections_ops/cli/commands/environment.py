@@ -331,7 +331,7 @@ def _remove_stale(ctx: Context, stacks: list[str]) -> None:
 
 
 def _deploy_local(ctx: Context, *, as_json: bool) -> None:
-    from collections_ops.localcloud import manager
+    from collections_ops.localcloud.supervisor import manager
 
     ui.info("starting the local cloud…")
     state, started = manager.start(ctx.state_dir)
@@ -369,7 +369,7 @@ def destroy(
     stops the local cloud and deletes its state."""
     ctx = opt.context(opt.env_name(env, env_option), profile, region)
     if ctx.is_local:
-        from collections_ops.localcloud import manager
+        from collections_ops.localcloud.supervisor import manager
 
         held = manager.data_summary(ctx.state_dir)
         # Asks at a terminal; a script (no terminal) destroys as before, as it always did.

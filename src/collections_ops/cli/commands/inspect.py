@@ -29,7 +29,7 @@ def status(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
     report: dict[str, Any] = {"settings": _effective(ctx).as_dicts()}
     degraded: list[str] = []
     if ctx.is_local:
-        from collections_ops.localcloud import manager
+        from collections_ops.localcloud.supervisor import manager
 
         report = {**manager.status(ctx.state_dir), **report}
         # The owner's URL names its password: shown with the password masked, as every

