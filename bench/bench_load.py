@@ -74,7 +74,7 @@ def _cloud_cpu_s(state_dir: Path) -> dict[str, float]:
             part = "emulator"
         elif "localcloud.dispatcher" in text:
             part = "dispatchers"
-        elif "localcloud.daemon" in text:
+        elif "localcloud.supervisor.daemon" in text:
             part = "supervisor"
         else:
             continue

@@ -396,8 +396,8 @@ def test_a_local_cloud_that_fails_to_start_exits_not_ready(runner: CliRunner,
     # once) WHEN `deploy local` starts the local cloud THEN exit 4 (not running), naming
     # the failure and the log, never 1
     from collections_ops import settings
-    from collections_ops.localcloud import manager
     from collections_ops.localcloud.state import StateDir
+    from collections_ops.localcloud.supervisor import manager
 
     state = settings.load().state_dir("local")
     StateDir(state).daemon_lock.mkdir(parents=True)
