@@ -67,14 +67,15 @@ def sequencer_key(sequencer: str) -> str:
 
 
 def check_key(key: str) -> None:
-    """Refuse a key with a `.` or `..` segment or no user: S3 keeps `u/../x.jpg` as it is,
-    but any code that reads the key as a path (a thumbnail key, a folder, a share link)
-    would leave the user's folder, so the object is bad input, refused before any work."""
+    """Refuse a key with an empty, `.` or `..` segment: S3 keeps `u/../x.jpg` and `u//x.jpg`
+    as they are, but any code that reads the key as a path (a thumbnail key, a folder, a
+    share link) would leave the user's folder or collapse two keys into one, so the object
+    is bad input, refused before any work."""
     segments = key.split("/")
-    if not segments[0] or any(s in (".", "..") for s in segments):
-        raise TerminalError(f"key {key!r} has an empty user or a '.' or '..' segment",
-                            hint="upload to s3://<bucket>/<user_id>/<file> without . or .. "
-                                 "folders")
+    if any(s in ("", ".", "..") for s in segments):
+        raise TerminalError(f"key {key!r} has an empty user or folder, or a '.' or '..' segment",
+                            hint="upload to s3://<bucket>/<user_id>/<file> without empty, "
+                                 ". or .. folders")
 
 
 def thumbnail_key_for(user_id: str, item_id: str) -> str:

@@ -1,6 +1,6 @@
-"""The image processor refuses a key with a `.` or `..` segment or no user as bad input: S3
-keeps `u/../x.jpg` as it is, and read as a path it leaves the user's folder. One terminal
-refusal (dead-lettered, not retried), nothing written, nothing passed on. moto and a real
+"""The image processor refuses a key with an empty, `.` or `..` segment (no user, `u//x.jpg`)
+as bad input: S3 keeps `u/../x.jpg` as it is, and read as a path it leaves the user's folder.
+One terminal refusal (dead-lettered, not retried), nothing written, nothing passed on. moto and a real
 PostgreSQL, with the events moto's S3 notifications deliver."""
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from tests import images
 
 
 @pytest.mark.parametrize("key", ["u1/../x.jpg", "../x.jpg", "u1/./x.jpg", "./x.jpg",
-                                 "u1/a/../../x.jpg", "u1/..", "/x.jpg"])
-def test_a_key_with_a_dot_segment_or_no_user_is_refused_terminally(pipeline, db, key):
+                                 "u1/a/../../x.jpg", "u1/..", "/x.jpg", "u1//x.jpg",
+                                 "u1/a//x.jpg"])
+def test_a_key_with_an_empty_or_dot_segment_is_refused_terminally(pipeline, db, key):
     # GIVEN an upload S3 accepted under such a key
     pipeline.upload(key, images.photo(seed=4))
     [event] = pipeline.s3_events()
