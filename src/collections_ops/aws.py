@@ -1,8 +1,10 @@
 """Typed access to AWS for the operator side, in the manner of Chalice's `awsclient.py`.
 
 Two things are decided here and nowhere else: how an error code is read from a botocore error
-(`error_code`), and which codes mean "it does not exist" — so a caller gets `None` (a value)
-instead of writing `try/except ...: if code == ...` around each call. `translate` turns the
+(`error_code`), and what a code means — "it does not exist" (`is_not_found`, `or_none`: a caller
+gets `None`, a value), "not allowed" (`is_access_denied`), "in use" (`is_conflict`), "that value
+is refused" (`is_refused_value`), "no such stack" (`is_missing_stack`) — so no caller writes
+`try/except ...: if code == ...` around a call, or spells a code. `translate` turns the
 errors every command can hit (no credentials, no region, expired session, access denied,
 unreachable endpoint) into domain errors. botocore is never imported at module level.
 """
@@ -25,7 +27,30 @@ NOT_FOUND_CODES = frozenset({
     "NoSuchEntity",  # IAM
     "AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist",  # SQS (query / JSON)
     "ResourceNotFound",  # CloudWatch dashboards
+    "DBInstanceNotFound", "DBInstanceNotFoundFault",  # RDS (query / JSON)
 })
+
+# Narrower groups, where the caller must tell one missing thing from another.
+MISSING_OBJECT = ("NoSuchKey", "404", "NotFound")  # a key (S3 HEAD answers a bare 404)
+MISSING_BUCKET = ("NoSuchBucket",)
+NO_LIFECYCLE = ("NoSuchLifecycleConfiguration",)  # a bucket without lifecycle rules
+
+# "Not allowed": IAM refusals, and S3's bare 403 (HEAD has no body to name a code). S3 also
+# answers 403 for a missing key when the caller may not list the bucket (see `services.verify`).
+ACCESS_DENIED_CODES = frozenset({
+    "AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "403", "Forbidden",
+})
+
+# The resource is in use or being changed (a Lambda version an alias still names, an update
+# under way).
+CONFLICT_CODES = frozenset({"ResourceConflictException"})
+
+# The request was understood and refused for its value (Lambda: reserved concurrency above
+# what the account may reserve).
+REFUSED_VALUE_CODES = frozenset({"InvalidParameterValueException", "LimitExceededException"})
+
+EXPIRED_CODES = frozenset({"ExpiredToken", "ExpiredTokenException", "InvalidClientTokenId",
+                           "UnrecognizedClientException", "SignatureDoesNotMatch"})
 
 
 def _client_error(exc: BaseException | None) -> BaseException | None:
@@ -47,8 +72,35 @@ def error_code(exc: BaseException) -> str | None:
     return str(code) if code is not None else None
 
 
+def error_message(exc: BaseException) -> str:
+    """The message AWS gave with a botocore ClientError; `str(exc)` for other errors."""
+    found = _client_error(exc)
+    if found is None:
+        return str(exc)
+    return str(getattr(found, "response", {}).get("Error", {}).get("Message", "") or exc)
+
+
 def is_not_found(exc: BaseException, *codes: str) -> bool:
+    """AWS answered that the thing does not exist (any of `codes`, default: every
+    not-found code)."""
     return error_code(exc) in (codes or NOT_FOUND_CODES)
+
+
+def is_access_denied(exc: BaseException) -> bool:
+    return error_code(exc) in ACCESS_DENIED_CODES
+
+
+def is_conflict(exc: BaseException) -> bool:
+    return error_code(exc) in CONFLICT_CODES
+
+
+def is_refused_value(exc: BaseException) -> bool:
+    return error_code(exc) in REFUSED_VALUE_CODES
+
+
+def is_missing_stack(exc: BaseException) -> bool:
+    """CloudFormation names no code for a missing stack: a ValidationError that says so."""
+    return error_code(exc) == "ValidationError" and "does not exist" in error_message(exc)
 
 
 def or_none(call: Callable[[], T], *codes: str) -> T | None:
@@ -89,11 +141,10 @@ def translate(exc: BaseException) -> errors.CollectionsError | None:
     if code is None:
         return None
     message = str(getattr(_client_error(exc), "response", {}).get("Error", {}).get("Message", ""))
-    if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
-        return errors.CredentialsError(f"access denied: {message}",
+    if code in ACCESS_DENIED_CODES:
+        return errors.CredentialsError(f"access denied: {message or code}",
                                        "the current identity lacks this permission")
-    if code in ("ExpiredToken", "ExpiredTokenException", "InvalidClientTokenId",
-                "UnrecognizedClientException", "SignatureDoesNotMatch"):
+    if code in EXPIRED_CODES:
         return errors.CredentialsError("the AWS credentials are expired or invalid",
                                        "refresh them (e.g. `aws sso login`)")
     if code in NOT_FOUND_CODES:

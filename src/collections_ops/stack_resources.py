@@ -229,10 +229,9 @@ def _deployed_rules(s3: Any, bucket: str) -> list[dict[str, Any]] | None:
     try:
         return list(s3.get_bucket_lifecycle_configuration(Bucket=bucket).get("Rules", []))
     except Exception as exc:
-        code = aws.error_code(exc)
-        if code == "NoSuchLifecycleConfiguration":
+        if aws.is_not_found(exc, *aws.NO_LIFECYCLE):
             return []
-        if code == "NoSuchBucket":
+        if aws.is_not_found(exc, *aws.MISSING_BUCKET):
             return None
         raise
 

@@ -344,7 +344,7 @@ def read_reports(logs: Any, log_group: str, *, since_ms: int,
                 if report is not None:
                     found.append(report)
     except Exception as exc:
-        if aws.is_not_found(exc, "ResourceNotFoundException"):
+        if aws.is_not_found(exc):
             return []
         raise
     return found

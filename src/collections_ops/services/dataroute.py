@@ -285,7 +285,7 @@ def lambda_invoker(lam: Any, function_name: str, *, once: Any = None) -> Invoker
                                      InvocationType="RequestResponse",
                                      Payload=json.dumps(request).encode())
         except Exception as exc:
-            if aws.is_not_found(exc, "ResourceNotFoundException"):
+            if aws.is_not_found(exc):
                 raise errors.NotFound(f"operations function {function_name} does not exist",
                                       "deploy the environment with this CLI's version") from None
             raise

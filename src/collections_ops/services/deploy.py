@@ -261,8 +261,7 @@ def removal_checks(client: Any, env: Environment, stack: str) -> list[Check]:
 
     cfn = client("cloudformation")
     name = env.parameter_name("DATABASE_URL")
-    found = aws.or_none(partial(client("ssm").get_parameter, Name=name, WithDecryption=True),
-                        "ParameterNotFound")
+    found = aws.or_none(partial(client("ssm").get_parameter, Name=name, WithDecryption=True))
     url = found["Parameter"]["Value"] if found else ""
     checks = []
     if url and leftovers.url_points_into(url, cfn, stack):
@@ -416,8 +415,7 @@ def check_concurrency(lam: Any, env: Environment) -> Check:
     current: dict[str, int] = {}
     for fn in DEPLOYED_FUNCTIONS:
         concurrency = aws.or_none(partial(lam.get_function_concurrency,
-                                          FunctionName=fn.function_name(env.name)),
-                                  "ResourceNotFoundException")
+                                          FunctionName=fn.function_name(env.name)))
         reserved = (concurrency or {}).get("ReservedConcurrentExecutions")
         if reserved is not None:
             current[fn.key] = int(reserved)

@@ -138,12 +138,11 @@ def forget(state_dir: Path) -> None:
 
 def fetch(ssm: Any, env: Environment) -> DeploymentRecord | None:
     """The account's record (None when the environment was never deployed by this CLI)."""
-    found = aws.or_none(lambda: ssm.get_parameter(Name=parameter_name(env)), "ParameterNotFound")
+    found = aws.or_none(lambda: ssm.get_parameter(Name=parameter_name(env)))
     if found is None:  # deployed with the first layout: the next deploy moves it (layout.py)
         from collections_ops.services import layout
 
-        found = aws.or_none(lambda: ssm.get_parameter(Name=layout.legacy_record(env)),
-                            "ParameterNotFound")
+        found = aws.or_none(lambda: ssm.get_parameter(Name=layout.legacy_record(env)))
     if found is None:
         return None
     value = found["Parameter"]["Value"]
@@ -162,7 +161,7 @@ def publish(ssm: Any, env: Environment, record: DeploymentRecord) -> None:
 
 
 def unpublish(ssm: Any, env: Environment) -> None:
-    aws.or_none(lambda: ssm.delete_parameter(Name=parameter_name(env)), "ParameterNotFound")
+    aws.or_none(lambda: ssm.delete_parameter(Name=parameter_name(env)))
 
 
 def current(state_dir: Path, env: Environment, *, ssm: Any | None = None

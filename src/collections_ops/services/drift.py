@@ -60,8 +60,7 @@ class ConcurrencyDrift:
 def function_concurrency(lam: Any, env: Environment, fn: Function) -> ConcurrencyDrift:
     name = fn.function_name(env.name)
     expected = env.reserved_concurrency.get(fn.key)
-    response = aws.or_none(lambda: lam.get_function_concurrency(FunctionName=name),
-                           "ResourceNotFoundException")
+    response = aws.or_none(lambda: lam.get_function_concurrency(FunctionName=name))
     if response is None:
         return ConcurrencyDrift(fn.key, name, expected, None, exists=False)
     deployed = response.get("ReservedConcurrentExecutions")
@@ -85,12 +84,11 @@ def set_concurrency(lam: Any, env: Environment, fn: Function, n: int | None) -> 
         else:
             lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=n)
     except Exception as exc:
-        code = aws.error_code(exc)
-        if code == "ResourceNotFoundException":
+        if aws.is_not_found(exc):
             raise errors.NotFound(f"function {name} is not deployed",
                                   f"deploy it: `collections deploy {env.name}`") from None
-        if code in ("InvalidParameterValueException", "LimitExceededException"):
-            message = getattr(exc, "response", {}).get("Error", {}).get("Message", str(exc))
+        if aws.is_refused_value(exc):
+            message = aws.error_message(exc)
             raise errors.Failed(
                 f"Lambda refused {n} reserved executions for {name}: {message}",
                 "an account keeps at least 100 unreserved executions; lower the value or ask "
@@ -145,7 +143,7 @@ def stack_versions(cfn: Any, stack_name: str) -> dict[str, str]:
                 if name and version.isdigit():
                     found[name] = version
     except Exception as exc:
-        if aws.error_code(exc) == "ValidationError":  # the stack does not exist
+        if aws.is_missing_stack(exc):
             return {}
         raise
     return found
@@ -160,8 +158,7 @@ def alias_drift(cfn: Any, lam: Any, env: Environment) -> list[AliasDrift]:
         name = fn.function_name(env.name)
         if name not in published:
             continue
-        alias = aws.or_none(partial(lam.get_alias, FunctionName=name, Name=LIVE_ALIAS),
-                            "ResourceNotFoundException")
+        alias = aws.or_none(partial(lam.get_alias, FunctionName=name, Name=LIVE_ALIAS))
         live = None if alias is None else str(alias["FunctionVersion"])
         out.append(AliasDrift(fn.key, name, published[name], live))
     return out

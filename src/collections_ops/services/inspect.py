@@ -64,13 +64,12 @@ class StatusReport:
 
 def function_status(lam: Any, env: Environment, fn: Function) -> FunctionStatus:
     name = fn.function_name(env.name)
-    cfg = aws.or_none(lambda: lam.get_function_configuration(FunctionName=name),
-                      "ResourceNotFoundException")
+    cfg = aws.or_none(lambda: lam.get_function_configuration(FunctionName=name))
     if cfg is None:
         return FunctionStatus(fn.key, name, False)
     # An identity that may not read the reservation sees none, as for an unreserved function.
     concurrency = aws.or_none(lambda: lam.get_function_concurrency(FunctionName=name),
-                              "ResourceNotFoundException", "AccessDeniedException")
+                              *aws.NOT_FOUND_CODES, *aws.ACCESS_DENIED_CODES)
     reserved = (concurrency or {}).get("ReservedConcurrentExecutions")
     return FunctionStatus(
         fn.key, name, True, cfg.get("State", "Active"), cfg.get("Runtime"),
@@ -85,7 +84,7 @@ def log_group_of(cfg: dict[str, Any]) -> str:
 
 
 def rule_status(events: Any, name: str) -> RuleStatus:
-    rule = aws.or_none(lambda: events.describe_rule(Name=name), "ResourceNotFoundException")
+    rule = aws.or_none(lambda: events.describe_rule(Name=name))
     if rule is None:
         return RuleStatus(name, False)
     targets = events.list_targets_by_rule(Rule=name).get("Targets", [])
@@ -100,16 +99,14 @@ def queue_depth(sqs: Any, name: str) -> int | None:
         return dict(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
             "ApproximateNumberOfMessages"])["Attributes"])
 
-    attrs = aws.or_none(attributes, "AWS.SimpleQueueService.NonExistentQueue",
-                        "QueueDoesNotExist")
+    attrs = aws.or_none(attributes)
     if attrs is None:
         return None
     return int(attrs.get("ApproximateNumberOfMessages", 0))
 
 
 def notification(s3: Any, bucket: str) -> dict[str, Any] | None:
-    cfg = aws.or_none(lambda: s3.get_bucket_notification_configuration(Bucket=bucket),
-                      "NoSuchBucket")
+    cfg = aws.or_none(lambda: s3.get_bucket_notification_configuration(Bucket=bucket))
     if cfg is None:
         return None
     cfg.pop("ResponseMetadata", None)
@@ -198,7 +195,7 @@ def _s3_may_invoke(policy: dict[str, Any]) -> bool:
 
 def _policy(lam: Any, name: str, qualifier: str | None) -> dict[str, Any] | None:
     kwargs = {"FunctionName": name, **({"Qualifier": qualifier} if qualifier else {})}
-    policy = aws.or_none(lambda: lam.get_policy(**kwargs), "ResourceNotFoundException")
+    policy = aws.or_none(lambda: lam.get_policy(**kwargs))
     return None if policy is None else dict(json.loads(policy["Policy"]))
 
 
@@ -231,7 +228,7 @@ def check_role_policies(iam: Any, env: Environment, *, account: str,
     for fn in FUNCTIONS:
         role = fn.role_name(env.name)
         inline = aws.or_none(partial(iam.get_role_policy, RoleName=role,
-                                     PolicyName="ParameterStorePolicy"), "NoSuchEntity")
+                                     PolicyName="ParameterStorePolicy"))
         if inline is None:
             findings.append(Finding(f"IAM {role}", False, "no ParameterStorePolicy on the role",
                                     f"redeploy: `collections deploy {env.name}`"))

@@ -48,8 +48,7 @@ class Move:
 
 
 def _read(ssm: Any, name: str) -> dict[str, Any] | None:
-    found = aws.or_none(lambda: ssm.get_parameter(Name=name, WithDecryption=True),
-                        "ParameterNotFound")
+    found = aws.or_none(lambda: ssm.get_parameter(Name=name, WithDecryption=True))
     return None if found is None else dict(found["Parameter"])
 
 

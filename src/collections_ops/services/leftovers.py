@@ -99,10 +99,9 @@ def _bucket(s3: Any, name: str, account: str) -> tuple[bool, str] | None:
     try:
         s3.head_bucket(Bucket=name, ExpectedBucketOwner=account)
     except Exception as exc:
-        code = aws.error_code(exc)
         if aws.is_not_found(exc):
             return None
-        if code in ("403", "AccessDenied", "Forbidden"):
+        if aws.is_access_denied(exc):  # ExpectedBucketOwner: another account's bucket is a 403
             return False, f"owned by another account than {account}"
         raise
     listed = s3.list_objects_v2(Bucket=name, MaxKeys=1)
@@ -182,8 +181,7 @@ def protected_instances(cfn: Any, rds: Any, stack: str) -> list[str]:
            if r["ResourceType"] == "AWS::RDS::DBInstance" and r.get("PhysicalResourceId")]
     protected = []
     for identifier in ids:
-        found = aws.or_none(partial(rds.describe_db_instances, DBInstanceIdentifier=identifier),
-                            "DBInstanceNotFound", "DBInstanceNotFoundFault")
+        found = aws.or_none(partial(rds.describe_db_instances, DBInstanceIdentifier=identifier))
         if any(i.get("DeletionProtection") for i in (found or {}).get("DBInstances", [])):
             protected.append(identifier)
     return protected

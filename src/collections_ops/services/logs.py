@@ -70,7 +70,7 @@ def resolve_log_groups(lam: Any, env: Environment, functions: list[Function]) ->
     groups = {}
     for fn in functions:
         cfg = aws.or_none(lambda f=fn: lam.get_function_configuration(  # type: ignore[misc]
-            FunctionName=f.function_name(env.name)), "ResourceNotFoundException")
+            FunctionName=f.function_name(env.name)))
         # Not deployed yet: Lambda's default group.
         groups[fn.key] = log_group_of(cfg) if cfg is not None else fn.log_group(env.name)
     return groups
@@ -111,8 +111,7 @@ class LogReader:
         events: list[LogEvent] = []
         newest = self._start[key]
         while True:
-            page = aws.or_none(lambda: self._logs.filter_log_events(**kwargs),
-                               "ResourceNotFoundException")
+            page = aws.or_none(lambda: self._logs.filter_log_events(**kwargs))
             if page is None:  # the group does not exist (yet)
                 return events
             for raw in page.get("events", []):

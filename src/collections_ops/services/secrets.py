@@ -165,7 +165,7 @@ def verify(ssm: Any, env: Environment, *, live: bool = False) -> list[Check]:
             name = env.parameter_name(spec.name, candidate)
             try:
                 value = aws.or_none(lambda p=name: ssm.get_parameter(  # type: ignore[misc]
-                    Name=p, WithDecryption=True)["Parameter"]["Value"], "ParameterNotFound")
+                    Name=p, WithDecryption=True)["Parameter"]["Value"])
             except Exception as exc:
                 if aws.translate(exc) is not None:  # no credentials, access denied: not per secret
                     raise

@@ -61,13 +61,12 @@ def missing_object(exc: BaseException) -> str | None:
     S3 answers 403, not 404, for a missing key when the caller may not list the bucket
     (no s3:ListBucket): for a key the pipeline wrote, that is most often a deleted object.
     """
-    code = aws.error_code(exc)
-    if code in ("404", "NoSuchKey", "NotFound"):
+    if aws.is_not_found(exc, *aws.MISSING_OBJECT):
         return "no longer exists in S3"
-    if code in ("403", "AccessDenied", "Forbidden"):
+    if aws.is_access_denied(exc):
         return ("no longer exists in S3, or this identity may not read it (S3 answers 403 for "
                 "a missing key without s3:ListBucket)")
-    if code == "NoSuchBucket":
+    if aws.is_not_found(exc, *aws.MISSING_BUCKET):
         return "its bucket does not exist"
     return None
 

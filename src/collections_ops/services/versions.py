@@ -290,8 +290,7 @@ def prune(lam: Any, env: Environment, fn: Function, *, keep: int = DEFAULT_KEEP,
         except Exception as exc:
             # A version another alias (or an event source mapping) still uses is refused:
             # it stays, and the next prune tries again.
-            if aws.error_code(exc) in ("ResourceConflictException",
-                                              "ResourceNotFoundException"):
+            if aws.is_conflict(exc) or aws.is_not_found(exc):
                 continue
             raise
         deleted.append(version)
