@@ -58,6 +58,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 import numpy as np
 
+from collections_core import search as core_search
 from collections_ops.services import search as search_service
 
 NAME = "bench_search"
@@ -301,13 +302,13 @@ def plan_of(conn: Any, query: np.ndarray, *, user_id: str | None = None, ef_sear
             service_settings: bool = True, exact: bool = False) -> dict[str, Any]:
     """EXPLAIN (ANALYZE, BUFFERS) of the service's SQL, with the service's settings (or with
     only ef_search set: what the planner does on its own)."""
-    sql = search_service.search_sql(DIM, filtered=user_id is not None, exact=exact)
+    sql = core_search.search_sql(DIM, filtered=user_id is not None, exact=exact)
     params = {"q": query, "model": MODEL, "limit": 10, "user_id": user_id, "dimensions": DIM}
     with conn.transaction():
         if exact:
             pass
         elif service_settings:
-            conn.execute(search_service.SETTINGS_SQL, search_service.settings_params(
+            conn.execute(core_search.SETTINGS_SQL, core_search.settings_params(
                 ef_search=ef_search, limit=10, filtered=user_id is not None))
         else:
             conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef_search),))
@@ -510,7 +511,7 @@ def filtered(conn: Any, queries: np.ndarray, users: np.ndarray, ef: int, share: 
     then a sort) and any other through the index with an iterative scan."""
     counts = np.bincount(users)
     user = int(np.argmin(np.abs(counts - len(users) * share)))
-    path = "index" if counts[user] >= search_service.EXACT_SCAN_MAX_ROWS else "exact"
+    path = "index" if counts[user] >= core_search.EXACT_SCAN_MAX_ROWS else "exact"
     user_id = f"user-{user:04d}"
     qs = queries[:100]
     exact_lat, truth = timed_searches(conn, qs, ef_search=ef, exact=True, user_id=user_id,

@@ -6,8 +6,8 @@ the index hands over `ef_search` candidates and the filter keeps the user's few 
 pass the filter, but it walks the same graph, so it inherits the graph's misses. An exact scan
 of the user's own rows (through the (user_id, item_id, embedding_model) b-tree) is recall 1.0 by
 construction and costs one distance per row of the user. This bench measures both against user
-size, which is how `search` chooses (`EXACT_SCAN_MAX_ROWS`, see services/search.py), and then
-`search` itself.
+size, which is how `search` chooses (`EXACT_SCAN_MAX_ROWS`, in collections_core/search.py),
+and then `search` itself.
 
     .venv/bin/python bench/bench_user_search.py [--queries 100] [--ef-search 100,400,1000]
 
@@ -29,6 +29,7 @@ import bench_search as bs
 import numpy as np
 from _common import median, percentile, write_result
 
+from collections_core import search as core_search
 from collections_ops.services import search as search_service
 
 NAME = "bench_user_search"
@@ -55,15 +56,15 @@ def owners_of(rows_total: int) -> tuple[np.ndarray, list[list[str]]]:
 def index_search(conn: Any, query: np.ndarray, user_id: str, *, mode: str,
                  ef_search: int) -> tuple[list[str], float]:
     """The service's filtered index SQL under its settings, with this iterative scan mode."""
-    sql = search_service.search_sql(bs.DIM, filtered=True)
+    sql = core_search.search_sql(bs.DIM, filtered=True)
     params = {"q": query, "model": bs.MODEL, "limit": 10, "user_id": user_id,
               "dimensions": bs.DIM}
     # This ef_search as it is (settings_params would raise a user's to FILTERED_EF_SEARCH).
-    _ef, _mode, tuples = search_service.settings_params(ef_search=ef_search, limit=10,
+    _ef, _mode, tuples = core_search.settings_params(ef_search=ef_search, limit=10,
                                                         filtered=True)
     started = time.perf_counter()
     with conn.transaction():
-        conn.execute(search_service.SETTINGS_SQL, (str(max(ef_search, 10)), mode, tuples))
+        conn.execute(core_search.SETTINGS_SQL, (str(max(ef_search, 10)), mode, tuples))
         rows = conn.execute(sql, params).fetchall()
     return [r[0] for r in rows], (time.perf_counter() - started) * 1000
 
@@ -135,7 +136,7 @@ def main() -> int:
     owners, groups = owners_of(rows_total)
     result: dict[str, Any] = {"rows": rows_total, "user_groups": USER_GROUPS,
                               "queries_per_group": args.queries,
-                              "exact_scan_max_rows": search_service.EXACT_SCAN_MAX_ROWS}
+                              "exact_scan_max_rows": core_search.EXACT_SCAN_MAX_ROWS}
     with bs.database(keep=False) as (url, server_info):
         result["database"] = server_info
         conn = bs.connect(url)

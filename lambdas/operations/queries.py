@@ -8,10 +8,9 @@ The timeout is the transaction's first statement, `SET LOCAL` (set_config's loca
 a startup `options` (RDS Proxy refuses it) nor a session `SET` (which pins the connection):
 see collections_core/db.py.
 
-`search` keeps the statements of the CLI's direct route (services/search.py of the CLI package):
-the HNSW query repeats the partial index's expression and predicate, a user with few rows is
-answered exactly, and settings are transaction-local. tests/unit/test_operations.py compares the
-two routes' answers on the same database.
+`search` runs collections_core.search's statements and plan, as the CLI's direct route does
+(services/search.py of the CLI package), in a read-only transaction of its own;
+tests/unit/test_operations.py compares the two routes' answers on the same database.
 """
 
 from __future__ import annotations
@@ -25,17 +24,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from collections_core import aws, db, log, models, roles, secrets
+from collections_core import aws, db, log, models, roles, search, secrets
 from collections_core import migrate as migrations
 from collections_core.errors import ConfigurationError, RetryableError, TerminalError
 
 CONNECT_TIMEOUT_SECONDS = 10
 QUERY_TIMEOUT_MS = 15_000
 MAX_TEXT = 1024  # item and user ids are S3 key parts: at most 1024 bytes
-MAX_LIMIT = 1000
-MAX_DIMENSIONS = 16_000
-EXACT_SCAN_MAX_ROWS = 5000  # as services/search.py, which says why
-FILTERED_EF_SEARCH = 400
 TABLES = ("items", "analyses", "embeddings")
 # Written out, not assembled: no SQL text in this package is built at run time.
 _COUNT_ROWS = {
@@ -344,7 +339,7 @@ def _item_rows(conn: Any, params: dict[str, Any]) -> dict[str, Any]:
 
 def _check_search(params: dict[str, Any]) -> dict[str, Any]:
     _only(params, {"vector", "model", "dimensions", "user_id", "limit", "ef_search", "exact"})
-    dimensions = _int(params, "dimensions", 0, 1, MAX_DIMENSIONS)
+    dimensions = _int(params, "dimensions", 0, 1, search.MAX_DIMENSIONS)
     vector = params.get("vector")
     if (not isinstance(vector, list) or len(vector) != dimensions
             or not all(isinstance(x, int | float) and not isinstance(x, bool)
@@ -355,86 +350,8 @@ def _check_search(params: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("exact must be true or false")
     return {"vector": [float(x) for x in vector], "model": _text(params, "model"),
             "dimensions": dimensions, "user_id": _text(params, "user_id", optional=True),
-            "limit": _int(params, "limit", 10, 1, MAX_LIMIT),
-            "ef_search": _int(params, "ef_search", 100, 1, MAX_LIMIT), "exact": exact}
-
-
-_NEAREST = """
-WITH nearest AS MATERIALIZED (
-    SELECT e.item_id, e.user_id, e.analysis_id, {distance} AS distance
-    FROM embeddings e
-    WHERE {where}
-    ORDER BY {distance}
-    LIMIT %(limit)s
-)
-SELECT n.item_id, n.user_id, a.category, a.summary, n.distance
-FROM nearest n JOIN analyses a ON a.id = n.analysis_id
-ORDER BY n.distance, n.user_id, n.item_id
-"""
-# `{d}`: the dimension, an integer `_check_search` checked -- the only text put into these
-# statements. The index's expression and predicate: migrations 0002/0007 (one per dimension)
-# or a model's own (`model_index_name`, built by `collections reembed`).
-_HNSW_DISTANCE = "e.embedding::vector({d}) <=> %(q)s::vector({d})"
-_EXACT_DISTANCE = "e.embedding <=> %(q)s::vector"
-_HNSW_WHERE = "e.embedding_dimensions = {d} AND e.embedding_model = %(model)s"
-_EXACT_WHERE = "e.embedding_dimensions = %(dimensions)s AND e.embedding_model = %(model)s"
-_USER = " AND e.user_id = %(user_id)s"
-MAX_SCAN_TUPLES = 20_000
-
-
-def dimension_index_name(dimensions: int) -> str:
-    return f"embeddings_hnsw_{dimensions}"
-
-
-def model_index_name(model: str) -> str:
-    """`model`'s own partial HNSW index: as services/search.py names it."""
-    import hashlib
-    import re
-
-    slug = re.sub(r"[^a-z0-9]+", "_", model.lower()).strip("_")[:32]
-    return f"embeddings_hnsw_m_{slug}_{hashlib.sha256(model.encode()).hexdigest()[:8]}"
-
-
-def _iterative_scan_available(extversion: str | None) -> bool:
-    """pgvector 0.8.0 and later have hnsw.iterative_scan (as services/search.py decides)."""
-    parts = [int(p) if p.isdigit() else 0 for p in (extversion or "").split(".")]
-    return bool(extversion) and parts >= [0, 8]
-
-
-def search_sql(*, approximate: bool, filtered: bool, dimensions: int = 1024) -> str:
-    if isinstance(dimensions, bool) or not isinstance(dimensions, int) \
-            or not 1 <= dimensions <= MAX_DIMENSIONS:
-        raise ValueError(f"dimensions must be an integer from 1 to {MAX_DIMENSIONS}")
-    where = (_HNSW_WHERE if approximate else _EXACT_WHERE) + (_USER if filtered else "")
-    distance = _HNSW_DISTANCE if approximate else _EXACT_DISTANCE
-    return _NEAREST.format(distance=distance, where=where).replace("{d}", str(dimensions))
-
-
-_SETTINGS = ("SELECT set_config('hnsw.ef_search', %s, true),"
-             " set_config('hnsw.iterative_scan', 'relaxed_order', true),"
-             " set_config('hnsw.max_scan_tuples', %s, true),"
-             " set_config('enable_seqscan', 'off', true),"
-             " set_config('enable_bitmapscan', 'off', true),"
-             " set_config('enable_sort', 'off', true)")
-# pgvector < 0.8: no iterative scan (and its `hnsw.` prefix is reserved: setting one is an
-# error); a filtered search is answered exactly.
-_SETTINGS_BEFORE_0_8 = ("SELECT set_config('hnsw.ef_search', %s, true),"
-                        " set_config('enable_seqscan', 'off', true),"
-                        " set_config('enable_bitmapscan', 'off', true),"
-                        " set_config('enable_sort', 'off', true)")
-_DEFAULTS = ("SET LOCAL enable_seqscan TO DEFAULT; SET LOCAL enable_bitmapscan TO DEFAULT;"
-             " SET LOCAL enable_sort TO DEFAULT")
-_PLAN_FACTS = """
-SELECT (SELECT extversion FROM pg_extension WHERE extname = 'vector'),
-       EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-               WHERE i.indisvalid AND i.indrelid = 'embeddings'::regclass
-                 AND c.relname = ANY(%(indexes)s)),
-       (SELECT count(*) FROM (
-            SELECT 1 FROM embeddings
-            WHERE user_id = %(user_id)s AND embedding_model = %(model)s
-              AND embedding_dimensions = %(dimensions)s
-            LIMIT %(cap)s) AS capped)
-"""
+            "limit": _int(params, "limit", 10, 1, search.MAX_LIMIT),
+            "ef_search": _int(params, "ef_search", 100, 1, search.MAX_LIMIT), "exact": exact}
 
 
 def _search(conn: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -447,38 +364,11 @@ def _search(conn: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
     except Exception:
         raise TerminalError("the database has no `vector` extension",
                             hint="run: collections db migrate") from None
-    dimensions = params["dimensions"]
-    args = {"q": Vector(params["vector"]), "model": params["model"],
-            "limit": params["limit"], "dimensions": dimensions,
-            "user_id": params["user_id"]}
-    filtered = params["user_id"] is not None
-    approximate = not params["exact"]
-    iterative = False
     with _read_only(conn) as cur:
-        if approximate:
-            cur.execute(_PLAN_FACTS, {**args, "cap": EXACT_SCAN_MAX_ROWS, "indexes": [
-                dimension_index_name(dimensions), model_index_name(params["model"])]},
-                prepare=False)
-            facts = cur.fetchone()
-            iterative, indexed, user_rows = (
-                (_iterative_scan_available(facts[0]), bool(facts[1]), int(facts[2]))
-                if facts else (False, False, 0))
-            approximate = indexed and (
-                not filtered or (iterative and user_rows >= EXACT_SCAN_MAX_ROWS))
-        if approximate:
-            floor = max(params["limit"], FILTERED_EF_SEARCH) if filtered else params["limit"]
-            ef = str(max(params["ef_search"], floor))
-            if iterative:
-                cur.execute(_SETTINGS, (ef, str(MAX_SCAN_TUPLES)), prepare=False)
-            else:
-                cur.execute(_SETTINGS_BEFORE_0_8, (ef,), prepare=False)
-        cur.execute(search_sql(approximate=approximate, filtered=filtered,
-                               dimensions=dimensions), args, prepare=False)
-        rows = cur.fetchall()
-        if approximate and filtered and len(rows) < params["limit"]:
-            cur.execute(_DEFAULTS, prepare=False)
-            cur.execute(search_sql(approximate=False, filtered=True), args, prepare=False)
-            rows = cur.fetchall()
+        rows = search.nearest(cur, q=Vector(params["vector"]), model=params["model"],
+                              dimensions=params["dimensions"], user_id=params["user_id"],
+                              limit=params["limit"], ef_search=params["ef_search"],
+                              exact=params["exact"])
     return [{"item_id": r[0], "user_id": r[1], "category": r[2], "summary": r[3],
              "distance": float(r[4])} for r in rows]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from collections_core import search as core_search
 from collections_ops.services import reembed, search
 
 E5, HASH = "multilingual-e5-small-q4", "local-hash-v1"
@@ -87,9 +88,9 @@ def test_the_models_own_index_serves_its_search(db):
         vector = reembed.local_embedder(HASH)(["a photo of thing number 7"])[0]
         params = {"q": search._as_vector(db, vector, 1024), "model": HASH, "limit": 10,
                   "user_id": None, "dimensions": 1024}
-        sql = search.search_sql(1024, filtered=False)
+        sql = core_search.search_sql(1024, filtered=False)
         with db.transaction():
-            db.execute(search.SETTINGS_SQL, search.settings_params(ef_search=100, limit=10,
+            db.execute(core_search.SETTINGS_SQL, core_search.settings_params(ef_search=100, limit=10,
                                                                    filtered=False))
             plan = json.dumps(db.execute("EXPLAIN (FORMAT JSON) " + sql, params).fetchone()[0])
         # THEN the planner takes it with the model a bound parameter, and search answers

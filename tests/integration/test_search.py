@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from collections_core import search as core_search
 from collections_ops.services import search as search_service
 
 MODEL = "local-hash-v1"
@@ -202,30 +203,30 @@ def test_a_filtered_search_still_returns_limit_rows_through_the_index(db, monkey
     add_many(db, "alice", 15, prefix="a", offset=3)
     db.execute("ANALYZE embeddings")
     q = query("a dog walking along a busy harbour at dawn")
-    sql = search_service.search_sql(1024, filtered=True)
+    sql = core_search.search_sql(1024, filtered=True)
     params = {"q": search_service._as_vector(db, q, 1024), "model": MODEL, "limit": 10,
               "user_id": "alice", "dimensions": 1024}
 
     counts = {}
     for iterative in (False, True):
         with db.transaction():
-            ef, relaxed, tuples = search_service.settings_params(ef_search=10, limit=10,
+            ef, relaxed, tuples = core_search.settings_params(ef_search=10, limit=10,
                                                                  filtered=False)
             mode = relaxed if iterative else "off"
-            db.execute(search_service.SETTINGS_SQL, (ef, mode, tuples))
+            db.execute(core_search.SETTINGS_SQL, (ef, mode, tuples))
             plan = json.dumps(db.execute("EXPLAIN (FORMAT JSON) " + sql, params).fetchone()[0])
             assert '"Index Name": "embeddings_hnsw_1024"' in plan, plan
             counts[mode] = len(db.execute(sql, params).fetchall())
     assert counts["off"] < 10 <= counts["relaxed_order"], counts
 
     # Alice is below the exact-scan threshold; lower it so the service takes the index path.
-    monkeypatch.setattr(search_service, "EXACT_SCAN_MAX_ROWS", 5)
+    monkeypatch.setattr(core_search, "EXACT_SCAN_MAX_ROWS", 5)
     recorder = Recorder(db)
     hits = search_service.search(recorder, q, model=MODEL, dimensions=1024, user_id="alice",
                                  limit=10, ef_search=10)
     assert len(hits) == 10 and {h.user_id for h in hits} == {"alice"}
     assert sql in recorder.statements  # the index query answered it ...
-    assert search_service.search_sql(1024, filtered=True, exact=True) not in \
+    assert core_search.search_sql(1024, filtered=True, exact=True) not in \
         recorder.statements  # ... without the exact fallback
     exact = search_service.search(db, q, model=MODEL, dimensions=1024, user_id="alice",
                                   limit=10, exact=True)
@@ -240,8 +241,8 @@ def test_a_user_with_few_rows_is_searched_exactly(db):
     recorder = Recorder(db)
     hits = search_service.search(recorder, q, model=MODEL, dimensions=1024, user_id="bob",
                                  limit=10)
-    assert search_service.search_sql(1024, filtered=True, exact=True) in recorder.statements
-    assert search_service.SETTINGS_SQL not in recorder.statements
+    assert core_search.search_sql(1024, filtered=True, exact=True) in recorder.statements
+    assert core_search.SETTINGS_SQL not in recorder.statements
     exact = search_service.search(db, q, model=MODEL, dimensions=1024, user_id="bob",
                                   limit=10, exact=True)
     assert hits == exact and len(hits) == 10
@@ -257,14 +258,14 @@ def test_the_search_query_uses_the_hnsw_index(db):
     params = {"q": search_service._as_vector(db, query("a cat resting near a train station"),
                                              1024),
               "model": MODEL, "limit": 10, "user_id": None, "dimensions": 1024}
-    sql = search_service.search_sql(1024, filtered=False)
+    sql = core_search.search_sql(1024, filtered=False)
     [[plan]] = db.execute("EXPLAIN (FORMAT JSON) " + sql, params).fetchall()
     text = json.dumps(plan)
     assert '"Index Name": "embeddings_hnsw_1024"' in text, text
     assert '"Node Type": "Sort"' not in json.dumps(_cte(plan))  # ordered by the index itself
     for ef_search in (40, 100, 200, 1000):
         with db.transaction():
-            db.execute(search_service.SETTINGS_SQL, search_service.settings_params(
+            db.execute(core_search.SETTINGS_SQL, core_search.settings_params(
                 ef_search=ef_search, limit=10, filtered=False))
             [[plan]] = db.execute("EXPLAIN (FORMAT JSON) " + sql, params).fetchall()
         assert '"Index Name": "embeddings_hnsw_1024"' in json.dumps(_cte(plan)), ef_search
@@ -272,7 +273,7 @@ def test_the_search_query_uses_the_hnsw_index(db):
     with db.transaction():
         db.execute("SET LOCAL enable_seqscan = off")
         [[exact_plan]] = db.execute("EXPLAIN (FORMAT JSON) "
-                                    + search_service.search_sql(1024, filtered=False,
+                                    + core_search.search_sql(1024, filtered=False,
                                                                 exact=True), params
                                     ).fetchall()
     assert "embeddings_hnsw_1024" not in json.dumps(exact_plan)
@@ -302,7 +303,7 @@ def test_the_index_expression_in_the_query_is_the_one_in_the_schema(db):
                             " WHERE indexname = 'embeddings_hnsw_1024'").fetchone()
     assert "((embedding)::vector(1024)) vector_cosine_ops" in indexdef
     assert "WHERE (embedding_dimensions = 1024)" in indexdef
-    sql = search_service.search_sql(1024, filtered=False)
+    sql = core_search.search_sql(1024, filtered=False)
     assert "ORDER BY e.embedding::vector(1024) <=> %(q)s::vector(1024)" in sql
     assert "e.embedding_dimensions = 1024 AND e.embedding_model = %(model)s" in sql
 
@@ -332,8 +333,8 @@ def test_other_dimensions_fall_back_to_an_exact_scan(catalog):
     # No index serves 8 dimensions: the exact statement answers.
     recorder = Recorder(catalog)
     search_service.search(recorder, [0.9, 0.1] + [0.0] * 6, model="tiny-8", dimensions=8)
-    assert search_service.search_sql(8, filtered=False, exact=True) in recorder.statements
-    assert search_service.SETTINGS_SQL not in recorder.statements
+    assert core_search.search_sql(8, filtered=False, exact=True) in recorder.statements
+    assert core_search.SETTINGS_SQL not in recorder.statements
     # 1024-d rows of the same model name never reach the 8-d distance operator.
     add(catalog, "user123", "big", summary="tiny", model="tiny-8")
     assert len(search_service.search(catalog, [1.0] * 8, model="tiny-8", dimensions=8)) == 2
@@ -349,7 +350,7 @@ def test_a_connection_without_pgvector_types_registered_works(catalog, migrated_
 
 
 def test_the_settings_do_not_outlive_the_search(catalog, monkeypatch):
-    monkeypatch.setattr(search_service, "EXACT_SCAN_MAX_ROWS", 1)  # take the index path
+    monkeypatch.setattr(core_search, "EXACT_SCAN_MAX_ROWS", 1)  # take the index path
     catalog.execute("SET hnsw.ef_search = 40")
     before = {name: catalog.execute(f"SHOW {name}").fetchone()[0]
               for name in ("hnsw.iterative_scan", "enable_seqscan", "enable_bitmapscan",
@@ -358,7 +359,7 @@ def test_the_settings_do_not_outlive_the_search(catalog, monkeypatch):
         recorder = Recorder(catalog)
         search_service.search(recorder, query("cake"), model=MODEL, dimensions=1024,
                               ef_search=200, user_id=user_id)
-        assert search_service.SETTINGS_SQL in recorder.statements
+        assert core_search.SETTINGS_SQL in recorder.statements
         assert catalog.execute("SHOW hnsw.ef_search").fetchone()[0] == "40"
         assert {name: catalog.execute(f"SHOW {name}").fetchone()[0] for name in before} == \
             before == {"hnsw.iterative_scan": "off", "enable_seqscan": "on",

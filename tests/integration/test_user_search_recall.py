@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from collections_core import search as core_search
 from collections_ops.services import search as search_service
 
 MODEL = "voyage-3.5"
@@ -50,11 +51,11 @@ def load(db: Any, vectors: np.ndarray) -> None:
 
 def index_top10(db: Any, query: np.ndarray, user_id: str, *, iterative: bool) -> list[str]:
     """The service's filtered index SQL under its own settings, iterative scan on or off."""
-    sql = search_service.search_sql(DIM, filtered=True)
-    _ef, mode, tuples = search_service.settings_params(ef_search=EF_SEARCH, limit=10,
+    sql = core_search.search_sql(DIM, filtered=True)
+    _ef, mode, tuples = core_search.settings_params(ef_search=EF_SEARCH, limit=10,
                                                        filtered=True)
     with db.transaction():
-        db.execute(search_service.SETTINGS_SQL,
+        db.execute(core_search.SETTINGS_SQL,
                    (str(EF_SEARCH), mode if iterative else "off", tuples))
         rows = db.execute(sql, {"q": query, "model": MODEL, "limit": 10, "user_id": user_id,
                                 "dimensions": DIM}).fetchall()
@@ -111,8 +112,8 @@ def test_search_answers_each_user_within_0_01_of_exact_because_small_users_are_e
     assert recall_of_search() >= 0.99
     # and the same data without the per-user threshold (the index path at the pre-fix
     # ef_search of 100) is not within 0.01 of exact
-    monkeypatch.setattr(search_service, "EXACT_SCAN_MAX_ROWS", 1)
-    monkeypatch.setattr(search_service, "FILTERED_EF_SEARCH", EF_SEARCH)
+    monkeypatch.setattr(core_search, "EXACT_SCAN_MAX_ROWS", 1)
+    monkeypatch.setattr(core_search, "FILTERED_EF_SEARCH", EF_SEARCH)
     assert recall_of_search() < 0.99
 
 
@@ -121,6 +122,4 @@ def test_search_answers_each_user_within_0_01_of_exact_because_small_users_are_e
     ("0.7.4", False), ("0.6.2", False), ("", False), (None, False)])
 def test_a_pgvector_without_iterative_scan_is_searched_exactly(version: str | None,
                                                                available: bool) -> None:
-    from collections_ops.services import search
-
-    assert search.iterative_scan_available(version) is available
+    assert core_search.iterative_scan_available(version) is available

@@ -14,8 +14,9 @@ switch search to it, then drop the old model's rows -- three steps an operator t
    every search after the commit embeds its query with the new model, none sees a mixture.
 4. `drop`: the retired models' rows, their own indexes and their records go.
 
-The model's own partial HNSW index (`search.model_index_name`) is built concurrently after the
-fill, so its writes were never slowed by it and search takes the index path at once.
+The model's own partial HNSW index (`collections_core.search.model_index_name`) is built
+concurrently after the fill, so its writes were never slowed by it and search takes the index
+path at once.
 """
 
 from __future__ import annotations
@@ -233,7 +234,8 @@ def build_index(conn: Any, model: str, dimensions: int) -> str:
     autocommit), recorded in the registry."""
     from psycopg import sql
 
-    from collections_ops.services import search
+    paths.add_shared_to_path()
+    from collections_core import search
 
     name = search.model_index_name(model)
     conn.execute(sql.SQL(
