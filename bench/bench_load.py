@@ -72,7 +72,7 @@ def _cloud_cpu_s(state_dir: Path) -> dict[str, float]:
             continue
         elif "localcloud.emulator" in text:
             part = "emulator"
-        elif "localcloud.dispatcher" in text:
+        elif "localcloud.lambda_service.dispatcher" in text:
             part = "dispatchers"
         elif "localcloud.supervisor.daemon" in text:
             part = "supervisor"

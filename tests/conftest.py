@@ -211,7 +211,7 @@ class Pipeline:
             wait = 0
 
     def invoke(self, function_key: str, event: Any) -> Any:
-        from collections_ops.localcloud import lambda_runtime
+        from collections_ops.localcloud.lambda_service import lambda_runtime
         from collections_ops.pipeline import function
 
         return lambda_runtime.invoke(function(function_key), self.env, event)

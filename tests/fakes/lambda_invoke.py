@@ -109,7 +109,7 @@ class FakeLambda:
 
     def _run(self, fn: Any, payload: Any) -> Any:
         from collections_core import state
-        from collections_ops.localcloud import lambda_runtime
+        from collections_ops.localcloud.lambda_service import lambda_runtime
 
         state.reset()  # a cold container per call: nothing cached between them
         return lambda_runtime.invoke(fn, self.env, payload)

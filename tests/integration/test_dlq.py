@@ -357,7 +357,7 @@ def test_on_a_running_dispatcher_failures_are_parked_then_redriven_to_completion
     """The local cloud's dispatcher: a handler that keeps raising is retried, then parked as
     RetriesExhausted; a terminal failure is parked at once. Once fixed, a redrive replays both
     and the dispatcher carries them through to their embeddings."""
-    from collections_ops.localcloud.dispatcher import Dispatcher, DispatchPolicy
+    from collections_ops.localcloud.lambda_service.dispatcher import Dispatcher, DispatchPolicy
 
     monkeypatch.setenv("THUMBNAIL_SIZE", "big")  # the processor raises: retried, then parked
     dispatcher = Dispatcher(pipeline.session, pipeline.env, pipeline.queue_urls,
@@ -393,7 +393,7 @@ def test_on_a_running_dispatcher_failures_are_parked_then_redriven_to_completion
 
 
 def test_the_number_of_workers_comes_from_the_environment():
-    from collections_ops.localcloud.dispatcher import DispatchPolicy
+    from collections_ops.localcloud.lambda_service.dispatcher import DispatchPolicy
     from collections_ops.pipeline import function
 
     processor, analyzer = function("processor"), function("analyzer")

@@ -21,7 +21,7 @@ import psycopg
 import pytest
 
 from collections_ops import pipeline as definition
-from collections_ops.localcloud import lambda_runtime
+from collections_ops.localcloud.lambda_service import lambda_runtime
 from tests import images, pgbouncer
 
 LOCAL = definition.environment("local")

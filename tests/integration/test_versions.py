@@ -236,7 +236,7 @@ def followed(pipeline, tmp_path, monkeypatch):
     points the code stamp under `tmp_path` at that version's package. Undone after the test."""
     from moto.awslambda.models import LambdaBackend
 
-    from collections_ops.localcloud import watch
+    from collections_ops.localcloud.lambda_service import watch
 
     for method in ("create_alias", "update_alias", "publish_version"):
         monkeypatch.setattr(LambdaBackend, method, getattr(LambdaBackend, method))
@@ -248,7 +248,7 @@ class Reloads:
     """A dispatcher's reloader, recording what it would import instead of importing it."""
 
     def __init__(self, state_dir) -> None:
-        from collections_ops.localcloud import watch
+        from collections_ops.localcloud.lambda_service import watch
         from collections_ops.localcloud.state import StateDir
 
         self.purged: list[dict[str, str]] = []

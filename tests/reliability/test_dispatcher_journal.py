@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from collections_ops.localcloud.dispatcher import FINISHED, HELD, RUNNING, Journal
+from collections_ops.localcloud.lambda_service.dispatcher import FINISHED, HELD, RUNNING, Journal
 
 pytestmark = pytest.mark.reliability
 
@@ -75,7 +75,7 @@ def test_a_running_dispatcher_keeps_its_journal_to_what_it_holds(pipeline, db, t
     every message it named was deleted or handed back to its queue by the dispatcher itself."""
     import time
 
-    from collections_ops.localcloud.dispatcher import Dispatcher, DispatchPolicy
+    from collections_ops.localcloud.lambda_service.dispatcher import Dispatcher, DispatchPolicy
     from tests import images
 
     path = tmp_path / "dispatcher-0.journal.json"

@@ -73,7 +73,7 @@ def call_with_time_left(pipeline: Any, key: str, event: Any, seconds: int) -> tu
                                                                                       float]:
     """Call a handler as Lambda would with a context of `seconds`; return what it raised or
     returned, the wall time it took and the time the context had left at the end."""
-    from collections_ops.localcloud import lambda_runtime
+    from collections_ops.localcloud.lambda_service import lambda_runtime
     from collections_ops.pipeline import function
 
     fn = function(key)

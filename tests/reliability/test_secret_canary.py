@@ -65,7 +65,7 @@ def log_text(pipeline) -> str:
 
 def run_dispatcher(pipeline, until: Any) -> None:
     """A fresh dispatcher (fresh "containers": no cached secret) until `until()` holds."""
-    from collections_ops.localcloud.dispatcher import Dispatcher, DispatchPolicy
+    from collections_ops.localcloud.lambda_service.dispatcher import Dispatcher, DispatchPolicy
 
     dispatcher = Dispatcher(pipeline.session, pipeline.env, pipeline.queue_urls,
                             pipeline.dlq_urls, DispatchPolicy(workers_per_function=1,

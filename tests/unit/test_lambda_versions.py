@@ -12,7 +12,7 @@ import pytest
 from moto import mock_aws
 from moto.awslambda.models import LambdaStorage
 
-from collections_ops.localcloud import lambda_versions
+from collections_ops.localcloud.lambda_service import lambda_versions
 
 
 def _zip(text: str) -> bytes:

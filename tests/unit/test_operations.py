@@ -19,7 +19,7 @@ import boto3
 import pytest
 
 from collections_ops import pipeline
-from collections_ops.localcloud import lambda_runtime
+from collections_ops.localcloud.lambda_service import lambda_runtime
 from tests.images import photo
 from tests.moto_server import reset_moto
 

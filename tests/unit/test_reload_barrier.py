@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from collections_ops.localcloud import watch
+from collections_ops.localcloud.lambda_service import watch
 from collections_ops.localcloud.state import StateDir
 from collections_ops.pipeline import FUNCTIONS
 

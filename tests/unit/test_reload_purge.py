@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from collections_ops.localcloud import lambda_runtime
+from collections_ops.localcloud.lambda_service import lambda_runtime
 
 
 def _module(name: str, path: Path) -> types.ModuleType:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
-from collections_ops.localcloud import watch
+from collections_ops.localcloud.lambda_service import watch
 from collections_ops.pipeline import environment
 
 

@@ -54,7 +54,7 @@ def run(state_dir: Path, port: int) -> None:
     from collections_ops.localcloud.moto_tuning import tune_in_process_moto
 
     tune_in_process_moto()
-    from collections_ops.localcloud import lambda_versions
+    from collections_ops.localcloud.lambda_service import lambda_versions
 
     lambda_versions.install()  # version numbers never reused, as on AWS
     private_dir(state_dir, state_dir_mode())
@@ -100,7 +100,7 @@ def run(state_dir: Path, port: int) -> None:
                                     region_name=region)
     code = code_fingerprint()  # before provisioning reads the code: a later edit reloads again
     history = files.lambda_history
-    from collections_ops.localcloud.watch import follow_live
+    from collections_ops.localcloud.lambda_service.watch import follow_live
 
     follow_live(env, state_dir, code=code)  # `live` decides what the dispatchers run
     store.recording = False

@@ -46,7 +46,7 @@ PATCHES: tuple[MotoPatch, ...] = (
         moto_does="numbers a new version len(versions) + 1, so after a prune it gives out a "
                   "number still in use",
         aws_does="numbers versions 1, 2, 3 ... and never gives a number twice",
-        where="collections_ops.localcloud.lambda_versions.install",
+        where="collections_ops.localcloud.lambda_service.lambda_versions.install",
         tests=("tests/unit/test_lambda_versions.py::test_a_deleted_versions_number_is_not_given_again",
                "tests/unit/test_lambda_versions.py::test_a_function_created_again_numbers_from_one"),
     ),
@@ -100,7 +100,7 @@ PATCHES: tuple[MotoPatch, ...] = (
                   "them at a restart",
         aws_does="invokes the version the trigger's alias names; published versions and "
                  "where aliases point outlive any restart",
-        where="collections_ops.localcloud.watch.follow_live",
+        where="collections_ops.localcloud.lambda_service.watch.follow_live",
         tests=("tests/integration/test_versions.py::test_the_dispatchers_run_the_package_of_the_version_live_points_at",
                "tests/integration/test_versions.py::test_configure_runs_the_same_code_as_the_new_version_and_keeps_it",
                "tests/integration/test_hot_reload.py::test_rollback_runs_the_version_live_points_at_and_rolling_forward_the_newer"),

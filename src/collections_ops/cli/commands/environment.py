@@ -346,7 +346,7 @@ def _deploy_local(ctx: Context, *, as_json: bool) -> None:
 def _watch_local(ctx: Context) -> None:
     """Publish a version for each saved change and have the dispatchers run it next."""
     from collections_ops import paths
-    from collections_ops.localcloud import watch
+    from collections_ops.localcloud.lambda_service import watch
 
     try:
         # Inside the try: a Ctrl-C that lands while this line is still being written (the

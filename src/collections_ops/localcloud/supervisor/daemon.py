@@ -184,8 +184,9 @@ class Supervisor:
         self.emulator = Child("emulator", [python, "-m", "collections_ops.localcloud.emulator",
                                            str(state_dir), str(self.port)], log_path)
         self.dispatchers = [
-            Child(f"dispatcher-{n}", [python, "-m", "collections_ops.localcloud.dispatcher",
-                                      str(state_dir), str(n)], log_path)
+            Child(f"dispatcher-{n}",
+                  [python, "-m", "collections_ops.localcloud.lambda_service.dispatcher",
+                   str(state_dir), str(n)], log_path)
             for n in range(processes_wanted())]
         url = os.environ.get("DATABASE_URL")
         # The owner's password and each function role's, kept with the data they protect.

@@ -178,7 +178,7 @@ def _emulator_code(state_dir: Path) -> str | None:
 def reload_if_changed(state_dir: Path, timeout: float = REPAIR_TIMEOUT_S) -> bool:
     """If the handlers' code changed since the running cloud started, have the supervisor
     reload it (new versions, new code in the dispatchers); True once it has."""
-    from collections_ops.localcloud import watch
+    from collections_ops.localcloud.lambda_service import watch
     from collections_ops.localcloud.provision import code_fingerprint
 
     state = read_state(state_dir)

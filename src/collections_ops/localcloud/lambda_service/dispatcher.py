@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from collections_ops.localcloud import lambda_runtime
+from collections_ops.localcloud.lambda_service import lambda_runtime
 from collections_ops.localcloud.state import StateDir, local_environment
 from collections_ops.pipeline import (
     ASYNC_MAX_EVENT_AGE_S,

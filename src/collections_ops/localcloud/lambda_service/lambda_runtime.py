@@ -83,7 +83,7 @@ def load_handler(fn: Function) -> Callable[[Any, Any], Any]:
     return handler
 
 
-# --- hot reload (`deploy local --watch`, see localcloud/watch.py) ----------------------------
+# --- hot reload (`deploy local --watch`, see lambda_service/watch.py) ------------------------
 _reloader: Any = None
 _code_dirs: dict[str, Path] = {}  # function key -> the published package it runs
 
@@ -91,7 +91,7 @@ _code_dirs: dict[str, Path] = {}  # function key -> the published package it run
 def watch_code(stamp: Path) -> None:
     """Reload a function's code between invocations when the code stamp says it changed."""
     global _reloader
-    from collections_ops.localcloud.watch import CodeReloader
+    from collections_ops.localcloud.lambda_service.watch import CodeReloader
 
     _reloader = CodeReloader(stamp, _purge)
 
