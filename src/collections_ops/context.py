@@ -14,6 +14,7 @@ from typing import Any
 
 from collections_ops import aws, errors, settings
 from collections_ops.pipeline import LOCAL_ACCOUNT, Environment, environment
+from collections_ops.target import LocalCloud, Target, for_environment
 
 
 class Context:
@@ -36,6 +37,24 @@ class Context:
     @property
     def is_local(self) -> bool:
         return self.env.is_local
+
+    @cached_property
+    def target(self) -> Target:
+        """What this environment's cloud does (`collections_ops.target`): commands and
+        services ask it rather than branch on the environment's name."""
+        return for_environment(self.env, self.state_dir)
+
+    @property
+    def local_cloud(self) -> LocalCloud | None:
+        """The local cloud this environment runs on, on this machine; None on AWS."""
+        return self.target.local_cloud
+
+    def require_local_cloud(self, what: str, hint: str) -> LocalCloud:
+        """The local cloud, for a command that works on nothing else (UsageError on AWS)."""
+        cloud = self.local_cloud
+        if cloud is None:
+            raise errors.UsageError(f"{what} ({self.env.name} runs on AWS)", hint)
+        return cloud
 
     @property
     def state_dir(self) -> Path:
@@ -88,6 +107,33 @@ class Context:
         from collections_ops.services import deployment
 
         return deployment.load(self.state_dir)
+
+    def effective_as_deployed(self) -> settings.Effective:
+        """The settings as deployed: the settings file over the deployment record (this
+        machine's copy, else the account's) over the definition. The local cloud has no
+        record: its settings are `effective`."""
+        if not self.target.records_settings:
+            return self.effective
+        from collections_ops.services import deployment
+
+        record = deployment.current(self.state_dir, self.definition, ssm=self.client("ssm"))
+        return deployment.effective(self.definition, record,
+                                    file=self.settings.file_settings(self.env.name))
+
+    def remember(self, values: dict[str, Any], *, versioned: bool = True) -> Any:
+        """Settings changed outside a deploy, written where the next deploy reads them
+        (`services.deployment.Remembered`). The local cloud's version history keeps what a
+        version carries (`versioned`: memory, timeout); what it does not (reserved
+        concurrency) it is not asked to keep: None."""
+        from collections_ops.services import deployment
+
+        if not self.target.records_settings:
+            if not versioned:
+                return None
+            return deployment.Remembered(False, {}, "the local cloud keeps it across "
+                                         "restarts; `collections destroy local` forgets it")
+        return deployment.remember(self.client("ssm"), self.definition, self.state_dir, values,
+                                   file=self.settings.file_settings(self.env.name))
 
     @property
     def aws_region(self) -> str:
@@ -215,9 +261,11 @@ class Context:
         if private:  # in isolated subnets: a direct attempt could only time out
             return self.operations_route("database mode rds: the database is private")
         return dataroute.choose(self.env, connect=lambda: self.db,
-                                operations=None if self.is_local else self.operations_route,
+                                operations=(self.operations_route
+                                            if self.target.has_operations_function else None),
                                 # The local cloud gives the roles their passwords itself.
-                                publish=None if self.is_local else self._publish_function_urls)
+                                publish=(self._publish_function_urls
+                                         if self.target.publishes_role_urls else None))
 
     def _publish_function_urls(self, conn: Any) -> list[str]:
         from collections_ops.services import database

@@ -17,6 +17,7 @@ from typing import Any
 from collections_ops import aws
 from collections_ops.checks import Check
 from collections_ops.pipeline import FUNCTIONS, LIVE_ALIAS, Environment, Function
+from collections_ops.target import for_environment
 
 ClientFactory = Callable[[str], Any]
 
@@ -157,18 +158,9 @@ def _notification_targets(cfg: dict[str, Any]) -> list[str]:
     return targets
 
 
-def alias_arn(fn: Function, env: Environment, *, account: str, region: str) -> str:
-    """What the triggers invoke on AWS: the `live` alias, never the bare function."""
-    return (f"arn:aws:lambda:{region}:{account}:function:{fn.function_name(env.name)}"
-            f":{LIVE_ALIAS}")
-
-
 def expected_target(fn: Function, env: Environment, *, account: str, region: str) -> str:
-    """The ARN a trigger of `fn` must name: locally its queue (the dispatcher invokes the
-    handler), on AWS the function's `live` alias."""
-    if env.is_local:
-        return f"arn:aws:sqs:{region}:{account}:{fn.queue_name(env.name)}"
-    return alias_arn(fn, env, account=account, region=region)
+    """The ARN a trigger of `fn` must name (the target's: on AWS the `live` alias)."""
+    return for_environment(env).trigger_arn(fn, account=account, region=region)
 
 
 def check_notification(status: StatusReport, env: Environment) -> Finding:
@@ -210,7 +202,7 @@ def check_invoke_permission(lam: Any, env: Environment) -> Finding:
         return Finding("invoke permission", True, f"S3 may invoke {name}:{LIVE_ALIAS}")
     on_function = _policy(lam, name, None)
     if on_function is not None and _s3_may_invoke(on_function):
-        if env.is_local:  # the dispatcher, not S3, invokes the handler locally
+        if not for_environment(env).invoke_permission_on_alias():
             return Finding("invoke permission", True, f"S3 may invoke {name}")
         return Finding("invoke permission", False,
                        f"S3 may invoke {name}, but the notification invokes "
@@ -266,9 +258,9 @@ def check_role_policies(iam: Any, env: Environment, *, account: str,
 
 def check_parameters(status: StatusReport, env: Environment) -> list[Finding]:
     findings = []
-    needed = {env.parameter_name(s.name): s for s in env.required_secrets()}
-    if env.is_local:
-        needed.setdefault(env.parameter_name("DATABASE_URL"), None)  # type: ignore[arg-type]
+    needed = {env.parameter_name(s.name) for s in env.required_secrets()}
+    # The owner's URL: a secret the operator puts on AWS, written by the local cloud itself.
+    needed.add(env.parameter_name("DATABASE_URL"))
     # Each function's own database URL, which every migration writes (the local cloud's
     # start, the operations function's migrate, `db migrate` on a direct route).
     own_urls = {env.parameter_name(fn.database_url_name): fn for fn in FUNCTIONS}
@@ -276,8 +268,7 @@ def check_parameters(status: StatusReport, env: Environment) -> list[Finding]:
         short = name.rpartition("/")[2]
         if name in own_urls:
             fn = own_urls[name]
-            fix = (f"collections deploy {env.name}" if env.is_local
-                   else f"collections db migrate --env {env.name}")
+            fix = for_environment(env).role_urls_fix()
             findings.append(Finding(
                 f"parameter {name}", present,
                 f"present: the {fn.key}'s own database role" if present else

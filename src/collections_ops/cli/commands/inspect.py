@@ -26,12 +26,10 @@ def status(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
     from collections_ops.services import inspect
 
     ctx = opt.context(opt.env_name(env, env_option), profile, region)
-    report: dict[str, Any] = {"settings": _effective(ctx).as_dicts()}
+    report: dict[str, Any] = {"settings": ctx.effective_as_deployed().as_dicts()}
     degraded: list[str] = []
-    if ctx.is_local:
-        from collections_ops.localcloud.supervisor import manager
-
-        report = {**manager.status(ctx.state_dir), **report}
+    if (cloud := ctx.local_cloud) is not None:  # running here: its parts, each up or down
+        report = {**cloud.status(), **report}
         # The owner's URL names its password: shown with the password masked, as every
         # output does (the URL itself is in the state directory's state.json, 0600).
         report["database_url"] = masked_url(report["database_url"])
@@ -49,18 +47,6 @@ def status(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
         raise errors.NotReady(f"the local cloud is degraded: {', '.join(degraded)} down",
                               "repair it: `collections deploy local` restarts what is down "
                               "and keeps the data")
-
-
-def _effective(ctx: Any) -> Any:
-    """The settings as deployed: the settings file over the deployment record (this
-    machine's copy, else the account's) over the definition."""
-    if ctx.is_local:
-        return ctx.effective
-    from collections_ops.services import deployment
-
-    record = deployment.current(ctx.state_dir, ctx.definition, ssm=ctx.client("ssm"))
-    return deployment.effective(ctx.definition, record,
-                                file=ctx.settings.file_settings(ctx.env.name))
 
 
 @app.command()
