@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from collections_ops.pipeline import environment
-from collections_ops.services import dlq
+from collections_ops.services import dlq, dlq_records, dlq_redrive
 from tests import images
 from tests.fakes.lambda_invoke import FakeLambda
 
@@ -64,7 +64,7 @@ def test_a_corrupt_upload_shows_its_stage_item_and_error_and_stays_queued(pipeli
     assert (failed.stage, failed.user_id, failed.item_id) == ("thumbnail", "user123",
                                                               "broken photo")
     assert failed.key == "user123/broken photo.jpg"  # decoded from the notification's key
-    assert failed.format == dlq.LAMBDA_RECORD and failed.event_kind == "s3"
+    assert failed.format == dlq_records.LAMBDA_RECORD and failed.event_kind == "s3"
     assert failed.condition == "TerminalError"
     assert failed.error_type == "TerminalError" and "unreadable image" in failed.error
     assert failed.failed_at is not None and abs(failed.failed_at - time.time()) < 60
@@ -98,13 +98,13 @@ def test_an_eventbridge_dead_letter_is_decoded_from_its_attributes(pipeline):
 
     [failed] = dlq.peek(sqs, pipeline.env, "analyzer")
 
-    assert failed.format == dlq.EVENTBRIDGE_DLQ and failed.stage == "analysis"
+    assert failed.format == dlq_records.EVENTBRIDGE_DLQ and failed.stage == "analysis"
     assert (failed.user_id, failed.item_id) == ("u7", "sunset")
     assert failed.condition == "SDK_CLIENT_ERROR" and "Rate Exceeded" in failed.error
     assert failed.rule_arn.endswith("rule/collections-local-ImageProcessedRule")
     assert failed.event == event
 
-    report = dlq.redrive(pipeline.client, pipeline.env, "analyzer", rate_per_s=100)
+    report = dlq_redrive.redrive(pipeline.client, pipeline.env, "analyzer", rate_per_s=100)
 
     assert (report.replayed, report.failed, report.skipped) == (1, 0, 0)
     assert report.outcomes[0].target == "rule collections-local-ImageProcessedRule (put_events)"
@@ -132,7 +132,7 @@ def test_an_analyzer_failure_redriven_after_the_fix_completes(pipeline, db, monk
     assert counts(db, "user123", "later") == (1, 0, 0)
 
     monkeypatch.setenv("ANALYZER_PROVIDER", "local")  # fixed
-    report = dlq.redrive(pipeline.client, pipeline.env, "analyzer", rate_per_s=100)
+    report = dlq_redrive.redrive(pipeline.client, pipeline.env, "analyzer", rate_per_s=100)
 
     assert (report.replayed, report.failed, report.skipped) == (1, 0, 0)
     assert dlq.peek(sqs, pipeline.env, "analyzer") == []
@@ -174,7 +174,7 @@ def test_a_processor_run_that_exhausted_its_retries_is_redriven_to_its_queue(pip
     ssm.put_parameter(Name="/collections/local/DATABASE_URL_PROCESSOR", Type="SecureString", Overwrite=True,
                       Value=good["Parameter"]["Value"])
     state.reset()  # the secret cache of this "container"
-    report = dlq.redrive(pipeline.client, pipeline.env, "processor", rate_per_s=100)
+    report = dlq_redrive.redrive(pipeline.client, pipeline.env, "processor", rate_per_s=100)
 
     assert report.replayed == 1
     assert report.outcomes[0].target == "queue collections-local-ImageProcessorLambda-events"
@@ -193,14 +193,14 @@ def test_nothing_is_lost_when_a_redrive_fails_halfway(pipeline):
     fail_uploads(pipeline, names)
     replayed: list[str] = []
 
-    def flaky(failed: dlq.FailedEvent) -> str:
+    def flaky(failed: dlq_records.FailedEvent) -> str:
         if len(replayed) == 1:
             replayed.append(f"FAILED:{failed.item_id}")
-            raise dlq.ReplayError("Lambda answered 500")
+            raise dlq_redrive.ReplayError("Lambda answered 500")
         replayed.append(str(failed.item_id))
         return "somewhere"
 
-    report = dlq.redrive(pipeline.client, pipeline.env, "processor", replay=flaky, include_terminal=True,
+    report = dlq_redrive.redrive(pipeline.client, pipeline.env, "processor", replay=flaky, include_terminal=True,
                          rate_per_s=100)
 
     assert (report.replayed, report.failed, report.skipped) == (1, 1, 0)
@@ -215,12 +215,12 @@ def test_nothing_is_lost_when_a_redrive_fails_halfway(pipeline):
     # With keep_going, a failure is skipped over and the rest are replayed.
     unlucky = left[0]
 
-    def fails_on_one(failed: dlq.FailedEvent) -> str:
+    def fails_on_one(failed: dlq_records.FailedEvent) -> str:
         if failed.item_id == unlucky:
             raise RuntimeError("connection reset")
         return "somewhere"
 
-    report = dlq.redrive(pipeline.client, pipeline.env, "processor", replay=fails_on_one, include_terminal=True,
+    report = dlq_redrive.redrive(pipeline.client, pipeline.env, "processor", replay=fails_on_one, include_terminal=True,
                          keep_going=True, rate_per_s=100)
     assert (report.replayed, report.failed, report.stopped_early) == (2, 1, False)
     assert "RuntimeError: connection reset" in next(
@@ -232,7 +232,7 @@ def test_nothing_is_lost_when_a_redrive_fails_halfway(pipeline):
 def test_a_dry_run_deletes_and_sends_nothing(pipeline):
     fail_uploads(pipeline, ["x1", "x2", "x3"])
 
-    report = dlq.redrive(pipeline.client, pipeline.env, "processor", dry_run=True,
+    report = dlq_redrive.redrive(pipeline.client, pipeline.env, "processor", dry_run=True,
                          include_terminal=True)
 
     assert (report.would_replay, report.replayed, report.failed) == (3, 0, 0)
@@ -249,11 +249,11 @@ def test_redrive_honours_the_rate_with_an_injected_clock(pipeline):
     clock = FakeClock()
     at: list[float] = []
 
-    def replay(failed: dlq.FailedEvent) -> str:
+    def replay(failed: dlq_records.FailedEvent) -> str:
         at.append(clock())
         return "somewhere"
 
-    report = dlq.redrive(pipeline.client, pipeline.env, "processor", replay=replay,
+    report = dlq_redrive.redrive(pipeline.client, pipeline.env, "processor", replay=replay,
                          include_terminal=True, rate_per_s=2, clock=clock, sleep=clock.sleep)
 
     assert report.replayed == 5
@@ -263,7 +263,7 @@ def test_redrive_honours_the_rate_with_an_injected_clock(pipeline):
 
 def test_max_messages_limits_a_redrive(pipeline):
     fail_uploads(pipeline, ["m1", "m2", "m3"])
-    report = dlq.redrive(pipeline.client, pipeline.env, "processor", max_messages=2,
+    report = dlq_redrive.redrive(pipeline.client, pipeline.env, "processor", max_messages=2,
                          include_terminal=True, replay=lambda failed: "somewhere", rate_per_s=100)
     assert report.replayed == 2
     assert depth(pipeline, "processor") == 1
@@ -287,7 +287,7 @@ def test_a_terminal_failure_is_skipped_and_kept_unless_included(pipeline, db):
     assert {(f.item_id, f.terminal) for f in dlq.peek(sqs, pipeline.env, "processor")} == {
         ("corrupt", True), ("outage", False)}
 
-    report = dlq.redrive(pipeline.client, pipeline.env, "processor", rate_per_s=100)
+    report = dlq_redrive.redrive(pipeline.client, pipeline.env, "processor", rate_per_s=100)
 
     assert (report.replayed, report.skipped, report.skipped_terminal) == (1, 1, 1)
     by_item = {o.item_id: o for o in report.outcomes}
@@ -299,7 +299,7 @@ def test_a_terminal_failure_is_skipped_and_kept_unless_included(pipeline, db):
     assert [f.item_id for f in dlq.peek(sqs, pipeline.env, "processor")] == ["corrupt"]
 
     fail_uploads(pipeline, ["corrupt again"])
-    report = dlq.redrive(pipeline.client, pipeline.env, "processor", rate_per_s=100,
+    report = dlq_redrive.redrive(pipeline.client, pipeline.env, "processor", rate_per_s=100,
                          include_terminal=True)
     assert (report.replayed, report.skipped) == (2, 0)
     assert depth(pipeline, "processor") == 0
@@ -312,7 +312,7 @@ def test_events_that_cannot_go_back_are_skipped_and_kept(pipeline):
     wrong = {"source": "someone.else", "detail-type": "Other", "detail": {"item_id": "q"}}
     sqs.send_message(QueueUrl=url, MessageBody=json.dumps(wrong))
 
-    report = dlq.redrive(pipeline.client, pipeline.env, "analyzer", rate_per_s=100)
+    report = dlq_redrive.redrive(pipeline.client, pipeline.env, "analyzer", rate_per_s=100)
 
     assert (report.replayed, report.skipped) == (0, 2)
     details = sorted(o.detail for o in report.outcomes)
@@ -321,7 +321,7 @@ def test_events_that_cannot_go_back_are_skipped_and_kept(pipeline):
         in details[0]
     assert depth(pipeline, "analyzer") == 2
     unreadable = next(e for e in dlq.peek(sqs, pipeline.env, "analyzer")
-                      if e.format == dlq.UNREADABLE)
+                      if e.format == dlq_records.UNREADABLE)
     assert unreadable.error == "the dead letter's body is not JSON"
 
 
@@ -331,14 +331,14 @@ def test_a_replay_that_fails_again_is_not_replayed_in_a_loop(pipeline):
     fail_uploads(pipeline, ["again"])
     sqs = pipeline.client("sqs")
 
-    def replay_and_fail_again(failed: dlq.FailedEvent) -> str:
+    def replay_and_fail_again(failed: dlq_records.FailedEvent) -> str:
         time.sleep(0.01)
         sqs.send_message(QueueUrl=pipeline.dlq_urls["processor"],
                          MessageBody=json.dumps({"requestContext": {"condition": "TerminalError"},
                                                  "requestPayload": failed.event}))
         return "somewhere"
 
-    report = dlq.redrive(pipeline.client, pipeline.env, "processor",
+    report = dlq_redrive.redrive(pipeline.client, pipeline.env, "processor",
                          replay=replay_and_fail_again, include_terminal=True,
                          rate_per_s=100)
     assert report.replayed == 1
@@ -376,13 +376,13 @@ def test_on_a_running_dispatcher_failures_are_parked_then_redriven_to_completion
 
         monkeypatch.setenv("THUMBNAIL_SIZE", "512")
         monkeypatch.setenv("ANALYZER_PROVIDER", "no-such-provider")  # terminal: parked at once
-        report = dlq.redrive(pipeline.client, pipeline.env, "processor", rate_per_s=50)
+        report = dlq_redrive.redrive(pipeline.client, pipeline.env, "processor", rate_per_s=50)
         assert (report.replayed, report.failed) == (3, 0)
         wait_until(lambda: depth(pipeline, "analyzer") == 3)
         assert depth(pipeline, "processor") == 0
 
         monkeypatch.setenv("ANALYZER_PROVIDER", "local")
-        report = dlq.redrive(pipeline.client, pipeline.env, "analyzer", rate_per_s=50)
+        report = dlq_redrive.redrive(pipeline.client, pipeline.env, "analyzer", rate_per_s=50)
         assert (report.replayed, report.failed) == (3, 0)
         wait_until(lambda: db.execute(
             "SELECT count(*) FROM embeddings WHERE user_id = 'user123'").fetchone()[0] == 3)
@@ -445,7 +445,7 @@ def test_on_aws_each_dead_letter_is_replayed_by_an_asynchronous_invoke_of_live(
                                                        "StringValue": "THROTTLING"}})
 
     # WHEN both are redriven
-    reports = [dlq.redrive(clients.__getitem__, dev, key, rate_per_s=100)
+    reports = [dlq_redrive.redrive(clients.__getitem__, dev, key, rate_per_s=100)
                for key in ("processor", "embedder")]
 
     # THEN each was invoked once, asynchronously, on the alias the triggers invoke, with the
@@ -476,7 +476,7 @@ def test_on_aws_an_invoke_lambda_refuses_keeps_the_dead_letter(pipeline):
             QueueUrl=url, MessageBody=json.dumps(event), MessageAttributes={
                 "ERROR_CODE": {"DataType": "String", "StringValue": "THROTTLING"}})
         # WHEN it is redriven THEN the replay fails by name, and nothing ran $LATEST instead
-        report = dlq.redrive(clients.__getitem__, dev, "embedder", rate_per_s=100)
+        report = dlq_redrive.redrive(clients.__getitem__, dev, "embedder", rate_per_s=100)
     finally:
         fake.stop()
     assert (report.replayed, report.failed) == (0, 1)
@@ -502,7 +502,7 @@ def test_an_undeployed_environment_and_an_unknown_function_are_clear_errors(pipe
 
 def test_the_token_bucket_allows_a_burst_then_the_rate():
     clock = FakeClock()
-    bucket = dlq.TokenBucket(4, burst=2, clock=clock, sleep=clock.sleep)
+    bucket = dlq_redrive.TokenBucket(4, burst=2, clock=clock, sleep=clock.sleep)
     times = []
     for _ in range(6):
         bucket.acquire()

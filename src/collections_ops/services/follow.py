@@ -27,7 +27,7 @@ from collections_ops.pipeline import FUNCTIONS, Environment, Function
 from collections_ops.services.logs import LogEvent, LogReader
 
 if TYPE_CHECKING:
-    from collections_ops.services.dlq import FailedEvent
+    from collections_ops.services.dlq_records import FailedEvent
 
 CORRELATION_METADATA = "correlation-id"
 # The log message with which each function reports its stage done.

@@ -395,16 +395,16 @@ class RedriveRefused(Exception):
 def deliverer(client_factory: ClientFactory, env: Environment) -> Deliver:
     """Local cloud: the function's trigger queue. AWS: an asynchronous invoke of `live`
     (the delivery `dlq redrive` uses too)."""
-    from collections_ops.services import dlq
+    from collections_ops.services import dlq_redrive
 
-    queues = dlq.TriggerQueues(client_factory, env)
+    queues = dlq_redrive.TriggerQueues(client_factory, env)
 
     def deliver(fn: Function, event: dict[str, Any]) -> str:
         try:
             if env.is_local:
                 return queues.send(fn, event)
-            return dlq.invoke_live(client_factory("lambda"), env, fn, event)
-        except dlq.ReplayError as exc:
+            return dlq_redrive.invoke_live(client_factory("lambda"), env, fn, event)
+        except dlq_redrive.ReplayError as exc:
             raise RedriveRefused(str(exc)) from None
 
     return deliver

@@ -16,7 +16,7 @@ from collections_ops import aws, errors
 from collections_ops.checks import Check, failures
 
 if TYPE_CHECKING:
-    from collections_ops.services.dlq import FailedEvent
+    from collections_ops.services.dlq_records import FailedEvent
 
 
 @dataclass

@@ -74,13 +74,13 @@ def dlq_redrive(
     """Replay failed events to their function or rule; each dead letter is removed only after
     its replay is accepted. Terminal failures are skipped and kept unless --include-terminal."""
     as_json = output is opt.Output.json
-    from collections_ops.services import dlq
+    from collections_ops.services import dlq_redrive
 
     ctx = opt.context(env, profile, region)
 
-    report = dlq.redrive(ctx.client, ctx.env, function, dry_run=dry_run, rate_per_s=rate,
-                         max_messages=max_messages, keep_going=keep_going,
-                         include_terminal=include_terminal)
+    report = dlq_redrive.redrive(ctx.client, ctx.env, function, dry_run=dry_run,
+                                 rate_per_s=rate, max_messages=max_messages,
+                                 keep_going=keep_going, include_terminal=include_terminal)
     if as_json:
         ui.print_json(report.as_dict())
     else:
