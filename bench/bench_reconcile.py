@@ -41,7 +41,7 @@ def _populate(state: Any, count: int) -> dict[str, int]:
     from botocore.config import Config
 
     from collections_ops.localcloud import iam
-    from collections_ops.services import reconcile
+    from collections_ops.services import reconcile_classify
 
     session = iam.admin_session(state.state_dir, state.region)
     s3 = session.client("s3", endpoint_url=state.endpoint_url,
@@ -88,7 +88,7 @@ def _populate(state: Any, count: int) -> dict[str, int]:
                 user, name = k.split("/")
                 row = {"category": "photo", "summary": f"image {name}", "description": "",
                        "tags": ["bench"], "colors": [], "text_content": None}
-                copy.write_row((user, name[:-4], reconcile.content_hash(row)))
+                copy.write_row((user, name[:-4], reconcile_classify.content_hash(row)))
         conn.execute(
             "INSERT INTO embeddings (item_id, user_id, analysis_id, embedding_model,"
             " embedding_dimensions, embedding, content_hash)"

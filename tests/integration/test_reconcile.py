@@ -13,6 +13,8 @@ import pytest
 from collections_ops import errors
 from collections_ops.pipeline import LOCAL_ACCOUNT, function
 from collections_ops.services import reconcile as reconciling
+from collections_ops.services import reconcile_classify as classifying
+from collections_ops.services import reconcile_redrive as redriving
 from collections_ops.services import verify as verifying
 from collections_ops.services.dataroute import DirectRoute
 from tests import images
@@ -47,10 +49,10 @@ def run_partly(pipeline: Any, key: str, body: bytes, *, stages: int) -> None:
         stages -= 1
 
 
-def scan(pipeline: Any, db: Any) -> list[reconciling.Inconsistency]:
+def scan(pipeline: Any, db: Any) -> list[classifying.Inconsistency]:
     snap = reconciling.snapshot(pipeline.client, DirectRoute(db), images_bucket=pipeline.images_bucket,
                                 thumbnails_bucket=pipeline.thumbnails_bucket)
-    return reconciling.classify(snap, embedding_model=pipeline.env.embedding_model,
+    return classifying.classify(snap, embedding_model=pipeline.env.embedding_model,
                                 images_bucket=pipeline.images_bucket)
 
 
@@ -81,16 +83,16 @@ def test_reconcile_fix_finishes_work_stopped_at_every_stage(pipeline, db):
     found = scan(pipeline, db)
     # THEN every stopped item is found, by kind, and nothing about the complete ones
     kinds = Counter(i.kind for i in found)
-    assert kinds == {reconciling.OBJECT_WITHOUT_ITEM: 2, reconciling.ITEM_WITHOUT_ANALYSIS: 2,
-                     reconciling.ANALYSIS_WITHOUT_EMBEDDING: 2,
-                     reconciling.ITEM_WITHOUT_THUMBNAIL: 1, reconciling.STALE_EMBEDDING: 1,
-                     reconciling.WRONG_DIMENSION: 1, reconciling.ANALYSIS_NEWER_THAN_ITEM: 1,
-                     reconciling.ORPHAN_THUMBNAIL: 1}, found
+    assert kinds == {classifying.OBJECT_WITHOUT_ITEM: 2, classifying.ITEM_WITHOUT_ANALYSIS: 2,
+                     classifying.ANALYSIS_WITHOUT_EMBEDDING: 2,
+                     classifying.ITEM_WITHOUT_THUMBNAIL: 1, classifying.STALE_EMBEDDING: 1,
+                     classifying.WRONG_DIMENSION: 1, classifying.ANALYSIS_NEWER_THAN_ITEM: 1,
+                     classifying.ORPHAN_THUMBNAIL: 1}, found
     assert not {i.user_id for i in found} & {"u1"}
 
     # WHEN reconcile --fix re-drives them through the trigger queues, which the handlers drain
     sent: Counter[tuple[str, str]] = Counter()
-    real = reconciling.deliverer(pipeline.client, pipeline.env)
+    real = redriving.deliverer(pipeline.client, pipeline.env)
 
     def deliver(fn: Any, event: dict[str, Any]) -> str:
         sent[(fn.key, _ident(event))] += 1
@@ -137,7 +139,7 @@ def test_a_fix_that_cannot_be_delivered_is_reported_refused(pipeline, db):
     run_partly(pipeline, "u/half.jpg", images.photo(seed=3), stages=1)
 
     def refuse(fn: Any, event: dict[str, Any]) -> str:
-        raise reconciling.RedriveRefused(f"the {fn.key} is not there")
+        raise redriving.RedriveRefused(f"the {fn.key} is not there")
 
     # WHEN reconcile --fix runs THEN the re-drive is refused by name and the item remains
     report = reconciling.reconcile(pipeline.client, DirectRoute(db), pipeline.env, account=LOCAL_ACCOUNT,
@@ -145,7 +147,7 @@ def test_a_fix_that_cannot_be_delivered_is_reported_refused(pipeline, db):
                                    sleep=lambda _s: None)
     assert [(r.stage, r.status, r.detail) for r in report.redrives] == [
         ("analyzer", "refused", "the analyzer is not there")]
-    assert [i.kind for i in report.remaining or []] == [reconciling.ITEM_WITHOUT_ANALYSIS]
+    assert [i.kind for i in report.remaining or []] == [classifying.ITEM_WITHOUT_ANALYSIS]
 
 
 def test_replay_from_each_stage_reaches_only_that_stage(pipeline, db):
