@@ -1,11 +1,12 @@
 """The golden set scored in process, for each pair of offline models: no local cloud, so the
 models can be compared in seconds (`collections eval local` scores the deployed pair through
-the real pipeline; the figures differ only by the pipeline's downscaling before analysis).
+the real pipeline; each photo is analysed as the very JPEG rendition the pipeline's analyzer
+makes, so the figures should be the pipeline's).
 
     .venv/bin/python bench/bench_golden.py
 
-For each (analysis model, embedding model): every golden photo is analysed (the image
-downscaled to 1568 px on its longest edge as the pipeline renders it), its `document_text`
+For each (analysis model, embedding model): every golden photo is analysed (the analyzer's own
+rendition: downscaled to 1568 px on its longest edge, a JPEG at quality 85), its `document_text`
 embedded as a document, each query embedded as a query and the photos ranked by cosine
 (`evaluation.in_process`, which the quality gate in tests/unit/test_search_quality.py runs too).
 """
@@ -22,7 +23,6 @@ NAME = "bench_golden"
 PAIRS = (("local-pillow-v1", "local-hash-v1"), ("local-mobilenet-v2", "local-hash-v1"),
          ("local-pillow-v1", "multilingual-e5-small-q4"),
          ("local-mobilenet-v2", "multilingual-e5-small-q4"))
-RENDER_EDGE = 1568
 
 
 def score_pair(analyzer_model: str, embedding_model: str) -> dict[str, object]:

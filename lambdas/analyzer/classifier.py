@@ -108,11 +108,18 @@ class MobileNetV2:
         pooled = x.mean(axis=(0, 1))
         return np.asarray(pooled @ self.fc_weight + self.fc_bias)
 
-    def predict(self, image: Any, top: int = 5) -> list[Prediction]:
-        """The `top` most probable classes of a Pillow image."""
+    def probabilities(self, image: Any) -> np.ndarray:
+        """The softmax probability of each of the 1000 classes for a Pillow image."""
         scores = self.logits(preprocess(image))
         exp = np.exp(scores - scores.max())
-        probabilities = exp / exp.sum()
+        return np.asarray(exp / exp.sum())
+
+    def predict(self, image: Any, top: int = 5) -> list[Prediction]:
+        """The `top` most probable classes of a Pillow image."""
+        return self.top(self.probabilities(image), top)
+
+    def top(self, probabilities: np.ndarray, top: int = 5) -> list[Prediction]:
+        """The `top` most probable classes of a `probabilities` array."""
         best = np.argsort(probabilities)[::-1][:top]
         return [Prediction(int(i), self.labels[i], float(probabilities[i])) for i in best]
 

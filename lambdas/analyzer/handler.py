@@ -117,7 +117,8 @@ def _analyze(settings: Settings, user_id: str, item_id: str, version: Version,
               duration_ms=_ms(started))
 
     started = time.perf_counter()
-    rendered, source = images.render_small(data, vision.MODEL_MAX_EDGE, quality=85)
+    rendered, source = images.render_small(data, vision.MODEL_MAX_EDGE,
+                                             quality=vision.RENDITION_QUALITY)
     provider, model = settings.analyzer_provider, settings.analyzer_model
     reported = tracing.traced(
         lambda: _run_provider(provider, model, rendered, source, context),

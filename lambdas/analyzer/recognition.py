@@ -32,6 +32,7 @@ TOP_CLASSES = 5
 MIN_PROBABILITY = 0.05  # a class below this is noise, unless it is the best one
 SURE = 0.5  # the summary says "shows" at or above this, "may show" below
 MAX_TAGS = 25  # ANALYSIS_SCHEMA's maxItems
+GROUP_MIN = 0.5  # a group is named when its classes together are more likely than not
 # ImageNet's class indices are grouped by kind; these groups have a plain common name.
 _GROUPS: tuple[tuple[range, str], ...] = (
     (range(0, 7), "fish"), (range(389, 398), "fish"),
@@ -58,7 +59,10 @@ def recognised_analysis(image: Any, measured: dict[str, Any], *,
     """`measured` (the Pillow analysis of `image`) with what the classifier saw added;
     `small`: `small_copy(image)`, if the caller has made it."""
     small = small_copy(image) if small is None else small
-    predictions = kept(model().predict(image, top=TOP_CLASSES))
+    network = model()
+    probabilities = network.probabilities(image)
+    predictions = kept(network.top(probabilities, TOP_CLASSES))
+    kinds = groups(probabilities)
     best = predictions[0]
     seen = _phrase(predictions)
     verb = "shows" if best.probability >= SURE else "may show"
@@ -68,7 +72,7 @@ def recognised_analysis(image: Any, measured: dict[str, Any], *,
     # classes and their plain group names ("a cat, an animal"), not the pixel size (e5 costs
     # time per token, and nobody searches for "451x300").
     summary = re.sub(r"^A (\w+) \w+, \d+x\d+,", rf"A \1 {category},", measured["summary"])
-    summary = f"{summary.rstrip('.')}; it {verb} {seen}{_kinds(predictions)}."
+    summary = f"{summary.rstrip('.')}; it {verb} {seen}{_kinds(kinds)}."
     people = faces.count(small)
     if people:
         summary = f"{summary[:-1]}. It shows {_people(people)}."
@@ -81,7 +85,7 @@ def recognised_analysis(image: Any, measured: dict[str, Any], *,
         description += f" The pixels look like {'; and '.join(f.phrase for f in found)}."
     people_tags = (["person", "face", "portrait"] if people == 1
                    else ["people", "group", "faces"] if people else [])
-    tags = [*people_tags, *(t for f in found for t in f.tags), *class_tags(predictions),
+    tags = [*people_tags, *(t for f in found for t in f.tags), *class_tags(predictions, kinds),
             *measured["tags"]]
     return {**measured, "category": category,
             "summary": summary[:500], "description": description[:4000],
@@ -104,8 +108,21 @@ def kept(predictions: list[Prediction]) -> list[Prediction]:
     return [p for i, p in enumerate(predictions) if i == 0 or p.probability >= MIN_PROBABILITY]
 
 
-def class_tags(predictions: list[Prediction]) -> list[str]:
-    """Plain lowercase words for the classes, the most probable class's first."""
+def groups(probabilities: Any) -> list[str]:
+    """The plain names of the groups the classifier finds more likely than not: each group's
+    classes' probabilities summed over all 1000 (a cat photo is "a cat" even when its three
+    cat classes get a third each; a balloon at 48% with a jellyfish at 9% is not "an
+    animal")."""
+    masses: dict[str, float] = {}
+    for indices, group in _GROUPS:
+        mass = float(probabilities[indices.start:indices.stop].sum())
+        masses[group] = masses.get(group, 0.0) + mass
+    return [group for group, mass in masses.items() if mass >= GROUP_MIN]
+
+
+def class_tags(predictions: list[Prediction], kinds: list[str]) -> list[str]:
+    """Plain lowercase words for the classes, the most probable class's first, then the
+    groups' names (`groups`)."""
     tags: list[str] = []
     for prediction in predictions:
         names = [n.lower() for n in prediction.names[:2]]
@@ -113,7 +130,7 @@ def class_tags(predictions: list[Prediction]) -> list[str]:
         for name in names:
             tags.extend(w for w in name.replace("-", " ").replace("'", " ").split()
                         if w not in _STOP_WORDS and len(w) > 1)
-        tags.extend(group for indices, group in _GROUPS if prediction.class_index in indices)
+    tags.extend(kinds)
     return list(dict.fromkeys(tags))
 
 
@@ -124,11 +141,9 @@ def _people(count: int) -> str:
     return f"{count} people (their faces seen from the front)"
 
 
-def _kinds(predictions: list[Prediction]) -> str:
-    """ ": a cat, an animal": the plain names of the groups of the kept classes, if any."""
-    groups = list(dict.fromkeys(group for p in predictions for indices, group in _GROUPS
-                                if p.class_index in indices))
-    return f": {', '.join(_with_article(g) for g in groups)}" if groups else ""
+def _kinds(kinds: list[str]) -> str:
+    """ ": a cat, an animal": the plain names of the groups (`groups`), if any."""
+    return f": {', '.join(_with_article(g) for g in kinds)}" if kinds else ""
 
 
 def _phrase(predictions: list[Prediction]) -> str:

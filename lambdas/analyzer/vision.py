@@ -29,6 +29,7 @@ from collections_core.usage import NONE, Usage, from_reply
 CATEGORIES = ("photo", "screenshot", "document", "illustration", "graphic", "other")
 PROMPT_VERSION = "2026-11-1"
 MODEL_MAX_EDGE = 1568  # Anthropic's recommended longest edge; larger images are downscaled
+RENDITION_QUALITY = 85  # the JPEG quality of the rendition every provider analyses
 
 ANALYSIS_SCHEMA: dict[str, Any] = {
     "type": "object",

@@ -4,6 +4,7 @@ checked on drawn images whose look is known by construction."""
 
 from __future__ import annotations
 
+import io
 import random
 import sys
 from pathlib import Path
@@ -87,6 +88,37 @@ def test_solid_shapes_in_flat_colour_look_like_a_graphic() -> None:
 
     assert recognition.FLAT in found
     assert recognition.TEXT not in found and recognition.STARRY not in found
+
+
+def as_jpeg(image: Image.Image, quality: int) -> Image.Image:
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=quality)
+    return Image.open(io.BytesIO(out.getvalue())).convert("RGB")
+
+
+def test_a_drawn_logo_saved_as_a_jpeg_at_quality_75_still_looks_like_a_graphic() -> None:
+    # JPEG reproduces a flat 8x8 block exactly; its artefacts stay near the edges, and the
+    # 256-px copy the finding reads averages most of them away.
+    big = flat_logo().resize((900, 900), Image.Resampling.NEAREST)
+
+    found = looks_of(as_jpeg(big, 75))
+
+    assert recognition.FLAT in found
+
+
+def test_a_group_is_named_only_when_its_classes_together_are_more_likely_than_not() -> None:
+    import numpy as np
+
+    # GIVEN three cat classes at a third each (none above SURE) and, apart, a balloon at 48%
+    # with a jellyfish (an animal) at 9%
+    cats = np.zeros(1000)
+    cats[[281, 282, 285]] = 1 / 3
+    balloon = np.zeros(1000)
+    balloon[417], balloon[107], balloon[619] = 0.48, 0.09, 0.43
+
+    # THEN the first is "a cat, an animal" and the second no animal at all
+    assert recognition.groups(cats) == ["cat", "animal"]
+    assert recognition.groups(balloon) == []
 
 
 def test_detail_alike_all_over_the_frame_looks_like_a_texture() -> None:

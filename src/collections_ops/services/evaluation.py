@@ -40,7 +40,6 @@ _PACKAGE = Path(__file__).resolve().parents[1]
 _GOLDEN_CANDIDATES = (_PACKAGE / "_bundled" / "bench" / "golden" / "golden.json",
                       _PACKAGE.parents[1] / "bench" / "golden" / "golden.json")
 KS = (1, 5)
-RENDER_EDGE = 1568  # the longest edge of the rendition the pipeline analyses
 
 
 class GoldenPhotosMissing(errors.ConfigError):
@@ -190,13 +189,21 @@ def in_process(golden: GoldenSet, *, analyzer_model: str,
 
 
 def rendered_photo(name: str) -> Any:
-    """A golden photo as an RGB Pillow image, downscaled as the pipeline's rendition."""
+    """A golden photo as an RGB Pillow image: the very rendition the pipeline's analyzer
+    analyses (the analyzer's own `render_small`: downscaled, then a JPEG at the analyzer's
+    quality), so that in-process figures are the pipeline's, JPEG artefacts included."""
+    import io
+
     from PIL import Image
 
-    with Image.open(golden_photo(name)) as image:
-        rgb = image.convert("RGB")
-    rgb.thumbnail((RENDER_EDGE, RENDER_EDGE))
-    return rgb
+    vision, _embedding = function_modules()
+    from collections_core import images
+
+    rendered, _source = images.render_small(golden_photo(name).read_bytes(),
+                                            vision.MODEL_MAX_EDGE,
+                                            quality=vision.RENDITION_QUALITY)
+    with Image.open(io.BytesIO(rendered.data)) as image:
+        return image.convert("RGB")
 
 
 def function_modules() -> tuple[Any, Any]:
