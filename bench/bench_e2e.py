@@ -77,7 +77,7 @@ def _measure_one(s3: Any, conn: Any, bucket: str, data: bytes, n: int) -> dict[s
 
 def _handler_durations(state: Any) -> dict[str, dict[str, float]]:
     """Each function's handler durations (REPORT lines in its CloudWatch log group)."""
-    from collections_ops.localcloud.access import client_factory
+    from collections_ops.localcloud.aws.access import client_factory
     from collections_ops.pipeline import FUNCTIONS, environment
 
     env = environment("local")
@@ -108,7 +108,7 @@ def _stats(values: list[float]) -> dict[str, float]:
 def run(images: int, warmup: int) -> dict[str, Any]:
     import psycopg
 
-    from collections_ops.localcloud.access import client_factory
+    from collections_ops.localcloud.aws.access import client_factory
 
     data = SAMPLE.read_bytes()
     state, start_s = _start()

@@ -41,7 +41,7 @@ def main() -> int:
     cli = [sys.executable, "-m", "collections_ops"]
     subprocess.run([*cli, "deploy", "local"], env=env, check=True, capture_output=True)
     sys.path.insert(0, str(REPO / "src"))
-    from collections_ops.localcloud.access import client_factory
+    from collections_ops.localcloud.aws.access import client_factory
     from collections_ops.localcloud.state import read_state
 
     local = read_state(state / "local")

@@ -42,7 +42,7 @@ def _destroy() -> None:
 
 
 def _client_factory(state: Any) -> Any:
-    from collections_ops.localcloud.access import client_factory
+    from collections_ops.localcloud.aws.access import client_factory
 
     return client_factory(state)
 
@@ -70,7 +70,7 @@ def _cloud_cpu_s(state_dir: Path) -> dict[str, float]:
             part = "postgresql"
         elif str(state_dir) not in text:
             continue
-        elif "localcloud.emulator" in text:
+        elif "localcloud.emulator_process" in text:
             part = "emulator"
         elif "localcloud.lambda_service.dispatcher" in text:
             part = "dispatchers"
@@ -87,7 +87,7 @@ def _emulator_requests(state: Any) -> dict[str, dict[str, float]]:
     import json
     import urllib.request
 
-    from collections_ops.localcloud.emulator import REQUESTS_PATH
+    from collections_ops.localcloud.aws.emulator import REQUESTS_PATH
 
     try:
         with urllib.request.urlopen(state.endpoint_url + REQUESTS_PATH,

@@ -40,7 +40,7 @@ def _populate(state: Any, count: int) -> dict[str, int]:
     import psycopg
     from botocore.config import Config
 
-    from collections_ops.localcloud import iam
+    from collections_ops.localcloud.aws import iam
     from collections_ops.services import reconcile_classify
 
     session = iam.admin_session(state.state_dir, state.region)

@@ -74,7 +74,7 @@ def main() -> None:
         if started.returncode:
             raise SystemExit(f"deploy local failed: {started.stderr[-400:]}")
         state = json.loads((root / "state" / "local" / "state.json").read_text())
-        from collections_ops.localcloud import iam
+        from collections_ops.localcloud.aws import iam
 
         session = iam.admin_session(state["state_dir"], state["region"])
         sqs = session.client("sqs", endpoint_url=state["endpoint_url"])

@@ -76,7 +76,7 @@ class Context:
         import boto3
 
         if self.is_local:
-            from collections_ops.localcloud import iam
+            from collections_ops.localcloud.aws import iam
 
             # The local cloud's administrator, whose key the local cloud keeps in its state.
             return iam.admin_session(self.local.state_dir or self.state_dir, self.local.region)

@@ -73,7 +73,7 @@ class LocalCloud:
 
     def operator_environment(self, state: Any) -> tuple[dict[str, str], tuple[str, ...]]:
         """(the variables that point the `aws` CLI and SDKs at it, those to unset first)."""
-        from collections_ops.localcloud.access import OPERATOR_UNSET, operator_environment
+        from collections_ops.localcloud.aws.access import OPERATOR_UNSET, operator_environment
 
         return operator_environment(state), tuple(OPERATOR_UNSET)
 

@@ -38,7 +38,7 @@ def owner_url(status: dict[str, Any]) -> str:
 
 def local_client(status: dict[str, Any], service: str) -> Any:
     """A client of the local cloud `status` describes, signing as its administrator."""
-    from collections_ops.localcloud import iam
+    from collections_ops.localcloud.aws import iam
 
     return iam.admin_session(status["state_dir"], status["region"]).client(
         service, endpoint_url=status["endpoint_url"])

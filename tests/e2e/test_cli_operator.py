@@ -14,7 +14,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from collections_ops.localcloud import iam
+from collections_ops.localcloud.aws import iam
 from tests.e2e.cli import local_env, run
 from tests.fakes.providers import FakeProviders
 

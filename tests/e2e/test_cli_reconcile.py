@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from collections_ops.localcloud import iam
+from collections_ops.localcloud.aws import iam
 from tests import images
 from tests.e2e.cli import owner_url, run
 

@@ -45,7 +45,7 @@ def local_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 def test_a_small_load_test_completes_with_consistent_figures(local_cloud):
     import psycopg
 
-    from collections_ops.localcloud.access import client_factory
+    from collections_ops.localcloud.aws.access import client_factory
 
     client = client_factory(local_cloud)
 

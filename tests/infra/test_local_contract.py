@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from collections_ops import pipeline
-from collections_ops.localcloud import iam
+from collections_ops.localcloud.aws import iam
 from tests.e2e.cli import local_env, run
 from tests.infra.support import TEST_ACCOUNT, SynthesizedApp
 

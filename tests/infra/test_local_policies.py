@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from collections_ops.localcloud import iam as local_iam
-from collections_ops.localcloud.policies import normalized, role_policies, values
+from collections_ops.localcloud.aws import iam as local_iam
+from collections_ops.localcloud.aws.policies import normalized, role_policies, values
 from collections_ops.pipeline import DEPLOYED_FUNCTIONS, FUNCTIONS, environment, permissions
 from tests.infra.support import TEST_ACCOUNT, SynthesizedApp
 

@@ -18,7 +18,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from collections_ops.localcloud import iam, policies
+from collections_ops.localcloud.aws import iam, policies
 from collections_ops.pipeline import IMAGE_PROCESSOR, environment
 from collections_ops.services import deployment
 from collections_ops.services.secrets import fingerprint

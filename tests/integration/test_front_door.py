@@ -19,7 +19,7 @@ import pytest
 from botocore.exceptions import ClientError
 from moto.core.authorization import ActionAuthenticatorMixin
 
-from collections_ops.localcloud import iam
+from collections_ops.localcloud.aws import iam
 from tests.e2e.cli import local_client, local_env, run
 
 pytestmark = pytest.mark.e2e

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from botocore.exceptions import ClientError
 
-from collections_ops.localcloud import iam
+from collections_ops.localcloud.aws import iam
 from collections_ops.pipeline import FUNCTIONS, environment
 from tests import images
 from tests.e2e.cli import local_client, local_env, owner_url, run, wait_for

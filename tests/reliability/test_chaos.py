@@ -28,7 +28,7 @@ import psycopg
 import pytest
 from botocore.config import Config
 
-from collections_ops.localcloud import iam
+from collections_ops.localcloud.aws import iam
 from tests import images
 from tests.e2e.cli import local_env, owner_url, run, wait_for
 

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from botocore.exceptions import ClientError
 
-from collections_ops.localcloud import iam
+from collections_ops.localcloud.aws import iam
 from tests import images
 from tests.e2e.cli import local_env, owner_url, run
 

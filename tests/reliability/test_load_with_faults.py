@@ -17,7 +17,7 @@ from urllib.parse import unquote_plus
 import psycopg
 import pytest
 
-from collections_ops.localcloud import iam
+from collections_ops.localcloud.aws import iam
 from tests import images
 from tests.e2e.cli import local_env, owner_url, run
 

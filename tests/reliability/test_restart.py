@@ -30,7 +30,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from collections_ops.localcloud import iam
+from collections_ops.localcloud.aws import iam
 from tests import images
 from tests.e2e.cli import local_env, owner_url, run, wait_for
 

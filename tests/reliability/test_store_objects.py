@@ -35,7 +35,7 @@ _CHILD = textwrap.dedent("""
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     from werkzeug.serving import make_server
 
-    from collections_ops.localcloud import store as kept
+    from collections_ops.localcloud.aws import store as kept
 
     root, versioned, steps = Path(sys.argv[1]), sys.argv[2] == "versioned", sys.argv[3]
     store = kept.Store(root)
@@ -264,7 +264,7 @@ def test_a_refused_multipart_completion_leaves_the_upload_open_to_complete_again
 
 def test_an_object_an_earlier_version_kept_is_restored(tmp_path):
     # GIVEN an object as the store kept it before ETags and LastModified were kept
-    from collections_ops.localcloud.store import _digest
+    from collections_ops.localcloud.aws.store import _digest
 
     folder = tmp_path / "s3" / _digest("images")
     folder.mkdir(parents=True)

@@ -19,7 +19,7 @@ _CHILD = textwrap.dedent("""
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     from werkzeug.serving import make_server
 
-    from collections_ops.localcloud import store as kept
+    from collections_ops.localcloud.aws import store as kept
 
     root, crash = Path(sys.argv[1]), sys.argv[2] == "crash"
     store = kept.Store(root)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from werkzeug.serving import make_server
 
-from collections_ops.localcloud.emulator import _keep_alive_handler
+from collections_ops.localcloud.aws.emulator import _keep_alive_handler
 
 
 def _app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -81,7 +81,7 @@ def test_a_body_sent_after_an_early_answer_is_still_framed(server: int) -> None:
 
 def test_an_unread_body_over_the_limit_closes_the_connection(
         server: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    from collections_ops.localcloud import emulator
+    from collections_ops.localcloud.aws import emulator
 
     monkeypatch.setattr(emulator, "MAX_DISCARDED_BODY", 1000)
     with socket.create_connection(("127.0.0.1", server), timeout=10) as conn:

@@ -4,7 +4,7 @@ grants nothing (it does not deny), an explicit Deny wins."""
 
 from __future__ import annotations
 
-from collections_ops.localcloud.iam import evaluate
+from collections_ops.localcloud.aws.iam import evaluate
 
 BUS = "arn:aws:events:us-east-1:123456789012:event-bus/default"
 PUBLISH = {"Version": "2012-10-17", "Statement": [{

@@ -6,7 +6,7 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from collections_ops.localcloud.store import Store
+from collections_ops.localcloud.aws.store import Store
 
 PASSWORD = "c4n%ary@p:w"
 

@@ -1,4 +1,4 @@
-"""The registry of moto patches (`localcloud/moto_patches.py`) is the whole list: every
+"""The registry of moto patches (`localcloud/aws/moto_patches.py`) is the whole list: every
 assignment to a moto attribute anywhere in the local cloud is a registered patch's target, and
 every test a patch names as its proof exists. A patch added without an entry, or an entry whose
 proof was renamed away, fails here."""
@@ -8,7 +8,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from collections_ops.localcloud.moto_patches import PATCHES
+from collections_ops.localcloud.aws.moto_patches import PATCHES
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCALCLOUD = ROOT / "src" / "collections_ops" / "localcloud"
@@ -51,7 +51,7 @@ def test_every_patch_of_moto_in_the_local_cloud_is_registered():
     assigned = _assigned_moto_attributes()
     assert len(assigned) >= 20  # the scan sees the patches (it would pass on nothing)
     unregistered = {t: where for t, where in assigned.items() if t not in registered}
-    assert unregistered == {}, "add these to localcloud/moto_patches.py with their tests"
+    assert unregistered == {}, "add these to localcloud/aws/moto_patches.py with their tests"
     assert registered - set(assigned) == set(), "registered patches no code applies"
 
 
@@ -71,7 +71,7 @@ def test_the_request_path_caches_change_no_answer():
     from moto import backends
     from moto.core import utils
 
-    from collections_ops.localcloud.moto_tuning import tune_in_process_moto
+    from collections_ops.localcloud.aws.moto_tuning import tune_in_process_moto
 
     modules = sorted(backends.list_of_moto_modules())
     names = ["MessageRetentionPeriod", "VisibilityTimeout", "RedrivePolicy", "FifoQueue"]

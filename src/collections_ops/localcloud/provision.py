@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from collections_ops import paths
-from collections_ops.localcloud.policies import role_policies
+from collections_ops.localcloud.aws.policies import role_policies
 from collections_ops.pipeline import (
     ASYNC_MAX_EVENT_AGE_S,
     ASYNC_RETRY_ATTEMPTS,

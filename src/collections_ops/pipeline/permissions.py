@@ -4,7 +4,7 @@ where a resource is a wildcard, why.
 
 Two renderers read these and nothing else: the compute stack (`infrastructure/stacks/
 permissions.py`) turns them into `iam.PolicyStatement`s with the stack's tokens, and the local
-cloud (`localcloud/policies.py`) into policy documents with its account and region, which its
+cloud (`localcloud/aws/policies.py`) into policy documents with its account and region, which its
 IAM evaluator enforces. `tests/infra/test_local_policies.py` proves the two renderings equal on
 the synthesized template, so a permission is granted or refused in one place.
 

@@ -80,7 +80,7 @@ class Cloud:
     deploy: Callable[[], subprocess.CompletedProcess[str]]
 
     def session(self) -> Any:
-        from collections_ops.localcloud import iam
+        from collections_ops.localcloud.aws import iam
 
         return iam.admin_session(self.state_dir, self.status["region"])
 

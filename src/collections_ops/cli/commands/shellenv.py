@@ -27,7 +27,7 @@ def env_exports(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
                 output: opt.OutputOption = opt.Output.table) -> None:
     """Print shell exports for the `aws` CLI and SDKs against the local cloud:
     eval "$(collections env local)". -o json prints them as one JSON document."""
-    from collections_ops.localcloud.access import OPERATOR_UNSET, operator_environment
+    from collections_ops.localcloud.aws.access import OPERATOR_UNSET, operator_environment
 
     ctx = opt.context(opt.env_name(env, env_option))
     if not ctx.is_local:

@@ -746,7 +746,7 @@ def run_process(state_dir: Any, index: int) -> None:
     """One dispatcher process: the queues' pollers and this process's share of the handler
     workers. The supervisor runs several (one per core by default), so handlers run in
     parallel on every core; SQS hands each message to one of them."""
-    from collections_ops.localcloud import iam
+    from collections_ops.localcloud.aws import iam
     from collections_ops.pipeline import LOCAL_ACCOUNT, common_env
 
     for fn in FUNCTIONS:  # the slow part of starting (imports), done while moto starts

@@ -181,8 +181,9 @@ class Supervisor:
         self.endpoint = f"http://127.0.0.1:{self.port}"
         python = sys.executable
         log_path = self.files.log
-        self.emulator = Child("emulator", [python, "-m", "collections_ops.localcloud.emulator",
-                                           str(state_dir), str(self.port)], log_path)
+        self.emulator = Child("emulator",
+                              [python, "-m", "collections_ops.localcloud.emulator_process",
+                               str(state_dir), str(self.port)], log_path)
         self.dispatchers = [
             Child(f"dispatcher-{n}",
                   [python, "-m", "collections_ops.localcloud.lambda_service.dispatcher",
@@ -470,7 +471,7 @@ def run(state_dir: Path) -> None:
     _wait_for_previous_parts(state_dir)
     env = local_environment()
     # This process (its monitor, the DATABASE_URL parameter) acts as the administrator.
-    from collections_ops.localcloud import iam
+    from collections_ops.localcloud.aws import iam
 
     admin = iam.load_or_create(state_dir)["admin"]
     os.environ.pop("AWS_SESSION_TOKEN", None)

@@ -1,38 +1,34 @@
-"""The AWS emulator part of the local cloud, in a process of its own:
-`python -m collections_ops.localcloud.emulator STATE_DIR PORT`.
+"""moto's server as the local cloud's AWS: on a fixed loopback port, its backends writing
+through to the durable store (`store`), every request authenticated by the front door and
+authorized by IAM (`frontdoor`, `iam`), moto's unsigned API closed, HTTP connections kept
+alive, and every other caller held at a gate until the emulator's start-up
+(`localcloud/emulator_process.py`) has provisioned the resources and restored the data.
 
-moto's server on a fixed loopback port (kept across restarts, so clients' endpoint stays
-valid), its backends writing through to the durable store (`store`), the pipeline's resources
-provisioned from the definition, then the kept data restored. Writes `emulator.json` when it
-answers. The supervisor (`daemon`) restarts it when it dies; a restart loses nothing that was
-acknowledged.
+It imports nothing of the local cloud's other rooms: what the start-up adds from them (the
+pipeline's resources, Lambda's versions and `live` alias) is composed in `emulator_process`.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
-import signal
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from collections_ops.localcloud.aws.store import Store, install, s3_middleware
 from collections_ops.localcloud.state import (
     StateDir,
     local_environment,
     private_dir,
     state_dir_mode,
 )
-from collections_ops.localcloud.store import Store, install, restore, s3_middleware
 from collections_ops.pipeline import LOCAL_ACCOUNT
 
-log = logging.getLogger("collections.localcloud")
 # The access key of the emulator's own provisioning requests (an IAM user of its own, whose
 # secret lives in this process only): the only ones served before the data is restored
 # (anything else waits, so a handler never sees a bucket without its objects or a missing
@@ -41,26 +37,40 @@ PROVISIONING_KEY = "collections-provision"
 GATE_WAIT_S = 120.0
 
 
-def run(state_dir: Path, port: int) -> None:
-    env = local_environment()
-    region = os.environ.get("AWS_DEFAULT_REGION") or env.region
-    os.environ["AWS_DEFAULT_REGION"] = region
-    started = time.monotonic()
-    files = StateDir(state_dir)
-    files.emulator.unlink(missing_ok=True)
+@dataclass
+class Emulator:
+    """moto's server, answering on its port, with what the start-up still needs: the durable
+    store (recording off while resources are provisioned and data restored), the local IAM
+    credentials, the provisioning user's secret, and the gate that holds every other caller."""
 
+    server: Any
+    endpoint: str
+    region: str
+    store: Store
+    credentials: dict[str, Any]
+    provisioning_secret: str
+    ready: threading.Event
+
+    def open(self) -> None:
+        """Let every caller in: resources and data are in place."""
+        self.ready.set()
+
+
+def start(state_dir: Path, port: int, *, region: str) -> Emulator:
+    """Start moto's server on `port`, its backends writing through to the store under
+    `state_dir`, IAM enforced (unless switched off) behind the front door; every request but
+    the provisioning user's waits at the gate until `open()`."""
     from werkzeug.serving import make_server
 
-    from collections_ops.localcloud.moto_tuning import tune_in_process_moto
+    from collections_ops.localcloud.aws.moto_tuning import tune_in_process_moto
 
     tune_in_process_moto()
-    from collections_ops.localcloud.lambda_service import lambda_versions
-
-    lambda_versions.install()  # version numbers never reused, as on AWS
+    env = local_environment()
+    files = StateDir(state_dir)
     private_dir(state_dir, state_dir_mode())
     store = Store(files.store)
     install(store)
-    from collections_ops.localcloud import iam
+    from collections_ops.localcloud.aws import iam
 
     credentials = iam.load_or_create(state_dir)
     provisioning_secret = iam.create_users(LOCAL_ACCOUNT, admin=credentials["admin"],
@@ -78,7 +88,7 @@ def run(state_dir: Path, port: int) -> None:
     app = _without_moto_api(s3_middleware(DomainDispatcherApplication(create_backend_app),
                                           store, buckets, account=LOCAL_ACCOUNT))
     if iam.enforced():  # nothing unsigned gets past this, whatever its headers or path
-        from collections_ops.localcloud.frontdoor import front_door
+        from collections_ops.localcloud.aws.frontdoor import front_door
 
         app = front_door(app, account=LOCAL_ACCOUNT, region=region,
                          open_paths=(MOTO_API_PROBE, "/moto-api"))
@@ -88,42 +98,9 @@ def run(state_dir: Path, port: int) -> None:
                          if os.environ.get(KEEP_ALIVE_ENV, "1").strip() != "0"
                          else MotoRequestHandler)
     threading.Thread(target=server.serve_forever, daemon=True, name="moto").start()
-    endpoint = f"http://127.0.0.1:{port}"
-    os.environ["AWS_ENDPOINT_URL"] = endpoint
-
-    import boto3
-
-    from collections_ops.localcloud.provision import code_fingerprint, provision
-
-    session = boto3.session.Session(aws_access_key_id=PROVISIONING_KEY,
-                                    aws_secret_access_key=provisioning_secret,
-                                    region_name=region)
-    code = code_fingerprint()  # before provisioning reads the code: a later edit reloads again
-    history = files.lambda_history
-    from collections_ops.localcloud.lambda_service.watch import follow_live
-
-    follow_live(env, state_dir, code=code)  # `live` decides what the dispatchers run
-    store.recording = False
-    resources = provision(session, env, account=LOCAL_ACCOUNT, database_url=None,
-                          history_dir=history)
-    iam.issue_sessions(credentials, env, account=LOCAL_ACCOUNT, region=region)
-    restored = restore(store, account=LOCAL_ACCOUNT, region=region)
-    store.recording = True
-    ready_event.set()
-    log.info("emulator ready on %s in %.2f s; restored %s", endpoint,
-             time.monotonic() - started, restored)
-    ready = {"pid": os.getpid(), "endpoint_url": endpoint, "region": region,
-             "resources": asdict(resources), "restored": restored, "time": time.time(),
-             "code": code}
-    tmp = files.emulator.with_name(files.emulator.name + ".tmp")
-    tmp.write_text(json.dumps(ready))
-    os.replace(tmp, files.emulator)
-
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    stopping.wait()
-    server.shutdown()
+    return Emulator(server=server, endpoint=f"http://127.0.0.1:{port}", region=region,
+                    store=store, credentials=credentials,
+                    provisioning_secret=provisioning_secret, ready=ready_event)
 
 
 MOTO_API_PROBE = "/moto-api/"  # moto's dashboard page: static, what the supervisor probes
@@ -308,15 +285,3 @@ def _accounted(app: Any) -> Any:
                 entry[1] += spent
 
     return accounted
-
-
-def main() -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s emulator: %(message)s")
-    logging.getLogger().handlers[0].addFilter(
-        lambda record: record.name.startswith("collections.localcloud"))
-    run(Path(sys.argv[1]), int(sys.argv[2]))
-
-
-if __name__ == "__main__":
-    main()

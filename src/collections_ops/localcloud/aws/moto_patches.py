@@ -7,7 +7,7 @@ or changes one must be met here first. `tests/unit/test_moto_patches.py` holds t
 to the code: every assignment to a moto attribute in `localcloud/` is a registered patch's
 target, and every test a patch names exists.
 
-All are applied in the emulator's process by `emulator.run`, before its server answers any
+All are applied in the emulator's process by `emulator_process.run`, before its server answers any
 request but the emulator's own provisioning (the last, `follow_live`, right after the server
 starts, while every other caller is still held at the gate); none runs in the CLI's process.
 """
@@ -37,7 +37,7 @@ PATCHES: tuple[MotoPatch, ...] = (
                   "28 times per queue read)",
         aws_does="nothing observable: a speed patch only (about a fifth of the emulator's CPU "
                  "per image); it changes no answer",
-        where="collections_ops.localcloud.moto_tuning.tune_in_process_moto",
+        where="collections_ops.localcloud.aws.moto_tuning.tune_in_process_moto",
         tests=("tests/unit/test_moto_patches.py::test_the_request_path_caches_change_no_answer",),
     ),
     MotoPatch(
@@ -57,7 +57,7 @@ PATCHES: tuple[MotoPatch, ...] = (
         moto_does="keeps messages in memory only: a kill -9 of its process loses every one",
         aws_does="keeps an acknowledged message until it is deleted or expires; an upload's "
                  "notification exists only once its object does",
-        where="collections_ops.localcloud.store.install",
+        where="collections_ops.localcloud.aws.store.install",
         tests=("tests/reliability/test_store_order.py::test_an_upload_keeps_its_object_and_then_its_notification",
                "tests/reliability/test_store_order.py::test_a_crash_before_the_object_is_kept_leaves_no_notification_of_it",
                "tests/reliability/test_store_local_cloud.py::test_odd_keys_are_processed_once_survive_a_kill_9_and_still_verify"),
@@ -72,7 +72,7 @@ PATCHES: tuple[MotoPatch, ...] = (
                   "twice), and forgets the upload before the object is kept",
         aws_does="sends one ObjectCreated:CompleteMultipartUpload; a refused completion can "
                  "be completed again",
-        where="collections_ops.localcloud.store._install_s3_notifications",
+        where="collections_ops.localcloud.aws.store._install_s3_notifications",
         tests=("tests/reliability/test_store_objects.py::test_a_multipart_upload_is_announced_once_and_kept_once",
                "tests/reliability/test_store_objects.py::test_a_refused_multipart_completion_leaves_the_upload_open_to_complete_again",
                "tests/reliability/test_store_local_cloud.py::test_a_20_mb_multipart_upload_runs_the_pipeline_once"),
@@ -87,7 +87,7 @@ PATCHES: tuple[MotoPatch, ...] = (
         moto_does="keeps parameters and log events in memory only",
         aws_does="keeps them (SecureStrings encrypted at rest; log events for the group's "
                  "retention)",
-        where="collections_ops.localcloud.store._install_ssm_and_logs",
+        where="collections_ops.localcloud.aws.store._install_ssm_and_logs",
         tests=("tests/unit/test_local_store.py::test_a_secure_string_is_never_on_disk_in_clear_and_is_restored",),
     ),
     MotoPatch(
@@ -114,7 +114,7 @@ PATCHES: tuple[MotoPatch, ...] = (
                   "into a Deny, and lets the first requests through unchecked",
         aws_does="explicit Deny > an Allow whose action, resource and condition match > "
                  "implicit deny, from the first request",
-        where="collections_ops.localcloud.iam.install",
+        where="collections_ops.localcloud.aws.iam.install",
         tests=("tests/integration/test_local_iam.py::test_a_handler_may_do_only_what_its_role_allows",
                "tests/integration/test_local_iam.py::test_removing_a_permission_fails_the_pipeline_with_access_denied_naming_the_action"),
     ),
@@ -127,7 +127,7 @@ PATCHES: tuple[MotoPatch, ...] = (
                   "authenticate a presigned URL",
         aws_does="authenticates every request (SigV4 or presigned) and authorizes it against "
                  "its caller's policies",
-        where="collections_ops.localcloud.frontdoor.install",
+        where="collections_ops.localcloud.aws.frontdoor.install",
         tests=("tests/integration/test_front_door.py::test_every_shortcut_in_motos_authentication_is_refused_with_403_and_changes_nothing",
                "tests/integration/test_front_door.py::test_a_signed_request_naming_a_public_operation_is_still_checked_against_its_policies",
                "tests/integration/test_front_door.py::test_a_presigned_url_is_authorized_with_its_signers_policies"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from collections_ops.localcloud import iam
+from collections_ops.localcloud.aws import iam
 from collections_ops.localcloud.state import LocalState
 
 

@@ -41,7 +41,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from collections_ops.localcloud.policies import ADMIN_POLICY
+from collections_ops.localcloud.aws.policies import ADMIN_POLICY
 from collections_ops.localcloud.state import StateDir
 from collections_ops.pipeline import FUNCTIONS, Environment
 
@@ -174,7 +174,7 @@ def install() -> None:
     from moto import settings
     from moto.iam.access_control import IAMRequestBase
 
-    from collections_ops.localcloud import frontdoor
+    from collections_ops.localcloud.aws import frontdoor
 
     settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
     IAMRequestBase.check_action_permitted = _check_action_permitted  # type: ignore[method-assign]
