@@ -111,19 +111,20 @@ def _runtime_dir(root: Path, python: Any) -> Path:
     """boto3 and botocore as the Lambda runtime provides them (/var/runtime), for 3.12."""
     import boto3
 
-    from collections_ops.services import build
+    from collections_ops.services import bundle_bytecode, bundle_deps
 
     target = root / f"runtime-{PYTHON_VERSION}-boto3-{boto3.__version__}"
     if not (target / "boto3").is_dir():
         shutil.rmtree(target, ignore_errors=True)
-        result = build.run_pip(["install", "--target", str(target), "--python-version",
-                                PYTHON_VERSION, "--implementation", "cp",
-                                "--platform", build.DEFAULT_PLATFORM, "--only-binary=:all:",
-                                "--no-compile", "--disable-pip-version-check", "--quiet",
-                                f"boto3=={boto3.__version__}"])
+        result = bundle_deps.run_pip(["install", "--target", str(target), "--python-version",
+                                      PYTHON_VERSION, "--implementation", "cp",
+                                      "--platform", bundle_deps.DEFAULT_PLATFORM,
+                                      "--only-binary=:all:", "--no-compile",
+                                      "--disable-pip-version-check", "--quiet",
+                                      f"boto3=={boto3.__version__}"])
         if result.returncode != 0:
             raise SystemExit(f"installing boto3 for the runtime failed:\n{result.stderr[-2000:]}")
-        build.compile_bundle(target, python, python_version=PYTHON_VERSION)
+        bundle_bytecode.compile_bundle(target, python, python_version=PYTHON_VERSION)
     return target
 
 
@@ -319,11 +320,11 @@ UNFROZEN_DROP_ENV = ("AWS_EXECUTION_ENV",)
 def run(runs: int, bundles: Path, python_path: str | None,
         profile: str | None = None, gc_variant: bool = False) -> dict[str, Any]:
     from collections_ops import pipeline
-    from collections_ops.services import build
+    from collections_ops.services import build, bundle_bytecode, bundle_wheels
 
-    python = build.find_interpreter(PYTHON_VERSION, explicit=python_path)
+    python = bundle_bytecode.find_interpreter(PYTHON_VERSION, explicit=python_path)
     if python is None:
-        raise SystemExit(build.missing_interpreter_note(PYTHON_VERSION))
+        raise SystemExit(bundle_bytecode.missing_interpreter_note(PYTHON_VERSION))
     dirs = {key: bundles / pipeline.function(key).code_dir for key in FUNCTIONS}
     if not all(d.is_dir() and _has_bytecode(d) for d in dirs.values()):
         print(f"building the bundles in {bundles} (with bytecode for {python.label})")
@@ -365,7 +366,7 @@ def run(runs: int, bundles: Path, python_path: str | None,
         shutil.rmtree(tmp, ignore_errors=True)
 
     summary = _summarise(samples)
-    sizes = {key: round(build.bundle_size(d)[0] / 1e6, 1) for key, d in dirs.items()}
+    sizes = {key: round(bundle_wheels.bundle_size(d)[0] / 1e6, 1) for key, d in dirs.items()}
     return {"runs": runs, "python": python.label, "bundles": str(bundles), "runtime": str(runtime),
             "bundle_mb": sizes, "provider_requests": requests, "summary": summary,
             "samples": samples}

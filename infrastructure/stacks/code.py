@@ -90,11 +90,12 @@ class ProjectBuild:
 
     def try_bundle(self, output_dir: str, *, image: Any = None, **_: Any) -> bool:
         from collections_ops.services import build
+        from collections_ops.services.bundle_deps import PLATFORMS
 
         try:
             (report,) = build.build(self.env_name, out_dir=self.build_dir, functions=[self.fn],
                                     lambdas_dir=self.lambdas_dir,
-                                    platform=build.PLATFORMS[self.architecture])
+                                    platform=PLATFORMS[self.architecture])
         except Exception as exc:
             message = getattr(exc, "message", None) or str(exc)
             message = _ANSI.sub("", message).strip()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from collections_ops import pipeline
 from collections_ops.services import build as b
-from collections_ops.services import bundle_lock
+from collections_ops.services import bundle_deps, bundle_lock
 
 
 def wheel(wheelhouse: Path, name: str, version: str, *, requires: Sequence[str] = (),
@@ -91,7 +91,7 @@ class Offline:
     def requirements(self, text: str, *, pins: Mapping[str, str] | None = None) -> None:
         """Write the function's requirements.txt and its lock: resolved by `bundle_lock` from
         the local wheels for both architectures, or, given `pins`, exactly those."""
-        (self.source / b.REQUIREMENTS_FILE).write_text(textwrap.dedent(text))
+        (self.source / bundle_deps.REQUIREMENTS_FILE).write_text(textwrap.dedent(text))
         if pins is None:
             self.lock()
         else:
@@ -102,12 +102,12 @@ class Offline:
         return report
 
     def write_lock(self, pins: Mapping[str, str]) -> None:
-        requirements = b.Requirements.read(self.source / b.REQUIREMENTS_FILE)
+        requirements = bundle_deps.Requirements.read(self.source / bundle_deps.REQUIREMENTS_FILE)
         bundle_lock.lock_path(self.source).write_text(bundle_lock.render(
-            requirements, pins, python_version=b.DEFAULT_PYTHON_VERSION, implementation="cp",
-            platforms=b.PLATFORMS))
+            requirements, pins, python_version=bundle_deps.DEFAULT_PYTHON_VERSION, implementation="cp",
+            platforms=bundle_deps.PLATFORMS))
 
-    def build(self, pip: b.PipRunner = b.run_pip, **kwargs: object) -> b.BundleReport:
+    def build(self, pip: bundle_deps.PipRunner = bundle_deps.run_pip, **kwargs: object) -> b.BundleReport:
         options: dict[str, object] = {"platform": self.platform, "pip": pip,
                                       "pip_args": self.pip_args, **kwargs}
         [report] = b.build("dev", out_dir=self.out, functions=[self.fn], lambdas_dir=self.lambdas,

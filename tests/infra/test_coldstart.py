@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from collections_ops import pipeline as definition
-from collections_ops.services import build
+from collections_ops.services import build, bundle_deps
 from stacks import settings
 from stacks.code import BundleError
 from stacks.settings import ConfigurationError
@@ -42,7 +42,7 @@ def _bundles(root: Path, platform: str) -> Path:
 @pytest.fixture(scope="module")
 def bundled_app(tmp_path_factory: pytest.TempPathFactory) -> SynthesizedApp:
     """dev, synthesized from built bundles (x86_64, the definition's default)."""
-    bundles = _bundles(tmp_path_factory.mktemp("bundles"), build.PLATFORMS["x86_64"])
+    bundles = _bundles(tmp_path_factory.mktemp("bundles"), bundle_deps.PLATFORMS["x86_64"])
     return synthesize(tmp_path_factory.mktemp("cdk-out-bundled"),
                       **{"collections:environments": "dev", "collections:bundleDir": str(bundles)})
 
@@ -50,7 +50,7 @@ def bundled_app(tmp_path_factory: pytest.TempPathFactory) -> SynthesizedApp:
 @pytest.fixture(scope="module")
 def snapstart_arm_app(tmp_path_factory: pytest.TempPathFactory) -> SynthesizedApp:
     """dev with `snapstart = true` and `architecture = "arm64"`, from arm64 bundles."""
-    bundles = _bundles(tmp_path_factory.mktemp("bundles-arm64"), build.PLATFORMS["arm64"])
+    bundles = _bundles(tmp_path_factory.mktemp("bundles-arm64"), bundle_deps.PLATFORMS["arm64"])
     return synthesize(tmp_path_factory.mktemp("cdk-out-arm64"),
                       **{"collections:environments": "dev", "collections:bundleDir": str(bundles),
                          settings.CONTEXT_SNAPSTART: "true",
@@ -120,7 +120,7 @@ def test_snapstart_and_arm64_pass_cdk_nag_and_cfn_lint(snapstart_arm_app: Synthe
 
 
 def test_a_bundle_built_for_the_other_architecture_is_refused(tmp_path: Path) -> None:
-    bundles = _bundles(tmp_path / "bundles", build.PLATFORMS["x86_64"])
+    bundles = _bundles(tmp_path / "bundles", bundle_deps.PLATFORMS["x86_64"])
     with pytest.raises(BundleError, match=r"built for x86_64, but the function runs on "
                                                  r"arm64 \(rebuild: collections build"):
         synthesize(tmp_path / "out", **{"collections:environments": "dev",
@@ -149,4 +149,4 @@ def test_the_synths_own_build_follows_the_architecture() -> None:
     assert source_hash(fn) == source_hash(fn, architecture="x86_64")
     bundler = ProjectBuild(fn, env_name="dev", build_dir=Path("/nonexistent"),
                            architecture="arm64")
-    assert build.PLATFORMS[bundler.architecture] == "manylinux2014_aarch64"
+    assert bundle_deps.PLATFORMS[bundler.architecture] == "manylinux2014_aarch64"

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from collections_ops import pipeline as definition
-from collections_ops.services import build, deployment
+from collections_ops.services import bundle_deps, deployment
 from stacks import settings
 from stacks.settings import ConfigurationError
 from tests.infra.support import SynthesizedApp, synthesize
@@ -33,7 +33,7 @@ def _synth(tmp: pytest.TempPathFactory, name: str, record: deployment.Deployment
 
 @pytest.fixture(scope="module")
 def arm64_bundles(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _bundles(tmp_path_factory.mktemp("bundles-settings"), build.PLATFORMS["arm64"])
+    return _bundles(tmp_path_factory.mktemp("bundles-settings"), bundle_deps.PLATFORMS["arm64"])
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ import pytest
 
 from collections_ops import paths, pipeline
 from collections_ops.services import build as b
-from collections_ops.services import bundle_lock
+from collections_ops.services import bundle_bytecode, bundle_deps, bundle_lock, bundle_wheels
 from tests.fakes import wheels
 from tests.fakes.providers import FakeProviders, fake_embedding
 from tests.fakes.wheels import Offline
@@ -56,7 +56,7 @@ class CountingPip:
 
     def __call__(self, args: Sequence[str]) -> subprocess.CompletedProcess[str]:
         self.calls.append(list(args))
-        return b.run_pip(args)
+        return bundle_deps.run_pip(args)
 
 
 @dataclasses.dataclass
@@ -113,28 +113,28 @@ def test_bundle_has_code_shared_package_and_wheels_for_lambda(lambda_bundles: Bu
     assert not (bundle / "requirements.txt").exists()
     _check_bytecode(bundle, "3.12", report)
 
-    tags = b.check_wheel_tags(bundle, python_version="3.12", platform=PLATFORM)
-    assert set(tags) == set(b.installed_distributions(bundle))
+    tags = bundle_wheels.check_wheel_tags(bundle, python_version="3.12", platform=PLATFORM)
+    assert set(tags) == set(bundle_wheels.installed_distributions(bundle))
     for dist, (_version, wheel_tags) in tags.items():
-        assert any(b.tag_compatible(t, python_version="3.12", platform=PLATFORM)
+        assert any(bundle_wheels.tag_compatible(t, python_version="3.12", platform=PLATFORM)
                    for t in wheel_tags), dist
         assert not any(t.startswith("cp311-cp311") for t in wheel_tags), dist
     compiled = [d for d, (_v, ts) in tags.items() if not any(t.endswith("-any") for t in ts)]
     assert compiled  # Pillow / psycopg-binary at least: the platform really was targeted
 
-    assert report.size_bytes == b.bundle_size(bundle)[0] < b.LAMBDA_UNZIPPED_LIMIT
-    assert report.file_count == b.bundle_size(bundle)[1]
+    assert report.size_bytes == bundle_wheels.bundle_size(bundle)[0] < b.LAMBDA_UNZIPPED_LIMIT
+    assert report.file_count == bundle_wheels.bundle_size(bundle)[1]
     assert report.packages == {n: v for n, (v, _t) in tags.items()}
     assert not report.cached
 
 
 def test_embedder_bundle_holds_only_the_trimmed_voyageai_set(lambda_bundles: Built) -> None:
-    installed = b.installed_distributions(lambda_bundles.bundle("embedder"))
+    installed = bundle_wheels.installed_distributions(lambda_bundles.bundle("embedder"))
     assert "voyageai" in installed
     for name in TRIMMED_AWAY:
         assert name not in installed, name
-    requirements = b.Requirements.read(paths.lambda_code_dir("embedder") / "requirements.txt")
-    listed = {b.canonical_name(b.requirement_name(r))
+    requirements = bundle_deps.Requirements.read(paths.lambda_code_dir("embedder") / "requirements.txt")
+    listed = {bundle_deps.canonical_name(bundle_deps.requirement_name(r))
               for r in requirements.regular + requirements.no_deps}
     # Nothing in the bundle that the file does not name, except psycopg's own dependencies.
     assert set(installed) - listed <= {"psycopg-binary", "typing-extensions"}
@@ -175,7 +175,7 @@ def _check_bytecode(bundle: Path, python_version: str, report: b.BundleReport) -
         import importlib.util
         assert header[:4] == importlib.util.MAGIC_NUMBER
         code = marshal.loads(header[16:])
-        assert code.co_filename == f"{b.LAMBDA_TASK_ROOT}/handler.py"
+        assert code.co_filename == f"{bundle_bytecode.LAMBDA_TASK_ROOT}/handler.py"
 
 
 # ------------------------------------------------------------- (2) imports from the bundle alone
@@ -292,15 +292,15 @@ def test_embedder_bundle_is_far_smaller_than_voyageai_full_tree(
     assert not set(omitted) & set(trimmed.packages)
     # What the untrimmed tree adds: the omitted distributions (same resolution, same target).
     extra = tmp_path / "omitted"
-    result = b.run_pip(["install", "--target", str(extra), "--platform", PLATFORM,
+    result = bundle_deps.run_pip(["install", "--target", str(extra), "--platform", PLATFORM,
                         "--implementation", "cp", "--python-version", "3.12",
                         "--only-binary=:all:", "--no-compile", "--no-deps",
                         *(f"{n}=={v}" for n, v in omitted.items())])
     assert result.returncode == 0, result.stderr[-2000:]
-    assert set(b.installed_distributions(extra)) == set(omitted)
+    assert set(bundle_wheels.installed_distributions(extra)) == set(omitted)
     # Compared without the bytecode, which the omitted set would add in proportion too.
     source_size = trimmed.size_bytes - trimmed.bytecode_bytes
-    full_size = source_size + b.bundle_size(extra)[0]
+    full_size = source_size + bundle_wheels.bundle_size(extra)[0]
     print(f"\nembedder: trimmed {source_size / 1e6:.1f} MB (+ {trimmed.bytecode_bytes / 1e6:.1f} MB"
           f" bytecode) / {len(trimmed.packages)} distributions,"
           f" untrimmed {full_size / 1e6:.1f} MB / {len(trimmed.packages) + len(omitted)}"
@@ -329,7 +329,7 @@ def test_requirement_without_a_wheel_is_refused_by_name(offline: Offline, packag
     # A lock that pins it (as one written before the package lost its wheel would).
     offline.requirements(f"plainlib\n{package}==1.0\n",
                          pins={"plainlib": "1.0", "lightdep": "1.0", package: "1.0"})
-    with pytest.raises(b.BuildError) as info:
+    with pytest.raises(bundle_deps.BuildError) as info:
         offline.build(python_version="3.12")
     message = str(info.value)
     assert message.startswith(f"{package} has no wheel for {PLATFORM} / Python 3.12"), message
@@ -337,24 +337,24 @@ def test_requirement_without_a_wheel_is_refused_by_name(offline: Offline, packag
 
 
 def test_no_wheel_in_the_no_deps_section_is_refused_by_name(offline: Offline) -> None:
-    offline.requirements(f"plainlib\n{b.NO_DEPS_MARKER}\nsdistonly\n",
+    offline.requirements(f"plainlib\n{bundle_deps.NO_DEPS_MARKER}\nsdistonly\n",
                          pins={"plainlib": "1.0", "lightdep": "1.0", "sdistonly": "1.0"})
-    with pytest.raises(b.BuildError, match=f"^sdistonly has no wheel for {PLATFORM}"):
+    with pytest.raises(bundle_deps.BuildError, match=f"^sdistonly has no wheel for {PLATFORM}"):
         offline.build()
 
 
 def test_unknown_environment_and_platform_are_refused(offline: Offline) -> None:
-    with pytest.raises(b.BuildError, match="unknown environment 'staging'"):
+    with pytest.raises(bundle_deps.BuildError, match="unknown environment 'staging'"):
         b.build("staging", out_dir=offline.out)
-    with pytest.raises(b.BuildError, match="unknown function 'thumbnailer'"):
+    with pytest.raises(bundle_deps.BuildError, match="unknown function 'thumbnailer'"):
         b.build("dev", out_dir=offline.out, functions=["thumbnailer"])
-    with pytest.raises(b.BuildError, match="unsupported platform"):
+    with pytest.raises(bundle_deps.BuildError, match="unsupported platform"):
         b.build("dev", out_dir=offline.out, platform="macosx_11_0_arm64")
 
 
 def test_bundle_over_the_size_limit_is_refused(offline: Offline) -> None:
     offline.requirements("toplib\n")
-    with pytest.raises(b.BuildError, match=r"fake bundle is 0\.1 MB unzipped; Lambda allows "
+    with pytest.raises(bundle_deps.BuildError, match=r"fake bundle is 0\.1 MB unzipped; Lambda allows "
                                            r"0\.0 MB \(largest: heavydep"):
         offline.build(max_unzipped_bytes=20_000)
     assert b.LAMBDA_UNZIPPED_LIMIT == 250 * 1024 * 1024  # AWS's 250 MB: 262,144,000 bytes
@@ -369,7 +369,7 @@ def test_no_deps_section_installs_only_what_is_listed_at_resolved_versions(
     # with its dependencies) caps lightdep below 2, and the no-deps set follows that resolution.
     offline.requirements(f"""
         plainlib
-        {b.NO_DEPS_MARKER}
+        {bundle_deps.NO_DEPS_MARKER}
         # toplib imports lightdep but never heavydep
         toplib>=1
         lightdep
@@ -381,18 +381,18 @@ def test_no_deps_section_installs_only_what_is_listed_at_resolved_versions(
 
 
 def test_requirements_file_is_split_at_the_marker() -> None:
-    parsed = b.Requirements.parse(f"a>=1  # why\n\n{b.NO_DEPS_MARKER.upper()}\n# c\nb[x]<2\n")
+    parsed = bundle_deps.Requirements.parse(f"a>=1  # why\n\n{bundle_deps.NO_DEPS_MARKER.upper()}\n# c\nb[x]<2\n")
     assert parsed.regular == ("a>=1",)
     assert parsed.no_deps == ("b[x]<2",)
-    embedder = b.Requirements.read(paths.lambda_code_dir("embedder") / "requirements.txt")
-    assert [b.requirement_name(r) for r in embedder.regular] == ["psycopg", "pgvector"]
+    embedder = bundle_deps.Requirements.read(paths.lambda_code_dir("embedder") / "requirements.txt")
+    assert [bundle_deps.requirement_name(r) for r in embedder.regular] == ["psycopg", "pgvector"]
     assert embedder.no_deps[0].startswith("voyageai")
     for name in ("processor", "analyzer"):
         fn = pipeline.function(name)
-        parsed = b.Requirements.read(paths.lambda_code_dir(fn.code_dir) / "requirements.txt")
+        parsed = bundle_deps.Requirements.read(paths.lambda_code_dir(fn.code_dir) / "requirements.txt")
         assert parsed.regular and not parsed.no_deps
         assert all(">=" in r and "<" in r for r in parsed.regular)  # pinned to ranges
-        assert "boto3" not in {b.canonical_name(b.requirement_name(r)) for r in parsed.regular}
+        assert "boto3" not in {bundle_deps.canonical_name(bundle_deps.requirement_name(r)) for r in parsed.regular}
 
 
 # ------------------------------------------------------------------- (5) the stamp skips pip
@@ -461,14 +461,14 @@ def arm64_bundles(tmp_path_factory: pytest.TempPathFactory) -> Built:
 def test_an_arm64_environment_gets_aarch64_wheels(arm64_bundles: Built, key: str) -> None:
     report = arm64_bundles.reports[key]
     bundle = report.path
-    assert report.platform == b.PLATFORMS["arm64"] == "manylinux2014_aarch64"
+    assert report.platform == bundle_deps.PLATFORMS["arm64"] == "manylinux2014_aarch64"
     assert b.bundle_architecture(bundle) == "arm64"
-    tags = b.check_wheel_tags(bundle, python_version="3.12", platform=report.platform)
+    tags = bundle_wheels.check_wheel_tags(bundle, python_version="3.12", platform=report.platform)
     compiled = {d: ts for d, (_v, ts) in tags.items() if not any(t.endswith("-any") for t in ts)}
     assert {"pillow", "psycopg-binary"} & set(compiled) or key == "embedder"
     assert compiled and all(any(t.endswith("aarch64") for t in ts) for ts in compiled.values())
-    with pytest.raises(b.BuildError, match="wheels that do not run on manylinux2014_x86_64"):
-        b.check_wheel_tags(bundle, python_version="3.12", platform=b.PLATFORMS["x86_64"])
+    with pytest.raises(bundle_deps.BuildError, match="wheels that do not run on manylinux2014_x86_64"):
+        bundle_wheels.check_wheel_tags(bundle, python_version="3.12", platform=bundle_deps.PLATFORMS["x86_64"])
     # The bytecode is the same for either architecture.
     _check_bytecode(bundle, "3.12", report)
     sizes = round(report.size_mb, 1)
@@ -494,7 +494,7 @@ def test_the_platform_follows_the_environments_architecture(offline: Offline,
     offline.requirements("plainlib\n")
     [x86] = b.build("dev", out_dir=offline.out, functions=[offline.fn],
                     lambdas_dir=offline.lambdas, pip_args=offline.pip_args)
-    assert x86.platform == b.DEFAULT_PLATFORM and b.bundle_architecture(x86.path) == "x86_64"
+    assert x86.platform == bundle_deps.DEFAULT_PLATFORM and b.bundle_architecture(x86.path) == "x86_64"
     monkeypatch.setitem(pipeline.ENVIRONMENTS, "dev",
                         dataclasses.replace(pipeline.environment("dev"), architecture="arm64"))
     [arm] = b.build("dev", out_dir=offline.out, functions=[offline.fn],
@@ -542,7 +542,7 @@ def test_without_an_interpreter_of_the_runtime_version_the_bundle_ships_as_sourc
         offline: Offline, caplog: pytest.LogCaptureFixture) -> None:
     # No machine has a CPython 3.99: the build says so, how to get one, and still builds.
     offline.requirements("plainlib\n")
-    assert b.find_interpreter("3.99") is None
+    assert bundle_bytecode.find_interpreter("3.99") is None
     with caplog.at_level("WARNING", logger=b.__name__):
         report = offline.build(python_version="3.99")
     assert (report.path / "handler.py").is_file() and (report.path / "plainlib").is_dir()
@@ -550,7 +550,7 @@ def test_without_an_interpreter_of_the_runtime_version_the_bundle_ships_as_sourc
     assert report.bytecode is None and report.compiled_files == 0
     [note] = report.notes
     assert note.startswith("no CPython 3.99 found on this machine")
-    assert "pyenv install 3.99" in note and b.ENV_BUILD_PYTHON in note
+    assert "pyenv install 3.99" in note and bundle_bytecode.ENV_BUILD_PYTHON in note
     assert note in caplog.text
     # Asked not to compile: no bytecode and nothing to say.
     quiet = offline.build(python_version=LOCAL_PYTHON, bytecode=False)
@@ -560,13 +560,13 @@ def test_without_an_interpreter_of_the_runtime_version_the_bundle_ships_as_sourc
 def test_an_interpreter_named_explicitly_must_be_of_the_runtime_version(
         offline: Offline, monkeypatch: pytest.MonkeyPatch) -> None:
     offline.requirements("plainlib\n")
-    with pytest.raises(b.BuildError, match=r"CPython 3\.\d+\.\d+; the bundles' bytecode must "
+    with pytest.raises(bundle_deps.BuildError, match=r"CPython 3\.\d+\.\d+; the bundles' bytecode must "
                                            r"be compiled by CPython 3\.99"):
         offline.build(python_version="3.99", compile_python=sys.executable)
-    monkeypatch.setenv(b.ENV_BUILD_PYTHON, str(offline.lambdas / "no-such-python"))
-    with pytest.raises(b.BuildError, match="not a runnable CPython"):
+    monkeypatch.setenv(bundle_bytecode.ENV_BUILD_PYTHON, str(offline.lambdas / "no-such-python"))
+    with pytest.raises(bundle_deps.BuildError, match="not a runnable CPython"):
         offline.build(python_version=LOCAL_PYTHON)
-    monkeypatch.setenv(b.ENV_BUILD_PYTHON, sys.executable)
+    monkeypatch.setenv(bundle_bytecode.ENV_BUILD_PYTHON, sys.executable)
     report = offline.build(python_version=LOCAL_PYTHON)
     assert report.bytecode == f"CPython {platform_module.python_version()} at {sys.executable}"
 
@@ -584,7 +584,7 @@ def test_a_module_that_does_not_compile_is_named_and_shipped_as_source(offline: 
 
 def test_a_failed_build_leaves_no_stamp_that_would_skip_pip(offline: Offline) -> None:
     offline.requirements("sdistonly\n", pins={"sdistonly": "1.0"})
-    with pytest.raises(b.BuildError):
+    with pytest.raises(bundle_deps.BuildError):
         offline.build()
     assert not (offline.out / "fakefn" / b.STAMP_FILE).exists()
 
@@ -611,7 +611,7 @@ def test_a_failed_build_leaves_no_stamp_that_would_skip_pip(offline: Offline) ->
     ("garbage", False),
 ])
 def test_tag_compatibility(tag: str, ok: bool) -> None:
-    assert b.tag_compatible(tag, python_version="3.12", platform="manylinux2014_x86_64") is ok
+    assert bundle_wheels.tag_compatible(tag, python_version="3.12", platform="manylinux2014_x86_64") is ok
 
 
 def test_check_wheel_tags_names_every_misfit(tmp_path: Path) -> None:
@@ -621,10 +621,10 @@ def test_check_wheel_tags_names_every_misfit(tmp_path: Path) -> None:
         info.mkdir()
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
         (info / "WHEEL").write_text(f"Wheel-Version: 1.0\nTag: {tag}\n")
-    with pytest.raises(b.BuildError) as info_:
-        b.check_wheel_tags(tmp_path, python_version="3.12", platform="manylinux2014_x86_64")
+    with pytest.raises(bundle_deps.BuildError) as info_:
+        bundle_wheels.check_wheel_tags(tmp_path, python_version="3.12", platform="manylinux2014_x86_64")
     message = str(info_.value)
     assert "macwheel 1.0" in message and "old 1.0" in message and "good" not in message
     shutil.rmtree(tmp_path / "macwheel-1.0.dist-info")
     shutil.rmtree(tmp_path / "old-1.0.dist-info")
-    assert b.check_wheel_tags(tmp_path) == {"good": ("1.0", ["py3-none-any"])}
+    assert bundle_wheels.check_wheel_tags(tmp_path) == {"good": ("1.0", ["py3-none-any"])}

@@ -18,14 +18,13 @@ from typer.testing import CliRunner
 
 from collections_ops import paths, pipeline
 from collections_ops.cli.app import app
-from collections_ops.services import build as b
-from collections_ops.services import bundle_lock
+from collections_ops.services import bundle_deps, bundle_lock, bundle_wheels
 from tests.fakes import wheels
 from tests.fakes.wheels import Offline
 
 pytestmark = pytest.mark.timeout(300)
 
-X86, ARM = b.PLATFORMS["x86_64"], b.PLATFORMS["arm64"]
+X86, ARM = bundle_deps.PLATFORMS["x86_64"], bundle_deps.PLATFORMS["arm64"]
 
 
 def _both(wheelhouse: Path, name: str, version: str, **kwargs: object) -> None:
@@ -50,7 +49,7 @@ def offline(tmp_path: Path) -> Offline:
 
 
 def _write_requirements(offline: Offline, text: str) -> None:
-    (offline.source / b.REQUIREMENTS_FILE).write_text(text)
+    (offline.source / bundle_deps.REQUIREMENTS_FILE).write_text(text)
 
 
 # ----------------------------------------------------------------- one resolution for both
@@ -59,9 +58,9 @@ def _write_requirements(offline: Offline, text: str) -> None:
 def test_the_lock_is_one_resolution_for_both_architectures(offline: Offline) -> None:
     # GIVEN requirements that pip, left to itself, resolves differently per architecture
     _write_requirements(offline, "nativelib\nplainlib\n")
-    alone = {arch: b.resolve(["nativelib", "plainlib"], platform=platform, python_version="3.12",
+    alone = {arch: bundle_deps.resolve(["nativelib", "plainlib"], platform=platform, python_version="3.12",
                              pip_args=offline.pip_args)["nativelib"][0]
-             for arch, platform in b.PLATFORMS.items()}
+             for arch, platform in bundle_deps.PLATFORMS.items()}
     assert alone == {"x86_64": "2.0", "arm64": "1.0"}
 
     # WHEN the lock is written
@@ -74,15 +73,15 @@ def test_the_lock_is_one_resolution_for_both_architectures(offline: Offline) -> 
     text = report.path.read_text()
     assert report.path == offline.source / "requirements.lock"
     assert text.endswith("lightdep==1.0\nnativelib==1.0\nplainlib==1.0\n")
-    assert f"#     {b.LOCK_COMMAND}\n" in text
+    assert f"#     {bundle_deps.LOCK_COMMAND}\n" in text
     assert X86 in text and ARM in text
 
     # AND a bundle built for either architecture vendors the same versions
     built = {}
-    for arch, platform in b.PLATFORMS.items():
+    for arch, platform in bundle_deps.PLATFORMS.items():
         bundle = offline.build(platform=platform, bytecode=False)
         built[arch] = bundle.packages
-        b.check_wheel_tags(bundle.path, platform=platform)  # each its own architecture's wheel
+        bundle_wheels.check_wheel_tags(bundle.path, platform=platform)  # each its own architecture's wheel
     assert built["x86_64"] == built["arm64"] == report.packages
 
 
@@ -97,7 +96,7 @@ def test_writing_the_lock_again_changes_nothing(offline: Offline) -> None:
 def test_a_package_with_no_wheel_for_one_architecture_is_refused_by_name(
         offline: Offline) -> None:
     _write_requirements(offline, "plainlib\nx86only\n")
-    with pytest.raises(b.BuildError) as info:
+    with pytest.raises(bundle_deps.BuildError) as info:
         offline.lock()
     message = str(info.value)
     assert message.startswith(f"x86only has no wheel for {ARM} / Python 3.12"), message
@@ -107,7 +106,7 @@ def test_a_package_with_no_wheel_for_one_architecture_is_refused_by_name(
 
 def test_a_package_that_only_one_architecture_pulls_in_is_refused(offline: Offline) -> None:
     _write_requirements(offline, "splitlib\n")
-    with pytest.raises(b.BuildError, match="packages that not every architecture resolves: "
+    with pytest.raises(bundle_deps.BuildError, match="packages that not every architecture resolves: "
                                            "helperlib only for x86_64"):
         offline.lock()
 
@@ -125,15 +124,15 @@ def test_a_missing_or_stale_lock_is_refused_with_the_refresh_command(offline: Of
 
     # A requirement changed since the lock was written: refused, however the bundle stands.
     _write_requirements(offline, "plainlib\nnativelib\n")
-    with pytest.raises(b.BuildError) as stale:
+    with pytest.raises(bundle_deps.BuildError) as stale:
         offline.build(bytecode=False)
     assert "fake: " in str(stale.value) and "requirements.lock is stale" in str(stale.value)
-    assert stale.value.hint and b.LOCK_COMMAND in stale.value.hint
+    assert stale.value.hint and bundle_deps.LOCK_COMMAND in stale.value.hint
 
     bundle_lock.lock_path(offline.source).unlink()
-    with pytest.raises(b.BuildError, match=r"requirements\.lock is missing") as missing:
+    with pytest.raises(bundle_deps.BuildError, match=r"requirements\.lock is missing") as missing:
         offline.build(bytecode=False)
-    assert missing.value.hint and b.LOCK_COMMAND in missing.value.hint
+    assert missing.value.hint and bundle_deps.LOCK_COMMAND in missing.value.hint
 
     # Refreshed, the build takes the new requirement.
     offline.lock()
@@ -156,7 +155,7 @@ def test_a_changed_lock_changes_the_stamp(offline: Offline) -> None:
 def test_every_pip_step_of_a_no_deps_build_follows_the_lock(offline: Offline) -> None:
     # The no-deps section is resolved with its dependencies, then installed without them; the
     # lock pins that resolution too (heavydep, left out of the bundle, included).
-    offline.requirements(f"{b.NO_DEPS_MARKER}\ntoplib\nlightdep\n",
+    offline.requirements(f"{bundle_deps.NO_DEPS_MARKER}\ntoplib\nlightdep\n",
                          pins={"toplib": "1.0", "lightdep": "1.0", "heavydep": "1.0"})
     report = offline.build(bytecode=False)
     assert report.packages == {"toplib": "1.0", "lightdep": "1.0"}
@@ -172,7 +171,7 @@ def lambdas_tree(offline: Offline, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     local wheels only (pip reads PIP_* from the environment of the process it runs in)."""
     for fn in pipeline.DEPLOYED_FUNCTIONS:
         wheels.function_tree(offline.lambdas, fn.code_dir)
-        (offline.lambdas / fn.code_dir / b.REQUIREMENTS_FILE).write_text(
+        (offline.lambdas / fn.code_dir / bundle_deps.REQUIREMENTS_FILE).write_text(
             "nativelib\n" if fn.key == "processor" else "plainlib\n")
     monkeypatch.setenv("COLLECTIONS_LAMBDAS_DIR", str(offline.lambdas))
     monkeypatch.setenv("PIP_NO_INDEX", "1")
@@ -186,14 +185,14 @@ def lambdas_tree(offline: Offline, tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 def test_build_lock_writes_every_functions_lock(lambdas_tree: Path) -> None:
     # The command every error names is the one that writes them.
-    assert b.LOCK_COMMAND == "collections build --lock"
-    result = CliRunner().invoke(app, [*b.LOCK_COMMAND.split()[1:], "-o", "json"])
+    assert bundle_deps.LOCK_COMMAND == "collections build --lock"
+    result = CliRunner().invoke(app, [*bundle_deps.LOCK_COMMAND.split()[1:], "-o", "json"])
     assert result.exit_code == 0, result.output
     reports = {r["function"]: r for r in json.loads(result.stdout)}
     assert set(reports) == {fn.key for fn in pipeline.DEPLOYED_FUNCTIONS}
     for fn in pipeline.DEPLOYED_FUNCTIONS:
         source = lambdas_tree / fn.code_dir
-        lock = bundle_lock.current(fn.key, source, b.Requirements.read(source / "requirements.txt"))
+        lock = bundle_lock.current(fn.key, source, bundle_deps.Requirements.read(source / "requirements.txt"))
         assert reports[fn.key]["changed"] and reports[fn.key]["packages"] == lock.pins
     assert reports["processor"]["packages"] == {"nativelib": "1.0"}
     assert reports["processor"]["aligned"] == {"nativelib": {"x86_64": "2.0", "arm64": "1.0"}}
@@ -207,12 +206,12 @@ def test_build_lock_writes_every_functions_lock(lambdas_tree: Path) -> None:
 def test_build_names_every_stale_lock_and_the_refresh_command(lambdas_tree: Path) -> None:
     assert CliRunner().invoke(app, ["build", "--lock"]).exit_code == 0
     for code_dir in ("analyzer", "embedder"):
-        (lambdas_tree / code_dir / b.REQUIREMENTS_FILE).write_text("plainlib\nlightdep\n")
+        (lambdas_tree / code_dir / bundle_deps.REQUIREMENTS_FILE).write_text("plainlib\nlightdep\n")
     result = CliRunner().invoke(app, ["build", "dev"])
     assert result.exit_code == 1
     assert result.output.count("requirements.lock is stale") == 2
     assert "analyzer:" in result.output and "embedder:" in result.output
-    assert b.LOCK_COMMAND in result.output
+    assert bundle_deps.LOCK_COMMAND in result.output
     # Refused before any bundle was made (the others' locks are current).
     assert not (lambdas_tree.parent / "state" / "build" / "dev").exists()
 
@@ -223,11 +222,11 @@ def test_build_names_every_stale_lock_and_the_refresh_command(lambdas_tree: Path
 @pytest.mark.parametrize("fn", pipeline.DEPLOYED_FUNCTIONS, ids=lambda fn: fn.key)
 def test_each_functions_checked_in_lock_is_current(fn: pipeline.Function) -> None:
     source = paths.lambda_code_dir(fn.code_dir)
-    lock = bundle_lock.current(fn.key, source, b.Requirements.read(source / "requirements.txt"))
-    listed = b.Requirements.read(source / "requirements.txt").lines
-    assert {b.canonical_name(b.requirement_name(line)) for line in listed} <= set(lock.pins)
+    lock = bundle_lock.current(fn.key, source, bundle_deps.Requirements.read(source / "requirements.txt"))
+    listed = bundle_deps.Requirements.read(source / "requirements.txt").lines
+    assert {bundle_deps.canonical_name(bundle_deps.requirement_name(line)) for line in listed} <= set(lock.pins)
     assert lock.pins["psycopg"] == lock.pins["psycopg-binary"]
-    assert f"{b.PLATFORMS['x86_64']}, arm64: {b.PLATFORMS['arm64']}" in lock.text
+    assert f"{bundle_deps.PLATFORMS['x86_64']}, arm64: {bundle_deps.PLATFORMS['arm64']}" in lock.text
 
 
 def test_versions_are_ordered_as_releases() -> None:

@@ -33,7 +33,7 @@ def test_correlation_metadata_is_the_definitions(path: str) -> None:
 
 
 def test_bundles_are_built_for_the_definitions_runtime() -> None:
-    from collections_ops.services import build
+    from collections_ops.services import bundle_deps
 
-    assert build.DEFAULT_PYTHON_VERSION == pipeline.PYTHON_VERSION
+    assert bundle_deps.DEFAULT_PYTHON_VERSION == pipeline.PYTHON_VERSION
     assert f"python{pipeline.PYTHON_VERSION}" == pipeline.RUNTIME

@@ -31,7 +31,8 @@ from pathlib import Path
 
 from collections_ops import paths, pipeline
 from collections_ops.services import build as building
-from collections_ops.services.build import (
+from collections_ops.services import bundle_deps as deps
+from collections_ops.services.bundle_deps import (
     DIGEST_KEY,
     BuildError,
     PipRunner,
@@ -40,10 +41,11 @@ from collections_ops.services.build import (
     requirements_digest,
 )
 
-# Reading a lock is the build's; these names stay here for the callers of `build --lock`.
-from collections_ops.services.build import LOCK_FILE as LOCK_FILE
-from collections_ops.services.build import Lock as Lock
-from collections_ops.services.build import current as current
+# Reading a lock is bundle_deps' (the build reads it before any pip step); these names stay
+# here for the callers of `build --lock`.
+from collections_ops.services.bundle_deps import LOCK_FILE as LOCK_FILE
+from collections_ops.services.bundle_deps import Lock as Lock
+from collections_ops.services.bundle_deps import current as current
 
 # Resolutions per architecture before giving up on agreeing (each round pins what differed).
 MAX_ROUNDS = 4
@@ -66,12 +68,12 @@ def render(requirements: Requirements, pins: Mapping[str, str], *, python_versio
            implementation: str, platforms: Mapping[str, str]) -> str:
     targets = ", ".join(f"{arch}: {platform}" for arch, platform in platforms.items())
     header = [
-        f"# Every package pip resolves for {building.REQUIREMENTS_FILE} (with dependencies, the",
+        f"# Every package pip resolves for {deps.REQUIREMENTS_FILE} (with dependencies, the",
         "# no-deps section included), at one version for every Lambda architecture",
         f"# ({targets}; {implementation}{python_version.replace('.', '')} wheels).",
         "# `collections build` installs with this file as a constraint and refuses it once",
-        f"# {building.REQUIREMENTS_FILE} has changed. Written by, and refreshed with:",
-        f"#     {building.LOCK_COMMAND}",
+        f"# {deps.REQUIREMENTS_FILE} has changed. Written by, and refreshed with:",
+        f"#     {deps.LOCK_COMMAND}",
         f"# {DIGEST_KEY}: {requirements_digest(requirements)}",
     ]
     return "\n".join([*header, *(f"{name}=={version}" for name, version in sorted(pins.items()))]
@@ -94,10 +96,10 @@ def version_key(version: str) -> tuple[tuple[int, ...], int, str]:
 
 
 def resolve_for_all(requirements: Requirements, *, function: str,
-                    python_version: str = building.DEFAULT_PYTHON_VERSION,
-                    implementation: str = "cp", pip: PipRunner = building.run_pip,
+                    python_version: str = deps.DEFAULT_PYTHON_VERSION,
+                    implementation: str = "cp", pip: PipRunner = deps.run_pip,
                     pip_args: Sequence[str] = (),
-                    platforms: Mapping[str, str] = building.PLATFORMS,
+                    platforms: Mapping[str, str] = deps.PLATFORMS,
                     ) -> tuple[dict[str, str], dict[str, dict[str, str]], int]:
     """One set of versions every architecture in `platforms` resolves to.
 
@@ -112,7 +114,7 @@ def resolve_for_all(requirements: Requirements, *, function: str,
         for rounds in range(1, MAX_ROUNDS + 1):
             constraints.write_text("".join(f"{n}=={v}\n" for n, v in sorted(pins.items())))
             resolved = {
-                arch: {name: version for name, (version, _url) in building.resolve(
+                arch: {name: version for name, (version, _url) in deps.resolve(
                     requirements.lines, platform=platform, python_version=python_version,
                     implementation=implementation, pip=pip,
                     pip_args=(*pip_args, "-c", str(constraints)),
@@ -164,9 +166,9 @@ def _by_arch(versions: Mapping[str, str]) -> str:
 
 def lock(functions: Iterable[pipeline.Function | str] | None = None, *,
          lambdas_dir: Path | None = None,
-         python_version: str = building.DEFAULT_PYTHON_VERSION, implementation: str = "cp",
-         pip: PipRunner = building.run_pip, pip_args: Sequence[str] = (),
-         platforms: Mapping[str, str] = building.PLATFORMS,
+         python_version: str = deps.DEFAULT_PYTHON_VERSION, implementation: str = "cp",
+         pip: PipRunner = deps.run_pip, pip_args: Sequence[str] = (),
+         platforms: Mapping[str, str] = deps.PLATFORMS,
          jobs: int | None = None) -> list[LockReport]:
     """Resolve and write each function's `requirements.lock` (default: every deployed
     function), afresh: the newest versions its requirements.txt allows that every
@@ -190,7 +192,7 @@ def _lock_one(fn: pipeline.Function, source: Path, *, python_version: str,
               implementation: str, pip: PipRunner, pip_args: tuple[str, ...],
               platforms: Mapping[str, str]) -> LockReport:
     started = time.perf_counter()
-    requirements_file = source / building.REQUIREMENTS_FILE
+    requirements_file = source / deps.REQUIREMENTS_FILE
     if not requirements_file.is_file():
         raise BuildError(f"{fn.key}: {requirements_file} does not exist")
     requirements = Requirements.read(requirements_file)

@@ -205,10 +205,11 @@ def deploy(client: Any, env: Environment, *, state_root: Path, state_dir: Path,
     built: list[Any] = []
     if build:
         from collections_ops.services import build as building
+        from collections_ops.services.bundle_deps import PLATFORMS
 
         # For the architecture this deploy deploys (the definition's may differ).
         built = building.build(env.name, out_dir=bundle_dir_for(state_root, env),
-                               platform=building.PLATFORMS[env.architecture])
+                               platform=PLATFORMS[env.architecture])
     checks = preflight(client, env, bundle_dir=bundle_dir_for(state_root, env), record=record)
     account = record.account or str(client("sts").get_caller_identity()["Account"])
     adopted = leftovers.find(client, env, account)

@@ -94,6 +94,7 @@ def build(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
 
     from collections_ops.services import build as building
     from collections_ops.services import deploy as deploying
+    from collections_ops.services.bundle_deps import PLATFORMS
 
     if lock:
         _lock(as_json=output is opt.Output.json)
@@ -102,7 +103,7 @@ def build(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
     out_dir = deploying.bundle_dir_for(Path(ctx.settings.state_root), ctx.env)
     # The environment's architecture as its settings make it (collections.toml, the record).
     reports = building.build(ctx.env.name, out_dir=out_dir,
-                             platform=building.PLATFORMS[ctx.env.architecture])
+                             platform=PLATFORMS[ctx.env.architecture])
     if output is opt.Output.json:
         ui.print_json([asdict(r) for r in reports])
         return
