@@ -12,6 +12,7 @@ import aws_cdk as cdk
 from constructs import Construct
 
 from collections_ops import pipeline
+from collections_ops.pipeline import rules
 from stacks.event_rules import PipelineEventRule
 from stacks.function import DatabaseAccess, FunctionNetwork, PipelineFunction
 from stacks.migration import SchemaMigration
@@ -63,10 +64,9 @@ class ComputeStack(cdk.Stack):
             target = self.functions[fn.key]
             if fn.trigger.kind == "s3":
                 self.storage.deliver_uploads_to(target.target)
-            elif fn.trigger.kind == "eventbridge":
-                assert fn.trigger.rule_id is not None
-                self.rules[fn.key] = PipelineEventRule(
-                    self, fn.trigger.rule_id, target=target, env_name=deployment.name)
+        for spec in rules.rules(deployment.settings):
+            self.rules[spec.function] = PipelineEventRule(
+                self, spec.rule_id, target=self.functions[spec.function], spec=spec)
 
         cdk.CfnOutput(self, "ImagesBucketName", value=self.storage.images_bucket.bucket_name,
                       description="Upload images here: s3://<bucket>/<user_id>/<name>.jpg")

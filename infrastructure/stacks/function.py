@@ -31,7 +31,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from collections_ops import pipeline
-from collections_ops.pipeline import permissions
+from collections_ops.pipeline import permissions, queues
 from stacks import nag
 from stacks import permissions as stack_permissions
 from stacks.settings import ConfigurationError, Deployment
@@ -40,9 +40,6 @@ from stacks.settings import ConfigurationError, Deployment
 # CDK's own Runtime.PYTHON_3_12 says so, a Runtime built from the name must say it too.
 RUNTIME = lambda_.Runtime(pipeline.RUNTIME, lambda_.RuntimeFamily.PYTHON,
                           supports_snap_start=True)
-ASYNC_RETRY_ATTEMPTS = pipeline.ASYNC_RETRY_ATTEMPTS
-ASYNC_MAX_EVENT_AGE = cdk.Duration.seconds(pipeline.ASYNC_MAX_EVENT_AGE_S)
-DLQ_RETENTION = cdk.Duration.seconds(pipeline.DLQ_RETENTION_S)
 
 _RETENTION_DAYS = {
     1: logs.RetentionDays.ONE_DAY, 3: logs.RetentionDays.THREE_DAYS,
@@ -101,7 +98,8 @@ class PipelineFunction(Construct):
         self.invoked_directly = fn.trigger.kind == "invoke"
         self.snapstart = deployment.snapstart and not self.invoked_directly
         self.dead_letter_queue: sqs.Queue | None = (
-            None if self.invoked_directly else self._dead_letter_queue(env_name))
+            None if self.invoked_directly
+            else self._dead_letter_queue(queues.dead_letter_queue(settings, fn)))
 
         self.log_group = logs.LogGroup(
             self, "LogGroup",
@@ -154,9 +152,7 @@ class PipelineFunction(Construct):
         # Retained: `rollback --function` needs the previous versions (aws-cdk#7636).
         version_options = (None if self.invoked_directly else lambda_.VersionOptions(
             removal_policy=cdk.RemovalPolicy.RETAIN))
-        async_failures: dict[str, Any] = {} if self.dead_letter_queue is None else {
-            "retry_attempts": ASYNC_RETRY_ATTEMPTS, "max_event_age": ASYNC_MAX_EVENT_AGE,
-            "on_failure": destinations.SqsDestination(self.dead_letter_queue)}
+        async_failures = self._async_failures(settings)
         self.function = lambda_.Function(
             self, "Function",
             function_name=fn.function_name(env_name),
@@ -241,13 +237,26 @@ class PipelineFunction(Construct):
         """What a trigger invokes: the `live` alias (the function itself if it has none)."""
         return self.alias if self.alias is not None else self.function
 
-    def _dead_letter_queue(self, env_name: str) -> sqs.Queue:
+    def _async_failures(self, settings: pipeline.Environment) -> dict[str, Any]:
+        """The definition's EventInvokeConfig (for the function, $LATEST, and for `live`)."""
+        if self.dead_letter_queue is None:
+            return {}
+        invocation = queues.async_invocation(settings, self.definition)
+        return {"retry_attempts": invocation.retry_attempts,
+                "max_event_age": cdk.Duration.seconds(invocation.max_event_age_s),
+                "on_failure": destinations.SqsDestination(self.dead_letter_queue)}
+
+    def _dead_letter_queue(self, spec: queues.Queue) -> sqs.Queue:
+        # The statement letting a rule send here is CDK's (the rule target adds it).
         queue = sqs.Queue(
             self, "DeadLetterQueue",
-            queue_name=self.definition.dlq_name(env_name),
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=DLQ_RETENTION,
+            queue_name=spec.name,
+            encryption=(sqs.QueueEncryption.SQS_MANAGED if spec.sqs_managed_sse
+                        else sqs.QueueEncryption.UNENCRYPTED),
+            enforce_ssl=spec.tls_only,
+            retention_period=cdk.Duration.seconds(spec.retention_s),
+            visibility_timeout=(cdk.Duration.seconds(spec.visibility_timeout_s)
+                                if spec.visibility_timeout_s is not None else None),
         )
         nag.acknowledge(
             queue, "AwsSolutions-SQS3",

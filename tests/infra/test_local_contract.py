@@ -1,13 +1,18 @@
 """The local cloud is what the CDK app synthesizes, as far as AWS's APIs can tell.
 
-A real local cloud (`collections deploy local`) is read through the AWS APIs of its emulator --
-functions and their configuration, aliases, resource policies and their qualifiers, async
-invocation settings, the upload notification, rules and their targets, roles and their inline
-policies, queues and their policies, log groups, tags -- and the synthesized dev template is
-read into the same shape, its intrinsic functions (Ref, Fn::GetAtt, Fn::Join, Fn::Sub,
-Fn::Select/Fn::Split) resolved to the names and ARNs CloudFormation would give them. The two
-must be equal, except for what `DELIBERATE` lists, each entry with the values it allows on
-either side and the reason.
+The queues, async-invocation settings, rules and parameters are spec objects of the definition
+(`pipeline.queues`, `pipeline.rules`, `pipeline.parameters`) that the compute stack and the
+local cloud's provisioning both render, and the roles' policies are `pipeline.permissions`'
+(tests/infra/test_local_policies.py). What rendering can still get wrong is checked here:
+
+- each spec, read back from the synthesized dev template and from a running local cloud, is
+  what the spec says for that side (a local rule targets the function's trigger queue);
+- everything not rendered from a spec -- functions and their configuration, aliases, resource
+  policies and their qualifiers, the upload notification, buckets, roles, log groups, tags --
+  is read through the emulator's AWS APIs and from the template into one shape, the template's
+  intrinsic functions (Ref, Fn::GetAtt, Fn::Join, Fn::Sub, Fn::Select/Fn::Split) resolved to
+  the names and ARNs CloudFormation would give them. The two must be equal, except for what
+  `DELIBERATE` lists, each entry with the values it allows on either side and the reason.
 
 Before comparing, both sides are put in environment-neutral form (`Side.neutral`): the
 environment's name in resource names becomes `<env>`, a per-environment setting (timeout,
@@ -18,6 +23,7 @@ says for its side stays as it is, and differs.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import re
@@ -30,13 +36,14 @@ import pytest
 
 from collections_ops import pipeline
 from collections_ops.localcloud.aws import iam
+from collections_ops.localcloud.aws.policies import role_policies
+from collections_ops.pipeline import parameters, queues, rules
 from tests.e2e.cli import local_env, run
 from tests.infra.support import TEST_ACCOUNT, SynthesizedApp
 
 pytestmark = [pytest.mark.infra, pytest.mark.e2e]
 
 MISSING = "<missing>"
-ROLE_POLICY = "role-policy "
 
 
 @dataclass(frozen=True)
@@ -79,16 +86,6 @@ DELIBERATE: tuple[Deliberate, ...] = (
         aws='"LambdaFunction"', local='"Queue"',
         why="the same: an SQS target locally, a Lambda target in AWS."),
     Deliberate(
-        "target collections-<env>-*Rule Target0/Arn",
-        aws=FUNCTION_ARN + r'(AnalyzerLambda|EmbedderLambda):live"',
-        local=QUEUE_ARN + r'(AnalyzerLambda|EmbedderLambda)-events"',
-        why="a rule with a Lambda target makes moto's put_events fail: each rule targets its "
-            "function's trigger queue, drained by the dispatcher into `live`."),
-    Deliberate(
-        "queue collections-<env>-*-events*", aws=MISSING, local=".*",
-        why="the trigger queues exist only locally: they carry what S3 and EventBridge "
-            "would hand to Lambda."),
-    Deliberate(
         "* collections-<env>-OperationsLambda*", aws=".*", local=MISSING,
         why="the operations function is the in-VPC path to a private database; locally the "
             "database is on the loopback and the CLI's database commands connect to it."),
@@ -102,12 +99,6 @@ DELIBERATE: tuple[Deliberate, ...] = (
         "permission */Sid", aws=MISSING, local='"(s3|events)-invoke"',
         why="CloudFormation names a permission's statement after the resource's physical id "
             "(generated at deploy time); locally the statement has a fixed id."),
-    Deliberate(
-        "queue collections-<env>-*-dlq/Policy/Statement/1/Sid",
-        aws=r'"AllowEventRuleCollectionsComputeStack<env>(ImageProcessed|AnalysisComplete)'
-            r'Rule[0-9A-F]{8}"',
-        local=r'"AllowEventRule(ImageProcessed|AnalysisComplete)Rule"',
-        why="CDK derives this statement id from the stack's construct path and a hash."),
 )
 
 
@@ -313,13 +304,6 @@ def template_observables(template: dict[str, Any], env: pipeline.Environment,
         name = str(props["FunctionName"]).rsplit(":", 1)[-1]
         out[f"alias {functions[name].logical_id}:{props['Name']}"] = side.neutral({
             "FunctionVersion": props["FunctionVersion"], "Description": props.get("Description")})
-    for _, props in by_type.get("AWS::Lambda::EventInvokeConfig", []):
-        name = str(props["FunctionName"]).rsplit(":", 1)[-1]
-        out[f"invoke-config {functions[name].logical_id}:{props['Qualifier']}"] = side.neutral({
-            "MaximumRetryAttempts": props.get("MaximumRetryAttempts"),
-            "MaximumEventAgeInSeconds": props.get("MaximumEventAgeInSeconds"),
-            "OnFailure": props.get("DestinationConfig", {}).get("OnFailure", {})
-            .get("Destination")})
     for _, props in by_type.get("AWS::Lambda::Permission", []):
         target = resolve.function_arn(props["FunctionName"])
         name, _, qualifier = target.split(":function:", 1)[1].partition(":")
@@ -327,12 +311,12 @@ def template_observables(template: dict[str, Any], env: pipeline.Environment,
             f"{props['Principal']}"] = side.neutral({
                 "Resource": target, **_permission(props["Principal"], props.get("SourceArn"),
                                                   props.get("SourceAccount"))})
-    out.update(_template_triggers(by_type))
-    out.update(_template_roles_and_queues(template, by_type, resolve))
+    out.update(_template_buckets_roles_and_logs(by_type))
     return observables(side, out)
 
 
-def _template_triggers(by_type: dict[str, list[tuple[str, dict[str, Any]]]]) -> dict[str, Any]:
+def _template_buckets_roles_and_logs(by_type: dict[str, list[tuple[str, dict[str, Any]]]]
+                                     ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for _, props in by_type.get("AWS::S3::Bucket", []):
         if "BucketName" not in props:
@@ -343,42 +327,10 @@ def _template_triggers(by_type: dict[str, list[tuple[str, dict[str, Any]]]]) -> 
         out[f"notification {props['BucketName']}"] = [
             {"kind": "LambdaFunction", "target": c["Function"], "events": [c["Event"]],
              "filter": c.get("Filter")} for c in config.get("LambdaConfigurations", [])]
-    for _, props in by_type.get("AWS::Events::Rule", []):
-        out[f"rule {props['Name']}"] = {
-            "EventPattern": props["EventPattern"], "State": props.get("State"),
-            "Description": props.get("Description"), "EventBusName": "default",
-            "Tags": _tags(props.get("Tags"))}
-        for target in props.get("Targets", []):
-            out[f"target {props['Name']} {target['Id']}"] = {
-                "Arn": target["Arn"], "DeadLetterConfig": target.get("DeadLetterConfig"),
-                "RetryPolicy": target.get("RetryPolicy")}
-    return out
-
-
-def _template_roles_and_queues(template: dict[str, Any],
-                               by_type: dict[str, list[tuple[str, dict[str, Any]]]],
-                               resolve: Resolver) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    policies = by_type.get("AWS::IAM::Policy", [])
     for _, props in by_type["AWS::IAM::Role"]:
         out[f"role {props['RoleName']}"] = {
             "AssumeRolePolicyDocument": props["AssumeRolePolicyDocument"],
             "Description": props.get("Description"), "Tags": _tags(props.get("Tags"))}
-        inline = {p["PolicyName"]: p["PolicyDocument"] for p in props.get("Policies", [])}
-        for policy_id, policy in policies:
-            if props["RoleName"] in policy["Roles"]:
-                inline[policy_id] = policy["PolicyDocument"]
-        for policy_name, document in inline.items():
-            out[f"{ROLE_POLICY}{props['RoleName']} {policy_name}"] = document
-    queue_policies = {str(q): p["PolicyDocument"] for _, p in by_type.get("AWS::SQS::QueuePolicy", [])
-                      for q in p["Queues"]}
-    for _, props in by_type.get("AWS::SQS::Queue", []):
-        url = resolve.ref(next(i for i, r in template["Resources"].items()
-                               if r.get("Properties", {}).get("QueueName") == props["QueueName"]))
-        out[f"queue {props['QueueName']}"] = {
-            "MessageRetentionPeriod": str(props.get("MessageRetentionPeriod", 345600)),
-            "SqsManagedSseEnabled": str(props.get("SqsManagedSseEnabled", True)).lower(),
-            "Policy": queue_policies.get(url), "Tags": _tags(props.get("Tags"))}
     for _, props in by_type.get("AWS::Logs::LogGroup", []):
         out[f"log-group {props['LogGroupName']}"] = {
             "RetentionInDays": props.get("RetentionInDays"), "Tags": _tags(props.get("Tags"))}
@@ -422,16 +374,6 @@ def local_observables(session: Any, env: pipeline.Environment) -> dict[str, Any]
             qualifiers.append(alias["Name"])
         for qualifier in qualifiers:
             try:
-                invoke = lam.get_function_event_invoke_config(FunctionName=name,
-                                                              Qualifier=qualifier)
-                out[f"invoke-config {fn.logical_id}:{qualifier}"] = {
-                    "MaximumRetryAttempts": invoke.get("MaximumRetryAttempts"),
-                    "MaximumEventAgeInSeconds": invoke.get("MaximumEventAgeInSeconds"),
-                    "OnFailure": invoke.get("DestinationConfig", {}).get("OnFailure", {})
-                    .get("Destination")}
-            except lam.exceptions.ResourceNotFoundException:
-                pass
-            try:
                 policy = json.loads(lam.get_policy(FunctionName=name, Qualifier=qualifier)
                                     ["Policy"] if qualifier != "$LATEST" else
                                     lam.get_policy(FunctionName=name)["Policy"])
@@ -446,13 +388,12 @@ def local_observables(session: Any, env: pipeline.Environment) -> dict[str, Any]
                     "Resource": statement["Resource"], "Sid": statement.get("Sid"),
                     "Action": statement["Action"], "Principal": statement["Principal"],
                     "Effect": statement["Effect"], "Condition": statement.get("Condition", {})}
-    out.update(_local_triggers(session, env))
-    out.update(_local_roles_and_queues(session, env))
+    out.update(_local_buckets_roles_and_logs(session, env))
     return observables(side, out)
 
 
-def _local_triggers(session: Any, env: pipeline.Environment) -> dict[str, Any]:
-    events, s3 = session.client("events"), session.client("s3")
+def _local_buckets_roles_and_logs(session: Any, env: pipeline.Environment) -> dict[str, Any]:
+    s3, iam, logs = session.client("s3"), session.client("iam"), session.client("logs")
     prefix = f"{pipeline.PROJECT}-{env.name}-"
     out: dict[str, Any] = {}
     for bucket in (env.images_bucket(ACCOUNT), env.thumbnails_bucket(ACCOUNT)):
@@ -467,48 +408,152 @@ def _local_triggers(session: Any, env: pipeline.Environment) -> dict[str, Any]:
                 ("Queue", "QueueConfigurations", "QueueArn"),
                 ("Topic", "TopicConfigurations", "TopicArn"))
             for c in config.get(key, [])]
-    for rule in events.list_rules(NamePrefix=prefix)["Rules"]:
-        arn = rule["Arn"]
-        out[f"rule {rule['Name']}"] = {
-            "EventPattern": json.loads(rule["EventPattern"]), "State": rule.get("State"),
-            "Description": rule.get("Description"), "EventBusName": rule.get("EventBusName"),
-            "Tags": _tags(events.list_tags_for_resource(ResourceARN=arn)["Tags"])}
-        for target in events.list_targets_by_rule(Rule=rule["Name"])["Targets"]:
-            out[f"target {rule['Name']} {target['Id']}"] = {
-                "Arn": target["Arn"], "DeadLetterConfig": target.get("DeadLetterConfig"),
-                "RetryPolicy": target.get("RetryPolicy")}
-    return out
-
-
-def _local_roles_and_queues(session: Any, env: pipeline.Environment) -> dict[str, Any]:
-    iam, sqs, logs = session.client("iam"), session.client("sqs"), session.client("logs")
-    prefix = f"{pipeline.PROJECT}-{env.name}-"
-    out: dict[str, Any] = {}
     for role in iam.list_roles()["Roles"]:
-        name = role["RoleName"]
-        if not name.startswith(prefix):
-            continue
-        detail = iam.get_role(RoleName=name)["Role"]
-        out[f"role {name}"] = {"AssumeRolePolicyDocument": detail["AssumeRolePolicyDocument"],
-                               "Description": detail.get("Description"),
-                               "Tags": _tags(detail.get("Tags"))}
-        for policy_name in iam.list_role_policies(RoleName=name)["PolicyNames"]:
-            document = iam.get_role_policy(RoleName=name, PolicyName=policy_name)
-            out[f"{ROLE_POLICY}{name} {policy_name}"] = document["PolicyDocument"]
-    for url in sqs.list_queues(QueueNamePrefix=prefix).get("QueueUrls", []):
-        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-        policy = attributes.get("Policy")
-        out[f"queue {url.rsplit('/', 1)[-1]}"] = {
-            "MessageRetentionPeriod": attributes.get("MessageRetentionPeriod"),
-            "SqsManagedSseEnabled": attributes.get("SqsManagedSseEnabled", "false"),
-            "Policy": json.loads(policy) if policy else None,
-            "Tags": _tags(sqs.list_queue_tags(QueueUrl=url).get("Tags"))}
+        if role["RoleName"].startswith(prefix):
+            detail = iam.get_role(RoleName=role["RoleName"])["Role"]
+            out[f"role {role['RoleName']}"] = {
+                "AssumeRolePolicyDocument": detail["AssumeRolePolicyDocument"],
+                "Description": detail.get("Description"), "Tags": _tags(detail.get("Tags"))}
     for group in logs.describe_log_groups(logGroupNamePrefix=f"/aws/lambda/{prefix}")["logGroups"]:
         arn = group["arn"].removesuffix(":*")
         out[f"log-group {group['logGroupName']}"] = {
             "RetentionInDays": group.get("retentionInDays"),
             "Tags": _tags(logs.list_tags_for_resource(resourceArn=arn).get("tags"))}
     return out
+
+
+# ------------------------------------------------------------- the specs both sides render
+#
+# Each queue, async-invocation setting, rule and function's parameter lookup, in the shape the
+# spec renders: what the spec says for a side (`expected`), what the template carries and
+# what the local cloud answers must be equal, key by key.
+
+SQS_DEFAULT_VISIBILITY_TIMEOUT = "30"
+
+
+def _arns(env: pipeline.Environment, region: str) -> dict[str, str]:
+    """Name -> ARN of the environment's queues and rules, and of the functions' aliases."""
+    arns = {q.name: f"arn:aws:sqs:{region}:{ACCOUNT}:{q.name}"
+            for q in queues.queues(env, local=True)}
+    arns.update({r.name: r.arn(region=region, account=ACCOUNT) for r in rules.rules(env)})
+    arns.update({f"{fn.function_name(env.name)}:{pipeline.LIVE_ALIAS}":
+                 f"arn:aws:lambda:{region}:{ACCOUNT}:function:{fn.function_name(env.name)}"
+                 f":{pipeline.LIVE_ALIAS}" for fn in pipeline.FUNCTIONS})
+    return arns
+
+
+def expected(env: pipeline.Environment, region: str, *, local: bool) -> dict[str, Any]:
+    arns, tags = _arns(env, region), pipeline.resource_tags(env.name)
+    out: dict[str, Any] = {}
+    for queue in queues.queues(env, local=local):
+        out[f"queue {queue.name}"] = {
+            "Attributes": {"VisibilityTimeout": SQS_DEFAULT_VISIBILITY_TIMEOUT,
+                           **queue.attributes()},
+            "Policy": queue.policy(arns[queue.name], rule_arns=arns),
+            "Tags": {} if queue.local_only else tags}
+    for invocation in queues.async_invocations(env):
+        for qualifier in invocation.qualifiers:
+            out[f"invoke-config {invocation.function}:{qualifier}"] = {
+                "MaximumRetryAttempts": invocation.retry_attempts,
+                "MaximumEventAgeInSeconds": invocation.max_event_age_s,
+                "OnFailure": arns[invocation.on_failure_queue]}
+    for rule in rules.rules(env):
+        # Locally the rule delivers to the function's trigger queue (moto cannot invoke Lambda).
+        target = (queues.trigger_queue(env, pipeline.function(rule.function)).name if local
+                  else f"{rule.target_function}:{rule.target_qualifier}")
+        out[f"rule {rule.name}"] = {
+            "EventPattern": rule.pattern(), "State": rule.state, "Description": rule.description,
+            "EventBusName": rule.event_bus, "Tags": tags,
+            "Targets": {rule.target_id: {
+                "Arn": arns[target], "DeadLetterConfig": {"Arn": arns[rule.dead_letter_queue]},
+                "RetryPolicy": rule.retry_policy()}}}
+    for fn in pipeline.FUNCTIONS:
+        out[f"parameters {fn.key}"] = parameters.lookup(env)
+    return out
+
+
+def template_specs(template: dict[str, Any], region: str) -> dict[str, Any]:
+    resolve = Resolver(template, region)
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for resource in template["Resources"].values():
+        by_type.setdefault(resource["Type"], []).append(resolve(resource.get("Properties", {})))
+    key_of = {fn.function_name(env): fn.key for fn in pipeline.FUNCTIONS
+              for env in pipeline.ENVIRONMENTS}
+    policies = {str(q): p["PolicyDocument"] for p in by_type.get("AWS::SQS::QueuePolicy", [])
+                for q in p["Queues"]}
+    out: dict[str, Any] = {}
+    for props in by_type.get("AWS::SQS::Queue", []):
+        name = props["QueueName"]
+        out[f"queue {name}"] = {
+            "Attributes": {
+                "MessageRetentionPeriod": str(props.get("MessageRetentionPeriod", 345600)),
+                "SqsManagedSseEnabled": str(props.get("SqsManagedSseEnabled", True)).lower(),
+                "VisibilityTimeout": str(props.get("VisibilityTimeout",
+                                                   SQS_DEFAULT_VISIBILITY_TIMEOUT))},
+            "Policy": policies.get(f"https://sqs.{region}.amazonaws.com/{ACCOUNT}/{name}"),
+            "Tags": _tags(props.get("Tags"))}
+    for props in by_type.get("AWS::Lambda::EventInvokeConfig", []):
+        function = key_of[str(props["FunctionName"]).rsplit(":", 1)[-1]]
+        out[f"invoke-config {function}:{props['Qualifier']}"] = {
+            "MaximumRetryAttempts": props.get("MaximumRetryAttempts"),
+            "MaximumEventAgeInSeconds": props.get("MaximumEventAgeInSeconds"),
+            "OnFailure": props.get("DestinationConfig", {}).get("OnFailure", {})
+            .get("Destination")}
+    for props in by_type.get("AWS::Events::Rule", []):
+        out[f"rule {props['Name']}"] = {
+            "EventPattern": props["EventPattern"], "State": props.get("State"),
+            "Description": props.get("Description"),
+            "EventBusName": props.get("EventBusName", "default"), "Tags": _tags(props.get("Tags")),
+            "Targets": {t["Id"]: {"Arn": t["Arn"], "DeadLetterConfig": t.get("DeadLetterConfig"),
+                                  "RetryPolicy": t.get("RetryPolicy")}
+                        for t in props.get("Targets", [])}}
+    for props in by_type["AWS::Lambda::Function"]:
+        if props["FunctionName"] in key_of:
+            out[f"parameters {key_of[props['FunctionName']]}"] = json.loads(
+                props["Environment"]["Variables"]["SECRET_PARAMETERS"])
+    return out
+
+
+def local_specs(session: Any, env: pipeline.Environment) -> dict[str, Any]:
+    sqs, events, lam = session.client("sqs"), session.client("events"), session.client("lambda")
+    prefix = f"{pipeline.PROJECT}-{env.name}-"
+    out: dict[str, Any] = {}
+    for url in sqs.list_queues(QueueNamePrefix=prefix).get("QueueUrls", []):
+        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        out[f"queue {url.rsplit('/', 1)[-1]}"] = {
+            "Attributes": {key: attributes.get(key, "false") for key in (
+                "MessageRetentionPeriod", "SqsManagedSseEnabled", "VisibilityTimeout")},
+            "Policy": json.loads(attributes["Policy"]) if "Policy" in attributes else None,
+            "Tags": _tags(sqs.list_queue_tags(QueueUrl=url).get("Tags"))}
+    for fn in pipeline.FUNCTIONS:
+        name = fn.function_name(env.name)
+        for qualifier in ("$LATEST", pipeline.LIVE_ALIAS):
+            with contextlib.suppress(lam.exceptions.ResourceNotFoundException):
+                invoke = lam.get_function_event_invoke_config(FunctionName=name,
+                                                              Qualifier=qualifier)
+                out[f"invoke-config {fn.key}:{qualifier}"] = {
+                    "MaximumRetryAttempts": invoke.get("MaximumRetryAttempts"),
+                    "MaximumEventAgeInSeconds": invoke.get("MaximumEventAgeInSeconds"),
+                    "OnFailure": invoke.get("DestinationConfig", {}).get("OnFailure", {})
+                    .get("Destination")}
+        variables = lam.get_function_configuration(FunctionName=name)["Environment"]["Variables"]
+        out[f"parameters {fn.key}"] = json.loads(variables["SECRET_PARAMETERS"])
+    for rule in events.list_rules(NamePrefix=prefix)["Rules"]:
+        out[f"rule {rule['Name']}"] = {
+            "EventPattern": json.loads(rule["EventPattern"]), "State": rule.get("State"),
+            "Description": rule.get("Description"), "EventBusName": rule.get("EventBusName"),
+            "Tags": _tags(events.list_tags_for_resource(ResourceARN=rule["Arn"])["Tags"]),
+            "Targets": {t["Id"]: {"Arn": t["Arn"], "DeadLetterConfig": t.get("DeadLetterConfig"),
+                                  "RetryPolicy": t.get("RetryPolicy")}
+                        for t in events.list_targets_by_rule(Rule=rule["Name"])["Targets"]}}
+    return out
+
+
+def spec_differences(wanted: dict[str, Any], found: dict[str, Any]) -> list[str]:
+    return [f"{key}: the spec says {json.dumps(wanted.get(key, MISSING))}, "
+            f"found {json.dumps(found.get(key, MISSING))}"
+            for key in sorted(wanted.keys() | found.keys())
+            if wanted.get(key, MISSING) != found.get(key, MISSING)]
 
 
 # --------------------------------------------------------------------------- the tests
@@ -548,22 +593,51 @@ def sides(existing_db_app: SynthesizedApp, local_cloud: dict[str, Any]
     return aws, local
 
 
-def _without_role_policies(observed: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in observed.items() if not k.startswith(ROLE_POLICY)}
-
-
 def test_the_local_cloud_is_the_synthesized_stack_but_for_the_deliberate_differences(sides):
-    aws, local = (_without_role_policies(s) for s in sides)
-    found = differences(aws, local)
+    found = differences(*sides)
     assert not found, "the local cloud differs from the dev template:\n" + "\n".join(found)
 
 
-def test_the_local_roles_have_the_stacks_inline_policies(sides):
-    aws, local = sides
-    only = {k: v for k, v in aws.items() if k.startswith(ROLE_POLICY)}, \
-        {k: v for k, v in local.items() if k.startswith(ROLE_POLICY)}
-    found = differences(*only)
-    assert not found, "\n".join(found)
+def test_the_template_and_the_local_cloud_carry_the_same_specs(existing_db_app, local_cloud):
+    """Queues, async-invocation settings, rules and parameter lookups: each side renders the
+    definition's spec objects, and each rendering reads back as its spec says."""
+    region = local_cloud["status"]["region"]
+    template = template_specs(existing_db_app.template_json("dev", "Compute"), region)
+    local = local_specs(local_cloud["session"], pipeline.environment("local"))
+    assert spec_differences(expected(pipeline.environment("dev"), region, local=False),
+                            template) == []
+    assert spec_differences(expected(pipeline.environment("local"), region, local=True),
+                            local) == []
+
+
+def test_the_local_roles_carry_the_definitions_policies(local_cloud):
+    """The roles' inline policies as the local cloud put them are `pipeline.permissions`'
+    rendered for it (tests/infra/test_local_policies.py holds that rendering equal to the
+    template's)."""
+    session, env = local_cloud["session"], pipeline.environment("local")
+    client = session.client("iam")
+    for fn in pipeline.FUNCTIONS:
+        role = fn.role_name(env.name)
+        put = {name: client.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
+               for name in client.list_role_policies(RoleName=role)["PolicyNames"]}
+        assert put == role_policies(env, fn, region=local_cloud["status"]["region"],
+                                    account=ACCOUNT), fn.key
+
+
+def test_a_rendering_that_departs_from_its_spec_is_reported(local_cloud):
+    """GIVEN the local cloud as its specs say, WHEN a dead-letter queue keeps messages for
+    4 days instead of 14, THEN the comparison names exactly that queue."""
+    session, env = local_cloud["session"], pipeline.environment("local")
+    sqs, name = session.client("sqs"), pipeline.ANALYZER.dlq_name(env.name)
+    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"MessageRetentionPeriod": "345600"})
+    try:
+        found = spec_differences(expected(env, local_cloud["status"]["region"], local=True),
+                                 local_specs(session, env))
+    finally:
+        sqs.set_queue_attributes(QueueUrl=url, Attributes={
+            "MessageRetentionPeriod": str(pipeline.DLQ_RETENTION_S)})
+    assert [f.split(":", 1)[0] for f in found] == [f"queue {name}"]
 
 
 def test_every_deliberate_difference_is_still_one(sides):
@@ -585,16 +659,16 @@ def test_a_changed_observable_is_reported(local_cloud, sides):
     name = pipeline.EMBEDDER.function_name(env.name)
     lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=3)
     try:
-        changed = _without_role_policies(local_observables(session, env))
+        changed = local_observables(session, env)
     finally:
         lam.delete_function_concurrency(FunctionName=name)
-    assert differences(_without_role_policies(aws), changed) == [
+    assert differences(aws, changed) == [
         "function EmbedderLambda/ReservedConcurrency: AWS null != local 3"]
 
 
 def test_a_deliberate_difference_allows_only_what_it_names(sides):
     """The notification's target may be the processor's trigger queue, not any queue."""
-    aws, local = (dict(_without_role_policies(s)) for s in sides)
+    aws, local = (dict(s) for s in sides)
     [path] = [p for p in local if fnmatch.fnmatchcase(p, "notification *images*/0/target")]
     local[path] = local[path].replace("ImageProcessorLambda-events", "AnalyzerLambda-events")
     assert differences(aws, local) == [

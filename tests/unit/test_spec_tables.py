@@ -1,5 +1,6 @@
-"""The docs' tables of what each role may do and what is alarmed are the definition's specs
-(`pipeline.permissions`, `pipeline.alarms`) rendered: a permission or an alarm changed in the
+"""The docs' tables of what each role may do, what is alarmed, the queues, the rules and the
+parameters are the definition's specs (`pipeline.permissions`, `pipeline.alarms`,
+`pipeline.queues`, `pipeline.rules`, `pipeline.parameters`) rendered: one changed in the
 definition and not in docs/operations.md fails here.
 
 `python -m tests.unit.test_spec_tables` rewrites the tables from the definition.
@@ -11,7 +12,16 @@ import re
 import sys
 from pathlib import Path
 
-from collections_ops.pipeline import DEPLOYED_FUNCTIONS, alarms, environment, permissions
+from collections_ops.pipeline import (
+    DEPLOYED_FUNCTIONS,
+    LOCAL_ENV,
+    alarms,
+    environment,
+    parameters,
+    permissions,
+    queues,
+    rules,
+)
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 ENV = "dev"  # the tables show dev; prod's differ in the environment's name and timeouts
@@ -49,7 +59,51 @@ def alarms_table() -> str:
     return "\n".join(rows)
 
 
-TABLES = {"permissions": permissions_table, "alarms": alarms_table}
+def queues_table() -> str:
+    env = environment(ENV)
+    rows = ["| queue | function | purpose | kept | encrypted | TLS only | who may send | "
+            "on failure of |", "|---|---|---|---|---|---|---|---|"]
+    invocations = {i.on_failure_queue: i for i in queues.async_invocations(env)}
+    # dev's queues, then the trigger queues, which only the local cloud has.
+    local = [q for q in queues.queues(environment(LOCAL_ENV), local=True) if q.local_only]
+    for queue in (*queues.queues(env, local=False), *local):
+        senders = [s.rule for s in queue.senders]
+        invocation = invocations.get(queue.name)
+        failures = ([f"{invocation.function} ({', '.join(invocation.qualifiers)}): "
+                     f"{invocation.retry_attempts} retries, events up to "
+                     f"{invocation.max_event_age_s} s old"] if invocation else [])
+        rows.append(f"| `{queue.name}` | {queue.function} | {queue.purpose}"
+                    f"{' (local cloud only)' if queue.local_only else ''} | "
+                    f"{queue.retention_s // 86400} days | "
+                    f"{'SQS-managed' if queue.sqs_managed_sse else 'no'} | "
+                    f"{'yes' if queue.tls_only else 'no'} | {_cell(senders)} | "
+                    f"{'; '.join(failures)} |")
+    return "\n".join(rows)
+
+
+def rules_table() -> str:
+    rows = ["| rule | source | detail-type | target | retries | event age | dead-letter queue |",
+            "|---|---|---|---|---|---|---|"]
+    for rule in rules.rules(environment(ENV)):
+        rows.append(f"| `{rule.name}` | `{rule.source}` | `{rule.detail_type}` | "
+                    f"`{rule.target_function}:{rule.target_qualifier}` ({rule.target_id}) | "
+                    f"{rule.retry_attempts} | {rule.max_event_age_s} s | "
+                    f"`{rule.dead_letter_queue}` |")
+    return "\n".join(rows)
+
+
+def parameters_table() -> str:
+    rows = ["| parameter | scope | holds | read by | written by |", "|---|---|---|---|---|"]
+    for parameter in parameters.parameters(environment(ENV)):
+        writer = parameter.writer + (" (locally: the local cloud)" if parameter.local_cloud
+                                     else "")
+        rows.append(f"| `{parameter.name}` | {parameter.scope} | {parameter.holds} | "
+                    f"{', '.join(parameter.readers)} | {writer} |")
+    return "\n".join(rows)
+
+
+TABLES = {"permissions": permissions_table, "alarms": alarms_table, "queues": queues_table,
+          "rules": rules_table, "parameters": parameters_table}
 
 
 def _block(name: str) -> re.Pattern[str]:
@@ -70,6 +124,21 @@ def test_the_docs_permissions_table_is_the_definitions() -> None:
 
 def test_the_docs_alarms_table_is_the_definitions() -> None:
     assert _documented("alarms") == alarms_table(), (
+        "docs/operations.md: run `python -m tests.unit.test_spec_tables`")
+
+
+def test_the_docs_queues_table_is_the_definitions() -> None:
+    assert _documented("queues") == queues_table(), (
+        "docs/operations.md: run `python -m tests.unit.test_spec_tables`")
+
+
+def test_the_docs_rules_table_is_the_definitions() -> None:
+    assert _documented("rules") == rules_table(), (
+        "docs/operations.md: run `python -m tests.unit.test_spec_tables`")
+
+
+def test_the_docs_parameters_table_is_the_definitions() -> None:
+    assert _documented("parameters") == parameters_table(), (
         "docs/operations.md: run `python -m tests.unit.test_spec_tables`")
 
 

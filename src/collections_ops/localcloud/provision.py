@@ -2,11 +2,12 @@
 
 Locally, S3 notifications and EventBridge rules deliver to SQS queues (moto cannot invoke a
 Lambda target from `put_events`); the dispatcher drains those queues into the handlers.
-Everything else is created as the CDK app synthesizes it -- names, configuration, aliases,
-permissions and their qualifiers, async-invocation settings, rule patterns, target retry
-policies, dead-letter queues and their policies, tags -- and
-tests/infra/test_local_contract.py compares the two, resource by resource, with the
-deliberate differences in one table (docs/local-cloud.md lists them).
+Everything else is created as the CDK app synthesizes it. The queues, async-invocation
+settings, rules and parameters are rendered from the same spec objects as the stacks render
+(`pipeline.queues`, `pipeline.rules`, `pipeline.parameters`), the roles' policies from
+`pipeline.permissions`; tests/infra/test_local_contract.py compares what rendering can still
+get wrong -- the functions' configuration, aliases, permissions, the notification, tags -- with
+the deliberate differences in one table (docs/local-cloud.md lists them).
 """
 
 from __future__ import annotations
@@ -23,20 +24,18 @@ from typing import Any
 from collections_ops import paths
 from collections_ops.localcloud.aws.policies import role_policies
 from collections_ops.pipeline import (
-    ASYNC_MAX_EVENT_AGE_S,
-    ASYNC_RETRY_ATTEMPTS,
-    DLQ_RETENTION_S,
     FUNCTIONS,
     LIVE_ALIAS,
     PARAMETER_STORE_POLICY,
-    RULE_MAX_EVENT_AGE_S,
-    RULE_RETRY_ATTEMPTS,
-    RULE_TARGET_ID,
     RUNTIME,
     Environment,
     Function,
     common_env,
+    function,
+    parameters,
+    queues,
     resource_tags,
+    rules,
 )
 
 SHARED_PACKAGE = "collections_core"
@@ -248,12 +247,14 @@ def _register_functions(session: Any, env: Environment, *, account: str,
         for deleted in _deleted_versions(history_dir, fn):  # pruned: gone, as on AWS
             if deleted != live and int(deleted) <= int(version):
                 lam.delete_function(FunctionName=name, Qualifier=deleted)
-        for qualifier in ("$LATEST", LIVE_ALIAS):
+        invocation = queues.async_invocation(env, fn)
+        for qualifier in invocation.qualifiers:
             lam.put_function_event_invoke_config(
                 FunctionName=name, Qualifier=qualifier,
-                MaximumRetryAttempts=ASYNC_RETRY_ATTEMPTS,
-                MaximumEventAgeInSeconds=ASYNC_MAX_EVENT_AGE_S,
-                DestinationConfig={"OnFailure": {"Destination": dlq_arns[fn.key]}})
+                MaximumRetryAttempts=invocation.retry_attempts,
+                MaximumEventAgeInSeconds=invocation.max_event_age_s,
+                DestinationConfig={"OnFailure": {
+                    "Destination": dlq_arns[invocation.on_failure_queue]}})
         if fn.key in env.reserved_concurrency:
             lam.put_function_concurrency(FunctionName=name,
                                          ReservedConcurrentExecutions=env.reserved_concurrency[fn.key])
@@ -266,31 +267,11 @@ def _register_functions(session: Any, env: Environment, *, account: str,
                                SourceArn=f"arn:aws:s3:::{env.images_bucket(account)}",
                                SourceAccount=account)
         elif fn.trigger.kind == "eventbridge":
-            lam.add_permission(FunctionName=name, Qualifier=LIVE_ALIAS,
+            rule = rules.rule(env, fn)
+            lam.add_permission(FunctionName=name, Qualifier=rule.target_qualifier,
                                StatementId="events-invoke",
                                Action="lambda:InvokeFunction", Principal="events.amazonaws.com",
-                               SourceArn=rule_arn(env, fn, region=region, account=account))
-
-
-def rule_arn(env: Environment, fn: Function, *, region: str, account: str) -> str:
-    return f"arn:aws:events:{region}:{account}:rule/{fn.rule_name(env.name)}"
-
-
-def dead_letter_queue_policy(env: Environment, fn: Function, queue_arn: str, *, region: str,
-                             account: str) -> str:
-    """The stack's policy of a dead-letter queue: TLS only, and -- for a rule's target -- the
-    rule may send what it could not deliver."""
-    statements: list[dict[str, Any]] = [{
-        "Action": "sqs:*", "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-        "Effect": "Deny", "Principal": {"AWS": "*"}, "Resource": queue_arn}]
-    if fn.trigger.kind == "eventbridge":
-        statements.append({
-            "Action": "sqs:SendMessage",
-            "Condition": {"ArnEquals": {
-                "aws:SourceArn": rule_arn(env, fn, region=region, account=account)}},
-            "Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"},
-            "Resource": queue_arn, "Sid": f"AllowEventRule{fn.trigger.rule_id}"})
-    return json.dumps({"Version": "2012-10-17", "Statement": statements})
+                               SourceArn=rule.arn(region=region, account=account))
 
 
 def _queue_arn(sqs: Any, url: str) -> str:
@@ -298,15 +279,33 @@ def _queue_arn(sqs: Any, url: str) -> str:
                ["Attributes"]["QueueArn"])
 
 
+def _create_queues(sqs: Any, env: Environment, *, rule_arns: dict[str, str],
+                   tags: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """The environment's queues from their specs (`pipeline.queues`): (name -> URL,
+    name -> ARN). A dead-letter queue is tagged as the stack tags it; a trigger queue exists
+    only here."""
+    urls, arns = {}, {}
+    for spec in queues.queues(env, local=True):
+        url = sqs.create_queue(QueueName=spec.name, Attributes=spec.attributes(),
+                               **({} if spec.local_only else {"tags": tags}))["QueueUrl"]
+        urls[spec.name], arns[spec.name] = url, _queue_arn(sqs, url)
+        policy = spec.policy(arns[spec.name], rule_arns=rule_arns)
+        if policy is not None:
+            sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(policy)})
+    return urls, arns
+
+
 def put_database_url(ssm: Any, env: Environment, database_url: str,
                      function_urls: dict[str, str] | None = None) -> None:
-    """The owner's URL, and each function's own (function key -> URL) when given."""
-    ssm.put_parameter(Name=env.parameter_name("DATABASE_URL"), Value=database_url,
-                      Type="SecureString", Overwrite=True)
-    for fn in FUNCTIONS:
-        if function_urls and fn.key in function_urls:
-            ssm.put_parameter(Name=env.parameter_name(fn.database_url_name),
-                              Value=function_urls[fn.key], Type="SecureString", Overwrite=True)
+    """The parameters the local cloud writes (`parameters.provisioned_locally`): the owner's
+    URL, and each function's own (function key -> URL) when given."""
+    urls = {"DATABASE_URL": database_url, **{
+        fn.database_url_name: (function_urls or {}).get(fn.key) for fn in FUNCTIONS}}
+    for parameter in parameters.provisioned_locally(env):
+        value = urls.get(parameter.holds)
+        if value is not None:
+            ssm.put_parameter(Name=parameter.name, Value=value, Overwrite=True,
+                              Type="SecureString" if parameter.secure else "String")
 
 
 def provision(session: Any, env: Environment, *, account: str,
@@ -328,48 +327,40 @@ def provision(session: Any, env: Environment, *, account: str,
 
     region = session.region_name
     tags = resource_tags(env.name)
-    queue_urls, dlq_urls, queue_arns, dlq_arns = {}, {}, {}, {}
+    rule_arns = {rule.name: rule.arn(region=region, account=account) for rule in rules.rules(env)}
+    # By name: each function's dead-letter queue and (locally) its trigger queue, the
+    # notification's or rule's target (see the module).
+    urls, arns = _create_queues(sqs, env, rule_arns=rule_arns, tags=tags)
+    dlq_urls = {fn.key: urls[fn.dlq_name(env.name)] for fn in FUNCTIONS}
+    dlq_arns = {fn.dlq_name(env.name): arns[fn.dlq_name(env.name)] for fn in FUNCTIONS}
+    queue_urls = {fn.key: urls[fn.queue_name(env.name)] for fn in FUNCTIONS}
     for fn in FUNCTIONS:
-        dlq = sqs.create_queue(QueueName=fn.dlq_name(env.name),
-                               Attributes={"MessageRetentionPeriod": str(DLQ_RETENTION_S),
-                                           "SqsManagedSseEnabled": "true"},
-                               tags=tags)["QueueUrl"]
-        dlq_urls[fn.key] = dlq
-        dlq_arns[fn.key] = _queue_arn(sqs, dlq)
-        sqs.set_queue_attributes(QueueUrl=dlq, Attributes={"Policy": dead_letter_queue_policy(
-            env, fn, dlq_arns[fn.key], region=region, account=account)})
-        # The trigger queue: locally the notification's or rule's target (see the module).
-        url = sqs.create_queue(QueueName=fn.queue_name(env.name),
-                               Attributes={"VisibilityTimeout": str(env.timeout(fn))})["QueueUrl"]
-        queue_urls[fn.key] = url
-        queue_arns[fn.key] = _queue_arn(sqs, url)
         with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
             logs.create_log_group(logGroupName=fn.log_group(env.name), tags=tags)
         logs.put_retention_policy(logGroupName=fn.log_group(env.name),
                                   retentionInDays=env.log_retention_days)
 
     for fn in FUNCTIONS:
-        trigger = fn.trigger
-        if trigger.kind == "s3":
+        if fn.trigger.kind == "s3":
             s3.put_bucket_notification_configuration(
                 Bucket=images,
                 NotificationConfiguration={"QueueConfigurations": [{
                     "Id": fn.logical_id,
-                    "QueueArn": queue_arns[fn.key],
+                    "QueueArn": arns[fn.queue_name(env.name)],
                     "Events": ["s3:ObjectCreated:*"],
                 }]},
             )
-        else:
-            assert trigger.event is not None
-            rule = fn.rule_name(env.name)
-            events.put_rule(Name=rule, EventPattern=json.dumps(trigger.event.pattern()),
-                            State="ENABLED", Description=fn.rule_description(env.name) or "",
-                            Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
-            events.put_targets(Rule=rule, Targets=[{
-                "Id": RULE_TARGET_ID, "Arn": queue_arns[fn.key],
-                "DeadLetterConfig": {"Arn": dlq_arns[fn.key]},
-                "RetryPolicy": {"MaximumRetryAttempts": RULE_RETRY_ATTEMPTS,
-                                "MaximumEventAgeInSeconds": RULE_MAX_EVENT_AGE_S}}])
+    for rule in rules.rules(env):
+        # The target is the function's trigger queue, not its `live` alias (see the module).
+        target = arns[queues.trigger_queue(env, function(rule.function)).name]
+        events.put_rule(Name=rule.name, EventPattern=json.dumps(rule.pattern()),
+                        State=rule.state, Description=rule.description,
+                        EventBusName=rule.event_bus,
+                        Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
+        events.put_targets(Rule=rule.name, EventBusName=rule.event_bus, Targets=[{
+            "Id": rule.target_id, "Arn": target,
+            "DeadLetterConfig": {"Arn": arns[rule.dead_letter_queue]},
+            "RetryPolicy": rule.retry_policy()}])
 
     if database_url:
         put_database_url(ssm, env, database_url, function_urls)

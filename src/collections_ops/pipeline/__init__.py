@@ -8,7 +8,9 @@ the CLI finds what it drives through it, and the tests assert the synthesized te
 The package is plain data and must stay import-light: the CLI imports it at start-up. Its
 modules, each below the next: `constants` (the vocabulary, delivery settings), `functions` (the
 functions and their events), `environments` (settings, secrets, prices), and the specs the
-stacks and the local cloud both render: `permissions` (each role's IAM statements) and `alarms`.
+stacks and the local cloud both render: `permissions` (each role's IAM statements), `alarms`,
+`queues` (dead-letter and trigger queues, async-invocation settings), `rules` (EventBridge
+rules and their targets) and `parameters` (the SSM parameters, by environment and scope).
 Everything but the specs is re-exported here: `from collections_ops.pipeline import FUNCTIONS`.
 """
 
