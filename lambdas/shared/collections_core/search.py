@@ -1,6 +1,6 @@
 """The nearest-neighbour search's statements and plan, once for both routes to the database.
 
-The CLI searches directly (`collections_ops.services.search`) and, where the database is
+The CLI searches directly (its `services/search.py`) and, where the database is
 private, through the operations function's `search` named query (`lambdas/operations/
 queries.py`); both run `nearest` on a cursor of their own, in a transaction they roll back, so
 the two routes send the same statements with the same settings (tests/unit/test_operations.py
