@@ -39,9 +39,8 @@ def chaos(
     from collections_ops.services import chaos as chaotic
 
     ctx = opt.context(opt.env_name(env, env_option))
-    if not ctx.is_local:
-        raise errors.UsageError("chaos runs against the local cloud only",
-                                "collections chaos local")
+    ctx.require_local_cloud("chaos runs against the local cloud only",
+                            "collections chaos local")
     state = ctx.local
     names = list(fault or (chaotic.SHORT if short else chaotic.FAULTS))
     cloud = chaotic.Cloud(

@@ -15,7 +15,6 @@ import shlex
 
 import typer
 
-from collections_ops import errors
 from collections_ops.cli import options as opt
 from collections_ops.cli import ui
 
@@ -27,20 +26,17 @@ def env_exports(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
                 output: opt.OutputOption = opt.Output.table) -> None:
     """Print shell exports for the `aws` CLI and SDKs against the local cloud:
     eval "$(collections env local)". -o json prints them as one JSON document."""
-    from collections_ops.localcloud.aws.access import OPERATOR_UNSET, operator_environment
-
     ctx = opt.context(opt.env_name(env, env_option))
-    if not ctx.is_local:
-        raise errors.UsageError(f"`env` is for the local cloud only: {ctx.env.name} uses "
-                                "your own AWS credentials",
-                                "the aws CLI and `collections` both take --profile or "
-                                "AWS_PROFILE")
-    variables = operator_environment(ctx.local)  # NotReady (exit 4) when not running
+    cloud = ctx.require_local_cloud(f"`env` is for the local cloud only: {ctx.env.name} uses "
+                                    "your own AWS credentials",
+                                    "the aws CLI and `collections` both take --profile or "
+                                    "AWS_PROFILE")
+    # ctx.local: NotReady (exit 4) when not running.
+    variables, unset = cloud.operator_environment(ctx.local)
     if output is opt.Output.json:
-        ui.print_json({"env": ctx.env.name, "variables": variables,
-                       "unset": list(OPERATOR_UNSET)})
+        ui.print_json({"env": ctx.env.name, "variables": variables, "unset": list(unset)})
         return
-    lines = [f"unset {' '.join(OPERATOR_UNSET)}"]
+    lines = [f"unset {' '.join(unset)}"]
     lines += [f"export {name}={shlex.quote(value)}" for name, value in variables.items()]
     # Plain stdout, not the console: rich would wrap or style what a shell must read as is.
     typer.echo("\n".join(lines))
