@@ -120,6 +120,8 @@ class RootGroup(TyperGroup):
 
 
 def require_aws(ctx: Context, verb: str) -> None:
-    if ctx.is_local:
+    """For the commands that work on what the CDK app deploys (its stacks, their rollback,
+    Lambda's billed durations): a usage error where the target deploys without it."""
+    if not ctx.target.deploys_with_cdk:
         raise errors.UsageError(f"`{verb}` is for AWS environments",
                               "the local cloud needs no CDK: `collections deploy local`")

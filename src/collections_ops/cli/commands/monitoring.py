@@ -59,7 +59,7 @@ def alarms_ensure(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
     from collections_ops.services import monitoring
 
     ctx = opt.context(opt.env_name(env, env_option), profile, region)
-    if not ctx.is_local:
+    if ctx.target.stack_owns_alarms:
         ctx.require_credentials()
         names, note = monitoring.stack_alarms(ctx.client("cloudwatch"), ctx.client("sns"),
                                               ctx.env, email=email)
