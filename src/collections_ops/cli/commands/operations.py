@@ -97,7 +97,7 @@ def tune(
         invoker.restore()
     published = (tuning.apply_live(lam, ctx.env, fn, result.recommended.memory_mb,
                                    keep=ctx.env.versions_to_keep) if apply_it else None)
-    kept = (_remember(ctx, {fn.memory_setting: result.recommended.memory_mb})
+    kept = (ctx.remember({fn.memory_setting: result.recommended.memory_mb})
             if published is not None else None)
     if output is opt.Output.json:  # with --apply, the version it published too
         ui.print_json(result.table() if published is None or kept is None
@@ -113,17 +113,6 @@ def tune(
         ui.line(line)
     if published is not None and kept is not None:
         _report_published(published, f"memory {result.recommended.memory_mb} MB", kept)
-
-
-def _remember(ctx: Any, values: dict[str, Any]) -> Any:
-    """Settings changed outside a deploy, written where the next deploy reads them."""
-    from collections_ops.services import deployment
-
-    if ctx.is_local:  # the local cloud's version history keeps each version's settings
-        return deployment.Remembered(False, {}, "the local cloud keeps it across restarts; "
-                                     "`collections destroy local` forgets it")
-    return deployment.remember(ctx.client("ssm"), ctx.definition, ctx.state_dir, values,
-                               file=ctx.settings.file_settings(ctx.env.name))
 
 
 def _report_published(published: Any, what: str, kept: Any) -> None:
@@ -159,7 +148,7 @@ def configure(
                                    memory=memory, keep=ctx.env.versions_to_keep)
     values = {**({fn.timeout_setting: timeout} if timeout is not None else {}),
               **({fn.memory_setting: memory} if memory is not None else {})}
-    kept = _remember(ctx, values)
+    kept = ctx.remember(values)
     if output is opt.Output.json:
         ui.print_json({**published.as_dict(), "settings": kept.as_dict()})
         return
@@ -191,9 +180,9 @@ def concurrency(
     if limit is not None or unreserve:
         state = drift.set_concurrency(lam, ctx.env, fn, None if unreserve else limit)
         reserved = {k: v for k, v in ctx.env.reserved_concurrency.items() if k != fn.key}
-        if not ctx.is_local:
-            kept = _remember(ctx, {"reserved_concurrency": reserved if unreserve
-                                   else {**reserved, fn.key: limit}})
+        # Reserved concurrency is the function's, not a version's.
+        kept = ctx.remember({"reserved_concurrency": reserved if unreserve
+                             else {**reserved, fn.key: limit}}, versioned=False)
     else:
         state = drift.function_concurrency(lam, ctx.env, fn)
     if output is opt.Output.json:
