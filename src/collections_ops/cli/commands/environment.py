@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from collections_ops.context import Context
     from collections_ops.services.deploy import CdkInvocation, DeployPlan
     from collections_ops.services.deployment import DeploymentRecord
+    from collections_ops.target import LocalCloud
 
 app = typer.Typer(rich_markup_mode=None)
 
@@ -234,8 +235,8 @@ def deploy(
     from collections_ops import settings
 
     flags = settings.parse_assignments(set_ or [], env=ctx.env.name)  # exit 2 before any work
-    if ctx.is_local:
-        _deploy_local(ctx, as_json=output is opt.Output.json)
+    if (cloud := ctx.local_cloud) is not None:  # deploying it is starting it
+        _deploy_local(ctx, cloud, as_json=output is opt.Output.json)
         if watch:
             _watch_local(ctx)
         return
@@ -331,11 +332,9 @@ def _remove_stale(ctx: Context, stacks: list[str]) -> None:
         ui.info(f"removed {stack}")
 
 
-def _deploy_local(ctx: Context, *, as_json: bool) -> None:
-    from collections_ops.localcloud.supervisor import manager
-
+def _deploy_local(ctx: Context, cloud: LocalCloud, *, as_json: bool) -> None:
     ui.info("starting the local cloud…")
-    state, started = manager.start(ctx.state_dir)
+    state, started = cloud.start()
     if as_json:
         ui.print_json({"env": ctx.env.name, "started": started,
                        "endpoint_url": state.endpoint_url, "state_dir": str(ctx.state_dir)})
@@ -369,15 +368,13 @@ def destroy(
     """Destroy an environment: what was deployed to it (the database stack too). `local`
     stops the local cloud and deletes its state."""
     ctx = opt.context(opt.env_name(env, env_option), profile, region)
-    if ctx.is_local:
-        from collections_ops.localcloud.supervisor import manager
-
-        held = manager.data_summary(ctx.state_dir)
+    if (cloud := ctx.local_cloud) is not None:  # destroying it is deleting its state
+        held = cloud.data_summary()
         # Asks at a terminal; a script (no terminal) destroys as before, as it always did.
         if held and not yes and sys.stdin.isatty() and not typer.confirm(
                 f"Delete the local cloud's data ({held}) in {ctx.state_dir}?"):
             raise typer.Abort()
-        was_running = manager.stop(ctx.state_dir, remove=True)
+        was_running = cloud.stop(remove=True)
         ui.ok("local cloud stopped and its state removed" if was_running
               else "local cloud was not running; state removed")
         return
