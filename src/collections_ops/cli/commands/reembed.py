@@ -41,7 +41,9 @@ def reembed(
     provider = service.provider_for(model, ctx.env)
     dimensions = service.start(conn, model)
     outcome = service.Outcome(model=model, dimensions=dimensions, provider=provider)
-    if ctx.is_local or provider == "local":
+    # In this process where the pipeline's embedder could not make these vectors: an offline
+    # model, or a cloud that calls no hosted provider.
+    if provider == "local" or not ctx.target.calls_hosted_providers:
         embed = service.local_embedder(model)
         for step in service.fill_local(conn, model, embed):
             ui.info(f"{model}: {step.embedded} embedded, {step.pending} to go")
