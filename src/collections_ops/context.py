@@ -49,11 +49,12 @@ class Context:
         """The local cloud this environment runs on, on this machine; None on AWS."""
         return self.target.local_cloud
 
-    def require_local_cloud(self, what: str, hint: str) -> LocalCloud:
-        """The local cloud, for a command that works on nothing else (UsageError on AWS)."""
+    def require_local_cloud(self, refusal: str, hint: str) -> LocalCloud:
+        """The local cloud, for a command that works on nothing else (on AWS: UsageError
+        `refusal`)."""
         cloud = self.local_cloud
         if cloud is None:
-            raise errors.UsageError(f"{what} ({self.env.name} runs on AWS)", hint)
+            raise errors.UsageError(refusal, hint)
         return cloud
 
     @property
@@ -260,7 +261,7 @@ class Context:
                    and not os.environ.get("DATABASE_URL"))
         if private:  # in isolated subnets: a direct attempt could only time out
             return self.operations_route("database mode rds: the database is private")
-        return dataroute.choose(self.env, connect=lambda: self.db,
+        return dataroute.choose(connect=lambda: self.db,
                                 operations=(self.operations_route
                                             if self.target.has_operations_function else None),
                                 # The local cloud gives the roles their passwords itself.

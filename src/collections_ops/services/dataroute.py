@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol
 
 from collections_ops import aws, errors, paths
-from collections_ops.pipeline import OPERATIONS, Environment
+from collections_ops.pipeline import OPERATIONS
 
 RouteKind = Literal["direct", "operations"]
 Invoker = Callable[[dict[str, Any]], dict[str, Any]]
@@ -309,18 +309,18 @@ def lambda_invoker(lam: Any, function_name: str, *, once: Any = None) -> Invoker
 # --------------------------------------------------------------------------- choosing
 
 
-def choose(env: Environment, *, connect: Callable[[], Any],
+def choose(*, connect: Callable[[], Any],
            operations: Callable[[str], OperationsRoute] | None,
            publish: Callable[[Any], list[str]] | None = None) -> Route:
     """The direct route if a connection can be made, else the operations function (built by
     `operations(reason the direct route failed)`).
 
-    `operations` is None where there is no such function (the local cloud): the direct error
-    then stands.
+    `operations` is None where the target has no such function (the local cloud): the direct
+    error then stands.
     """
     try:
         return DirectRoute(connect(), publish=publish)
     except (errors.DatabaseError, errors.ConfigError) as exc:
-        if operations is None or env.is_local:
+        if operations is None:
             raise
         return operations(exc.message)

@@ -200,9 +200,9 @@ def summarize(items: list[ItemResult], *, env: str, concurrency: int, upload_s: 
 
 
 def _images_bucket(client_factory: ClientFactory, env: Environment) -> str:
-    from collections_ops.pipeline import LOCAL_ACCOUNT
+    from collections_ops.target import for_environment
 
-    account = env.account or (LOCAL_ACCOUNT if env.is_local else None)
+    account = for_environment(env).known_account
     if account is None:
         account = str(client_factory("sts").get_caller_identity()["Account"])
     return env.images_bucket(account)
