@@ -88,7 +88,8 @@ PATCHES: tuple[MotoPatch, ...] = (
         aws_does="keeps them (SecureStrings encrypted at rest; log events for the group's "
                  "retention)",
         where="collections_ops.localcloud.aws.store._install_ssm_and_logs",
-        tests=("tests/unit/test_local_store.py::test_a_secure_string_is_never_on_disk_in_clear_and_is_restored",),
+        tests=("tests/unit/test_local_store.py::test_a_secure_string_is_never_on_disk_in_clear_and_is_restored",
+               "tests/reliability/test_store_parameters.py::test_deleted_parameters_stay_deleted_after_a_restart"),
     ),
     MotoPatch(
         name="the `live` alias decides what runs",

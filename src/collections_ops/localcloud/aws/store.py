@@ -517,10 +517,10 @@ def _install_ssm_and_logs(store: Store) -> None:
     delete_parameters = SimpleSystemManagerBackend.delete_parameters
 
     def delete_parameters_hook(self: Any, names: list[str]) -> list[str]:
+        # moto answers the names it deleted (DeletedParameters); the rest did not exist
         deleted = delete_parameters(self, names)
-        for name in names:
-            if name not in deleted:
-                store.delete_parameter(name)
+        for name in deleted:
+            store.delete_parameter(name)
         return deleted
 
     put_log_events = LogsBackend.put_log_events
