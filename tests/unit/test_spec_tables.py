@@ -12,6 +12,8 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
+
 from collections_ops.pipeline import (
     DEPLOYED_FUNCTIONS,
     LOCAL_ENV,
@@ -117,28 +119,9 @@ def _documented(name: str) -> str:
     return found.group(2)
 
 
-def test_the_docs_permissions_table_is_the_definitions() -> None:
-    assert _documented("permissions") == permissions_table(), (
-        "docs/operations.md: run `python -m tests.unit.test_spec_tables`")
-
-
-def test_the_docs_alarms_table_is_the_definitions() -> None:
-    assert _documented("alarms") == alarms_table(), (
-        "docs/operations.md: run `python -m tests.unit.test_spec_tables`")
-
-
-def test_the_docs_queues_table_is_the_definitions() -> None:
-    assert _documented("queues") == queues_table(), (
-        "docs/operations.md: run `python -m tests.unit.test_spec_tables`")
-
-
-def test_the_docs_rules_table_is_the_definitions() -> None:
-    assert _documented("rules") == rules_table(), (
-        "docs/operations.md: run `python -m tests.unit.test_spec_tables`")
-
-
-def test_the_docs_parameters_table_is_the_definitions() -> None:
-    assert _documented("parameters") == parameters_table(), (
+@pytest.mark.parametrize("table", TABLES)
+def test_the_docs_table_is_the_definitions(table: str) -> None:
+    assert _documented(table) == TABLES[table](), (
         "docs/operations.md: run `python -m tests.unit.test_spec_tables`")
 
 

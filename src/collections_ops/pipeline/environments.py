@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from collections_ops.pipeline.constants import (
     DEFAULT_REGION,
@@ -256,6 +256,22 @@ class Environment:
         return tuple(s for s in SECRETS if s.name in needed)
 
 
+_DEV = Environment(
+    name="dev",
+    lambda_timeout_processor=60,
+    lambda_timeout_analyzer=300,
+    lambda_timeout_embedder=60,
+    lambda_memory_processor=1024,
+    lambda_memory_analyzer=1024,
+    lambda_memory_embedder=512,
+    log_retention_days=7,
+    analyzer_provider="anthropic",
+    analyzer_model="claude-sonnet-4-6",
+    embedding_provider="voyage",
+    embedding_model="voyage-3.5",
+    thumbnail_expiry_days=30,
+)
+
 ENVIRONMENTS: dict[str, Environment] = {
     "local": Environment(
         name="local",
@@ -272,37 +288,11 @@ ENVIRONMENTS: dict[str, Environment] = {
         embedding_model="multilingual-e5-small-q4",
         account=LOCAL_ACCOUNT,
     ),
-    "dev": Environment(
-        name="dev",
-        lambda_timeout_processor=60,
-        lambda_timeout_analyzer=300,
-        lambda_timeout_embedder=60,
-        lambda_memory_processor=1024,
-        lambda_memory_analyzer=1024,
-        lambda_memory_embedder=512,
-        log_retention_days=7,
-        analyzer_provider="anthropic",
-        analyzer_model="claude-sonnet-4-6",
-        embedding_provider="voyage",
-        embedding_model="voyage-3.5",
-        thumbnail_expiry_days=30,
-    ),
-    "prod": Environment(
-        name="prod",
-        lambda_timeout_processor=60,
-        lambda_timeout_analyzer=300,
-        lambda_timeout_embedder=60,
-        lambda_memory_processor=1536,
-        lambda_memory_analyzer=1024,
-        lambda_memory_embedder=512,
-        log_retention_days=30,
-        analyzer_provider="anthropic",
-        analyzer_model="claude-sonnet-4-6",
-        embedding_provider="voyage",
-        embedding_model="voyage-3.5",
-        thumbnail_expiry_days=365,
-        production=True,
-    ),
+    "dev": _DEV,
+    # prod is dev with more memory for the processor, longer-kept logs and thumbnails, and
+    # multi-AZ, deletion protection and retained log groups (a dict of its own, not dev's).
+    "prod": replace(_DEV, name="prod", lambda_memory_processor=1536, log_retention_days=30,
+                    thumbnail_expiry_days=365, production=True, reserved_concurrency={}),
 }
 
 

@@ -123,57 +123,37 @@ class Function:
         return f"{event.source} / {event.detail_type} -> {self.function_name(env)}"
 
 
-IMAGE_PROCESSOR = Function(
-    key="processor",
-    logical_id="ImageProcessorLambda",
-    code_dir="image_processor",
-    handler="handler.handler",
-    description="Image processor Lambda",
-    trigger=Trigger(kind="s3"),
-    secrets=("DATABASE_URL_PROCESSOR",),
-    publishes=IMAGE_PROCESSED,
-    timeout_setting="lambda_timeout_processor",
-    memory_setting="lambda_memory_processor",
-    stage="thumbnail",
-    reads_images=True,
-    writes_thumbnails=True,
-    database_url_name="DATABASE_URL_PROCESSOR",
-)
+def _stage(key: str, logical_id: str, code_dir: str, *, description: str, trigger: Trigger,
+           api_keys: tuple[str, ...], publishes: EventType | None, stage: str,
+           reads_images: bool, writes_thumbnails: bool) -> Function:
+    """A pipeline stage: its settings are named after its key (`lambda_timeout_<key>`), and it
+    reads its own database URL (`DATABASE_URL_<KEY>`) and the API keys of its providers."""
+    database_url = f"DATABASE_URL_{key.upper()}"
+    return Function(key=key, logical_id=logical_id, code_dir=code_dir, handler="handler.handler",
+                    description=description, trigger=trigger,
+                    secrets=(database_url, *api_keys), publishes=publishes,
+                    timeout_setting=f"lambda_timeout_{key}",
+                    memory_setting=f"lambda_memory_{key}", stage=stage,
+                    reads_images=reads_images, writes_thumbnails=writes_thumbnails,
+                    database_url_name=database_url)
 
-ANALYZER = Function(
-    key="analyzer",
-    logical_id="AnalyzerLambda",
-    code_dir="analyzer",
-    handler="handler.handler",
-    description="Image analyzer Lambda",
+
+IMAGE_PROCESSOR = _stage(
+    "processor", "ImageProcessorLambda", "image_processor",
+    description="Image processor Lambda", trigger=Trigger(kind="s3"), api_keys=(),
+    publishes=IMAGE_PROCESSED, stage="thumbnail", reads_images=True, writes_thumbnails=True)
+
+ANALYZER = _stage(
+    "analyzer", "AnalyzerLambda", "analyzer", description="Image analyzer Lambda",
     trigger=Trigger(kind="eventbridge", event=IMAGE_PROCESSED, rule_id="ImageProcessedRule"),
-    secrets=("DATABASE_URL_ANALYZER", "ANTHROPIC_API_KEY", "OPENAI_API_KEY",
-             "LANGSMITH_API_KEY"),
-    publishes=ANALYSIS_COMPLETE,
-    timeout_setting="lambda_timeout_analyzer",
-    memory_setting="lambda_memory_analyzer",
-    stage="analysis",
-    reads_images=True,
-    writes_thumbnails=False,
-    database_url_name="DATABASE_URL_ANALYZER",
-)
+    api_keys=("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "LANGSMITH_API_KEY"),
+    publishes=ANALYSIS_COMPLETE, stage="analysis", reads_images=True, writes_thumbnails=False)
 
-EMBEDDER = Function(
-    key="embedder",
-    logical_id="EmbedderLambda",
-    code_dir="embedder",
-    handler="handler.handler",
-    description="Embedding generator Lambda",
+EMBEDDER = _stage(
+    "embedder", "EmbedderLambda", "embedder", description="Embedding generator Lambda",
     trigger=Trigger(kind="eventbridge", event=ANALYSIS_COMPLETE, rule_id="AnalysisCompleteRule"),
-    secrets=("DATABASE_URL_EMBEDDER", "VOYAGE_API_KEY"),
-    publishes=None,
-    timeout_setting="lambda_timeout_embedder",
-    memory_setting="lambda_memory_embedder",
-    stage="embedding",
-    reads_images=False,
-    writes_thumbnails=False,
-    database_url_name="DATABASE_URL_EMBEDDER",
-)
+    api_keys=("VOYAGE_API_KEY",), publishes=None, stage="embedding", reads_images=False,
+    writes_thumbnails=False)
 
 FUNCTIONS: tuple[Function, ...] = (IMAGE_PROCESSOR, ANALYZER, EMBEDDER)
 
