@@ -123,7 +123,6 @@ class Side:
             return "<env>"
         value = re.sub(rf"https?://[^/]+/({ACCOUNT}/)", r"<queue-endpoint>/\1", value)
         value = re.sub(rf"(collections(?:-images|-thumbnails)?)-{name}-", r"\1-<env>-", value)
-        value = re.sub(rf"ComputeStack{name}", "ComputeStack<env>", value)
         # The environment's SSM scope (in ARNs and in SECRET_PARAMETERS).
         value = value.replace(f"{self.env.scope_prefix('env')}/", "<env-scope>/")
         return re.sub(rf" - {name}$", " - <env>", value)
