@@ -120,7 +120,12 @@ class Target:
         raise NotImplementedError
 
     def redelivery(self, fn: Function, event_kind: Literal["s3", "eventbridge"]) -> Delivery:
-        """How an event of `event_kind` is delivered to `fn` again, as its trigger would."""
+        """How an event of `event_kind` is delivered to `fn` again, as its trigger would
+        (`dlq redrive`)."""
+        raise NotImplementedError
+
+    def delivery_to(self, fn: Function) -> Delivery:
+        """How a trigger-shaped event reaches `fn` and no other function (`reconcile`)."""
         raise NotImplementedError
 
     def role_urls_fix(self) -> str:
@@ -146,6 +151,11 @@ class AwsTarget(Target):
         return True
 
     def redelivery(self, fn: Function, event_kind: Literal["s3", "eventbridge"]) -> Delivery:
+        # Not back onto the bus: there it would reach every rule that matches it (an archive,
+        # another consumer), not just the function that failed it.
+        return self.delivery_to(fn)
+
+    def delivery_to(self, fn: Function) -> Delivery:
         return Delivery("invoke", fn.function_name(self.env.name))
 
     def role_urls_fix(self) -> str:
@@ -184,11 +194,15 @@ class LocalTarget(Target):
 
     def redelivery(self, fn: Function, event_kind: Literal["s3", "eventbridge"]) -> Delivery:
         if event_kind == "s3":
-            return Delivery("queue", fn.queue_name(self.env.name))
+            return self.delivery_to(fn)
         rule = fn.rule_name(self.env.name)
         if rule is None:
             raise ValueError(f"the {fn.key} has no rule to put an event back through")
         return Delivery("bus", rule)
+
+    def delivery_to(self, fn: Function) -> Delivery:
+        # No Lambda service to invoke: the dispatcher reads the function's trigger queue.
+        return Delivery("queue", fn.queue_name(self.env.name))
 
     def role_urls_fix(self) -> str:
         return f"collections deploy {self.env.name}"

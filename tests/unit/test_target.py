@@ -39,6 +39,10 @@ def test_an_event_is_delivered_again_as_its_trigger_delivers_it() -> None:
     assert local.redelivery(processor, "s3").describe() == f"queue {processor.queue_name('local')}"
     assert local.redelivery(analyzer, "eventbridge") == Delivery(
         "bus", str(analyzer.rule_name("local")))
+    # To one function alone: on the local cloud its queue, whatever its trigger
+    for fn in FUNCTIONS:
+        assert local.delivery_to(fn) == Delivery("queue", fn.queue_name("local"))
+        assert dev.delivery_to(fn) == Delivery("invoke", fn.function_name("dev"))
 
 
 def test_the_account_is_known_without_sts_only_where_it_is_fixed() -> None:

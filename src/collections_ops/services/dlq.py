@@ -42,11 +42,8 @@ class QueueInfo:
         return {**asdict(self), "exists": self.exists}
 
 
-_NO_QUEUE = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
-
-
 def queue_url(sqs: Any, name: str) -> str | None:
-    found = aws.or_none(lambda: sqs.get_queue_url(QueueName=name), *_NO_QUEUE)
+    found = aws.or_none(lambda: sqs.get_queue_url(QueueName=name))
     return None if found is None else str(found["QueueUrl"])
 
 

@@ -12,7 +12,8 @@ on the bus it would reach every rule that matches it (an archive, another consum
 the one function that failed it. The local cloud has no Lambda service: an S3 event goes to the
 function's trigger queue, an EventBridge event back onto the bus, whose rule's SQS target the
 dispatcher reads (both deliver to the same handler, with Lambda's retries and dead-letter queue).
-`invoke_live` and `TriggerQueues` are also how `collections reconcile --fix` and `replay`
+Which of these an event takes is the target's to say (`collections_ops.target.Delivery`);
+`Deliveries` sends it there, and is also how `collections reconcile --fix` and `replay`
 deliver.
 """
 
@@ -22,11 +23,12 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from collections_ops.pipeline import LIVE_ALIAS, Environment, Function
 from collections_ops.services.dlq import dlq_url, queue_url, receive, release, visible_count
 from collections_ops.services.dlq_records import FailedEvent, decode, function_of, sent_at
+from collections_ops.target import Delivery, for_environment
 
 ClientFactory = Callable[[str], Any]
 Replay = Callable[[FailedEvent], str]  # returns where the event went; raises if not accepted
@@ -41,7 +43,7 @@ class NotReplayable(Exception):
 
 
 def live_target(env: Environment, fn: Function) -> str:
-    return f"function {fn.function_name(env.name)}:{LIVE_ALIAS} (asynchronous invoke)"
+    return Delivery("invoke", fn.function_name(env.name)).describe()
 
 
 def invoke_live(lam: Any, env: Environment, fn: Function, event: Any) -> str:
@@ -77,6 +79,42 @@ class TriggerQueues:
         return f"queue {name}"
 
 
+class Deliveries:
+    """Send an event where a `Delivery` says: an asynchronous invoke of `live`, the function's
+    trigger queue, or back onto the bus (`event_bus`)."""
+
+    def __init__(self, client_factory: ClientFactory, env: Environment, *,
+                 event_bus: str = "default") -> None:
+        self._client_factory = client_factory
+        self._env = env
+        self._event_bus = event_bus
+        self._queues = TriggerQueues(client_factory, env)
+
+    def send(self, delivery: Delivery, fn: Function, event: Any) -> str:
+        """Where the event went, in words; ReplayError when it was not accepted."""
+        if delivery.way == "invoke":
+            return invoke_live(self._client_factory("lambda"), self._env, fn, event)
+        if delivery.way == "queue":
+            return self._queues.send(fn, event)
+        return self._put_back(delivery, event)
+
+    def _put_back(self, delivery: Delivery, event: Any) -> str:
+        detail = event.get("detail")
+        entry: dict[str, Any] = {
+            "Source": event["source"], "DetailType": event["detail-type"],
+            "Detail": detail if isinstance(detail, str) else json.dumps(detail),
+            "EventBusName": self._event_bus,
+        }
+        if event.get("resources"):
+            entry["Resources"] = list(event["resources"])
+        response = self._client_factory("events").put_events(Entries=[entry])
+        if response.get("FailedEntryCount", 0):
+            first = (response.get("Entries") or [{}])[0]
+            raise ReplayError(f"put_events refused the event: {first.get('ErrorCode')} "
+                              f"{first.get('ErrorMessage')}")
+        return delivery.describe()
+
+
 def replay_target(env: Environment, fn: Function, failed: FailedEvent) -> str:
     """Where `failed` would be replayed to, in words; NotReplayable if nowhere safe."""
     if failed.event_kind == "unknown":
@@ -84,9 +122,7 @@ def replay_target(env: Environment, fn: Function, failed: FailedEvent) -> str:
     if failed.event_kind == "s3":
         if fn.trigger.kind != "s3":
             raise NotReplayable(f"an S3 event cannot be replayed to the {fn.key}")
-        if env.is_local:
-            return f"queue {fn.queue_name(env.name)}"
-        return live_target(env, fn)
+        return for_environment(env).redelivery(fn, "s3").describe()
     wanted = fn.trigger.event
     event = failed.event
     if fn.trigger.kind != "eventbridge" or wanted is None or (
@@ -95,9 +131,7 @@ def replay_target(env: Environment, fn: Function, failed: FailedEvent) -> str:
         raise NotReplayable(
             f"{event.get('source')}/{event.get('detail-type')} does not match the rule "
             f"{fn.rule_name(env.name)}")
-    if not env.is_local:
-        return live_target(env, fn)
-    return f"rule {fn.rule_name(env.name)} (put_events)"
+    return for_environment(env).redelivery(fn, "eventbridge").describe()
 
 
 def replayer(client_factory: ClientFactory, env: Environment, *,
@@ -105,30 +139,14 @@ def replayer(client_factory: ClientFactory, env: Environment, *,
     """The default replay. AWS: every event by an asynchronous invoke of the function's `live`
     alias. Local cloud: an S3 event to the function's trigger queue, an EventBridge event back
     onto the bus."""
-    queues = TriggerQueues(client_factory, env)
+    target = for_environment(env)
+    deliveries = Deliveries(client_factory, env, event_bus=event_bus)
 
     def replay(failed: FailedEvent) -> str:
         fn = function_of(failed.function_key)
-        target = replay_target(env, fn, failed)
-        if not env.is_local:
-            return invoke_live(client_factory("lambda"), env, fn, failed.event)
-        if failed.event_kind == "s3":
-            return queues.send(fn, failed.event)
-        event = failed.event
-        detail = event.get("detail")
-        entry: dict[str, Any] = {
-            "Source": event["source"], "DetailType": event["detail-type"],
-            "Detail": detail if isinstance(detail, str) else json.dumps(detail),
-            "EventBusName": event_bus,
-        }
-        if event.get("resources"):
-            entry["Resources"] = list(event["resources"])
-        response = client_factory("events").put_events(Entries=[entry])
-        if response.get("FailedEntryCount", 0):
-            first = (response.get("Entries") or [{}])[0]
-            raise ReplayError(f"put_events refused the event: {first.get('ErrorCode')} "
-                              f"{first.get('ErrorMessage')}")
-        return target
+        replay_target(env, fn, failed)  # NotReplayable where nowhere is safe
+        kind: Literal["s3", "eventbridge"] = "s3" if failed.event_kind == "s3" else "eventbridge"
+        return deliveries.send(target.redelivery(fn, kind), fn, failed.event)
 
     return replay
 
