@@ -107,17 +107,18 @@ class RedriveRefused(Exception):
 
 
 def deliverer(client_factory: ClientFactory, env: Environment) -> Deliver:
-    """Local cloud: the function's trigger queue. AWS: an asynchronous invoke of `live`
-    (the delivery `dlq redrive` uses too)."""
+    """To `fn` alone, as the target delivers there (`Target.delivery_to`: on AWS an
+    asynchronous invoke of `live`, the delivery `dlq redrive` uses too; on the local cloud the
+    function's trigger queue)."""
     from collections_ops.services import dlq_redrive
+    from collections_ops.target import for_environment
 
-    queues = dlq_redrive.TriggerQueues(client_factory, env)
+    target = for_environment(env)
+    deliveries = dlq_redrive.Deliveries(client_factory, env)
 
     def deliver(fn: Function, event: dict[str, Any]) -> str:
         try:
-            if env.is_local:
-                return queues.send(fn, event)
-            return dlq_redrive.invoke_live(client_factory("lambda"), env, fn, event)
+            return deliveries.send(target.delivery_to(fn), fn, event)
         except dlq_redrive.ReplayError as exc:
             raise RedriveRefused(str(exc)) from None
 
