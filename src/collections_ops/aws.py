@@ -114,6 +114,17 @@ def or_none(call: Callable[[], T], *codes: str) -> T | None:
         raise
 
 
+def stack_or_none(call: Callable[[], T]) -> T | None:
+    """`call()` (a CloudFormation read of one stack), or None when the stack does not exist.
+    Other errors, other validation errors too, propagate."""
+    try:
+        return call()
+    except Exception as exc:
+        if is_missing_stack(exc):
+            return None
+        raise
+
+
 def translate(exc: BaseException) -> errors.CollectionsError | None:
     """The botocore errors every command can hit, as a domain error; None for the others."""
     name = type(exc).__name__

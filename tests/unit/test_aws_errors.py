@@ -74,6 +74,9 @@ def test_a_missing_stack_is_told_from_other_validation_errors(session: Any) -> N
     assert aws.is_missing_stack(missing)
     assert not aws.is_missing_stack(invalid)
     assert not aws.is_not_found(missing)  # ValidationError alone says nothing of existence
+    assert aws.stack_or_none(lambda: cfn.describe_stacks(StackName="nosuch")) is None
+    with pytest.raises(ClientError):
+        aws.stack_or_none(lambda: (_ for _ in ()).throw(invalid))
 
 
 def test_a_version_in_use_is_a_conflict_and_other_errors_are_not(session: Any) -> None:

@@ -126,8 +126,7 @@ def retire(ssm: Any, env: Environment) -> list[Move]:
                 moves.append(Move(old, new, "kept", f"{names} still run on the old layout and "
                                   "read it; their next deploy moves them"))
                 continue
-        aws.or_none(lambda name=old: ssm.delete_parameter(Name=name),  # type: ignore[misc]
-                    "ParameterNotFound")
+        aws.or_none(lambda name=old: ssm.delete_parameter(Name=name))  # type: ignore[misc]
         moves.append(Move(old, new, "removed"))
     return moves
 

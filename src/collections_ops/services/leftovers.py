@@ -78,7 +78,7 @@ def retained(env: Environment, account: str) -> list[Retained]:
 
 def stack_status(cfn: Any, name: str) -> str | None:
     """The stack's status; None when there is no such stack (or only a deleted one)."""
-    found = aws.or_none(partial(cfn.describe_stacks, StackName=name), "ValidationError")
+    found = aws.stack_or_none(partial(cfn.describe_stacks, StackName=name))
     stacks = (found or {}).get("Stacks") or []
     status = str(stacks[0]["StackStatus"]) if stacks else None
     return None if status in (None, "DELETE_COMPLETE") else status
@@ -161,7 +161,7 @@ def stale_stacks(cfn: Any, env: Environment, wanted: list[str]) -> list[str]:
 
 
 def stack_outputs(cfn: Any, name: str) -> dict[str, str]:
-    found = aws.or_none(partial(cfn.describe_stacks, StackName=name), "ValidationError")
+    found = aws.stack_or_none(partial(cfn.describe_stacks, StackName=name))
     stacks = (found or {}).get("Stacks") or [{}]
     return {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
 
