@@ -15,7 +15,7 @@ and only the astronaut's face.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 from collections_core.errors import ConfigurationError
 
@@ -45,12 +45,27 @@ def _cascade() -> Any:
     return cascade
 
 
-def count(image: Any) -> int:
-    """The number of frontal faces in a Pillow image."""
+class Face(NamedTuple):
+    """A frontal face's box, as shares of the frame's width and height (0-1)."""
+
+    left: float
+    top: float
+    width: float
+    height: float
+
+
+def find(image: Any) -> list[Face]:
+    """The frontal faces in a Pillow image."""
     import numpy as np
 
     grey = image.convert("L")
     grey.thumbnail((EDGE, EDGE))
     found = _cascade().detectMultiScale(np.asarray(grey), scaleFactor=SCALE_STEP,
                                         minNeighbors=NEIGHBOURS, minSize=(MIN_FACE, MIN_FACE))
-    return len(found)
+    return [Face(x / grey.width, y / grey.height, w / grey.width, h / grey.height)
+            for x, y, w, h in np.asarray(found).reshape(-1, 4).tolist()]
+
+
+def count(image: Any) -> int:
+    """The number of frontal faces in a Pillow image."""
+    return len(find(image))

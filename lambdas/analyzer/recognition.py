@@ -13,7 +13,8 @@ embedding model embeds (`embedding.e5_passage`). The schema is unchanged: the em
 ImageNet has no class for much of what people photograph (a page of text, a night sky, a
 logo, a wall): on those the classifier's best guess is noise ("Petri dish"). So `looks` adds
 generic findings from the pixels themselves, each a threshold on a plain statistic (dark with
-many bright local maxima, rows of short dark strokes on light, mostly flat colour, a strong
+many bright local maxima, rows of short dark strokes on light, several round shapes of one
+size on a plain background, mostly flat colour, a strong
 autocorrelation peak away from the centre, the same amount of detail in every tile), the more
 specific first (the summary names the first), worded as what such pixels usually are ("as in
 a photo of stars"). They never look for a particular photo; `bench/bench_golden.py` measured
@@ -32,6 +33,9 @@ TOP_CLASSES = 5
 MIN_PROBABILITY = 0.05  # a class below this is noise, unless it is the best one
 SURE = 0.5  # the summary says "shows" at or above this, "may show" below
 MAX_TAGS = 25  # ANALYSIS_SCHEMA's maxItems
+# A face at least this share of the frame's height makes a portrait (head and shoulders);
+# the smallest face counted is about an eighth (faces.MIN_FACE on the 256-px copy).
+PORTRAIT_FACE = 1 / 6
 GROUP_MIN = 0.5  # a group is named when its classes together are more likely than not
 # ImageNet's class indices are grouped by kind; these groups have a plain common name.
 _GROUPS: tuple[tuple[range, str], ...] = (
@@ -73,9 +77,10 @@ def recognised_analysis(image: Any, measured: dict[str, Any], *,
     # time per token, and nobody searches for "451x300").
     summary = re.sub(r"^A (\w+) \w+, \d+x\d+,", rf"A \1 {category},", measured["summary"])
     summary = f"{summary.rstrip('.')}; it {verb} {seen}{_kinds(kinds)}."
-    people = faces.count(small)
+    seen_faces = faces.find(small)
+    people = len(seen_faces)
     if people:
-        summary = f"{summary[:-1]}. It shows {_people(people)}."
+        summary = f"{summary[:-1]}. It shows {_people(people, portrait=portrait(seen_faces))}."
     if found:
         summary = f"{summary[:-1]}. It looks like {found[0].phrase}."
     scores = ", ".join(f"{', '.join(p.names)} {p.probability:.0%}" for p in predictions)
@@ -134,8 +139,16 @@ def class_tags(predictions: list[Prediction], kinds: list[str]) -> list[str]:
     return list(dict.fromkeys(tags))
 
 
-def _people(count: int) -> str:
-    """ "one person (a face seen from the front)", "3 people (...)"."""
+def portrait(seen_faces: list[faces.Face]) -> bool:
+    """One face, filling at least PORTRAIT_FACE of the frame's height: a portrait."""
+    return len(seen_faces) == 1 and seen_faces[0].height >= PORTRAIT_FACE
+
+
+def _people(count: int, *, portrait: bool = False) -> str:
+    """ "one person (a face seen from the front)", "3 people (...)"; `portrait`: the one
+    face fills much of the frame."""
+    if portrait:
+        return "a portrait of one person (a face seen from the front, close up)"
     if count == 1:
         return "one person (a face seen from the front)"
     return f"{count} people (their faces seen from the front)"
@@ -192,8 +205,11 @@ TEXTURE = Look("a close-up of one surface or texture that fills the whole frame,
 REPEATING = Look("a regular pattern that repeats across the frame, the same shape again and "
                  "again in rows, as in brickwork, tiles, a fence or a grid",
                  ("repeating pattern", "regular pattern", "rows"))
+ROUND = Look("several separate round objects of about one size on a plain background, as "
+             "in coins, buttons, pills or cells laid out", ("round objects", "circles", "coins"))
 MONOCHROME = Look("a black-and-white image", ("black and white", "monochrome"))
 _LOOK_EDGE = 256  # the pixels are judged on a copy this size on its longest edge
+ROUND_MIN_COUNT = 5  # "several" round objects
 
 
 def looks(image: Any, measured: dict[str, Any]) -> list[Look]:
@@ -208,6 +224,7 @@ def looks(image: Any, measured: dict[str, Any]) -> list[Look]:
     grey = rgb.mean(axis=2)
     starry = _starry(grey)
     found = [look for look, seen in ((STARRY, starry), (TEXT, _text_like(grey)),
+                                     (ROUND, _round_objects(grey)),
                                      (FLAT, _flat(pixels)), (REPEATING, _repeating(grey)),
                                      (TEXTURE, not starry and _texture(grey)))
              if seen]
@@ -294,6 +311,43 @@ def _repeating(grey: Any) -> bool:
     near = float(correlation[(shift >= 3.5) & (shift < 4.5)].mean())
     repeat = float(correlation[(shift >= 6) & (shift <= min(height, width) / 3)].max())
     return near < 0.3 and repeat >= 0.4
+
+
+def _round_objects(grey: Any) -> bool:
+    """Several separate shapes stand out from a plain background, and they are round and of
+    about one size: Otsu's threshold splits the picture, the smaller side is the objects, and
+    at least ROUND_MIN_COUNT of its connected parts (each over 0.2% of the frame) are round:
+    they fill about as much of the ellipse of their second moments as a disc does (80-110%;
+    axes within 1.5:1) and about as much of their bounding box (65-90%, a disc 79%: a square
+    fills all of it, a diamond half). Their areas are within a spread of half their mean."""
+    import cv2
+    import numpy as np
+
+    cv2.setNumThreads(1)
+    levels = np.clip(grey * 255, 0, 255).astype(np.uint8)
+    _threshold, split = cv2.threshold(levels, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    if split.mean() > 0.5:
+        split = 1 - split
+    count, labels, stats, _centres = cv2.connectedComponentsWithStats(split, connectivity=8)
+    ys, xs = np.nonzero(labels)
+    label = labels[ys, xs]
+    area = stats[:, cv2.CC_STAT_AREA].astype(np.float64)
+    safe = np.maximum(area, 1.0)
+    dx = xs - (np.bincount(label, xs, count) / safe)[label]
+    dy = ys - (np.bincount(label, ys, count) / safe)[label]
+    sxx, syy, sxy = (np.bincount(label, v, count) / safe for v in (dx * dx, dy * dy, dx * dy))
+    spread = np.sqrt((sxx - syy) ** 2 + 4 * sxy ** 2)
+    major = np.maximum((sxx + syy + spread) / 2, 1e-6)
+    minor = np.maximum((sxx + syy - spread) / 2, 1e-6)
+    # A filled ellipse whose second moments are (major, minor) has the area 4 pi sqrt(both).
+    of_ellipse = area / (4 * np.pi * np.sqrt(major * minor))
+    of_box = area / np.maximum(stats[:, cv2.CC_STAT_WIDTH] * stats[:, cv2.CC_STAT_HEIGHT], 1)
+    round_ = ((area >= grey.size * 0.002) & (np.sqrt(major / minor) <= 1.5)
+              & (of_ellipse >= 0.8) & (of_ellipse <= 1.1) & (of_box >= 0.65) & (of_box <= 0.9))
+    round_[0] = False  # the background
+    sizes = area[round_]
+    return (len(sizes) >= ROUND_MIN_COUNT
+            and float(sizes.std()) <= 0.5 * float(sizes.mean()))
 
 
 def _box_mean(grey: Any, radius: int) -> Any:

@@ -135,3 +135,21 @@ def test_the_face_count_finds_the_astronaut_and_no_one_in_the_cat_photo(
     assert faces.count(chelsea) == 0
     analysis = vision.local_analysis(astronaut, {}, model=vision.CLASSIFIER_MODEL)
     assert "one person" in analysis["summary"] and analysis["tags"][:2] == ["person", "face"]
+
+
+def test_one_face_filling_a_sixth_of_the_frame_makes_a_portrait_and_a_small_one_does_not(
+        ) -> None:
+    import faces
+    import recognition
+
+    # GIVEN the astronaut's portrait (her face about a fifth of the frame's height)
+    with Image.open(evaluation.golden_photo("astronaut.png")) as image:
+        astronaut = image.convert("RGB")
+
+    # THEN the analysis calls it a portrait; a face an eighth of the frame high, or two
+    # faces, are not one
+    analysis = vision.local_analysis(astronaut, {}, model=vision.CLASSIFIER_MODEL)
+    assert "a portrait of one person" in analysis["summary"]
+    assert not recognition.portrait([faces.Face(0.4, 0.3, 0.125, 0.125)])
+    assert not recognition.portrait([faces.Face(0.1, 0.3, 0.3, 0.3)] * 2)
+    assert recognition.portrait([faces.Face(0.4, 0.3, 0.17, 0.17)])

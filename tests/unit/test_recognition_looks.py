@@ -121,6 +121,34 @@ def test_a_group_is_named_only_when_its_classes_together_are_more_likely_than_no
     assert recognition.groups(balloon) == []
 
 
+def round_things(radii: list[int], *, background: tuple[int, int, int] = (40, 40, 40),
+                 squares: bool = False) -> Image.Image:
+    """Light shapes in rows on a plain dark background, one per radius."""
+    image = Image.new("RGB", (480, 360), background)
+    draw = ImageDraw.Draw(image)
+    for n, r in enumerate(radii):
+        x, y = 60 + (n % 6) * 75, 60 + (n // 6) * 85
+        shape = draw.rectangle if squares else draw.ellipse
+        shape((x - r, y - r, x + r, y + r), fill=(200, 195, 180))
+    return image
+
+
+def test_coins_laid_out_on_a_plain_background_look_like_round_objects() -> None:
+    rng = random.Random(5)
+    found = looks_of(as_jpeg(round_things([rng.randrange(22, 30) for _ in range(18)]), 75))
+
+    assert recognition.ROUND in found
+    assert found.index(recognition.ROUND) == 0
+
+
+def test_squares_one_disc_or_discs_of_very_different_sizes_are_not_round_objects() -> None:
+    assert recognition.ROUND not in looks_of(round_things([25] * 18, squares=True))
+    assert recognition.ROUND not in looks_of(round_things([120]))
+    assert recognition.ROUND not in looks_of(round_things([6, 34, 8, 30, 7, 33, 9, 36]))
+    assert recognition.ROUND not in looks_of(starfield())
+    assert recognition.ROUND not in looks_of(printed_page())
+
+
 def test_detail_alike_all_over_the_frame_looks_like_a_texture() -> None:
     found = looks_of(noise_texture())
 
