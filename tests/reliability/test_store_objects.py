@@ -35,13 +35,13 @@ _CHILD = textwrap.dedent("""
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     from werkzeug.serving import make_server
 
-    from collections_ops.localcloud.aws import store as kept
+    from collections_ops.localcloud.aws import store as kept, store_objects, write_through
 
     root, versioned, steps = Path(sys.argv[1]), sys.argv[2] == "versioned", sys.argv[3]
     store = kept.Store(root)
-    kept.install(store)
-    app = kept.s3_middleware(DomainDispatcherApplication(create_backend_app), store,
-                             {"images"}, account="123456789012")
+    write_through.install(store)
+    app = store_objects.s3_middleware(DomainDispatcherApplication(create_backend_app), store,
+                                      {"images"}, account="123456789012")
     server = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     options = dict(endpoint_url=f"http://127.0.0.1:{server.server_port}",
@@ -58,7 +58,7 @@ _CHILD = textwrap.dedent("""
     s3.put_bucket_notification_configuration(Bucket="images", NotificationConfiguration={
         "QueueConfigurations": [{"QueueArn": arn["Attributes"]["QueueArn"],
                                  "Events": ["s3:ObjectCreated:*"]}]})
-    kept.restore(store, account="123456789012", region="us-east-1")
+    write_through.restore(store, account="123456789012", region="us-east-1")
     store.recording = True
     out = {}
     exec(steps)

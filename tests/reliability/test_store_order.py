@@ -19,15 +19,15 @@ _CHILD = textwrap.dedent("""
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     from werkzeug.serving import make_server
 
-    from collections_ops.localcloud.aws import store as kept
+    from collections_ops.localcloud.aws import store as kept, store_objects, write_through
 
     root, crash = Path(sys.argv[1]), sys.argv[2] == "crash"
     store = kept.Store(root)
-    kept.install(store)
+    write_through.install(store)
     if crash:  # the process dies after moto took the upload, before the object is kept
-        kept._sync_object = lambda *a, **k: os._exit(17)
-    app = kept.s3_middleware(DomainDispatcherApplication(create_backend_app), store, {"images"},
-                             account="123456789012")
+        store_objects._sync_object = lambda *a, **k: os._exit(17)
+    app = store_objects.s3_middleware(DomainDispatcherApplication(create_backend_app), store,
+                                      {"images"}, account="123456789012")
     server = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     options = dict(endpoint_url=f"http://127.0.0.1:{server.server_port}",

@@ -21,10 +21,10 @@ _CHILD = textwrap.dedent("""
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     from werkzeug.serving import make_server
 
-    from collections_ops.localcloud.aws import store as kept
+    from collections_ops.localcloud.aws import store as kept, write_through
 
     store = kept.Store(Path(sys.argv[1]))
-    kept.install(store)
+    write_through.install(store)
     server = make_server("127.0.0.1", 0, DomainDispatcherApplication(create_backend_app),
                          threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -36,7 +36,7 @@ def run(state_dir: Path, port: int) -> None:
     files.emulator.unlink(missing_ok=True)
 
     from collections_ops.localcloud.aws import emulator, iam
-    from collections_ops.localcloud.aws.store import restore
+    from collections_ops.localcloud.aws.write_through import restore
     from collections_ops.localcloud.lambda_service import lambda_versions
 
     lambda_versions.install()  # version numbers never reused, as on AWS

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from collections_ops.localcloud.aws.store import Store, install, s3_middleware
+from collections_ops.localcloud.aws.store import Store
+from collections_ops.localcloud.aws.store_objects import s3_middleware
+from collections_ops.localcloud.aws.write_through import install
 from collections_ops.localcloud.state import (
     StateDir,
     local_environment,

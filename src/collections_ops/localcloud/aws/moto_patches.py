@@ -57,7 +57,7 @@ PATCHES: tuple[MotoPatch, ...] = (
         moto_does="keeps messages in memory only: a kill -9 of its process loses every one",
         aws_does="keeps an acknowledged message until it is deleted or expires; an upload's "
                  "notification exists only once its object does",
-        where="collections_ops.localcloud.aws.store.install",
+        where="collections_ops.localcloud.aws.store_messages.install",
         tests=("tests/reliability/test_store_order.py::test_an_upload_keeps_its_object_and_then_its_notification",
                "tests/reliability/test_store_order.py::test_a_crash_before_the_object_is_kept_leaves_no_notification_of_it",
                "tests/reliability/test_store_local_cloud.py::test_odd_keys_are_processed_once_survive_a_kill_9_and_still_verify"),
@@ -72,7 +72,7 @@ PATCHES: tuple[MotoPatch, ...] = (
                   "twice), and forgets the upload before the object is kept",
         aws_does="sends one ObjectCreated:CompleteMultipartUpload; a refused completion can "
                  "be completed again",
-        where="collections_ops.localcloud.aws.store._install_s3_notifications",
+        where="collections_ops.localcloud.aws.store_objects.install_notifications",
         tests=("tests/reliability/test_store_objects.py::test_a_multipart_upload_is_announced_once_and_kept_once",
                "tests/reliability/test_store_objects.py::test_a_refused_multipart_completion_leaves_the_upload_open_to_complete_again",
                "tests/reliability/test_store_local_cloud.py::test_a_20_mb_multipart_upload_runs_the_pipeline_once"),
@@ -87,7 +87,7 @@ PATCHES: tuple[MotoPatch, ...] = (
         moto_does="keeps parameters and log events in memory only",
         aws_does="keeps them (SecureStrings encrypted at rest; log events for the group's "
                  "retention)",
-        where="collections_ops.localcloud.aws.store._install_ssm_and_logs",
+        where="collections_ops.localcloud.aws.store_ssm_logs.install",
         tests=("tests/unit/test_local_store.py::test_a_secure_string_is_never_on_disk_in_clear_and_is_restored",
                "tests/reliability/test_store_parameters.py::test_deleted_parameters_stay_deleted_after_a_restart"),
     ),
