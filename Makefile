@@ -7,9 +7,9 @@ BIN    := $(VENV)/bin
 export CDK_DISABLE_TELEMETRY := true
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: setup cdk-cli pgbouncer demo test check lint typecheck bench clean
+.PHONY: setup cdk-cli pgbouncer wheelhouse demo test check lint typecheck bench clean
 
-setup: $(VENV)/.installed cdk-cli pgbouncer
+setup: $(VENV)/.installed cdk-cli pgbouncer wheelhouse
 
 # The offline classifier's weights (torchvision's MobileNetV2, BSD-3). The package pins an old
 # torch that nothing here uses, so it is installed without its dependencies; pip extras cannot
@@ -41,6 +41,12 @@ pgbouncer:
 	  else \
 	    echo "pgbouncer is not installed (apt-get install pgbouncer as root): the pooler tests will skip" >&2; \
 	  fi
+
+# The wheels every lambdas/*/requirements.lock pins, for each Lambda architecture and this
+# machine's Python, in ~/.cache/collections-wheelhouse/: the bundle tests install from there
+# with --no-index (tests/wheelhouse.py). Downloaded again only when a lock changes.
+wheelhouse: $(VENV)/.installed
+	$(BIN)/python -m tests.wheelhouse
 
 demo: setup
 	$(BIN)/collections deploy local

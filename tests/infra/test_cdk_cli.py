@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from collections_ops import pipeline as definition
+from tests import wheelhouse
 from tests.infra.support import INFRA_DIR, LEAKY_VARIABLES, TEST_ACCOUNT, fake_bundles
-
-pytestmark = pytest.mark.infra
 
 CDK_BIN = INFRA_DIR / "node_modules" / ".bin" / "cdk"
 
@@ -105,10 +104,17 @@ def test_without_bundles_a_failed_build_fails_the_synth_in_one_line(cdk_home: Pa
     assert "Traceback" not in result.stderr
 
 
-def test_local_bundling_runs_the_projects_build(tmp_path: Path) -> None:
-    """The ILocalBundling the synth uses, for real (pip against the configured index): the
-    asset holds the handler, collections_core and the vendored wheels."""
+def test_local_bundling_runs_the_projects_build(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ILocalBundling the synth uses, for real (pip, offered only the locked wheels that
+    `make wheelhouse` fetched: no index): the asset holds the handler, collections_core and the
+    vendored wheels."""
     from stacks.code import ProjectBuild
+
+    if not wheelhouse.current():
+        pytest.fail(wheelhouse.missing_message())
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(wheelhouse.path()))
 
     output = tmp_path / "asset"
     output.mkdir()

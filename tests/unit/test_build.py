@@ -1,11 +1,13 @@
-"""The Lambda bundle build: real wheels for the Lambda platform from the package index, the
-trimmed voyageai set proven by calling `Client.embed` from a bundle alone, refusals by name,
-and the stamp that skips pip.
+"""The Lambda bundle build: real wheels for the Lambda platform, the trimmed voyageai set
+proven by calling `Client.embed` from a bundle alone, refusals by name, and the stamp that
+skips pip.
 
-The real bundles are built once per module (Python 3.12, the Lambda runtime, and 3.11, the
-interpreter here, for the import tests), at the versions the checked-in requirements.lock files
-pin. The other cases build tiny offline bundles from wheels made in tmp, with `--no-index`
-(tests/fakes/wheels.py; each writes its lock from those wheels).
+The real bundles are built once per module (Python 3.12 for x86_64 and arm64, the Lambda
+runtime, and this machine's Python for the import tests), at the versions the checked-in
+requirements.lock files pin, from the wheels `make wheelhouse` fetched (tests/wheelhouse.py)
+with `--no-index`: no test waits on a package index. The other cases build tiny offline
+bundles from wheels made in tmp, also with `--no-index` (tests/fakes/wheels.py; each writes its
+lock from those wheels).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import pytest
 from collections_ops import paths, pipeline
 from collections_ops.services import build as b
 from collections_ops.services import bundle_bytecode, bundle_deps, bundle_lock, bundle_wheels
+from tests import wheelhouse
 from tests.fakes import wheels
 from tests.fakes.providers import FakeProviders, fake_embedding
 from tests.fakes.wheels import Offline
@@ -49,12 +52,13 @@ TRIMMED_AWAY = ("tokenizers", "hf-xet", "fsspec", "langsmith", "zstandard", "orj
 
 
 class CountingPip:
-    """The real pip runner, counted."""
+    """The real pip runner, counted; a call that could reach a package index fails the test."""
 
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
 
     def __call__(self, args: Sequence[str]) -> subprocess.CompletedProcess[str]:
+        assert "--no-index" in args, args
         self.calls.append(list(args))
         return bundle_deps.run_pip(args)
 
@@ -69,23 +73,37 @@ class Built:
         return self.reports[key].path
 
 
-def _build(out_dir: Path, python_version: str) -> Built:
+@pytest.fixture(scope="module")
+def real_wheels() -> tuple[str, ...]:
+    """pip's options for the locked wheels on this machine, and no index."""
+    if not wheelhouse.current():
+        pytest.fail(wheelhouse.missing_message())
+    return wheelhouse.pip_args()
+
+
+def _build(out_dir: Path, python_version: str, pip_args: Sequence[str],
+           **options: object) -> Built:
     pip = CountingPip()
     reports = b.build("dev", out_dir=out_dir, python_version=python_version, platform=PLATFORM,
-                      pip=pip)
+                      pip=pip, pip_args=pip_args, **options)  # type: ignore[arg-type]
     return Built(out_dir, {r.function: r for r in reports}, pip)
 
 
 @pytest.fixture(scope="module")
-def lambda_bundles(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    """The three bundles as deployed: Python 3.12 on the Lambda platform."""
-    return _build(tmp_path_factory.mktemp("bundles-312"), "3.12")
+def lambda_bundles(tmp_path_factory: pytest.TempPathFactory,
+                   real_wheels: tuple[str, ...]) -> Built:
+    """The bundles as deployed: Python 3.12 on the Lambda platform."""
+    return _build(tmp_path_factory.mktemp("bundles-312"), "3.12", real_wheels)
 
 
 @pytest.fixture(scope="module")
-def local_bundles(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    """The same bundles for this machine's Python, so they can be imported here."""
-    return _build(tmp_path_factory.mktemp(f"bundles-{LOCAL_PYTHON}"), LOCAL_PYTHON)
+def local_bundles(tmp_path_factory: pytest.TempPathFactory,
+                  real_wheels: tuple[str, ...]) -> Built:
+    """The pipeline's bundles for this machine's Python, so they can be imported here. No
+    bytecode: these tests import with -B and assert nothing of it (the 3.12 bundles' bytecode
+    is checked above and imported by `test_lambda_bundle_imports_under_python_312`)."""
+    return _build(tmp_path_factory.mktemp(f"bundles-{LOCAL_PYTHON}"), LOCAL_PYTHON, real_wheels,
+                  functions=list(_IMPORTS), bytecode=False)
 
 
 # ----------------------------------------------------------------------- (1) bundle contents
@@ -285,7 +303,7 @@ def test_lambda_bundle_imports_under_python_312(lambda_bundles: Built, key: str,
 
 
 def test_embedder_bundle_is_far_smaller_than_voyageai_full_tree(
-        lambda_bundles: Built, tmp_path: Path) -> None:
+        lambda_bundles: Built, real_wheels: tuple[str, ...], tmp_path: Path) -> None:
     trimmed = lambda_bundles.reports["embedder"]
     omitted = trimmed.omitted
     assert {"tokenizers", "langsmith", "zstandard", "fsspec"} <= set(omitted)
@@ -294,7 +312,7 @@ def test_embedder_bundle_is_far_smaller_than_voyageai_full_tree(
     extra = tmp_path / "omitted"
     result = bundle_deps.run_pip(["install", "--target", str(extra), "--platform", PLATFORM,
                         "--implementation", "cp", "--python-version", "3.12",
-                        "--only-binary=:all:", "--no-compile", "--no-deps",
+                        "--only-binary=:all:", "--no-compile", "--no-deps", *real_wheels,
                         *(f"{n}=={v}" for n, v in omitted.items())])
     assert result.returncode == 0, result.stderr[-2000:]
     assert set(bundle_wheels.installed_distributions(extra)) == set(omitted)
@@ -398,10 +416,12 @@ def test_requirements_file_is_split_at_the_marker() -> None:
 # ------------------------------------------------------------------- (5) the stamp skips pip
 
 
-def test_second_build_of_the_real_bundles_skips_pip(lambda_bundles: Built) -> None:
+def test_second_build_of_the_real_bundles_skips_pip(lambda_bundles: Built,
+                                                    real_wheels: tuple[str, ...]) -> None:
     assert len(lambda_bundles.pip.calls) >= 3  # the first build did run pip
     pip = CountingPip()
-    reports = b.build("dev", out_dir=lambda_bundles.out_dir, platform=PLATFORM, pip=pip)
+    reports = b.build("dev", out_dir=lambda_bundles.out_dir, platform=PLATFORM, pip=pip,
+                      pip_args=real_wheels)
     assert pip.calls == []
     for report in reports:
         first = lambda_bundles.reports[report.function]
@@ -447,13 +467,15 @@ def test_stamp_follows_requirements_platform_python_and_code(offline: Offline) -
 
 
 @pytest.fixture(scope="module")
-def arm64_bundles(tmp_path_factory: pytest.TempPathFactory) -> Built:
+def arm64_bundles(tmp_path_factory: pytest.TempPathFactory,
+                  real_wheels: tuple[str, ...]) -> Built:
     """`collections build dev` with `architecture = "arm64"` in dev's settings."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(pipeline.ENVIRONMENTS, "dev",
                       dataclasses.replace(pipeline.environment("dev"), architecture="arm64"))
         pip = CountingPip()
-        reports = b.build("dev", out_dir=tmp_path_factory.mktemp("bundles-arm64"), pip=pip)
+        reports = b.build("dev", out_dir=tmp_path_factory.mktemp("bundles-arm64"), pip=pip,
+                          pip_args=real_wheels)
     return Built(tmp_path_factory.getbasetemp(), {r.function: r for r in reports}, pip)
 
 
