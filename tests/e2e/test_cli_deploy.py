@@ -17,7 +17,6 @@ from tests.e2e.cli import run
 from tests.infra.support import fake_bundles
 from tests.moto_server import reset_moto
 
-pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 STAND_IN = """#!{python}
 import json, os, sys
@@ -182,7 +181,6 @@ def test_an_unknown_environment_is_refused(aws_env):
     assert "unknown environment 'staging'" in result.stderr
 
 
-@pytest.mark.infra
 def test_synth_runs_the_real_pinned_cdk_cli(tmp_path):
     cdk = ROOT / "infrastructure" / "node_modules" / ".bin" / "cdk"
     if not cdk.exists():

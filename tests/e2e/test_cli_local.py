@@ -12,12 +12,9 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
-
 from tests import images
 from tests.e2e.cli import owner_url, run
 
-pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "samples" / "test-image.jpg"
 CANARY = "sk-ant-e2e-canary-5b7c9d1e3f"

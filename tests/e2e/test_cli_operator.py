@@ -18,7 +18,6 @@ from collections_ops.localcloud.aws import iam
 from tests.e2e.cli import local_env, run
 from tests.fakes.providers import FakeProviders
 
-pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "samples" / "test-image.jpg"
 CANARY = "sk-ant-operator-canary-9d8c7b6a5f"

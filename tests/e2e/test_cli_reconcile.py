@@ -7,13 +7,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
-
 from collections_ops.localcloud.aws import iam
 from tests import images
 from tests.e2e.cli import owner_url, run
 
-pytestmark = pytest.mark.e2e
 USER = "rec"
 
 

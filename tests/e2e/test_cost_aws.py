@@ -15,7 +15,6 @@ from collections_ops.pipeline import FUNCTIONS, OPERATIONS, PRICES, environment
 from tests.e2e.cli import run
 from tests.fakes.lambda_invoke import FakeLambda
 
-pytestmark = pytest.mark.e2e
 DEV = environment("dev")
 VIA = f"operations function {OPERATIONS.function_name('dev')}"
 # Two invocations per stage: (billed ms, memory MB)

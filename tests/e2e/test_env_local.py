@@ -20,7 +20,6 @@ import pytest
 from tests import images
 from tests.e2e.cli import run, wait_for
 
-pytestmark = [pytest.mark.e2e]
 AWS = shutil.which("aws")
 
 

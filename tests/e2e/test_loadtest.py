@@ -15,7 +15,6 @@ from collections_ops.localcloud.state import read_state
 from collections_ops.pipeline import environment
 from collections_ops.services import loadtest
 
-pytestmark = pytest.mark.e2e
 COUNT, CONCURRENCY = 10, 4
 
 

@@ -10,14 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import pytest
 
 from collections_ops.pipeline import OPERATIONS, environment
 from tests.e2e.cli import run
 from tests.fakes.lambda_invoke import FakeLambda
 from tests.fakes.providers import fake_embedding
 
-pytestmark = pytest.mark.e2e
 DEV = environment("dev")
 ACCOUNT = "123456789012"
 FUNCTION = OPERATIONS.function_name("dev")

@@ -16,13 +16,11 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 import boto3
-import pytest
 
 from collections_ops.pipeline import OPERATIONS, environment, function
 from tests.e2e.cli import run
 from tests.fakes.lambda_invoke import FakeLambda, Invocation
 
-pytestmark = pytest.mark.e2e
 DEV = environment("dev")
 ACCOUNT = "123456789012"
 IMAGES, THUMBNAILS = DEV.images_bucket(ACCOUNT), DEV.thumbnails_bucket(ACCOUNT)

@@ -12,14 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
 
 from collections_ops import locks
 from collections_ops.cli.commands.reconcile import RECONCILE_LOCK_FILE
 from tests import images
 from tests.e2e.cli import owner_url, run
 
-pytestmark = pytest.mark.e2e
 USER = "twice"
 BROKEN = ("b0", "b1", "b2", "b3")
 

@@ -6,11 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from tests.e2e.cli import run
 
-pytestmark = pytest.mark.e2e
 E5, HASH = "multilingual-e5-small-q4", "local-hash-v1"
 
 

@@ -10,14 +10,12 @@ import json
 from pathlib import Path
 
 import boto3
-import pytest
 
 from collections_ops.pipeline import environment
 from tests.e2e.cli import run
 from tests.e2e.test_cli_deploy import READY, put_parameters, recorded
 from tests.e2e.test_cli_deploy import aws_env as aws_env
 
-pytestmark = pytest.mark.e2e
 DEV = environment("dev")
 
 

@@ -9,11 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from tests.e2e.cli import run
-
-pytestmark = pytest.mark.e2e
 
 
 def _live(env: dict[str, str]) -> tuple[int, int]:

@@ -14,7 +14,6 @@ import pytest
 
 from tests.infra.support import fake_bundles
 
-pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -59,7 +58,6 @@ def test_the_installed_cli_finds_its_parts_outside_the_source_tree(installed, tm
     assert help_.returncode == 0 and "test-upload" in help_.stdout
 
 
-@pytest.mark.infra
 def test_the_installed_cli_synthesizes_the_shipped_cdk_app(installed, tmp_path):
     cdk = ROOT / "infrastructure" / "node_modules" / ".bin" / "cdk"
     if not cdk.exists():

@@ -19,8 +19,6 @@ from stacks.settings import ConfigurationError
 from tests.infra.support import SynthesizedApp, synthesize
 from tests.infra.test_policy_gates import _cfn_lint_ignored_checks, _violations
 
-pytestmark = pytest.mark.infra
-
 PYC = "__pycache__/handler.cpython-312.pyc"
 
 

@@ -13,8 +13,6 @@ from collections_ops import pipeline as definition
 from tests.infra import templates as t
 from tests.infra.support import REPO, TEST_ACCOUNT, SynthesizedApp
 
-pytestmark = pytest.mark.infra
-
 AWS_ENVIRONMENTS = [e.name for e in definition.ENVIRONMENTS.values() if not e.is_local]
 FUNCTIONS = {fn.key: fn for fn in definition.FUNCTIONS}
 EVENT_FUNCTIONS = [fn for fn in definition.FUNCTIONS if fn.trigger.kind == "eventbridge"]

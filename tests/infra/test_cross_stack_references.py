@@ -16,8 +16,6 @@ from collections_ops import pipeline as definition
 from tests.infra import templates as t
 from tests.infra.support import SynthesizedApp
 
-pytestmark = pytest.mark.infra
-
 AWS_ENVIRONMENTS = [e.name for e in definition.ENVIRONMENTS.values() if not e.is_local]
 
 

@@ -41,8 +41,6 @@ from collections_ops.pipeline import parameters, queues, rules
 from tests.e2e.cli import local_env, run
 from tests.infra.support import TEST_ACCOUNT, SynthesizedApp
 
-pytestmark = [pytest.mark.infra, pytest.mark.e2e]
-
 MISSING = "<missing>"
 
 

@@ -13,8 +13,6 @@ from tests.infra import templates as t
 from tests.infra.support import SynthesizedApp
 from tests.moto_server import reset_moto
 
-pytestmark = pytest.mark.infra
-
 AWS_ENVIRONMENTS = [e.name for e in definition.ENVIRONMENTS.values() if not e.is_local]
 
 

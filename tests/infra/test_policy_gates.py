@@ -6,13 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from collections_ops import pipeline as definition
 from tests.infra.support import INFRA_DIR, SynthesizedApp
-
-pytestmark = pytest.mark.infra
 
 ACKNOWLEDGED_RULES = "aws:cdk:acknowledged-rules"
 MIN_REASON_LENGTH = 80

@@ -15,8 +15,6 @@ from collections_ops.pipeline import alarms as alarm_specs
 from tests.infra import templates as t
 from tests.infra.support import TEST_ACCOUNT, SynthesizedApp
 
-pytestmark = pytest.mark.infra
-
 AWS_ENVIRONMENTS = [e.name for e in definition.ENVIRONMENTS.values() if not e.is_local]
 OPERATIONS = definition.OPERATIONS
 

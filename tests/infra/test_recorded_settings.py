@@ -17,8 +17,6 @@ from stacks.settings import ConfigurationError
 from tests.infra.support import SynthesizedApp, synthesize
 from tests.infra.test_coldstart import _bundles
 
-pytestmark = pytest.mark.infra
-
 DEV = definition.environment("dev")
 FILE = {"architecture": "arm64", "snapstart": True, "lambda_memory_analyzer": 2048,
         "reserved_concurrency": {"embedder": 3}, "alarm_email": "ops@example.com"}

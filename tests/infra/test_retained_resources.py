@@ -14,8 +14,6 @@ from collections_ops import pipeline as definition
 from collections_ops.services import leftovers
 from tests.infra.support import TEST_ACCOUNT, SynthesizedApp
 
-pytestmark = pytest.mark.infra
-
 KEPT = ("Retain", "RetainExceptOnCreate", "Snapshot")
 # The property that fixes each retained type's physical name; None: the type has no name of
 # its own (a version is numbered by Lambda, an RDS instance's id is generated unless set).

@@ -13,8 +13,6 @@ from stacks.code import BundleError, CodeLocator, source_hash
 from stacks.settings import ConfigurationError
 from tests.infra.support import REPO
 
-pytestmark = pytest.mark.infra
-
 
 def _deployments(context: dict[str, object]) -> list[settings.Deployment]:
     return settings.deployments(cdk.App(context=context).node)

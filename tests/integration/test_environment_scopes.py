@@ -24,7 +24,6 @@ from collections_ops.services import deployment
 from collections_ops.services.secrets import fingerprint
 from tests.e2e.cli import local_client, local_env, run
 
-pytestmark = pytest.mark.e2e
 DEV, PROD, LOCAL = environment("dev"), environment("prod"), environment("local")
 URLS = {"dev": "postgresql://dev:pw@db-dev/collections",
         "prod": "postgresql://prod:pw@db-prod/collections"}

@@ -22,7 +22,6 @@ from moto.core.authorization import ActionAuthenticatorMixin
 from collections_ops.localcloud.aws import iam
 from tests.e2e.cli import local_client, local_env, run
 
-pytestmark = pytest.mark.e2e
 # moto's list as it ships (this process does not run the local cloud's patches)
 PUBLIC_OPERATIONS = list(ActionAuthenticatorMixin.PUBLIC_OPERATIONS)
 DUMMY_AUTH = ("AWS4-HMAC-SHA256 Credential=AKIAFAKE/20260101/us-east-1/{service}/aws4_request, "

@@ -20,7 +20,6 @@ from collections_ops.pipeline import FUNCTIONS, environment
 from tests import images
 from tests.e2e.cli import local_client, local_env, owner_url, run, wait_for
 
-pytestmark = pytest.mark.e2e
 _wait = partial(wait_for, timeout=120)
 PROCESSOR = next(fn for fn in FUNCTIONS if fn.key == "processor")
 

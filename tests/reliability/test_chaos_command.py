@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from tests.e2e.cli import local_env, run
-
-pytestmark = [pytest.mark.reliability, pytest.mark.e2e]
 
 
 def test_the_short_chaos_run_holds_every_invariant(tmp_path):

@@ -17,8 +17,6 @@ from collections_ops.localcloud.aws import iam
 from tests import images
 from tests.e2e.cli import local_env, owner_url, run
 
-pytestmark = [pytest.mark.reliability, pytest.mark.e2e]
-
 
 @pytest.fixture
 def small_store(tmp_path: Path):

@@ -22,7 +22,6 @@ import pytest
 
 from tests import images
 
-pytestmark = pytest.mark.reliability
 ROOT = Path(__file__).resolve().parents[2]
 TABLES = (("items", "id"), ("analyses", "item_id"), ("embeddings", "item_id"))
 SLOTS_FULL = ("too many clients", "connection slots are reserved")

@@ -11,8 +11,6 @@ import pytest
 
 from tests import images
 
-pytestmark = pytest.mark.reliability
-
 
 def s3_event(pipeline, key: str, body: bytes) -> dict[str, Any]:
     pipeline.upload(key, body)

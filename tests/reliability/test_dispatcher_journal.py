@@ -10,11 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
-
 from collections_ops.localcloud.lambda_service.dispatcher import FINISHED, HELD, RUNNING, Journal
-
-pytestmark = pytest.mark.reliability
 
 
 def _receive(sqs: Any, url: str, wait: int = 0) -> list[dict[str, Any]]:

@@ -27,7 +27,7 @@ from tests.fakes.providers import (
     point_pipeline_at,
 )
 
-pytestmark = [pytest.mark.reliability, pytest.mark.timeout(60)]
+pytestmark = pytest.mark.timeout(60)
 
 CANARY_ANTHROPIC = "sk-ant-canary-reliability-5b6c7d8e"
 CANARY_VOYAGE = "pa-canary-reliability-9f0e1d2c"

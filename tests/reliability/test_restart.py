@@ -36,7 +36,7 @@ from tests.e2e.cli import local_env, owner_url, run, wait_for
 
 TRIES = int(os.environ.get("COLLECTIONS_RESTART_TRIES", "3"))
 UPLOADS = 3  # per try, in flight at the kill
-pytestmark = [pytest.mark.reliability, pytest.mark.e2e, pytest.mark.timeout(120 + 60 * TRIES)]
+pytestmark = pytest.mark.timeout(120 + 60 * TRIES)
 _wait = partial(wait_for, timeout=180, interval=0.3, tolerate=(Exception,))
 
 

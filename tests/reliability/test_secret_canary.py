@@ -9,11 +9,7 @@ import json
 import time
 from typing import Any
 
-import pytest
-
 from tests import images
-
-pytestmark = pytest.mark.reliability
 
 PASSWORD = "c4n%ary@p:w"  # as an operator might paste it, unencoded
 ENCODED = "c4n%25ary%40p%3Aw"
@@ -116,7 +112,6 @@ def test_a_database_password_with_percent_at_and_colon_never_leaks(pipeline, mon
             assert form not in text, f"{form!r} leaked into {where}"
 
 
-@pytest.mark.e2e
 def test_through_the_installed_cli_the_password_is_in_no_output_log_or_state_file(tmp_path):
     """The same canary against a real local cloud, driven as an operator would, with and
     without --debug; then every file of the cloud's state folder is searched."""

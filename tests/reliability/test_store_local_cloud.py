@@ -25,7 +25,6 @@ from collections_ops.localcloud.state import state_dir_mode
 from tests import images
 from tests.e2e.cli import local_client, local_env, owner_url, run, wait_for
 
-pytestmark = [pytest.mark.reliability, pytest.mark.e2e]
 _wait = partial(wait_for, timeout=240, interval=0.5, tolerate=(Exception,))
 
 

@@ -21,8 +21,6 @@ import pytest
 
 from tests.e2e.cli import wait_for
 
-pytestmark = pytest.mark.reliability
-
 # The emulator's part of it: moto's server behind the store's middleware, the bucket and its
 # notification queue made with recording off (as provisioning is), the kept data restored,
 # then the test's own steps (argv[4]) with `s3`, `sqs`, `store`, `kept`, `queue`, `out` at hand.

@@ -16,8 +16,6 @@ import pytest
 from tests import images
 from tests.fakes.providers import FakeProviders, point_pipeline_at
 
-pytestmark = pytest.mark.reliability
-
 CANARY_ANTHROPIC = "sk-ant-trust-canary-1f2e3d4c5b6a"
 CANARY_VOYAGE = "pa-trust-canary-9a8b7c6d5e4f"
 
