@@ -287,7 +287,9 @@ def _message(exc: Exception) -> str:
 
 
 def anthropic_analysis(jpeg: bytes, *, api_key: str, model: str, remaining_s: Callable[[], float],
-                       base_url: str | None = None) -> Analysed:
+                       base_url: str | None = None, prompt: str = PROMPT) -> Analysed:
+    """Anthropic's analysis of `jpeg` (`prompt`: the analyzer's own unless `eval --compare`
+    tries another)."""
     import anthropic
 
     client = anthropic.Anthropic(api_key=api_key, base_url=base_url, max_retries=0)
@@ -301,7 +303,7 @@ def anthropic_analysis(jpeg: bytes, *, api_key: str, model: str, remaining_s: Ca
         "model": model, "max_tokens": 1500, "tools": [tool],
         "tool_choice": {"type": "tool", "name": "record_analysis"},
         "messages": [{"role": "user", "content": [image_block,
-                                                  {"type": "text", "text": PROMPT}]}],
+                                                  {"type": "text", "text": prompt}]}],
     }
 
     def attempt(timeout: float) -> Analysed:
@@ -328,7 +330,8 @@ def anthropic_analysis(jpeg: bytes, *, api_key: str, model: str, remaining_s: Ca
 
 
 def openai_analysis(jpeg: bytes, *, api_key: str, model: str, remaining_s: Callable[[], float],
-                    base_url: str | None = None) -> Analysed:
+                    base_url: str | None = None, prompt: str = PROMPT) -> Analysed:
+    """OpenAI's analysis of `jpeg` (`prompt` as for `anthropic_analysis`)."""
     import openai
 
     client = openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0)
@@ -338,7 +341,7 @@ def openai_analysis(jpeg: bytes, *, api_key: str, model: str, remaining_s: Calla
         "response_format": {"type": "json_schema", "json_schema": {
             "name": "analysis", "schema": ANALYSIS_SCHEMA, "strict": False}},
         "messages": [{"role": "user", "content": [
-            {"type": "text", "text": PROMPT},
+            {"type": "text", "text": prompt},
             {"type": "image_url", "image_url": {"url": data_url}}]}],
     }
 

@@ -152,3 +152,74 @@ def test_a_real_provider_candidate_prints_its_cost_and_stops_unless_confirmed(
     assert "calls a real provider for 16 photos and 26 queries: about $" in result.stderr
     refused = json.loads(result.stdout)
     assert "not confirmed" in refused["error"] and "--yes" in refused["hint"]
+
+
+def test_a_prompt_file_is_the_candidates_prompt_sent_to_anthropic_instead_of_the_analyzers(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from tests.fakes.providers import FakeProviders
+
+    vision, _embedding = evaluation.function_modules()
+    # GIVEN an environment that analyses with Anthropic, and a prompt file to try
+    deployed = comparing.Candidate("anthropic", "claude-haiku-4-5", "local",
+                                   "multilingual-e5-small-q4")
+    prompt = tmp_path / "prompt-v2.txt"
+    prompt.write_text("Name every object you can see, then the setting.\n", encoding="utf-8")
+    candidate = comparing.with_prompt(deployed, prompt)
+    stored = {item: {"category": "photo", "summary": f"a photo of {item}", "tags": [item]}
+              for item in GOLDEN.photos}
+
+    with FakeProviders(api_key="k-test") as fake:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.anthropic_base_url)
+        calls = comparing.calls_for(candidate, keys={"ANTHROPIC_API_KEY": "k-test"})
+
+        # WHEN the candidate runs (the same model: only the prompt differs)
+        _report, analyses = comparing.run(GOLDEN, candidate, calls, stored=stored,
+                                          reuse_stored=False)
+
+        # THEN every photo is analysed again, each request carrying the file's prompt and
+        # not the analyzer's
+        texts = [m.body["messages"][0]["content"][1]["text"] for m in fake.messages.requests]
+    assert texts == ["Name every object you can see, then the setting."] * 3
+    assert vision.PROMPT not in texts
+    assert set(analyses) == set(GOLDEN.photos)
+    assert candidate.label == "claude-haiku-4-5 (prompt prompt-v2.txt) + multilingual-e5-small-q4"
+    assert comparing.estimate(candidate, deployed, GOLDEN, prices=PRICES)["reanalyses"]
+
+
+def test_a_prompt_for_an_offline_analysis_or_an_empty_prompt_file_is_a_usage_error(
+        tmp_path: Path) -> None:
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("Describe the photo.", encoding="utf-8")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n", encoding="utf-8")
+    claude = comparing.parse("anthropic:claude-haiku-4-5", current=LOCAL_CLOUD)
+
+    with pytest.raises(errors.UsageError, match="offline"):
+        comparing.with_prompt(LOCAL_CLOUD, prompt)
+    with pytest.raises(errors.UsageError, match="1 to"):
+        comparing.with_prompt(claude, empty)
+
+
+def test_eval_takes_a_prompt_file_beside_a_real_analysis_model_and_estimates_it_first(
+        tmp_path: Path) -> None:
+    prompt = tmp_path / "prompt-v2.txt"
+    prompt.write_text("Name every object you can see.", encoding="utf-8")
+    env = {**os.environ, "COLLECTIONS_STATE_DIR": str(tmp_path), "COLLECTIONS_ENV": "local"}
+
+    def eval_with(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "collections_ops", "eval", "local",
+                               *args, "--prompt", str(prompt), "-o", "json"],
+                              env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=120)
+
+    # WHEN the local cloud's offline analysis is given a prompt, and then a real model is
+    offline = eval_with()
+    real = eval_with("--compare", "anthropic:claude-haiku-4-5")
+
+    # THEN the first is a usage error; the second names the prompt in its estimate and, with
+    # no terminal and no --yes, stops before anything is spent
+    assert offline.returncode == 2, offline.stdout + offline.stderr
+    assert "reads no prompt" in json.loads(offline.stdout)["error"]
+    assert real.returncode == 1, real.stdout + real.stderr
+    assert "claude-haiku-4-5 (prompt prompt-v2.txt)" in real.stderr
+    assert "not confirmed" in json.loads(real.stdout)["error"]

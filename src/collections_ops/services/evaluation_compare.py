@@ -15,14 +15,17 @@ spends anything.
 A candidate is named by its models: `local-pillow-v1` (an offline analysis model),
 `local-hash-v1` (an offline embedding model), `anthropic:claude-haiku-4-5`,
 `openai:gpt-4o-mini` or `voyage:voyage-3.5`, or two of them joined by `+` (one analysis, one
-embedding). The half not named stays the environment's.
+embedding). The half not named stays the environment's. A prompt file (`with_prompt`) makes
+the candidate's real analysis model read that prompt instead of the analyzer's own
+(`vision.PROMPT`), so a prompt change is scored before it ships.
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from collections_ops import errors
@@ -39,6 +42,7 @@ OUTPUT_TOKENS = 400
 IMAGE_PIXELS_PER_TOKEN = 750
 CHARS_PER_TOKEN = 4  # an embedded text's tokens, from its length
 DOCUMENT_CHARS = 800  # an analysis's document text, when no analysis is at hand yet
+MAX_PROMPT_CHARS = 20_000
 
 
 @dataclass(frozen=True)
@@ -47,10 +51,13 @@ class Candidate:
     analyzer_model: str
     embedding_provider: str
     embedding_model: str
+    prompt: str | None = None  # the analysis prompt tried; None: the analyzer's own
+    prompt_name: str | None = None  # where it was read from, for the label
 
     @property
     def label(self) -> str:
-        return f"{self.analyzer_model} + {self.embedding_model}"
+        prompt = f" (prompt {self.prompt_name})" if self.prompt is not None else ""
+        return f"{self.analyzer_model}{prompt} + {self.embedding_model}"
 
     @property
     def offline(self) -> bool:
@@ -91,6 +98,25 @@ def parse(spec: str, *, current: Candidate) -> Candidate:
     return candidate
 
 
+def with_prompt(candidate: Candidate, path: Path) -> Candidate:
+    """`candidate` with its analysis asked with the prompt in the file at `path`. Only a real
+    analysis model reads a prompt: an offline one is a usage error, as is an empty or
+    over-long file."""
+    if candidate.analyzer_provider == LOCAL:
+        raise errors.UsageError(
+            f"--prompt: the candidate's analysis, {candidate.analyzer_model}, is offline and "
+            "reads no prompt", "name a real analysis model too: --compare anthropic:MODEL")
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise errors.UsageError(f"--prompt {path}: cannot be read ({type(exc).__name__})"
+                                ) from None
+    if not text or len(text) > MAX_PROMPT_CHARS:
+        raise errors.UsageError(f"--prompt {path}: a prompt is 1 to {MAX_PROMPT_CHARS} "
+                                f"characters; this one is {len(text)}")
+    return replace(candidate, prompt=text, prompt_name=path.name)
+
+
 # ------------------------------------------------------------------------------ the estimate
 
 
@@ -107,10 +133,14 @@ def estimate(candidate: Candidate, current: Candidate, golden: evaluation.Golden
     sizes = [evaluation.rendered_photo(name).size for name in golden.photos.values()]
     photos = len(sizes)
     analyses = candidate.analyzer_model != current.analyzer_model or (
-        candidate.analyzer_provider != current.analyzer_provider)
+        candidate.analyzer_provider != current.analyzer_provider) or (
+        candidate.prompt != current.prompt)
     image_tokens = sum(w * h // IMAGE_PIXELS_PER_TOKEN for w, h in sizes)
+    vision, _embedding = evaluation.function_modules()
+    prompt_tokens = PROMPT_TOKENS + (len(candidate.prompt or vision.PROMPT)
+                                     - len(vision.PROMPT)) // CHARS_PER_TOKEN
     analysis_usd = usd(candidate.analyzer_provider, candidate.analyzer_model,
-                       image_tokens + PROMPT_TOKENS * photos, OUTPUT_TOKENS * photos)
+                       image_tokens + max(prompt_tokens, 0) * photos, OUTPUT_TOKENS * photos)
     embedded_tokens = (DOCUMENT_CHARS // CHARS_PER_TOKEN) * photos + sum(
         len(q.query) // CHARS_PER_TOKEN + 1 for q in golden.queries)
     embedding_usd = usd(candidate.embedding_provider, candidate.embedding_model,
@@ -157,15 +187,17 @@ def calls_for(candidate: Candidate, *, keys: Mapping[str, str],
 
     def analyse(image: Any, jpeg: bytes) -> dict[str, Any]:
         provider, model = candidate.analyzer_provider, candidate.analyzer_model
+        prompt = vision.PROMPT if candidate.prompt is None else candidate.prompt
         if provider == LOCAL:
             found = vision.local_analysis(image, {"width": image.width, "height": image.height},
                                           model=model)
         elif provider == "anthropic":
             found = vision.anthropic_analysis(jpeg, api_key=keys["ANTHROPIC_API_KEY"],
-                                              model=model, remaining_s=budget()).analysis
+                                              model=model, remaining_s=budget(),
+                                              prompt=prompt).analysis
         else:
             found = vision.openai_analysis(jpeg, api_key=keys["OPENAI_API_KEY"], model=model,
-                                           remaining_s=budget()).analysis
+                                           remaining_s=budget(), prompt=prompt).analysis
         return dict(vision.validate(found))
 
     def embed(texts: list[str], as_query: bool) -> list[list[float]]:

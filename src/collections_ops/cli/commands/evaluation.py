@@ -30,6 +30,11 @@ def evaluate(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
                       "model (local-pillow-v1, local-hash-v1), provider:model "
                       "(anthropic:claude-haiku-4-5, voyage:voyage-3.5), or one of each "
                       "joined by +.")] = None,
+             prompt: Annotated[Path | None, typer.Option(
+                 "--prompt", metavar="FILE", exists=True, dir_okay=False,
+                 help="The candidate's analysis reads this prompt instead of the analyzer's "
+                      "own (a real analysis model only: with --compare anthropic:MODEL, or "
+                      "alone on an environment that analyses with one).")] = None,
              yes: opt.YesOption = False,
              output: opt.OutputOption = opt.Output.table,
              profile: opt.ProfileOption = None, region: opt.RegionOption = None) -> None:
@@ -46,6 +51,8 @@ def evaluate(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
     current = comparing.Candidate(ctx.env.analyzer_provider, ctx.env.analyzer_model,
                                   provider, model)
     candidate = comparing.parse(compare, current=current) if compare else None
+    if prompt is not None:
+        candidate = comparing.with_prompt(candidate or current, prompt)
     keys: dict[str, str] = {}
     if candidate is not None and not candidate.offline:
         _confirm_cost(comparing, candidate, current, golden_set, ctx, yes=yes)
@@ -81,8 +88,9 @@ def evaluate(env: opt.EnvArgument = None, env_option: opt.EnvOption = None,
     if candidate is not None:
         stored = {item: (route.item_rows(item, report.user_id) or {}).get("analysis")
                   for item in golden_set.photos}
-        same_analysis = (candidate.analyzer_provider, candidate.analyzer_model) == (
-            current.analyzer_provider, current.analyzer_model)
+        same_analysis = (candidate.analyzer_provider, candidate.analyzer_model,
+                         candidate.prompt) == (current.analyzer_provider,
+                                               current.analyzer_model, current.prompt)
         scored, analyses = comparing.run(
             golden_set, candidate, comparing.calls_for(candidate, keys=keys), stored=stored,
             reuse_stored=same_analysis and current.analyzer_provider != comparing.LOCAL)
