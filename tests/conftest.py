@@ -111,6 +111,24 @@ def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ["COLLECTIONS_STATE_DIR"] = previous
 
 
+@pytest.fixture(scope="session")
+def shared_local_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """One local cloud per test process (each xdist worker has its own), deployed with the CLI
+    as an operator would and destroyed at the end: {"env": the CLI's environment, "status":
+    `status --json`}. For modules whose tests only read, or write under a user, item id or key
+    of their own (each says which). A module that kills, corrupts, restarts or reconfigures
+    its cloud, or that counts or fixes across users, deploys one of its own."""
+    from tests.e2e.cli import local_env, run
+
+    env = local_env(tmp_path_factory.mktemp("shared-cloud") / "state")
+    try:
+        started = run(env, "deploy", "local")
+        assert started.returncode == 0, started.stderr
+        yield {"env": env, "status": json.loads(run(env, "status", "--json").stdout)}
+    finally:
+        run(env, "destroy", "local", "--yes")
+
+
 @pytest.fixture
 def fresh_moto(moto_endpoint: str) -> str:
     reset_moto(moto_endpoint)

@@ -7,11 +7,20 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from collections_ops.localcloud.aws import iam
 from tests import images
 from tests.e2e.cli import owner_url, run
 
 USER = "rec"
+
+
+@pytest.fixture(scope="module")
+def cli_env(shared_local_cloud: dict[str, Any]) -> dict[str, str]:
+    """The session's shared local cloud: every upload, break, reconcile and replay here is of
+    the users `rec` and `rep`, named on each command."""
+    return dict(shared_local_cloud["env"])
 
 
 

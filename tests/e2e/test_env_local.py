@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,12 @@ from tests import images
 from tests.e2e.cli import run, wait_for
 
 AWS = shutil.which("aws")
+
+
+@pytest.fixture(scope="module")
+def cli_env(shared_local_cloud: dict[str, Any]) -> dict[str, str]:
+    """The session's shared local cloud: these tests upload under user123 only, and read."""
+    return dict(shared_local_cloud["env"])
 
 
 def _shell(cli_env: dict[str, str], tmp_path: Path, script: str,

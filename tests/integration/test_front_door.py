@@ -10,7 +10,6 @@ import datetime
 import http.client
 import json
 import urllib.parse
-from collections.abc import Iterator
 from typing import Any
 from unittest import mock
 
@@ -20,7 +19,7 @@ from botocore.exceptions import ClientError
 from moto.core.authorization import ActionAuthenticatorMixin
 
 from collections_ops.localcloud.aws import iam
-from tests.e2e.cli import local_client, local_env, run
+from tests.e2e.cli import local_client
 
 # moto's list as it ships (this process does not run the local cloud's patches)
 PUBLIC_OPERATIONS = list(ActionAuthenticatorMixin.PUBLIC_OPERATIONS)
@@ -32,19 +31,16 @@ CANARY = "sk-ant-canary-value-never-leaks"
 
 
 @pytest.fixture(scope="module")
-def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    env = local_env(tmp_path_factory.mktemp("door") / "state")
-    try:
-        started = run(env, "deploy", "local")
-        assert started.returncode == 0, started.stderr
-        status = json.loads(run(env, "status", "--json").stdout)
-        local_client(status, "s3").put_object(Bucket=status["buckets"]["images"],
-                                              Key=VICTIM_KEY, Body=VICTIM_BODY)
-        local_client(status, "ssm").put_parameter(Name="/collections/FRONT_DOOR_CANARY",
-                                                  Value=CANARY, Type="SecureString")
-        yield status
-    finally:
-        run(env, "destroy", "local", "--yes")
+def cloud(shared_local_cloud: dict[str, Any]) -> dict[str, Any]:
+    """The session's shared local cloud, with this module's victim object and canary
+    parameter: every refused request must leave those as they are; the keys the tests create
+    they delete."""
+    status: dict[str, Any] = shared_local_cloud["status"]
+    local_client(status, "s3").put_object(Bucket=status["buckets"]["images"], Key=VICTIM_KEY,
+                                          Body=VICTIM_BODY)
+    local_client(status, "ssm").put_parameter(Name="/collections/FRONT_DOOR_CANARY",
+                                              Value=CANARY, Type="SecureString", Overwrite=True)
+    return status
 
 
 def _raw(status: dict[str, Any], method: str, path: str, headers: dict[str, str],
