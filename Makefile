@@ -55,14 +55,16 @@ demo: setup
 
 # One worker per core, each test file whole on one worker: a module's local cloud or
 # PostgreSQL fixture is built once, and most of the suite waits on subprocesses and polls.
+# lint and typecheck need only the venv: with `make -j` (.ci/run) they run while npm and the
+# wheelhouse download, before pytest starts.
 test: setup lint typecheck
 	$(BIN)/python -m pytest -n auto --dist loadfile
 
-lint: setup
+lint: $(VENV)/.installed
 	$(BIN)/ruff check src lambdas tests bench infrastructure
 	$(BIN)/lint-imports  # the import layering in pyproject.toml's [tool.importlinter]
 
-typecheck: setup
+typecheck: $(VENV)/.installed
 	$(BIN)/mypy src lambdas/shared
 	for fn in image_processor analyzer embedder operations; do $(BIN)/mypy lambdas/$$fn || exit 1; done
 	$(BIN)/mypy infrastructure
@@ -74,4 +76,4 @@ bench: setup
 
 clean:
 	-$(BIN)/collections destroy local
-	rm -rf $(VENV) infrastructure/node_modules infrastructure/cdk.out
+	rm -rf $(VENV) infrastructure/node_modules infrastructure/cdk.out .wheelhouse
