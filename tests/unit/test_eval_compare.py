@@ -3,6 +3,7 @@ analyses and ranks diffed against the environment's, and the cost of switching e
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -107,6 +108,8 @@ def test_a_real_provider_candidate_calls_the_providers_api_as_the_functions_do(
             {"claude-haiku-4-5"}
         image = messages[0].body["messages"][0]["content"][0]
         assert image["source"]["media_type"] == "image/jpeg"
+        # the pipeline's own rendition, byte for byte (not a re-encoded copy)
+        assert base64.b64decode(image["source"]["data"]) == evaluation.rendition("chelsea.png")
         kinds = [e.body["input_type"] for e in fake.embeddings.requests]
         assert kinds == ["document", "query", "query", "query"]
     assert all(a["summary"] == VALID_ANALYSIS["summary"] for a in analyses.values())

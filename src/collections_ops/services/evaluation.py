@@ -163,7 +163,7 @@ def in_process(golden: GoldenSet, *, analyzer_model: str,
     """The golden set scored with the offline models called in this process, and the seconds
     it took to analyse and embed the photos.
 
-    Each photo is downscaled as the pipeline renders it, analysed, validated and its
+    Each photo is the analyzer's own JPEG rendition (`rendition`), analysed, validated and its
     `document_text` embedded as a document; each query is embedded as a query and the photos
     ranked by cosine (the vectors are unit length, so by dot product), as `search` ranks one
     user's embeddings exactly."""
@@ -188,21 +188,27 @@ def in_process(golden: GoldenSet, *, analyzer_model: str,
     return report, indexed_s
 
 
-def rendered_photo(name: str) -> Any:
-    """A golden photo as an RGB Pillow image: the very rendition the pipeline's analyzer
-    analyses (the analyzer's own `render_small`: downscaled, then a JPEG at the analyzer's
-    quality), so that in-process figures are the pipeline's, JPEG artefacts included."""
-    import io
-
-    from PIL import Image
-
+def rendition(name: str) -> bytes:
+    """A golden photo's JPEG rendition, made by the analyzer's own `render_small` (downscaled,
+    then a JPEG at the analyzer's quality): the very bytes the pipeline's analyzer sends a
+    provider and analyses offline."""
     vision, _embedding = function_modules()
     from collections_core import images
 
     rendered, _source = images.render_small(golden_photo(name).read_bytes(),
                                             vision.MODEL_MAX_EDGE,
                                             quality=vision.RENDITION_QUALITY)
-    with Image.open(io.BytesIO(rendered.data)) as image:
+    return bytes(rendered.data)
+
+
+def rendered_photo(name: str, data: bytes | None = None) -> Any:
+    """A golden photo's `rendition` (or `data`, one already made) decoded to an RGB Pillow
+    image, so that in-process figures are the pipeline's, JPEG artefacts included."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(rendition(name) if data is None else data)) as image:
         return image.convert("RGB")
 
 

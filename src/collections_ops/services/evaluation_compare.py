@@ -2,7 +2,7 @@
 set beside the environment's own, before anyone switches to it.
 
 The environment's run is `evaluation.run`, through the real pipeline. The candidate runs in
-this process on the same photos (each downscaled as the pipeline renders it), with the
+this process on the same photos (each the analyzer's own JPEG rendition), with the
 functions' own `vision` and `embedding` modules: its analyses and vectors stay in memory and
 nothing is written to the live tables, so a candidate can be tried on a production
 environment. What it shows: each item's analysis before and after (category, summary, tags
@@ -22,7 +22,6 @@ the candidate's real analysis model read that prompt instead of the analyzer's o
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -234,8 +233,8 @@ def run(golden: evaluation.GoldenSet, candidate: Candidate, calls: Calls, *,
         if reuse_stored and kept is not None:
             analyses[item_id] = kept
             continue
-        image = evaluation.rendered_photo(name)
-        analyses[item_id] = calls.analyse(image, _jpeg(image))
+        jpeg = evaluation.rendition(name)  # the bytes the pipeline sends, not re-encoded
+        analyses[item_id] = calls.analyse(evaluation.rendered_photo(name, jpeg), jpeg)
     ids = list(analyses)
     vectors = dict(zip(ids, calls.embed([embedding.document_text(_documented(analyses[i]))
                                          for i in ids], False), strict=True))
@@ -257,12 +256,6 @@ def _documented(analysis: dict[str, Any]) -> dict[str, Any]:
 
 def _dot(a: list[float], b: list[float]) -> float:
     return sum(x * y for x, y in zip(a, b, strict=True))
-
-
-def _jpeg(image: Any) -> bytes:
-    out = io.BytesIO()
-    image.save(out, format="JPEG", quality=85)
-    return out.getvalue()
 
 
 # ------------------------------------------------------------------------------ the diff
