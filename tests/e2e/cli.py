@@ -58,3 +58,36 @@ def wait_for(predicate: Callable[[], Any], what: str, *, timeout: float, interva
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+QUEUE_COUNTS = ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+                "ApproximateNumberOfMessagesDelayed")
+
+
+def queues_idle(status: dict[str, Any]) -> bool:
+    """No function's trigger queue holds a message -- none waiting, in flight (a handler still
+    running, or a delivery lost with a killed dispatcher, due again once its visibility ends)
+    or delayed (a retry): nothing is left to deliver, redeliveries of finished work included."""
+    from collections_ops.pipeline import FUNCTIONS
+
+    sqs = local_client(status, "sqs")
+    for fn in FUNCTIONS:
+        url = sqs.get_queue_url(QueueName=fn.queue_name("local"))["QueueUrl"]
+        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=list(QUEUE_COUNTS))
+        if any(int(attrs["Attributes"].get(name, 0)) for name in QUEUE_COUNTS):
+            return False
+    return True
+
+
+def last_invoked_ms(status: dict[str, Any], function_key: str) -> int | None:
+    """When the function last wrote to its log group (epoch ms; None: never invoked). Every
+    invocation logs START after it takes a concurrency slot, so no invocation began later."""
+    from collections_ops.pipeline import function
+
+    logs = local_client(status, "logs")
+    streams = logs.describe_log_streams(logGroupName=function(function_key).log_group("local"),
+                                        orderBy="LastEventTime", descending=True,
+                                        limit=1)["logStreams"]
+    if not streams:
+        return None
+    return int(streams[0].get("lastEventTimestamp") or streams[0].get("creationTime") or 0)

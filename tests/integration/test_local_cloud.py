@@ -20,10 +20,10 @@ import psycopg
 import pytest
 
 from collections_ops import paths
+from collections_ops.localcloud.lambda_service.dispatcher import CONCURRENCY_REFRESH_S, LOG_FLUSH_S
 from tests import images
-from tests.e2e.cli import local_client, local_env, owner_url, run, wait_for
+from tests.e2e.cli import last_invoked_ms, local_client, local_env, owner_url, run, wait_for
 
-pytestmark = pytest.mark.e2e
 _wait = partial(wait_for, timeout=180, interval=0.5, tolerate=(Exception,))
 
 
@@ -92,7 +92,12 @@ def test_reserved_concurrency_zero_throttles_visibly_and_keeps_the_event(cloud):
     name = status["functions"]["embedder"]
     lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)
     try:
-        time.sleep(6)  # the dispatchers read the limit every 5 s
+        # A dispatcher reads the limit when it invokes, then trusts it for
+        # CONCURRENCY_REFRESH_S: once that long has passed since the embedder last ran (and its
+        # log lines, held up to LOG_FLUSH_S, are in), its next invocation reads the 0 set above.
+        stale_ms = (CONCURRENCY_REFRESH_S + LOG_FLUSH_S) * 1000
+        _wait(lambda: time.time() * 1000 - (last_invoked_ms(status, "embedder") or 0) >= stale_ms,
+              "the embedder's cached concurrency limit to be stale", timeout=60, interval=0.25)
         local_client(status, "s3").put_object(Bucket=status["buckets"]["images"],
                                          Key="throttled/one.jpg", Body=images.photo(seed=3))
         _wait(lambda: _metric_sum(status, "embedder", "Throttles") >= 1, "a throttle metric")

@@ -30,9 +30,8 @@ from botocore.config import Config
 
 from collections_ops.localcloud.aws import iam
 from tests import images
-from tests.e2e.cli import local_env, owner_url, run, wait_for
+from tests.e2e.cli import local_env, owner_url, queues_idle, run, wait_for
 
-pytestmark = [pytest.mark.reliability, pytest.mark.e2e]
 UPLOADS, CONCURRENCY = 30, 8
 _wait = partial(wait_for, timeout=240, interval=0.5, tolerate=(Exception,))
 
@@ -156,7 +155,7 @@ def _deploy_and_check(cloud: dict[str, Any], user: str, acknowledged: set[str], 
     assert len(acknowledged) >= UPLOADS - CONCURRENCY, "most uploads were acknowledged"
     _wait(lambda: _count(status, "embeddings", user) >= len(acknowledged),
           f"{len(acknowledged)} embeddings for {user}")
-    time.sleep(3)  # let redeliveries of finished work run out
+    _wait(lambda: queues_idle(status), "no delivery left (redeliveries of finished work run)")
     for table, rows in _rows(status, user).items():
         assert set(rows) >= acknowledged, f"{table}: missing {sorted(acknowledged - set(rows))}"
         assert set(rows.values()) == {1}, f"{table} has duplicates: {rows}"

@@ -19,9 +19,8 @@ import pytest
 
 from collections_ops.localcloud.aws import iam
 from tests import images
-from tests.e2e.cli import local_env, owner_url, run
+from tests.e2e.cli import local_env, owner_url, queues_idle, run, wait_for
 
-pytestmark = [pytest.mark.reliability, pytest.mark.e2e]
 VALID, INVALID, CONCURRENCY = 190, 10, 16
 
 
@@ -92,15 +91,13 @@ def test_nothing_is_lost_or_duplicated_under_load_and_faults(cloud):
         for f in futures:
             f.result()
 
-    deadline = time.monotonic() + 300
     with psycopg.connect(owner_url(status), autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            done = conn.execute("SELECT count(*) FROM embeddings WHERE user_id = 'load'"
-                                ).fetchone()[0]
-            if done >= VALID:
-                break
-            time.sleep(1)
-        time.sleep(3)  # let redeliveries of already-finished work run out
+        wait_for(lambda: conn.execute("SELECT count(*) FROM embeddings WHERE user_id = 'load'"
+                                      ).fetchone()[0] >= VALID, f"{VALID} embeddings",
+                 timeout=300, interval=1)
+        # Redeliveries of already-finished work run out before the rows are counted.
+        wait_for(lambda: queues_idle(status), "no delivery left", timeout=120, interval=0.5,
+                 tolerate=(Exception,))
         counts = {table: dict(conn.execute(
             f"SELECT {col}, count(*) FROM {table} WHERE user_id = 'load' GROUP BY {col}"
         ).fetchall()) for table, col in (("items", "id"), ("analyses", "item_id"),
