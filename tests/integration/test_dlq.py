@@ -393,7 +393,7 @@ def test_on_a_running_dispatcher_failures_are_parked_then_redriven_to_completion
 
 
 def test_the_number_of_workers_comes_from_the_environment():
-    from collections_ops.localcloud.lambda_service.dispatcher import DispatchPolicy
+    from collections_ops.localcloud.lambda_service.retry_policy import DispatchPolicy
     from collections_ops.pipeline import function
 
     processor, analyzer = function("processor"), function("analyzer")

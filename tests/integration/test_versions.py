@@ -248,11 +248,11 @@ class Reloads:
     """A dispatcher's reloader, recording what it would import instead of importing it."""
 
     def __init__(self, state_dir) -> None:
-        from collections_ops.localcloud.lambda_service import watch
+        from collections_ops.localcloud.lambda_service.reloader import CodeReloader
         from collections_ops.localcloud.state import StateDir
 
         self.purged: list[dict[str, str]] = []
-        self.reloader = watch.CodeReloader(
+        self.reloader = CodeReloader(
             StateDir(state_dir).code_stamp,
             lambda dirs, shared: self.purged.append({k: str(v) for k, v in dirs.items()}))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from collections_ops.localcloud.lambda_service.dispatcher import FINISHED, HELD, RUNNING, Journal
+from collections_ops.localcloud.lambda_service.journal import FINISHED, HELD, RUNNING, Journal
 
 
 def _receive(sqs: Any, url: str, wait: int = 0) -> list[dict[str, Any]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections_ops.localcloud.lambda_service.dispatcher import DispatchPolicy
+from collections_ops.localcloud.lambda_service.retry_policy import DispatchPolicy
 
 
 def test_the_default_scale_gives_retries_after_1_and_2_seconds():

@@ -9,16 +9,18 @@ from pathlib import Path
 
 import pytest
 
+from collections_ops.localcloud.lambda_service import reloader as reloader_module
 from collections_ops.localcloud.lambda_service import watch
+from collections_ops.localcloud.lambda_service.reloader import CodeReloader
 from collections_ops.localcloud.state import StateDir
 from collections_ops.pipeline import FUNCTIONS
 
 PROCESSOR = next(fn for fn in FUNCTIONS if fn.key == "processor")
 
 
-def _reloader(state_dir: Path) -> tuple[watch.CodeReloader, list[dict[str, str]]]:
+def _reloader(state_dir: Path) -> tuple[CodeReloader, list[dict[str, str]]]:
     purged: list[dict[str, str]] = []
-    reloader = watch.CodeReloader(
+    reloader = CodeReloader(
         StateDir(state_dir).code_stamp,
         lambda dirs, shared: purged.append({k: str(v) for k, v in dirs.items()}))
     return reloader, purged
@@ -29,7 +31,7 @@ def _new_code(state_dir: Path, version: str) -> None:
         "digest": f"digest-{version}", "dir": str(state_dir / version), "version": version}})
 
 
-def _in_flight(reloader: watch.CodeReloader,
+def _in_flight(reloader: CodeReloader,
                timeout_s: float) -> tuple[threading.Event, threading.Thread, float]:
     """An invocation that runs until released; and when it started (at the latest)."""
     entered, release = threading.Event(), threading.Event()
@@ -62,7 +64,7 @@ def test_a_reload_waits_for_an_invocation_within_its_timeout(tmp_path: Path) -> 
 
 def test_an_invocation_stuck_past_its_timeout_does_not_hold_the_reload(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(watch, "RELOAD_GRACE_S", 0.2)
+    monkeypatch.setattr(reloader_module, "RELOAD_GRACE_S", 0.2)
     reloader, purged = _reloader(tmp_path)
     release, thread, entered = _in_flight(reloader, timeout_s=0.3)  # and never returns in time
     try:

@@ -16,13 +16,15 @@ an idle one at once.
 
 Workers per function: `COLLECTIONS_LOCAL_WORKERS`, either one number for every function
 (`4`) or per function (`processor=4,analyzer=4,embedder=2`; a bare number sets the default).
-The dispatcher always runs in the process that serves moto, so it also removes two pure,
-repeated computations from moto's request path (see `moto_tuning`).
+What the threads consult lives beside this module: when to retry, back off or give up
+(`retry_policy`), what this process holds for its successor (`journal`), reserved concurrency
+across processes (`concurrency`), and the log lines and metrics sent to CloudWatch
+(`telemetry`). Each dispatcher is a process of its own, started by the supervisor
+(`run_process`); tests run one in their own process (`Dispatcher`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -31,41 +33,37 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any
 
 from collections_ops.localcloud.lambda_service import lambda_runtime
-from collections_ops.localcloud.state import StateDir, local_environment
-from collections_ops.pipeline import (
-    ASYNC_MAX_EVENT_AGE_S,
-    ASYNC_RETRY_ATTEMPTS,
-    FUNCTIONS,
-    Environment,
-    Function,
+from collections_ops.localcloud.lambda_service.concurrency import ReservedConcurrency
+from collections_ops.localcloud.lambda_service.journal import (
+    FINISHED,
+    HELD,
+    JOURNAL_FLUSH_S,
+    RUNNING,
+    Journal,
 )
+from collections_ops.localcloud.lambda_service.retry_policy import (
+    SQS_BATCH_MAX,
+    THROTTLED_ATTRIBUTE,
+    DispatchPolicy,
+    on_failure_record,
+    throttled_attribute,
+    throttles_so_far,
+)
+from collections_ops.localcloud.lambda_service.telemetry import (
+    LOG_FLUSH_S,
+    LOG_LINGER_S,
+    METRICS_FLUSH_S,
+    LogBuffer,
+    Metrics,
+)
+from collections_ops.localcloud.state import StateDir, local_environment
+from collections_ops.pipeline import FUNCTIONS, Environment, Function
 
 log = logging.getLogger("collections.localcloud")
-WORKERS_ENV = "COLLECTIONS_LOCAL_WORKERS"
-# Fault injection for reliability tests: kill every Nth first delivery (0: never).
-FAULT_EVERY_ENV = "COLLECTIONS_LOCAL_FAULT_EVERY"
-# Lambda's asynchronous-invocation timings, scaled: a function error is retried after 1 and
-# 2 minutes; a throttled event backs off from 1 s doubling to 5 minutes, kept for up to 6 h.
-# COLLECTIONS_LOCAL_TIME_SCALE multiplies them (default 1/60: retries after 1 s and 2 s,
-# throttles for up to 6 minutes); SQS counts visibility in whole seconds, so 1 s at least.
-TIME_SCALE_ENV = "COLLECTIONS_LOCAL_TIME_SCALE"
-DEFAULT_TIME_SCALE = 1 / 60
-# AWS retries after 1 minute, then 2; the definition's EventInvokeConfig says how many times.
-LAMBDA_RETRY_DELAYS_S = (60, 120)[:ASYNC_RETRY_ATTEMPTS]
-LAMBDA_THROTTLE_BACKOFF_S = (1, 300)  # first, longest
-LAMBDA_MAX_EVENT_AGE_S = ASYNC_MAX_EVENT_AGE_S
-THROTTLED_ATTRIBUTE = "collections-throttled"  # how often, and since when (a message attribute)
-CONCURRENCY_REFRESH_S = 5.0
-METRICS_FLUSH_S = 2.0
-SQS_BATCH_MAX = 10
-LOG_LINGER_S = 0.05  # how long a worker waits for more work before sending its log lines
-LOG_FLUSH_S = 0.5  # log lines are never held longer than this
-LOG_BATCH_EVENTS = 5_000  # PutLogEvents takes at most 10,000 events
-LOG_BATCH_BYTES = 512 * 1024  # ... and at most 1 MB
 
 
 @dataclass(frozen=True)
@@ -91,71 +89,6 @@ class RoleCredentials:
             botocore_session=core)
 
 
-@dataclass(frozen=True)
-class DispatchPolicy:
-    workers_per_function: int = 3
-    workers: Mapping[str, int] = field(default_factory=dict)  # function key -> workers
-    max_retries: int = ASYNC_RETRY_ATTEMPTS  # the functions' EventInvokeConfig
-    time_scale: float = DEFAULT_TIME_SCALE
-    # LAMBDA_RETRY_DELAYS_S at the default scale
-    retry_delays_s: tuple[int, ...] = tuple(max(1, round(d * DEFAULT_TIME_SCALE))
-                                            for d in LAMBDA_RETRY_DELAYS_S)
-    wait_time_s: int = 1
-    batch_size: int = SQS_BATCH_MAX  # messages per receive, at most
-    prefetch_per_worker: int = 1  # messages received ahead of a free worker
-    # Kill every Nth first delivery, alternately before the handler runs and after it has
-    # done its work but before the message is acknowledged (as a crashed container would).
-    fault_every: int = 0
-
-    def workers_for(self, fn: Function) -> int:
-        return max(1, int(self.workers.get(fn.key, self.workers_per_function)))
-
-    def scaled(self, seconds: float) -> int:
-        return max(1, round(seconds * self.time_scale))
-
-    def throttle_delay_s(self, throttles: int) -> int:
-        first, longest = LAMBDA_THROTTLE_BACKOFF_S
-        return min(self.scaled(longest), self.scaled(first * 2 ** max(0, throttles - 1)))
-
-    @property
-    def max_event_age_s(self) -> float:
-        return LAMBDA_MAX_EVENT_AGE_S * self.time_scale
-
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str] = os.environ) -> DispatchPolicy:
-        """The default policy, with workers per function from COLLECTIONS_LOCAL_WORKERS."""
-        policy = cls()
-        scale = environ.get(TIME_SCALE_ENV, "").strip()
-        if scale:
-            try:
-                factor = float(scale)
-                if factor <= 0:
-                    raise ValueError("must be above 0")
-                policy = replace(policy, time_scale=factor, retry_delays_s=tuple(
-                    max(1, round(d * factor)) for d in LAMBDA_RETRY_DELAYS_S))
-            except ValueError as exc:
-                log.warning("ignoring %s=%r: %s", TIME_SCALE_ENV, scale, exc)
-        faults = environ.get(FAULT_EVERY_ENV, "").strip()
-        if faults.isdigit():
-            policy = replace(policy, fault_every=int(faults))
-        spec = environ.get(WORKERS_ENV, "").strip()
-        if not spec:
-            return policy
-        default, per_function = policy.workers_per_function, {}
-        known = {fn.key for fn in FUNCTIONS}
-        try:
-            for part in filter(None, (p.strip() for p in spec.split(","))):
-                key, sep, value = part.partition("=")
-                if not sep:
-                    default = int(key)
-                elif key.strip() in known:
-                    per_function[key.strip()] = int(value)
-                else:
-                    raise ValueError(f"unknown function {key.strip()!r}")
-        except ValueError as exc:
-            log.warning("ignoring %s=%r: %s", WORKERS_ENV, spec, exc)
-            return policy
-        return replace(policy, workers_per_function=default, workers=per_function)
 
 
 class _Lane:
@@ -181,204 +114,6 @@ class _Lane:
             self.lock.notify_all()
 
 
-class _Concurrency:
-    """A function's reserved concurrency, enforced across every dispatcher process.
-
-    Read from the local Lambda API (`put_function_concurrency` takes effect within
-    CONCURRENCY_REFRESH_S). With a limit of N, an invocation must hold one of N slot files
-    (an exclusive `flock`) in the shared `slots_dir`; none free means throttled, as Lambda
-    throttles. Without `slots_dir` (a dispatcher inside a test process) the slots are counted
-    in this process only. No reserved concurrency: unlimited.
-    """
-
-    def __init__(self, lam: Any, function_name: str, slots_dir: Any) -> None:
-        self._lam = lam
-        self._name = function_name
-        self._dir = slots_dir
-        self._lock = threading.Lock()
-        self._limit: int | None = None
-        self._checked = 0.0
-        self._held = 0  # in this process
-        if slots_dir is not None:
-            slots_dir.mkdir(parents=True, exist_ok=True)
-
-    def limit(self) -> int | None:
-        now = time.monotonic()
-        if now - self._checked >= CONCURRENCY_REFRESH_S:
-            self._checked = now
-            try:
-                reserved = self._lam.get_function_concurrency(FunctionName=self._name)
-                value = reserved.get("ReservedConcurrentExecutions")
-                self._limit = None if value is None else int(value)
-            except Exception as exc:  # keep the last known limit
-                log.debug("reading the concurrency of %s failed: %s", self._name, exc)
-        return self._limit
-
-    def acquire(self) -> Any:
-        """A token to release after the invocation, or None when throttled."""
-        limit = self.limit()
-        if limit is None:
-            with self._lock:
-                self._held += 1
-            return True
-        if self._dir is None:
-            with self._lock:
-                if self._held >= limit:
-                    return None
-                self._held += 1
-            return True
-        import fcntl
-
-        for n in range(limit):
-            handle = open(self._dir / f"{n}.slot", "a")  # noqa: SIM115 - held until release
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                handle.close()
-                continue
-            with self._lock:
-                self._held += 1
-            return handle
-        return None
-
-    def release(self, token: Any) -> None:
-        with self._lock:
-            self._held -= 1
-        if token is not True:
-            token.close()  # closing the file drops its lock
-
-    @property
-    def held(self) -> int:
-        return self._held
-
-
-class _Metrics:
-    """AWS/Lambda metrics of this process's invocations, sent every METRICS_FLUSH_S as
-    statistic sets: Invocations, Errors, Throttles (Sum), Duration (ms) and
-    ConcurrentExecutions (the most this process ran at once; with several dispatcher
-    processes the Maximum statistic is therefore a lower bound of the total)."""
-
-    def __init__(self, cw: Any, env: Environment) -> None:
-        self._cw = cw
-        self._env = env
-        self._lock = threading.Lock()
-        self._stats: dict[str, dict[str, list[float]]] = {}
-
-    def _add(self, fn: Function, metric: str, value: float) -> None:
-        with self._lock:
-            self._stats.setdefault(fn.function_name(self._env.name), {}).setdefault(
-                metric, []).append(value)
-
-    def invoked(self, fn: Function, *, ok: bool, duration_ms: float, concurrent: int) -> None:
-        self._add(fn, "Invocations", 1)
-        self._add(fn, "Errors", 0 if ok else 1)
-        self._add(fn, "Duration", duration_ms)
-        self._add(fn, "ConcurrentExecutions", concurrent)
-
-    def throttled(self, fn: Function) -> None:
-        self._add(fn, "Throttles", 1)
-
-    def flush(self) -> None:
-        with self._lock:
-            stats, self._stats = self._stats, {}
-        units = {"Duration": "Milliseconds"}
-        data = [{"MetricName": metric, "Dimensions": [{"Name": "FunctionName", "Value": name}],
-                 "Timestamp": time.time(), "Unit": units.get(metric, "Count"),
-                 "StatisticValues": {"SampleCount": float(len(values)), "Sum": float(sum(values)),
-                                     "Minimum": float(min(values)),
-                                     "Maximum": float(max(values))}}
-                for name, metrics in stats.items() for metric, values in metrics.items()]
-        try:
-            for start in range(0, len(data), 20):
-                self._cw.put_metric_data(Namespace="AWS/Lambda", MetricData=data[start:start + 20])
-        except Exception as exc:  # the emulator restarting: keep them for the next flush
-            log.warning("publishing AWS/Lambda metrics failed (kept for the next try): %s", exc)
-            with self._lock:
-                for name, metrics in stats.items():
-                    for metric, values in metrics.items():
-                        self._stats.setdefault(name, {}).setdefault(metric, []).extend(values)
-
-
-HELD, RUNNING, FINISHED = "held", "running", "finished"
-JOURNAL_FLUSH_S = 0.1
-
-
-class Journal:
-    """The messages a dispatcher process holds, on disk, for the process that replaces it.
-
-    A message a dispatcher has received stays invisible in its queue for the function's
-    timeout. When the process dies (`kill -9`, a freeze the supervisor ends), Lambda would
-    not wait that long: an event whose sandbox died is a function error, retried after the
-    first retry delay, and an event no sandbox had started is handed to another at once. So
-    each process writes what it holds -- at once when it receives messages, and every
-    JOURNAL_FLUSH_S while their states change (a crash within that window costs a running
-    event its retry delay, or an early redelivery) -- and its successor, before it polls,
-    hands each message
-    back (`recover`): one not started, visible now; one running, visible after the retry
-    delay (the crash counts as its attempt); one finished but not yet deleted, deleted.
-    """
-
-    def __init__(self, path: Any) -> None:
-        self._path = path
-        self._lock = threading.Lock()
-        self._entries: dict[str, tuple[str, str]] = {}  # receipt handle -> (function, state)
-        self._dirty = False
-        self._write = threading.Lock()  # one writer of the file at a time
-
-    def mark(self, handle: str, function_key: str, state: str) -> None:
-        with self._lock:
-            self._entries[handle] = (function_key, state)
-            self._dirty = True
-
-    def drop(self, handle: str) -> None:
-        with self._lock:
-            if self._entries.pop(handle, None) is not None:
-                self._dirty = True
-
-    def flush(self) -> None:
-        with self._write:
-            with self._lock:
-                if not self._dirty:
-                    return
-                text, self._dirty = json.dumps(self._entries), False
-            tmp = self._path.with_suffix(".tmp")
-            try:
-                tmp.write_text(text)
-                os.replace(tmp, self._path)
-            except OSError as exc:  # a full disk: the messages still reappear, only later
-                log.warning("cannot write %s: %s", self._path.name, exc)
-                with self._lock:
-                    self._dirty = True
-
-    @staticmethod
-    def recover(path: Any, sqs: Any, queue_urls: Mapping[str, str],
-                retry_delay_s: int) -> dict[str, int]:
-        """Hand back what a dead predecessor held (see the class); the counts by state."""
-        try:
-            entries = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return {}
-        counts = dict.fromkeys((HELD, RUNNING, FINISHED), 0)
-        for handle, (key, state) in entries.items():
-            url = queue_urls.get(key)
-            if url is None or state not in counts:
-                continue
-            try:
-                if state == FINISHED:
-                    sqs.delete_message(QueueUrl=url, ReceiptHandle=handle)
-                else:
-                    sqs.change_message_visibility(
-                        QueueUrl=url, ReceiptHandle=handle,
-                        VisibilityTimeout=0 if state == HELD else retry_delay_s)
-            except Exception as exc:  # gone already, or the emulator restarted: all visible
-                log.debug("not handing back a %s message of %s: %s", state, key, exc)
-                continue
-            counts[state] += 1
-        with contextlib.suppress(OSError):
-            path.unlink()
-        return counts
-
-
 class Dispatcher:
     def __init__(self, session: Any, env: Environment, queue_urls: dict[str, str],
                  dlq_urls: dict[str, str], policy: DispatchPolicy | None = None,
@@ -397,8 +132,8 @@ class Dispatcher:
         self._clients_lock = threading.Lock()
         self._journal = journal
         self._slots_dir = slots_dir
-        self._concurrency: dict[str, _Concurrency] = {}
-        self._metrics = _Metrics(session.client("cloudwatch"), env)
+        self._concurrency: dict[str, ReservedConcurrency] = {}
+        self._metrics = Metrics(session.client("cloudwatch"), env)
         self._env = env
         self._queue_urls = queue_urls
         self._dlq_urls = dlq_urls
@@ -420,7 +155,7 @@ class Dispatcher:
         lam = self._session.client("lambda")
         for fn in FUNCTIONS:
             lambda_runtime.load_handler(fn)  # fail fast on an import error
-            self._concurrency[fn.key] = _Concurrency(
+            self._concurrency[fn.key] = ReservedConcurrency(
                 lam, fn.function_name(self._env.name),
                 None if self._slots_dir is None else self._slots_dir / fn.key)
             workers = self._policy.workers_for(fn)
@@ -540,7 +275,7 @@ class Dispatcher:
             sqs = self._session.client("sqs")
             role_session = self._role_sessions.get(fn.key, self._session)
             dlq = role_session.client("sqs")
-            logs = _LogBuffer(role_session.client("logs"), fn.log_group(self._env.name))
+            logs = LogBuffer(role_session.client("logs"), fn.log_group(self._env.name))
         while not self._stop.is_set():
             # Under load the next message follows within moments: keep the log lines and send
             # several invocations' worth in one call. When none comes, send them now.
@@ -587,7 +322,7 @@ class Dispatcher:
             self._journal.flush()
 
     def _killed(self, fn: Function, message: dict[str, Any], sqs: Any,
-                logs: _LogBuffer) -> None:
+                logs: LogBuffer) -> None:
         """The container died: no acknowledgement, and Lambda retries the event shortly."""
         logs.add([(int(time.time() * 1000),
                    "Runtime exited with error: signal: killed (fault injection)")])
@@ -599,7 +334,7 @@ class Dispatcher:
             self.killed += 1
 
     def _deliver(self, fn: Function, message: dict[str, Any], sqs: Any,
-                 logs: _LogBuffer, dlq: Any = None) -> str | None:
+                 logs: LogBuffer, dlq: Any = None) -> str | None:
         """Invoke the handler; return the receipt handle if the message is to be deleted."""
         url = self._queue_urls[fn.key]
         try:
@@ -640,33 +375,22 @@ class Dispatcher:
         if result.ok:
             return str(message["ReceiptHandle"])
         if attempt <= self._policy.max_retries:
-            delays = self._policy.retry_delays_s
-            delay = delays[min(attempt - 1, len(delays) - 1)] if delays else 0
             self._release(message)
             sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"],
-                                          VisibilityTimeout=delay)
+                                          VisibilityTimeout=self._policy.retry_delay_s(attempt))
             return None
         self._park(fn, event, request_id=result.request_id, condition="RetriesExhausted",
                    attempts=attempt, error_type=result.error_type,
                    error_message=result.error_message, sqs=dlq or sqs)
         return str(message["ReceiptHandle"])  # parked in the dead-letter queue: done with it
 
-
     def _park(self, fn: Function, event: Any, *, request_id: str, condition: str,
               attempts: int, error_type: str | None, error_message: str | None,
               sqs: Any) -> None:
         """Lambda's on-failure record, to the function's dead-letter queue."""
-        record: dict[str, Any] = {
-            "version": "1.0",
-            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
-            "requestContext": {"requestId": request_id,
-                               "functionArn": fn.function_name(self._env.name),
-                               "condition": condition, "approximateInvokeCount": attempts},
-            "requestPayload": event,
-        }
-        if condition == "RetriesExhausted":
-            record["responseContext"] = {"statusCode": 200, "functionError": "Unhandled"}
-            record["responsePayload"] = {"errorType": error_type, "errorMessage": error_message}
+        record = on_failure_record(fn, self._env, event, request_id=request_id,
+                                   condition=condition, attempts=attempts,
+                                   error_type=error_type, error_message=error_message)
         sqs.send_message(QueueUrl=self._dlq_urls[fn.key], MessageBody=json.dumps(record))
 
     def _throttle(self, fn: Function, message: dict[str, Any], event: Any, sqs: Any,
@@ -676,12 +400,7 @@ class Dispatcher:
         message is sent again with a delay and a count of its throttles (so the receive
         count, which counts retries, starts again)."""
         self._metrics.throttled(fn)
-        attrs = message.get("MessageAttributes", {}).get(THROTTLED_ATTRIBUTE, {})
-        try:
-            throttles, first = (int(x) for x in attrs.get("StringValue", "").split(":"))
-        except ValueError:
-            throttles = 0
-            first = int(message.get("Attributes", {}).get("SentTimestamp", time.time() * 1000))
+        throttles, first = throttles_so_far(message)
         throttles += 1
         if time.time() - first / 1000 > self._policy.max_event_age_s:
             self._park(fn, event, request_id=str(uuid.uuid4()), condition="EventAgeExceeded",
@@ -690,53 +409,7 @@ class Dispatcher:
         sqs.send_message(
             QueueUrl=self._queue_urls[fn.key], MessageBody=message["Body"],
             DelaySeconds=min(900, self._policy.throttle_delay_s(throttles)),
-            MessageAttributes={THROTTLED_ATTRIBUTE: {"DataType": "String",
-                                                     "StringValue": f"{throttles}:{first}"}})
-
-
-class _LogBuffer:
-    """One worker's log stream (one "container"), written a few invocations at a time."""
-
-    def __init__(self, logs: Any, group: str) -> None:
-        self._logs = logs
-        self._group = group
-        self.stream = f"{time.strftime('%Y/%m/%d')}/[$LATEST]{uuid.uuid4().hex}"
-        logs.create_log_stream(logGroupName=group, logStreamName=self.stream)
-        self.pending: list[dict[str, Any]] = []
-        self._bytes = 0
-        self._since = 0.0
-
-    def add(self, events: list[tuple[int, str]]) -> None:
-        if not self.pending:
-            self._since = time.monotonic()
-        for ts, msg in events:
-            self.pending.append({"timestamp": ts, "message": msg})
-            self._bytes += len(msg.encode()) + 26  # PutLogEvents counts 26 bytes per event
-        if len(self.pending) >= LOG_BATCH_EVENTS or self._bytes >= LOG_BATCH_BYTES:
-            self.flush()
-
-    def age_s(self) -> float:
-        return time.monotonic() - self._since if self.pending else 0.0
-
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        events, self.pending, self._bytes = self.pending, [], 0
-        try:
-            self._put(events)
-        except Exception as exc:
-            log.warning("writing logs to %s failed: %s", self._group, exc)
-
-    def _put(self, events: list[dict[str, Any]]) -> None:
-        try:
-            self._logs.put_log_events(logGroupName=self._group, logStreamName=self.stream,
-                                      logEvents=events)
-        except self._logs.exceptions.ResourceNotFoundException:
-            # The emulator lost the stream (a restart before it was kept): make it again.
-            with contextlib.suppress(self._logs.exceptions.ResourceAlreadyExistsException):
-                self._logs.create_log_stream(logGroupName=self._group, logStreamName=self.stream)
-            self._logs.put_log_events(logGroupName=self._group, logStreamName=self.stream,
-                                      logEvents=events)
+            MessageAttributes=throttled_attribute(throttles, first))
 
 
 # --------------------------------------------------------------------------- process

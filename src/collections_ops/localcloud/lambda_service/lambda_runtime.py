@@ -91,7 +91,7 @@ _code_dirs: dict[str, Path] = {}  # function key -> the published package it run
 def watch_code(stamp: Path) -> None:
     """Reload a function's code between invocations when the code stamp says it changed."""
     global _reloader
-    from collections_ops.localcloud.lambda_service.watch import CodeReloader
+    from collections_ops.localcloud.lambda_service.reloader import CodeReloader
 
     _reloader = CodeReloader(stamp, _purge)
 

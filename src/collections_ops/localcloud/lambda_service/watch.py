@@ -1,7 +1,8 @@
 """Hot reload of the local cloud's handlers (`collections deploy local --watch`), and the
 `live` alias deciding what runs.
 
-Three parts, one file between them:
+Three parts, one file between them (the code stamp, `code.json`); the reloader, which runs
+in another process, is `reloader.py`:
 
 - The **watcher** (the CLI's process) polls the mtimes of the handlers' sources (each function
   folder and the shared code, under `paths.lambdas_root()`) every 100 ms. When they change and
@@ -13,13 +14,13 @@ Three parts, one file between them:
 - The **follower** (in the emulator, `follow_live`) sees every move of a function's `live`
   alias -- provisioning, a hot reload, `rollback --function`, `configure` -- and points the
   stamp at that version's package: what the dispatchers run is what `live` names, as on AWS.
-- The **reloader** (in each dispatcher process) applies the stamp when it starts, then looks
-  at the stamp's mtime before every invocation. When it changed, it lets the invocations in
-  flight finish on the old code (for as long as their timeout allows: one that runs past it
-  no longer holds the reload back), holds new ones back, and drops the changed functions'
-  modules (every function's, and the shared `collections_core`, when the shared code
-  changed); the next invocation imports the new code and starts with no per-container
-  state, as a new Lambda container would.
+- The **reloader** (in each dispatcher process, `reloader.CodeReloader`) applies the stamp when
+  it starts, then looks at the stamp's mtime before every invocation. When it changed, it lets
+  the invocations in flight finish on the old code (for as long as their timeout allows: one
+  that runs past it no longer holds the reload back), holds new ones back, and drops the
+  changed functions' modules (every function's, and the shared `collections_core`, when the
+  shared code changed); the next invocation imports the new code and starts with no
+  per-container state, as a new Lambda container would.
 
 A broken edit never kills a dispatcher. A syntax error is caught by the watcher, which reports
 it and publishes nothing: the previous version keeps serving. An error raised while the new
@@ -31,7 +32,6 @@ is retried like any failure, and the next invocation tries to import again.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import logging
 import os
@@ -48,10 +48,6 @@ from collections_ops.pipeline import FUNCTIONS, LIVE_ALIAS, Environment, Functio
 
 RETRY_S = 2.0  # after a failed publish round
 POLL_S = 0.1  # how often the watcher looks at the sources' mtimes
-# How long past its own timeout an invocation in flight may hold a reload back (Lambda would
-# have ended it by then); one that gives no timeout counts Lambda's largest.
-RELOAD_GRACE_S = 5.0
-MAX_TIMEOUT_S = 900.0
 
 log = logging.getLogger("collections.localcloud")
 
@@ -252,7 +248,7 @@ def update_stamp(state_dir: Path, functions: dict[str, dict[str, Any]], *,
 
 def live_moved(state_dir: Path, key: str, version: str, code: bytes) -> None:
     """`live` of the function `key` now points at `version`, whose package is `code`: the
-    dispatchers run that package from their next invocation (see `CodeReloader`)."""
+    dispatchers run that package from their next invocation (see `reloader.CodeReloader`)."""
     update_stamp(state_dir, {key: _entry(state_dir, key, version, code)})
 
 
@@ -378,128 +374,3 @@ def _publish_round(lam: Any, env: Environment, state_dir: Path,
                       f"could not publish ({text}); trying again in {RETRY_S:.0f} s"))
         return time.monotonic() + RETRY_S
     return None
-
-
-# --------------------------------------------------------------------------- the reloader
-
-
-class CodeReloader:
-    """In a dispatcher process: new code between invocations, never during one.
-
-    `purge(code_dirs, shared)` drops the modules of the functions in `code_dirs` (every
-    function's and the shared code's, when `shared`) and has them imported from their new
-    package folders; it runs while no invocation is in flight in this process.
-    """
-
-    def __init__(self, stamp: Path, purge: Callable[[dict[str, Path], bool], None]) -> None:
-        self._path = stamp
-        self._purge = purge
-        # What this process imported is the code on disk at its start...
-        self._stamp = self._baseline()
-        self._cond = threading.Condition()
-        self._running: dict[int, float] = {}  # invocation in flight -> when it is overdue
-        self._tokens = itertools.count()
-        self._reloading = False
-        self._generation: dict[str, int] = {}  # function key -> reloads seen
-        self._containers = threading.local()
-        # ... and what it runs is what `live` points at: a rolled-back function's version,
-        # when the stamp says so (no invocation runs yet, so this is its first reload).
-        self._seen: tuple[int, int, int] | None = None
-        self._reload()
-
-    def _stat(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self._path)
-        except OSError:
-            return None
-        # The inode too: every write is a rename of a new file, and two writes within one tick
-        # of a coarse file-system clock can leave the time and the size the same.
-        return st.st_ino, st.st_mtime_ns, st.st_size
-
-    def _read(self) -> dict[str, Any]:
-        with contextlib.suppress(OSError, ValueError):
-            stamp = json.loads(self._path.read_text())
-            if isinstance(stamp, dict):
-                return stamp
-        return {}
-
-    @staticmethod
-    def _baseline() -> dict[str, Any]:
-        """No stamp yet: the code this process imported at start is the code on disk."""
-        from collections_ops.localcloud.provision import code_digest, function_code, shared_digest
-
-        return {"shared": shared_digest(), "functions": {
-            fn.key: {"digest": code_digest(function_code(fn))} for fn in FUNCTIONS}}
-
-    def version(self, key: str) -> str | None:
-        version = self._stamp.get("functions", {}).get(key, {}).get("version")
-        return str(version) if version else None
-
-    @contextlib.contextmanager
-    def invocation(self, fn: Function,
-                   timeout_s: float | None = None) -> Iterator[str | None]:
-        """Hold the code steady for one invocation (of at most `timeout_s`, its function's
-        timeout); yields the version it runs (if known)."""
-        if self._stat() != self._seen:
-            self._reload()
-        with self._cond:
-            while self._reloading:
-                self._cond.wait()
-            token = next(self._tokens)
-            self._running[token] = time.monotonic() + RELOAD_GRACE_S + (
-                MAX_TIMEOUT_S if timeout_s is None else timeout_s)
-            generation = self._generation.get(fn.key, 0)
-        try:
-            if getattr(self._containers, fn.key, 0) != generation:
-                # This worker is a new container for the new code: nothing cached survives.
-                import sys
-
-                shared_state = sys.modules.get("collections_core.state")
-                if shared_state is not None:
-                    shared_state.reset()
-                setattr(self._containers, fn.key, generation)
-            yield self.version(fn.key)
-        finally:
-            with self._cond:
-                del self._running[token]
-                self._cond.notify_all()
-
-    def _reload(self) -> None:
-        with self._cond:
-            if self._reloading:
-                return  # another worker is reloading; `invocation` waits for it
-            self._reloading = True
-            while self._running:
-                wait = max(self._running.values()) - time.monotonic()
-                if wait <= 0:
-                    # Stuck past its timeout (Lambda would have ended it): it keeps the
-                    # modules it has, and stops holding every other invocation back.
-                    log.warning("reloading code while %d invocation(s) run past their "
-                                "timeout", len(self._running))
-                    break
-                self._cond.wait(wait)
-        try:
-            seen, stamp = self._stat(), self._read()
-            if not stamp:  # removed by a full reload (new processes, fresh imports)
-                self._seen = seen
-                return
-            before = self._stamp.get("functions", {})
-            changed = {key for key, entry in stamp.get("functions", {}).items()
-                       if before.get(key, {}).get("digest") != entry.get("digest")}
-            shared = bool(stamp.get("shared")) and stamp.get("shared") != self._stamp.get("shared")
-            if changed or shared:
-                latest = stamp.get("functions", {})
-                self._purge({key: Path(latest[key]["dir"]) for key in changed
-                             if latest[key].get("dir")}, shared)
-                for fn in FUNCTIONS:
-                    if shared or fn.key in changed:
-                        self._generation[fn.key] = self._generation.get(fn.key, 0) + 1
-            # A function the stamp does not name (yet) runs what it ran.
-            functions = {**self._stamp.get("functions", {}), **stamp.get("functions", {})}
-            self._seen, self._stamp = seen, {
-                **stamp, "functions": functions,
-                "shared": stamp.get("shared") or self._stamp.get("shared")}
-        finally:
-            with self._cond:
-                self._reloading = False
-                self._cond.notify_all()

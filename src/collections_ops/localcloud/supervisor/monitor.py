@@ -7,7 +7,7 @@ does either, so locally every alarm would stay as it was created. The supervisor
 every EVALUATE_EVERY_S: it publishes each queue's depth, then evaluates each of the pipeline's
 alarms over its own period (statistic, threshold, comparison, missing data treated as the
 alarm says) and sets its state when it changed, with a reason in CloudWatch's words.
-The dispatchers publish the `AWS/Lambda` metrics (`dispatcher._Metrics`).
+The dispatchers publish the `AWS/Lambda` metrics (`lambda_service.telemetry.Metrics`).
 """
 
 from __future__ import annotations
