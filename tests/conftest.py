@@ -118,15 +118,10 @@ def shared_local_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
     `status --json`}. For modules whose tests only read, or write under a user, item id or key
     of their own (each says which). A module that kills, corrupts, restarts or reconfigures
     its cloud, or that counts or fixes across users, deploys one of its own."""
-    from tests.e2e.cli import local_env, run
+    from tests.e2e.cli import deployed, local_env
 
-    env = local_env(tmp_path_factory.mktemp("shared-cloud") / "state")
-    try:
-        started = run(env, "deploy", "local")
-        assert started.returncode == 0, started.stderr
-        yield {"env": env, "status": json.loads(run(env, "status", "--json").stdout)}
-    finally:
-        run(env, "destroy", "local", "--yes")
+    with deployed(local_env(tmp_path_factory.mktemp("shared-cloud") / "state")) as cloud:
+        yield cloud
 
 
 @pytest.fixture

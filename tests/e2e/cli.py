@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,19 @@ def local_env(state: Path, **extra: str) -> dict[str, str]:
     env.update({"COLLECTIONS_STATE_DIR": str(state), "NO_COLOR": "1", "COLUMNS": "200",
                 "COLLECTIONS_ENV": "local", **extra})
     return env
+
+
+@contextmanager
+def deployed(env: dict[str, str]) -> Iterator[dict[str, Any]]:
+    """A local cloud deployed with the CLI as an operator would, destroyed on leaving (also
+    when the deploy failed half-way): {"env": the CLI's environment, "status": `status
+    --json`}."""
+    try:
+        started = run(env, "deploy", "local")
+        assert started.returncode == 0, started.stderr
+        yield {"env": env, "status": json.loads(run(env, "status", "--json").stdout)}
+    finally:
+        run(env, "destroy", "local", "--yes")
 
 
 def owner_url(status: dict[str, Any]) -> str:

@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 from collections_ops.localcloud.aws import iam
 from collections_ops.pipeline import FUNCTIONS, environment
 from tests import images
-from tests.e2e.cli import local_client, local_env, owner_url, run, wait_for
+from tests.e2e.cli import deployed, local_client, local_env, owner_url, wait_for
 
 _wait = partial(wait_for, timeout=120)
 PROCESSOR = next(fn for fn in FUNCTIONS if fn.key == "processor")
@@ -26,13 +26,8 @@ PROCESSOR = next(fn for fn in FUNCTIONS if fn.key == "processor")
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    env = local_env(tmp_path_factory.mktemp("iam") / "state")
-    try:
-        started = run(env, "deploy", "local")
-        assert started.returncode == 0, started.stderr
-        yield {"env": env, "status": json.loads(run(env, "status", "--json").stdout)}
-    finally:
-        run(env, "destroy", "local", "--yes")
+    with deployed(local_env(tmp_path_factory.mktemp("iam") / "state")) as cloud:
+        yield cloud
 
 
 def _embedded(status: dict[str, Any], user: str, item: str) -> bool:

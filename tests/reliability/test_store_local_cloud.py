@@ -23,7 +23,7 @@ from botocore.exceptions import ClientError
 
 from collections_ops.localcloud.state import state_dir_mode
 from tests import images
-from tests.e2e.cli import local_client, local_env, owner_url, run, wait_for
+from tests.e2e.cli import deployed, local_client, local_env, owner_url, run, wait_for
 
 _wait = partial(wait_for, timeout=240, interval=0.5, tolerate=(Exception,))
 
@@ -31,12 +31,8 @@ _wait = partial(wait_for, timeout=240, interval=0.5, tolerate=(Exception,))
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     env = local_env(tmp_path_factory.mktemp("store"), COLLECTIONS_LOCAL_TIME_SCALE="0.1")
-    try:
-        started = run(env, "deploy", "local")
-        assert started.returncode == 0, started.stderr
-        yield {"env": env, "status": json.loads(run(env, "status", "--json").stdout)}
-    finally:
-        run(env, "destroy", "local", "--yes")
+    with deployed(env) as cloud:
+        yield cloud
 
 
 def _key_of_bytes(prefix: str, size: int) -> str:
