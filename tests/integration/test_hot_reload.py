@@ -37,12 +37,14 @@ class Watcher:
                                       "--watch"], env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
         self.lines: queue.Queue[str] = queue.Queue()
+        self.printed: list[str] = []  # every line, for a failure's message
         threading.Thread(target=self._read, daemon=True).start()
         self.expect("watching")
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
+            self.printed.append(line.rstrip("\n"))
             self.lines.put(line.rstrip("\n"))
 
     def expect(self, text: str, timeout: float = 30) -> str:
@@ -277,6 +279,7 @@ def test_a_reload_for_other_code_keeps_a_rolled_back_function_where_it_was(cloud
 def test_ctrl_c_stops_watching_with_130_and_leaves_the_cloud_running(cloud):
     # Last in the module: it ends the module's watcher.
     watcher = cloud["watcher"]
-    assert watcher.interrupt() == 130
+    code = watcher.interrupt()
+    assert code == 130, f"exit {code}; the watcher printed: {watcher.printed[-20:]}"
     watcher.expect("stopped watching")
     assert run(cloud["env"], "status").returncode == 0

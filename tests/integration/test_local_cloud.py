@@ -20,7 +20,8 @@ import psycopg
 import pytest
 
 from collections_ops import paths
-from collections_ops.localcloud.lambda_service.dispatcher import CONCURRENCY_REFRESH_S, LOG_FLUSH_S
+from collections_ops.localcloud.lambda_service.concurrency import CONCURRENCY_REFRESH_S
+from collections_ops.localcloud.lambda_service.telemetry import LOG_FLUSH_S
 from tests import images
 from tests.e2e.cli import last_invoked_ms, local_client, local_env, owner_url, run, wait_for
 
