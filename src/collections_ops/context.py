@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from collections_ops import aws, errors, settings
-from collections_ops.pipeline import LOCAL_ACCOUNT, Environment, environment
+from collections_ops.pipeline import Environment, environment
 from collections_ops.target import LocalCloud, Target, for_environment
 
 
@@ -33,10 +33,6 @@ class Context:
         self.profile = profile
         self._region = region
         self._clients: dict[str, Any] = {}
-
-    @property
-    def is_local(self) -> bool:
-        return self.env.is_local
 
     @cached_property
     def target(self) -> Target:
@@ -61,34 +57,15 @@ class Context:
     def state_dir(self) -> Path:
         return self.settings.state_dir(self.env.name)
 
-    @cached_property
+    @property
     def local(self) -> Any:
         """The running local cloud's state; raises NotReady when it is not running."""
-        from collections_ops.localcloud.supervisor import manager
-
-        state = manager.running_state(self.state_dir)
-        if state is None:
-            raise errors.NotReady("the local cloud is not running",
-                                  "start it with `collections deploy local`")
-        return state
+        return self.require_local_cloud(f"{self.env.name} does not run on the local cloud",
+                                        "pass --env local").running()
 
     @cached_property
     def session(self) -> Any:
-        import boto3
-
-        if self.is_local:
-            from collections_ops.localcloud.aws import iam
-
-            # The local cloud's administrator, whose key the local cloud keeps in its state.
-            return iam.admin_session(self.local.state_dir or self.state_dir, self.local.region)
-        try:
-            # The environment's region, not the profile's: that is where its stacks are.
-            return boto3.session.Session(profile_name=self.profile, region_name=self.aws_region)
-        except Exception as exc:
-            mapped = aws.translate(exc)
-            if mapped:
-                raise mapped from None
-            raise
+        return self.target.session(profile=self.profile, region=lambda: self.aws_region)
 
     @cached_property
     def effective(self) -> settings.Effective:
@@ -103,7 +80,7 @@ class Context:
     @cached_property
     def record(self) -> Any:
         """What was deployed to this environment (`services.deployment`), None if unknown."""
-        if self.is_local:
+        if not self.target.records_settings:
             return None
         from collections_ops.services import deployment
 
@@ -157,19 +134,7 @@ class Context:
         return self._clients[service]
 
     def _new_client(self, service: str, config: Any) -> Any:
-        from botocore.config import Config
-
-        kwargs: dict[str, Any] = {"config": config or Config(
-            retries={"mode": "standard"}, connect_timeout=5, read_timeout=60)}
-        if self.is_local:
-            # A frozen local part must not hang a command for minutes: give up after
-            # two tries of 10 s (the local cloud answers in milliseconds) with exit 4.
-            kwargs["config"] = config or Config(retries={"mode": "standard", "max_attempts": 2},
-                                                connect_timeout=3, read_timeout=10)
-            kwargs["endpoint_url"] = self.local.endpoint_url
-        elif not self.session.region_name:
-            kwargs["region_name"] = self.env.region
-        return self.session.client(service, **kwargs)
+        return self.session.client(service, **self.target.client_options(self.session, config))
 
     @cached_property
     def aws(self) -> aws.Aws:
@@ -179,8 +144,8 @@ class Context:
     def require_credentials(self) -> str:
         """The caller's account, checked before any work that needs AWS: CredentialsError
         (no credentials, unknown profile, expired session) rather than a failure halfway."""
-        if self.is_local:
-            return LOCAL_ACCOUNT
+        if not self.target.asks_caller_identity:
+            return str(self.target.known_account)
         try:
             identity = self.client("sts").get_caller_identity()
         except Exception as exc:
@@ -193,10 +158,9 @@ class Context:
 
     @cached_property
     def account(self) -> str:
-        if self.is_local:
-            return LOCAL_ACCOUNT
-        if self.env.account:
-            return self.env.account
+        known = self.target.known_account
+        if known:
+            return known
         return str(self.client("sts").get_caller_identity()["Account"])
 
     @property
@@ -223,9 +187,7 @@ class Context:
         return os.environ.get(name) or self.secret_value(name)
 
     def database_url(self) -> str:
-        if self.is_local:
-            return str(self.local.database_url)
-        return os.environ.get("DATABASE_URL") or self.secret_value("DATABASE_URL")
+        return self.target.database_url(self.secret_value)
 
     @cached_property
     def db(self) -> Any:

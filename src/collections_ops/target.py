@@ -12,10 +12,13 @@ It sits between the services (which ask it) and the local cloud (whose superviso
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from collections_ops import aws, errors
 from collections_ops.pipeline import LIVE_ALIAS, LOCAL_ACCOUNT, Environment, Function
 
 
@@ -46,17 +49,20 @@ class LocalCloud:
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
+        self._running: Any = None
 
     def start(self) -> tuple[Any, bool]:
         """(its state, whether it was started now rather than already running)."""
         from collections_ops.localcloud.supervisor import manager
 
+        self._running = None
         return manager.start(self.state_dir)
 
     def stop(self, *, remove: bool) -> bool:
         """Stop it (and with `remove`, delete its state); whether it was running."""
         from collections_ops.localcloud.supervisor import manager
 
+        self._running = None
         return manager.stop(self.state_dir, remove=remove)
 
     def data_summary(self) -> str:
@@ -64,6 +70,19 @@ class LocalCloud:
         from collections_ops.localcloud.supervisor import manager
 
         return manager.data_summary(self.state_dir)
+
+    def running(self) -> Any:
+        """Its state file's contents (endpoint, region, database URL); NotReady (exit 4) when
+        it is not running."""
+        from collections_ops.localcloud.supervisor import manager
+
+        if self._running is None:
+            state = manager.running_state(self.state_dir)
+            if state is None:
+                raise errors.NotReady("the local cloud is not running",
+                                      "start it with `collections deploy local`")
+            self._running = state  # read once, until this object starts or stops it
+        return self._running
 
     def status(self) -> dict[str, Any]:
         """Its parts and whether each is up (`parts`), its endpoints and database URL."""
@@ -96,9 +115,26 @@ class Target:
     # Settings changed outside a deploy need writing into the deployment record for the next
     # deploy to keep them; the local cloud's version history keeps a version's settings.
     records_settings: ClassVar[bool]
+    # Who the caller is must be asked of STS (a profile can be missing or expired); the local
+    # cloud's administrator key is in its own state, so there is nobody to ask.
+    asks_caller_identity: ClassVar[bool]
 
     def __init__(self, env: Environment) -> None:
         self.env = env
+
+    def session(self, *, profile: str | None, region: Callable[[], str]) -> Any:
+        """The boto3 session every client of the environment comes from (`region`: the
+        environment's region, asked only where it decides)."""
+        raise NotImplementedError
+
+    def client_options(self, session: Any, config: Any) -> dict[str, Any]:
+        """The arguments of `session.client` besides the service: timeouts and retries
+        (`config`, if the caller has its own), the endpoint, the region."""
+        raise NotImplementedError
+
+    def database_url(self, secret: Callable[[str], str]) -> str:
+        """The operator's database URL (`secret(name)`: an SSM parameter of the environment)."""
+        raise NotImplementedError
 
     @property
     def known_account(self) -> str | None:
@@ -141,6 +177,31 @@ class AwsTarget(Target):
     publishes_role_urls = True
     calls_hosted_providers = True
     records_settings = True
+    asks_caller_identity = True
+
+    def session(self, *, profile: str | None, region: Callable[[], str]) -> Any:
+        import boto3
+
+        try:
+            # The environment's region, not the profile's: that is where its stacks are.
+            return boto3.session.Session(profile_name=profile, region_name=region())
+        except Exception as exc:
+            mapped = aws.translate(exc)
+            if mapped:
+                raise mapped from None
+            raise
+
+    def client_options(self, session: Any, config: Any) -> dict[str, Any]:
+        from botocore.config import Config
+
+        options: dict[str, Any] = {"config": config or Config(
+            retries={"mode": "standard"}, connect_timeout=5, read_timeout=60)}
+        if not session.region_name:
+            options["region_name"] = self.env.region
+        return options  # AWS_ENDPOINT_URL, where set, is boto3's own
+
+    def database_url(self, secret: Callable[[str], str]) -> str:
+        return os.environ.get("DATABASE_URL") or secret("DATABASE_URL")
 
     def trigger_arn(self, fn: Function, *, account: str, region: str) -> str:
         # The triggers invoke the `live` alias, never the bare function.
@@ -170,10 +231,42 @@ class LocalTarget(Target):
     publishes_role_urls = False
     calls_hosted_providers = False
     records_settings = False
+    asks_caller_identity = False
 
     def __init__(self, env: Environment, state_dir: Path | None = None) -> None:
         super().__init__(env)
-        self._state_dir = state_dir
+        self._cloud = LocalCloud(state_dir) if state_dir is not None else None
+
+    def running(self) -> Any:
+        """The running local cloud's state; NotReady when it is not running."""
+        cloud = self.local_cloud
+        assert cloud is not None
+        return cloud.running()
+
+    def running_dir(self) -> Path:
+        cloud = self.local_cloud
+        assert cloud is not None
+        return cloud.state_dir
+
+    def session(self, *, profile: str | None, region: Callable[[], str]) -> Any:
+        from collections_ops.localcloud.aws import iam
+
+        # The local cloud's administrator, whose key the local cloud keeps in its state; its
+        # region is the cloud's, whatever a profile says.
+        state = self.running()
+        return iam.admin_session(state.state_dir or self.running_dir(), state.region)
+
+    def client_options(self, session: Any, config: Any) -> dict[str, Any]:
+        from botocore.config import Config
+
+        # A frozen local part must not hang a command for minutes: give up after two tries of
+        # 10 s (the local cloud answers in milliseconds) with exit 4.
+        return {"config": config or Config(retries={"mode": "standard", "max_attempts": 2},
+                                           connect_timeout=3, read_timeout=10),
+                "endpoint_url": self.running().endpoint_url}
+
+    def database_url(self, secret: Callable[[str], str]) -> str:
+        return str(self.running().database_url)
 
     @property
     def known_account(self) -> str | None:
@@ -181,9 +274,9 @@ class LocalTarget(Target):
 
     @property
     def local_cloud(self) -> LocalCloud | None:
-        if self._state_dir is None:
+        if self._cloud is None:
             raise ValueError("a local target built without its state directory")
-        return LocalCloud(self._state_dir)
+        return self._cloud
 
     def trigger_arn(self, fn: Function, *, account: str, region: str) -> str:
         # The dispatcher invokes the handler: triggers deliver to the function's queue.
