@@ -106,3 +106,18 @@ def last_invoked_ms(status: dict[str, Any], function_key: str) -> int | None:
     if not streams:
         return None
     return int(streams[0].get("lastEventTimestamp") or streams[0].get("creationTime") or 0)
+
+
+def upload_golden(env: dict[str, str], folder: Path, user: str,
+                  photos: dict[str, str]) -> None:
+    """Upload golden photos (item id -> file name in the golden set) as `user` through the
+    pipeline, and wait until each is embedded."""
+    from collections_ops.services import evaluation
+
+    files = []
+    for item_id, name in photos.items():
+        photo = folder / f"{item_id}{Path(name).suffix}"
+        photo.write_bytes(evaluation.golden_photo(name).read_bytes())
+        files.append(str(photo))
+    upload = run(env, "test-upload", *files, "--user", user, "--follow", "--timeout", "120")
+    assert upload.returncode == 0, upload.stdout + upload.stderr

@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from tests import images
-from tests.e2e.cli import owner_url, run
+from tests.e2e.cli import owner_url, run, upload_golden
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "samples" / "test-image.jpg"
@@ -85,16 +85,7 @@ def test_search_finds_the_sample_by_what_its_analysis_says(cli_env):
 
 def test_search_for_cat_finds_the_cat_photo_first(cli_env, tmp_path):
     # GIVEN scikit-image's cat (chelsea) and, as a distractor, its rocket, through the pipeline
-    from collections_ops.services import evaluation
-
-    photos = []
-    for item_id, name in (("chelsea", "chelsea.png"), ("rocket", "rocket.jpg")):
-        photo = tmp_path / f"{item_id}{Path(name).suffix}"
-        photo.write_bytes(evaluation.golden_photo(name).read_bytes())
-        photos.append(str(photo))
-    upload = run(cli_env, "test-upload", *photos, "--user", "photos", "--follow",
-                 "--timeout", "120")
-    assert upload.returncode == 0, upload.stdout + upload.stderr
+    upload_golden(cli_env, tmp_path, "photos", {"chelsea": "chelsea.png", "rocket": "rocket.jpg"})
 
     # WHEN the offline search is asked for "cat", across every user's items
     result = run(cli_env, "search", "cat", "--env", "local", "--json")
@@ -316,7 +307,12 @@ def test_zz_a_crashed_local_cloud_is_reported_and_destroy_cleans_up(cli_env):
     status = json.loads(run(cli_env, "status", "--json").stdout)
     state = json.loads(Path(status["state_dir"], "state.json").read_text())
     os.kill(state["pid"], signal.SIGKILL)
-    time.sleep(0.5)
+    from collections_ops.localcloud.supervisor.manager import pid_alive
+
+    deadline = time.monotonic() + 10  # the kill is delivered at once; reaping may lag
+    while pid_alive(state["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_alive(state["pid"])
     result = run(cli_env, "status", "--json", timeout=30)
     assert result.returncode == 4
     report = json.loads(result.stdout)
@@ -326,6 +322,4 @@ def test_zz_a_crashed_local_cloud_is_reported_and_destroy_cleans_up(cli_env):
     destroyed = run(cli_env, "destroy", "local")
     assert destroyed.returncode == 0
     assert not Path(status["state_dir"]).exists()
-    from collections_ops.localcloud.supervisor.manager import pid_alive
-
     assert state["pg_pid"] and not pid_alive(state["pg_pid"]), "destroy stops the orphan"

@@ -4,25 +4,15 @@ second offline model, search is switched to it, and the old model's rows are dro
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from tests.e2e.cli import run
+from tests.e2e.cli import run, upload_golden
 
 E5, HASH = "multilingual-e5-small-q4", "local-hash-v1"
 
 
 def test_reembed_activate_and_search_answers_from_the_new_model(cli_env, tmp_path):
     # GIVEN two photos through the pipeline, embedded with the local cloud's e5
-    from collections_ops.services import evaluation
-
-    photos = []
-    for item_id, name in (("chelsea", "chelsea.png"), ("rocket", "rocket.jpg")):
-        photo = tmp_path / f"{item_id}{Path(name).suffix}"
-        photo.write_bytes(evaluation.golden_photo(name).read_bytes())
-        photos.append(str(photo))
-    upload = run(cli_env, "test-upload", *photos, "--user", "photos", "--follow",
-                 "--timeout", "120")
-    assert upload.returncode == 0, upload.stdout + upload.stderr
+    upload_golden(cli_env, tmp_path, "photos", {"chelsea": "chelsea.png", "rocket": "rocket.jpg"})
 
     # WHEN they are re-embedded with local-hash-v1 and it is activated
     done = run(cli_env, "reembed", "local", "--model", HASH, "--activate", "-o", "json")

@@ -357,7 +357,8 @@ def test_on_a_running_dispatcher_failures_are_parked_then_redriven_to_completion
     """The local cloud's dispatcher: a handler that keeps raising is retried, then parked as
     RetriesExhausted; a terminal failure is parked at once. Once fixed, a redrive replays both
     and the dispatcher carries them through to their embeddings."""
-    from collections_ops.localcloud.lambda_service.dispatcher import Dispatcher, DispatchPolicy
+    from collections_ops.localcloud.lambda_service.dispatcher import Dispatcher
+    from collections_ops.localcloud.lambda_service.retry_policy import DispatchPolicy
 
     monkeypatch.setenv("THUMBNAIL_SIZE", "big")  # the processor raises: retried, then parked
     dispatcher = Dispatcher(pipeline.session, pipeline.env, pipeline.queue_urls,

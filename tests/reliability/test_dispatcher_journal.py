@@ -71,7 +71,8 @@ def test_a_running_dispatcher_keeps_its_journal_to_what_it_holds(pipeline, db, t
     every message it named was deleted or handed back to its queue by the dispatcher itself."""
     import time
 
-    from collections_ops.localcloud.lambda_service.dispatcher import Dispatcher, DispatchPolicy
+    from collections_ops.localcloud.lambda_service.dispatcher import Dispatcher
+    from collections_ops.localcloud.lambda_service.retry_policy import DispatchPolicy
     from tests import images
 
     path = tmp_path / "dispatcher-0.journal.json"

@@ -61,7 +61,8 @@ def log_text(pipeline) -> str:
 
 def run_dispatcher(pipeline, until: Any) -> None:
     """A fresh dispatcher (fresh "containers": no cached secret) until `until()` holds."""
-    from collections_ops.localcloud.lambda_service.dispatcher import Dispatcher, DispatchPolicy
+    from collections_ops.localcloud.lambda_service.dispatcher import Dispatcher
+    from collections_ops.localcloud.lambda_service.retry_policy import DispatchPolicy
 
     dispatcher = Dispatcher(pipeline.session, pipeline.env, pipeline.queue_urls,
                             pipeline.dlq_urls, DispatchPolicy(workers_per_function=1,
