@@ -72,17 +72,21 @@ def recognised_analysis(image: Any, measured: dict[str, Any], *,
     verb = "shows" if best.probability >= SURE else "may show"
     found = looks(small, measured)
     category = _category(measured["category"], found)
-    # The summary is what e5 embeds (embedding.e5_passage): it says the final category, the
-    # classes and their plain group names ("a cat, an animal"), not the pixel size (e5 costs
-    # time per token, and nobody searches for "451x300").
-    summary = re.sub(r"^A (\w+) \w+, \d+x\d+,", rf"A \1 {category},", measured["summary"])
-    summary = f"{summary.rstrip('.')}; it {verb} {seen}{_kinds(kinds)}."
+    # The summary is what e5 embeds (embedding.e5_passage): what the photo shows first (the
+    # classes and their plain group names, "a cat, an animal", the people, the first pixel
+    # finding), then the final category, shape and colours, which every photo has and which
+    # say little about what is in it; not the pixel size (e5 costs time per token, and nobody
+    # searches for "451x300"). docs/benchmarks.md records what the order changed.
     seen_faces = faces.find(small)
     people = len(seen_faces)
+    sentences = [f"It {verb} {seen}{_kinds(kinds)}."]
     if people:
-        summary = f"{summary[:-1]}. It shows {_people(people, portrait=portrait(seen_faces))}."
+        sentences.append(f"It shows {_people(people, portrait=portrait(seen_faces))}.")
     if found:
-        summary = f"{summary[:-1]}. It looks like {found[0].phrase}."
+        sentences.append(f"It looks like {found[0].phrase}.")
+    sentences.append(re.sub(r"^A (\w+) \w+, \d+x\d+,", rf"A \1 {category},",
+                            measured["summary"]))
+    summary = " ".join(sentences)
     scores = ", ".join(f"{', '.join(p.names)} {p.probability:.0%}" for p in predictions)
     description = (f"Recognised offline by an ImageNet classifier (MobileNetV2): {scores}. "
                    f"{measured['description']}")

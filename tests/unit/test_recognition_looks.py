@@ -179,3 +179,26 @@ def test_the_analysis_says_what_the_pixels_look_like_in_its_description_and_tags
     assert "points of light" in analysis["summary"]
     assert recognition.STARRY.phrase in analysis["description"]
     assert analysis["tags"][:2] == ["night sky", "stars"]
+
+
+def test_the_summary_says_what_the_photo_shows_before_its_shape_and_colours() -> None:
+    # GIVEN the cat photo, WHEN the classifier model analyses it
+    image = evaluation.rendered_photo("chelsea.png")
+    analysis = vision.validate(vision.local_analysis(
+        image, {"width": image.width, "height": image.height}, model=vision.CLASSIFIER_MODEL))
+
+    # THEN the summary opens with the classes and their group, and ends with what every photo
+    # has (category, shape, colours), which says little about what is in it
+    summary = analysis["summary"]
+    assert summary.startswith("It shows an Egyptian cat"), summary
+    assert summary.index("a cat, an animal") < summary.index("A landscape photo, mostly")
+    assert summary.endswith(".") and "451x300" not in summary
+
+
+def test_a_pixel_finding_comes_before_the_shape_and_colours_in_the_summary() -> None:
+    analysis = vision.validate(vision.local_analysis(
+        starfield(), {"width": 400, "height": 300}, model=vision.CLASSIFIER_MODEL))
+
+    summary = analysis["summary"]
+    assert summary.startswith("It ")
+    assert summary.index("points of light") < summary.index("A landscape ")
