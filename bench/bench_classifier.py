@@ -98,6 +98,7 @@ def item_times(reps: int) -> tuple[list[float], list[float]]:
     """Milliseconds per golden photo for analysis + embedding, and its document text's length."""
     import embedding
     import vision
+    from collections_core import embedding_rules
     from collections_ops.services import evaluation
 
     golden = evaluation.golden_set()
@@ -109,8 +110,8 @@ def item_times(reps: int) -> tuple[list[float], list[float]]:
             analysis = vision.validate(vision.local_analysis(
                 image, {"width": image.width, "height": image.height},
                 model=vision.CLASSIFIER_MODEL))
-            text = embedding.document_text(analysis)
-            embedding.local_embed_as(text, model=embedding.E5_MODEL, as_query=False)
+            text = embedding_rules.document_text(analysis)
+            embedding.local_embed_as(text, model=embedding_rules.E5_MODEL, as_query=False)
             if rep:
                 times.append((time.perf_counter() - t0) * 1000)
                 chars.append(float(len(text)))

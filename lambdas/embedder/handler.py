@@ -19,14 +19,13 @@ active or filling.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import time
 from typing import Any
 
 import embedding
-from collections_core import db, events, log, models, runtime, secrets
+from collections_core import db, embedding_rules, events, log, models, runtime, secrets
 from collections_core.config import Settings
 from collections_core.errors import (
     ClaimRefused,
@@ -63,8 +62,8 @@ def _embed_event(event: Any, context: Any) -> dict[str, Any]:
     log.bind(correlation_id=analysis["correlation_id"])
     log.event(logger, "Analysis fetched from database", stage="fetched",
               analysis_id=analysis["id"])
-    text = embedding.document_text(analysis)
-    content_hash = hashlib.sha256(text.encode()).hexdigest()
+    text = embedding_rules.document_text(analysis)
+    content_hash = embedding_rules.content_hash(text)
     targets = _models_to_embed(settings.embedding_model, detail.get("embedding_model"))
     results = [_embed_with(model, settings, user_id, item_id, analysis, text, content_hash,
                            context) for model in targets]
@@ -99,7 +98,7 @@ def _embed_with(model: str, settings: Settings, user_id: str, item_id: str,
     started = time.perf_counter()
     provider = models.provider_of(model, configured_model=settings.embedding_model,
                                   configured_provider=settings.embedding_provider,
-                                  local_models=embedding.LOCAL_MODELS)
+                                  local_models=embedding_rules.LOCAL_MODELS)
     vector, input_tokens = _embed(provider, model, text, context)
     _check_vector(vector, model)
     log.event(logger, "Embedding generated", stage="embedded", model=model,
@@ -170,7 +169,7 @@ def _embed(provider: str, model: str, text: str, context: Any) -> tuple[list[flo
 def _check_vector(vector: list[float], model: str) -> None:
     if not vector:
         raise TerminalError("the provider returned an empty embedding")
-    expected = embedding.MODEL_DIMENSIONS.get(model)
+    expected = embedding_rules.MODEL_DIMENSIONS.get(model)
     if expected is not None and len(vector) != expected:
         raise TerminalError(f"{model} returned a {len(vector)}-dimensional vector; "
                             f"it makes {expected}")

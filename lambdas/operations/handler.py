@@ -83,7 +83,9 @@ migration fails the deploy with the error as its reason.
 The database URL is `DATABASE_SECRET_ARN` (the RDS-generated secret: no hand-written URL on the
 first deploy; `DATABASE_HOST` names an RDS Proxy endpoint when one is used) or else the
 `DATABASE_URL` SSM parameter. Each invocation opens its own connection and closes it: calls are
-rare, and an idle container must not hold one of a small instance's ~100 connections.
+rare, and an idle container must not hold one of a small instance's ~100 connections
+(connection.py). The status and the named queries are collections_core.queries: the CLI's
+direct route runs the same ones on its own connection.
 """
 
 from __future__ import annotations
@@ -94,8 +96,8 @@ import time
 from typing import Any
 
 import cfn_response
-import queries
-from collections_core import log
+import connection
+from collections_core import log, queries
 from collections_core.errors import PipelineError, RetryableError
 
 logger = log.get_logger("collections.operations")
@@ -180,14 +182,14 @@ def parse(event: Any) -> tuple[str, str | None, dict[str, Any]]:
 def deploy_time_migration() -> dict[str, Any]:
     """Migrate, then (database mode `rds`) publish DATABASE_URL for the pipeline."""
     result: dict[str, Any] = run("migrate", None, {})
-    result["database_url_written"] = queries.publish_database_url()
+    result["database_url_written"] = connection.publish_database_url()
     return result
 
 
 def run(action: str, query: str | None, params: dict[str, Any]) -> Any:
-    with queries.connect() as conn:
+    with connection.connect() as conn:
         if action == "migrate":
-            return queries.migrate(conn)
+            return connection.migrate(conn)
         if action == "status":
             return queries.status(conn)
         assert query is not None

@@ -121,13 +121,14 @@ def test_local_bundling_runs_the_projects_build(tmp_path: Path,
     bundler = ProjectBuild(definition.OPERATIONS, env_name="dev", build_dir=tmp_path / "build")
     assert bundler.try_bundle(str(output)) is True
     assert (output / "handler.py").is_file()
-    assert (output / "queries.py").is_file()
+    assert (output / "connection.py").is_file()
+    assert (output / "collections_core" / "queries.py").is_file()
     assert (output / "collections_core" / "migrations" / "0001_initial.sql").is_file()
     for vendored in ("psycopg", "psycopg_binary", "pgvector"):
         assert (output / vendored).is_dir(), vendored
     assert not (output / ".collections-build.json").exists()
     # The handler and its imports load from the asset alone (as in Lambda: no site-packages).
-    probe = ("import sys; sys.path[:0] = [sys.argv[1]]; import handler, queries; "
+    probe = ("import sys; sys.path[:0] = [sys.argv[1]]; import handler, connection; import collections_core.queries; "
              "from pgvector import Vector; import psycopg; Vector([1.0]); print('ok')")
     result = subprocess.run([sys.executable, "-I", "-S", "-c", probe, str(output)],
                             capture_output=True, text=True, timeout=60, check=False)

@@ -172,8 +172,8 @@ def test_a_handlers_statement_over_the_timeout_is_cancelled_and_retried_later(
 
 def test_an_operations_query_over_the_timeout_is_cancelled_and_retryable(
         pipeline: Any, migrated_db: str, route: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    lambda_runtime.load_handler(definition.OPERATIONS)
-    import queries  # the operations function's module, as its handler imported it
+    # collections_core.queries, the very module the operations handler imported
+    queries = lambda_runtime.load_handler(definition.OPERATIONS).__globals__["queries"]
 
     monkeypatch.setattr(queries, "QUERY_TIMEOUT_MS", TIMEOUT_MS)
     started = time.monotonic()

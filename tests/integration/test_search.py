@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from collections_core import embedding_rules
 from collections_core import search as core_search
 from collections_ops.services import search as search_service
 
@@ -77,7 +78,7 @@ def add(db: Any, user_id: str, item_id: str, *, category: str = "scene", summary
     analysis = {"category": category, "summary": summary, "description": description,
                 "tags": tags or [], "colors": colors or []}
     if vector is None:
-        vector = embedding.local_embed(embedding.document_text(analysis))
+        vector = embedding.local_embed(embedding_rules.document_text(analysis))
     db.execute("INSERT INTO items (id, user_id, bucket, original_key) VALUES (%s, %s, %s, %s)",
                (item_id, user_id, "images", f"{user_id}/{item_id}.jpg"))
     [analysis_id] = db.execute(
@@ -129,7 +130,7 @@ def test_the_index_answer_matches_exact_search_and_an_identical_text_is_at_dista
         catalog):
     import embedding
 
-    text = embedding.document_text(CATALOG[3])
+    text = embedding_rules.document_text(CATALOG[3])
     approx = search_service.search(catalog, embedding.local_embed(text), model=MODEL,
                                    dimensions=1024, limit=8)
     exact = search_service.search(catalog, embedding.local_embed(text), model=MODEL,

@@ -234,14 +234,14 @@ def store_analysis(db: Any, item_id: str, description: str) -> dict[str, Any]:
 
 
 def test_an_over_long_analysis_is_refused_not_truncated(pipeline, db, providers):
-    import embedding
+    from collections_core import embedding_rules
 
-    event = store_analysis(db, "letter", "word " * (embedding.MAX_TEXT_CHARS // 5 + 100))
+    event = store_analysis(db, "letter", "word " * (embedding_rules.MAX_TEXT_CHARS // 5 + 100))
 
     result = pipeline.invoke("embedder", event)
 
     assert result.ok and result.result["status"] == "failed"
-    assert f"the limit is {embedding.MAX_TEXT_CHARS}" in result.result["reason"]
+    assert f"the limit is {embedding_rules.MAX_TEXT_CHARS}" in result.result["reason"]
     assert providers.embeddings.requests == [], "nothing shortened and sent"
     assert rows(db, "embeddings") == 0
     [dead] = parked(pipeline, "embedder")
@@ -250,13 +250,13 @@ def test_an_over_long_analysis_is_refused_not_truncated(pipeline, db, providers)
 
 
 def test_a_text_at_the_limit_is_sent_whole_with_truncation_off(pipeline, db, providers):
-    import embedding
+    from collections_core import embedding_rules
 
     event = store_analysis(db, "memo", "")
-    overhead = len(embedding.document_text({
+    overhead = len(embedding_rules.document_text({
         "category": "document", "summary": "A long letter.", "description": "",
         "tags": [], "colors": []}))
-    description = "w" * (embedding.MAX_TEXT_CHARS - overhead)
+    description = "w" * (embedding_rules.MAX_TEXT_CHARS - overhead)
     db.execute("UPDATE analyses SET description = %s WHERE item_id = 'memo'", (description,))
 
     result = pipeline.invoke("embedder", event)
@@ -264,7 +264,7 @@ def test_a_text_at_the_limit_is_sent_whole_with_truncation_off(pipeline, db, pro
     assert result.ok and result.result["status"] == "embedded", result
     [sent] = providers.embeddings.requests
     assert sent.body["truncation"] is False
-    assert [len(t) for t in sent.body["input"]] == [embedding.MAX_TEXT_CHARS]
+    assert [len(t) for t in sent.body["input"]] == [embedding_rules.MAX_TEXT_CHARS]
     assert rows(db, "embeddings") == 1
 
 

@@ -15,13 +15,14 @@ for _p in (ROOT / "lambdas" / "shared", ROOT / "lambdas" / "embedder"):
         sys.path.insert(0, str(_p))
 
 import embedding  # noqa: E402
+from collections_core import embedding_rules  # noqa: E402
 from collections_ops.services import search as search_service  # noqa: E402
 
-TABBY = embedding.document_text({
+TABBY = embedding_rules.document_text({
     "category": "photo", "summary": "A landscape photo; it shows a tabby cat on a sofa.",
     "description": "A striped tabby cat curled up on a grey sofa.", "tags": ["tabby", "sofa"],
     "colors": ["grey", "brown"]})
-ROCKET = embedding.document_text({
+ROCKET = embedding_rules.document_text({
     "category": "photo", "summary": "A landscape photo; it shows a space shuttle on its pad.",
     "description": "A rocket on the launch pad before lift-off.", "tags": ["rocket", "launch"],
     "colors": ["grey", "dark green"]})
@@ -49,7 +50,7 @@ def test_a_query_in_another_language_finds_the_cat_too() -> None:
 def test_e5_vectors_are_384_unit_length_and_deterministic() -> None:
     vector = embedding.e5_embed_passage(TABBY)
 
-    assert len(vector) == embedding.MODEL_DIMENSIONS[embedding.E5_MODEL] == 384
+    assert len(vector) == embedding_rules.MODEL_DIMENSIONS[embedding_rules.E5_MODEL] == 384
     assert math.isclose(math.sqrt(_cosine(vector, vector)), 1.0, abs_tol=1e-4)
     assert vector == embedding.e5_embed_passage(TABBY)
 
@@ -59,15 +60,15 @@ def test_a_query_and_a_passage_of_the_same_text_differ_by_their_prefix() -> None
 
 
 def test_search_embeds_the_query_as_a_query_with_the_pipelines_model() -> None:
-    vector = search_service.embed_query("cat", provider="local", model=embedding.E5_MODEL)
+    vector = search_service.embed_query("cat", provider="local", model=embedding_rules.E5_MODEL)
 
     assert vector == embedding.e5_embed_query("cat")
 
 
 def test_the_embedder_embeds_an_analysis_as_a_passage() -> None:
-    assert embedding.local_embed_as(TABBY, model=embedding.E5_MODEL, as_query=False) == \
+    assert embedding.local_embed_as(TABBY, model=embedding_rules.E5_MODEL, as_query=False) == \
         embedding.e5_embed_passage(TABBY)
-    assert embedding.local_embed_as(TABBY, model=embedding.LOCAL_MODEL, as_query=False) == \
+    assert embedding.local_embed_as(TABBY, model=embedding_rules.LOCAL_MODEL, as_query=False) == \
         embedding.local_embed(TABBY)
 
 
@@ -75,12 +76,12 @@ def test_an_unknown_local_embedding_model_names_the_known_ones() -> None:
     with pytest.raises(embedding.ConfigurationError) as refused:
         embedding.local_embed_as("cat", model="e5-large", as_query=True)
 
-    assert embedding.E5_MODEL in str(refused.value.hint)
+    assert embedding_rules.E5_MODEL in str(refused.value.hint)
 
 
 def test_e5_embeds_an_analysis_by_its_summary_and_the_text_in_the_image() -> None:
     # GIVEN a document text with a description and tags that repeat the summary at length
-    text = embedding.document_text({
+    text = embedding_rules.document_text({
         "category": "document", "summary": "A page of printed text.",
         "description": "Many lines of small print. " * 20, "tags": ["text", "page"],
         "colors": ["white"], "text_content": "Chapter one"})

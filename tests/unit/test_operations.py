@@ -301,10 +301,10 @@ def test_concurrent_publishes_write_each_url_once_with_the_password_its_role_has
         Names=[LOCAL.parameter_name(fn.database_url_name) for fn in pipeline.FUNCTIONS])
 
     def publish(_: int) -> list[str]:
-        import queries
+        import connection  # the operations function's own module
 
         with psycopg.connect(fresh_db, autocommit=True) as conn:
-            return list(queries.publish_function_urls(conn))
+            return list(connection.publish_function_urls(conn))
 
     # GIVEN three publishes racing (two deploys' migrations and an operator's migrate)
     with ThreadPoolExecutor(max_workers=3) as pool:

@@ -32,6 +32,7 @@ from PIL import Image, ImageDraw  # noqa: E402
 
 import embedding  # noqa: E402
 import vision  # noqa: E402
+from collections_core import embedding_rules  # noqa: E402
 from collections_core.errors import (  # noqa: E402
     ConfigurationError,
     RetryableError,
@@ -344,7 +345,7 @@ def test_given_too_little_time_when_analysing_then_no_request_and_retryable_erro
 
 def test_given_voyage_when_embedding_then_a_1024_d_vector_comes_back_from_base64_float32(
         fake: FakeProviders) -> None:
-    text = embedding.document_text(VALID_ANALYSIS)
+    text = embedding_rules.document_text(VALID_ANALYSIS)
 
     [vector] = embed([text])
 
@@ -617,11 +618,11 @@ def test_given_the_same_text_when_embedding_locally_then_the_vector_is_identical
 
 
 @pytest.mark.parametrize("text", ["a red kayak on a calm lake", "x", "",
-                                  embedding.document_text(VALID_ANALYSIS)])
+                                  embedding_rules.document_text(VALID_ANALYSIS)])
 def test_given_any_text_when_embedding_locally_then_1024_d_unit_norm(text: str) -> None:
     vector = embedding.local_embed(text)
 
-    assert len(vector) == embedding.LOCAL_DIMENSIONS == 1024
+    assert len(vector) == embedding_rules.LOCAL_DIMENSIONS == 1024
     assert math.isclose(math.sqrt(sum(v * v for v in vector)), 1.0, rel_tol=1e-9)
 
 
@@ -636,7 +637,7 @@ def test_given_similar_and_unrelated_texts_when_embedding_locally_then_similar_a
 
 
 def test_given_an_analysis_when_building_document_text_then_every_field_is_in_it() -> None:
-    text = embedding.document_text(_with(text_content="EXIT"))
+    text = embedding_rules.document_text(_with(text_content="EXIT"))
 
     for part in ("Category: photo", "Summary: A red kayak", "Tags: kayak, lake",
                  "Colors: red, blue", "Text: EXIT"):
@@ -645,7 +646,7 @@ def test_given_an_analysis_when_building_document_text_then_every_field_is_in_it
 
 def test_given_an_over_long_analysis_when_building_document_text_then_terminal_error() -> None:
     with pytest.raises(TerminalError, match="limit"):
-        embedding.document_text(_with(description="word " * 7000))
+        embedding_rules.document_text(_with(description="word " * 7000))
 
 
 # --------------------------------------------------------------------------- local_analysis

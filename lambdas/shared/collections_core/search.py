@@ -1,8 +1,8 @@
 """The nearest-neighbour search's statements and plan, once for both routes to the database.
 
 The CLI searches directly (its `services/search.py`) and, where the database is
-private, through the operations function's `search` named query (`lambdas/operations/
-queries.py`); both run `nearest` on a cursor of their own, in a transaction they roll back, so
+private, through the operations function's `search` named query (`queries.py`, beside
+this module); both run `nearest` on a cursor of their own, in a transaction they roll back, so
 the two routes send the same statements with the same settings (tests/unit/test_operations.py
 compares their answers on one database).
 

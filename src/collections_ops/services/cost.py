@@ -362,7 +362,7 @@ STAGES_WITH_TOKENS = ("analyzer", "embedder")
 
 
 def recorded_from(answer: Any, where: str = "the usage query") -> Recorded:
-    """The answer of the `usage` named query (lambdas/operations/queries.py), from either
+    """The answer of the `usage` named query (collections_core/queries.py), from either
     route, as `Recorded`; its shape is checked, as anything that crosses a wire is."""
 
     def count(value: Any) -> int:

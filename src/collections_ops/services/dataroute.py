@@ -4,7 +4,8 @@ function inside the database's VPC.
 A private database (mode `rds`, or `existing` inside a VPC) admits only the functions' security
 group: from the operator's machine a connection times out. The operations function
 (`collections-<env>-OperationsLambda`, lambdas/operations/handler.py) sits in that VPC and
-answers a closed vocabulary -- `migrate`, `status` and a few named read-only queries -- so
+answers a closed vocabulary -- `migrate`, `status` and a few named read-only queries
+(collections_core.queries, which the direct route runs on its own connection) -- so
 `db migrate`, `db status`, `verify`, `search`, `reconcile`, `replay`, `cost` and doctor's
 database checks work either way.
 
@@ -24,7 +25,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol
 
 from collections_ops import aws, errors, paths
-from collections_ops.pipeline import OPERATIONS
 
 RouteKind = Literal["direct", "operations"]
 Invoker = Callable[[dict[str, Any]], dict[str, Any]]
@@ -143,21 +143,11 @@ class DirectRoute:
 
 
 def _operations_queries() -> Any:
-    """lambdas/operations/queries.py, loaded under a name of its own (`queries` is generic)."""
-    import importlib.util
-    import sys
-
-    name = "collections_operations_queries"
-    if name in sys.modules:
-        return sys.modules[name]
+    """collections_core.queries: the operations function's status and named queries."""
     paths.add_shared_to_path()
-    path = paths.lambda_code_dir(OPERATIONS.code_dir) / "queries.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    from collections_core import queries
+
+    return queries
 
 
 # --------------------------------------------------------------------------- operations

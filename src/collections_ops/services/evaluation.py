@@ -168,6 +168,8 @@ def in_process(golden: GoldenSet, *, analyzer_model: str,
     ranked by cosine (the vectors are unit length, so by dot product), as `search` ranks one
     user's embeddings exactly."""
     vision, embedding = function_modules()
+    from collections_core.embedding_rules import document_text
+
     vectors: dict[str, list[float]] = {}
     started = time.perf_counter()
     for item_id, name in golden.photos.items():
@@ -175,7 +177,7 @@ def in_process(golden: GoldenSet, *, analyzer_model: str,
         analysis = vision.validate(vision.local_analysis(
             image, {"width": image.width, "height": image.height}, model=analyzer_model))
         vectors[item_id] = embedding.local_embed_as(
-            embedding.document_text(analysis), model=embedding_model, as_query=False)
+            document_text(analysis), model=embedding_model, as_query=False)
     indexed_s = time.perf_counter() - started
 
     def search(query: str, limit: int) -> list[str]:

@@ -65,7 +65,9 @@ class Candidate:
 
 def parse(spec: str, *, current: Candidate) -> Candidate:
     """The candidate `spec` names, the rest as `current` (the environment's pair)."""
-    vision, embedding = evaluation.function_modules()
+    vision, _embedding = evaluation.function_modules()
+    from collections_core.embedding_rules import LOCAL_MODELS
+
     analyzer = (current.analyzer_provider, current.analyzer_model)
     embedder = (current.embedding_provider, current.embedding_model)
     named: set[str] = set()
@@ -75,12 +77,12 @@ def parse(spec: str, *, current: Candidate) -> Candidate:
             raise errors.UsageError(f"--compare {spec!r}: an empty model name")
         if provider in ANALYSIS_PROVIDERS or (not provider and model in vision.LOCAL_MODELS):
             half, value = "analysis", (provider or LOCAL, model)
-        elif provider in EMBEDDING_PROVIDERS or (not provider and model in embedding.LOCAL_MODELS):
+        elif provider in EMBEDDING_PROVIDERS or (not provider and model in LOCAL_MODELS):
             half, value = "embedding", (provider or LOCAL, model)
         else:
             raise errors.UsageError(
                 f"--compare {spec!r}: {part!r} is not a model eval knows; name an offline model "
-                f"({', '.join((*vision.LOCAL_MODELS, *embedding.LOCAL_MODELS))}) or "
+                f"({', '.join((*vision.LOCAL_MODELS, *LOCAL_MODELS))}) or "
                 "provider:model with provider one of "
                 f"{', '.join((*ANALYSIS_PROVIDERS, *EMBEDDING_PROVIDERS))}")
         if half in named:
@@ -226,7 +228,9 @@ def run(golden: evaluation.GoldenSet, candidate: Candidate, calls: Calls, *,
     """The candidate's report and analyses. `stored`: the environment's analyses by item id;
     `reuse_stored`: the candidate keeps the environment's analysis model, so its vectors are
     made from them (as `reembed` would) and no analysis is paid for twice."""
-    _vision, embedding = evaluation.function_modules()
+    evaluation.function_modules()
+    from collections_core.embedding_rules import document_text
+
     analyses: dict[str, dict[str, Any]] = {}
     for item_id, name in golden.photos.items():
         kept = stored.get(item_id)
@@ -236,7 +240,7 @@ def run(golden: evaluation.GoldenSet, candidate: Candidate, calls: Calls, *,
         jpeg = evaluation.rendition(name)  # the bytes the pipeline sends, not re-encoded
         analyses[item_id] = calls.analyse(evaluation.rendered_photo(name, jpeg), jpeg)
     ids = list(analyses)
-    vectors = dict(zip(ids, calls.embed([embedding.document_text(_documented(analyses[i]))
+    vectors = dict(zip(ids, calls.embed([document_text(_documented(analyses[i]))
                                          for i in ids], False), strict=True))
 
     def search(query: str, limit: int) -> list[str]:

@@ -3,23 +3,19 @@
 `collections reconcile` reads the five places an item lives (`reconcile.py`) and re-drives what
 is broken (`reconcile_redrive.py`); between the two, `classify` names every inconsistency by
 kind, with the stage that repairs it, and reads nothing itself, so the rules can be tested on
-hand-built snapshots. The embedder's own rules (the text it embeds, each model's dimensions) are
-imported from the embedder, never restated here.
+hand-built snapshots. The embedder's own rules (the text it embeds, its hash, each model's
+dimensions) are collections_core.embedding_rules, which the embedder imports too: never
+restated here.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import importlib.util
-import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from typing import Any
 
 from collections_ops import paths
-from collections_ops.pipeline import function
 
 # The kinds, each with the stage that repairs it (None: not repaired by a re-drive).
 OBJECT_WITHOUT_ITEM = "object-without-item"
@@ -85,35 +81,26 @@ class Inconsistency:
         return {**asdict(self), "stage": self.stage}
 
 
-@lru_cache(maxsize=1)
-def _embedder_module() -> Any:
-    """The embedder's own `embedding` module: the text it embeds and the models' dimensions
-    are defined there once, and reconcile must judge by exactly the same rules."""
-    paths.add_shared_to_path()
-    name = "collections_embedder_embedding"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(
-        name, paths.lambda_code_dir(function("embedder").code_dir) / "embedding.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def content_hash(analysis: dict[str, Any]) -> str | None:
     """What the embedder records as `content_hash` for this analysis (None: it cannot embed
-    it at all, e.g. over-long text — a terminal failure, not an inconsistency to re-drive)."""
+    it at all, e.g. over-long text — a terminal failure, not an inconsistency to re-drive).
+    The embedder's own rules (collections_core.embedding_rules), so reconcile judges by
+    exactly the same ones."""
+    paths.add_shared_to_path()
+    from collections_core import embedding_rules
+
     try:
-        text = _embedder_module().document_text(analysis)
+        text = embedding_rules.document_text(analysis)
     except Exception:
         return None
-    return hashlib.sha256(text.encode()).hexdigest()
+    return embedding_rules.content_hash(text)
 
 
 def model_dimensions(model: str) -> int | None:
-    value = _embedder_module().MODEL_DIMENSIONS.get(model)
+    paths.add_shared_to_path()
+    from collections_core import embedding_rules
+
+    value = embedding_rules.MODEL_DIMENSIONS.get(model)
     return int(value) if value is not None else None
 
 

@@ -21,7 +21,6 @@ path at once.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -105,11 +104,19 @@ def _embedding() -> Any:
     return search._embedding_module()
 
 
+def _rules() -> Any:
+    """What the embedder embeds of an analysis, its hash and the models' dimensions."""
+    paths.add_shared_to_path()
+    from collections_core import embedding_rules
+
+    return embedding_rules
+
+
 def dimensions_of(model: str) -> int:
-    known = _embedding().MODEL_DIMENSIONS.get(model)
+    known = _rules().MODEL_DIMENSIONS.get(model)
     if known is None:
         raise errors.UsageError(f"unknown embedding model {model!r}",
-                                "one of: " + ", ".join(sorted(_embedding().MODEL_DIMENSIONS)))
+                                "one of: " + ", ".join(sorted(_rules().MODEL_DIMENSIONS)))
     return int(known)
 
 
@@ -138,10 +145,11 @@ def pending(conn: Any, model: str) -> int:
 
 def local_embedder(model: str) -> Callable[[list[str]], list[list[float]]]:
     """The offline model's document embedding, text by text (what the embedder computes)."""
-    embedding = _embedding()
-    if model not in embedding.LOCAL_MODELS:
+    local_models = _rules().LOCAL_MODELS
+    if model not in local_models:
         raise errors.UsageError(f"{model} is not an offline model; the local cloud embeds with "
-                                + ", ".join(embedding.LOCAL_MODELS))
+                                + ", ".join(local_models))
+    embedding = _embedding()
 
     def embed(texts: list[str]) -> list[list[float]]:
         try:
@@ -159,7 +167,7 @@ def fill_local(conn: Any, model: str, embed: Callable[[list[str]], list[list[flo
     yielding progress after each commit."""
     from pgvector import Vector
 
-    embedding = _embedding()
+    rules = _rules()
     dimensions = dimensions_of(model)
     left, done, after = pending(conn, model), 0, 0
     while True:
@@ -167,7 +175,7 @@ def fill_local(conn: Any, model: str, embed: Callable[[list[str]], list[list[flo
                             ).fetchall()
         if not rows:
             return
-        texts = [embedding.document_text(dict(zip(
+        texts = [rules.document_text(dict(zip(
             ("category", "summary", "description", "tags", "colors", "text_content"), r[3:9],
             strict=True))) for r in rows]
         vectors = embed(texts)
@@ -177,7 +185,7 @@ def fill_local(conn: Any, model: str, embed: Callable[[list[str]], list[list[flo
                     raise errors.CollectionsError(f"{model} returned a {len(vector)}-"
                                                   f"dimensional vector; it makes {dimensions}")
                 conn.execute(_UPSERT, (r[1], r[2], r[0], model, dimensions, Vector(vector),
-                                       hashlib.sha256(text.encode()).hexdigest(), r[9],
+                                       rules.content_hash(text), r[9],
                                        "local"))
         after = int(rows[-1][0])
         done += len(rows)
@@ -188,12 +196,12 @@ def fill_local(conn: Any, model: str, embed: Callable[[list[str]], list[list[flo
 def estimate(conn: Any, model: str, prices: Any) -> dict[str, Any]:
     """What filling `model` through its provider would cost: the pending analyses' document
     texts, at CHARS_PER_TOKEN characters a token, at the price table's input price."""
-    embedding = _embedding()
+    rules = _rules()
     chars, count, after = 0, 0, 0
     while rows := conn.execute(_PENDING, {"after": after, "model": model, "limit": 1000}
                                ).fetchall():
         for r in rows:
-            chars += len(embedding.document_text(dict(zip(
+            chars += len(rules.document_text(dict(zip(
                 ("category", "summary", "description", "tags", "colors", "text_content"),
                 r[3:9], strict=True))))
         count += len(rows)
@@ -290,7 +298,7 @@ def drop(conn: Any, model: str) -> list[str]:
 def provider_for(model: str, env: Any) -> str:
     return str(_core().provider_of(model, configured_model=env.embedding_model,
                                    configured_provider=env.embedding_provider,
-                                   local_models=tuple(_embedding().LOCAL_MODELS)))
+                                   local_models=tuple(_rules().LOCAL_MODELS)))
 
 
 def direct_connection(route: Any) -> Any:

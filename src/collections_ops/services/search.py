@@ -74,12 +74,12 @@ def search_model(route: Any, *, configured_model: str,
     recorded = route.embedding_models()
     model = next((str(m["model"]) for m in recorded if m["state"] == "active"),
                  configured_model)
-    embedding = _embedding_module()
-    from collections_core import models
+    paths.add_shared_to_path()
+    from collections_core import embedding_rules, models
 
     return model, models.provider_of(model, configured_model=configured_model,
                                      configured_provider=configured_provider,
-                                     local_models=tuple(embedding.LOCAL_MODELS))
+                                     local_models=tuple(embedding_rules.LOCAL_MODELS))
 
 
 def embed_query(text: str, *, provider: str, model: str, api_key: str | None = None,
@@ -94,11 +94,14 @@ def embed_query(text: str, *, provider: str, model: str, api_key: str | None = N
     """
     if not text or not text.strip():
         raise ValueError("the query text is empty")
+    paths.add_shared_to_path()
+    from collections_core.embedding_rules import LOCAL_MODELS
+
     embedding = _embedding_module()
     if provider == "local":
-        if model not in embedding.LOCAL_MODELS:
+        if model not in LOCAL_MODELS:
             raise ValueError(f"the local provider's models are "
-                             f"{', '.join(map(repr, embedding.LOCAL_MODELS))}, not {model!r}")
+                             f"{', '.join(map(repr, LOCAL_MODELS))}, not {model!r}")
         try:
             return list(embedding.local_embed_as(text, model=model, as_query=True))
         except embedding.ModelMissing as exc:

@@ -1,16 +1,23 @@
-"""What the operations function may do to the database: apply the migrations, report the
-schema's status, and a closed set of read-only named queries.
+"""The operator's read-only view of the database: the schema's status and a closed set of
+named queries, each a check of its parameters and static statements.
+
+Shared, so that both of the CLI's routes to a database read it with the same statements: the
+operations function (lambdas/operations/handler.py) answers them inside the database's VPC, and
+the CLI's direct route (services/dataroute.py of the CLI package) runs them on its own
+connection; tests/unit/test_operations.py compares the two routes' answers on the same
+database. How the operations function connects, migrates and publishes the functions'
+credentials is its own (lambdas/operations/connection.py).
 
 Every statement is static text with bound parameters; parameters are checked for type and
-range before any connection is made. Read-only queries run in a transaction that is rolled
-back, with a statement timeout, so a query can neither write nor hold the database for long.
-The timeout is the transaction's first statement, `SET LOCAL` (set_config's local form), never
-a startup `options` (RDS Proxy refuses it) nor a session `SET` (which pins the connection):
-see collections_core/db.py.
+range (`NamedQuery.check`, which raises ValueError) before any connection is made. Queries run
+in `read_only`: a transaction that is rolled back, with a statement timeout, so a query can
+neither write nor hold the database for long. The timeout is the transaction's first
+statement, `SET LOCAL` (set_config's local form), never a startup `options` (RDS Proxy
+refuses it) nor a session `SET` (which pins the connection): see db.py.
 
-`search` runs collections_core.search's statements and plan, as the CLI's direct route does
-(services/search.py of the CLI package), in a read-only transaction of its own;
-tests/unit/test_operations.py compares the two routes' answers on the same database.
+`search` runs search.py's statements and plan, as the CLI's direct route does
+(services/search.py of the CLI package). psycopg and pgvector are imported inside the queries
+that need them: this module is imported by every function's bundle and by the CLI.
 """
 
 from __future__ import annotations
@@ -18,17 +25,14 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
-from collections_core import aws, db, log, models, roles, search, secrets
+from collections_core import db, models, search
 from collections_core import migrate as migrations
-from collections_core.errors import ConfigurationError, RetryableError, TerminalError
+from collections_core.errors import TerminalError
 
-CONNECT_TIMEOUT_SECONDS = 10
 QUERY_TIMEOUT_MS = 15_000
 MAX_TEXT = 1024  # item and user ids are S3 key parts: at most 1024 bytes
 TABLES = ("items", "analyses", "embeddings")
@@ -40,187 +44,8 @@ _COUNT_ROWS = {
 }
 
 
-# ------------------------------------------------------------------------------ connection
-
-
-def database_url() -> str:
-    """The RDS-generated secret when the stack names one, else the DATABASE_URL parameter."""
-    arn = os.environ.get("DATABASE_SECRET_ARN")
-    if not arn:
-        url = secrets.get("DATABASE_URL")
-        assert url is not None
-        return url
-    try:
-        value = aws.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
-    except Exception as exc:
-        raise aws.classify(exc, "reading the database secret") from None
-    try:
-        secret = json.loads(value)
-        user, password = str(secret["username"]), str(secret["password"])
-        host = os.environ.get("DATABASE_HOST") or str(secret["host"])
-        port, name = int(secret.get("port", 5432)), str(secret.get("dbname", "postgres"))
-    except (ValueError, KeyError, TypeError):
-        raise ConfigurationError("the database secret is not an RDS credentials secret "
-                                 "(username, password, host, port, dbname)") from None
-    log.register_secret(password)
-    # Percent-encoded, a host may also be a socket directory (libpq reads both).
-    return (f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@"
-            f"{quote(host, safe='')}:{port}/"
-            f"{quote(name, safe='')}?sslmode=require")
-
-
-def publish_database_url() -> bool:
-    """Database mode `rds`: write the URL built from the RDS-generated secret to the
-    `DATABASE_URL` parameter the pipeline's functions read (only when it differs).
-    Returns whether it wrote."""
-    name = os.environ.get("DATABASE_URL_PARAMETER")
-    if not name or not os.environ.get("DATABASE_SECRET_ARN"):
-        return False
-    url = database_url()
-    ssm = aws.client("ssm")
-    if _parameter(ssm, name) == url:
-        return False
-    _put_parameter(ssm, name, url, "Written on deploy from the RDS-generated secret")
-    return True
-
-
-def publish_function_urls(conn: Any) -> list[str]:
-    """Set each pipeline function's role password (migration 0005) and write the function's
-    URL -- the owner's, as that role -- to its own parameter, DATABASE_URL_<FUNCTION>
-    (collections_core.roles.publish); returns the function keys whose URL was written. In
-    database mode `rds` each password is its role's generated secret (`DATABASE_ROLE_SECRETS`:
-    RDS Proxy authenticates every user with a secret); in `existing` the one its parameter
-    holds, or a new one on the first deploy."""
-    ssm = aws.client("ssm")
-    role_secrets = _role_secrets()
-    database = str(conn.info.dbname)
-    passwords = {key: _role_password(arn, roles.role_name(database, key))
-                 for key, arn in role_secrets.items()}
-    for password in passwords.values():
-        log.register_secret(password)
-    parameters = {key: secrets.parameter_name(roles.secret_name(key))
-                  for key in roles.FUNCTION_KEYS}
-
-    def write(name: str, url: str) -> None:
-        log.register_secret(url)  # a new password, masked in whatever follows
-        _put_parameter(ssm, name, url, "A pipeline function's own database role, written "
-                                       "on deploy")
-
-    return roles.publish(conn, database_url(), parameters,
-                         read=lambda name: _parameter(ssm, name), write=write,
-                         passwords=passwords)
-
-
-def _role_secrets() -> dict[str, str]:
-    raw = os.environ.get("DATABASE_ROLE_SECRETS")
-    if not raw:
-        return {}
-    try:
-        table = json.loads(raw)
-        return {str(k): str(v) for k, v in table.items()}
-    except (ValueError, AttributeError):
-        raise ConfigurationError("DATABASE_ROLE_SECRETS is not a JSON object of secret ARNs",
-                                 hint="the function's environment comes from the stack; "
-                                      "redeploy") from None
-
-
-def _role_password(arn: str, role: str) -> str:
-    try:
-        value = aws.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
-        secret = json.loads(value)
-        username, password = str(secret["username"]), str(secret["password"])
-    except (ValueError, KeyError, TypeError):
-        raise ConfigurationError(f"the secret of role {role} is not a username and "
-                                 "password") from None
-    except Exception as exc:
-        raise aws.classify(exc, f"reading the secret of role {role}") from None
-    if username != role:
-        raise ConfigurationError(f"the secret of role {role} names the user {username!r}")
-    return password
-
-
-def _parameter(ssm: Any, name: str) -> str | None:
-    try:
-        return str(ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
-    except Exception as exc:
-        if aws.error_code(exc) != "ParameterNotFound":
-            raise aws.classify(exc, f"reading {name}") from None
-    return None
-
-
-def _put_parameter(ssm: Any, name: str, value: str, description: str) -> None:
-    try:
-        ssm.put_parameter(Name=name, Value=value, Type="SecureString", Overwrite=True,
-                          Description=description)
-    except Exception as exc:
-        raise aws.classify(exc, f"writing {name}") from None
-
-
-@contextlib.contextmanager
-def connect() -> Iterator[Any]:
-    """A connection that sets nothing on its session: each query runs in `_read_only`, a
-    migration under migrate.apply's own timeouts. A statement over its timeout is retryable."""
-    import psycopg
-
-    url = database_url()
-    password = _password(url)
-    if password:
-        log.register_secret(password)
-    try:
-        conn = psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_SECONDS, autocommit=True,
-                               application_name="collections-operations",
-                               prepare_threshold=None)  # a prepared statement pins, too
-    except psycopg.OperationalError as exc:
-        raise RetryableError(f"database unreachable: {_first_line(exc)}") from None
-    try:
-        yield conn
-    except psycopg.errors.QueryCanceled as exc:  # before OperationalError, its base class
-        raise RetryableError(f"database statement timed out: {_first_line(exc)}",
-                             hint="retry when the database is less busy") from None
-    except psycopg.errors.LockNotAvailable as exc:  # likewise
-        raise RetryableError(f"database lock not granted in time: {_first_line(exc)}",
-                             hint="another session holds a lock on the tables; retry when "
-                                  "it has finished") from None
-    except psycopg.OperationalError as exc:
-        raise RetryableError(f"database connection lost: {_first_line(exc)}") from None
-    except psycopg.Error as exc:
-        raise TerminalError(f"database error: {_first_line(exc)}") from None
-    finally:
-        with contextlib.suppress(Exception):
-            conn.close()
-
-
-def _password(url: str) -> str | None:
-    from urllib.parse import unquote, urlsplit
-
-    password = urlsplit(url).password
-    return unquote(password) if password else None
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = log.mask(str(exc)).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
-
-
-# -------------------------------------------------------------------------------- actions
-
-
-def migrate(conn: Any) -> dict[str, Any]:
-    """Apply pending migrations under collections_core's advisory lock, then publish each
-    pipeline function's own credentials (`publish_function_urls`)."""
-    try:
-        applied = migrations.apply(conn)  # its own transactions, autocommit or not
-    except migrations.IndexBuildInProgress as exc:
-        raise RetryableError(str(exc), hint="run the migration again when the build has "
-                             "finished") from None
-    credentials = publish_function_urls(conn)
-    with _read_only(conn) as cur:
-        return {"applied": applied, "pending": migrations.pending_in(cur),
-                "credentials_written": credentials}
-
-
 def status(conn: Any) -> dict[str, Any]:
-    with _read_only(conn) as cur:
+    with read_only(conn) as cur:
         cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
         row = cur.fetchone()
         applied: list[dict[str, Any]] = []
@@ -251,7 +76,8 @@ def status(conn: Any) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _read_only(conn: Any) -> Iterator[Any]:
+def read_only(conn: Any) -> Iterator[Any]:
+    """A cursor in a read-only transaction under QUERY_TIMEOUT_MS, rolled back at the end."""
     with conn.transaction(force_rollback=True), conn.cursor() as cur:
         cur.execute("SET TRANSACTION READ ONLY")
         cur.execute(db.SET_STATEMENT_TIMEOUT, (f"{QUERY_TIMEOUT_MS}ms",))
@@ -304,7 +130,7 @@ def _check_find_items(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _find_items(conn: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
-    with _read_only(conn) as cur:
+    with read_only(conn) as cur:
         cur.execute("SELECT user_id, id FROM items WHERE id = %s ORDER BY updated_at DESC",
                     (params["item_id"],))
         return _rows(cur)
@@ -328,7 +154,7 @@ EMBEDDING_SQL = ("SELECT id, item_id, embedding_model, embedding_dimensions,"
 def _item_rows(conn: Any, params: dict[str, Any]) -> dict[str, Any]:
     key = (params["item_id"], params["user_id"])
     out: dict[str, Any] = {}
-    with _read_only(conn) as cur:
+    with read_only(conn) as cur:
         for name, sql in (("item", ITEM_SQL), ("analysis", ANALYSIS_SQL),
                           ("embedding", EMBEDDING_SQL)):
             cur.execute(sql, key)
@@ -364,7 +190,7 @@ def _search(conn: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
     except Exception:
         raise TerminalError("the database has no `vector` extension",
                             hint="run: collections db migrate") from None
-    with _read_only(conn) as cur:
+    with read_only(conn) as cur:
         rows = search.nearest(cur, q=Vector(params["vector"]), model=params["model"],
                               dimensions=params["dimensions"], user_id=params["user_id"],
                               limit=params["limit"], ef_search=params["ef_search"],
@@ -379,7 +205,7 @@ def _check_database_check(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _database_check(conn: Any, params: dict[str, Any]) -> dict[str, Any]:
-    with _read_only(conn) as cur:
+    with read_only(conn) as cur:
         cur.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
         row = cur.fetchone()
         pending = migrations.pending_in(cur)
@@ -455,7 +281,7 @@ def reconcile_rows(conn: Any, params: dict[str, Any]) -> dict[str, Any]:
     args = {"user": params["user_id"], "item": params["item_id"], "after_user": after[0],
             "after_item": after[1], "after_model": after[2],
             "limit": params["limit"] + 1}  # one more than a page: whether another follows
-    with _read_only(conn) as cur:
+    with read_only(conn) as cur:
         cur.execute(_RECONCILE_SQL[table], args)
         rows = _rows(cur)
     page: list[dict[str, Any]] = []
@@ -536,7 +362,7 @@ def usage(conn: Any, params: dict[str, Any]) -> dict[str, Any]:
     window = {"since": params["since"], "until": params["until"], "user": params["user_id"],
               "limit": USAGE_MAX_GROUPS + 1}
     try:
-        with _read_only(conn) as cur:
+        with read_only(conn) as cur:
             cur.execute(USAGE_SQL, window)
             groups = _rows(cur)
             cur.execute(IMAGES_SQL, window)
@@ -567,7 +393,7 @@ def embedding_models(conn: Any, params: dict[str, Any]) -> dict[str, Any]:
     import psycopg
 
     try:
-        with _read_only(conn) as cur:
+        with read_only(conn) as cur:
             recorded = models.registered(cur)
             cur.execute("SELECT embedding_model, count(*) FROM embeddings"
                         " GROUP BY embedding_model")
