@@ -79,3 +79,17 @@ def test_eval_refuses_a_bad_golden_set_in_process_before_any_upload(
     # THEN it is a configuration error, said as one JSON document
     assert result.exit_code == ExitCode.CONFIG, result.output
     assert "unknown photos: dog" in json.loads(result.stdout.splitlines()[0])["error"]
+
+
+def test_the_held_out_set_holds_every_golden_photo_and_none_of_the_golden_queries() -> None:
+    # GIVEN the gate's golden set and the held-out second opinion bench_golden.py scores
+    golden = evaluation.golden_set()
+    heldout = evaluation.golden_set(
+        Path(__file__).resolve().parents[2] / "bench" / "golden" / "heldout.json")
+
+    # THEN the held-out set ranks among more photos, golden's included, with its own queries
+    assert golden.photos.items() <= heldout.photos.items()
+    assert len(heldout.photos) > len(golden.photos) and len(heldout.queries) >= 20
+    assert not {q.query for q in golden.queries} & {q.query for q in heldout.queries}
+    for name in heldout.photos.values():
+        assert evaluation.golden_photo(name).is_file()
