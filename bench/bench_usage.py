@@ -103,15 +103,13 @@ def _at(now: float, n: int, count: int) -> str:
 def main() -> None:
     import psycopg
 
-    from collections_ops import paths
+    from collections_core import queries
     from collections_ops.services import dataroute
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--images", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    paths.add_shared_to_path()
-    queries = dataroute._operations_queries()
     with server() as (url, where):
         with psycopg.connect(url, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")

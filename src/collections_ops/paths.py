@@ -2,6 +2,14 @@
 
 From a wheel they are inside the package (`_bundled/`); from a source checkout they are at the
 top of the repository.
+
+The functions' shared package, `collections_core`, exists twice: installed beside this package
+(the wheel's top-level `collections_core`, or the editable install's `lambdas/shared`), which
+is the one the CLI imports, and inside `lambdas_root()/shared`, which is what the functions
+are deployed with. The local cloud's processes that stand in for AWS (the supervisor, which
+migrates as the operations function does on AWS, and the dispatchers, which run the handlers)
+must run the deployed copy -- with `COLLECTIONS_LAMBDAS_DIR`, an operator's working copy --
+and call `add_shared_to_path` first thing.
 """
 
 from __future__ import annotations
@@ -61,7 +69,16 @@ def shared_code_dir() -> Path:
 
 
 def add_shared_to_path() -> None:
-    """Make `collections_core` (the functions' shared code) importable by the CLI."""
-    shared = str(shared_code_dir())
-    if shared not in sys.path:
-        sys.path.insert(0, shared)
+    """Make this process import the deployed `collections_core` (`shared_code_dir()`), not the
+    installed one: for the local cloud's processes that emulate the functions' runtime, never
+    for the CLI. It must run before `collections_core` is first imported in the process (an
+    imported module is not looked up again); if the process already imported another copy,
+    this raises rather than let the local cloud run code other than what it deployed."""
+    shared = shared_code_dir()
+    if str(shared) not in sys.path:
+        sys.path.insert(0, str(shared))
+    core = sys.modules.get("collections_core")
+    origin = getattr(core, "__file__", None)
+    if origin and Path(origin).resolve().parent.parent != shared.resolve():
+        raise RuntimeError(f"collections_core was imported from {Path(origin).parent} before "
+                           f"the deployed copy in {shared} was put on the path")

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from collections_ops import aws, paths
+from collections_ops import aws
 from collections_ops.errors import DatabaseError
 from collections_ops.pipeline import FUNCTIONS, Environment
 
 
 def migrate(conn: Any) -> list[str]:
-    paths.add_shared_to_path()
     from collections_core import migrate as migrations
 
     autocommit = conn.autocommit
@@ -30,7 +29,6 @@ def publish_function_urls(conn: Any, ssm: Any, env: Environment, owner_url: str)
     """Give each pipeline function's role its password and write the function's URL to its
     parameter in the environment's scope (collections_core.roles.publish: a password the
     parameter holds for the role is kept); returns the function keys written."""
-    paths.add_shared_to_path()
     from collections_core import roles
 
     parameters = {fn.key: env.parameter_name(fn.database_url_name) for fn in FUNCTIONS}

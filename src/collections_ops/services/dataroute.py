@@ -24,7 +24,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol
 
-from collections_ops import aws, errors, paths
+from collections_ops import aws, errors
 
 RouteKind = Literal["direct", "operations"]
 Invoker = Callable[[dict[str, Any]], dict[str, Any]]
@@ -81,7 +81,9 @@ class DirectRoute:
 
     def status(self) -> dict[str, Any]:
         # The same statements as the operations function's, so both routes report alike.
-        result: dict[str, Any] = _operations_queries().status(self.conn)
+        from collections_core import queries
+
+        result: dict[str, Any] = queries.status(self.conn)
         return result
 
     def find_items(self, item_id: str) -> list[tuple[str, str]]:
@@ -102,7 +104,6 @@ class DirectRoute:
                              user_id=user_id, limit=limit)
 
     def database_check(self) -> dict[str, Any]:
-        paths.add_shared_to_path()
         from collections_core import migrate
 
         row = self.conn.execute(
@@ -128,10 +129,10 @@ class DirectRoute:
     def _named(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
         """One of the operations function's named queries, run on this connection: its own
         check of the parameters, its statements, its refusals as this CLI's errors."""
-        paths.add_shared_to_path()
+        from collections_core import queries
         from collections_core.errors import PipelineError
 
-        query = _operations_queries().QUERIES[name]
+        query = queries.QUERIES[name]
         try:
             checked = query.check(params)
         except ValueError as exc:
@@ -140,14 +141,6 @@ class DirectRoute:
             return dict(query.run(self.conn, checked))
         except PipelineError as exc:
             raise errors.DatabaseError(exc.reason, exc.hint) from None
-
-
-def _operations_queries() -> Any:
-    """collections_core.queries: the operations function's status and named queries."""
-    paths.add_shared_to_path()
-    from collections_core import queries
-
-    return queries
 
 
 # --------------------------------------------------------------------------- operations

@@ -215,10 +215,10 @@ def rendered_photo(name: str, data: bytes | None = None) -> Any:
 
 
 def function_modules() -> tuple[Any, Any]:
-    """lambdas/analyzer/vision.py and lambdas/embedder/embedding.py, importable with the
-    functions' shared code."""
-    for directory in (paths.shared_code_dir(), paths.lambda_code_dir("analyzer"),
-                      paths.lambda_code_dir("embedder")):
+    """lambdas/analyzer/vision.py and lambdas/embedder/embedding.py: eval runs the analyzer's
+    offline analysis and the embedder's provider calls themselves (their shared code is the
+    installed collections_core)."""
+    for directory in (paths.lambda_code_dir("analyzer"), paths.lambda_code_dir("embedder")):
         if str(directory) not in sys.path:
             sys.path.insert(0, str(directory))
     import embedding

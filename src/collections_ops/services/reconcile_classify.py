@@ -15,8 +15,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from collections_ops import paths
-
 # The kinds, each with the stage that repairs it (None: not repaired by a re-drive).
 OBJECT_WITHOUT_ITEM = "object-without-item"
 ITEM_WITHOUT_OBJECT = "item-without-object"
@@ -86,7 +84,6 @@ def content_hash(analysis: dict[str, Any]) -> str | None:
     it at all, e.g. over-long text — a terminal failure, not an inconsistency to re-drive).
     The embedder's own rules (collections_core.embedding_rules), so reconcile judges by
     exactly the same ones."""
-    paths.add_shared_to_path()
     from collections_core import embedding_rules
 
     try:
@@ -97,7 +94,6 @@ def content_hash(analysis: dict[str, Any]) -> str | None:
 
 
 def model_dimensions(model: str) -> int | None:
-    paths.add_shared_to_path()
     from collections_core import embedding_rules
 
     value = embedding_rules.MODEL_DIMENSIONS.get(model)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from collections_ops import errors, paths
+from collections_ops import errors
 
 BATCH = 32
 EVENTS_PER_CALL = 10  # PutEvents' limit
@@ -92,7 +92,6 @@ class Outcome:
 
 
 def _core() -> Any:
-    paths.add_shared_to_path()
     from collections_core import models
 
     return models
@@ -106,7 +105,6 @@ def _embedding() -> Any:
 
 def _rules() -> Any:
     """What the embedder embeds of an analysis, its hash and the models' dimensions."""
-    paths.add_shared_to_path()
     from collections_core import embedding_rules
 
     return embedding_rules
@@ -242,7 +240,6 @@ def build_index(conn: Any, model: str, dimensions: int) -> str:
     autocommit), recorded in the registry."""
     from psycopg import sql
 
-    paths.add_shared_to_path()
     from collections_core import search
 
     name = search.model_index_name(model)

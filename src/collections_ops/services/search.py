@@ -50,7 +50,6 @@ def search(conn: Any, query_vector: Sequence[float] | Any, *, model: str, dimens
     candidate list size (raised to `limit` if smaller); `exact=True` skips the index (the
     ground truth for recall).
     """
-    paths.add_shared_to_path()
     from collections_core import search as core
 
     dimensions = core.check_int("dimensions", dimensions, 1, core.MAX_DIMENSIONS)
@@ -74,7 +73,6 @@ def search_model(route: Any, *, configured_model: str,
     recorded = route.embedding_models()
     model = next((str(m["model"]) for m in recorded if m["state"] == "active"),
                  configured_model)
-    paths.add_shared_to_path()
     from collections_core import embedding_rules, models
 
     return model, models.provider_of(model, configured_model=configured_model,
@@ -94,7 +92,6 @@ def embed_query(text: str, *, provider: str, model: str, api_key: str | None = N
     """
     if not text or not text.strip():
         raise ValueError("the query text is empty")
-    paths.add_shared_to_path()
     from collections_core.embedding_rules import LOCAL_MODELS
 
     embedding = _embedding_module()
@@ -120,11 +117,12 @@ def embed_query(text: str, *, provider: str, model: str, api_key: str | None = N
 
 
 def _embedding_module() -> Any:
-    """lambdas/embedder/embedding.py, with the functions' shared code importable."""
-    for directory in (paths.shared_code_dir(), paths.lambda_code_dir("embedder")):
-        entry = str(directory)
-        if entry not in sys.path:
-            sys.path.insert(0, entry)
+    """lambdas/embedder/embedding.py: a query is embedded by the embedder's own provider calls
+    (which stay in the function, beside the SDKs its bundle vendors); what it embeds and the
+    models' dimensions are the installed collections_core.embedding_rules."""
+    entry = str(paths.lambda_code_dir("embedder"))
+    if entry not in sys.path:
+        sys.path.insert(0, entry)
     import embedding
 
     return embedding

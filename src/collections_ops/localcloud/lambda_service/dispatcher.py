@@ -478,6 +478,12 @@ def main() -> None:
     import sys
     from pathlib import Path
 
+    from collections_ops import paths
+
+    # The handlers run with the deployed collections_core (their bundle's, COLLECTIONS_LAMBDAS_DIR's
+    # working copy), never the installed one: first on the path before anything imports it.
+    paths.add_shared_to_path()
+
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s %(levelname)s dispatcher-{sys.argv[2]}: "
                                "%(message)s")

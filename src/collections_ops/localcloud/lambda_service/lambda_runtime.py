@@ -3,6 +3,10 @@
 Each function's directory and the shared code go on `sys.path`; each `handler.py` is loaded
 under a name of its own so the three can live in one interpreter. Helper modules inside the
 function directories must therefore have names unique across functions (a test checks this).
+The shared code is the deployed copy (`paths.shared_code_dir()`, a function bundle's
+`collections_core`), not the installed package the CLI imports: the dispatcher process puts it
+first on the path before anything imports `collections_core` (dispatcher.main), and a hot
+reload puts each new published package first.
 
 Lambda gives each function its role's credentials as environment variables
 (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN). Here the functions' workers are

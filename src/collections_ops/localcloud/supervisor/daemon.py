@@ -17,6 +17,12 @@ running cloud). One supervisor per state directory: it holds an exclusive lock o
 `daemon.lock` for its lifetime. Its children get SIGKILL if it dies (PR_SET_PDEATHSIG), so a
 `kill -9` of the supervisor leaves no emulator or dispatcher behind; PostgreSQL is left
 running and adopted by the next supervisor.
+
+Which `collections_core` each process runs: this one and the dispatchers the deployed copy
+(`paths.shared_code_dir()`: COLLECTIONS_LAMBDAS_DIR's working copy when set), put first on the
+path by `main` before anything imports it -- this process migrates the database with it, as
+the operations function does on AWS, and the dispatchers run the handlers with it, as their
+bundles carry it; the CLI that started them the installed package. The emulator imports none.
 """
 
 from __future__ import annotations
@@ -439,6 +445,12 @@ def run(state_dir: Path) -> None:
 
 
 def main() -> None:
+    from collections_ops import paths
+
+    # The migrations this process applies are the deployed code's (COLLECTIONS_LAMBDAS_DIR's
+    # working copy, or the shipped lambdas/), as the operations function runs them on AWS, not
+    # the CLI's installed collections_core: on the path before anything imports it.
+    paths.add_shared_to_path()
     # Everything the local cloud writes (its logs, the store, the database's files, the
     # functions' scratch files) is its owner's only, whatever the operator's umask.
     os.umask(0o077)
