@@ -214,6 +214,7 @@ ROUND = Look("several separate round objects of about one size on a plain backgr
 MONOCHROME = Look("a black-and-white image", ("black and white", "monochrome"))
 _LOOK_EDGE = 256  # the pixels are judged on a copy this size on its longest edge
 ROUND_MIN_COUNT = 5  # "several" round objects
+STARRY_LARGEST_PART = 0.25  # points of light: no one bright part holds more of the light
 
 
 def looks(image: Any, measured: dict[str, Any]) -> list[Look]:
@@ -249,11 +250,22 @@ def _local_maxima(grey: Any, floor: float) -> int:
 
 
 def _starry(grey: Any) -> bool:
-    """Mostly black, with many separate small bright points (not one bright region)."""
+    """Mostly black, with many separate small bright points (not one bright region): many
+    local maxima, and no connected bright part holds more than STARRY_LARGEST_PART of the
+    bright pixels (a drawn outline or a lit shape on black is one part with bright maxima
+    all along it; the Hubble deep field's largest part holds 4%, a CT phantom's 54%)."""
+    import cv2
+
     if grey.mean() > 0.2 or (grey > 0.5).mean() > 0.05:
         return False
     floor = max(0.25, float(grey.mean()) + 0.15)
-    return _local_maxima(grey, floor) >= 20
+    if _local_maxima(grey, floor) < 20:
+        return False
+    cv2.setNumThreads(1)
+    _count, _labels, stats, _centres = cv2.connectedComponentsWithStats(
+        (grey > floor).astype("uint8"), connectivity=8)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    return bool(areas.size) and float(areas.max()) <= STARRY_LARGEST_PART * float(areas.sum())
 
 
 def _text_like(grey: Any) -> bool:

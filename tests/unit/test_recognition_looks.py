@@ -202,3 +202,18 @@ def test_a_pixel_finding_comes_before_the_shape_and_colours_in_the_summary() -> 
     summary = analysis["summary"]
     assert summary.startswith("It ")
     assert summary.index("points of light") < summary.index("A landscape ")
+
+
+def test_one_bright_outline_on_black_is_not_a_night_sky() -> None:
+    # GIVEN a thin bright ellipse drawn on black (a CT phantom's outline, a lit ring), with a
+    # few small points inside: dark, and many bright local maxima all along the outline
+    image = Image.new("RGB", (400, 300), (4, 4, 8))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((60, 30, 340, 270), outline=(240, 240, 240), width=3)
+    for x, y in ((150, 120), (250, 180), (200, 150)):
+        draw.ellipse((x, y, x + 2, y + 2), fill=(230, 230, 230))
+
+    # THEN it is not points of light: one part holds nearly all the light
+    assert recognition.STARRY not in looks_of(image)
+    # while a field of separate points still is
+    assert recognition.STARRY in looks_of(starfield())
