@@ -42,6 +42,21 @@ def test_the_wheel_ships_functions_and_cdk_app_but_no_node_modules(installed):
     assert f"{bundled}infrastructure/package-lock.json" in names
     assert f"{bundled}samples/test-image.jpg" in names
     assert not [n for n in names if "node_modules" in n or "cdk.out" in n]
+    # The functions' shared code is a package of its own too, the one the CLI imports
+    for module in ("__init__", "queries", "embedding_rules", "search"):
+        assert f"collections_core/{module}.py" in names
+        assert f"{bundled}lambdas/shared/collections_core/{module}.py" in names
+
+
+def test_the_installed_cli_imports_the_installed_collections_core(installed, tmp_path):
+    _, env = installed
+    probe = ("import collections_core.queries, collections_core.embedding_rules as r; "
+             "print(collections_core.__file__); print(r.MODEL_DIMENSIONS['local-hash-v1'])")
+    result = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, check=True)
+    origin, dimensions = result.stdout.split()
+    assert Path(origin).parent.parent == Path(env["PYTHONPATH"]), origin  # not _bundled/
+    assert dimensions == "1024"
 
 
 def test_the_installed_cli_finds_its_parts_outside_the_source_tree(installed, tmp_path):
