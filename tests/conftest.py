@@ -67,6 +67,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             node.own_markers[:] = [m for m in node.own_markers
                                    if m.name not in TIERS or m.name == tier]
         item.add_marker(tier)
+    # The slow tiers first: xdist hands whole files to the workers in this order (`make test`
+    # passes --no-loadscope-reorder), so the many short unit files fill the gaps at the end
+    # instead of a long chaos file running alone while the other workers idle. A stable sort:
+    # each file's tests keep their order.
+    items.sort(key=lambda item: _SCHEDULE.get(_tier_of(item, tests_root), len(_SCHEDULE)))
+
+
+_SCHEDULE = {tier: rank for rank, tier in
+             enumerate(("reliability", "e2e", "integration", "infra", "unit"))}
+
+
+def _tier_of(item: pytest.Item, tests_root: Path) -> str:
+    try:
+        return item.path.resolve().relative_to(tests_root).parts[0]
+    except ValueError:
+        return ""
 
 
 os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
