@@ -56,9 +56,10 @@ demo: setup
 # One worker per core, each test file whole on one worker: a module's local cloud or
 # PostgreSQL fixture is built once, and most of the suite waits on subprocesses and polls.
 # lint and typecheck need only the venv: with `make -j` (.ci/run) they run while npm and the
-# wheelhouse download, before pytest starts.
+# wheelhouse download, before pytest starts. Files are handed out in collection order (slow
+# tiers first: tests/conftest.py), not by their number of tests.
 test: setup lint typecheck
-	$(BIN)/python -m pytest -n auto --dist loadfile
+	$(BIN)/python -m pytest -n auto --dist loadfile --no-loadscope-reorder
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src lambdas tests bench infrastructure
