@@ -48,13 +48,17 @@ def test_the_wheel_ships_functions_and_cdk_app_but_no_node_modules(installed):
         assert f"{bundled}lambdas/shared/collections_core/{module}.py" in names
 
 
+def _probe(env: dict[str, str], cwd: Path, code: str) -> str:
+    """What `code` prints, run by the installed package's interpreter outside the tree."""
+    return subprocess.run([sys.executable, "-c", code], env=env, cwd=cwd,
+                          capture_output=True, text=True, check=True).stdout
+
+
 def test_the_installed_cli_imports_the_installed_collections_core(installed, tmp_path):
     _, env = installed
     probe = ("import collections_core.queries, collections_core.embedding_rules as r; "
              "print(collections_core.__file__); print(r.MODEL_DIMENSIONS['local-hash-v1'])")
-    result = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path,
-                            capture_output=True, text=True, check=True)
-    origin, dimensions = result.stdout.split()
+    origin, dimensions = _probe(env, tmp_path, probe).split()
     assert Path(origin).parent.parent == Path(env["PYTHONPATH"]), origin  # not _bundled/
     assert dimensions == "1024"
 
@@ -63,9 +67,7 @@ def test_the_installed_cli_finds_its_parts_outside_the_source_tree(installed, tm
     _, env = installed
     probe = ("import json, collections_ops.paths as p; print(json.dumps("
              "[str(p.lambdas_root()), str(p.infrastructure_root())]))")
-    result = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path,
-                            capture_output=True, text=True, check=True)
-    lambdas, infra = json.loads(result.stdout)
+    lambdas, infra = json.loads(_probe(env, tmp_path, probe))
     assert "_bundled" in lambdas and not lambdas.startswith(str(ROOT / "lambdas"))
     assert (Path(infra) / "app.py").exists()
     help_ = subprocess.run([sys.executable, "-m", "collections_ops", "--help"], env=env,
