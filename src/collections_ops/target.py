@@ -237,24 +237,23 @@ class LocalTarget(Target):
         super().__init__(env)
         self._cloud = LocalCloud(state_dir) if state_dir is not None else None
 
+    def _here(self) -> LocalCloud:
+        if self._cloud is None:
+            raise ValueError("a local target built without its state directory")
+        return self._cloud
+
     def running(self) -> Any:
         """The running local cloud's state; NotReady when it is not running."""
-        cloud = self.local_cloud
-        assert cloud is not None
-        return cloud.running()
-
-    def running_dir(self) -> Path:
-        cloud = self.local_cloud
-        assert cloud is not None
-        return cloud.state_dir
+        return self._here().running()
 
     def session(self, *, profile: str | None, region: Callable[[], str]) -> Any:
         from collections_ops.localcloud.aws import iam
 
         # The local cloud's administrator, whose key the local cloud keeps in its state; its
         # region is the cloud's, whatever a profile says.
-        state = self.running()
-        return iam.admin_session(state.state_dir or self.running_dir(), state.region)
+        cloud = self._here()
+        state = cloud.running()
+        return iam.admin_session(state.state_dir or cloud.state_dir, state.region)
 
     def client_options(self, session: Any, config: Any) -> dict[str, Any]:
         from botocore.config import Config
@@ -274,9 +273,7 @@ class LocalTarget(Target):
 
     @property
     def local_cloud(self) -> LocalCloud | None:
-        if self._cloud is None:
-            raise ValueError("a local target built without its state directory")
-        return self._cloud
+        return self._here()
 
     def trigger_arn(self, fn: Function, *, account: str, region: str) -> str:
         # The dispatcher invokes the handler: triggers deliver to the function's queue.
