@@ -547,6 +547,36 @@ def test_bytecode_is_compiled_by_an_interpreter_of_the_target_version(offline: O
     assert probe.stdout.split() == ["2", "True"]
 
 
+def test_a_cached_build_keeps_current_bytecode_and_drops_what_is_stale(offline: Offline) -> None:
+    """A second build reuses the vendored packages' bytecode (their sources did not change:
+    recompiling the analyzer's ~14,000 files cost ~20 s per deploy) and removes every .pyc it
+    cannot vouch for: another interpreter's, a timestamp-checked one, and that of a module that
+    no longer compiles (an unchecked .pyc is trusted blindly on Lambda, old code and all)."""
+    offline.requirements("plainlib\n")
+    first = offline.build(python_version=LOCAL_PYTHON)
+    vendored = _pyc_of(first.path / "plainlib" / "__init__.py", LOCAL_PYTHON)
+    kept = (vendored.read_bytes(), vendored.stat().st_mtime_ns)
+    helper = _pyc_of(first.path / "helper.py", LOCAL_PYTHON)
+    assert helper.is_file()
+    foreign = vendored.with_name("__init__.cpython-39.pyc")
+    foreign.write_bytes(b"left by another interpreter")
+    handler = _pyc_of(first.path / "handler.py", LOCAL_PYTHON)
+    checked = bytearray(handler.read_bytes())
+    checked[4:8] = (0).to_bytes(4, "little")  # timestamp-checked, as a local run writes
+    handler.write_bytes(bytes(checked))
+    (offline.lambdas / "fakefn" / "helper.py").write_text("print 'python 2'\n")
+
+    again = offline.build(python_version=LOCAL_PYTHON)
+
+    assert again.cached
+    assert (vendored.read_bytes(), vendored.stat().st_mtime_ns) == kept  # not compiled again
+    assert not foreign.exists()
+    assert int.from_bytes(handler.read_bytes()[4:8], "little") == 0b01
+    assert not helper.exists()  # the old code's bytecode is gone with its source
+    [note] = again.notes
+    assert "1 module(s) do not compile" in note and "helper.py" in note
+
+
 def test_bytecode_is_the_same_wherever_the_bundle_is_built(offline: Offline,
                                                             tmp_path: Path) -> None:
     offline.requirements("plainlib\n")

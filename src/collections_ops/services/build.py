@@ -217,7 +217,9 @@ def _build_one(fn: pipeline.Function, *, root: Path, out_dir: Path, python_versi
         omitted = _install(fn, requirements, bundle, python_version=python_version,
                            platform=platform, implementation=implementation, pip=pip,
                            pip_args=(*constraints, *pip_args))
-    _strip(bundle)  # also byte-code that running from a cached bundle may have left
+    # A cached bundle keeps its vendored packages' bytecode for the compiler to check and reuse
+    # (compile_bundle removes what is stale or another interpreter's); otherwise none is kept.
+    _strip(bundle, bytecode=not (cached and compiler is not None))
     deps = sorted(p.name for p in bundle.iterdir() if p.name != STAMP_FILE)
 
     code = _copy_code(fn, source, shared, bundle)
@@ -296,11 +298,13 @@ def _install(fn: pipeline.Function, requirements: Requirements, bundle: Path, *,
         return {n: v for n, (v, _) in sorted(resolved.items()) if n not in installed}
 
 
-def _strip(bundle: Path) -> None:
-    """Remove what never runs in Lambda: byte-code caches and console-script launchers (their
-    shebang names this machine's interpreter)."""
-    for cache in list(bundle.rglob("__pycache__")):
-        shutil.rmtree(cache, ignore_errors=True)
+def _strip(bundle: Path, *, bytecode: bool = True) -> None:
+    """Remove what never runs in Lambda: console-script launchers (their shebang names this
+    machine's interpreter) and, with `bytecode`, byte-code caches (pip's are this machine's
+    Python's)."""
+    if bytecode:
+        for cache in list(bundle.rglob("__pycache__")):
+            shutil.rmtree(cache, ignore_errors=True)
     scripts = bundle / "bin"
     if scripts.is_dir() and not (scripts / "__init__.py").exists():
         shutil.rmtree(scripts)
