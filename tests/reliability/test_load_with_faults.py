@@ -1,12 +1,18 @@
-"""Load and faults together, on a real local cloud: 200 uploads at concurrency 16 while the
-dispatcher kills one handler invocation in ten and the database restarts once. At the end
-every valid upload has exactly one item, one analysis and one embedding; every invalid one is
-in the dead-letter queue with its reason; nothing else is there."""
+"""Load and faults together, on a real local cloud: 100 uploads (one in twenty not an image) at
+concurrency 16 while the dispatcher kills one handler invocation in ten and the database
+restarts once. At the end every valid upload has exactly one item, one analysis and one
+embedding; every invalid one is in the dead-letter queue with its reason; nothing else is
+there.
+
+COLLECTIONS_LOAD_UPLOADS sets the number of uploads (100 here, to keep the suite's time: each
+costs ~0.35 s of handler CPU; the 200-upload figure in docs/reliability.md comes from
+`COLLECTIONS_LOAD_UPLOADS=200`)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +27,9 @@ from collections_ops.localcloud.aws import iam
 from tests import images
 from tests.e2e.cli import local_env, owner_url, queues_idle, run, wait_for
 
-VALID, INVALID, CONCURRENCY = 190, 10, 16
+UPLOADS = int(os.environ.get("COLLECTIONS_LOAD_UPLOADS", "100"))
+INVALID = max(1, UPLOADS // 20)
+VALID, CONCURRENCY = UPLOADS - INVALID, 16
 
 
 @pytest.fixture(scope="module")
