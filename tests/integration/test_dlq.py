@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -14,7 +15,10 @@ import pytest
 from collections_ops.pipeline import environment
 from collections_ops.services import dlq, dlq_records, dlq_redrive
 from tests import images
+from tests.e2e.cli import wait_for
 from tests.fakes.lambda_invoke import FakeLambda
+
+_wait = partial(wait_for, timeout=45, interval=0.1)
 
 CORRUPT = b"\xff\xd8\xff\xe0" + b"garbage" * 100
 
@@ -345,13 +349,6 @@ def test_a_replay_that_fails_again_is_not_replayed_in_a_loop(pipeline):
     assert depth(pipeline, "processor") == 1
 
 
-def wait_until(condition: Any, timeout: float = 45.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
-
-
 def test_on_a_running_dispatcher_failures_are_parked_then_redriven_to_completion(
         pipeline, db, monkeypatch):
     """The local cloud's dispatcher: a handler that keeps raising is retried, then parked as
@@ -369,7 +366,7 @@ def test_on_a_running_dispatcher_failures_are_parked_then_redriven_to_completion
     try:
         for n in range(3):
             pipeline.upload(f"user123/run {n}.jpg", images.photo(seed=n))
-        wait_until(lambda: depth(pipeline, "processor") == 3)
+        _wait(lambda: depth(pipeline, "processor") == 3, "3 parked in the processor's DLQ")
         parked = dlq.peek(pipeline.client("sqs"), pipeline.env, "processor")
         assert {(f.condition, f.attempts, f.error_type) for f in parked} == {
             ("RetriesExhausted", 2, "ValueError")}
@@ -379,14 +376,15 @@ def test_on_a_running_dispatcher_failures_are_parked_then_redriven_to_completion
         monkeypatch.setenv("ANALYZER_PROVIDER", "no-such-provider")  # terminal: parked at once
         report = dlq_redrive.redrive(pipeline.client, pipeline.env, "processor", rate_per_s=50)
         assert (report.replayed, report.failed) == (3, 0)
-        wait_until(lambda: depth(pipeline, "analyzer") == 3)
+        _wait(lambda: depth(pipeline, "analyzer") == 3, "3 parked in the analyzer's DLQ")
         assert depth(pipeline, "processor") == 0
 
         monkeypatch.setenv("ANALYZER_PROVIDER", "local")
         report = dlq_redrive.redrive(pipeline.client, pipeline.env, "analyzer", rate_per_s=50)
         assert (report.replayed, report.failed) == (3, 0)
-        wait_until(lambda: db.execute(
-            "SELECT count(*) FROM embeddings WHERE user_id = 'user123'").fetchone()[0] == 3)
+        _wait(lambda: db.execute(
+            "SELECT count(*) FROM embeddings WHERE user_id = 'user123'").fetchone()[0] == 3,
+            "3 embeddings")
         assert all(depth(pipeline, key) == 0 for key in ("processor", "analyzer", "embedder"))
     finally:
         dispatcher.stop()

@@ -4,11 +4,13 @@ on 127.0.0.1, inside the provisioned pipeline (moto + PostgreSQL)."""
 from __future__ import annotations
 
 import copy
+from functools import partial
 from typing import Any
 
 import pytest
 
 from tests import images
+from tests.e2e.cli import wait_for
 from tests.fakes.providers import (
     VALID_ANALYSIS,
     FakeProviders,
@@ -18,6 +20,8 @@ from tests.fakes.providers import (
     point_pipeline_at,
     rate_limited,
 )
+
+_wait = partial(wait_for, timeout=20, interval=0.02)
 
 CANARY_ANTHROPIC = "sk-ant-canary-7f3e9a1b2c4d5e6f"
 CANARY_VOYAGE = "pa-canary-0a1b2c3d4e5f6789"
@@ -232,15 +236,6 @@ def test_one_object_notified_twice_under_a_newer_sequencer_costs_no_second_call(
         (analysis_id, etag, item_sequencer)]
 
 
-def _until(condition: Any, what: str, timeout_s: float = 20.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
 def test_two_deliveries_at_the_same_moment_make_one_model_call(pipeline, db, providers,
                                                                migrated_db):
     import threading
@@ -266,11 +261,11 @@ def test_two_deliveries_at_the_same_moment_make_one_model_call(pipeline, db, pro
 
     first = threading.Thread(target=deliver, args=("first",))
     first.start()
-    _until(lambda: len(providers.messages.requests) == 1, "the first model call")
+    _wait(lambda: len(providers.messages.requests) == 1, "the first model call")
     # WHEN the same event is delivered again while the first call is in flight
     second = threading.Thread(target=deliver, args=("second",))
     second.start()
-    _until(lambda: waiting_for_the_lock() or len(providers.messages.requests) > 1,
+    _wait(lambda: waiting_for_the_lock() or len(providers.messages.requests) > 1,
            "the second delivery to wait or to call the model")
     held.set()
     first.join(timeout=60)

@@ -6,10 +6,10 @@ quotes it decoded in a connection error, and a setting that holds it fails to pa
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from tests import images
+from tests.e2e.cli import wait_for
 
 PASSWORD = "c4n%ary@p:w"  # as an operator might paste it, unencoded
 ENCODED = "c4n%25ary%40p%3Aw"
@@ -22,13 +22,6 @@ URLS = {
     "decoded-in-error": f"postgresql://collections:{ENCODED}@127.0.0.1:1/collections"
                         f"?sslmode={ENCODED}",
 }
-
-
-def wait_until(condition: Any, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
 
 
 def dlq_bodies(pipeline) -> list[str]:
@@ -70,7 +63,7 @@ def run_dispatcher(pipeline, until: Any) -> None:
                                                               retry_delays_s=(0,)))
     dispatcher.start()
     try:
-        wait_until(until)
+        wait_for(until, "the dispatcher's deliveries to end", timeout=60, interval=0.2)
     finally:
         dispatcher.stop()
 
