@@ -266,7 +266,7 @@ def test_two_deliveries_at_the_same_moment_make_one_model_call(pipeline, db, pro
     second = threading.Thread(target=deliver, args=("second",))
     second.start()
     _wait(lambda: waiting_for_the_lock() or len(providers.messages.requests) > 1,
-           "the second delivery to wait or to call the model")
+          "the second delivery to wait or to call the model")
     held.set()
     first.join(timeout=60)
     second.join(timeout=60)
