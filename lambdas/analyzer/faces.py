@@ -14,7 +14,7 @@ and only the astronaut's face.
 
 from __future__ import annotations
 
-import functools
+import threading
 from typing import Any, NamedTuple
 
 from collections_core.errors import ConfigurationError
@@ -30,8 +30,21 @@ class DetectorMissing(ConfigurationError):
     """OpenCV is not installed; the reason names the install command."""
 
 
-@functools.cache
+_per_thread = threading.local()
+
+
 def _cascade() -> Any:
+    """This thread's cascade. OpenCV's CascadeClassifier keeps its scale buffers in the object,
+    so one shared by threads that detect at once miscounts or fails an assertion
+    ("0 <= scaleIdx"): on Lambda a container runs one invocation at a time, but the local
+    cloud's containers are threads of one process. Loading one takes about 10 ms."""
+    cascade = getattr(_per_thread, "cascade", None)
+    if cascade is None:
+        cascade = _per_thread.cascade = _load_cascade()
+    return cascade
+
+
+def _load_cascade() -> Any:
     try:
         import cv2
     except ImportError:

@@ -178,3 +178,35 @@ def test_one_face_filling_a_sixth_of_the_frame_makes_a_portrait_and_a_small_one_
     assert not recognition.portrait([faces.Face(0.4, 0.3, 0.125, 0.125)])
     assert not recognition.portrait([faces.Face(0.1, 0.3, 0.3, 0.3)] * 2)
     assert recognition.portrait([faces.Face(0.4, 0.3, 0.17, 0.17)])
+
+
+def test_faces_counted_by_containers_at_once_are_counted_as_by_one(chelsea: Image.Image) -> None:
+    # GIVEN the local cloud's containers, threads of one process, analysing photos at once
+    import threading
+
+    import faces
+
+    with Image.open(evaluation.golden_photo("astronaut.png")) as image:
+        astronaut = image.convert("RGB")
+    alone = (faces.find(astronaut), faces.find(chelsea))
+    counted: list[tuple[int, int]] = []
+    failed: list[BaseException] = []
+
+    def container() -> None:
+        try:
+            for _ in range(15):
+                counted.append((len(faces.find(astronaut)), len(faces.find(chelsea))))
+        except Exception as exc:  # an OpenCV assertion, raised in this thread
+            failed.append(exc)
+
+    # WHEN six of them count faces side by side (OpenCV releases the GIL while it detects)
+    threads = [threading.Thread(target=container) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # THEN every count is the one a single thread makes, and none failed
+    assert not failed, failed[:1]
+    assert len(alone[0]) == 1 and alone[1] == []
+    assert set(counted) == {(1, 0)} and len(counted) == 90
