@@ -211,10 +211,16 @@ REPEATING = Look("a regular pattern that repeats across the frame, the same shap
                  ("repeating pattern", "regular pattern", "rows"))
 ROUND = Look("several separate round objects of about one size on a plain background, as "
              "in coins, buttons, pills or cells laid out", ("round objects", "circles", "coins"))
+FIELD = Look("one round bright field of view on a black surround, as in a photo of the back "
+             "of an eye (the retina) or a view through an eyepiece",
+             ("circular field", "disc", "eyepiece", "retina"))
 MONOCHROME = Look("a black-and-white image", ("black and white", "monochrome"))
 _LOOK_EDGE = 256  # the pixels are judged on a copy this size on its longest edge
 ROUND_MIN_COUNT = 5  # "several" round objects
 STARRY_LARGEST_PART = 0.25  # points of light: no one bright part holds more of the light
+BLACK = 0.08  # grey level (0-1) under which a pixel counts as black
+FIELD_MIN_SHARE = 0.3  # a field of view fills at least this much of the frame...
+FIELD_MIN_FILL = 0.85  # ...and at least this much of its enclosing circle (a square: 64%)
 
 
 def looks(image: Any, measured: dict[str, Any]) -> list[Look]:
@@ -228,7 +234,8 @@ def looks(image: Any, measured: dict[str, Any]) -> list[Look]:
     rgb = pixels.astype(np.float32) / 255.0
     grey = rgb.mean(axis=2)
     starry = _starry(grey)
-    found = [look for look, seen in ((STARRY, starry), (TEXT, _text_like(grey)),
+    found = [look for look, seen in ((STARRY, starry), (FIELD, _round_field(grey)),
+                                     (TEXT, _text_like(grey)),
                                      (ROUND, _round_objects(grey)),
                                      (FLAT, _flat(pixels)), (REPEATING, _repeating(grey)),
                                      (TEXTURE, not starry and _texture(grey)))
@@ -266,6 +273,33 @@ def _starry(grey: Any) -> bool:
         (grey > floor).astype("uint8"), connectivity=8)
     areas = stats[1:, cv2.CC_STAT_AREA]
     return bool(areas.size) and float(areas.max()) <= STARRY_LARGEST_PART * float(areas.sum())
+
+
+def _round_field(grey: Any) -> bool:
+    """One lit region, clear of every edge of the frame, that fills FIELD_MIN_SHARE of it and
+    FIELD_MIN_FILL of its smallest enclosing circle, on black: the round field a microscope,
+    a telescope's eyepiece or a fundus camera leaves on the sensor. A photo's subject on a
+    dark background touches an edge or is not that round (a CT phantom's ellipse fills 75%
+    of its circle; a colour wheel that reaches the frame's edge is refused for touching it)."""
+    import cv2
+    import numpy as np
+
+    cv2.setNumThreads(1)
+    lit = (grey >= BLACK).astype(np.uint8)
+    count, labels, stats, _centres = cv2.connectedComponentsWithStats(lit, connectivity=8)
+    if count < 2:
+        return False
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    left, top, width, height = (int(v) for v in stats[largest, :4])
+    if left == 0 or top == 0 or left + width >= grey.shape[1] or top + height >= grey.shape[0]:
+        return False
+    contours, _hierarchy = cv2.findContours((labels == largest).astype(np.uint8),
+                                            cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    outline = max(contours, key=cv2.contourArea)
+    area = float(cv2.contourArea(outline))  # holes (dark vessels, specks) filled
+    _centre, radius = cv2.minEnclosingCircle(outline)
+    return (area >= FIELD_MIN_SHARE * grey.size
+            and area >= FIELD_MIN_FILL * float(np.pi * radius * radius))
 
 
 def _text_like(grey: Any) -> bool:

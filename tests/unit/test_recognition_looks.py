@@ -149,6 +149,38 @@ def test_squares_one_disc_or_discs_of_very_different_sizes_are_not_round_objects
     assert recognition.ROUND not in looks_of(printed_page())
 
 
+def field_of_view(*, radius: int, centre: tuple[int, int] = (240, 180),
+                  size: tuple[int, int] = (480, 360), square: bool = False) -> Image.Image:
+    """A lit field with dark vessels drawn across it, on a black surround."""
+    image = Image.new("RGB", size, (2, 2, 2))
+    draw = ImageDraw.Draw(image)
+    x, y = centre
+    box = (x - radius, y - radius, x + radius, y + radius)
+    (draw.rectangle if square else draw.ellipse)(box, fill=(190, 90, 40))
+    rng = random.Random(11)
+    for _ in range(12):  # vessels: dark lines that leave holes in the lit region
+        draw.line((x + rng.randrange(-radius, radius) // 2, y + rng.randrange(-radius, radius) // 2,
+                   x + rng.randrange(-radius, radius) // 2, y + rng.randrange(-radius, radius) // 2),
+                  fill=(3, 3, 3), width=3)
+    return image
+
+
+def test_a_round_lit_field_on_black_looks_like_a_field_of_view() -> None:
+    found = looks_of(as_jpeg(field_of_view(radius=165), 85))
+
+    assert recognition.FIELD in found
+    assert found.index(recognition.FIELD) == 0
+
+
+def test_a_square_a_small_disc_or_a_disc_cut_by_the_frame_is_not_a_field_of_view() -> None:
+    assert recognition.FIELD not in looks_of(field_of_view(radius=150, square=True))
+    assert recognition.FIELD not in looks_of(field_of_view(radius=60))  # a fifth of the frame
+    assert recognition.FIELD not in looks_of(field_of_view(radius=200))  # reaches the edges
+    assert recognition.FIELD not in looks_of(field_of_view(radius=150, centre=(120, 180)))
+    assert recognition.FIELD not in looks_of(starfield())
+    assert recognition.FIELD not in looks_of(flat_logo())  # a disc on white, not on black
+
+
 def test_detail_alike_all_over_the_frame_looks_like_a_texture() -> None:
     found = looks_of(noise_texture())
 
